@@ -1,0 +1,39 @@
+# Two commands do all set-up on a fresh machine: `make demo` and `make test`.
+# Both create .venv/ in the repo root when it is missing.
+PY := .venv/bin/python
+PIP := .venv/bin/pip
+# torch 2.14.1 + torchvision 0.29.1 install together from this machine's local wheels;
+# timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
+TORCH := torch==2.14.1 torchvision==0.29.1
+
+.PHONY: demo test lint parity-all bench clean
+
+.venv/.core: pyproject.toml
+	test -x $(PY) || python3 -m venv .venv
+	$(PIP) install -q --upgrade pip
+	$(PIP) install -q $(TORCH)
+	$(PIP) install -q -e .
+	touch $@
+
+.venv/.test: .venv/.core pyproject.toml
+	$(PIP) install -q -e '.[test]'
+	touch $@
+
+demo: .venv/.core
+	.venv/bin/vitgraph build vit_s_16
+
+lint: .venv/.test
+	.venv/bin/ruff check vitgraph blocks tests benchmarks
+
+test: .venv/.test lint
+	$(PY) -m pytest -q -n 2 --dist loadfile
+
+# full sweeps, run before resolving an issue (not part of make test)
+parity-all: .venv/.test
+	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
+
+bench: .venv/.test
+	$(PY) benchmarks/bench_vs_timm.py
+
+clean:
+	rm -rf .venv build *.egg-info

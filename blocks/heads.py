@@ -1,0 +1,122 @@
+"""Classifier heads: a linear head, big_vision's pre-logits layer, and DeiT's
+distillation head (arXiv:2012.12877 §4: eval averages the class and distillation
+heads; training returns both so each gets its own loss)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import TensorType, Vector, expect_tokens, expect_vector
+
+HeadInit = Literal["trunc_normal", "zeros"]
+
+
+def init_linear(layer: nn.Linear, how: str) -> nn.Linear:
+    if how == "zeros":
+        nn.init.zeros_(layer.weight)
+    else:
+        nn.init.trunc_normal_(layer.weight, std=0.02)
+    if layer.bias is not None:
+        nn.init.zeros_(layer.bias)
+    return layer
+
+
+@register
+class LinearHead(Block):
+    """A linear classifier on a pooled vector."""
+
+    kind: Literal["linear_head"] = "linear_head"
+    family = "head"
+    classes: Annotated[int, Field(gt=0)]
+    """Number of classes."""
+    bias: bool = True
+    """Bias of the classifier."""
+    init: HeadInit = "trunc_normal"
+    """Weight init (big_vision zero-inits the head)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        expect_vector(inputs[0], self.kind)
+        return self, Vector(self.classes)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = expect_vector(inputs[0], self.kind)
+        return init_linear(nn.Linear(x.dim, self.classes, bias=self.bias), self.init)
+
+
+@register
+class PreLogits(Block):
+    """Linear + tanh before the head (big_vision's ``rep_size``, ViT §3.1's MLP head)."""
+
+    kind: Literal["pre_logits"] = "pre_logits"
+    family = "head"
+    dim: Annotated[int, Field(gt=0)] | None = None
+    """Output width; default: the input's."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = expect_vector(inputs[0], self.kind)
+        dim = self.dim or x.dim
+        return self.model_copy(update={"dim": dim}), Vector(dim)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = expect_vector(inputs[0], self.kind)
+        assert self.dim is not None
+        return PreLogitsLayer(x.dim, self.dim)
+
+
+class PreLogitsLayer(nn.Module):
+    def __init__(self, dim: int, out: int) -> None:
+        super().__init__()
+        self.fc = init_linear(nn.Linear(dim, out), "trunc_normal")
+        self.act = nn.Tanh()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.act(self.fc(x))
+
+
+@register
+class DistillationHead(Block):
+    """DeiT's second head, on the distillation token. Inputs: the class head's logits and
+    the final tokens. Eval returns the mean of both heads; training returns
+    ``(class_logits, distillation_logits)`` unless ``set_distilled_training(False)``."""
+
+    kind: Literal["distill_head"] = "distill_head"
+    family = "head"
+    arity = 2
+    index: Annotated[int, Field(ge=0)] = 1
+    """Position of the distillation token in the prefix."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
+        tokens = expect_tokens(inputs[1], self.kind + " (second input: the tokens)")
+        if tokens.prefix <= self.index:
+            raise ShapeError(f"distill_head reads prefix token {self.index}, but its tokens "
+                             f"have {tokens.prefix} prefix token(s)", field="index",
+                             hint="add a dist_token node after the cls_token")
+        return self, logits
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        logits = expect_vector(inputs[0], self.kind)
+        tokens = expect_tokens(inputs[1], self.kind)
+        return DistilledClassifier(tokens.dim, logits.dim, self.index)
+
+
+class DistilledClassifier(nn.Linear):
+    """An ``nn.Linear`` (so its keys are ``head_dist.weight``, as in DeiT) that merges."""
+
+    def __init__(self, dim: int, classes: int, index: int) -> None:
+        super().__init__(dim, classes)
+        init_linear(self, "trunc_normal")
+        self.index = index
+        self.distilled_training = True
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor):  # type: ignore[override]
+        dist = super().forward(tokens[:, self.index])
+        if self.training and self.distilled_training:
+            return logits, dist
+        return (logits + dist) / 2

@@ -1,0 +1,78 @@
+"""Feed-forward blocks: the transformer MLP (ViT §3.1: two layers with a GELU)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import TensorType, Tokens, Vector
+
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module named ``name`` (one shared vocabulary for every block)."""
+    return {
+        "gelu": lambda: nn.GELU(),
+        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+        "relu": lambda: nn.ReLU(),
+        "silu": lambda: nn.SiLU(),
+        "hardswish": lambda: nn.Hardswish(),
+        "tanh": lambda: nn.Tanh(),
+    }[name]()
+
+
+@register
+class MlpBlock(Block):
+    """Linear → activation → dropout → Linear → dropout, on the last dim."""
+
+    kind: Literal["mlp"] = "mlp"
+    family = "mlp"
+    ratio: Annotated[float, Field(gt=0)] = 4.0
+    """Hidden width as a multiple of the input width."""
+    hidden: Annotated[int, Field(gt=0)] | None = None
+    """Hidden width; default: int(dim * ratio)."""
+    out_dim: Annotated[int, Field(gt=0)] | None = None
+    """Output width; default: the input width."""
+    act: Activation = "gelu"
+    """Activation between the layers."""
+    drop: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    """Dropout after each layer."""
+    bias: bool = True
+    """Biases in both layers."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if not isinstance(x, Tokens | Vector):
+            raise ShapeError(f"mlp takes tokens or a vector, but receives {x}")
+        dim = x.dim
+        hidden = self.hidden or int(dim * self.ratio)
+        out = self.out_dim or dim
+        resolved = self.model_copy(update={"hidden": hidden, "out_dim": out})
+        if isinstance(x, Tokens):
+            return resolved, Tokens(out, x.grid, x.prefix, x.count)
+        return resolved, Vector(out)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = inputs[0]
+        assert isinstance(x, Tokens | Vector) and self.hidden and self.out_dim
+        return Mlp(x.dim, self.hidden, self.out_dim, self.act, self.drop, self.bias)
+
+
+class Mlp(nn.Module):
+    def __init__(self, dim: int, hidden: int, out: int, act: str, drop: float,
+                 bias: bool) -> None:
+        super().__init__()
+        self.fc1 = nn.Linear(dim, hidden, bias=bias)
+        self.act = activation(act)
+        self.drop1 = nn.Dropout(drop) if drop else nn.Identity()
+        self.fc2 = nn.Linear(hidden, out, bias=bias)
+        self.drop2 = nn.Dropout(drop) if drop else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.drop2(self.fc2(self.drop1(self.act(self.fc1(x)))))

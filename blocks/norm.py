@@ -1,0 +1,36 @@
+"""Normalisation layers over the token width (Ba et al. 2016, LayerNorm)."""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import TensorType, Tokens, Vector
+
+
+@register
+class LayerNormBlock(Block):
+    """LayerNorm over the last dim of tokens or a vector."""
+
+    kind: Literal["layernorm"] = "layernorm"
+    family = "norm"
+    eps: Annotated[float, Field(gt=0)] = 1e-5
+    """Added to the variance (ViT and DeiT use 1e-6; torch's default is 1e-5)."""
+    affine: bool = True
+    """Learned scale and shift."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if not isinstance(x, Tokens | Vector):
+            raise ShapeError(f"layernorm normalises tokens or a vector, but receives {x}",
+                             hint="normalise a feature map after flattening it to tokens")
+        return self, x
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = inputs[0]
+        assert isinstance(x, Tokens | Vector)
+        return nn.LayerNorm(x.dim, eps=self.eps, elementwise_affine=self.affine)

@@ -1,0 +1,136 @@
+"""Structural blocks: residual merges, dropout, stochastic depth and LayerScale.
+
+Drop-path (stochastic depth, Huang et al. 2016) drops whole residual branches per
+sample; LayerScale (CaiT arXiv:2103.17239 §2.1) scales a branch per channel.
+"""
+
+from __future__ import annotations
+
+import operator
+from typing import Annotated, Literal, Self
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import TensorType, Tokens, Vector
+
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+@register
+class Add(Block):
+    """Element-wise sum of its inputs (a residual connection)."""
+
+    kind: Literal["add"] = "add"
+    arity = 2
+    family = "structural"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        first, second = inputs
+        if first.shape != second.shape or type(first) is not type(second):
+            raise ShapeError(f"cannot add {first} and {second}: shapes "
+                             f"{_fmt(first.shape)} and {_fmt(second.shape)} differ")
+        return self, first
+
+    def build(self, *inputs: TensorType):
+        return operator.add
+
+
+def _fmt(shape: tuple[int, ...]) -> str:
+    return "x".join(str(s) for s in shape)
+
+
+class _PassThrough(Block):
+    family = "structural"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, inputs[0]
+
+
+@register
+class Dropout(_PassThrough):
+    """Dropout (identity when ``rate`` is 0 or in eval mode)."""
+
+    kind: Literal["dropout"] = "dropout"
+    rate: Rate = 0.0
+    """Probability of zeroing an element."""
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return nn.Dropout(self.rate) if self.rate else nn.Identity()
+
+
+@register
+class DropPathBlock(_PassThrough):
+    """Stochastic depth: drop the whole branch for a sample with probability ``rate``."""
+
+    kind: Literal["drop_path"] = "drop_path"
+    rate: Rate = 0.0
+    """Probability of dropping the branch in training."""
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return DropPath(self.rate) if self.rate else nn.Identity()
+
+
+class DropPath(nn.Module):
+    def __init__(self, rate: float) -> None:
+        super().__init__()
+        self.rate = rate
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        keep = 1.0 - self.rate
+        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+        return x * mask.div_(keep)  # rescale so the expectation is unchanged
+
+    def extra_repr(self) -> str:
+        return f"rate={self.rate}"
+
+
+@register
+class LayerScaleBlock(_PassThrough):
+    """Per-channel learned scale of a residual branch (CaiT §2.1); identity when ``init``
+    is null."""
+
+    kind: Literal["layer_scale"] = "layer_scale"
+    init: Annotated[float, Field(gt=0)] | None = None
+    """Initial value of every channel's scale (CaiT: 1e-5 up to depth 24, 1e-6 beyond)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if not isinstance(x, Tokens | Vector):
+            raise ShapeError(f"layer_scale takes tokens or a vector, but receives {x}")
+        return self, x
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = inputs[0]
+        assert isinstance(x, Tokens | Vector)
+        return LayerScale(x.dim, self.init) if self.init is not None else nn.Identity()
+
+
+class LayerScale(nn.Module):
+    def __init__(self, dim: int, init: float) -> None:
+        super().__init__()
+        self.gamma = nn.Parameter(torch.full((dim,), init))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * self.gamma
+
+
+@register
+class IdentityBlock(Block):
+    """Passes its first input through; lets an arg switch a node off
+    (``kind: "${'dist_token' if distilled else 'identity'}"``)."""
+
+    kind: Literal["identity"] = "identity"
+    arity = None
+    family = "structural"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, inputs[0]
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return nn.Identity()

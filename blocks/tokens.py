@@ -1,0 +1,53 @@
+"""Extra tokens prepended to the patch tokens: class (ViT §3.1) and distillation (DeiT
+arXiv:2012.12877 §4). Each joins the end of the existing prefix, so a distillation
+token placed after a class token sits at index 1, as in DeiT."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+import torch
+from torch import nn
+
+from vitgraph.registry import Block, TensorOp, register
+from vitgraph.shapes import TensorType, Tokens, expect_tokens
+
+
+def insert_token(x: torch.Tensor, token: torch.Tensor, *, at: int) -> torch.Tensor:
+    """(B, N, D) -> (B, N + 1, D) with ``token`` at position ``at``."""
+    token = token.expand(x.shape[0], -1, -1)
+    if at == 0:
+        return torch.cat([token, x], dim=1)
+    return torch.cat([x[:, :at], token, x[:, at:]], dim=1)
+
+
+class _PrefixToken(Block):
+    family = "token"
+    init_std: float = 1e-6
+    """Std of the normal init (timm: 1e-6 for the class token)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        return self, Tokens(tokens.dim, tokens.grid, tokens.prefix + 1, tokens.count)
+
+    def build(self, *inputs: TensorType) -> TensorOp:
+        tokens = inputs[0]
+        assert isinstance(tokens, Tokens)
+        token = nn.Parameter(torch.empty(1, 1, tokens.dim))
+        nn.init.normal_(token, std=self.init_std)
+        return TensorOp(token, insert_token, kwargs={"at": tokens.prefix})
+
+
+@register
+class ClassToken(_PrefixToken):
+    """A learned class token joining the prefix (ViT §3.1)."""
+
+    kind: Literal["cls_token"] = "cls_token"
+
+
+@register
+class DistillationToken(_PrefixToken):
+    """A learned distillation token joining the prefix after the class token (DeiT §4)."""
+
+    kind: Literal["dist_token"] = "dist_token"
+    init_std: float = 0.02

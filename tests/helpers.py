@@ -1,0 +1,67 @@
+"""Shared test helpers: re-drawing every weight before a parity check, and the parity
+tolerance of DESIGN.md (max |Δ| ≤ 1e-4 × max(1, max |logits|), fp32, eval mode)."""
+
+from __future__ import annotations
+
+import torch
+from torch import nn
+
+_NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
+
+
+@torch.no_grad()
+def redraw_(model: nn.Module, seed: int = 0) -> nn.Module:
+    """Re-draw every parameter and BatchNorm statistic so no block hides behind its init.
+
+    Weights ~ N(0, 1/fan_in); norm weights and 1-D scales (LayerScale) ~ U(0.5, 1.5);
+    biases ~ N(0, 0.1); tokens and tables ~ N(0, 0.25); random running statistics.
+    """
+    gen = torch.Generator().manual_seed(seed)
+
+    def draw(shape, kind: str) -> torch.Tensor:
+        if kind == "scale":
+            return torch.rand(shape, generator=gen) + 0.5
+        if kind == "bias":
+            return torch.randn(shape, generator=gen) * 0.1
+        if kind == "table":
+            return torch.randn(shape, generator=gen) * 0.5
+        fan_in = max(1, int(torch.Size(shape)[1:].numel()))
+        return torch.randn(shape, generator=gen) / fan_in**0.5
+
+    for module in model.modules():
+        is_norm = isinstance(module, _NORMS)
+        for name, param in module.named_parameters(recurse=False):
+            if is_norm:
+                kind = "scale" if name == "weight" else "bias"
+            elif name == "bias" or name.endswith("_bias"):
+                kind = "bias"
+            elif param.ndim == 1:
+                kind = "scale"
+            elif param.shape[0] == 1:
+                kind = "table"
+            else:
+                kind = "weight"
+            param.copy_(draw(param.shape, kind).to(param.dtype))
+        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+            module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
+            module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
+    return model
+
+
+def max_logit_diff(a, b) -> tuple[float, float]:
+    """(max |a - b|, allowed) for logits or tuples of logits."""
+    if isinstance(a, tuple | list):
+        pairs = [max_logit_diff(x, y) for x, y in zip(a, b, strict=True)]
+        return max(p[0] for p in pairs), min(p[1] for p in pairs)
+    diff = (a - b).abs().max().item()
+    allowed = 1e-4 * max(1.0, b.abs().max().item())
+    return diff, allowed
+
+
+def assert_same_logits(ours: nn.Module, reference: nn.Module, x: torch.Tensor) -> float:
+    ours.eval()
+    reference.eval()
+    with torch.no_grad():
+        diff, allowed = max_logit_diff(ours(x), reference(x))
+    assert diff <= allowed, f"logits differ by {diff:.3e} (allowed {allowed:.3e})"
+    return diff

@@ -1,0 +1,17 @@
+"""vitgraph: vision transformers declared as YAML graphs of typed blocks.
+
+``load`` validates a spec (nothing allocated), ``Graph.build`` compiles it into a fresh
+``torch.nn.Module``, ``Graph.summary`` counts params and MACs on the meta device.
+"""
+
+from vitgraph.errors import SpecError
+from vitgraph.graph import Graph, build, load
+
+__all__ = ["Graph", "SpecError", "build", "from_timm", "load"]
+
+
+def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)
+    """The vitgraph model of a timm model's architecture, with its weights loaded."""
+    from vitgraph.interop.timm import from_timm as convert
+
+    return convert(model)

@@ -1,0 +1,168 @@
+"""The ``vitgraph`` command line: build, validate and list specs.
+
+Exit status: 0 on success, 2 on a spec error (bad file, refused override, unknown name),
+1 on any other failure.
+"""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+import time
+from typing import Any
+
+import yaml
+
+from vitgraph.errors import Location, SpecError
+
+EXIT_SPEC = 2
+EXIT_FAILURE = 1
+
+
+def parse_sets(pairs: list[str]) -> dict[str, Any]:
+    """``["depth=6", "head.classes=10"]`` -> ``{"depth": 6, "head.classes": 10}`` (YAML values)."""
+    overrides: dict[str, Any] = {}
+    for pair in pairs:
+        key, sep, raw = pair.partition("=")
+        if not sep or not key.strip():
+            raise SpecError.at(Location("<--set>"), pair, "expected key=value",
+                               "for example --set depth=6 or --set input.size=384")
+        try:
+            value = yaml.safe_load(raw) if raw.strip() else ""
+        except yaml.YAMLError:
+            value = raw
+        if isinstance(value, dict | list) and not raw.strip().startswith("["):
+            value = raw
+        overrides[key.strip()] = value
+    return overrides
+
+
+def _common(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument("spec", help="a spec file, a shipped spec name or a variant name")
+    parser.add_argument("--variant", help="variant of the spec (default: its smallest)")
+    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
+                        help="override an arg, input.size or node.param (repeatable)")
+    parser.add_argument("--json", action="store_true", help="print one JSON object")
+    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers extra block kinds")
+
+
+def make_parser() -> argparse.ArgumentParser:
+    parser = argparse.ArgumentParser(prog="vitgraph", description=__doc__.splitlines()[0])
+    sub = parser.add_subparsers(dest="command", required=True)
+    build = sub.add_parser("build", help="validate, compile, run one forward pass, summarise")
+    _common(build)
+    build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
+    build.add_argument("--batch", type=int, default=1, help="batch size of the forward pass")
+    build.add_argument("--out", help="write the weights (safetensors, spec in the metadata)")
+    build.add_argument("--seed", type=int, default=0, help="seed of the random init")
+    build.add_argument("--allow-large", action="store_true",
+                       help="build even beyond the 2e9-parameter safety limit")
+    validate = sub.add_parser("validate", help="check a spec without allocating weights")
+    _common(validate)
+    listing = sub.add_parser("list", help="list shipped specs or block kinds")
+    listing.add_argument("what", nargs="?", choices=["specs", "blocks"], default="specs")
+    listing.add_argument("--json", action="store_true", help="print JSON")
+    return parser
+
+
+def main(argv: list[str] | None = None) -> int:
+    args = make_parser().parse_args(argv)
+    try:
+        for module in getattr(args, "plugin", []):
+            from vitgraph.registry import load_plugin
+
+            load_plugin(module)
+        if args.command == "list":
+            return cmd_list(args)
+        return cmd_build(args) if args.command == "build" else cmd_validate(args)
+    except SpecError as exc:
+        if getattr(args, "json", False):
+            print(json.dumps({"ok": False, "errors": exc.as_dicts()}, indent=2))
+        else:
+            print(str(exc), file=sys.stderr)
+        return EXIT_SPEC
+    except KeyboardInterrupt:
+        return EXIT_FAILURE
+    except Exception as exc:  # any other failure: one line, exit 1
+        print(f"error: {type(exc).__name__}: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+
+
+def _load(args: argparse.Namespace):
+    from vitgraph.graph import load
+
+    return load(args.spec, args.variant, parse_sets(args.sets))
+
+
+def cmd_validate(args: argparse.Namespace) -> int:
+    start = time.perf_counter()
+    graph = _load(args)
+    summary = graph.summary()
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"ok": True, **_keys(summary), "seconds": round(elapsed, 4)}, indent=2))
+    else:
+        from vitgraph.render import print_summary
+
+        print_summary(graph, summary, title=f"{_title(graph)} - valid ({elapsed:.2f} s)")
+    return 0
+
+
+def cmd_build(args: argparse.Namespace) -> int:
+    import torch
+
+    graph = _load(args)
+    if not args.allow_large:
+        graph.check_size()
+    summary = graph.summary()
+    torch.manual_seed(args.seed)
+    start = time.perf_counter()
+    model = graph.build(device=args.device, allow_large=True).eval()
+    built = time.perf_counter() - start
+    x = torch.randn(args.batch, *graph.input_shape, device=args.device)
+    start = time.perf_counter()
+    with torch.inference_mode():
+        out = model(x)
+    forward = time.perf_counter() - start
+    out_shape = list(out.shape) if isinstance(out, torch.Tensor) else [list(o.shape) for o in out]
+    if args.out:
+        from vitgraph.weights import save_weights
+
+        save_weights(model, graph, args.out)
+    if args.json:
+        print(json.dumps({**_keys(summary), "device": args.device, "batch": args.batch,
+                          "forward_output_shape": out_shape, "build_seconds": round(built, 4),
+                          "forward_seconds": round(forward, 4), "out": args.out}, indent=2))
+        return 0
+    from vitgraph.render import print_summary
+
+    footer = (f"built on {args.device} in {built:.2f} s; forward of batch {args.batch} -> "
+              f"{out_shape} in {forward * 1000:.1f} ms")
+    if args.out:
+        footer += f"; weights written to {args.out}"
+    print_summary(graph, summary, title=_title(graph), footer=footer)
+    return 0
+
+
+def _title(graph) -> str:
+    return f"{graph.name} / {graph.variant}" if graph.variant else graph.name
+
+
+def _keys(summary) -> dict[str, Any]:
+    data = summary.as_dict()
+    return {k: data[k] for k in ("spec", "variant", "params", "macs", "flops", "input_shape",
+                                 "output_shape")}
+
+
+def cmd_list(args: argparse.Namespace) -> int:
+    from vitgraph.render import print_blocks, print_specs
+
+    if args.what == "blocks":
+        return print_blocks(as_json=args.json)
+    return print_specs(as_json=args.json)
+
+
+if __name__ == "__main__":
+    sys.exit(main())

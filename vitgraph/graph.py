@@ -1,0 +1,145 @@
+"""``Graph``: a validated spec (every node typed), ready to build or summarise.
+
+``vitgraph.load`` runs phases 1-5; nothing is allocated until ``build``. Each ``build``
+returns a fresh module.
+"""
+
+from __future__ import annotations
+
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitgraph.compiler import VitgraphModel, build_on, compile_nodes
+from vitgraph.errors import SpecError
+from vitgraph.infer import Inferred, infer
+from vitgraph.loader import Expanded, Node, Source, expand, load_source, resolve_spec
+from vitgraph.shapes import TensorType
+
+#: a spec whose parameter count exceeds this is refused unless ``allow_large``
+MAX_PARAMS = 2_000_000_000
+
+
+class Graph:
+    """A validated, shape-inferred spec. Build it with :meth:`build`."""
+
+    def __init__(self, source: Source, variant: str | None, overrides: dict[str, Any],
+                 expanded: Expanded, inferred: Inferred) -> None:
+        self.source = source
+        self.variant = variant
+        self.overrides = dict(overrides)
+        self._expanded = expanded
+        self._inferred = inferred
+
+    # -- what the graph is --------------------------------------------------------------
+
+    @property
+    def name(self) -> str:
+        return self.source.document.name
+
+    @property
+    def file(self) -> str:
+        return self.source.file
+
+    @property
+    def nodes(self) -> list[Node]:
+        """Primitive nodes in execution order."""
+        return list(self._inferred.order)
+
+    @property
+    def args(self) -> dict[str, Any]:
+        return dict(self._expanded.args)
+
+    @property
+    def groups(self) -> dict[str, tuple[str, int]]:
+        """Repeat groups and composite nodes: id -> (kind, count)."""
+        return dict(self._expanded.groups)
+
+    @property
+    def outputs(self) -> list[str]:
+        return list(self._expanded.outputs)
+
+    @property
+    def features(self) -> list[str]:
+        return list(self._expanded.features)
+
+    def type_of(self, node_id: str) -> TensorType:
+        """The inferred output type of a node (or composite / repeat group)."""
+        node_id = self._expanded.aliases.get(node_id, node_id)
+        return self._inferred.types[node_id]
+
+    @property
+    def input_shape(self) -> tuple[int, ...]:
+        return self._inferred.types["input"].shape
+
+    @property
+    def output_shape(self) -> tuple[int, ...]:
+        return self.type_of(self.outputs[0]).shape
+
+    def node(self, node_id: str) -> Node:
+        for node in self._inferred.order:
+            if node.id == node_id:
+                return node
+        raise KeyError(node_id)
+
+    # -- building -----------------------------------------------------------------------
+
+    def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
+              *, allow_large: bool = False) -> VitgraphModel:
+        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation)."""
+        if not allow_large and str(device) != "meta":
+            self.check_size()
+        model = build_on(device, dtype, lambda: compile_nodes(
+            self._inferred.order, self._inferred.types, self._expanded.outputs,
+            self._expanded.aliases))
+        model.spec_name = self.name
+        model.variant = self.variant
+        model.vitgraph_graph = self  # type: ignore[assignment]
+        return model
+
+    def check_size(self, limit: int = MAX_PARAMS) -> None:
+        params = self.summary().params
+        if params > limit:
+            where = self.source.marks.at(("graph",))
+            raise SpecError.at(where, self.variant or self.name,
+                               f"the model would have {params:,} parameters, more than the "
+                               f"limit of {limit:,}", "pass allow_large=True (CLI: "
+                               "--allow-large) if you really mean it")
+
+    def summary(self, batch: int = 1):
+        """Params, MACs and per-node rows, counted on the meta device (nothing allocated)."""
+        from vitgraph.summary import summarize
+
+        if getattr(self, "_summary", None) is None or batch != 1:
+            result = summarize(self, batch)
+            if batch != 1:
+                return result
+            self._summary = result
+        return self._summary
+
+    def __repr__(self) -> str:
+        variant = f" {self.variant}" if self.variant else ""
+        return f"<Graph {self.name}{variant}: {len(self.nodes)} nodes, input {self.input_shape}>"
+
+
+def load(spec: str | Path, variant: str | None = None,
+         overrides: dict[str, Any] | None = None, *, text: str | None = None) -> Graph:
+    """Parse, validate, expand and shape-check a spec (a path, a shipped spec name or a
+    variant name). Raises ``SpecError`` listing every problem, each at file:line:col."""
+    if text is not None:
+        path, implied = str(spec), None
+    else:
+        path, implied = resolve_spec(spec)
+    if variant is None:
+        variant = implied
+    source = load_source(path, text)
+    chosen, expanded = expand(source, variant, overrides)
+    inferred = infer(expanded)
+    return Graph(source, chosen, overrides or {}, expanded, inferred)
+
+
+def build(spec: str | Path, variant: str | None = None,
+          overrides: dict[str, Any] | None = None, **kwargs: Any) -> VitgraphModel:
+    """``load(spec, variant, overrides).build(**kwargs)``."""
+    return load(spec, variant, overrides).build(**kwargs)

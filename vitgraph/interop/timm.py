@@ -1,0 +1,156 @@
+"""``from_timm``: the vitgraph model of a timm model, with the timm model's weights.
+
+Dimensions and options are read from the timm module itself (not from a name table),
+written as a vitgraph spec, compiled, and loaded with the timm state_dict. A timm option
+vitgraph has no block for is refused with a SpecError naming the option and the model;
+unmatched or mis-shaped keys are an error too, so the result is never silently different.
+
+Each family adds a converter in ``vitgraph/interop/timm_<family>.py`` with
+``@timm_converter("TimmClassName")``; this module finds them all.
+"""
+
+from __future__ import annotations
+
+import importlib
+import pkgutil
+from collections.abc import Callable
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+import yaml
+from torch import nn
+
+from vitgraph.errors import Location, Problem, SpecError
+
+Converter = Callable[[nn.Module], "Conversion"]
+_CONVERTERS: dict[str, Converter] = {}
+
+
+@dataclass
+class Conversion:
+    """What a family converter returns: a spec document and how timm's keys map to ours."""
+
+    spec: dict[str, Any]
+    rename: Callable[[str], str] = field(default=lambda key: key)
+    convert: Callable[[str, torch.Tensor], torch.Tensor] = field(default=lambda key, t: t)
+    after_build: Callable[[nn.Module, nn.Module], None] | None = None
+
+
+def timm_converter(*class_names: str) -> Callable[[Converter], Converter]:
+    """Register a converter for timm model classes (by class name)."""
+
+    def decorate(fn: Converter) -> Converter:
+        for name in class_names:
+            if name in _CONVERTERS:
+                raise RuntimeError(f"timm class {name} already has a converter: "
+                                   f"{_CONVERTERS[name].__module__}")
+            _CONVERTERS[name] = fn
+        return fn
+
+    return decorate
+
+
+def _load_converters() -> None:
+    package = importlib.import_module("vitgraph.interop")
+    for info in pkgutil.iter_modules(package.__path__):
+        if info.name.startswith("timm_"):
+            importlib.import_module(f"vitgraph.interop.{info.name}")
+
+
+def model_name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture") or type(model).__name__)
+
+
+def refuse(model: nn.Module, option: str, why: str = "") -> SpecError:
+    """A SpecError for a timm option vitgraph has no block for."""
+    name = model_name(model)
+    return SpecError.at(Location(f"<timm:{name}>"), name,
+                        f"timm option {option} is not supported by vitgraph yet"
+                        + (f" ({why})" if why else ""),
+                        "vitgraph refuses rather than build a different model")
+
+
+def from_timm(model: nn.Module) -> nn.Module:
+    """Build the vitgraph twin of ``model`` and load its weights (strict)."""
+    _load_converters()
+    cls = type(model).__name__
+    if cls not in _CONVERTERS:
+        known = ", ".join(sorted(_CONVERTERS))
+        raise refuse(model, f"model class {cls}", f"supported classes: {known}")
+    conversion = _CONVERTERS[cls](model)
+    name = model_name(model)
+    from vitgraph.graph import load
+
+    graph = load(f"<timm:{name}>", text=yaml.safe_dump(conversion.spec, sort_keys=False))
+    ours = graph.build()
+    load_mapped(ours, model.state_dict(), conversion, name)
+    if conversion.after_build is not None:
+        conversion.after_build(model, ours)
+    ours.train(model.training)
+    return ours
+
+
+def load_mapped(ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Conversion,
+                name: str) -> None:
+    """Copy ``theirs`` into ``ours`` through the conversion's key map; every key must match."""
+    target = ours.state_dict()
+    mapped: dict[str, torch.Tensor] = {}
+    problems: list[str] = []
+    for key, tensor in theirs.items():
+        new_key = conversion.rename(key)
+        if new_key not in target:
+            problems.append(f"timm key '{key}' has no place in the vitgraph model"
+                            + (f" (mapped to '{new_key}')" if new_key != key else ""))
+            continue
+        tensor = conversion.convert(key, tensor)
+        if tuple(tensor.shape) != tuple(target[new_key].shape):
+            problems.append(f"'{key}' has shape {tuple(tensor.shape)} in timm but "
+                            f"{tuple(target[new_key].shape)} in vitgraph")
+            continue
+        mapped[new_key] = tensor
+    for key in target:
+        if key not in mapped and not any(p.startswith(f"'{key}'") for p in problems):
+            problems.append(f"vitgraph key '{key}' gets no timm weight")
+    if problems:
+        where = Location(f"<timm:{name}>")
+        raise SpecError([Problem(where, name, p) for p in problems[:50]])
+    ours.load_state_dict(mapped, strict=True)
+
+
+def spec_document(name: str, size: tuple[int, int], channels: int,
+                  graph: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+    """A spec document for a converted model (read back by the ordinary loader)."""
+    return {"vitgraph": 1, "name": name, "paper": f"converted from timm {name}",
+            "input": {"channels": channels, "size": [size[0], size[1]]}, "graph": graph,
+            **extra}
+
+
+def layernorm_eps(model: nn.Module, norm: nn.Module, where: str) -> float | None:
+    """eps of a LayerNorm, None for Identity; other norms are refused."""
+    if isinstance(norm, nn.Identity):
+        return None
+    if type(norm).__name__ == "LayerNorm" and isinstance(norm, nn.LayerNorm):
+        if not norm.elementwise_affine:
+            raise refuse(model, f"{where} without affine parameters")
+        return float(norm.eps)
+    raise refuse(model, f"{where}={type(norm).__name__}", "only LayerNorm is supported")
+
+
+def activation_name(model: nn.Module, act: nn.Module, where: str) -> str:
+    if isinstance(act, nn.GELU):
+        return "gelu_tanh" if act.approximate == "tanh" else "gelu"
+    names = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.Tanh: "tanh"}
+    for cls, name in names.items():
+        if type(act) is cls:
+            return name
+    raise refuse(model, f"{where}={type(act).__name__}")
+
+
+def drop_rate(module: nn.Module) -> float:
+    """The rate of a Dropout / DropPath module (0 for Identity)."""
+    for attr in ("drop_prob", "p", "rate"):
+        if hasattr(module, attr):
+            return float(getattr(module, attr))
+    return 0.0

@@ -1,0 +1,565 @@
+"""Phases 1-3: parse, schema and expand a spec into a flat list of typed nodes.
+
+``load_document`` finds and parses the file; ``expand`` applies the variant and the
+overrides, evaluates expressions, validates every entry against its block kind and
+inlines composite blocks and ``repeat:`` groups. Problems are collected and raised
+together as one SpecError, each at its ``file:line:col``.
+"""
+
+from __future__ import annotations
+
+import functools
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+from pydantic import BaseModel, ValidationError
+
+from vitgraph.errors import Location, Problem, SpecError
+from vitgraph.expressions import ExpressionError, names_in, substitute
+from vitgraph.registry import Block, Composite, registry
+from vitgraph.spec import FORMAT_VERSION, NODE_KEYS, SpecDocument
+from vitgraph.suggest import did_you_mean
+from vitgraph.yamlmarks import Marks, parse_yaml
+from vitgraph.yamlmarks import Path as YPath
+
+MAX_REPEAT = 1000
+MAX_NODES = 20_000
+MAX_COMPOSITE_DEPTH = 16
+OVERRIDE_FILE = "<--set>"
+
+
+@dataclass
+class Source:
+    """A parsed spec file: its data, the marks of every value, and its file name."""
+
+    data: dict[str, Any]
+    marks: Marks
+    file: str
+    document: SpecDocument
+
+
+@dataclass
+class Node:
+    """One primitive block in the expanded graph."""
+
+    id: str
+    kind: str
+    params: Block
+    inputs: list[str]
+    where: Location
+    field_marks: dict[str, Location] = field(default_factory=dict)
+    group: str | None = None  # the repeat group it was expanded from ("blocks")
+    index: int | None = None  # its index in that group
+    parent: str | None = None  # the composite node it belongs to ("blocks.3")
+    composite_kind: str | None = None  # the kind of that composite ("encoder_layer")
+
+    def mark(self, field_name: str | None) -> Location:
+        if field_name and field_name in self.field_marks:
+            return self.field_marks[field_name]
+        return self.where
+
+
+@dataclass
+class Expanded:
+    """The result of the expand phase."""
+
+    nodes: list[Node]
+    aliases: dict[str, str]  # composite / repeat-group id -> the node id that is its output
+    input_channels: int
+    input_size: tuple[int, int]
+    args: dict[str, Any]
+    outputs: list[str]
+    features: list[str]
+    groups: dict[str, tuple[str, int]]  # id -> (kind, count) of each repeat group / composite
+    problems: list[Problem] = field(default_factory=list)  # found while expanding
+    failed: set[str] = field(default_factory=set)  # ids whose entry had a problem
+
+
+# ---------------------------------------------------------------------------- finding
+
+
+def spec_dir() -> Any:
+    return resources.files("vitgraph.specs")
+
+
+@functools.cache
+def shipped_specs() -> dict[str, str]:
+    """Shipped spec family name -> file path."""
+    return {
+        e.name[:-5]: str(e)
+        for e in sorted(spec_dir().iterdir(), key=lambda p: p.name)
+        if e.name.endswith(".yaml")
+    }
+
+
+@functools.cache
+def variant_index() -> dict[str, str]:
+    """Variant name -> the family that defines it (read without full validation)."""
+    index: dict[str, str] = {}
+    for family, path in shipped_specs().items():
+        data = yaml.safe_load(Path(path).read_text())
+        for name in (data or {}).get("variants", {}) or {}:
+            index[name] = family
+    return index
+
+
+def resolve_spec(spec: str | Path) -> tuple[str, str | None]:
+    """(file path, implied variant) for a path, a family name or a variant name."""
+    text = str(spec)
+    path = Path(text)
+    if path.suffix in (".yaml", ".yml") or path.exists():
+        if not path.is_file():
+            raise SpecError.at(Location(text), "", f"spec file '{text}' does not exist")
+        return str(path), None
+    specs = shipped_specs()
+    if text in specs:
+        return specs[text], None
+    variants = variant_index()
+    if text in variants:
+        return specs[variants[text]], text
+    hint = did_you_mean(text, [*specs, *variants])
+    raise SpecError.at(Location(text), "", f"no spec file, shipped spec or variant named '{text}'"
+                       f"{hint}", "run `vitgraph list` to see the shipped specs and variants")
+
+
+def load_source(path: str, text: str | None = None) -> Source:
+    """Phase 1 and the top-level schema: parse a spec file and check its outer keys."""
+    if text is None:
+        try:
+            text = Path(path).read_text(encoding="utf-8")
+        except (OSError, UnicodeDecodeError) as exc:
+            raise SpecError.at(Location(path), "", f"cannot read the spec: {exc}") from None
+    data, marks = parse_yaml(text, path)
+    if not isinstance(data, dict):
+        raise SpecError.at(marks.at(()), "", "a spec must be a mapping with 'vitgraph', 'name', "
+                           "'input' and 'graph' keys")
+    version = data.get("vitgraph")
+    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
+        raise SpecError.at(marks.at(("vitgraph",)), "vitgraph",
+                           f"spec format version {version} is newer than this vitgraph reads "
+                           f"({FORMAT_VERSION})", "upgrade vitgraph to build this spec")
+    try:
+        document = SpecDocument.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
+    if version != FORMAT_VERSION:
+        raise SpecError.at(marks.at(("vitgraph",)), "vitgraph",
+                           f"unknown spec format version {version!r}", "write `vitgraph: 1`")
+    return Source(data, marks, path, document)
+
+
+def pydantic_problems(
+    exc: ValidationError,
+    marks: Marks,
+    base: YPath,
+    model: type[BaseModel],
+    field_marks: dict[str, Location] | None = None,
+    where: Location | None = None,
+    label: str = "",
+) -> list[Problem]:
+    """Translate pydantic's errors into located problems (did-you-mean for unknown keys)."""
+    problems = []
+    known_fields = [k for k in model.model_fields if k != "kind"]
+    suggested = {did_you_mean(str(e["loc"][-1]), known_fields)[len(" (did you mean '"):-3]
+                 for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]}
+    for err in exc.errors():
+        if err["type"] == "missing" and err["loc"] and err["loc"][-1] in suggested:
+            continue  # the unknown key's did-you-mean already says it
+        loc = tuple(err["loc"])
+        path = ".".join(str(p) for p in (label.split(".") if label else list(base)) + list(loc)
+                        if p != "")
+        first = str(loc[0]) if loc else None
+        if field_marks is not None:
+            location = field_marks.get(first or "", where or marks.at(base))
+        else:
+            location = marks.at(base + loc, key=err["type"] == "extra_forbidden")
+        if err["type"] == "extra_forbidden":
+            known = [k for k in model.model_fields if k != "kind"]
+            message = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
+            hint = f"known keys: {', '.join(known)}" if len(known) <= 12 else None
+        elif err["type"] == "missing":
+            message, hint = f"'{loc[-1]}' is required", None
+        else:
+            got = err.get("input")
+            message = f"{err['msg'].lower()} (got {got!r})" if not isinstance(got, dict) else (
+                err["msg"].lower())
+            hint = None
+        problems.append(Problem(location, path, message, hint))
+    return problems
+
+
+# ---------------------------------------------------------------------------- expanding
+
+
+class _Expander:
+    def __init__(self, source: Source, variant: str | None, overrides: dict[str, Any]):
+        self.source = source
+        self.doc = source.document
+        self.marks = source.marks
+        self.variant = variant
+        self.overrides = overrides
+        self.problems: list[Problem] = []
+        self.nodes: list[Node] = []
+        self.aliases: dict[str, str] = {}
+        self.groups: dict[str, tuple[str, int]] = {}
+        self.node_overrides: dict[str, dict[str, Any]] = {}
+        self.failed: set[str] = set()  # ids whose entry had a problem (dependents are skipped)
+        self.registry = registry()
+
+    def fail(self, location: Location, path: str, message: str, hint: str | None = None):
+        self.problems.append(Problem(location, path, message, hint))
+
+    # -- arguments ----------------------------------------------------------------------
+
+    def resolve_args(self) -> dict[str, Any]:
+        raw: dict[str, Any] = dict(self.doc.args)
+        marks: dict[str, Location] = {k: self.marks.at(("args", k)) for k in raw}
+        if self.variant is not None:
+            for key, value in self.doc.variants[self.variant].items():
+                if key not in raw:
+                    self.fail(self.marks.at(("variants", self.variant, key), key=True),
+                              f"variants.{self.variant}.{key}",
+                              f"variant sets '{key}', which is not an arg"
+                              f"{did_you_mean(key, raw)}", "declare it under args:")
+                    continue
+                raw[key] = value
+                marks[key] = self.marks.at(("variants", self.variant, key))
+        self.arg_marks = marks
+        node_ids = {str(e.get("id")) for e in self.doc.graph if isinstance(e, dict)}
+        for key, value in self.overrides.items():
+            head, _, rest = key.partition(".")
+            if key in raw:
+                raw[key] = value
+                marks[key] = Location(OVERRIDE_FILE)
+            elif head == "input" and rest in ("channels", "size"):
+                continue  # applied in resolve_input
+            elif head in node_ids and rest:
+                self.node_overrides.setdefault(head, {})[rest] = value
+            else:
+                choices = [*raw, "input.size", "input.channels", *(f"{n}." for n in node_ids)]
+                self.fail(Location(OVERRIDE_FILE), key,
+                          f"'{key}' names no arg, input field or graph node"
+                          f"{did_you_mean(key, choices)}",
+                          f"args of this spec: {', '.join(raw) or 'none'}")
+        resolved: dict[str, Any] = {}
+        pending = dict(raw)
+        while pending:
+            progressed = False
+            for key in list(pending):
+                deps = names_in(pending[key]) & set(pending)
+                if deps - {key}:
+                    continue
+                try:
+                    resolved[key] = self.evaluate(pending.pop(key), resolved)
+                except ExpressionError as exc:
+                    self.fail(marks[key], f"args.{key}", str(exc))
+                    resolved[key] = None
+                progressed = True
+            if not progressed:
+                cycle = ", ".join(sorted(pending))
+                self.fail(marks[next(iter(pending))], "args",
+                          f"args refer to each other in a cycle: {cycle}")
+                break
+        return resolved
+
+    def evaluate(self, value: Any, variables: dict[str, Any]) -> Any:
+        if isinstance(value, list):
+            return [self.evaluate(v, variables) for v in value]
+        if isinstance(value, dict):
+            return {k: self.evaluate(v, variables) for k, v in value.items()}
+        return substitute(value, variables)
+
+    def resolve_input(self, args: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+        raw = dict(self.doc.input)
+        for key in ("channels", "size"):
+            if f"input.{key}" in self.overrides:
+                raw[key] = self.overrides[f"input.{key}"]
+        try:
+            values = {k: self.evaluate(v, args) for k, v in raw.items()}
+        except ExpressionError as exc:
+            self.fail(self.marks.at(("input",)), "input", str(exc))
+            return 3, (1, 1)
+        from vitgraph.spec import InputSpec
+
+        try:
+            spec = InputSpec.model_validate(values)
+        except ValidationError as exc:
+            self.problems += pydantic_problems(exc, self.marks, ("input",), InputSpec)
+            return 3, (1, 1)
+        size = spec.size
+        if isinstance(size, list):
+            if len(size) != 2 or min(size) <= 0:
+                self.fail(self.marks.at(("input", "size")), "input.size",
+                          f"size must be a positive int or [height, width] (got {size})")
+                return spec.channels, (1, 1)
+            return spec.channels, (size[0], size[1])
+        if size <= 0:
+            self.fail(self.marks.at(("input", "size")), "input.size",
+                      f"size must be positive (got {size})")
+            return spec.channels, (1, 1)
+        return spec.channels, (size, size)
+
+    # -- graph entries ------------------------------------------------------------------
+
+    def expand_list(
+        self,
+        entries: list[Any],
+        variables: dict[str, Any],
+        prefix: str,
+        previous: str,
+        scope: dict[str, str],
+        ctx: _Context,
+    ) -> str:
+        """Expand graph entries; return the id of the last one's output."""
+        for position, entry in enumerate(entries):
+            path = ctx.path + (position,)
+            where = ctx.where or self.marks.at(path)
+            if not isinstance(entry, dict):
+                self.fail(where, ctx.label(position), "a graph entry must be a mapping with "
+                          "'id' and 'kind'")
+                continue
+            unknown_reserved = [k for k in ("id", "kind") if k not in entry]
+            if unknown_reserved:
+                self.fail(where, ctx.label(position),
+                          f"graph entry needs {' and '.join(repr(k) for k in unknown_reserved)}")
+                continue
+            local_id = str(entry["id"])
+            if not local_id or any(c in local_id for c in " .:/$"):
+                self.fail(ctx.where or self.marks.at(path + ("id",)), ctx.label(position),
+                          f"id '{local_id}' must be a non-empty name without spaces, dots or "
+                          "':/$'")
+                continue
+            full_id = f"{prefix}{local_id}"
+            if local_id in scope or full_id in self.aliases or full_id in self.groups:
+                self.fail(ctx.where or self.marks.at(path + ("id",)), full_id,
+                          f"id '{local_id}' is used twice", "every node id must be unique")
+                continue
+            previous = self.expand_entry(entry, full_id, variables, previous, scope, ctx, path)
+            scope[local_id] = previous
+            if len(self.nodes) > MAX_NODES:
+                raise SpecError(self.problems + [Problem(where, full_id,
+                                f"the graph expands to more than {MAX_NODES} nodes")])
+        return previous
+
+    def expand_entry(
+        self,
+        entry: dict[str, Any],
+        full_id: str,
+        variables: dict[str, Any],
+        previous: str,
+        scope: dict[str, str],
+        ctx: _Context,
+        path: YPath,
+    ) -> str:
+        top_level = ctx.depth == 0
+        overrides = self.node_overrides.pop(full_id, {}) if top_level else {}
+        repeat_raw = overrides.pop("repeat", entry.get("repeat"))
+        if repeat_raw is None:
+            return self.expand_one(entry, full_id, variables, previous, scope, ctx, path,
+                                   overrides, None)
+        try:
+            count = substitute(repeat_raw, variables)
+        except ExpressionError as exc:
+            self.fail(ctx.where or self.marks.at(path + ("repeat",)), f"{full_id}.repeat",
+                      str(exc))
+            return previous
+        if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_REPEAT:
+            self.fail(ctx.where or self.marks.at(path + ("repeat",)), f"{full_id}.repeat",
+                      f"repeat must be an integer from 1 to {MAX_REPEAT} (got {count!r})")
+            return previous
+        per_index = entry.get("at") or {}
+        if not isinstance(per_index, dict):
+            self.fail(ctx.where or self.marks.at(path + ("at",)), f"{full_id}.at",
+                      "'at' maps repeat indices to the params they change")
+            per_index = {}
+        for key in per_index:
+            if not isinstance(key, int) or not -count <= key < count:
+                self.fail(ctx.where or self.marks.at(path + ("at", key), key=True),
+                          f"{full_id}.at", f"index {key!r} is outside the {count} repeats")
+        self.groups[full_id] = (str(entry.get("kind")), count)
+        for i in range(count):
+            changes = dict(per_index.get(i, {}) or per_index.get(i - count, {}) or {})
+            variables_i = {**variables, "i": i, "count": count}
+            previous = self.expand_one({**entry, **changes}, f"{full_id}.{i}", variables_i,
+                                       previous, scope, ctx, path, overrides, i,
+                                       group=full_id, changed=set(changes))
+        self.aliases[full_id] = previous
+        return previous
+
+    def expand_one(
+        self,
+        entry: dict[str, Any],
+        full_id: str,
+        variables: dict[str, Any],
+        previous: str,
+        scope: dict[str, str],
+        ctx: _Context,
+        path: YPath,
+        overrides: dict[str, Any],
+        index: int | None,
+        group: str | None = None,
+        changed: set[str] | frozenset[str] = frozenset(),
+    ) -> str:
+        where = ctx.where or self.marks.at(path + ("kind",))
+        kind = entry["kind"]
+        try:
+            kind = substitute(kind, variables)
+        except ExpressionError as exc:
+            self.fail(where, f"{full_id}.kind", str(exc))
+            return full_id
+        raw_params = {k: v for k, v in entry.items() if k not in NODE_KEYS}
+        raw_params.update(overrides)
+        field_marks: dict[str, Location] = {}
+        params: dict[str, Any] = {}
+        for key, value in raw_params.items():
+            mark = (Location(OVERRIDE_FILE) if key in overrides else
+                    self.marks.at(path + ("at", index, key)) if key in changed else
+                    self.marks.at(path + (key,)))
+            if ctx.where is not None:
+                mark = ctx.param_marks.get(str(value)[1:], ctx.where) if (
+                    isinstance(value, str) and value.startswith("$") and "{" not in value
+                ) else ctx.where
+            field_marks[key] = mark
+            try:
+                params[key] = self.evaluate(value, variables)
+            except ExpressionError as exc:
+                self.fail(mark, f"{full_id}.{key}", str(exc))
+        if len(params) < len(raw_params):
+            self.failed.add(full_id)
+            return full_id
+        inputs = self.resolve_inputs(entry, full_id, variables, previous, scope, ctx, path,
+                                     index, changed)
+        if inputs is None:
+            return full_id
+        kind = str(kind)
+        if kind in self.registry.primitives:
+            block_cls = self.registry.primitives[kind]
+            try:
+                block = block_cls.model_validate({"kind": kind, **params})
+            except ValidationError as exc:
+                self.problems += pydantic_problems(exc, self.marks, path, block_cls,
+                                                   field_marks, where, full_id)
+                self.failed.add(full_id)
+                return full_id
+            self.nodes.append(Node(full_id, kind, block, inputs, where, field_marks,
+                                   group=group, index=index, parent=ctx.parent,
+                                   composite_kind=ctx.composite_kind))
+            return full_id
+        if kind in self.registry.composites:
+            return self.expand_composite(self.registry.composites[kind], params, full_id,
+                                         inputs, where, field_marks, ctx, path, group, index)
+        self.failed.add(full_id)
+        self.fail(where if ctx.where else self.marks.at(path + ("kind",)), f"{full_id}.kind",
+                  f"unknown block kind '{kind}'{did_you_mean(kind, self.registry.kinds())}",
+                  "run `vitgraph list blocks` to see every kind")
+        return full_id
+
+    def resolve_inputs(self, entry, full_id, variables, previous, scope, ctx, path, index,
+                       changed) -> list[str] | None:
+        raw = entry.get("inputs")
+        if raw is None:
+            return [previous]
+        mark = ctx.where or self.marks.at(path + (("at", index, "inputs") if "inputs" in changed
+                                                  else ("inputs",)))
+        if isinstance(raw, str):
+            raw = [raw]
+        if not isinstance(raw, list) or not raw:
+            self.fail(mark, f"{full_id}.inputs", "inputs must be a node id or a list of them")
+            return None
+        resolved = []
+        for name in raw:
+            try:
+                name = str(substitute(name, {**variables, "prev": previous}))
+            except ExpressionError as exc:
+                self.fail(mark, f"{full_id}.inputs", str(exc))
+                return None
+            resolved.append(scope.get(name, ctx.resolve_global(name, self.aliases)))
+        return resolved
+
+    def expand_composite(self, composite: Composite, params: dict[str, Any], full_id: str,
+                         inputs: list[str], where: Location, field_marks: dict[str, Location],
+                         ctx: _Context, path: YPath, group: str | None,
+                         index: int | None) -> str:
+        if composite.kind in ctx.stack:
+            chain = " -> ".join([*ctx.stack, composite.kind])
+            self.fail(where, full_id, f"composite block includes itself: {chain}")
+            return full_id
+        if ctx.depth >= MAX_COMPOSITE_DEPTH:
+            self.fail(where, full_id, f"composite blocks nest deeper than {MAX_COMPOSITE_DEPTH}")
+            return full_id
+        try:
+            validated = composite.params.model_validate({"kind": composite.kind, **params})
+        except ValidationError as exc:
+            self.problems += pydantic_problems(exc, self.marks, path, composite.params,
+                                               field_marks, where, full_id)
+            self.failed.add(full_id)
+            return full_id
+        variables = validated.model_dump(exclude={"kind"})
+        scope: dict[str, str] = {"input": inputs[0]}
+        for k, name in enumerate(inputs):
+            scope[f"input{k}"] = name
+        inner = _Context(path=("<composite>",), where=where, param_marks=field_marks,
+                         depth=ctx.depth + 1, stack=(*ctx.stack, composite.kind),
+                         parent=full_id, composite_kind=composite.kind, prefix=f"{full_id}.")
+        last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope,
+                                inner)
+        output = scope.get(composite.outputs, last) if composite.outputs else last
+        self.aliases[full_id] = output
+        if group is None:
+            self.groups.setdefault(full_id, (composite.kind, 1))
+        return output
+
+
+@dataclass
+class _Context:
+    """Where an entry list sits: the spec itself, or inside a composite block."""
+
+    path: YPath
+    where: Location | None = None  # inside a composite: the caller's location
+    param_marks: dict[str, Location] = field(default_factory=dict)
+    depth: int = 0
+    stack: tuple[str, ...] = ()
+    parent: str | None = None
+    composite_kind: str | None = None
+    prefix: str = ""
+
+    def label(self, position: int) -> str:
+        return f"{self.prefix}graph[{position}]" if self.prefix else f"graph[{position}]"
+
+    def resolve_global(self, name: str, aliases: dict[str, str]) -> str:
+        return aliases.get(name, name)
+
+
+def expand(source: Source, variant: str | None = None,
+           overrides: dict[str, Any] | None = None) -> tuple[str | None, Expanded]:
+    """Phase 3: evaluate args and expressions, validate every entry, inline composites."""
+    doc = source.document
+    if variant is None:
+        variant = doc.default if doc.default is not None else (
+            next(iter(doc.variants)) if doc.variants else None)
+    if variant is not None and variant not in doc.variants:
+        where = source.marks.at(("variants",), key=True) if doc.variants else source.marks.at(())
+        raise SpecError.at(where, "variants",
+                           f"unknown variant '{variant}'{did_you_mean(variant, doc.variants)}",
+                           f"variants of {doc.name}: {', '.join(doc.variants) or 'none'}")
+    expander = _Expander(source, variant, dict(overrides or {}))
+    args = expander.resolve_args()
+    channels, size = expander.resolve_input(args)
+    if expander.problems:
+        raise SpecError(expander.problems)
+    scope: dict[str, str] = {}
+    last = expander.expand_list(doc.graph, args, "", "input", scope, _Context(path=("graph",)))
+    for node_id in expander.node_overrides:
+        expander.fail(Location(OVERRIDE_FILE), node_id, f"override names node '{node_id}' "
+                      "which is not in the graph")
+    outputs = [expander.aliases.get(o, o) for o in (doc.outputs or [last])]
+    features = list(doc.features or [])
+    unique: dict[tuple[Location, str], Problem] = {}
+    for problem in expander.problems:  # a mistake in a repeated entry is reported once
+        unique.setdefault((problem.location, problem.message), problem)
+    return variant, Expanded(expander.nodes, expander.aliases, channels, size, args, outputs,
+                             features, expander.groups, list(unique.values()),
+                             expander.failed)

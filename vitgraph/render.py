@@ -1,0 +1,96 @@
+"""Human-readable output: summary tables and listings (rich)."""
+
+from __future__ import annotations
+
+import json
+
+import yaml
+from rich.console import Console
+from rich.table import Table
+
+from vitgraph.summary import Summary
+
+
+def _num(n: int) -> str:
+    return f"{n:,}" if n else "-"
+
+
+def _macs(n: int) -> str:
+    if not n:
+        return "-"
+    return f"{n / 1e9:.3f} G" if n >= 1e8 else f"{n / 1e6:.2f} M"
+
+
+def _shape(shape: tuple[int, ...]) -> str:
+    return " x ".join(str(s) for s in shape)
+
+
+def print_summary(graph, summary: Summary, title: str, footer: str | None = None) -> None:
+    """One row per node, repeat groups collapsed (``blocks x12``), totals at the end."""
+    table = Table(title=title, title_justify="left", show_footer=True, header_style="bold")
+    table.add_column("node", footer="total")
+    table.add_column("kind")
+    table.add_column("output", footer=_shape(summary.output_shape))
+    table.add_column("params", justify="right", footer=_num(summary.params))
+    table.add_column("MACs", justify="right", footer=_macs(summary.macs))
+    for row in summary.grouped():
+        label = f"{row.id} ×{row.count}" if row.count > 1 else row.id
+        table.add_row(label, row.kind, _shape(row.output_shape), _num(row.params),
+                      _macs(row.macs))
+    console = Console(width=max(100, Console().width))
+    console.print(table)
+    console.print(f"input {_shape(summary.input_shape)}; {summary.params / 1e6:.2f} M params, "
+                  f"{summary.macs / 1e9:.3f} GMACs ({summary.flops / 1e9:.3f} GFLOPs)")
+    if footer:
+        console.print(footer)
+
+
+def print_specs(as_json: bool) -> int:
+    from vitgraph.loader import shipped_specs
+
+    rows = []
+    for family, path in shipped_specs().items():
+        with open(path, encoding="utf-8") as handle:
+            data = yaml.safe_load(handle) or {}
+        rows.append({"spec": family, "default": data.get("default"),
+                     "variants": list(data.get("variants", {})), "paper": data.get("paper", "")})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(header_style="bold")
+    for column in ("spec", "default", "variants", "paper"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["spec"], row["default"] or "", ", ".join(row["variants"]), row["paper"])
+    Console(width=max(120, Console().width)).print(table)
+    return 0
+
+
+def print_blocks(as_json: bool) -> int:
+    from vitgraph.registry import registry
+
+    reg = registry()
+    rows = []
+    for kind in reg.kinds():
+        if kind in reg.primitives:
+            cls = reg.primitives[kind]
+            doc = (cls.__doc__ or "").strip().splitlines()[0]
+            fields = [f for f in cls.model_fields if f != "kind"]
+            rows.append({"kind": kind, "family": cls.family, "composite": False, "doc": doc,
+                         "params": fields, "origin": reg.origin(kind)})
+        else:
+            comp = reg.composites[kind]
+            fields = [f for f in comp.params.model_fields if f != "kind"]
+            rows.append({"kind": kind, "family": "composite", "composite": True,
+                         "doc": comp.doc.split(". ")[0], "params": fields,
+                         "origin": reg.origin(kind)})
+    if as_json:
+        print(json.dumps(rows, indent=2))
+        return 0
+    table = Table(header_style="bold")
+    for column in ("kind", "family", "params", "doc"):
+        table.add_column(column, overflow="fold")
+    for row in rows:
+        table.add_row(row["kind"], row["family"], ", ".join(row["params"]), row["doc"])
+    Console(width=max(140, Console().width)).print(table)
+    return 0

@@ -1,0 +1,118 @@
+"""Static tensor types that flow along the graph's edges, and the infer phase's helpers.
+
+Shapes exclude the batch dimension. A block's shape rule maps its input types to its
+output type before any weight exists, so mistakes are reported at the node with numbers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from vitgraph.errors import ShapeError
+
+
+@dataclass(frozen=True)
+class Image:
+    """A feature map ``(C, H, W)``."""
+
+    channels: int
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.channels, self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"image {self.channels}x{self.height}x{self.width}"
+
+
+@dataclass(frozen=True)
+class Tokens:
+    """A token sequence ``(N, D)``: ``prefix`` extra tokens (class, distillation) first,
+    then the patch tokens, laid out on ``grid`` (rows, cols) when they come from one."""
+
+    dim: int
+    grid: tuple[int, int] | None
+    prefix: int = 0
+    count: int | None = None  # patch-token count when there is no grid
+
+    @property
+    def patches(self) -> int:
+        if self.grid is not None:
+            return self.grid[0] * self.grid[1]
+        return self.count or 0
+
+    @property
+    def length(self) -> int:
+        return self.prefix + self.patches
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.length, self.dim)
+
+    def __str__(self) -> str:
+        parts = [f"tokens {self.length}x{self.dim}"]
+        if self.grid is not None:
+            parts.append(f"grid {self.grid[0]}x{self.grid[1]}")
+        if self.prefix:
+            parts.append(f"+{self.prefix} prefix")
+        return ", ".join(parts)
+
+
+@dataclass(frozen=True)
+class Vector:
+    """A pooled vector or logits ``(D,)``."""
+
+    dim: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.dim,)
+
+    def __str__(self) -> str:
+        return f"vector {self.dim}"
+
+
+TensorType = Image | Tokens | Vector
+
+
+def expect(value: object, cls: type, what: str) -> None:
+    """Raise a ShapeError unless ``value`` is of tensor type ``cls``."""
+    if not isinstance(value, cls):
+        names = {Image: "an image", Tokens: "tokens", Vector: "a vector"}
+        raise ShapeError(f"{what} takes {names[cls]}, but receives {value}")
+
+
+def expect_image(t: TensorType, what: str) -> Image:
+    expect(t, Image, what)
+    assert isinstance(t, Image)
+    return t
+
+
+def expect_tokens(t: TensorType, what: str) -> Tokens:
+    expect(t, Tokens, what)
+    assert isinstance(t, Tokens)
+    return t
+
+
+def expect_vector(t: TensorType, what: str) -> Vector:
+    expect(t, Vector, what)
+    assert isinstance(t, Vector)
+    return t
+
+
+def expect_grid(t: Tokens, what: str) -> tuple[int, int]:
+    if t.grid is None:
+        raise ShapeError(f"{what} needs tokens laid out on a 2-D grid, but receives {t}")
+    return t.grid
+
+
+def conv_out(size: int, kernel: int, stride: int, padding: int, dilation: int = 1) -> int:
+    """Output length of a convolution or pooling window along one axis."""
+    return (size + 2 * padding - dilation * (kernel - 1) - 1) // stride + 1
+
+
+def check_divides(divisor: int, total: int, field: str, what: str, hint: str | None = None):
+    if divisor <= 0 or total % divisor != 0:
+        raise ShapeError(f"{divisor} must divide {what} ({total})", field=field, hint=hint)

@@ -1,0 +1,67 @@
+"""The spec file's top-level schema (pydantic), and the reserved keys of a graph entry.
+
+Graph entries stay plain dicts here: their parameters may be expressions, so they are
+validated per block kind only after the expand phase has evaluated them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from pydantic import BaseModel, ConfigDict, Field
+
+FORMAT_VERSION = 1
+
+#: keys of a graph entry that are not block parameters
+NODE_KEYS = ("id", "kind", "inputs", "repeat", "at", "doc")
+
+
+class InputSpec(BaseModel):
+    """The image the model takes."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    channels: Annotated[int, Field(gt=0)] = 3
+    """Input channels."""
+    size: int | list[int]
+    """Image side in pixels, or [height, width]."""
+
+
+class DataConfig(BaseModel):
+    """Pre-processing the model expects (timm's ``pretrained_cfg`` data keys)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    mean: list[float] = [0.485, 0.456, 0.406]
+    std: list[float] = [0.229, 0.224, 0.225]
+    crop_pct: float = 0.875
+    interpolation: str = "bicubic"
+
+
+class SpecDocument(BaseModel):
+    """A vitgraph spec file."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid")
+
+    vitgraph: int
+    """Spec format version (this vitgraph reads version 1)."""
+    name: str
+    """Family name, e.g. ``vit``."""
+    paper: str = ""
+    """The paper the architecture comes from."""
+    default: str | None = None
+    """Variant used when none is given (the paper's smallest model)."""
+    input: dict[str, Any]
+    """The input image: ``{channels: 3, size: 224}`` (values may be expressions)."""
+    args: dict[str, Any] = {}
+    """Named hyper-parameters the graph refers to as ``$name`` or ``${expression}``."""
+    variants: dict[str, dict[str, Any]] = {}
+    """Paper model names mapped to the args they change."""
+    data: DataConfig = DataConfig()
+    """Pre-processing the model expects."""
+    graph: list[dict[str, Any]]
+    """The blocks, in order; an entry without ``inputs`` takes the previous one."""
+    outputs: list[str] | None = None
+    """Output node ids (default: the last node)."""
+    features: list[str] | None = None
+    """Feature taps for dense prediction (node ids)."""

@@ -1,0 +1,134 @@
+"""Phase 1, parse: safe YAML into plain data plus a side table of where each value sits.
+
+The data is exactly what ``yaml.safe_load`` would give (no keys injected); the
+``Marks`` table maps each value's path, e.g. ``("graph", 3, "heads")``, to its location.
+Only the standard tags are accepted, duplicate keys are errors, and alias expansion is
+bounded so a "billion laughs" document is refused instead of expanded.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Any
+
+import yaml
+
+from vitgraph.errors import Location, Problem, SpecError
+
+Path = tuple[str | int, ...]
+
+MAX_NODES = 200_000
+MAX_DEPTH = 64
+_STANDARD_TAGS = {
+    "tag:yaml.org,2002:str",
+    "tag:yaml.org,2002:int",
+    "tag:yaml.org,2002:float",
+    "tag:yaml.org,2002:bool",
+    "tag:yaml.org,2002:null",
+    "tag:yaml.org,2002:map",
+    "tag:yaml.org,2002:seq",
+}
+
+
+@dataclass
+class Marks:
+    """Locations of values (and of mapping keys) by path."""
+
+    file: str
+    values: dict[Path, Location] = field(default_factory=dict)
+    keys: dict[Path, Location] = field(default_factory=dict)
+
+    def at(self, path: Path, key: bool = False) -> Location:
+        """The location of ``path``, or of its nearest located ancestor."""
+        table = self.keys if key else self.values
+        probe = tuple(path)
+        while probe:
+            if probe in table:
+                return table[probe]
+            if probe in self.values:
+                return self.values[probe]
+            probe = probe[:-1]
+        return self.values.get((), Location(self.file))
+
+
+def _location(file: str, mark: yaml.Mark) -> Location:
+    return Location(file, mark.line + 1, mark.column + 1)
+
+
+def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
+    """Parse one YAML document; raise a located SpecError for anything unsafe or malformed."""
+    marks = Marks(file)
+    try:
+        root = yaml.compose(text, Loader=yaml.SafeLoader)
+    except yaml.MarkedYAMLError as exc:
+        mark = exc.problem_mark or exc.context_mark
+        loc = _location(file, mark) if mark else Location(file)
+        raise SpecError.at(loc, "", f"YAML syntax error: {exc.problem or exc}",
+                           "check indentation, colons and brackets near this line") from None
+    except yaml.YAMLError as exc:
+        raise SpecError.at(Location(file), "", f"YAML error: {exc}") from None
+    if root is None:
+        raise SpecError.at(Location(file, 1, 1), "", "the spec file is empty")
+    builder = _Builder(file, marks)
+    data = builder.build(root, ())
+    if builder.problems:
+        raise SpecError(builder.problems)
+    return data, marks
+
+
+class _Builder:
+    def __init__(self, file: str, marks: Marks) -> None:
+        self.file = file
+        self.marks = marks
+        self.count = 0
+        self.problems: list[Problem] = []
+        self.constructor = yaml.SafeLoader("")
+
+    def build(self, node: yaml.Node, path: Path) -> Any:
+        self.count += 1
+        loc = _location(self.file, node.start_mark)
+        if self.count > MAX_NODES:
+            raise SpecError.at(loc, _dotted(path),
+                               f"the document expands to more than {MAX_NODES} values "
+                               "(an alias bomb?)", "avoid deeply nested YAML aliases")
+        if len(path) > MAX_DEPTH:
+            raise SpecError.at(loc, _dotted(path), f"nesting deeper than {MAX_DEPTH} levels")
+        self.marks.values.setdefault(path, loc)
+        if node.tag not in _STANDARD_TAGS:
+            self.problems.append(Problem(loc, _dotted(path), f"YAML tag '{_short(node.tag)}' is not allowed",
+                                         "specs are plain data: remove the tag"))
+            return None
+        if isinstance(node, yaml.MappingNode):
+            result: dict[str, Any] = {}
+            for key_node, value_node in node.value:
+                if key_node.tag == "tag:yaml.org,2002:merge":
+                    self.problems.append(Problem(_location(self.file, key_node.start_mark),
+                                                 _dotted(path), "YAML merge keys ('<<') are not supported"))
+                    continue
+                key = self.build(key_node, path + ("<key>",))
+                if not isinstance(key, str | int | float | bool) or key is None:
+                    self.problems.append(Problem(_location(self.file, key_node.start_mark),
+                                                 _dotted(path), "mapping keys must be plain scalars"))
+                    continue
+                key_loc = _location(self.file, key_node.start_mark)
+                if key in result:
+                    self.problems.append(Problem(key_loc, _dotted(path + (key,)),
+                                                 f"duplicate key '{key}'",
+                                                 f"it is already set at line "
+                                                 f"{self.marks.keys[path + (key,)].line}"))
+                    continue
+                self.marks.keys[path + (key,)] = key_loc
+                result[key] = self.build(value_node, path + (key,))
+            self.marks.values.pop(path + ("<key>",), None)
+            return result
+        if isinstance(node, yaml.SequenceNode):
+            return [self.build(item, path + (i,)) for i, item in enumerate(node.value)]
+        return self.constructor.construct_object(node, deep=True)
+
+
+def _dotted(path: Path) -> str:
+    return ".".join(str(p) for p in path)
+
+
+def _short(tag: str) -> str:
+    return tag.replace("tag:yaml.org,2002:", "!!")
