@@ -31,8 +31,16 @@ def main() -> None:
     for name in args.models:
         reference = timm.create_model(name, pretrained=False)
         ours = vitgraph.from_timm(reference)
-        compare(name, ours, reference, (3, 224, 224), batch=args.batch, repeats=args.repeats,
-                device=args.device, autocast=torch.bfloat16 if args.bf16 else None)
+        compare(
+            name,
+            ours,
+            reference,
+            (3, 224, 224),
+            batch=args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None,
+        )
 
 
 if __name__ == "__main__":

@@ -50,9 +50,18 @@ def _time(fn: Callable[[], None], iters: int, device: torch.device) -> float:
     return (time.perf_counter() - start) / iters
 
 
-def compare(name: str, ours: nn.Module, reference: nn.Module, input_shape: tuple[int, ...],
-            batch: int = 8, repeats: int = 5, iters: int = 2, classes: int = 1000,
-            device: str = "cpu", autocast: torch.dtype | None = None) -> dict[str, float]:
+def compare(
+    name: str,
+    ours: nn.Module,
+    reference: nn.Module,
+    input_shape: tuple[int, ...],
+    batch: int = 8,
+    repeats: int = 5,
+    iters: int = 2,
+    classes: int = 1000,
+    device: str = "cpu",
+    autocast: torch.dtype | None = None,
+) -> dict[str, float]:
     """Print and return images/s of both models and the ratios (ours / reference)."""
     dev = torch.device(device)
     ours, reference = ours.to(dev), reference.to(dev)
@@ -63,12 +72,16 @@ def compare(name: str, ours: nn.Module, reference: nn.Module, input_shape: tuple
             model.train(mode == "train")
         runs = {
             "ours": _forward(ours, x) if mode == "forward" else _train_step(ours, x, classes),
-            "ref": _forward(reference, x) if mode == "forward" else _train_step(reference, x,
-                                                                                 classes),
+            "ref": _forward(reference, x)
+            if mode == "forward"
+            else _train_step(reference, x, classes),
         }
         times: dict[str, list[float]] = {"ours": [], "ref": []}
-        ctx = (torch.autocast(dev.type, dtype=autocast) if autocast is not None
-               else torch.autocast(dev.type, enabled=False))
+        ctx = (
+            torch.autocast(dev.type, dtype=autocast)
+            if autocast is not None
+            else torch.autocast(dev.type, enabled=False)
+        )
         with ctx:
             for fn in runs.values():  # warm-up
                 fn()
@@ -81,8 +94,11 @@ def compare(name: str, ours: nn.Module, reference: nn.Module, input_shape: tuple
         results[f"{mode}_ref"] = ref_ips
         results[f"{mode}_ratio"] = ours_ips / ref_ips
     precision = "fp32" if autocast is None else str(autocast).replace("torch.", "")
-    print(f"{name:28s} {device:5s} {precision:5s} batch {batch}: "
-          f"forward {results['forward_ours']:8.1f} vs {results['forward_ref']:8.1f} img/s "
-          f"(x{results['forward_ratio']:.3f}); train {results['train_ours']:8.1f} vs "
-          f"{results['train_ref']:8.1f} img/s (x{results['train_ratio']:.3f})", flush=True)
+    print(
+        f"{name:28s} {device:5s} {precision:5s} batch {batch}: "
+        f"forward {results['forward_ours']:8.1f} vs {results['forward_ref']:8.1f} img/s "
+        f"(x{results['forward_ratio']:.3f}); train {results['train_ours']:8.1f} vs "
+        f"{results['train_ref']:8.1f} img/s (x{results['train_ratio']:.3f})",
+        flush=True,
+    )
     return results

@@ -43,7 +43,9 @@ def test_unknown_override_is_refused_with_a_suggestion():
         vitgraph.load("vit_ti_16", overrides={"dpeth": 6})
     (problem,) = info.value.problems
     assert str(problem.location) == "<--set>"
-    assert problem.message == "'dpeth' names no arg, input field or graph node (did you mean 'depth'?)"
+    assert (
+        problem.message == "'dpeth' names no arg, input field or graph node (did you mean 'depth'?)"
+    )
 
 
 def test_override_that_breaks_shapes_is_located_at_the_node():

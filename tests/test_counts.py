@@ -79,8 +79,12 @@ def test_validate_is_fast_and_allocates_nothing(variant):
 
 
 def test_validate_json_from_the_cli_has_the_contract_keys():
-    out = subprocess.run([sys.executable, "-m", "vitgraph.cli", "validate", "vit_b_16", "--json"],
-                         capture_output=True, text=True, check=True).stdout
+    out = subprocess.run(
+        [sys.executable, "-m", "vitgraph.cli", "validate", "vit_b_16", "--json"],
+        capture_output=True,
+        text=True,
+        check=True,
+    ).stdout
     data = json.loads(out)
     assert data["params"] == 86_567_656 and data["flops"] == 2 * data["macs"]
     assert data["input_shape"] == [3, 224, 224] and data["output_shape"] == [1000]

@@ -25,11 +25,14 @@ CONFIGS = {
     "vit_tiny_patch16_224_nocls": {"depth": 2, "img_size": 48},
 }
 KWARGS = {
-    "vit_small_patch16_224_avg": ("vit_small_patch16_224",
-                                  {"global_pool": "avg", "class_token": False, "fc_norm": True}),
-    "vit_tiny_patch16_224_nocls": ("vit_tiny_patch16_224",
-                                   {"global_pool": "avg", "class_token": False, "fc_norm": False,
-                                    "num_classes": 17}),
+    "vit_small_patch16_224_avg": (
+        "vit_small_patch16_224",
+        {"global_pool": "avg", "class_token": False, "fc_norm": True},
+    ),
+    "vit_tiny_patch16_224_nocls": (
+        "vit_tiny_patch16_224",
+        {"global_pool": "avg", "class_token": False, "fc_norm": False, "num_classes": 17},
+    ),
 }
 
 
@@ -45,8 +48,9 @@ def test_from_timm_gives_timm_logits(name):
     size = reference.patch_embed.img_size
     x = torch.randn(2, 3, *size)
     assert_same_logits(ours, reference, x)
-    assert list(ours.state_dict()) == list(reference.state_dict()) or set(
-        ours.state_dict()) == set(reference.state_dict())
+    assert list(ours.state_dict()) == list(reference.state_dict()) or set(ours.state_dict()) == set(
+        reference.state_dict()
+    )
 
 
 def test_distilled_model_returns_both_heads_in_training_like_timm():
@@ -59,8 +63,9 @@ def test_distilled_model_returns_both_heads_in_training_like_timm():
     with torch.no_grad():
         cls_ours, dist_ours = ours(x)
         cls_ref, dist_ref = reference(x)
-    assert torch.allclose(cls_ours, cls_ref, atol=1e-4) and torch.allclose(dist_ours, dist_ref,
-                                                                           atol=1e-4)
+    assert torch.allclose(cls_ours, cls_ref, atol=1e-4) and torch.allclose(
+        dist_ours, dist_ref, atol=1e-4
+    )
     ours.set_distilled_training(False)
     assert ours(x).shape == (2, 1000)
 
@@ -74,8 +79,9 @@ def test_distilled_model_returns_both_heads_in_training_like_timm():
     ],
 )
 def test_unsupported_timm_option_is_refused_by_name(kwargs, option):
-    model = timm.create_model("vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32,
-                              **kwargs)
+    model = timm.create_model(
+        "vit_tiny_patch16_224", pretrained=False, depth=1, img_size=32, **kwargs
+    )
     with pytest.raises(SpecError, match=option):
         vitgraph.from_timm(model)
 

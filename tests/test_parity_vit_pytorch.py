@@ -13,8 +13,16 @@ from tests.helpers import assert_same_logits, redraw_
 simple_vit = pytest.importorskip("vit_pytorch.simple_vit")
 
 LIKE_VIT_PYTORCH = {
-    "patch_norm": True, "rep_size": False, "qkv_bias": False, "proj_bias": False,
-    "norm_eps": 1e-5, "act": "gelu", "image_size": 64, "dim": 64, "depth": 2, "heads": 4,
+    "patch_norm": True,
+    "rep_size": False,
+    "qkv_bias": False,
+    "proj_bias": False,
+    "norm_eps": 1e-5,
+    "act": "gelu",
+    "image_size": 64,
+    "dim": 64,
+    "depth": 2,
+    "heads": 4,
     "classes": 10,
 }
 RENAMES = [
@@ -41,8 +49,18 @@ def rename(key: str) -> str:
 
 
 def test_simplevit_spec_gives_vit_pytorch_logits():
-    reference = redraw_(simple_vit.SimpleViT(image_size=64, patch_size=16, num_classes=10,
-                                             dim=64, depth=2, heads=4, mlp_dim=256, dim_head=16))
+    reference = redraw_(
+        simple_vit.SimpleViT(
+            image_size=64,
+            patch_size=16,
+            num_classes=10,
+            dim=64,
+            depth=2,
+            heads=4,
+            mlp_dim=256,
+            dim_head=16,
+        )
+    )
     ours = vitgraph.build("simplevit_s_16", overrides=LIKE_VIT_PYTORCH)
     state = {rename(k): v for k, v in reference.state_dict().items()}
     ours.load_state_dict(state, strict=True)

@@ -63,8 +63,12 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = _location(file, mark) if mark else Location(file)
-        raise SpecError.at(loc, "", f"YAML syntax error: {exc.problem or exc}",
-                           "check indentation, colons and brackets near this line") from None
+        raise SpecError.at(
+            loc,
+            "",
+            f"YAML syntax error: {exc.problem or exc}",
+            "check indentation, colons and brackets near this line",
+        ) from None
     except yaml.YAMLError as exc:
         raise SpecError.at(Location(file), "", f"YAML error: {exc}") from None
     if root is None:
@@ -88,34 +92,57 @@ class _Builder:
         self.count += 1
         loc = _location(self.file, node.start_mark)
         if self.count > MAX_NODES:
-            raise SpecError.at(loc, _dotted(path),
-                               f"the document expands to more than {MAX_NODES} values "
-                               "(an alias bomb?)", "avoid deeply nested YAML aliases")
+            raise SpecError.at(
+                loc,
+                _dotted(path),
+                f"the document expands to more than {MAX_NODES} values (an alias bomb?)",
+                "avoid deeply nested YAML aliases",
+            )
         if len(path) > MAX_DEPTH:
             raise SpecError.at(loc, _dotted(path), f"nesting deeper than {MAX_DEPTH} levels")
         self.marks.values.setdefault(path, loc)
         if node.tag not in _STANDARD_TAGS:
-            self.problems.append(Problem(loc, _dotted(path), f"YAML tag '{_short(node.tag)}' is not allowed",
-                                         "specs are plain data: remove the tag"))
+            self.problems.append(
+                Problem(
+                    loc,
+                    _dotted(path),
+                    f"YAML tag '{_short(node.tag)}' is not allowed",
+                    "specs are plain data: remove the tag",
+                )
+            )
             return None
         if isinstance(node, yaml.MappingNode):
             result: dict[str, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
-                    self.problems.append(Problem(_location(self.file, key_node.start_mark),
-                                                 _dotted(path), "YAML merge keys ('<<') are not supported"))
+                    self.problems.append(
+                        Problem(
+                            _location(self.file, key_node.start_mark),
+                            _dotted(path),
+                            "YAML merge keys ('<<') are not supported",
+                        )
+                    )
                     continue
                 key = self.build(key_node, path + ("<key>",))
                 if not isinstance(key, str | int | float | bool) or key is None:
-                    self.problems.append(Problem(_location(self.file, key_node.start_mark),
-                                                 _dotted(path), "mapping keys must be plain scalars"))
+                    self.problems.append(
+                        Problem(
+                            _location(self.file, key_node.start_mark),
+                            _dotted(path),
+                            "mapping keys must be plain scalars",
+                        )
+                    )
                     continue
                 key_loc = _location(self.file, key_node.start_mark)
                 if key in result:
-                    self.problems.append(Problem(key_loc, _dotted(path + (key,)),
-                                                 f"duplicate key '{key}'",
-                                                 f"it is already set at line "
-                                                 f"{self.marks.keys[path + (key,)].line}"))
+                    self.problems.append(
+                        Problem(
+                            key_loc,
+                            _dotted(path + (key,)),
+                            f"duplicate key '{key}'",
+                            f"it is already set at line {self.marks.keys[path + (key,)].line}",
+                        )
+                    )
                     continue
                 self.marks.keys[path + (key,)] = key_loc
                 result[key] = self.build(value_node, path + (key,))
