@@ -4,9 +4,10 @@ token placed after a class token sits at index 1, as in DeiT."""
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from vitgraph.registry import Block, TensorOp, register
@@ -14,7 +15,7 @@ from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
 
 def insert_token(x: torch.Tensor, token: torch.Tensor, *, at: int) -> torch.Tensor:
-    """(B, N, D) -> (B, N + 1, D) with ``token`` at position ``at``."""
+    """(B, N, D) -> (B, N + T, D) with the T ``token`` rows starting at position ``at``."""
     token = token.expand(x.shape[0], -1, -1)
     if at == 0:
         return torch.cat([token, x], dim=1)
@@ -25,15 +26,18 @@ class _PrefixToken(Block):
     family = "token"
     init_std: float = 1e-6
     """Std of the normal init (timm: 1e-6 for the class token)."""
+    tokens: Annotated[int, Field(gt=0, le=16)] = 1
+    """How many tokens this node adds, stored as one (1, tokens, dim) parameter (PiT keeps
+    its class and distillation tokens in one tensor)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
-        return self, Tokens(tokens.dim, tokens.grid, tokens.prefix + 1, tokens.count)
+        return self, Tokens(tokens.dim, tokens.grid, tokens.prefix + self.tokens, tokens.count)
 
     def build(self, *inputs: TensorType) -> TensorOp:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens)
-        token = nn.Parameter(torch.empty(1, 1, tokens.dim))
+        token = nn.Parameter(torch.empty(1, self.tokens, tokens.dim))
         nn.init.normal_(token, std=self.init_std)
         return TensorOp(token, insert_token, kwargs={"at": tokens.prefix})
 

@@ -1,0 +1,41 @@
+"""vitgraph PiT-S vs timm ``pit_s_224``: forward and training step, one process.
+
+Ours is the ``pit_s`` spec with timm's weights (``from_timm``), so both compute the same
+function. Usage: python benchmarks/bench_pit.py [--device cuda] [--bf16] [--batch 8]
+"""
+
+from __future__ import annotations
+
+import argparse
+import sys
+from pathlib import Path
+
+import timm
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import vitgraph  # noqa: E402
+from benchmarks.harness import compare  # noqa: E402
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    reference = timm.create_model("pit_s_224", pretrained=False)
+    ours = vitgraph.from_timm(reference)
+    assert sum(p.numel() for p in ours.parameters()) == vitgraph.load("pit_s").summary().params
+    compare("pit_s_224", ours, reference, (3, 224, 224), batch=args.batch,
+            repeats=args.repeats, device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""ResNet building blocks (He et al., arXiv:1512.03385 §3-4, Table 1), torchvision layout.
+
+The stem (7×7/2 conv, BatchNorm, ReLU, 3×3/2 max-pool), the basic block (two 3×3 convs)
+and the bottleneck block (1×1, 3×3, 1×1 with 4× expansion; the stride sits on the 3×3,
+"ResNet v1.5"), each with a 1×1 projection shortcut when the stride or width changes, and
+global average pooling. Submodule names follow torchvision (conv1, bn1, ..., downsample)
+so its state_dicts load as they are. VT (arXiv:2006.03677) and BoTNet build on them.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
+
+PosInt = Annotated[int, Field(gt=0)]
+
+
+@register
+class ResNetStem(Block):
+    """7×7 stride-2 conv (no bias), BatchNorm, ReLU, 3×3 stride-2 max-pool: /4."""
+
+    kind: Literal["resnet_stem"] = "resnet_stem"
+    family = "conv"
+    dim: PosInt = 64
+    """Output channels."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        image = expect_image(inputs[0], self.kind)
+        rows, cols = (conv_out(conv_out(s, 7, 2, 3), 3, 2, 1) for s in (image.height,
+                                                                         image.width))
+        if min(rows, cols) <= 0:
+            raise ShapeError(f"the {image.height}x{image.width} image is too small for the "
+                             "stem's /4 reduction")
+        return self, Image(self.dim, rows, cols)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return Stem(expect_image(inputs[0], self.kind).channels, self.dim)
+
+
+class _Residual(Block):
+    family = "conv"
+    dim: PosInt
+    """Output channels."""
+    stride: PosInt = 1
+    """Stride of the block (on its 3×3 conv, and on the projection shortcut)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        image = expect_image(inputs[0], self.kind)
+        rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
+        return self, Image(self.dim, rows, cols)
+
+
+@register
+class BasicBlock(_Residual):
+    """Two 3×3 convs with BatchNorm, plus the (projected) input, then ReLU."""
+
+    kind: Literal["basic_block"] = "basic_block"
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return Basic(expect_image(inputs[0], self.kind).channels, self.dim, self.stride)
+
+
+@register
+class BottleneckBlock(_Residual):
+    """1×1 reduce, 3×3 (strided), 1×1 expand, each with BatchNorm, plus the (projected)
+    input, then ReLU."""
+
+    kind: Literal["bottleneck"] = "bottleneck"
+    width: PosInt | None = None
+    """Channels of the inner 3×3 conv; default: dim / 4 (the expansion of He et al.)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        resolved, out = super().infer(*inputs)
+        if self.width is None and self.dim % 4:
+            raise ShapeError(f"dim {self.dim} is not a multiple of the expansion 4",
+                             field="dim", hint="set width explicitly")
+        return resolved.model_copy(update={"width": self.width or self.dim // 4}), out
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        assert self.width is not None
+        return Bottleneck(expect_image(inputs[0], self.kind).channels, self.width, self.dim,
+                          self.stride)
+
+
+@register
+class GlobalAvgPool(Block):
+    """Mean over the spatial positions of a feature map: ``(C, H, W) -> (C,)``."""
+
+    kind: Literal["global_avg_pool"] = "global_avg_pool"
+    family = "pooling"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, Vector(expect_image(inputs[0], self.kind).channels)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return SpatialMean()
+
+
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> tuple[nn.Conv2d,
+                                                                       nn.BatchNorm2d]:
+    return (nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
+            nn.BatchNorm2d(c_out))
+
+
+def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+    if stride == 1 and c_in == c_out:
+        return nn.Identity()
+    return nn.Sequential(*_conv_bn(c_in, c_out, 1, stride))
+
+
+class Stem(nn.Module):
+    def __init__(self, channels: int, dim: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(channels, dim, 7, 2)
+        self.relu = nn.ReLU(inplace=True)
+        self.maxpool = nn.MaxPool2d(3, 2, 1)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return self.maxpool(self.relu(self.bn1(self.conv1(x))))
+
+
+class Basic(nn.Module):
+    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(c_in, c_out, 3, stride)
+        self.conv2, self.bn2 = _conv_bn(c_out, c_out, 3, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.bn2(self.conv2(out))
+        return self.relu(out + self.downsample(x))
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, c_in: int, width: int, c_out: int, stride: int) -> None:
+        super().__init__()
+        self.conv1, self.bn1 = _conv_bn(c_in, width, 1, 1)
+        self.conv2, self.bn2 = _conv_bn(width, width, 3, stride)
+        self.conv3, self.bn3 = _conv_bn(width, c_out, 1, 1)
+        self.relu = nn.ReLU(inplace=True)
+        self.downsample = _shortcut(c_in, c_out, stride)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        out = self.relu(self.bn1(self.conv1(x)))
+        out = self.relu(self.bn2(self.conv2(out)))
+        out = self.bn3(self.conv3(out))
+        return self.relu(out + self.downsample(x))
+
+
+class SpatialMean(nn.Module):
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)

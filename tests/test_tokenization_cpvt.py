@@ -1,0 +1,77 @@
+"""CPVT (arXiv:2102.10882): the PEG block and the cpvt specs.
+
+Counts are derived from DeiT's (the same graph minus the position table, plus one PEG,
+minus the class token for the GAP twins), and the PEG computes timm's ``PosConv``.
+"""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitgraph
+from tests.helpers import redraw_
+
+VARIANTS = ["cpvt_ti", "cpvt_s", "cpvt_b", "cpvt_ti_gap", "cpvt_s_gap", "cpvt_b_gap"]
+WIDTH = {"ti": 192, "s": 384, "b": 768}
+PAPER_GMACS = {"cpvt_ti": 1.26, "cpvt_s": 4.6, "cpvt_b": 17.6}  # Table 2 (1.3 rounded for Ti)
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cpvt_count_is_deit_minus_the_position_table_plus_one_peg(variant):
+    size = variant.split("_")[1]
+    dim = WIDTH[size]
+    deit = vitgraph.load(f"deit_{size}").summary().params
+    table = (14 * 14 + 1) * dim
+    peg = dim * 3 * 3 + dim  # depthwise 3x3 weights + bias
+    cls = dim if variant.endswith("_gap") else 0
+    assert vitgraph.load(variant).summary().params == deit - table + peg - cls
+
+
+def test_cpvt_ti_has_the_reference_sizes():
+    assert vitgraph.load("cpvt_ti").summary().params == 5_681_512
+    assert vitgraph.load("cpvt_ti_gap").summary().params == 5_681_320
+
+
+@pytest.mark.parametrize("variant", sorted(PAPER_GMACS))
+def test_cpvt_macs_are_within_ten_percent_of_the_paper(variant):
+    macs = vitgraph.load(variant).summary().macs / 1e9
+    assert abs(macs - PAPER_GMACS[variant]) / PAPER_GMACS[variant] < 0.10
+
+
+@pytest.mark.parametrize("variant", VARIANTS)
+def test_cpvt_variant_runs_forward_and_backward_at_a_small_size(variant):
+    model = vitgraph.load(variant, overrides={"depth": 2, "image_size": 48}).build()
+    out = model(torch.randn(2, 3, 48, 48))
+    assert out.shape == (2, 1000)
+    out.sum().backward()
+    assert model.get_parameter("pos_block.proj.0.weight").grad is not None
+
+
+def test_peg_sits_after_the_first_layer_and_no_position_table_exists():
+    model = vitgraph.load("cpvt_ti", overrides={"depth": 3, "image_size": 32}).build()
+    keys = list(model.state_dict())
+    assert "pos_embed" not in keys
+    assert "pos_block.proj.0.weight" in keys and "pos_block.proj.0.bias" in keys
+    code = model.code
+    assert code.index("pos_block = self.pos_block(blocks_0_") < code.index("blocks_1_norm1")
+
+
+def test_peg_equals_timm_posconv_on_a_non_square_grid_and_skips_the_class_token():
+    twins = pytest.importorskip("timm.models.twins")
+    reference = redraw_(twins.PosConv(32, 32)).eval()
+    spec = {"vitgraph": 1, "name": "peg", "input": {"channels": 3, "size": [24, 40]},
+            "graph": [{"id": "embed", "kind": "patch_embed", "patch": 8, "dim": 32},
+                      {"id": "cls", "kind": "cls_token"},
+                      {"id": "pos_block", "kind": "peg"}]}
+    import yaml
+
+    model = vitgraph.load("<peg>", text=yaml.safe_dump(spec)).build()
+    model.get_submodule("pos_block").load_state_dict(reference.state_dict())
+    x = torch.randn(2, 3, 24, 40)
+    with torch.no_grad():
+        tokens = model.get_submodule("embed")(x)  # (2, 15, 32) on a 3x5 grid
+        ours = model(x)
+        expected = reference(tokens, (3, 5))
+    assert torch.equal(ours[:, 0], model.get_parameter("cls").expand(2, 1, 32)[:, 0])
+    torch.testing.assert_close(ours[:, 1:], expected, rtol=0, atol=1e-5)
