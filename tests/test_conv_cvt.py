@@ -124,7 +124,7 @@ def test_cvt_class_token_joins_only_the_last_stage_and_bypasses_the_conv_project
     assert rows["stage1.blocks.1.residual2"].output_shape == (28 * 28, 192)
     assert rows["stage2.blocks.0.residual2"].output_shape == (1 + 14 * 14, 384)
     model = vitgraph.build("cvt_13", overrides={"image_size": 64, "depths": [1, 1, 1]})
-    attn = model.stage2.blocks[0].attn
+    attn = model.get_submodule("stage2.blocks.0.attn")
     x = torch.randn(2, 1 + 2 * 2, 384)
     # a depthwise conv never sees the class token: changing it leaves the conv outputs alone
     fmap = x[:, 1:].transpose(1, 2).unflatten(2, (2, 2))
