@@ -125,11 +125,11 @@ def test_cvt_class_token_joins_only_the_last_stage_and_bypasses_the_conv_project
     assert rows["stage2.blocks.0.residual2"].output_shape == (1 + 14 * 14, 384)
     model = vitgraph.build("cvt_13", overrides={"image_size": 64, "depths": [1, 1, 1]})
     attn = model.get_submodule("stage2.blocks.0.attn")
-    x = torch.randn(2, 1 + 2 * 2, 384)
+    x = torch.randn(2, 1 + 4 * 4, 384)  # 64 px: a 4x4 grid in the last stage
     # a depthwise conv never sees the class token: changing it leaves the conv outputs alone
-    fmap = x[:, 1:].transpose(1, 2).unflatten(2, (2, 2))
+    fmap = x[:, 1:].transpose(1, 2).unflatten(2, (4, 4))
     assert attn.conv_proj_q.conv.in_channels == 384 == attn.conv_proj_q.conv.groups
-    assert attn.conv_proj_k(fmap).shape == (2, 1, 384)  # 2x2 grid, stride 2 -> 1 key
+    assert attn.conv_proj_k(fmap).shape == (2, 2 * 2, 384)  # stride 2 -> 2x2 keys
     assert attn(x).shape == x.shape
 
 
