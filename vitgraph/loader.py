@@ -427,7 +427,13 @@ class _Expander:
                 params[key] = self.evaluate(value, variables)
             except ExpressionError as exc:
                 self.fail(mark, f"{full_id}.{key}", str(exc))
-        if len(params) < len(raw_params):
+        failed = len(params) < len(raw_params)
+        if ctx.depth > 0:
+            # inside a composite, a param that evaluates to null means "the kind's default",
+            # so one composite can pass a param (window, sr_ratio) that only some of the
+            # kinds it may hold accept
+            params = {k: v for k, v in params.items() if v is not None}
+        if failed:
             self.failed.add(full_id)
             return full_id
         inputs = self.resolve_inputs(entry, full_id, variables, previous, scope, ctx, path,

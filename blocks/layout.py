@@ -1,0 +1,45 @@
+"""Layout changes between stages of pyramid models (PVT, Twins): patch tokens on a grid
+become a feature map again, so the next stage's patch embedding can convolve them."""
+
+from __future__ import annotations
+
+from typing import Literal, Self
+
+import torch
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.shapes import Image, TensorType, Tokens, expect_grid
+
+
+def tokens_to_image(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
+    return x.transpose(1, 2).unflatten(2, grid)  # (B, N, C) -> (B, C, rows, cols)
+
+
+@register
+class ToImage(Block):
+    """Lay patch tokens out as a C×rows×cols feature map; an image passes unchanged (so a
+    stage may start from the input image or from the previous stage's tokens)."""
+
+    kind: Literal["to_image"] = "to_image"
+    family = "structural"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if isinstance(x, Image):
+            return self, x
+        if not isinstance(x, Tokens):
+            raise ShapeError(f"to_image takes tokens on a grid or an image, but receives {x}")
+        rows, cols = expect_grid(x, self.kind)
+        if x.prefix:
+            raise ShapeError(f"to_image cannot place the {x.prefix} prefix token(s) of {x} on "
+                             "the grid", hint="drop the class token first")
+        return self, Image(x.dim, rows, cols)
+
+    def build(self, *inputs: TensorType) -> FunctionOp | nn.Identity:
+        x = inputs[0]
+        if isinstance(x, Image):
+            return nn.Identity()
+        assert isinstance(x, Tokens) and x.grid is not None
+        return FunctionOp(tokens_to_image, {"grid": x.grid})

@@ -1,0 +1,61 @@
+"""Talking-heads attention (Shazeer et al. arXiv:2003.02436), as CaiT uses it in its
+self-attention layers (arXiv:2103.17239 §2.1): the heads' logits are mixed by a learned
+heads×heads map before the softmax (``proj_l``) and the weights again after it
+(``proj_w``). The softmax is explicit: the map is edited, so SDPA cannot be used.
+"""
+
+from __future__ import annotations
+
+from typing import Literal
+
+import torch
+from torch import nn
+from vitgraph.blocks._attention_common import AttentionParams
+
+from vitgraph.registry import register
+from vitgraph.shapes import TensorType, Tokens
+
+
+@register
+class TalkingHeadsAttention(AttentionParams):
+    """Multi-head self-attention whose heads exchange logits before and weights after the
+    softmax (two learned heads×heads maps with bias)."""
+
+    kind: Literal["talking_heads"] = "talking_heads"
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = inputs[0]
+        assert isinstance(tokens, Tokens) and self.dim and self.head_dim
+        return TalkingHeads(self.dim, self.heads, self.head_dim, tokens.length, self.qkv_bias,
+                            self.proj_bias, self.attn_drop, self.proj_drop)
+
+
+def mix_heads(attn: torch.Tensor, mixer: nn.Linear, length: int) -> torch.Tensor:
+    """Apply a heads×heads linear map to (B, H, N, N) maps: one batched matmul over the
+    flattened maps, no permutes."""
+    mixed = torch.matmul(mixer.weight, attn.flatten(2))  # (B, H, N*N)
+    mixed = mixed + mixer.bias[:, None]
+    return mixed.unflatten(2, (length, length))
+
+
+class TalkingHeads(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, length: int, qkv_bias: bool,
+                 proj_bias: bool, attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.length = heads, head_dim, length
+        self.scale = head_dim**-0.5
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_l = nn.Linear(heads, heads)  # mixes logits (before the softmax)
+        self.proj_w = nn.Linear(heads, heads)  # mixes weights (after the softmax)
+        self.attn_drop = nn.Dropout(attn_drop) if attn_drop else nn.Identity()
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (B, N, 3, H, d)
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
+        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
+        attn = mix_heads(attn, self.proj_l, self.length).softmax(dim=-1)
+        attn = self.attn_drop(mix_heads(attn, self.proj_w, self.length))
+        x = (attn @ v).transpose(1, 2).flatten(2)  # (B, N, H*d)
+        return self.proj_drop(self.proj(x))

@@ -1,0 +1,77 @@
+"""Locally-grouped self-attention (Twins arXiv:2104.13840 §3.2, "LSA"): the patch grid
+is cut into non-overlapping window×window groups and each token attends only within its
+group. One fused qkv projection and ``F.scaled_dot_product_attention`` over all windows
+at once (windows become a batch dimension).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from vitgraph.blocks._attention_common import AttentionParams
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import register
+from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+
+
+def _window_hint(rows: int, cols: int) -> str:
+    common = [w for w in range(2, min(rows, cols) + 1) if rows % w == 0 and cols % w == 0]
+    if not common:
+        return "use a grid with a common divisor, or the global sr_attention"
+    return f"use a window from {', '.join(str(w) for w in common[:8])}"
+
+
+@register
+class WindowAttention(AttentionParams):
+    """Self-attention within non-overlapping window×window groups of the patch grid."""
+
+    kind: Literal["window_attention"] = "window_attention"
+    window: Annotated[int, Field(gt=0)]
+    """Side of each group, in tokens (Twins-SVT: 7); must divide both grid sides."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = expect_grid(tokens, self.kind)
+        if tokens.prefix:
+            raise ShapeError(f"window_attention cannot group the {tokens.prefix} prefix "
+                             f"token(s) of {tokens}", hint="pool or drop the class token first")
+        if rows % self.window or cols % self.window:
+            raise ShapeError(f"window {self.window} must divide the {rows}x{cols} grid it "
+                             "receives", field="window", hint=_window_hint(rows, cols))
+        return self.resolve(tokens), tokens
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = inputs[0]
+        assert isinstance(tokens, Tokens) and tokens.grid and self.dim and self.head_dim
+        return LocallyGroupedAttention(self.dim, self.heads, self.head_dim, tokens.grid,
+                                       self.window, self.qkv_bias, self.proj_bias,
+                                       self.attn_drop, self.proj_drop)
+
+
+class LocallyGroupedAttention(nn.Module):
+    def __init__(self, dim: int, heads: int, head_dim: int, grid: tuple[int, int], window: int,
+                 qkv_bias: bool, proj_bias: bool, attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        self.heads, self.head_dim, self.window = heads, head_dim, window
+        self.groups = (grid[0] // window, grid[1] // window)  # windows per column, per row
+        self.scale = head_dim**-0.5
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        (gr, gc), w, h, d = self.groups, self.window, self.heads, self.head_dim
+        qkv = self.qkv(x).reshape(-1, gr, w, gc, w, 3, h, d)  # (B, gr, w, gc, w, 3, H, d)
+        # -> (3, B, gr, gc, H, w*w, d): windows and heads are batch dims of one SDPA call
+        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).flatten(5, 6).unbind(0)
+        out = F.scaled_dot_product_attention(
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
+        )  # (B, gr, gc, H, w*w, d)
+        out = out.unflatten(4, (w, w)).permute(0, 1, 4, 2, 5, 3, 6)  # (B, gr, w, gc, w, H, d)
+        return self.proj_drop(self.proj(out.flatten(1, 4).flatten(2)))

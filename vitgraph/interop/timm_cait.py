@@ -1,0 +1,121 @@
+"""timm's Cait (every ``cait_*`` model) as a vitgraph spec: talking-heads encoder layers
+with LayerScale, then the class token and the class-attention layers (CaiT §2-3).
+
+Our keys equal timm's except LayerScale's: timm's ``gamma_1``/``gamma_2`` are our
+``ls1.gamma``/``ls2.gamma`` (the ``layer_scale`` kind's name, shared with DeiT III).
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any
+
+from torch import nn
+
+from vitgraph.interop.timm import (
+    Conversion,
+    activation_name,
+    drop_rate,
+    layernorm_eps,
+    model_name,
+    refuse,
+    spec_document,
+    timm_converter,
+)
+
+_GAMMA = re.compile(r"\.gamma_([12])$")
+
+
+def _layer_scale(model: nn.Module, gamma: nn.Parameter) -> float:
+    if gamma.device.type == "meta":
+        return 1e-5  # any value: counts do not depend on it
+    value = float(gamma.detach().flatten()[0])
+    return value if value > 0 else 1e-5  # weights are copied over it anyway
+
+
+def _layer(model: nn.Module, block: nn.Module, attn_cls: str, where: str) -> dict[str, Any]:
+    """The params of one LayerScale block (self- or class-attention)."""
+    attn, mlp = block.attn, block.mlp
+    if type(attn).__name__ != attn_cls:
+        raise refuse(model, f"{where} attention class {type(attn).__name__}",
+                     f"vitgraph converts {attn_cls} here")
+    if type(mlp).__name__ != "Mlp" or not isinstance(getattr(mlp, "norm", nn.Identity()),
+                                                        nn.Identity) or mlp.fc1.bias is None:
+        raise refuse(model, f"{where} mlp_block={type(mlp).__name__}")
+    eps1 = layernorm_eps(model, block.norm1, f"{where} norm_layer")
+    eps2 = layernorm_eps(model, block.norm2, f"{where} norm_layer")
+    if eps1 is None or eps1 != eps2:
+        raise refuse(model, f"{where} norm_layer without LayerNorm on both branches")
+    first_linear = attn.qkv if hasattr(attn, "qkv") else attn.q
+    dim = first_linear.in_features
+    return {
+        "heads": attn.num_heads,
+        "head_dim": dim // attn.num_heads,
+        "qkv_bias": first_linear.bias is not None,
+        "proj_bias": attn.proj.bias is not None,
+        "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+        "act": activation_name(model, mlp.act, f"{where} act_layer"),
+        "norm_eps": eps1,
+        "layer_scale": _layer_scale(model, block.gamma_1),
+        "attn_drop": float(attn.attn_drop.p),
+        "proj_drop": float(attn.proj_drop.p),
+    }
+
+
+def _group(model: nn.Module, name: str, kind: str, blocks: list[nn.Module],
+           attn_cls: str) -> dict[str, Any]:
+    first = _layer(model, blocks[0], attn_cls, name)
+    for index, block in enumerate(blocks[1:], start=1):
+        other = _layer(model, block, attn_cls, name)
+        other["layer_scale"] = first["layer_scale"]  # the value is overwritten by the weights
+        if other != first:
+            raise refuse(model, f"{name}.{index} configured unlike {name}.0")
+    entry: dict[str, Any] = {"id": name, "kind": kind, "repeat": len(blocks), **first}
+    rates = [drop_rate(b.drop_path) for b in blocks]
+    if any(rates):
+        entry["at"] = {i: {"drop_path": r} for i, r in enumerate(rates)}
+    return entry
+
+
+@timm_converter("Cait")
+def convert_cait(model: nn.Module) -> Conversion:
+    name = model_name(model)
+    embed = model.patch_embed
+    if type(embed).__name__ != "PatchEmbed" or getattr(embed, "dynamic_img_pad", False):
+        raise refuse(model, f"patch_layer={type(embed).__name__}")
+    proj: nn.Conv2d = embed.proj
+    if proj.kernel_size != proj.stride or proj.padding != (0, 0) or (
+            proj.kernel_size[0] != proj.kernel_size[1]):
+        raise refuse(model, "a non-square or overlapping patch embedding")
+    if model.blocks_token_only is None or model.cls_token is None:
+        raise refuse(model, "a pruned model (no class-attention stage)")
+    if not isinstance(model.head, nn.Linear):
+        raise refuse(model, "num_classes=0 (no classifier head)")
+    graph: list[dict[str, Any]] = [{
+        "id": "patch_embed", "kind": "patch_embed", "patch": proj.kernel_size[0],
+        "dim": proj.out_channels, "bias": proj.bias is not None,
+    }]
+    embed_eps = layernorm_eps(model, embed.norm, "patch_embed norm")
+    if embed_eps is not None:
+        graph[0].update(norm=True, norm_eps=embed_eps)
+    graph.append({"id": "pos_embed", "kind": "learned_pos"})
+    if drop_rate(model.pos_drop):
+        graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
+    graph.append(_group(model, "blocks", "encoder_layer", list(model.blocks), "TalkingHeadAttn"))
+    graph[-1]["attention"] = "talking_heads"
+    graph.append({"id": "cls_token", "kind": "cls_token"})
+    graph.append(_group(model, "blocks_token_only", "class_attention_layer",
+                        list(model.blocks_token_only), "ClassAttn"))
+    final_eps = layernorm_eps(model, model.norm, "norm")
+    if final_eps is not None:
+        graph.append({"id": "norm", "kind": "layernorm", "eps": final_eps})
+    pool = model.global_pool
+    if pool not in ("token", "avg"):
+        raise refuse(model, f"global_pool='{pool}'")
+    graph.append({"id": "pool", "kind": "take_cls" if pool == "token" else "mean_pool"})
+    if drop_rate(model.head_drop):
+        graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
+    graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features,
+                  "bias": model.head.bias is not None})
+    spec = spec_document(name, tuple(embed.img_size), proj.in_channels, graph)
+    return Conversion(spec, rename=lambda key: _GAMMA.sub(r".ls\1.gamma", key))
