@@ -90,7 +90,7 @@ def _stages(model: nn.Module) -> dict[str, Any]:
                 raise refuse(model, f"shift {block.shift_size} in layers.{index}.blocks.{k}")
         rates = [drop_rate(b.drop_path1) for b in blocks]
         step = (rates[-1] - rates[0]) / (len(rates) - 1) if len(rates) > 1 else 0.0
-        if any(abs(r - (rates[0] + k * step)) > 1e-9 for k, r in enumerate(rates)):
+        if any(abs(r - (rates[0] + k * step)) > 1e-6 for k, r in enumerate(rates)):
             raise refuse(model, f"a non-linear drop-path schedule in layers.{index}")
         per_stage[index] = {
             "depth": len(blocks), "heads": attn.num_heads,
