@@ -9,6 +9,7 @@ from __future__ import annotations
 from pathlib import Path
 from typing import Any
 
+import networkx as nx
 import torch
 
 from vitgraph.compiler import VitgraphModel, build_on, compile_nodes
@@ -64,6 +65,11 @@ class Graph:
     def features(self) -> list[str]:
         return list(self._expanded.features)
 
+    def feature_shapes(self) -> dict[str, tuple[int, ...]]:
+        """Each feature tap (``features:`` in the spec) and its output shape without the
+        batch dim, in the spec's order: what a dense-prediction neck receives."""
+        return {name: self.type_of(name).shape for name in self.features}
+
     def type_of(self, node_id: str) -> TensorType:
         """The inferred output type of a node (or composite / repeat group)."""
         node_id = self._expanded.aliases.get(node_id, node_id)
@@ -86,13 +92,27 @@ class Graph:
     # -- building -----------------------------------------------------------------------
 
     def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-              *, allow_large: bool = False) -> VitgraphModel:
-        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation)."""
+              *, allow_large: bool = False, features: bool = False) -> VitgraphModel:
+        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation).
+
+        ``features=True`` returns the feature taps instead of the outputs (a tuple in the
+        order of :meth:`feature_shapes`), for use as a dense-prediction backbone."""
         if not allow_large and str(device) != "meta":
             self.check_size()
+        if features and not self.features:
+            raise SpecError.at(self.source.marks.at(()), self.name,
+                               "the spec names no features to return",
+                               "add `features: [node, ...]` to the spec")
+        outputs = self._expanded.features if features else self._expanded.outputs
+        order = self._inferred.order
+        if features:  # only what the taps need: the head is left out
+            needed = set()
+            for name in outputs:
+                target = self._expanded.aliases.get(name, name)
+                needed |= nx.ancestors(self._inferred.graph, target) | {target}
+            order = [node for node in order if node.id in needed]
         model = build_on(device, dtype, lambda: compile_nodes(
-            self._inferred.order, self._inferred.types, self._expanded.outputs,
-            self._expanded.aliases))
+            order, self._inferred.types, outputs, self._expanded.aliases))
         model.spec_name = self.name
         model.variant = self.variant
         model.vitgraph_graph = self  # type: ignore[assignment]

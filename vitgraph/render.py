@@ -41,6 +41,10 @@ def print_summary(graph, summary: Summary, title: str, footer: str | None = None
     console.print(table)
     console.print(f"input {_shape(summary.input_shape)}; {summary.params / 1e6:.2f} M params, "
                   f"{summary.macs / 1e9:.3f} GMACs ({summary.flops / 1e9:.3f} GFLOPs)")
+    taps = graph.feature_shapes() if graph is not None and graph.features else {}
+    if taps:
+        console.print("features: " + ", ".join(f"{name} {_shape(shape)}"
+                                               for name, shape in taps.items()))
     if footer:
         console.print(footer)
 

@@ -61,17 +61,26 @@ class Summary:
             else:
                 kind = self.kinds.get(key, row.kind)
                 instances.append(Row(key, kind, row.output_shape, row.params, row.macs))
-        out: list[Row] = []
+        runs: list[list[Row]] = []  # consecutive instances of one repeat group
         for row in instances:
             group = row.id.split(".")[0]
-            if out and "." in row.id and out[-1].id == group and out[-1].kind == row.kind:
-                last = out[-1]
-                out[-1] = Row(group, row.kind, row.output_shape, last.params + row.params,
-                              last.macs + row.macs, last.count + 1)
-            elif "." in row.id:
-                out.append(Row(group, row.kind, row.output_shape, row.params, row.macs))
+            last = runs[-1][-1] if runs else None
+            if last is not None and "." in row.id and "." in last.id and (
+                    last.id.split(".")[0] == group and last.kind == row.kind):
+                runs[-1].append(row)
             else:
-                out.append(row)
+                runs.append([row])
+        out: list[Row] = []
+        for run in runs:
+            first = run[0]
+            if "." not in first.id:
+                out.append(first)
+            elif all(r.output_shape == first.output_shape and r.params == first.params
+                     for r in run):  # identical repeats collapse (``blocks`` ×12)
+                out.append(Row(first.id.split(".")[0], first.kind, run[-1].output_shape,
+                               sum(r.params for r in run), sum(r.macs for r in run), len(run)))
+            else:  # stages that differ (Swin's layers.0 .. layers.3) keep a row each
+                out.extend(run)
         return out
 
     def as_dict(self) -> dict[str, object]:

@@ -1,0 +1,222 @@
+"""Swin Transformer blocks (Liu et al. 2021, arXiv:2103.14030): window attention with a
+relative position bias (§3.2), shifted windows with an attention mask (§3.2, Fig. 4),
+and patch merging between stages (§3.1).
+
+Tokens stay ``(B, H*W, C)`` between blocks (the grid lives in the static type); each
+block reshapes to ``(B, H, W, C)`` internally with sizes known at build time.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, register
+from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+
+PosInt = Annotated[int, Field(gt=0)]
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+
+
+def effective_window(grid: tuple[int, int], window: int, shift: int) -> tuple[tuple[int, int],
+                                                                               tuple[int, int]]:
+    """Per axis: a grid no larger than the window becomes one window and is not shifted
+    (§4.1: stage 4 of Swin-T sees a 7x7 map with 7x7 windows)."""
+    sizes = tuple(r if r <= window else window for r in grid)
+    shifts = tuple(0 if r <= window else shift for r in grid)
+    return (sizes[0], sizes[1]), (shifts[0], shifts[1])
+
+
+@register
+class WindowAttention(Block):
+    """Multi-head self-attention inside non-overlapping windows, with a learned relative
+    position bias per head; ``shift`` > 0 rolls the map first (SW-MSA) and masks the pairs
+    that the roll brought together from opposite borders."""
+
+    kind: Literal["window_attention"] = "window_attention"
+    family = "attention"
+    heads: PosInt
+    """Number of heads."""
+    window: PosInt = 7
+    """Window side in tokens (clamped to the grid when the grid is smaller)."""
+    shift: Annotated[int, Field(ge=0)] = 0
+    """Cyclic shift in tokens (Swin: window // 2 in every second block; 0: W-MSA)."""
+    head_dim: PosInt | None = None
+    """Width of each head; default: dim / heads."""
+    qkv_bias: bool = True
+    """Bias in the qkv projection."""
+    attn_drop: Rate = 0.0
+    """Dropout on the attention weights."""
+    proj_drop: Rate = 0.0
+    """Dropout after the output projection."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        grid = expect_grid(tokens, self.kind)
+        if tokens.prefix:
+            raise ShapeError(f"window attention takes patch tokens only, but receives {tokens}",
+                             hint="window attention has no place for a class token")
+        size, shift = effective_window(grid, self.window, self.shift)
+        for side, win in zip(grid, size, strict=True):
+            if side % win:
+                fits = [d for d in range(1, side + 1) if side % d == 0 and d <= 2 * win]
+                raise ShapeError(f"window {self.window} must divide the {grid[0]}x{grid[1]} "
+                                 f"grid it receives ({side} leaves {side % win})",
+                                 field="window", hint=f"use a window from {fits}, or change "
+                                 "the input size")
+        if any(s >= w for s, w in zip(shift, size, strict=True) if s):
+            raise ShapeError(f"shift {self.shift} must be smaller than the window {self.window}",
+                             field="shift", hint="Swin shifts by window // 2")
+        head_dim = self.head_dim
+        if head_dim is None:
+            if tokens.dim % self.heads:
+                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
+                                 field="heads", hint="set head_dim, or change heads")
+            head_dim = tokens.dim // self.heads
+        return self.model_copy(update={"head_dim": head_dim}), tokens
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = inputs[0]
+        assert isinstance(tokens, Tokens) and tokens.grid is not None and self.head_dim
+        size, shift = effective_window(tokens.grid, self.window, self.shift)
+        return ShiftedWindowAttention(tokens.dim, tokens.grid, self.heads, self.head_dim, size,
+                                      shift, self.qkv_bias, self.attn_drop, self.proj_drop)
+
+
+def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
+    """(N, N) index into the ((2h-1)(2w-1), heads) bias table for every pair of window
+    positions: the offset (Δrow, Δcol) shifted to be non-negative, row-major (§3.2)."""
+    rows, cols = torch.meshgrid(torch.arange(win_h), torch.arange(win_w), indexing="ij")
+    coords = torch.stack([rows.flatten(), cols.flatten()])  # (2, N)
+    delta = coords[:, :, None] - coords[:, None, :]  # (2, N, N)
+    return (delta[0] + win_h - 1) * (2 * win_w - 1) + (delta[1] + win_w - 1)
+
+
+def shifted_window_mask(grid: tuple[int, int], size: tuple[int, int],
+                        shift: tuple[int, int]) -> torch.Tensor:
+    """(windows, 1, N, N) additive mask: -100 between tokens that the cyclic shift brought
+    into one window from different regions of the map (Fig. 4), 0 elsewhere."""
+    region = torch.zeros(grid, dtype=torch.long)
+    label = 0
+    for rows in ((0, grid[0] - size[0]), (grid[0] - size[0], grid[0] - shift[0]),
+                 (grid[0] - shift[0], grid[0])):
+        for cols in ((0, grid[1] - size[1]), (grid[1] - size[1], grid[1] - shift[1]),
+                     (grid[1] - shift[1], grid[1])):
+            region[rows[0]:rows[1], cols[0]:cols[1]] = label
+            label += 1
+    windows = partition(region[None, :, :, None], grid, size).squeeze(-1)  # (nW, N)
+    differ = windows[:, :, None] != windows[:, None, :]
+    return torch.zeros(differ.shape).masked_fill(differ, -100.0)[:, None]
+
+
+def partition(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, C) -> (B * windows, h*w, C), windows in row-major order per image."""
+    (rows, cols), (h, w) = grid, size
+    x = x.reshape(-1, rows // h, h, cols // w, w, x.shape[-1])
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, h * w, x.shape[-1])
+
+
+def merge(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
+    """Inverse of ``partition``: (B * windows, h*w, C) -> (B, H, W, C)."""
+    (rows, cols), (h, w) = grid, size
+    x = x.reshape(-1, rows // h, cols // w, h, w, x.shape[-1])
+    return x.permute(0, 1, 3, 2, 4, 5).reshape(-1, rows, cols, x.shape[-1])
+
+
+class ShiftedWindowAttention(nn.Module):
+    def __init__(self, dim: int, grid: tuple[int, int], heads: int, head_dim: int,
+                 size: tuple[int, int], shift: tuple[int, int], qkv_bias: bool,
+                 attn_drop: float, proj_drop: float) -> None:
+        super().__init__()
+        self.grid, self.size, self.shift = grid, size, shift
+        self.heads, self.head_dim = heads, head_dim
+        self.windows = (grid[0] // size[0]) * (grid[1] // size[1])
+        self.area = size[0] * size[1]
+        self.attn_drop = attn_drop
+        self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.proj = nn.Linear(heads * head_dim, dim)
+        self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
+        self.relative_position_bias_table = nn.Parameter(
+            torch.empty((2 * size[0] - 1) * (2 * size[1] - 1), heads))
+        nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
+        # Index and mask depend only on the static grid: computed once, never saved.
+        self.register_buffer("relative_position_index",
+                             relative_position_index(*size).flatten(), persistent=False)
+        self.shifted = any(shift)
+        mask = shifted_window_mask(grid, size, shift) if self.shifted else torch.zeros(0)
+        self.register_buffer("attn_mask", mask, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.grid
+        x = x.reshape(-1, rows, cols, x.shape[-1])  # (B, H, W, C)
+        if self.shifted:
+            x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
+        windows = partition(x, self.grid, self.size)  # (B*nW, N, C)
+        qkv = self.qkv(windows).unflatten(-1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, heads, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        bias = bias.reshape(self.area, self.area, self.heads).permute(2, 0, 1)  # (heads, N, N)
+        if self.shifted:
+            # (nW, heads, N, N) repeated for every image: windows are batch-major.
+            bias = (bias + self.attn_mask).unsqueeze(0).expand(x.shape[0], -1, -1, -1, -1)
+            bias = bias.reshape(-1, self.heads, self.area, self.area)
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0)
+        out = self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))  # (B*nW, N, C)
+        out = merge(out, self.grid, self.size)
+        if self.shifted:
+            out = torch.roll(out, shifts=self.shift, dims=(1, 2))
+        return out.reshape(-1, rows * cols, out.shape[-1])
+
+
+@register
+class PatchMerging(Block):
+    """Concatenate each 2x2 group of neighbouring tokens (4C), LayerNorm, and project
+    linearly without bias to ``out_dim`` (§3.1): the grid halves, the width doubles."""
+
+    kind: Literal["patch_merging"] = "patch_merging"
+    family = "tokenizer"
+    out_dim: PosInt | None = None
+    """Output width; default: twice the input's."""
+    norm_eps: Annotated[float, Field(gt=0)] = 1e-5
+    """Epsilon of the LayerNorm over the 4C concatenation."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = expect_grid(tokens, self.kind)
+        if tokens.prefix:
+            raise ShapeError(f"patch merging takes patch tokens only, but receives {tokens}")
+        out = self.out_dim or 2 * tokens.dim
+        # An odd side is zero-padded by one row / column first, as timm does.
+        grid = ((rows + 1) // 2, (cols + 1) // 2)
+        return self.model_copy(update={"out_dim": out}), Tokens(out, grid)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = inputs[0]
+        assert isinstance(tokens, Tokens) and tokens.grid is not None and self.out_dim
+        return MergePatches(tokens.dim, self.out_dim, tokens.grid, self.norm_eps)
+
+
+class MergePatches(nn.Module):
+    def __init__(self, dim: int, out_dim: int, grid: tuple[int, int], eps: float) -> None:
+        super().__init__()
+        self.grid = grid
+        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.grid
+        x = x.reshape(-1, rows, cols, x.shape[-1])
+        if rows % 2 or cols % 2:
+            x = F.pad(x, (0, 0, 0, cols % 2, 0, rows % 2))
+            rows, cols = rows + rows % 2, cols + cols % 2
+        x = x.reshape(-1, rows // 2, 2, cols // 2, 2, x.shape[-1])  # (B, H/2, dh, W/2, dw, C)
+        # Concatenation order (dh, dw) = (0,0), (1,0), (0,1), (1,1): the paper's x0..x3.
+        x = x.permute(0, 1, 3, 4, 2, 5).reshape(-1, (rows // 2) * (cols // 2), 4 * x.shape[-1])
+        return self.reduction(self.norm(x))

@@ -1,0 +1,77 @@
+"""HuggingFace transformers' ``PvtForImageClassification`` (PVT v1) as vitgraph's
+``specs/pvt.yaml``: the spec's args are read from the model's ``PvtConfig`` and its
+weights transplanted (HF's separate key and value projections become one ``kv``)."""
+
+from __future__ import annotations
+
+import re
+
+import torch
+from torch import nn
+
+import vitgraph
+from vitgraph.errors import Location, SpecError
+
+_RENAMES = [
+    (r"pvt\.encoder\.patch_embeddings\.(\d+)\.projection\.", r"stages.\1.patch_embed.proj."),
+    (r"pvt\.encoder\.patch_embeddings\.(\d+)\.layer_norm\.", r"stages.\1.patch_embed.norm."),
+    (r"pvt\.encoder\.patch_embeddings\.(\d+)\.position_embeddings", r"stages.\1.pos_embed"),
+    (r"pvt\.encoder\.patch_embeddings\.(\d+)\.cls_token", r"stages.\1.cls_token"),
+    (r"pvt\.encoder\.block\.(\d+)\.(\d+)\.", r"stages.\1.blocks.\2."),
+    (r"\.layer_norm_1\.", ".norm1."),
+    (r"\.layer_norm_2\.", ".norm2."),
+    (r"\.attention\.self\.query\.", ".attn.q."),
+    (r"\.attention\.self\.sequence_reduction\.", ".attn.sr."),
+    (r"\.attention\.self\.layer_norm\.", ".attn.norm."),
+    (r"\.attention\.output\.dense\.", ".attn.proj."),
+    (r"\.mlp\.dense1\.", ".mlp.fc1."),
+    (r"\.mlp\.dense2\.", ".mlp.fc2."),
+    (r"^pvt\.encoder\.layer_norm\.", "norm."),
+    (r"^classifier\.", "head."),
+]
+
+
+def pvt_overrides(config) -> dict[str, object]:
+    """The args of specs/pvt.yaml that reproduce an HF ``PvtConfig``."""
+    if config.num_encoder_blocks != 4 or list(config.strides) != list(config.patch_sizes):
+        raise SpecError.at(Location("<transformers:PvtConfig>"), "pvt",
+                           "only four stages with stride = patch size are supported")
+    if config.hidden_act != "gelu":
+        raise SpecError.at(Location("<transformers:PvtConfig>"), "pvt",
+                           f"hidden_act={config.hidden_act!r} is not supported yet")
+    return {"image_size": config.image_size, "patches": list(config.patch_sizes),
+            "dims": list(config.hidden_sizes), "heads": list(config.num_attention_heads),
+            "mlp_ratios": list(config.mlp_ratios),
+            "sr_ratios": list(config.sequence_reduction_ratios),
+            "depths": list(config.depths), "classes": config.num_labels,
+            "norm_eps": config.layer_norm_eps, "dropout": config.hidden_dropout_prob,
+            "drop_path_rate": config.drop_path_rate}
+
+
+def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+    """HF PVT keys -> vitgraph keys; key and value projections concatenated into kv."""
+    out: dict[str, torch.Tensor] = {}
+    pending: dict[str, torch.Tensor] = {}
+    for key, tensor in theirs.items():
+        new = key
+        for pattern, repl in _RENAMES:
+            new = re.sub(pattern, repl, new)
+        match = re.search(r"\.attention\.self\.(key|value)\.(weight|bias)$", new)
+        if match:
+            stem = new[:match.start()] + ".attn.kv." + match.group(2)
+            pending[f"{stem}|{match.group(1)}"] = tensor
+            continue
+        out[new] = tensor
+    for marked in [k for k in pending if k.endswith("|key")]:
+        stem = marked[:-4]
+        out[stem] = torch.cat([pending[marked], pending[f"{stem}|value"]], dim=0)
+    return out
+
+
+def from_transformers_pvt(model: nn.Module) -> nn.Module:
+    """The vitgraph PVT with the weights of an HF ``PvtForImageClassification``."""
+    graph = vitgraph.load("pvt", overrides=pvt_overrides(model.config))
+    ours = graph.build()
+    ours.load_state_dict(pvt_state_dict(model.state_dict()), strict=True)
+    ours.train(model.training)
+    return ours

@@ -1,0 +1,108 @@
+"""timm's SwinTransformer (Swin v1 and Swin-S3) as a vitgraph spec.
+
+Node ids follow timm's module names (``layers.2.blocks.5.attn.qkv``), so every key maps
+to itself except the classifier, ``head.fc`` in timm and ``head`` here.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+from torch import nn
+
+from vitgraph.blocks.swin import effective_window
+from vitgraph.interop.timm import (
+    Conversion,
+    activation_name,
+    drop_rate,
+    layernorm_eps,
+    refuse,
+    spec_document,
+    timm_converter,
+)
+
+
+@timm_converter("SwinTransformer")
+def convert_swin(model: nn.Module) -> Conversion:
+    embed = model.patch_embed
+    proj: nn.Conv2d = embed.proj
+    if proj.kernel_size != proj.stride or proj.padding != (0, 0):
+        raise refuse(model, "an overlapping patch embedding")
+    if proj.kernel_size[0] != proj.kernel_size[1]:
+        raise refuse(model, f"a non-square patch {proj.kernel_size}")
+    if getattr(model, "absolute_pos_embed", None) is not None:
+        raise refuse(model, "ape (absolute position embedding)")
+    graph: list[dict[str, Any]] = [{
+        "id": "patch_embed", "kind": "patch_embed", "patch": proj.kernel_size[0],
+        "dim": proj.out_channels, "bias": proj.bias is not None,
+    }]
+    embed_eps = layernorm_eps(model, embed.norm, "patch_embed norm")
+    if embed_eps is not None:
+        graph[0].update(norm=True, norm_eps=embed_eps)
+    graph.append(_stages(model))
+    graph.append({"id": "norm", "kind": "layernorm",
+                  "eps": layernorm_eps(model, model.norm, "norm")})
+    head = model.head
+    if getattr(head, "global_pool", None) is None or head.global_pool.pool_type != "avg":
+        raise refuse(model, f"global_pool='{getattr(model, 'global_pool', '?')}'")
+    graph.append({"id": "pool", "kind": "mean_pool"})
+    if drop_rate(head.drop):
+        graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(head.drop)})
+    if not isinstance(head.fc, nn.Linear):
+        raise refuse(model, "num_classes=0 (no classifier head)")
+    graph.append({"id": "head", "kind": "linear_head", "classes": head.fc.out_features})
+    spec = spec_document(_name(model), tuple(embed.img_size), proj.in_channels, graph,
+                         features=[f"layers.{i}" for i in range(len(model.layers))])
+    return Conversion(spec, rename=_rename)
+
+
+def _rename(key: str) -> str:
+    return "head." + key[len("head.fc."):] if key.startswith("head.fc.") else key
+
+
+def _name(model: nn.Module) -> str:
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    return str(cfg.get("architecture") or type(model).__name__)
+
+
+def _stages(model: nn.Module) -> dict[str, Any]:
+    """One ``layers`` repeat with every stage's settings under ``at``."""
+    if getattr(model.layers[0].blocks[0], "always_partition", False):
+        raise refuse(model, "always_partition=True")
+    per_stage: dict[int, dict[str, Any]] = {}
+    for index, stage in enumerate(model.layers):
+        downsample = not isinstance(stage.downsample, nn.Identity)
+        if downsample:
+            merge = stage.downsample
+            if merge.reduction.out_features != 2 * merge.dim:
+                raise refuse(model, f"embed_dim {merge.dim} -> {merge.reduction.out_features} "
+                             "(patch merging to other than twice the width)")
+        blocks = list(stage.blocks)
+        first = blocks[0]
+        attn, mlp = first.attn, first.mlp
+        window = first.window_size
+        if window[0] != window[1]:
+            raise refuse(model, f"a non-square window {window}")
+        for k, block in enumerate(blocks):
+            _, expected = effective_window(tuple(block.input_resolution), window[0],
+                                           window[0] // 2 if k % 2 else 0)
+            if tuple(block.shift_size) != expected:
+                raise refuse(model, f"shift {block.shift_size} in layers.{index}.blocks.{k}")
+        rates = [drop_rate(b.drop_path1) for b in blocks]
+        step = (rates[-1] - rates[0]) / (len(rates) - 1) if len(rates) > 1 else 0.0
+        if any(abs(r - (rates[0] + k * step)) > 1e-6 for k, r in enumerate(rates)):
+            raise refuse(model, f"a non-linear drop-path schedule in layers.{index}")
+        per_stage[index] = {
+            "depth": len(blocks), "heads": attn.num_heads,
+            "head_dim": attn.qkv.out_features // (3 * attn.num_heads),
+            "window": window[0], "downsample": downsample,
+            "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+            "qkv_bias": attn.qkv.bias is not None,
+            "attn_drop": float(attn.attn_drop.p), "proj_drop": float(attn.proj_drop.p),
+            "drop_path_start": rates[0], "drop_path_step": step,
+            "norm_eps": layernorm_eps(model, first.norm1, "block norm"),
+        }
+        if activation_name(model, mlp.act, "mlp act_layer") != "gelu":
+            raise refuse(model, f"act_layer={type(mlp.act).__name__}")
+    return {"id": "layers", "kind": "swin_stage", "repeat": len(per_stage),
+            "depth": 1, "heads": 1, "at": per_stage}
