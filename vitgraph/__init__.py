@@ -7,7 +7,7 @@
 from vitgraph.errors import SpecError
 from vitgraph.graph import Graph, build, load
 
-__all__ = ["Graph", "SpecError", "build", "from_timm", "load"]
+__all__ = ["Graph", "SpecError", "build", "from_timm", "load", "train"]
 
 
 def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)
@@ -15,3 +15,11 @@ def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is opti
     from vitgraph.interop.timm import from_timm as convert
 
     return convert(model)
+
+
+def __getattr__(name: str):  # noqa: ANN202 - ``vitgraph.train(...)``, imported on first use
+    if name == "train":
+        import vitgraph.train as train_package
+
+        return train_package
+    raise AttributeError(f"module 'vitgraph' has no attribute {name!r}")

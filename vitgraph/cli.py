@@ -61,6 +61,9 @@ def make_parser() -> argparse.ArgumentParser:
                        help="build even beyond the 2e9-parameter safety limit")
     validate = sub.add_parser("validate", help="check a spec without allocating weights")
     _common(validate)
+    from vitgraph.train.cli import add_arguments as train_arguments
+
+    train_arguments(sub.add_parser("train", help="train a spec (digits or an image folder)"))
     listing = sub.add_parser("list", help="list shipped specs or block kinds")
     listing.add_argument("what", nargs="?", choices=["specs", "blocks"], default="specs")
     listing.add_argument("--json", action="store_true", help="print JSON")
@@ -76,6 +79,10 @@ def main(argv: list[str] | None = None) -> int:
             load_plugin(module)
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "train":
+            from vitgraph.train.cli import run as cmd_train
+
+            return cmd_train(args)
         return cmd_build(args) if args.command == "build" else cmd_validate(args)
     except SpecError as exc:
         if getattr(args, "json", False):

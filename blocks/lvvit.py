@@ -1,0 +1,147 @@
+"""LV-ViT's blocks (Jiang et al., "All Tokens Matter: Token Labeling for Training Better
+Vision Transformers", arXiv:2104.10858).
+
+* ``lvvit_stem``: the convolutional patch embedding of §3.3 / Table 2 — three convs
+  (7x7 stride 2, then two 3x3) with BatchNorm and ReLU, then a strided projection whose
+  kernel is half the patch, so each token still covers ``patch x patch`` pixels;
+* ``residual_scale``: "re-scaling the residual" (Table 2, ``skip_lam``), every residual
+  branch divided by a constant before the addition;
+* ``token_label_head``: the auxiliary head on every patch token (§3.1). Training returns
+  ``(class_logits, token_logits)`` for the Token Labeling loss; inference returns
+  ``class_logits + 0.5 * max over tokens of token_logits`` (the official ``tlt`` code).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+from pydantic import Field
+from torch import nn
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens, expect_vector
+
+PosInt = Annotated[int, Field(gt=0)]
+
+
+@register
+class LvvitStem(Block):
+    """Conv stem + strided projection to tokens (LV-ViT §3.3)."""
+
+    kind: Literal["lvvit_stem"] = "lvvit_stem"
+    family = "tokenizer"
+    patch: PosInt
+    """Pixels per token side; the stem halves the image, the projection takes patch/2."""
+    dim: PosInt
+    """Token width."""
+    width: PosInt = 64
+    """Channels of the three stem convolutions."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        image = expect_image(inputs[0], self.kind)
+        if self.patch % 2:
+            raise ShapeError(f"patch {self.patch} must be even: the stem halves the image and "
+                             "the projection takes the other half", field="patch")
+        for side, name in ((image.height, "height"), (image.width, "width")):
+            if side % self.patch:
+                raise ShapeError(f"patch {self.patch} must divide the {image.height}x"
+                                 f"{image.width} image it receives ({name} {side} leaves "
+                                 f"{side % self.patch})", field="patch",
+                                 hint=f"use a patch that divides {side}, or resize the input")
+        half = self.patch // 2
+        rows = conv_out(conv_out(image.height, 7, 2, 3), half, half, 0)
+        cols = conv_out(conv_out(image.width, 7, 2, 3), half, half, 0)
+        return self, Tokens(self.dim, (rows, cols))
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        image = expect_image(inputs[0], self.kind)
+        return ConvStem(image.channels, self.width, self.dim, self.patch // 2)
+
+
+class ConvStem(nn.Module):
+    """Submodule names as the official ``tlt`` PatchEmbed4_2 (conv1/bn1 ... proj)."""
+
+    def __init__(self, channels: int, width: int, dim: int, kernel: int) -> None:
+        super().__init__()
+        self.conv1 = nn.Conv2d(channels, width, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(width)
+        self.conv2 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(width)
+        self.conv3 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(width)
+        self.relu = nn.ReLU()
+        self.proj = nn.Conv2d(width, dim, kernel, stride=kernel)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        x = self.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
+        x = self.relu(self.bn2(self.conv2(x)))
+        x = self.relu(self.bn3(self.conv3(x)))
+        return self.proj(x).flatten(2).transpose(1, 2)  # (B, rows*cols, dim)
+
+
+def divide(x: torch.Tensor, *, divisor: float) -> torch.Tensor:
+    return x / divisor
+
+
+@register
+class ResidualScale(Block):
+    """Divide a residual branch by a constant (LV-ViT's ``skip_lam``); identity at 1."""
+
+    kind: Literal["residual_scale"] = "residual_scale"
+    family = "structural"
+    divisor: Annotated[float, Field(gt=0)] = 1.0
+    """The branch is divided by this before it joins the residual stream."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, inputs[0]
+
+    def build(self, *inputs: TensorType):
+        if self.divisor == 1.0:
+            return nn.Identity()
+        return FunctionOp(divide, {"divisor": self.divisor})
+
+
+@register
+class TokenLabelHead(Block):
+    """LV-ViT's auxiliary classifier on every patch token. Inputs: the class logits and
+    the final tokens. Training returns ``(class_logits, token_logits (B, N, classes))``;
+    eval returns ``class_logits + weight * token_logits.max(over tokens)``."""
+
+    kind: Literal["token_label_head"] = "token_label_head"
+    family = "head"
+    arity = 2
+    weight: Annotated[float, Field(ge=0)] = 0.5
+    """Weight of the token logits' maximum in the inference output."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
+        tokens = expect_tokens(inputs[1], self.kind + " (second input: the tokens)")
+        if tokens.patches == 0:
+            raise ShapeError(f"token_label_head needs patch tokens, but receives {tokens}")
+        return self, logits
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        logits = expect_vector(inputs[0], self.kind)
+        tokens = expect_tokens(inputs[1], self.kind)
+        return TokenLabelClassifier(tokens.dim, logits.dim, tokens.prefix, self.weight)
+
+
+class TokenLabelClassifier(nn.Linear):
+    """An ``nn.Linear`` (keys ``aux_head.weight``, as in ``tlt``) that merges at eval.
+
+    ``dense_output = True`` returns both logits in eval too (a token-label teacher)."""
+
+    def __init__(self, dim: int, classes: int, prefix: int, weight: float) -> None:
+        super().__init__(dim, classes)
+        nn.init.trunc_normal_(self.weight, std=0.02)
+        nn.init.zeros_(self.bias)
+        self.prefix, self.merge_weight = prefix, weight
+        self.dense_output = False
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor):  # type: ignore[override]
+        dense = super().forward(tokens[:, self.prefix:])  # (B, N, classes)
+        if self.training or self.dense_output:
+            return logits, dense
+        return logits + self.merge_weight * dense.max(dim=1).values

@@ -1,0 +1,1 @@
+"""Training recipes: YAML files of training settings, shipped as ``vitgraph.recipes``."""

@@ -1,0 +1,106 @@
+"""Checkpoints: one safetensors file holding everything a run needs to continue exactly.
+
+Tensors: the model's state_dict under ``model.``, the optimizer's per-parameter state
+under ``optimizer.<index>.<name>``. Metadata (strings): the spec text, variant and
+overrides (so the model rebuilds from the file alone), the training config, the epoch
+and optimizer step reached, the optimizer's param groups and the history. No pickle.
+"""
+
+from __future__ import annotations
+
+import json
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import torch
+from safetensors import safe_open
+from safetensors.torch import save_file
+from torch import nn
+
+FORMAT = "vitgraph-train-1"
+
+
+@dataclass
+class Checkpoint:
+    model: dict[str, torch.Tensor]
+    optimizer: dict[str, Any]
+    meta: dict[str, Any]
+
+    @property
+    def epoch(self) -> int:
+        return int(self.meta["epoch"])
+
+
+def spec_metadata(graph) -> dict[str, str]:
+    """The resolved spec: its text, file, variant and overrides."""
+    file = Path(graph.file)
+    return {"spec_name": graph.name, "spec_file": str(file), "variant": graph.variant or "",
+            "overrides": json.dumps(graph.overrides),
+            "spec": file.read_text(encoding="utf-8") if file.is_file() else ""}
+
+
+def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
+                    graph, *, epoch: int, step: int, config: dict[str, Any],
+                    history: list[dict[str, Any]]) -> Path:
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    opt = optimizer.state_dict()
+    scalars: dict[str, dict[str, Any]] = {}
+    for index, state in opt["state"].items():
+        for name, value in state.items():
+            if isinstance(value, torch.Tensor):
+                tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous().cpu()
+            else:
+                scalars.setdefault(str(index), {})[name] = value
+    meta = {"format": FORMAT, **spec_metadata(graph), "epoch": str(epoch), "step": str(step),
+            "config": json.dumps(config), "history": json.dumps(history),
+            "param_groups": json.dumps(opt["param_groups"]),
+            "optimizer_scalars": json.dumps(scalars)}
+    tmp = path.with_name(path.name + ".tmp")
+    save_file(tensors, str(tmp), metadata=meta)
+    tmp.replace(path)  # atomic: a run killed mid-write leaves the previous checkpoint
+    return path
+
+
+def load_checkpoint(path: str | Path) -> Checkpoint:
+    path = Path(path)
+    if not path.is_file():
+        raise FileNotFoundError(f"checkpoint {path} does not exist")
+    model: dict[str, torch.Tensor] = {}
+    state: dict[int, dict[str, Any]] = {}
+    with safe_open(str(path), framework="pt") as f:
+        meta = dict(f.metadata() or {})
+        for key in f.keys():
+            if key.startswith("model."):
+                model[key[len("model."):]] = f.get_tensor(key)
+            elif key.startswith("optimizer."):
+                _, index, name = key.split(".", 2)
+                state.setdefault(int(index), {})[name] = f.get_tensor(key)
+    if meta.get("format") != FORMAT:  # a plain weights file (vitgraph build --out)
+        return Checkpoint(model or _plain(path), {}, meta)
+    for index, values in json.loads(meta["optimizer_scalars"]).items():
+        state.setdefault(int(index), {}).update(values)
+    optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
+    for key in ("config", "history"):
+        meta[key] = json.loads(meta[key])
+    return Checkpoint(model, optimizer, meta)
+
+
+def _plain(path: Path) -> dict[str, torch.Tensor]:
+    from safetensors.torch import load_file
+
+    return load_file(str(path))
+
+
+def rebuild_graph(meta: dict[str, Any]):
+    """The graph a checkpoint was trained from (spec text from its metadata)."""
+    from vitgraph.graph import load
+
+    overrides = json.loads(meta.get("overrides") or "{}")
+    variant = meta.get("variant") or None
+    if meta.get("spec"):
+        return load(meta.get("spec_file") or "<checkpoint>", variant, overrides,
+                    text=meta["spec"])
+    return load(meta["spec_name"], variant, overrides)

@@ -1,0 +1,112 @@
+"""The training configuration: one flat dataclass, filled from defaults, a recipe file
+(``recipes/<name>.yaml``) and keyword arguments / command-line flags, in that order."""
+
+from __future__ import annotations
+
+import dataclasses
+from dataclasses import dataclass, field
+from importlib import resources
+from pathlib import Path
+from typing import Any
+
+import yaml
+
+from vitgraph.suggest import did_you_mean
+
+
+@dataclass
+class TrainConfig:
+    spec: str = ""
+    """A spec file, a shipped spec name or a variant name."""
+    variant: str | None = None
+    overrides: dict[str, Any] = field(default_factory=dict)
+    """Spec overrides (``--set``); ``classes`` is set from the data unless given."""
+    data: str = "digits"
+    """``digits`` (scikit-learn's, upsampled) or a folder with one sub-folder per class."""
+    val_fraction: float = 0.2
+    epochs: int = 10
+    batch_size: int = 64
+    """Global micro-batch (split over DDP ranks); one optimizer step every ``accumulate``."""
+    accumulate: int = 1
+    lr: float = 1e-3
+    min_lr: float = 1e-5
+    weight_decay: float = 0.05
+    warmup_epochs: float = 1.0
+    label_smoothing: float = 0.1
+    grad_clip: float | None = None
+    amp: bool | None = None
+    """Mixed precision (bfloat16 autocast); default: on for CUDA, off on CPU."""
+    seed: int = 0
+    device: str = "cpu"
+    out: str | None = None
+    """Folder for ``last.safetensors`` (full state) and ``model.safetensors`` (weights)."""
+    resume: str | None = None
+    stop_after: int | None = None
+    """Stop after this epoch (as if killed there; the checkpoint lets ``resume`` go on)."""
+    progress: bool = True
+    # -- augmentation ---------------------------------------------------------------------
+    mixup: float = 0.0
+    """MixUp Beta(alpha, alpha); 0 = off."""
+    randaugment: list[int] | None = None
+    """``[num_ops, magnitude]`` of torchvision's RandAugment; null = off."""
+    # -- objectives ----------------------------------------------------------------------
+    teacher: str | None = None
+    """Distillation / token-label teacher: a checkpoint, a spec (+ ``teacher_checkpoint``)
+    or ``timm:<model name>``."""
+    teacher_checkpoint: str | None = None
+    distill: str = "hard"
+    """DeiT distillation kind: ``hard`` or ``soft``."""
+    distill_alpha: float = 0.5
+    distill_tau: float = 1.0
+    mix_token: bool = True
+    """MixToken for specs with a token-label head (LV-ViT)."""
+    token_label_weight: float = 0.5
+    cosine_weight: float = 0.0
+    """Gong et al.'s pairwise cosine-similarity penalty on the last layer's patch tokens."""
+    contrastive_weight: float = 0.0
+    """Gong et al.'s patch contrastive loss (last layer vs first-layer embedding)."""
+    patch_mix_weight: float = 0.0
+    """Gong et al.'s patch mixing loss (patch-aligned CutMix, per-patch labels)."""
+
+    def as_dict(self) -> dict[str, Any]:
+        return dataclasses.asdict(self)
+
+
+FIELDS = {f.name for f in dataclasses.fields(TrainConfig)}
+
+
+def make_config(recipe: str | None = None, **values: Any) -> TrainConfig:
+    """Defaults, then the recipe's keys, then ``values`` (None values are skipped)."""
+    merged: dict[str, Any] = {}
+    if recipe:
+        merged.update(load_recipe(recipe))
+    for key, value in values.items():
+        if key == "overrides":
+            merged["overrides"] = {**merged.get("overrides", {}), **(value or {})}
+        elif value is not None:
+            merged[key] = value
+    unknown = sorted(set(merged) - FIELDS)
+    if unknown:
+        raise ValueError(f"unknown training setting '{unknown[0]}'"
+                         f"{did_you_mean(unknown[0], FIELDS)}")
+    return TrainConfig(**merged)
+
+
+def load_recipe(recipe: str) -> dict[str, Any]:
+    """A recipe file path or a shipped recipe name (``simplevit``)."""
+    path = Path(recipe)
+    if path.is_file():
+        text = path.read_text(encoding="utf-8")
+    else:
+        shipped = resources.files("vitgraph.recipes") / f"{recipe}.yaml"
+        if not shipped.is_file():
+            names = [p.name[:-5] for p in resources.files("vitgraph.recipes").iterdir()
+                     if p.name.endswith(".yaml")]
+            raise ValueError(f"no recipe '{recipe}'{did_you_mean(recipe, names)}; shipped: "
+                             f"{', '.join(sorted(names))}")
+        text = shipped.read_text(encoding="utf-8")
+    data = yaml.safe_load(text) or {}
+    if not isinstance(data, dict):
+        raise ValueError(f"recipe {recipe} must be a mapping of training settings")
+    data.pop("paper", None)
+    return data

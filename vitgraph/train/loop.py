@@ -1,0 +1,263 @@
+"""The training loop: AdamW, linear warm-up then cosine decay per optimizer step,
+gradient accumulation, bfloat16 autocast where supported, per-epoch evaluation and
+checkpoints that resume exactly.
+
+Exact resumption: every random choice of epoch ``e`` (sample order, mixing boxes,
+dropout, RandAugment) is drawn from generators seeded by ``(seed, e, rank)`` at the
+start of that epoch, so a checkpoint only needs the weights, the optimizer state and the
+step counter — no RNG state — and an interrupted run continues bit for bit.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import math
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitgraph.train import ddp
+from vitgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from vitgraph.train.config import TrainConfig, make_config
+from vitgraph.train.data import DataError, Dataset, Split, load_data, normalize
+from vitgraph.train.objectives import Objective
+
+
+@dataclass
+class TrainResult:
+    model: nn.Module
+    graph: Any
+    history: list[dict[str, Any]] = field(default_factory=list)
+    checkpoint: Path | None = None
+    seconds: float = 0.0
+
+    @property
+    def val_accuracy(self) -> float:
+        return self.history[-1]["val_accuracy"] if self.history else float("nan")
+
+
+def train(spec: str | None = None, variant: str | None = None,
+          overrides: dict[str, Any] | None = None, *, recipe: str | None = None,
+          log=print, **settings: Any) -> TrainResult:
+    """Train a spec. ``settings`` are :class:`TrainConfig` fields (``data="digits"``,
+    ``epochs``, ``batch_size``, ``lr``, ``teacher``, ``resume``, ...)."""
+    if settings.get("resume") and not spec:
+        saved = load_checkpoint(settings["resume"]).meta["config"]
+        config = make_config(**{**saved, **{k: v for k, v in settings.items()
+                                            if v is not None}})
+    else:
+        config = make_config(recipe, spec=spec, variant=variant, overrides=overrides,
+                             **settings)
+    if not config.spec:
+        raise ValueError("no spec to train: name one (or a recipe that names one)")
+    return Trainer(config, log).run()
+
+
+def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
+    """Linear warm-up from 0 over ``warmup`` steps, then cosine from ``lr`` to ``min_lr``."""
+    if step < warmup:
+        return lr * (step + 1) / warmup
+    progress = (step - warmup) / max(1, total - warmup)
+    return min_lr + 0.5 * (lr - min_lr) * (1 + math.cos(math.pi * min(progress, 1.0)))
+
+
+def _patch_of(graph) -> int | None:
+    for node in graph.nodes:
+        patch = getattr(node.params, "patch", None)
+        if isinstance(patch, int):
+            return patch
+    return None
+
+
+def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2 ** 63)
+
+
+class Trainer:
+    def __init__(self, config: TrainConfig, log=print) -> None:
+        from vitgraph.graph import load
+
+        self.config = config
+        self.log = log
+        self.world = ddp.setup(config.device)
+        self.device = ddp.device_for(config.device, self.world)
+        ckpt = load_checkpoint(config.resume) if config.resume else None
+        graph = load(config.spec, config.variant, config.overrides)
+        self.data: Dataset = load_data(config.data, graph.input_shape, patch=_patch_of(graph),
+                                       val_fraction=config.val_fraction, seed=config.seed)
+        self.classes = len(self.data.classes)
+        if "classes" in graph.args and "classes" not in config.overrides:
+            config.overrides = {**config.overrides, "classes": self.classes}
+            graph = load(config.spec, config.variant, config.overrides)
+        out = graph.output_shape[-1]
+        if out < self.classes:
+            raise DataError(f"the data has {self.classes} classes but {graph.name} predicts "
+                            f"{out}; set --set classes={self.classes}")
+        per_rank, rest = divmod(config.batch_size, self.world.size)
+        if rest:
+            raise DataError(f"batch {config.batch_size} does not split over "
+                            f"{self.world.size} processes")
+        if len(self.data.train) < config.batch_size:
+            raise DataError(f"{len(self.data.train)} training images are fewer than one "
+                            f"batch of {config.batch_size}")
+        self.graph = graph
+        torch.manual_seed(config.seed)  # the initial weights
+        self.model = graph.build(device=self.device)
+        self.ddp_model = ddp.wrap(self.model, self.world, self.device)
+        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1
+                 and not n.endswith(("cls_token", "pos_embed", "dist_token"))]
+        keep = [p for n, p in self.model.named_parameters() if p.ndim <= 1
+                or n.endswith(("cls_token", "pos_embed", "dist_token"))]
+        self.optimizer = torch.optim.AdamW(
+            [{"params": decay, "weight_decay": config.weight_decay},
+             {"params": keep, "weight_decay": 0.0}], lr=config.lr)
+        self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
+        if self.steps_per_epoch == 0:
+            raise DataError(f"{len(self.data.train)} training images make no optimizer step of "
+                            f"{config.batch_size} x {config.accumulate}")
+        self.total_steps = self.steps_per_epoch * config.epochs
+        self.warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
+        self.start_epoch, self.step, self.history = 0, 0, []
+        if ckpt is not None:
+            self.model.load_state_dict(ckpt.model)
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
+            self.history = list(ckpt.meta["history"])
+        teacher = None
+        if config.teacher:
+            from vitgraph.train.teacher import load_teacher
+
+            teacher = load_teacher(config.teacher, config.teacher_checkpoint, self.classes,
+                                   self.device)
+        self.objective = Objective(graph, self.model, config, self.classes, teacher)
+        self.amp = config.amp if config.amp is not None else self.device.startswith("cuda")
+        self.randaugment = None
+        if config.randaugment:
+            from torchvision.transforms import v2
+
+            ops, magnitude = config.randaugment
+            self.randaugment = v2.RandAugment(num_ops=ops, magnitude=magnitude)
+
+    # -- one epoch ----------------------------------------------------------------------
+
+    def _autocast(self):
+        if not self.amp:
+            return contextlib.nullcontext()
+        kind = "cuda" if self.device.startswith("cuda") else "cpu"
+        return torch.autocast(kind, dtype=torch.bfloat16)
+
+    def _batch(self, split: Split, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        images = split.images[idx]
+        if self.randaugment is not None:
+            images = torch.stack([self.randaugment(img) for img in images])
+        return normalize(images).to(self.device), split.labels[idx].to(self.device)
+
+    def train_epoch(self, epoch: int, progress) -> dict[str, float]:
+        cfg, world = self.config, self.world
+        seed = _epoch_seed(cfg.seed, epoch, 0)
+        order = torch.randperm(len(self.data.train), generator=torch.Generator().manual_seed(seed))
+        torch.manual_seed(_epoch_seed(cfg.seed, epoch, world.rank))  # dropout, RandAugment
+        mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, world.rank) + 1)
+        self.ddp_model.train()
+        micro = cfg.batch_size
+        total_loss = correct = seen = 0.0
+        start = time.perf_counter()
+        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}",
+                                 total=self.steps_per_epoch, loss="-", acc="-",
+                                 rate="-") if progress else None
+        for step_in_epoch in range(self.steps_per_epoch):
+            lr = schedule(self.step, self.total_steps, self.warmup, cfg.lr, cfg.min_lr)
+            for group in self.optimizer.param_groups:
+                group["lr"] = lr
+            self.optimizer.zero_grad(set_to_none=True)
+            for k in range(cfg.accumulate):
+                begin = (step_in_epoch * cfg.accumulate + k) * micro
+                idx = ddp.shard(order[begin:begin + micro], world)
+                images, labels = self._batch(self.data.train, idx)
+                sync = k == cfg.accumulate - 1 or not world.distributed
+                context = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
+                with context:
+                    with self._autocast():
+                        loss, logits = self.objective(self.ddp_model, images, labels, mix_gen)
+                    (loss / cfg.accumulate).backward()
+                total_loss += loss.item() * len(idx)
+                correct += (logits.argmax(-1) == labels).sum().item()
+                seen += len(idx)
+            if cfg.grad_clip:
+                nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
+            self.optimizer.step()
+            self.step += 1
+            if progress:
+                rate = seen * world.size / (time.perf_counter() - start)
+                progress.update(task, advance=1, loss=f"{total_loss / seen:.3f}",
+                                acc=f"{correct / seen:.3f}", rate=f"{rate:.0f} img/s")
+        if progress:
+            progress.remove_task(task)
+        elapsed = time.perf_counter() - start
+        return {"loss": ddp.mean(total_loss / seen, world, self.device),
+                "accuracy": ddp.mean(correct / seen, world, self.device),
+                "images_per_second": seen * world.size / elapsed}
+
+    @torch.no_grad()
+    def evaluate(self, split: Split | None = None, batch: int = 256) -> float:
+        split = split or self.data.val
+        self.model.eval()
+        correct = 0
+        for begin in range(0, len(split), batch):
+            idx = torch.arange(begin, min(begin + batch, len(split)))
+            images, labels = normalize(split.images[idx]).to(self.device), split.labels[idx]
+            with self._autocast():
+                logits = self.model(images)
+            correct += (logits.float().argmax(-1).cpu() == labels).sum().item()
+        return correct / len(split)
+
+    # -- the run ------------------------------------------------------------------------
+
+    def run(self) -> TrainResult:
+        cfg, world = self.config, self.world
+        out = Path(cfg.out) if cfg.out else None
+        checkpoint = None
+        started = time.perf_counter()
+        last = cfg.epochs if cfg.stop_after is None else min(cfg.epochs, cfg.stop_after)
+        with self._progress() as progress:
+            for epoch in range(self.start_epoch, last):
+                stats = self.train_epoch(epoch, progress)
+                stats["val_accuracy"] = self.evaluate()
+                stats["epoch"] = epoch + 1
+                self.history.append(stats)
+                if world.main:
+                    self.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
+                             f"train acc {stats['accuracy']:.4f}  val acc "
+                             f"{stats['val_accuracy']:.4f}  "
+                             f"{stats['images_per_second']:.0f} img/s")
+                if out is not None and world.main:
+                    checkpoint = self.save(out, epoch + 1)
+        if out is not None and world.main:
+            from vitgraph.weights import save_weights
+
+            save_weights(self.model, self.graph, out / "model.safetensors")
+        if self.objective.taps is not None:
+            self.objective.taps.remove()
+        ddp.teardown(world)
+        return TrainResult(self.model, self.graph, self.history, checkpoint,
+                           time.perf_counter() - started)
+
+    def save(self, out: Path, epoch: int) -> Path:
+        config = self.config.as_dict()
+        config.update(resume=None, stop_after=None)
+        return save_checkpoint(out / "last.safetensors", self.model, self.optimizer, self.graph,
+                               epoch=epoch, step=self.step, config=config,
+                               history=self.history)
+
+    def _progress(self):
+        if not (self.config.progress and self.world.main):
+            return contextlib.nullcontext()
+        from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
+
+        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
+                        TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  "
+                                   "{task.fields[rate]}"), transient=True)
