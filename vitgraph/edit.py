@@ -256,19 +256,18 @@ class _Editor:
         del self.entries[position]
         del self.order[position]
 
-    def rewire(self, old: str, new: str, skip: Iterable[int] = ()) -> None:
-        """Every explicit reference to ``old`` (inputs, ``at`` inputs, outputs) -> ``new``."""
-        skipped = set(skip)
-        for k, entry in enumerate(self.entries):
-            if k in skipped:
-                continue
+    def rewire(self, old: str, new: str, prefix: bool = False) -> None:
+        """Every explicit reference to ``old`` (inputs, ``at`` inputs, outputs) -> ``new``;
+        with ``prefix``, ``old.3`` -> ``new.3`` too (a renamed group's members)."""
+        for entry in self.entries:
             if "inputs" in entry:
-                entry["inputs"] = _swap(entry["inputs"], old, new)
+                entry["inputs"] = _swap(entry["inputs"], old, new, prefix)
             for changes in (entry.get("at") or {}).values():
                 if isinstance(changes, dict) and "inputs" in changes:
-                    changes["inputs"] = _swap(changes["inputs"], old, new)
-        if self.data.get("outputs"):
-            self.data["outputs"] = _swap(self.data["outputs"], old, new)
+                    changes["inputs"] = _swap(changes["inputs"], old, new, prefix)
+        for key in ("outputs", "features") if prefix else ("outputs",):
+            if self.data.get(key):
+                self.data[key] = _swap(self.data[key], old, new, prefix)
 
     def check_new_entry(self, node: dict[str, Any], verb: str) -> dict[str, Any]:
         if not isinstance(node, dict) or "id" not in node or "kind" not in node:
@@ -305,12 +304,17 @@ class _Editor:
         return marks
 
 
-def _swap(value: Any, old: str, new: str) -> Any:
-    if isinstance(value, str):
-        return new if value == old else value
+def _swap(value: Any, old: str, new: str, prefix: bool = False) -> Any:
+    def one(name: Any) -> Any:
+        if name == old:
+            return new
+        if prefix and isinstance(name, str) and name.startswith(old + "."):
+            return new + name[len(old):]
+        return name
+
     if isinstance(value, list):
-        return [new if v == old else v for v in value]
-    return value
+        return [one(v) for v in value]
+    return one(value)
 
 
 def _kind_fields(kind: str) -> set[str] | None:
@@ -559,10 +563,8 @@ def rename(graph: Graph, old: str, new: str, *, location: Location | None = None
     if any(str(e.get("id")) == new for e in editor.entries):
         raise editor.fail(node_id, f"rename: id '{new}' is already used")
     entry = editor.entries[target.entry]
-    editor.rewire(str(entry["id"]), new)
+    editor.rewire(str(entry["id"]), new, prefix=True)
     entry["id"] = new
-    if editor.data.get("features"):
-        editor.data["features"] = _swap(editor.data["features"], node_id, new)
     return _commit(graph, editor)
 
 
