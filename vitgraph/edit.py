@@ -395,6 +395,7 @@ def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None
     ids = editor.select(pattern, kind, where, "replace")
     fields = _kind_fields(with_kind)
     _check_kind(with_kind, ids[0], editor.location(ids[0]))
+    kinds = candidates(graph)
     for target in editor.targets(ids):
         node_id = editor.instance_id(target)
         _check_arity(graph, node_id, with_kind, editor)
@@ -404,11 +405,12 @@ def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None
             # composite): the new kind must take every one of them
             unfit = sorted(set(written) - (fields or set()) - set(extra))
             if fields is not None and unfit:
-                old = candidates(graph).get(node_id, "?")
+                old = kinds.get(node_id, "?")
                 raise editor.fail(node_id, f"cannot replace {old} with {with_kind}: "
                                   f"{with_kind} has no param {', '.join(map(repr, unfit))}",
                                   f"params of {with_kind}: {', '.join(sorted(fields)) or 'none'}")
-            editor.set_param(target, "kind", with_kind, node_id)
+            if kinds.get(node_id) != with_kind:  # the same kind: only the params change
+                editor.set_param(target, "kind", with_kind, node_id)
             for name, value in extra.items():
                 editor.set_param(target, name, value, node_id)
             continue
