@@ -458,7 +458,6 @@ def insert_after(graph: Graph, pattern: str, node: dict[str, Any], *,
     node_id, target = _single(editor, pattern, "insert_after")
     new = editor.check_new_entry(node, "insert_after")
     new_id = str(new["id"])
-    new.pop("inputs", None)
     k = target.entry
     entry = editor.entries[k]
     last = target.index is None or target.index == editor.repeat_count(k) - 1
@@ -477,7 +476,8 @@ def insert_after(graph: Graph, pattern: str, node: dict[str, Any], *,
         editor.entries[follower]["inputs"] = [str(entry["id"])]
     at = entry.setdefault("at", {})
     at.setdefault(target.index + 1, {})["inputs"] = [new_id]  # type: ignore[operator]
-    editor.insert(follower, {"id": new_id, "kind": new.pop("kind"), "inputs": [node_id], **new})
+    new.setdefault("inputs", [node_id])
+    editor.insert(follower, {"id": new_id, "kind": new.pop("kind"), **new})
     return _commit(graph, editor)
 
 
@@ -494,12 +494,12 @@ def insert_before(graph: Graph, pattern: str, node: dict[str, Any], *,
         raise editor.fail(node_id, f"insert_before: '{node_id}' takes {len(inputs)} inputs "
                           f"({', '.join(inputs)}); name the input to insert after instead")
     new = editor.check_new_entry(node, "insert_before")
-    new.pop("inputs", None)
     k = target.entry
     entry = editor.entries[k]
     new_entry = {"id": str(new["id"]), "kind": new.pop("kind"), **new}
     if "inputs" in entry:
-        new_entry["inputs"] = entry.pop("inputs")
+        new_entry.setdefault("inputs", entry["inputs"])
+        entry["inputs"] = [new_entry["id"]]
     editor.insert(k, new_entry)
     return _commit(graph, editor)
 
