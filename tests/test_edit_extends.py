@@ -14,7 +14,7 @@ from vitgraph.loader import variant_index
 from vitgraph.registry import registry
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "edits"
-SMALL = {"depth": 1, "input.size": 32}
+SMALL = {"depth": 2, "input.size": 32}
 
 #: example -> the shipped variant its ``vit_s_16`` equals, when the edits are the whole
 #: difference (same weights, same count)
