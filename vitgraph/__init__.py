@@ -4,10 +4,11 @@
 ``torch.nn.Module``, ``Graph.summary`` counts params and MACs on the meta device.
 """
 
+from vitgraph.diff import diff
 from vitgraph.errors import SpecError
 from vitgraph.graph import Graph, build, load
 
-__all__ = ["Graph", "SpecError", "build", "from_timm", "load", "train"]
+__all__ = ["Graph", "SpecError", "build", "diff", "from_timm", "load", "train"]
 
 
 def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)

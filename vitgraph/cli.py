@@ -67,6 +67,28 @@ def make_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list shipped specs or block kinds")
     listing.add_argument("what", nargs="?", choices=["specs", "blocks"], default="specs")
     listing.add_argument("--json", action="store_true", help="print JSON")
+    listing.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                         help="import a module that registers extra block kinds")
+    picture = sub.add_parser("graph", help="draw the graph (mermaid, dot, svg, png)")
+    _common(picture)
+    picture.add_argument("--format", default="mermaid",
+                         choices=["mermaid", "dot", "svg", "png"], help="default mermaid")
+    picture.add_argument("--expand", action="store_true",
+                         help="draw every node (default: repeats and composites collapsed)")
+    picture.add_argument("--out", help="write to this file (default: stdout; png needs it)")
+    schema = sub.add_parser("schema", help="print the JSON Schema of spec files")
+    schema.add_argument("--write", action="store_true",
+                        help="write it to vitgraph/spec.schema.json (the committed copy)")
+    schema.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                        help="import a module that registers extra block kinds")
+    compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
+    compare.add_argument("a", help="a spec file, shipped spec or variant name")
+    compare.add_argument("b", help="a spec file, shipped spec or variant name")
+    compare.add_argument("--set", dest="sets", action="append", default=[],
+                         metavar="KEY=VALUE", help="override applied to both (repeatable)")
+    compare.add_argument("--json", action="store_true", help="print one JSON object")
+    compare.add_argument("--plugin", action="append", default=[], metavar="MODULE",
+                         help="import a module that registers extra block kinds")
     return parser
 
 
@@ -83,6 +105,10 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
+        if args.command in ("graph", "schema", "diff"):
+            from vitgraph import tools
+
+            return getattr(tools, f"cmd_{args.command}")(args)
         return cmd_build(args) if args.command == "build" else cmd_validate(args)
     except SpecError as exc:
         if getattr(args, "json", False):

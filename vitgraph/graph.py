@@ -138,6 +138,61 @@ class Graph:
             self._summary = result
         return self._summary
 
+    # -- editing (vitgraph/edit.py): each verb re-validates and edits in place -----------
+
+    def find(self, pattern: str | list[str] | None = None, **kwargs: Any) -> list[str]:
+        """Ids matching an id pattern (``blocks.*.attn``), ``kind=`` and/or ``where=``."""
+        from vitgraph import edit
+
+        return edit.find(self, pattern, **kwargs)
+
+    def replace(self, pattern: str | list[str] | None = None, with_kind: str | None = None,
+                **kwargs: Any) -> Graph:
+        """Swap the kind of every match, keeping the params the new kind also has."""
+        from vitgraph import edit
+
+        return edit.replace(self, pattern, with_kind, **kwargs)
+
+    def insert_after(self, target: str, node: dict[str, Any], **kwargs: Any) -> Graph:
+        """Insert ``node`` after ``target``; the target's users take the new node."""
+        from vitgraph import edit
+
+        return edit.insert_after(self, target, node, **kwargs)
+
+    def insert_before(self, target: str, node: dict[str, Any], **kwargs: Any) -> Graph:
+        """Insert ``node`` between ``target`` and its single input."""
+        from vitgraph import edit
+
+        return edit.insert_before(self, target, node, **kwargs)
+
+    def remove(self, target: str, **kwargs: Any) -> Graph:
+        """Remove a single-input node; its users take its input."""
+        from vitgraph import edit
+
+        return edit.remove(self, target, **kwargs)
+
+    def update(self, pattern: str | list[str] | None = None, **kwargs: Any) -> Graph:
+        """Set params of every match: ``update("head", classes=10)``."""
+        from vitgraph import edit
+
+        return edit.update(self, pattern, **kwargs)
+
+    def rename(self, old: str, new: str, **kwargs: Any) -> Graph:
+        """Rename a top-level node or repeat group."""
+        from vitgraph import edit
+
+        return edit.rename(self, old, new, **kwargs)
+
+    def to_yaml(self) -> str:
+        """A spec that rebuilds this graph (``repeat:``, args and expressions kept)."""
+        from vitgraph import edit
+
+        return edit.to_yaml(self)
+
+    def save(self, path: str | Path) -> None:
+        """Write :meth:`to_yaml` to ``path``."""
+        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+
     def __repr__(self) -> str:
         variant = f" {self.variant}" if self.variant else ""
         return f"<Graph {self.name}{variant}: {len(self.nodes)} nodes, input {self.input_shape}>"

@@ -133,6 +133,10 @@ def load_source(path: str, text: str | None = None) -> Source:
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError.at(Location(path), "", f"cannot read the spec: {exc}") from None
     data, marks = parse_yaml(text, path)
+    if isinstance(data, dict) and "extends" in data:  # a spec written as edits of another
+        from vitgraph.extends import resolve_extends
+
+        data, marks = resolve_extends(data, marks, path)
     if not isinstance(data, dict):
         raise SpecError.at(marks.at(()), "", "a spec must be a mapping with 'vitgraph', 'name', "
                            "'input' and 'graph' keys")

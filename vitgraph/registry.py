@@ -129,6 +129,9 @@ def registry() -> Registry:
         for entry in sorted(resources.files("vitgraph.blocks").iterdir(), key=lambda p: p.name):
             if entry.name.endswith(".yaml"):
                 _REGISTRY.add_composite(load_composite(entry.read_text(), str(entry)))
+        from vitgraph.plugins import load_entry_points
+
+        load_entry_points()  # installed third-party kinds (group vitgraph.blocks)
     return _REGISTRY
 
 

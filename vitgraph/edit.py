@@ -1,0 +1,653 @@
+"""Graph editing: ``find``, ``replace``, ``insert_after``/``insert_before``, ``remove``,
+``update``, ``rename``, and writing a graph back as a spec (``to_yaml``).
+
+Edits change the *source* spec data, not the expanded nodes, so ``repeat:``, args and
+expressions survive: replacing ``blocks.*.attn`` sets the ``attention`` param of the
+``encoder_layer`` group once; changing one repeat writes an ``at: {index: ...}`` entry.
+After every edit the spec is expanded and shape-checked again, and a problem is raised
+as a ``SpecError`` naming the node (a shape mismatch downstream is reported at the
+downstream node, with the numbers). An edit that fails leaves the graph unchanged.
+"""
+
+from __future__ import annotations
+
+import copy
+import fnmatch
+import re
+from collections.abc import Callable, Iterable
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
+
+import yaml
+from pydantic import ValidationError
+
+from vitgraph.errors import Location, SpecError
+from vitgraph.registry import registry
+from vitgraph.spec import NODE_KEYS, SpecDocument
+from vitgraph.suggest import did_you_mean
+from vitgraph.yamlmarks import Marks
+
+if TYPE_CHECKING:
+    from vitgraph.graph import Graph
+    from vitgraph.loader import Node
+
+Selector = str | Iterable[str] | None
+_REF = re.compile(r"^\$(?:\{\s*)?([A-Za-z_][A-Za-z_0-9]*)(?:\s*\})?$")
+
+
+@dataclass(frozen=True)
+class _Target:
+    """Where an expanded id lives in the source: graph entry ``entry``, repeat ``index``
+    (None: the whole entry, every repeat) and ``inner`` ids inside composite blocks."""
+
+    entry: int
+    index: int | None
+    inner: tuple[str, ...]
+
+
+# ------------------------------------------------------------------------------ finding
+
+
+def instance_kinds(graph: Graph) -> dict[str, str]:
+    """Composite instances (``blocks.3``) and repeat groups (``blocks``) -> their kind."""
+    kinds: dict[str, str] = {}
+    for node in graph.nodes:
+        if node.parent and node.composite_kind:
+            kinds.setdefault(node.parent, node.composite_kind)
+    nodes = {n.id: n.kind for n in graph.nodes}
+    for group, (kind, _count) in graph.groups.items():
+        if group in kinds:
+            continue
+        first = f"{group}.0"
+        kinds[group] = kinds.get(first) or nodes.get(first) or kind
+    return kinds
+
+
+def candidates(graph: Graph) -> dict[str, str]:
+    """Every id an edit can name -> its kind: primitive nodes, composite instances
+    (``blocks.3``) and repeat groups (``blocks``), in execution order."""
+    kinds = instance_kinds(graph)
+    out: dict[str, str] = {}
+    for node in graph.nodes:
+        parts = node.id.split(".")
+        for depth in range(1, len(parts)):
+            prefix = ".".join(parts[:depth])
+            if prefix not in out and prefix in kinds:
+                out[prefix] = kinds[prefix]
+        out[node.id] = node.kind
+    return out
+
+
+def _match(pattern: str, node_id: str) -> bool:
+    """Segment-wise glob: ``*`` matches one dotted segment, ``**`` any number of them."""
+    pat, parts = pattern.split("."), node_id.split(".")
+
+    def walk(i: int, j: int) -> bool:
+        if i == len(pat):
+            return j == len(parts)
+        if pat[i] == "**":
+            return any(walk(i + 1, k) for k in range(j, len(parts) + 1))
+        return j < len(parts) and fnmatch.fnmatchcase(parts[j], pat[i]) and walk(i + 1, j + 1)
+
+    return walk(0, 0)
+
+
+def find(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
+         where: Callable[[Node], bool] | None = None) -> list[str]:
+    """Ids matching an id pattern (``blocks.*.attn``), a kind and/or a predicate over the
+    primitive nodes, in execution order."""
+    patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    found = []
+    nodes = {n.id: n for n in graph.nodes}
+    for node_id, node_kind in candidates(graph).items():
+        if patterns and not any(_match(p, node_id) for p in patterns):
+            continue
+        if kind is not None and node_kind != kind:
+            continue
+        if where is not None and (node_id not in nodes or not where(nodes[node_id])):
+            continue
+        found.append(node_id)
+    return found
+
+
+# ------------------------------------------------------------------------------ editor
+
+
+class _Editor:
+    """The source data of a graph being edited, its marks, and the graph it came from."""
+
+    def __init__(self, graph: Graph, where: Location | None = None) -> None:
+        self.graph = graph
+        self.data = copy.deepcopy(graph.source.data)
+        self.marks = graph.source.marks
+        self.where = where
+        self.order: list[int | None] = list(range(len(self.entries)))  # new -> old index
+
+    @property
+    def entries(self) -> list[dict[str, Any]]:
+        return self.data["graph"]
+
+    def fail(self, node_id: str, message: str, hint: str | None = None) -> SpecError:
+        return SpecError.at(self.location(node_id), node_id, message, hint)
+
+    def location(self, node_id: str) -> Location:
+        if self.where is not None:
+            return self.where
+        try:
+            return self.graph.node(node_id).where
+        except KeyError:
+            for k, entry in enumerate(self.entries):
+                if entry.get("id") == node_id.split(".")[0] and self.order[k] is not None:
+                    return self.marks.at(("graph", self.order[k]))
+        return Location(self.graph.file)
+
+    # -- selection ----------------------------------------------------------------------
+
+    def select(self, pattern: Selector, kind: str | None = None,
+               where: Callable[[Node], bool] | None = None, verb: str = "edit") -> list[str]:
+        ids = find(self.graph, pattern, kind=kind, where=where)
+        if not ids:
+            what = pattern if isinstance(pattern, str) else (
+                ", ".join(pattern) if pattern else f"kind '{kind}'")
+            known = list(candidates(self.graph))
+            hint_name = what if isinstance(pattern, str) else ""
+            raise SpecError.at(self.where or Location(self.graph.file), str(what),
+                               f"{verb}: nothing matches '{what}'{did_you_mean(hint_name, known)}",
+                               "ids look like 'head', 'blocks' (a repeat group), 'blocks.3' or "
+                               "'blocks.*.attn'")
+        return ids
+
+    def target(self, node_id: str) -> _Target:
+        parts = node_id.split(".")
+        for k, entry in enumerate(self.entries):
+            if str(entry.get("id")) != parts[0]:
+                continue
+            rest = parts[1:]
+            if "repeat" in entry:
+                if rest and rest[0].isdigit():
+                    return _Target(k, int(rest[0]), tuple(rest[1:]))
+                if rest:
+                    raise self.fail(node_id, f"'{node_id}' is inside the repeat group "
+                                    f"'{parts[0]}': name a repeat ('{parts[0]}.0.{rest[0]}') or "
+                                    f"all of them ('{parts[0]}.*.{rest[0]}')")
+            return _Target(k, None, tuple(rest))
+        raise self.fail(node_id, f"'{node_id}' is not a node of the spec")
+
+    def targets(self, ids: list[str]) -> list[_Target]:
+        """Targets of the ids, with a repeat group's every index folded into one target
+        (index None) so the edit is written once on the entry, not per repeat."""
+        found = [self.target(i) for i in ids]
+        out: list[_Target] = []
+        for t in found:
+            if t.index is not None:
+                count = self.repeat_count(t.entry)
+                same = {u.index for u in found if u.entry == t.entry and u.inner == t.inner}
+                if same >= set(range(count)):
+                    t = _Target(t.entry, None, t.inner)
+            if t not in out:
+                out.append(t)
+        return out
+
+    def repeat_count(self, k: int) -> int:
+        return self.graph.groups[str(self.entries[k]["id"])][1]
+
+    def instance_id(self, target: _Target) -> str:
+        entry = self.entries[target.entry]
+        parts = [str(entry["id"])]
+        if target.index is not None or "repeat" in entry:
+            parts.append(str(target.index or 0))
+        return ".".join(parts + list(target.inner))
+
+    def composite_of(self, target: _Target) -> Any:
+        """The composite block a (parent) target is an instance of."""
+        instance = self.instance_id(target)
+        kind = instance_kinds(self.graph).get(instance)
+        comps = registry().composites
+        if kind not in comps:
+            raise self.fail(instance, f"'{instance}' is not a composite block")
+        return comps[kind]
+
+    # -- params -------------------------------------------------------------------------
+
+    def set_param(self, target: _Target, name: str, value: Any, node_id: str) -> None:
+        """Set one param (or ``kind``) of a target, following a composite's ``$param``
+        references outwards so the edit lands where the spec writes it."""
+        if not target.inner:
+            entry = self.entries[target.entry]
+            if target.index is None:
+                entry[name] = value
+            else:
+                at = entry.setdefault("at", {})
+                at.setdefault(target.index, {})[name] = value
+            return
+        parent = _Target(target.entry, target.index, target.inner[:-1])
+        composite = self.composite_of(parent)
+        inner_id = target.inner[-1]
+        inner = next((e for e in composite.graph if str(e.get("id")) == inner_id), None)
+        if inner is None:
+            raise self.fail(node_id, f"'{inner_id}' is not a node of composite "
+                            f"'{composite.kind}'")
+        raw = inner.get(name)
+        ref = _REF.match(raw) if isinstance(raw, str) else None
+        if ref is None:
+            params = [p for p in composite.params.model_fields if p != "kind"]
+            written = "not set" if raw is None else f"fixed to {raw!r}"
+            raise self.fail(node_id, f"'{name}' of '{inner_id}' is {written} inside composite "
+                            f"'{composite.kind}', not one of its params",
+                            f"params of {composite.kind}: {', '.join(params)}")
+        self.set_param(parent, ref.group(1), value, node_id)
+
+    def inner_params(self, target: _Target) -> dict[str, Any]:
+        """The params a target's source entry writes (an inner entry for composites)."""
+        if not target.inner:
+            entry = self.entries[target.entry]
+            return {k: v for k, v in entry.items() if k not in NODE_KEYS}
+        composite = self.composite_of(_Target(target.entry, target.index, target.inner[:-1]))
+        inner = next(e for e in composite.graph if str(e.get("id")) == target.inner[-1])
+        return {k: v for k, v in inner.items() if k not in NODE_KEYS}
+
+    # -- entries ------------------------------------------------------------------------
+
+    def insert(self, position: int, entry: dict[str, Any]) -> None:
+        self.entries.insert(position, entry)
+        self.order.insert(position, None)
+
+    def delete(self, position: int) -> None:
+        del self.entries[position]
+        del self.order[position]
+
+    def rewire(self, old: str, new: str, prefix: bool = False) -> None:
+        """Every explicit reference to ``old`` (inputs, ``at`` inputs, outputs) -> ``new``;
+        with ``prefix``, ``old.3`` -> ``new.3`` too (a renamed group's members)."""
+        for entry in self.entries:
+            if "inputs" in entry:
+                entry["inputs"] = _swap(entry["inputs"], old, new, prefix)
+            for changes in (entry.get("at") or {}).values():
+                if isinstance(changes, dict) and "inputs" in changes:
+                    changes["inputs"] = _swap(changes["inputs"], old, new, prefix)
+        for key in ("outputs", "features") if prefix else ("outputs",):
+            if self.data.get(key):
+                self.data[key] = _swap(self.data[key], old, new, prefix)
+
+    def check_new_entry(self, node: dict[str, Any], verb: str) -> dict[str, Any]:
+        if not isinstance(node, dict) or "id" not in node or "kind" not in node:
+            raise SpecError.at(self.where or Location(self.graph.file), verb,
+                               f"{verb}: the new node must be a mapping with 'id' and 'kind'")
+        node_id = str(node["id"])
+        if node_id in candidates(self.graph) or any(
+                str(e.get("id")) == node_id for e in self.entries):
+            raise SpecError.at(self.where or Location(self.graph.file), node_id,
+                               f"{verb}: id '{node_id}' is already used",
+                               "give the new node an id of its own")
+        _check_kind(str(node["kind"]), node_id, self.where or Location(self.graph.file))
+        return dict(node)
+
+    # -- result -------------------------------------------------------------------------
+
+    def new_marks(self) -> Marks:
+        """The marks with graph entries renumbered after insertions and deletions; new
+        entries are located at the edit (``where``), or nowhere in particular."""
+        old = self.marks
+        marks = Marks(old.file)
+        moved = {o: n for n, o in enumerate(self.order) if o is not None}
+        for table, out in ((old.values, marks.values), (old.keys, marks.keys)):
+            for path, loc in table.items():
+                if len(path) >= 2 and path[0] == "graph" and isinstance(path[1], int):
+                    if path[1] not in moved:
+                        continue
+                    path = ("graph", moved[path[1]], *path[2:])
+                out[path] = loc
+        fresh = self.where or Location(f"<edit of {old.file}>")
+        for n, o in enumerate(self.order):
+            if o is None:
+                marks.values[("graph", n)] = fresh
+        return marks
+
+
+def _swap(value: Any, old: str, new: str, prefix: bool = False) -> Any:
+    def one(name: Any) -> Any:
+        if name == old:
+            return new
+        if prefix and isinstance(name, str) and name.startswith(old + "."):
+            return new + name[len(old):]
+        return name
+
+    if isinstance(value, list):
+        return [one(v) for v in value]
+    return one(value)
+
+
+def _kind_fields(kind: str) -> set[str] | None:
+    reg = registry()
+    if kind in reg.primitives:
+        return set(reg.primitives[kind].model_fields) - {"kind"}
+    if kind in reg.composites:
+        return set(reg.composites[kind].params.model_fields) - {"kind"}
+    return None
+
+
+def _check_kind(kind: str, node_id: str, where: Location) -> None:
+    if "$" in kind:
+        return  # an expression: checked when the spec is expanded
+    if _kind_fields(kind) is None:
+        kinds = registry().kinds()
+        raise SpecError.at(where, node_id, f"unknown block kind '{kind}'"
+                           f"{did_you_mean(kind, kinds)}",
+                           "run `vitgraph list blocks` to see every kind")
+
+
+# ------------------------------------------------------------------------------ applying
+
+
+def rebuild(graph: Graph, data: dict[str, Any], marks: Marks) -> Graph:
+    """Validate edited source data into a new Graph (same file, variant and overrides)."""
+    from vitgraph.graph import Graph as GraphClass
+    from vitgraph.infer import infer
+    from vitgraph.loader import Source, expand, pydantic_problems
+
+    try:
+        document = SpecDocument.model_validate(data)
+    except ValidationError as exc:
+        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
+    source = Source(data, marks, graph.source.file, document)
+    variant, expanded = expand(source, graph.variant, graph.overrides)
+    return GraphClass(source, variant, graph.overrides, expanded, infer(expanded))
+
+
+def _commit(graph: Graph, editor: _Editor) -> Graph:
+    edited = rebuild(graph, editor.data, editor.new_marks())
+    graph.__dict__.update(edited.__dict__)
+    graph.__dict__.pop("_summary", None)
+    return graph
+
+
+def update(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
+           where: Callable[[Node], bool] | None = None, params: dict[str, Any] | None = None,
+           location: Location | None = None, **kwargs: Any) -> Graph:
+    """Set params of every match (a repeat group's matches: written once on the entry)."""
+    changes = {**(params or {}), **kwargs}
+    if not changes:
+        raise SpecError.at(location or Location(graph.file), str(pattern or kind),
+                           "update: no params given", "for example update('head', classes=10)")
+    editor = _Editor(graph, location)
+    ids = editor.select(pattern, kind, where, "update")
+    for target in editor.targets(ids):
+        node_id = editor.instance_id(target)
+        for name, value in changes.items():
+            if name in NODE_KEYS and name not in ("repeat",):
+                raise editor.fail(node_id, f"update sets params; '{name}' is not one",
+                                  "use rename for ids, replace for kinds, insert/remove "
+                                  "for inputs")
+            editor.set_param(target, name, value, node_id)
+    return _commit(graph, editor)
+
+
+def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None, *,
+            kind: str | None = None, where: Callable[[Node], bool] | None = None,
+            params: dict[str, Any] | None = None, location: Location | None = None,
+            **kwargs: Any) -> Graph:
+    """Swap the kind of every match, keeping the params the new kind also has."""
+    extra = {**(params or {}), **kwargs}
+    editor = _Editor(graph, location)
+    if with_kind is None:
+        raise SpecError.at(location or Location(graph.file), str(pattern or kind),
+                           "replace: name the new kind (with_kind=...)")
+    ids = editor.select(pattern, kind, where, "replace")
+    fields = _kind_fields(with_kind)
+    _check_kind(with_kind, ids[0], editor.location(ids[0]))
+    kinds = candidates(graph)
+    for target in editor.targets(ids):
+        node_id = editor.instance_id(target)
+        _check_arity(graph, node_id, with_kind, editor)
+        written = editor.inner_params(target)
+        if target.inner or target.index is not None:
+            # the entry's params stay (they are shared with other repeats or fixed by the
+            # composite): the new kind must take every one of them
+            unfit = sorted(set(written) - (fields or set()) - set(extra))
+            if fields is not None and unfit:
+                old = kinds.get(node_id, "?")
+                raise editor.fail(node_id, f"cannot replace {old} with {with_kind}: "
+                                  f"{with_kind} has no param {', '.join(map(repr, unfit))}",
+                                  f"params of {with_kind}: {', '.join(sorted(fields)) or 'none'}")
+            if kinds.get(node_id) != with_kind:  # the same kind: only the params change
+                editor.set_param(target, "kind", with_kind, node_id)
+            for name, value in extra.items():
+                editor.set_param(target, name, value, node_id)
+            continue
+        entry = editor.entries[target.entry]
+        kept = {k: v for k, v in entry.items()
+                if k in NODE_KEYS or fields is None or k in fields}
+        kept["kind"] = with_kind
+        kept.update(extra)
+        editor.entries[target.entry] = {k: kept[k] for k in _ordered(kept)}
+    return _commit(graph, editor)
+
+
+def _ordered(entry: dict[str, Any]) -> list[str]:
+    head = [k for k in ("id", "kind") if k in entry]
+    return head + [k for k in entry if k not in head]
+
+
+def _check_arity(graph: Graph, node_id: str, kind: str, editor: _Editor) -> None:
+    cls = registry().primitives.get(kind)
+    try:
+        node = graph.node(node_id)
+    except KeyError:
+        return
+    if cls is not None and cls.arity is not None and cls.arity != len(node.inputs):
+        raise editor.fail(node_id, f"cannot replace {node.kind} with {kind}: {kind} takes "
+                          f"{cls.arity} input(s), '{node_id}' has {len(node.inputs)}")
+
+
+def _single(editor: _Editor, pattern: str, verb: str) -> tuple[str, _Target]:
+    ids = editor.select(pattern, None, None, verb)
+    if len(ids) != 1:
+        raise editor.fail(ids[0], f"{verb} needs one node, but '{pattern}' matches {len(ids)}",
+                          "name one node, e.g. 'blocks.0'")
+    target = editor.target(ids[0])
+    if target.inner:
+        raise editor.fail(ids[0], f"{verb}: '{ids[0]}' is inside a composite block; edit the "
+                          "composite's params, or insert/remove around the whole block")
+    return ids[0], target
+
+
+def insert_after(graph: Graph, pattern: str, node: dict[str, Any], *,
+                 location: Location | None = None) -> Graph:
+    """Insert ``node`` taking ``pattern``'s output; its users take the new node instead."""
+    editor = _Editor(graph, location)
+    node_id, target = _single(editor, pattern, "insert_after")
+    new = editor.check_new_entry(node, "insert_after")
+    new_id = str(new["id"])
+    k = target.entry
+    entry = editor.entries[k]
+    last = target.index is None or target.index == editor.repeat_count(k) - 1
+    if last:
+        # after a whole entry (or the last repeat): it follows the entry, its users move
+        group = str(entry["id"])
+        editor.rewire(group, new_id)
+        editor.rewire(node_id, new_id)
+        editor.insert(k + 1, {"id": new_id, "kind": new.pop("kind"), **new})
+        return _commit(graph, editor)
+    # inside a repeat group: the next repeat takes the new node (``at``); the new entry
+    # follows the group and names its input, and the entry after the group keeps its input
+    follower = k + 1
+    editor.rewire(node_id, new_id)
+    if follower < len(editor.entries) and "inputs" not in editor.entries[follower]:
+        editor.entries[follower]["inputs"] = [str(entry["id"])]
+    at = entry.setdefault("at", {})
+    at.setdefault(target.index + 1, {})["inputs"] = [new_id]  # type: ignore[operator]
+    new.setdefault("inputs", [node_id])
+    editor.insert(follower, {"id": new_id, "kind": new.pop("kind"), **new})
+    return _commit(graph, editor)
+
+
+def insert_before(graph: Graph, pattern: str, node: dict[str, Any], *,
+                  location: Location | None = None) -> Graph:
+    """Insert ``node`` between ``pattern`` and its (single) input."""
+    editor = _Editor(graph, location)
+    node_id, target = _single(editor, pattern, "insert_before")
+    if target.index not in (None, 0):
+        previous = f"{editor.entries[target.entry]['id']}.{target.index - 1}"
+        return insert_after(graph, previous, node, location=location)
+    inputs = _inputs_of(graph, node_id)
+    if len(inputs) != 1:
+        raise editor.fail(node_id, f"insert_before: '{node_id}' takes {len(inputs)} inputs "
+                          f"({', '.join(inputs)}); name the input to insert after instead")
+    new = editor.check_new_entry(node, "insert_before")
+    k = target.entry
+    entry = editor.entries[k]
+    new_entry = {"id": str(new["id"]), "kind": new.pop("kind"), **new}
+    if "inputs" in entry:
+        new_entry.setdefault("inputs", entry["inputs"])
+        entry["inputs"] = [new_entry["id"]]
+    editor.insert(k, new_entry)
+    return _commit(graph, editor)
+
+
+def _inputs_of(graph: Graph, node_id: str) -> list[str]:
+    """Inputs of a node, or of a composite instance / group (what its first node takes)."""
+    try:
+        return list(graph.node(node_id).inputs)
+    except KeyError:
+        pass
+    members = [n for n in graph.nodes if n.id.startswith(node_id + ".")]
+    inside = {n.id for n in members}
+    outside: list[str] = []
+    for n in members:
+        outside += [i for i in n.inputs if i not in inside and i not in outside]
+    return outside
+
+
+def remove(graph: Graph, pattern: str, *, location: Location | None = None) -> Graph:
+    """Remove a single-input node; its users take its input instead."""
+    editor = _Editor(graph, location)
+    node_id, target = _single(editor, pattern, "remove")
+    inputs = _inputs_of(graph, node_id)
+    if len(inputs) != 1:
+        raise editor.fail(node_id, f"cannot remove '{node_id}': it has {len(inputs)} inputs "
+                          f"({', '.join(inputs)}), so its users could not be rewired",
+                          "replace it instead, or rewire its users with update")
+    if target.index is not None:
+        group = editor.entries[target.entry]["id"]
+        raise editor.fail(node_id, f"cannot remove one repeat of '{group}'",
+                          f"change its count: update('{group}', repeat=...)")
+    k = target.entry
+    entry = editor.entries[k]
+    source = inputs[0]
+    name = _source_name(graph, source)
+    editor.rewire(str(entry["id"]), name)
+    follower = k + 1
+    if "inputs" in entry and follower < len(editor.entries) and (
+            "inputs" not in editor.entries[follower]):
+        editor.entries[follower]["inputs"] = [name]
+    editor.delete(k)
+    return _commit(graph, editor)
+
+
+def _source_name(graph: Graph, node_id: str) -> str:
+    """How the spec names an expanded node: a group's output is named by the group."""
+    for alias, target in graph._expanded.aliases.items():  # noqa: SLF001
+        if target == node_id and "." not in alias:
+            return alias
+    return node_id
+
+
+def rename(graph: Graph, old: str, new: str, *, location: Location | None = None) -> Graph:
+    """Rename a top-level node or repeat group (its weights' keys follow)."""
+    editor = _Editor(graph, location)
+    node_id, target = _single(editor, old, "rename")
+    if target.index is not None:
+        raise editor.fail(node_id, "rename: a single repeat cannot be renamed",
+                          f"rename the whole group '{editor.entries[target.entry]['id']}'")
+    if not new or any(c in new for c in " .:/$"):
+        raise editor.fail(node_id, f"rename: '{new}' must be a name without spaces, dots or "
+                          "':/$'")
+    if any(str(e.get("id")) == new for e in editor.entries):
+        raise editor.fail(node_id, f"rename: id '{new}' is already used")
+    entry = editor.entries[target.entry]
+    editor.rewire(str(entry["id"]), new, prefix=True)
+    entry["id"] = new
+    return _commit(graph, editor)
+
+
+# ------------------------------------------------------------------------------ writing
+
+
+def spec_data(graph: Graph) -> dict[str, Any]:
+    """The graph's spec as data: its variant becomes the default and its overrides are
+    written in, so loading the result gives this same graph."""
+    data = copy.deepcopy(graph.source.data)
+    if graph.variant is not None:
+        data["default"] = graph.variant
+    node_ids = {str(e.get("id")) for e in data["graph"]}
+    for key, value in graph.overrides.items():
+        head, _, rest = key.partition(".")
+        if key in data.get("args", {}):
+            if graph.variant is not None:
+                data["variants"][graph.variant][key] = value
+            else:
+                data["args"][key] = value
+        elif head == "input":
+            data["input"][rest] = value
+        elif head in node_ids:
+            entry = next(e for e in data["graph"] if str(e.get("id")) == head)
+            entry[rest] = value
+    return data
+
+
+class _Dumper(yaml.SafeDumper):
+    pass
+
+
+def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
+    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items())  # keep key order
+
+
+_Dumper.add_representer(dict, _represent_dict)
+
+_TOP_LEVEL = ("vitgraph", "name", "paper", "default", "input", "args", "variants", "data",
+              "graph", "outputs", "features")
+
+
+def to_yaml(graph: Graph) -> str:
+    """A spec that rebuilds this graph (``repeat:``, args and expressions kept)."""
+    data = spec_data(graph)
+    ordered = {k: data[k] for k in _TOP_LEVEL if k in data}
+    ordered.update({k: v for k, v in data.items() if k not in ordered})
+    lines = []
+    for key, value in ordered.items():
+        if key in ("args", "variants") and isinstance(value, dict) and value:
+            lines.append(f"{key}:")
+            lines += [f"  {_inline(name)}: {_inline(item)}" for name, item in value.items()]
+        elif key == "graph" and isinstance(value, list):
+            lines.append("graph:")
+            for entry in value:
+                lines += _entry_lines(entry)
+        else:
+            lines.append(f"{key}: {_inline(value)}")
+    return "\n".join(lines) + "\n"
+
+
+def _inline(value: Any) -> str:
+    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=10**6,
+                     allow_unicode=True, sort_keys=False)
+    return text.removesuffix("\n").removesuffix("\n...").strip()
+
+
+def _entry_lines(entry: Any) -> list[str]:
+    """One graph entry: on one line when it is short and flat, else a block."""
+    one = f"  - {_inline(entry)}"
+    if isinstance(entry, dict) and len(one) <= 100 and not any(
+            isinstance(v, dict) for v in entry.values()):
+        return [one]
+    if not isinstance(entry, dict):
+        return [one]
+    lines = []
+    for n, (key, value) in enumerate(entry.items()):
+        lead = "  - " if n == 0 else "    "
+        if isinstance(value, dict) and value:
+            lines.append(f"{lead}{_inline(key)}:")
+            lines += [f"      {_inline(k)}: {_inline(v)}" for k, v in value.items()]
+        else:
+            lines.append(f"{lead}{_inline(key)}: {_inline(value)}")
+    return lines

@@ -1,0 +1,199 @@
+"""Specs as edits: ``extends: <spec>`` plus ``edits:`` written with the editing verbs.
+
+A spec that extends another takes its top-level keys (``args`` are merged, any other
+key it writes replaces the base's), then applies its ``edits`` in order, each
+re-validated (vitgraph/edit.py), so an edit that breaks the graph is reported at the
+edit's own line. The base is a shipped spec name or a file in the extending spec's own
+directory or the shipped specs; chains are followed and cycles reported.
+
+    extends: vit
+    edits:
+      - insert_after: cls_token
+        node: {id: dist_token, kind: dist_token}
+      - replace: blocks.*.attn
+        with: reattention
+      - update: head
+        set: {classes: 10}
+"""
+
+from __future__ import annotations
+
+import copy
+from pathlib import Path
+from typing import Any
+
+from vitgraph.errors import Location, SpecError
+from vitgraph.suggest import did_you_mean
+from vitgraph.yamlmarks import Marks, parse_yaml
+
+MAX_CHAIN = 16
+
+#: verb -> (keys it takes besides its target, keys it requires)
+VERBS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
+    "insert_after": (("node",), ("node",)),
+    "insert_before": (("node",), ("node",)),
+    "replace": (("with", "params"), ("with",)),
+    "update": (("set",), ("set",)),
+    "remove": ((), ()),
+    "rename": (("to",), ("to",)),
+}
+_MERGED = ("args",)
+_OWN = ("extends", "edits")
+
+
+def resolve_extends(data: dict[str, Any], marks: Marks, path: str,
+                    stack: tuple[str, ...] = ()) -> tuple[dict[str, Any], Marks]:
+    """The spec ``data`` with its base merged in and its edits applied."""
+    where = marks.at(("extends",))
+    base_path = _base_path(data["extends"], path, where)
+    key = str(Path(base_path).resolve())
+    chain = (*stack, str(Path(path).resolve()) if Path(path).exists() else path)
+    if key in chain:
+        names = " -> ".join(Path(p).name for p in (*chain, key))
+        raise SpecError.at(where, "extends", f"specs extend each other in a cycle: {names}")
+    if len(chain) > MAX_CHAIN:
+        raise SpecError.at(where, "extends", f"extends chains deeper than {MAX_CHAIN} specs")
+    try:
+        text = Path(base_path).read_text(encoding="utf-8")
+    except (OSError, UnicodeDecodeError) as exc:
+        raise SpecError.at(where, "extends", f"cannot read the base spec: {exc}") from None
+    base, base_marks = parse_yaml(text, base_path)
+    if not isinstance(base, dict):
+        raise SpecError.at(base_marks.at(()), "", "the base spec must be a mapping")
+    if "extends" in base:
+        base, base_marks = resolve_extends(base, base_marks, base_path, chain)
+    merged, merged_marks = _merge(base, base_marks, data, marks)
+    edits = data.get("edits") or []
+    if not isinstance(edits, list):
+        raise SpecError.at(marks.at(("edits",)), "edits", "edits must be a list of edits")
+    if edits:
+        merged, merged_marks = _apply(merged, merged_marks, edits, marks, path)
+    return merged, merged_marks
+
+
+def _base_path(ref: Any, path: str, where: Location) -> str:
+    """A shipped spec name, or a file in the spec's own directory or the shipped specs."""
+    from vitgraph.loader import shipped_specs, spec_dir
+
+    if not isinstance(ref, str) or not ref:
+        raise SpecError.at(where, "extends", "extends names a spec: a shipped spec name or a "
+                           "path to a spec file")
+    specs = shipped_specs()
+    if ref in specs:
+        return specs[ref]
+    if not ref.endswith((".yaml", ".yml")):
+        raise SpecError.at(where, "extends", f"no shipped spec named '{ref}'"
+                           f"{did_you_mean(ref, specs)}", "name a shipped spec or a .yaml file")
+    own = Path(path).parent.resolve()
+    shipped = Path(str(spec_dir())).resolve()
+    candidate = (own / ref).resolve()
+    allowed = [root for root in (own, shipped) if candidate.is_relative_to(root)]
+    if not allowed:
+        raise SpecError.at(where, "extends", f"'{ref}' is outside the spec's own directory "
+                           "and the shipped specs", "copy the base spec next to this one")
+    if not candidate.is_file():
+        raise SpecError.at(where, "extends", f"base spec '{ref}' does not exist")
+    return str(candidate)
+
+
+def _merge(base: dict[str, Any], base_marks: Marks, child: dict[str, Any],
+           child_marks: Marks) -> tuple[dict[str, Any], Marks]:
+    if "graph" in child:
+        raise SpecError.at(child_marks.at(("graph",), key=True), "graph",
+                           "a spec with 'extends' changes the base graph with 'edits', not "
+                           "'graph'", "write the changes as edits (insert_after, replace, ...)")
+    merged = copy.deepcopy(base)
+    marks = Marks(child_marks.file)
+    replaced = {k for k in child if k not in _OWN and k not in _MERGED}
+    for table, out in ((base_marks.values, marks.values), (base_marks.keys, marks.keys)):
+        for p, loc in table.items():
+            if not (p and p[0] in replaced):
+                out[p] = loc
+    for table, out in ((child_marks.values, marks.values), (child_marks.keys, marks.keys)):
+        for p, loc in table.items():
+            if p and p[0] not in _OWN:
+                out[p] = loc
+    for key, value in child.items():
+        if key in _OWN:
+            continue
+        if key in _MERGED and isinstance(value, dict) and isinstance(merged.get(key), dict):
+            merged[key] = {**merged[key], **value}
+        else:
+            merged[key] = copy.deepcopy(value)
+    if "variants" in child and "default" not in child and child["variants"]:
+        merged["default"] = next(iter(child["variants"]))  # the base's may be gone
+    return merged, marks
+
+
+def _apply(data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Marks,
+           path: str) -> tuple[dict[str, Any], Marks]:
+    from vitgraph import edit
+    from vitgraph.loader import Source, expand, pydantic_problems
+    from vitgraph.spec import SpecDocument
+
+    try:
+        document = SpecDocument.model_validate(data)
+    except Exception as exc:  # pydantic ValidationError: locate it
+        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None  # type: ignore[arg-type]
+    from vitgraph.graph import Graph
+    from vitgraph.infer import infer
+
+    source = Source(data, marks, path, document)
+    variant, expanded = expand(source)
+    graph = Graph(source, variant, {}, expanded, infer(expanded))
+    for n, item in enumerate(edits):
+        where = child_marks.at(("edits", n))
+        verb, target, args = _parse_edit(item, n, where, child_marks)
+        selector: dict[str, Any] = (
+            {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target})
+        if verb in ("insert_after", "insert_before", "remove", "rename") and (
+                isinstance(target, dict)):
+            raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
+        if verb == "insert_after":
+            edit.insert_after(graph, target, args["node"], location=where)
+        elif verb == "insert_before":
+            edit.insert_before(graph, target, args["node"], location=where)
+        elif verb == "remove":
+            edit.remove(graph, target, location=where)
+        elif verb == "rename":
+            edit.rename(graph, target, str(args["to"]), location=where)
+        elif verb == "update":
+            edit.update(graph, **selector, params=_mapping(args["set"], n, "set", where),
+                        location=where)
+        else:
+            edit.replace(graph, with_kind=str(args["with"]), **selector,
+                         params=_mapping(args.get("params") or {}, n, "params", where),
+                         location=where)
+    return graph.source.data, graph.source.marks
+
+
+def _mapping(value: Any, n: int, key: str, where: Location) -> dict[str, Any]:
+    if not isinstance(value, dict):
+        raise SpecError.at(where, f"edits[{n}].{key}", f"'{key}' maps params to values")
+    return value
+
+
+def _parse_edit(item: Any, n: int, where: Location,
+                marks: Marks) -> tuple[str, Any, dict[str, Any]]:
+    label = f"edits[{n}]"
+    verbs = [k for k in item if k in VERBS] if isinstance(item, dict) else []
+    if not isinstance(item, dict) or len(verbs) != 1:
+        unknown = [str(k) for k in item if k not in VERBS] if isinstance(item, dict) else []
+        guess = did_you_mean(unknown[0], VERBS) if unknown else ""
+        raise SpecError.at(where, label, f"an edit is one of {', '.join(VERBS)} with its "
+                           f"target{guess}", "for example: - remove: pos_drop")
+    verb = verbs[0]
+    takes, needs = VERBS[verb]
+    for key in item:
+        if key != verb and key not in takes:
+            raise SpecError.at(marks.at(("edits", n, key), key=True), f"{label}.{key}",
+                               f"{verb} takes no '{key}'{did_you_mean(str(key), takes)}",
+                               f"{verb} takes: {', '.join(takes) or 'only its target'}")
+    for key in needs:
+        if key not in item:
+            raise SpecError.at(where, label, f"{verb} needs '{key}'")
+    target = item[verb]
+    if not (isinstance(target, str) or (isinstance(target, dict) and set(target) == {"kind"})):
+        raise SpecError.at(marks.at(("edits", n, verb)), f"{label}.{verb}",
+                           "the target is a node id pattern or {kind: <kind>}")
+    return verb, target, {k: v for k, v in item.items() if k != verb}

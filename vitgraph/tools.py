@@ -1,0 +1,52 @@
+"""The ``graph``, ``schema`` and ``diff`` subcommands (argument parsing lives in cli.py)."""
+
+from __future__ import annotations
+
+import argparse
+import json
+import sys
+
+
+def _load(spec: str, variant: str | None, sets: list[str]):
+    from vitgraph.cli import parse_sets
+    from vitgraph.graph import load
+
+    return load(spec, variant, parse_sets(sets))
+
+
+def cmd_graph(args: argparse.Namespace) -> int:
+    from vitgraph.pictures import render
+
+    graph = _load(args.spec, args.variant, args.sets)
+    data = render(graph, args.format, expand=args.expand)
+    if args.out:
+        with open(args.out, "wb") as handle:
+            handle.write(data)
+        print(f"wrote {args.out} ({len(data):,} bytes)", file=sys.stderr)
+    elif args.format == "png":
+        raise RuntimeError("PNG is binary: give --out FILE")
+    else:
+        sys.stdout.write(data.decode())
+    return 0
+
+
+def cmd_schema(args: argparse.Namespace) -> int:
+    from vitgraph.schema import SCHEMA_PATH, schema_text, write_schema
+
+    if args.write:
+        write_schema()
+        print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
+    else:
+        sys.stdout.write(schema_text())
+    return 0
+
+
+def cmd_diff(args: argparse.Namespace) -> int:
+    from vitgraph.diff import diff, format_diff
+
+    result = diff(_load(args.a, None, args.sets), _load(args.b, None, args.sets))
+    if args.json:
+        print(json.dumps(result.as_dict(), indent=2))
+    else:
+        print(format_diff(result))
+    return 0
