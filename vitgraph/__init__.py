@@ -4,10 +4,12 @@
 ``torch.nn.Module``, ``Graph.summary`` counts params and MACs on the meta device.
 """
 
+from vitgraph.checkpoints import load_weights
 from vitgraph.errors import SpecError
 from vitgraph.graph import Graph, build, load
+from vitgraph.weights import save_weights
 
-__all__ = ["Graph", "SpecError", "build", "from_timm", "load"]
+__all__ = ["Graph", "SpecError", "build", "from_timm", "load", "load_weights", "save_weights"]
 
 
 def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)

@@ -86,16 +86,31 @@ class Graph:
     # -- building -----------------------------------------------------------------------
 
     def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-              *, allow_large: bool = False) -> VitgraphModel:
-        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation)."""
+              *, allow_large: bool = False,
+              weights_from: torch.nn.Module | None = None) -> VitgraphModel:
+        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation),
+        initialised as timm does (``vitgraph.init``). ``weights_from``: a model built from
+        an earlier version of this graph; every weight whose node (id and kind) and shape
+        are unchanged is copied, and ``model.vitgraph_carry.reinitialized`` lists the rest."""
+        from vitgraph.init import initialize
+
         if not allow_large and str(device) != "meta":
             self.check_size()
-        model = build_on(device, dtype, lambda: compile_nodes(
-            self._inferred.order, self._inferred.types, self._expanded.outputs,
-            self._expanded.aliases))
+
+        def make() -> VitgraphModel:
+            made = compile_nodes(self._inferred.order, self._inferred.types,
+                                 self._expanded.outputs, self._expanded.aliases)
+            initialize(made, self._inferred.order)
+            return made
+
+        model = build_on(device, dtype, make)
         model.spec_name = self.name
         model.variant = self.variant
         model.vitgraph_graph = self  # type: ignore[assignment]
+        if weights_from is not None:
+            from vitgraph.checkpoints import carry_weights
+
+            model.vitgraph_carry = carry_weights(model, weights_from)  # type: ignore[assignment]
         return model
 
     def check_size(self, limit: int = MAX_PARAMS) -> None:
