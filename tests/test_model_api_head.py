@@ -169,3 +169,17 @@ def test_grad_checkpointing_runs_each_encoder_layer_under_checkpoint(monkeypatch
     assert len(calls) == 3
     model.forward_features(torch.randn(1, 3, 32, 32)).sum().backward()
     assert len(calls) == 6
+
+
+@pytest.mark.parametrize(("ours", "theirs"), [
+    ("vit_s_16", "vit_small_patch16_224.augreg_in21k_ft_in1k"),
+    ("deit_s_distilled", "deit_small_distilled_patch16_224.fb_in1k"),
+])
+def test_pretrained_cfg_declares_timms_preprocessing(ours, theirs):
+    from timm.models import get_pretrained_cfg
+
+    expected = get_pretrained_cfg(theirs).to_dict()
+    cfg = vitgraph.load(ours).build(device="meta").pretrained_cfg
+    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes",
+                "first_conv", "classifier"):
+        assert cfg[key] == expected[key], key
