@@ -183,3 +183,18 @@ def test_pretrained_cfg_declares_timms_preprocessing(ours, theirs):
     for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes",
                 "first_conv", "classifier"):
         assert cfg[key] == expected[key], key
+
+
+def test_deep_copy_keeps_the_api_as_timms_ema_needs():
+    from timm.utils import ModelEmaV3
+
+    model = vitgraph.load("deit_ti_distilled", overrides={"depth": 1, "image_size": 32}).build()
+    model.reset_classifier(5)
+    model.set_grad_checkpointing(True)
+    ema = ModelEmaV3(model, decay=0.9).module
+    assert ema.vitgraph_graph is model.vitgraph_graph and ema.grad_checkpointing
+    assert ema.num_classes == 5 and ema.get_classifier()[1].out_features == 5
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        assert torch.equal(ema.eval()(x), model.eval()(x))
+        assert torch.equal(ema.forward_features(x), model.forward_features(x))

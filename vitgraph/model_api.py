@@ -14,6 +14,7 @@ into a plain function of the model, so every part runs the same generated code a
 from __future__ import annotations
 
 import types
+import weakref
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from typing import Any
@@ -168,8 +169,19 @@ def _units(graph: Any) -> dict[str, str]:
     return units
 
 
+#: per model: its Layout and compiled plans (kept out of the module, so deepcopy and
+#: state_dict never see them)
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _cache(model: nn.Module) -> dict[Any, Any]:
+    if model not in _CACHE:
+        _CACHE[model] = {}
+    return _CACHE[model]
+
+
 def _cached_layout(model: fx.GraphModule) -> Layout:
-    cache = model.__dict__.setdefault("_vitgraph_api", {})
+    cache = _cache(model)
     if "layout" not in cache:
         cache["layout"] = layout(model)
     return cache["layout"]
@@ -318,7 +330,7 @@ def _ancestors(node: fx.Node) -> set[fx.Node]:
 
 
 def _get_plan(model: fx.GraphModule, what: str, checkpointing: bool) -> _Plan:
-    cache = model.__dict__.setdefault("_vitgraph_api", {})
+    cache = _cache(model)
     key = (what, checkpointing)
     if key not in cache:
         if what == "forward":
