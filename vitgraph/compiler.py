@@ -27,6 +27,19 @@ class VitgraphModel(fx.GraphModule):
     spec_name: str = ""
     variant: str | None = None
 
+    #: plain attributes a deepcopy keeps (GraphModule's copies only the graph's modules);
+    #: timm's EMA deep-copies the model
+    _kept_attrs = ("spec_name", "variant", "vitgraph_graph", "vitgraph_carry",
+                   "grad_checkpointing", "_vitgraph_num_classes")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
+        copied = super().__deepcopy__(memo)
+        for attr in self._kept_attrs:
+            if attr in self.__dict__:  # the Graph is shared: it is never changed after load
+                copied.__dict__[attr] = self.__dict__[attr]
+        model_api.set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
+        return copied  # type: ignore[return-value]
+
     # timm's model API; the logic lives in vitgraph.model_api (read from the Graph)
 
     def forward_features(self, x: torch.Tensor) -> torch.Tensor:
