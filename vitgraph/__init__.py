@@ -4,11 +4,16 @@
 ``torch.nn.Module``, ``Graph.summary`` counts params and MACs on the meta device.
 """
 
+from vitgraph.checkpoints import load_weights
 from vitgraph.diff import diff
 from vitgraph.errors import SpecError
 from vitgraph.graph import Graph, build, load
+from vitgraph.weights import save_weights
 
-__all__ = ["Graph", "SpecError", "build", "diff", "from_timm", "load", "train"]
+__all__ = [
+    "Graph", "SpecError", "build", "diff", "from_timm", "load", "load_weights", "save_weights",
+    "train",
+]
 
 
 def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)

@@ -16,6 +16,7 @@ import torch
 import torch._dynamo  # noqa: F401 - GraphModule imports it lazily on first use (~2.5 s);
 from torch import fx, nn  # paying that at import keeps validate/build timings honest.
 
+from vitgraph import model_api
 from vitgraph.registry import FunctionOp, TensorOp
 from vitgraph.shapes import TensorType
 
@@ -25,6 +26,57 @@ class VitgraphModel(fx.GraphModule):
 
     spec_name: str = ""
     variant: str | None = None
+
+    #: plain attributes a deepcopy keeps (GraphModule's copies only the graph's modules);
+    #: timm's EMA deep-copies the model
+    _kept_attrs = ("spec_name", "variant", "vitgraph_graph", "vitgraph_carry",
+                   "grad_checkpointing", "_vitgraph_num_classes")
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
+        copied = super().__deepcopy__(memo)
+        for attr in self._kept_attrs:
+            if attr in self.__dict__:  # the Graph is shared: it is never changed after load
+                copied.__dict__[attr] = self.__dict__[attr]
+        model_api.set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
+        return copied  # type: ignore[return-value]
+
+    # timm's model API; the logic lives in vitgraph.model_api (read from the Graph)
+
+    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
+        return model_api.forward_features(self, x)
+
+    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
+        return model_api.forward_head(self, x, pre_logits)
+
+    def get_classifier(self) -> nn.Module | tuple[nn.Module, ...]:
+        return model_api.get_classifier(self)
+
+    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
+        model_api.reset_classifier(self, num_classes)
+
+    def no_weight_decay(self) -> set[str]:
+        return model_api.no_weight_decay(self)
+
+    def set_grad_checkpointing(self, enable: bool = True) -> None:
+        model_api.set_grad_checkpointing(self, enable)
+
+    @property
+    def pretrained_cfg(self) -> dict[str, Any]:
+        return model_api.pretrained_cfg(self)
+
+    default_cfg = pretrained_cfg
+
+    @property
+    def num_classes(self) -> int:
+        return model_api.num_classes(self)
+
+    @property
+    def num_features(self) -> int:
+        return model_api.num_features(self)
+
+    @property
+    def num_prefix_tokens(self) -> int:
+        return model_api.num_prefix_tokens(self)
 
     def set_distilled_training(self, enable: bool = True) -> None:
         """timm's switch: with ``False`` a distilled model returns the mean of its heads in
@@ -69,6 +121,7 @@ def compile_nodes(
             owner, leaf = _container(root, node.id)
             owner.add_module(leaf, made)
             env[node.id] = graph.call_module(node.id, args)
+            env[node.id].meta[model_api.META_ID] = node.id
         elif isinstance(made, TensorOp):
             owner, leaf = _container(root, node.id)
             if isinstance(made.tensor, nn.Parameter):
@@ -78,6 +131,7 @@ def compile_nodes(
                 if not made.persistent:
                     non_persistent.append(node.id)
             tensor = graph.get_attr(node.id)
+            tensor.meta[model_api.META_ID] = node.id
             env[node.id] = _named(graph.call_function(made.fn, (*args, tensor), made.kwargs),
                                   node.id)
         elif isinstance(made, FunctionOp):
@@ -98,6 +152,7 @@ def compile_nodes(
 def _named(fx_node: fx.Node, node_id: str) -> fx.Node:
     """Name a call_function after its spec node, so ``model.code`` reads like the spec."""
     fx_node.name = fx_node.graph._graph_namespace.create_name(node_id.replace(".", "_"), None)
+    fx_node.meta[model_api.META_ID] = node_id  # which spec node it computes (model_api)
     return fx_node
 
 

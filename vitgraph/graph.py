@@ -92,11 +92,18 @@ class Graph:
     # -- building -----------------------------------------------------------------------
 
     def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-              *, allow_large: bool = False, features: bool = False) -> VitgraphModel:
-        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation).
+              *, allow_large: bool = False, features: bool = False,
+              weights_from: torch.nn.Module | None = None) -> VitgraphModel:
+        """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation),
+        initialised as timm does (``vitgraph.init``).
 
         ``features=True`` returns the feature taps instead of the outputs (a tuple in the
-        order of :meth:`feature_shapes`), for use as a dense-prediction backbone."""
+        order of :meth:`feature_shapes`), for use as a dense-prediction backbone.
+        ``weights_from``: a model built from an earlier version of this graph; every weight
+        whose node (id and kind) and shape are unchanged is copied, and
+        ``model.vitgraph_carry.reinitialized`` lists the rest."""
+        from vitgraph.init import initialize
+
         if not allow_large and str(device) != "meta":
             self.check_size()
         if features and not self.features:
@@ -111,11 +118,20 @@ class Graph:
                 target = self._expanded.aliases.get(name, name)
                 needed |= nx.ancestors(self._inferred.graph, target) | {target}
             order = [node for node in order if node.id in needed]
-        model = build_on(device, dtype, lambda: compile_nodes(
-            order, self._inferred.types, outputs, self._expanded.aliases))
+
+        def make() -> VitgraphModel:
+            made = compile_nodes(order, self._inferred.types, outputs, self._expanded.aliases)
+            initialize(made, order)
+            return made
+
+        model = build_on(device, dtype, make)
         model.spec_name = self.name
         model.variant = self.variant
         model.vitgraph_graph = self  # type: ignore[assignment]
+        if weights_from is not None:
+            from vitgraph.checkpoints import carry_weights
+
+            model.vitgraph_carry = carry_weights(model, weights_from)  # type: ignore[assignment]
         return model
 
     def check_size(self, limit: int = MAX_PARAMS) -> None:

@@ -1,0 +1,481 @@
+"""timm's model API on a compiled model: ``forward_features``, ``forward_head``,
+``reset_classifier``, ``get_classifier``, ``no_weight_decay``, ``set_grad_checkpointing``
+and ``pretrained_cfg``, with timm's names and meanings.
+
+Nothing here knows a spec by name. The roles come from the Graph and from each block's
+``family``: the features are the tokens entering the first ``pooling`` block (timm's
+``forward_features`` returns the normed tokens), the classifiers are the ``head`` blocks
+that produce class logits, and the checkpoint units are the repeat instances
+(``blocks.3``). The fx graph is cut at those points into *segments*, each compiled by fx
+into a plain function of the model, so every part runs the same generated code as
+``forward`` and follows later changes of a submodule (``reset_classifier``).
+"""
+
+from __future__ import annotations
+
+import types
+import weakref
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+import torch
+from torch import fx, nn
+from torch.utils.checkpoint import checkpoint
+
+from vitgraph.registry import Block
+from vitgraph.shapes import TensorType, Tokens, Vector
+
+#: fx node meta key naming the spec node a graph node computes (set by the compiler)
+META_ID = "vitgraph_id"
+
+# ----------------------------------------------------------------------- per block kind
+
+
+@dataclass(frozen=True)
+class ClassifierRule:
+    """How a classifier kind takes part in the head API."""
+
+    #: a new head module for ``classes`` classes (0: the head passes its features through)
+    reset: Callable[[Block, Sequence[TensorType], int, nn.Module], nn.Module]
+    #: emits, in ``graph``, what the classifier classifies (its ``pre_logits``)
+    pre_logits: Callable[[Block, Sequence[fx.Node], fx.Graph], fx.Node]
+
+
+_CLASSIFIERS: dict[str, ClassifierRule] = {}
+
+#: block families whose parameters are never weight-decayed (timm's ``no_weight_decay``)
+NO_DECAY_FAMILIES = {"position", "token", "norm"}
+#: block kinds whose parameters are never weight-decayed (LayerScale, CaiT §2.1)
+NO_DECAY_KINDS = {"layer_scale"}
+
+
+def classifier_rule(*kinds: str) -> Callable[[ClassifierRule], ClassifierRule]:
+    """Declare how a head kind is reset and where its pre-logits are (for new families)."""
+
+    def declare(rule: ClassifierRule) -> ClassifierRule:
+        for kind in kinds:
+            _CLASSIFIERS[kind] = rule
+        return rule
+
+    return declare
+
+
+def _reset_linear(block: Block, inputs: Sequence[TensorType], classes: int,
+                  old: nn.Module) -> nn.Module:
+    if classes == 0:
+        return nn.Identity()
+    made = block.model_copy(update={"classes": classes}).build(*inputs)
+    assert isinstance(made, nn.Module)
+    return made
+
+
+def _first_input(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.Node:
+    return args[0]
+
+
+def take_token(x: torch.Tensor, *, index: int) -> torch.Tensor:
+    return x[:, index]
+
+
+class DistilledPassThrough(nn.Module):
+    """A distillation head reset to 0 classes: the mean of the class features and the
+    distillation token, as timm's ``reset_classifier(0)`` gives."""
+
+    def __init__(self, index: int) -> None:
+        super().__init__()
+        self.index = index
+        self.distilled_training = True
+
+    def forward(self, features: torch.Tensor, tokens: torch.Tensor):
+        dist = tokens[:, self.index]
+        if self.training and self.distilled_training:
+            return features, dist
+        return (features + dist) / 2
+
+
+def _reset_distill(block: Block, inputs: Sequence[TensorType], classes: int,
+                   old: nn.Module) -> nn.Module:
+    index = int(getattr(block, "index", 1))
+    made: nn.Module = DistilledPassThrough(index) if classes == 0 else block.build(
+        Vector(classes), inputs[1])
+    made.distilled_training = bool(getattr(old, "distilled_training", True))
+    return made
+
+
+def _distill_pre_logits(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.Node:
+    return graph.call_function(take_token, (args[1],), {"index": int(getattr(block, "index", 1))})
+
+
+classifier_rule("linear_head")(ClassifierRule(_reset_linear, _first_input))
+classifier_rule("distill_head")(ClassifierRule(_reset_distill, _distill_pre_logits))
+
+
+def mean_of(*xs: torch.Tensor) -> torch.Tensor:
+    return torch.stack(xs).mean(0)
+
+
+# --------------------------------------------------------------------------- the layout
+
+
+@dataclass
+class Layout:
+    """Where the API cuts a model, read from its Graph."""
+
+    features: str  # spec node whose output forward_features returns
+    classifiers: list[str]  # head nodes producing class logits, in order
+    units: dict[str, str]  # spec node id -> its checkpoint unit (innermost repeat instance)
+    fx_of: dict[str, fx.Node] = field(repr=False)  # spec node id -> the fx value it computes
+
+
+def graph_of(model: nn.Module) -> Any:
+    graph = getattr(model, "vitgraph_graph", None)
+    if graph is None:
+        raise TypeError("this model was not built by vitgraph (no vitgraph_graph)")
+    return graph
+
+
+def layout(model: fx.GraphModule) -> Layout:
+    graph = graph_of(model)
+    tagged = {n.meta[META_ID]: n for n in model.graph.nodes if META_ID in n.meta}
+    placeholder = next(n for n in model.graph.nodes if n.op == "placeholder")
+    fx_of: dict[str, fx.Node] = {"input": placeholder}
+    for node in graph.nodes:  # a node built as Identity is its first input
+        fx_of[node.id] = tagged.get(node.id) or fx_of[node.inputs[0]]
+    features, classifiers = None, []
+    for node in graph.nodes:
+        family = type(node.params).family
+        if features is None and family in ("pooling", "head"):
+            features = node.inputs[0]
+        if family == "head" and (node.kind in _CLASSIFIERS or
+                                 "classes" in type(node.params).model_fields):
+            classifiers.append(node.id)
+    if features is None:  # no pooling or head: the whole model is features
+        features = graph._expanded.aliases.get(graph.outputs[0], graph.outputs[0])
+    return Layout(features, classifiers, _units(graph), fx_of)
+
+
+def _units(graph: Any) -> dict[str, str]:
+    instances = {f"{group}.{i}" for group, (_, count) in graph.groups.items()
+                 for i in range(count)}
+    units: dict[str, str] = {}
+    for node in graph.nodes:
+        parts = node.id.split(".")
+        for k in range(len(parts), 0, -1):
+            prefix = ".".join(parts[:k])
+            if prefix in instances:
+                units[node.id] = prefix
+                break
+    return units
+
+
+#: per model: its Layout and compiled plans (kept out of the module, so deepcopy and
+#: state_dict never see them)
+_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
+
+
+def _cache(model: nn.Module) -> dict[Any, Any]:
+    if model not in _CACHE:
+        _CACHE[model] = {}
+    return _CACHE[model]
+
+
+def _cached_layout(model: fx.GraphModule) -> Layout:
+    cache = _cache(model)
+    if "layout" not in cache:
+        cache["layout"] = layout(model)
+    return cache["layout"]
+
+
+# ------------------------------------------------------------------------ segments
+
+
+@dataclass
+class _Segment:
+    fn: Callable[..., tuple[Any, ...]]  # fn(model, *inputs) -> outputs
+    inputs: list[fx.Node]
+    outputs: list[fx.Node]
+    checkpointed: bool
+
+
+@dataclass
+class _Plan:
+    """A graph cut into segments; checkpointed segments run under activation
+    checkpointing while gradients are enabled."""
+
+    placeholders: list[fx.Node]
+    segments: list[_Segment]
+    result: Any  # the output node's argument (an fx.Node or a tuple of them)
+
+    def run(self, model: nn.Module, *args: Any) -> Any:
+        env: dict[fx.Node, Any] = dict(zip(self.placeholders, args, strict=True))
+        for seg in self.segments:
+            values = [env[n] for n in seg.inputs]
+            if seg.checkpointed and torch.is_grad_enabled():
+                outs = checkpoint(seg.fn, model, *values, use_reentrant=False)
+            else:
+                outs = seg.fn(model, *values)
+            env.update(zip(seg.outputs, outs, strict=True))
+        return fx.node.map_arg(self.result, lambda n: env[n])
+
+
+def _compile(graph: fx.Graph, label: str) -> Callable[..., Any]:
+    """fx's own code generation with ``self`` as the model, so the function reads the
+    model's current submodules at each call (the same code a GraphModule would run)."""
+    code = graph.python_code(root_module="self")
+    namespace = dict(code.globals)
+    exec(compile(code.src, f"<vitgraph {label}>", "exec"), namespace)  # noqa: S102 - fx codegen
+    return namespace["forward"]
+
+
+def _plan(graph: fx.Graph, unit_of: Callable[[fx.Node], str | None], label: str) -> _Plan:
+    placeholders = [n for n in graph.nodes if n.op == "placeholder"]
+    output = next(n for n in graph.nodes if n.op == "output")
+    body = [n for n in graph.nodes if n.op not in ("placeholder", "output")]
+    runs: list[tuple[str | None, list[fx.Node]]] = []
+    for node in body:
+        unit = unit_of(node)
+        if runs and runs[-1][0] == unit:
+            runs[-1][1].append(node)
+        else:
+            runs.append((unit, [node]))
+    segments = []
+    for k, (unit, nodes) in enumerate(runs):
+        inside = set(nodes)
+        inputs: dict[fx.Node, None] = {}
+        for node in nodes:
+            for arg in node.all_input_nodes:
+                if arg not in inside:
+                    inputs[arg] = None
+        outputs = [n for n in nodes if any(u not in inside for u in n.users)]
+        sub = fx.Graph()
+        env = {arg: sub.placeholder(arg.name) for arg in inputs}
+        for node in nodes:
+            env[node] = sub.node_copy(node, env.__getitem__)
+        sub.output(tuple(env[n] for n in outputs))
+        segments.append(_Segment(_compile(sub, f"{label}.{k}"), list(inputs), outputs,
+                                 unit is not None))
+    return _Plan(placeholders, segments, output.args[0])
+
+
+def _unit_fn(model: fx.GraphModule, checkpointing: bool) -> Callable[[fx.Node], str | None]:
+    units = _cached_layout(model).units
+    if not checkpointing:
+        return lambda node: None
+    return lambda node: units.get(node.meta.get(META_ID, ""))
+
+
+def _features_graph(model: fx.GraphModule) -> fx.Graph:
+    lay = _cached_layout(model)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    graph.graph_copy(model.graph, env)
+    graph.output(env[lay.fx_of[lay.features]])
+    _prune(graph)
+    return graph
+
+
+def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
+    lay = _cached_layout(model)
+    source = model.graph
+    features = lay.fx_of[lay.features]
+    output = next(n for n in source.nodes if n.op == "output")
+    wanted = _ancestors(output) - _ancestors(features) - {features}
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {features: graph.placeholder("x")}
+    for node in source.nodes:
+        if node not in wanted:
+            continue
+        for arg in node.all_input_nodes:
+            if arg not in env:
+                owner = arg.meta.get(META_ID, arg.name)
+                raise NotImplementedError(
+                    f"the head reads '{owner}' besides the features '{lay.features}'; "
+                    "forward_head cannot be cut from this graph")
+        env[node] = graph.node_copy(node, env.__getitem__)
+    if pre_logits:
+        by_id = {n.id: n for n in graph_of(model).nodes}
+        found = []
+        for node_id in lay.classifiers:
+            node = by_id[node_id]
+            rule = _CLASSIFIERS.get(node.kind, ClassifierRule(_reset_linear, _first_input))
+            args = [env[lay.fx_of[name]] if lay.fx_of[name] in env else None
+                    for name in node.inputs]
+            found.append(rule.pre_logits(node.params, args, graph))
+        result: Any = (found[0] if len(found) == 1 else
+                       graph.call_function(mean_of, tuple(found)) if found else env[features])
+    else:
+        result = fx.node.map_arg(output.args[0], lambda n: env[n])
+    graph.output(result)
+    _prune(graph)
+    return graph
+
+
+def _prune(graph: fx.Graph) -> None:
+    """Drop nodes nothing uses (every block is pure; fx's own pass needs a module)."""
+    for node in reversed(list(graph.nodes)):
+        if node.op not in ("placeholder", "output") and not node.users:
+            graph.erase_node(node)
+
+
+def _ancestors(node: fx.Node) -> set[fx.Node]:
+    seen: set[fx.Node] = set()
+    stack = list(node.all_input_nodes)
+    while stack:
+        current = stack.pop()
+        if current not in seen:
+            seen.add(current)
+            stack.extend(current.all_input_nodes)
+    return seen
+
+
+def _get_plan(model: fx.GraphModule, what: str, checkpointing: bool) -> _Plan:
+    cache = _cache(model)
+    key = (what, checkpointing)
+    if key not in cache:
+        if what == "forward":
+            graph = model.graph
+        elif what == "features":
+            graph = _features_graph(model)
+        else:
+            graph = _head_graph(model, pre_logits=what == "pre_logits")
+        cache[key] = _plan(graph, _unit_fn(model, checkpointing), what)
+    return cache[key]
+
+
+# ----------------------------------------------------------------------- the API
+
+
+def forward_features(model: fx.GraphModule, x: torch.Tensor) -> torch.Tensor:
+    """The tokens the pooling receives (after the final norm), as timm returns them."""
+    return _get_plan(model, "features", _checkpointing(model)).run(model, x)
+
+
+def forward_head(model: fx.GraphModule, x: torch.Tensor, pre_logits: bool = False) -> Any:
+    """Pooling and classifier(s) on ``forward_features``'s output; ``pre_logits`` stops
+    before the classifier (several classifiers, as DeiT's: the mean of what they see)."""
+    return _get_plan(model, "pre_logits" if pre_logits else "head",
+                     _checkpointing(model)).run(model, x)
+
+
+def _checkpointing(model: nn.Module) -> bool:
+    return bool(getattr(model, "grad_checkpointing", False))
+
+
+def checkpointed_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
+    return _get_plan(model, "forward", True).run(model, x)
+
+
+def set_grad_checkpointing(model: fx.GraphModule, enable: bool = True) -> None:
+    """Activation checkpointing per repeat instance (one encoder layer), as timm's
+    ``checkpoint_seq``: each layer's activations are recomputed in the backward pass."""
+    model.grad_checkpointing = enable
+    if enable:
+        model.__dict__["forward"] = types.MethodType(checkpointed_forward, model)
+    else:
+        model.__dict__.pop("forward", None)
+
+
+def classifier_ids(model: fx.GraphModule) -> list[str]:
+    return list(_cached_layout(model).classifiers)
+
+
+def get_classifier(model: fx.GraphModule) -> nn.Module | tuple[nn.Module, ...]:
+    """The classifier module (a tuple of them for a distilled model, as timm)."""
+    found = tuple(model.get_submodule(name) for name in classifier_ids(model))
+    if not found:
+        raise NotImplementedError("this model has no classifier head")
+    return found[0] if len(found) == 1 else found
+
+
+def reset_classifier(model: fx.GraphModule, num_classes: int) -> None:
+    """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
+    (``forward`` then returns the pre-logits features), as timm."""
+    if num_classes < 0:
+        raise ValueError(f"num_classes must be >= 0, got {num_classes}")
+    graph = graph_of(model)
+    by_id = {n.id: n for n in graph.nodes}
+    for node_id in classifier_ids(model):
+        node = by_id[node_id]
+        rule = _CLASSIFIERS.get(node.kind, ClassifierRule(_reset_linear, _first_input))
+        in_types = [graph.type_of(name) for name in node.inputs]
+        old = model.get_submodule(node_id)
+        new = rule.reset(node.params, in_types, num_classes, old)
+        param = next(old.parameters(), None)
+        if param is not None:
+            new = new.to(device=param.device, dtype=param.dtype)
+        new.train(old.training)
+        *parents, leaf = node_id.split(".")
+        owner = model.get_submodule(".".join(parents)) if parents else model
+        setattr(owner, leaf, new)
+    model.__dict__["_vitgraph_num_classes"] = num_classes
+
+
+def num_classes(model: fx.GraphModule) -> int:
+    if "_vitgraph_num_classes" in model.__dict__:
+        return model.__dict__["_vitgraph_num_classes"]
+    graph = graph_of(model)
+    ids = classifier_ids(model)
+    if not ids:
+        return 0
+    out = graph.type_of(ids[0])
+    return out.dim if isinstance(out, Vector) else 0
+
+
+def num_features(model: fx.GraphModule) -> int:
+    """Width of the pre-logits features (timm's ``num_features``)."""
+    graph = graph_of(model)
+    lay = _cached_layout(model)
+    by_id = {n.id: n for n in graph.nodes}
+    if lay.classifiers:
+        out = graph.type_of(by_id[lay.classifiers[0]].inputs[0])
+    else:
+        out = graph.type_of(lay.features)
+    return out.dim if isinstance(out, Vector | Tokens) else 0
+
+
+def num_prefix_tokens(model: fx.GraphModule) -> int:
+    out = graph_of(model).type_of(_cached_layout(model).features)
+    return out.prefix if isinstance(out, Tokens) else 0
+
+
+def no_weight_decay(model: fx.GraphModule) -> set[str]:
+    """Parameter names timm's optimizer factory puts in the no-decay group: position
+    tables, prefix tokens, norms, LayerScale (by block family or kind, or a block's own
+    ``no_weight_decay`` ClassVar), every bias and every other 1-D parameter."""
+    graph = graph_of(model)
+    exempt = []
+    for node in graph.nodes:
+        cls = type(node.params)
+        declared = getattr(cls, "no_weight_decay", None)
+        if declared if declared is not None else (cls.family in NO_DECAY_FAMILIES
+                                                  or node.kind in NO_DECAY_KINDS):
+            exempt.append(node.id)
+    names = set()
+    for name, param in model.named_parameters():
+        if (param.ndim <= 1 or name.endswith(".bias")
+                or any(name == n or name.startswith(n + ".") for n in exempt)):
+            names.add(name)
+    return names
+
+
+def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
+    """timm's ``pretrained_cfg`` keys, from the spec's ``data:`` section and its input."""
+    graph = graph_of(model)
+    data = graph.source.document.data
+    first_conv = next((name for name, m in model.named_modules()
+                       if isinstance(m, nn.Conv2d | nn.Linear)), "")
+    classifiers = classifier_ids(model)
+    return {
+        "architecture": graph.variant or graph.name,
+        "input_size": tuple(graph.input_shape[-3:]),
+        "fixed_input_size": True,
+        "interpolation": data.interpolation,
+        "mean": tuple(data.mean),
+        "std": tuple(data.std),
+        "crop_pct": data.crop_pct,
+        "crop_mode": "center",
+        "num_classes": num_classes(model),
+        "first_conv": first_conv,
+        "classifier": classifiers[0] if len(classifiers) == 1 else tuple(classifiers),
+    }
