@@ -38,7 +38,7 @@ class WindowAttention(Block):
     position bias per head; ``shift`` > 0 rolls the map first (SW-MSA) and masks the pairs
     that the roll brought together from opposite borders."""
 
-    kind: Literal["window_attention"] = "window_attention"
+    kind: Literal["shifted_window_attention"] = "shifted_window_attention"
     family = "attention"
     heads: PosInt
     """Number of heads."""
