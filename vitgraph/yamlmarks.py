@@ -73,11 +73,37 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
         raise SpecError.at(Location(file), "", f"YAML error: {exc}") from None
     if root is None:
         raise SpecError.at(Location(file, 1, 1), "", "the spec file is empty")
+    memo: dict[int, int] = {}
+    expanded = _expanded_size(root, memo)
+    if expanded > MAX_NODES:  # aliases would multiply into a "billion laughs"
+        culprit = root
+        if isinstance(root, yaml.MappingNode):  # point at the top-level value that explodes
+            culprit = max((v for _, v in root.value), key=lambda v: memo[id(v)])
+        raise SpecError.at(_location(file, culprit.start_mark), "",
+                           f"the document expands to {expanded:,} values through YAML aliases "
+                           f"(limit {MAX_NODES:,})", "avoid deeply nested YAML aliases")
     builder = _Builder(file, marks)
     data = builder.build(root, ())
     if builder.problems:
         raise SpecError(builder.problems)
     return data, marks
+
+
+def _expanded_size(node: yaml.Node, memo: dict[int, int]) -> int:
+    """How many values the node becomes once every alias is expanded (memoised per node, so
+    it costs one pass over the document as written)."""
+    key = id(node)
+    if key in memo:
+        return memo[key]
+    memo[key] = 1  # a cycle (impossible in safe YAML) must not recurse forever
+    if isinstance(node, yaml.MappingNode):
+        size = 1 + sum(_expanded_size(k, memo) + _expanded_size(v, memo) for k, v in node.value)
+    elif isinstance(node, yaml.SequenceNode):
+        size = 1 + sum(_expanded_size(item, memo) for item in node.value)
+    else:
+        size = 1
+    memo[key] = min(size, 10**12)
+    return memo[key]
 
 
 class _Builder:
