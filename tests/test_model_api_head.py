@@ -198,3 +198,9 @@ def test_deep_copy_keeps_the_api_as_timms_ema_needs():
     with torch.no_grad():
         assert torch.equal(ema.eval()(x), model.eval()(x))
         assert torch.equal(ema.forward_features(x), model.forward_features(x))
+
+
+def test_reset_classifier_refuses_a_new_pooling_by_pointing_to_a_graph_edit():
+    model = vitgraph.load("vit_ti_16", overrides={"depth": 1, "image_size": 32}).build()
+    with pytest.raises(NotImplementedError, match="edit the spec"):
+        model.reset_classifier(10, global_pool="avg")
