@@ -198,3 +198,38 @@ def test_deep_copy_keeps_the_api_as_timms_ema_needs():
     with torch.no_grad():
         assert torch.equal(ema.eval()(x), model.eval()(x))
         assert torch.equal(ema.forward_features(x), model.forward_features(x))
+
+
+def test_reset_classifier_refuses_a_new_pooling_by_pointing_to_a_graph_edit():
+    model = vitgraph.load("vit_ti_16", overrides={"depth": 1, "image_size": 32}).build()
+    with pytest.raises(NotImplementedError, match="edit the spec"):
+        model.reset_classifier(10, global_pool="avg")
+
+
+def saved_for_backward(model, x) -> int:
+    """Bytes of activations autograd keeps for the backward pass (weights excluded)."""
+    storages: dict[int, int] = {}
+
+    def pack(t):
+        storages[t.untyped_storage().data_ptr()] = t.untyped_storage().nbytes()
+        return t
+
+    with torch.autograd.graph.saved_tensors_hooks(pack, lambda t: t):
+        model(x)
+    skip = {p.untyped_storage().data_ptr() for p in model.parameters()}
+    skip.add(x.untyped_storage().data_ptr())
+    return sum(n for ptr, n in storages.items() if ptr not in skip)
+
+
+def test_grad_checkpointing_keeps_as_few_activations_as_timms():
+    reference = timm.create_model("vit_small_patch16_224", pretrained=False, depth=4,
+                                  img_size=64).train()
+    ours = vitgraph.from_timm(reference).train()
+    x = torch.randn(4, 3, 64, 64)
+    full = saved_for_backward(ours, x)
+    assert full == saved_for_backward(reference, x)
+    ours.set_grad_checkpointing(True)
+    reference.set_grad_checkpointing(True)
+    kept = saved_for_backward(ours, x)
+    assert kept == saved_for_backward(reference, x)
+    assert kept < full / 5

@@ -51,8 +51,8 @@ class VitgraphModel(fx.GraphModule):
     def get_classifier(self) -> nn.Module | tuple[nn.Module, ...]:
         return model_api.get_classifier(self)
 
-    def reset_classifier(self, num_classes: int, *args: Any, **kwargs: Any) -> None:
-        model_api.reset_classifier(self, num_classes)
+    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
+        model_api.reset_classifier(self, num_classes, global_pool)
 
     def no_weight_decay(self) -> set[str]:
         return model_api.no_weight_decay(self)

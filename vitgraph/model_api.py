@@ -388,9 +388,15 @@ def get_classifier(model: fx.GraphModule) -> nn.Module | tuple[nn.Module, ...]:
     return found[0] if len(found) == 1 else found
 
 
-def reset_classifier(model: fx.GraphModule, num_classes: int) -> None:
+def reset_classifier(model: fx.GraphModule, num_classes: int,
+                     global_pool: str | None = None) -> None:
     """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
-    (``forward`` then returns the pre-logits features), as timm."""
+    (``forward`` then returns the pre-logits features), as timm. Another pooling is a
+    graph edit, not a reset: ``global_pool`` is refused."""
+    if global_pool is not None:
+        raise NotImplementedError(
+            f"reset_classifier(global_pool={global_pool!r}): the pooling is a node of the "
+            "graph; edit the spec (replace the pooling node) and rebuild with weights_from=")
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
     graph = graph_of(model)
