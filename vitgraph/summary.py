@@ -108,14 +108,19 @@ def instance_of(node_id: str) -> str:
     return parts[0]
 
 
+#: (block params, input types, batch) -> (params, MACs): blocks are pure functions of these,
+#: so counts are shared by every graph of the process (edits re-validate many times).
+_COUNTS: dict[tuple[str, tuple[object, ...], int], tuple[int, int]] = {}
+
+
 def summarize(graph: Graph, batch: int = 1) -> Summary:
     """Count each distinct (block, input types) once on the meta device: repeated layers
     cost one count, so validating ViT-L takes no longer than ViT-Ti."""
-    cache: dict[tuple[str, tuple[object, ...]], tuple[int, int]] = {}
+    cache = _COUNTS
     rows = []
     for node in graph.nodes:
         in_types = tuple(graph.type_of(name) for name in node.inputs)
-        key = (node.params.model_dump_json(), in_types)
+        key = (node.params.model_dump_json(), in_types, batch)
         if key not in cache:
             cache[key] = _count_node(node.params, in_types, batch)
         params, macs = cache[key]
