@@ -398,7 +398,9 @@ def _commit(graph: Graph, editor: _Editor) -> Graph:
 def update(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
            where: Callable[[Node], bool] | None = None, params: dict[str, Any] | None = None,
            location: Location | None = None, **kwargs: Any) -> Graph:
-    """Set params of every match (a repeat group's matches: written once on the entry)."""
+    """Set params of every match (a repeat group's matches: written once on the entry).
+    Params named like this function's own arguments (``kind``, ``where``, ...) go in
+    ``params={...}``."""
     changes = {**(params or {}), **kwargs}
     if not changes:
         raise SpecError.at(location or Location(graph.file), str(pattern or kind),
