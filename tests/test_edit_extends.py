@@ -94,9 +94,10 @@ def error_of(tmp_path: Path, text: str, name: str = "spec.yaml") -> str:
 def test_an_edit_that_breaks_the_graph_is_reported_at_the_edit(tmp_path):
     message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
                        "  - remove: pos_drop\n  - remove: cls_token\n")
-    assert message.endswith(": pool: take_cls needs prefix token 0, but receives tokens "
-                            "196x192, grid 14x14 with 0 prefix token(s)\n"
-                            "  hint: add a cls_token node before the encoder, or use mean_pool")
+    assert message == ("{dir}/spec.yaml:6:5: pool: take_cls needs prefix token 0, but "
+                       "receives tokens 196x192, grid 14x14 with 0 prefix token(s) (after this "
+                       "edit; 'pool' is at vit.yaml:37:22)\n"
+                       "  hint: add a cls_token node before the encoder, or use mean_pool")
     message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
                        "  - remove: pos_drop\n  - remove: head_dist\n")
     assert message.startswith("{dir}/spec.yaml:6:5: head_dist: remove: nothing matches "

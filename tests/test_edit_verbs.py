@@ -223,3 +223,23 @@ def test_rename_errors_are_located():
     assert "rename: id 'head' is already used" in error_of(lambda: graph.rename("norm", "head"))
     assert "a single repeat cannot be renamed" in error_of(lambda: graph.rename("blocks.0", "x"))
     assert "must be a name without spaces" in error_of(lambda: graph.rename("norm", "a.b"))
+
+
+# -- nested repeat groups (composites that repeat inside) -------------------------------
+
+
+def test_edits_of_a_repeat_inside_a_composite_cover_every_repeat():
+    from vitgraph.loader import variant_index
+
+    if "swin_t" not in variant_index():
+        pytest.skip("needs the swin spec (multiscale family)")
+    graph = vitgraph.load("swin_t")
+    before = graph.summary().params
+    graph.update("layers.*.blocks.*.attn", qkv_bias=False)
+    assert before - graph.summary().params == 3 * (2 * 96 + 2 * 192 + 6 * 384 + 2 * 768)
+    assert "    qkv_bias: false" in graph.to_yaml()
+    graph.update("layers.2.blocks.*.mlp", ratio=2.0)  # lands as layers' at: {2: ...}
+    assert "      2: {mlp_ratio: 2.0}" in graph.to_yaml()
+    message = error_of(lambda: graph.update("layers.2.blocks.1.attn", qkv_bias=True))
+    assert "'layers.2.blocks.1.attn' is one repeat of 'layers.2.blocks', inside a composite " \
+           "block: an edit there applies to every repeat ('layers.2.blocks.*.attn')" in message

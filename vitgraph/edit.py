@@ -176,7 +176,7 @@ class _Editor:
     def targets(self, ids: list[str]) -> list[_Target]:
         """Targets of the ids, with a repeat group's every index folded into one target
         (index None) so the edit is written once on the entry, not per repeat."""
-        found = [self.target(i) for i in ids]
+        found = self.fold_inner([self.target(i) for i in ids])
         out: list[_Target] = []
         for t in found:
             if t.index is not None:
@@ -188,6 +188,34 @@ class _Editor:
                 out.append(t)
         return out
 
+    def fold_inner(self, found: list[_Target]) -> list[_Target]:
+        """Inside a composite, a repeat group's members (``layers.0.blocks.3.attn``) share
+        one entry of the composite's YAML: an edit there must cover every repeat, and
+        is written once (the index becomes ``*``)."""
+        for position in range(max((len(t.inner) for t in found), default=0)):
+            out: list[_Target] = []
+            for t in found:
+                if position < len(t.inner) and t.inner[position].isdigit():
+                    group = self.instance_id(_Target(t.entry, t.index, t.inner[:position]))
+                    if group in self.graph.groups:
+                        count = self.graph.groups[group][1]
+                        seen = {u.inner[position] for u in found
+                                if u.entry == t.entry and u.index == t.index
+                                and u.inner[:position] == t.inner[:position]
+                                and u.inner[position + 1:] == t.inner[position + 1:]}
+                        if seen < {str(i) for i in range(count)}:
+                            node_id = self.instance_id(t)
+                            pattern = ".".join([group, "*", *t.inner[position + 1:]])
+                            raise self.fail(node_id, f"'{node_id}' is one repeat of '{group}', "
+                                            "inside a composite block: an edit there applies "
+                                            f"to every repeat ('{pattern}')")
+                        t = _Target(t.entry, t.index,
+                                    (*t.inner[:position], "*", *t.inner[position + 1:]))
+                if t not in out:
+                    out.append(t)
+            found = out
+        return found
+
     def repeat_count(self, k: int) -> int:
         return self.graph.groups[str(self.entries[k]["id"])][1]
 
@@ -196,7 +224,7 @@ class _Editor:
         parts = [str(entry["id"])]
         if target.index is not None or "repeat" in entry:
             parts.append(str(target.index or 0))
-        return ".".join(parts + list(target.inner))
+        return ".".join(parts + ["0" if p == "*" else p for p in target.inner])
 
     def composite_of(self, target: _Target) -> Any:
         """The composite block a (parent) target is an instance of."""
@@ -220,6 +248,10 @@ class _Editor:
                 at = entry.setdefault("at", {})
                 at.setdefault(target.index, {})[name] = value
             return
+        if target.inner[-1] == "*":  # every repeat of an inner group: its entry
+            self.set_param(_Target(target.entry, target.index, target.inner[:-1]), name, value,
+                           node_id)
+            return
         parent = _Target(target.entry, target.index, target.inner[:-1])
         composite = self.composite_of(parent)
         inner_id = target.inner[-1]
@@ -239,6 +271,8 @@ class _Editor:
 
     def inner_params(self, target: _Target) -> dict[str, Any]:
         """The params a target's source entry writes (an inner entry for composites)."""
+        if target.inner and target.inner[-1] == "*":
+            return self.inner_params(_Target(target.entry, target.index, target.inner[:-1]))
         if not target.inner:
             entry = self.entries[target.entry]
             return {k: v for k, v in entry.items() if k not in NODE_KEYS}
@@ -364,7 +398,9 @@ def _commit(graph: Graph, editor: _Editor) -> Graph:
 def update(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
            where: Callable[[Node], bool] | None = None, params: dict[str, Any] | None = None,
            location: Location | None = None, **kwargs: Any) -> Graph:
-    """Set params of every match (a repeat group's matches: written once on the entry)."""
+    """Set params of every match (a repeat group's matches: written once on the entry).
+    Params named like this function's own arguments (``kind``, ``where``, ...) go in
+    ``params={...}``."""
     changes = {**(params or {}), **kwargs}
     if not changes:
         raise SpecError.at(location or Location(graph.file), str(pattern or kind),

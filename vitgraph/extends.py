@@ -22,7 +22,7 @@ import copy
 from pathlib import Path
 from typing import Any
 
-from vitgraph.errors import Location, SpecError
+from vitgraph.errors import Location, Problem, SpecError
 from vitgraph.suggest import did_you_mean
 from vitgraph.yamlmarks import Marks, parse_yaml
 
@@ -144,27 +144,43 @@ def _apply(data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Ma
     for n, item in enumerate(edits):
         where = child_marks.at(("edits", n))
         verb, target, args = _parse_edit(item, n, where, child_marks)
-        selector: dict[str, Any] = (
-            {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target})
-        if verb in ("insert_after", "insert_before", "remove", "rename") and (
-                isinstance(target, dict)):
-            raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
-        if verb == "insert_after":
-            edit.insert_after(graph, target, args["node"], location=where)
-        elif verb == "insert_before":
-            edit.insert_before(graph, target, args["node"], location=where)
-        elif verb == "remove":
-            edit.remove(graph, target, location=where)
-        elif verb == "rename":
-            edit.rename(graph, target, str(args["to"]), location=where)
-        elif verb == "update":
-            edit.update(graph, **selector, params=_mapping(args["set"], n, "set", where),
-                        location=where)
-        else:
-            edit.replace(graph, with_kind=str(args["with"]), **selector,
-                         params=_mapping(args.get("params") or {}, n, "params", where),
-                         location=where)
+        try:
+            _one(edit, graph, verb, target, args, n, where)
+        except SpecError as exc:  # a problem in the base file is the edit's doing: say so
+            raise SpecError([p if p.location.file == where.file else Problem(
+                where, p.path, f"{p.message} (after this edit; '{p.path}' is at "
+                f"{_short(p.location)})", p.hint) for p in exc.problems]) from None
     return graph.source.data, graph.source.marks
+
+
+def _one(edit: Any, graph: Any, verb: str, target: Any, args: dict[str, Any], n: int,
+         where: Location) -> None:
+    """Apply one parsed edit with the editing verbs (vitgraph/edit.py)."""
+    selector: dict[str, Any] = (
+        {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target})
+    if verb in ("insert_after", "insert_before", "remove", "rename") and (
+            isinstance(target, dict)):
+        raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
+    if verb == "insert_after":
+        edit.insert_after(graph, target, args["node"], location=where)
+    elif verb == "insert_before":
+        edit.insert_before(graph, target, args["node"], location=where)
+    elif verb == "remove":
+        edit.remove(graph, target, location=where)
+    elif verb == "rename":
+        edit.rename(graph, target, str(args["to"]), location=where)
+    elif verb == "update":
+        edit.update(graph, **selector, params=_mapping(args["set"], n, "set", where),
+                    location=where)
+    else:
+        edit.replace(graph, with_kind=str(args["with"]), **selector,
+                     params=_mapping(args.get("params") or {}, n, "params", where),
+                     location=where)
+
+
+def _short(location: Location) -> str:
+    """A base file's location by file name (the base is a shipped spec or a neighbour)."""
+    return str(Location(Path(location.file).name, location.line, location.col))
 
 
 def _mapping(value: Any, n: int, key: str, where: Location) -> dict[str, Any]:
