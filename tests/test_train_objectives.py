@@ -82,7 +82,7 @@ def test_the_cli_trains_writes_checkpoints_and_resumes(tmp_path, capsys):
     sets = [f"--set={k}={v}" for k, v in TINY.items()]
     out = str(tmp_path / "run")
     assert main(["train", "vit", *sets, "--epochs=2", "--stop-after=1", "--batch-size=64",
-                 "--out", out, "--no-progress", "--json"]) == 0
+                 "--out", out, "--json"]) == 0  # the rich progress bar goes to stderr
     first = json.loads(capsys.readouterr().out)
     assert [h["epoch"] for h in first["history"]] == [1]
     assert main(["train", "--resume", f"{out}/last.safetensors", "--no-progress",
