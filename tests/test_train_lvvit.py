@@ -109,3 +109,19 @@ def test_token_labels_come_from_a_teachers_per_patch_predictions():
     coarse = dense_targets(vit, x, (2, 2))  # a 4x4 grid averaged down to the student's 2x2
     assert coarse.shape == (2, 4, 5)
     assert torch.allclose(coarse.sum(-1), torch.ones(2, 4), atol=1e-6)
+
+
+def test_token_labeling_trains_against_a_teachers_dense_labels(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    quiet = dict(data="digits", progress=False, log=lambda line: None, batch_size=64)
+    try:
+        vitgraph.train("vit", overrides={"image_size": 16, "patch": 4, "dim": 16, "depth": 1,
+                                         "heads": 2}, epochs=1, out=str(tmp_path), **quiet)
+        result = vitgraph.train("lvvit", overrides={"image_size": 16, "patch": 4,
+                                                    "stem_width": 8, "dim": 16, "depth": 1,
+                                                    "heads": 2},
+                                epochs=1, teacher=str(tmp_path / "last.safetensors"), **quiet)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(torch.tensor(result.history[0]["loss"]))
