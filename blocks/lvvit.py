@@ -43,7 +43,8 @@ class LvvitStem(Block):
         image = expect_image(inputs[0], self.kind)
         if self.patch % 2:
             raise ShapeError(f"patch {self.patch} must be even: the stem halves the image and "
-                             "the projection takes the other half", field="patch")
+                             "the projection takes the other half", field="patch",
+                             hint=f"use patch {self.patch - 1} or {self.patch + 1}")
         for side, name in ((image.height, "height"), (image.width, "width")):
             if side % self.patch:
                 raise ShapeError(f"patch {self.patch} must divide the {image.height}x"
@@ -117,7 +118,10 @@ class TokenLabelHead(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
-        tokens = expect_tokens(inputs[1], self.kind + " (second input: the tokens)")
+        if not isinstance(inputs[1], Tokens):
+            raise ShapeError(f"token_label_head's second input must be the final tokens, but "
+                             f"it receives {inputs[1]}", hint="use inputs: [head, norm]")
+        tokens = inputs[1]
         if tokens.patches == 0:
             raise ShapeError(f"token_label_head needs patch tokens, but receives {tokens}")
         return self, logits

@@ -72,3 +72,56 @@ def test_lvvit_trains_with_token_labeling_and_mixtoken_on_digits():
     finally:
         torch.set_num_threads(threads)
     assert result.val_accuracy > 0.9  # seen at 0.972 (4 epochs, ~10 s)
+
+
+def test_lvvit_s_macs_equal_the_same_counter_run_on_the_tlt_model():
+    tlt = pytest.importorskip("tlt.models.lvvit")
+    from torch.utils.flop_counter import FlopCounterMode
+
+    with warnings.catch_warnings(), torch.device("meta"):
+        warnings.simplefilter("ignore")
+        # lvvit_s's arguments; a drop-path list, since tlt's linspace(...).item() fails on meta
+        reference = tlt.LV_ViT(patch_size=16, embed_dim=384, depth=16, num_heads=6,
+                               mlp_ratio=3.0, p_emb="4_2", skip_lam=2.0, return_dense=True,
+                               mix_token=True, drop_path_rate=[0.0] * 16,
+                               drop_path_decay="list").eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        reference(torch.empty(1, 3, 224, 224, device="meta"))
+    assert vitgraph.load("lv_vit_s").summary().macs == counter.get_total_flops() // 2
+
+
+def test_token_labels_come_from_a_teachers_per_patch_predictions():
+    from vitgraph.train.teacher import dense_targets
+
+    teacher = vitgraph.build("lvvit", overrides={**SMALL, "dim": 32, "heads": 2,
+                                                 "classes": 5}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    teacher.aux_head.dense_output = True  # eval mode (running BN stats), both outputs
+    with torch.no_grad():
+        _, tokens = teacher(x)
+    teacher.aux_head.dense_output = False
+    targets = dense_targets(teacher, x, (2, 2))  # the token-label head's own logits
+    assert torch.allclose(targets, tokens.softmax(-1), atol=1e-6)
+    assert teacher(x).shape == (2, 5)  # eval output restored afterwards
+    vit = vitgraph.build("vit", overrides={"image_size": 32, "patch": 8, "dim": 16, "depth": 1,
+                                           "heads": 2, "classes": 5}).eval()
+    coarse = dense_targets(vit, x, (2, 2))  # a 4x4 grid averaged down to the student's 2x2
+    assert coarse.shape == (2, 4, 5)
+    assert torch.allclose(coarse.sum(-1), torch.ones(2, 4), atol=1e-6)
+
+
+def test_token_labeling_trains_against_a_teachers_dense_labels(tmp_path):
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    quiet = dict(data="digits", progress=False, log=lambda line: None, batch_size=64)
+    try:
+        vitgraph.train("vit", overrides={"image_size": 16, "patch": 4, "dim": 16, "depth": 1,
+                                         "heads": 2}, epochs=1, out=str(tmp_path), **quiet)
+        result = vitgraph.train("lvvit", overrides={"image_size": 16, "patch": 4,
+                                                    "stem_width": 8, "dim": 16, "depth": 1,
+                                                    "heads": 2},
+                                epochs=1, teacher=str(tmp_path / "last.safetensors"), **quiet)
+    finally:
+        torch.set_num_threads(threads)
+    assert torch.isfinite(torch.tensor(result.history[0]["loss"]))

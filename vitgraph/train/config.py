@@ -1,5 +1,6 @@
 """The training configuration: one flat dataclass, filled from defaults, a recipe file
-(``recipes/<name>.yaml``) and keyword arguments / command-line flags, in that order."""
+(``specs/recipes/<name>.yaml``, shipped next to the specs) and keyword arguments /
+command-line flags, in that order."""
 
 from __future__ import annotations
 
@@ -98,10 +99,10 @@ def load_recipe(recipe: str) -> dict[str, Any]:
     if path.is_file():
         text = path.read_text(encoding="utf-8")
     else:
-        shipped = resources.files("vitgraph.recipes") / f"{recipe}.yaml"
+        folder = resources.files("vitgraph.specs") / "recipes"
+        shipped = folder / f"{recipe}.yaml"
         if not shipped.is_file():
-            names = [p.name[:-5] for p in resources.files("vitgraph.recipes").iterdir()
-                     if p.name.endswith(".yaml")]
+            names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
             raise ValueError(f"no recipe '{recipe}'{did_you_mean(recipe, names)}; shipped: "
                              f"{', '.join(sorted(names))}")
         text = shipped.read_text(encoding="utf-8")

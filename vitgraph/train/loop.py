@@ -134,7 +134,10 @@ class Trainer:
             teacher = load_teacher(config.teacher, config.teacher_checkpoint, self.classes,
                                    self.device)
         self.objective = Objective(graph, self.model, config, self.classes, teacher)
-        self.amp = config.amp if config.amp is not None else self.device.startswith("cuda")
+        # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
+        bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
+        self.amp = bf16 and (config.amp if config.amp is not None
+                             else self.device.startswith("cuda"))
         self.randaugment = None
         if config.randaugment:
             from torchvision.transforms import v2
@@ -256,8 +259,11 @@ class Trainer:
     def _progress(self):
         if not (self.config.progress and self.world.main):
             return contextlib.nullcontext()
+        from rich.console import Console
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
+        # on stderr, so ``vitgraph train --json`` keeps stdout for the JSON
         return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
                         TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  "
-                                   "{task.fields[rate]}"), transient=True)
+                                   "{task.fields[rate]}"), transient=True,
+                        console=Console(stderr=True))

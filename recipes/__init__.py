@@ -1,1 +1,0 @@
-"""Training recipes: YAML files of training settings, shipped as ``vitgraph.recipes``."""
