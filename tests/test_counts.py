@@ -94,3 +94,26 @@ def test_validate_json_from_the_cli_has_the_contract_keys():
     data = json.loads(out)
     assert data["params"] == 86_567_656 and data["flops"] == 2 * data["macs"]
     assert data["input_shape"] == [3, 224, 224] and data["output_shape"] == [1000]
+
+
+def _whole_model_macs(variant: str) -> int:
+    import torch
+    from torch.utils.flop_counter import FlopCounterMode
+
+    graph = vitgraph.load(variant)
+    model = graph.build(device="meta").eval()
+    counter = FlopCounterMode(display=False)
+    with counter:
+        model(torch.empty(1, *graph.input_shape, device="meta"))
+    return counter.get_total_flops() // 2
+
+
+@pytest.mark.parametrize("variant", ["deit_ti_distilled", "simplevit_s_16"])
+def test_per_node_macs_add_up_to_the_whole_model_count(variant):
+    assert vitgraph.load(variant).summary().macs == _whole_model_macs(variant)
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(variant_index()))
+def test_per_node_macs_add_up_to_the_whole_model_count_for_every_variant(variant):
+    assert vitgraph.load(variant).summary().macs == _whole_model_macs(variant)
