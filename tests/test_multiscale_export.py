@@ -1,6 +1,6 @@
-"""The multi-scale blocks are fx-traceable and torch.export-able: the compiled models
-(and each block module on its own) trace, and the exported program gives the same
-outputs."""
+"""The multi-scale blocks (Swin, PVT, CrossViT, TNT) are fx-traceable and
+torch.export-able: the compiled models (and each block module on its own) trace, and
+the exported program gives the same outputs."""
 
 from __future__ import annotations
 
@@ -14,6 +14,7 @@ CASES = {
     "pvt_tiny": ({"image_size": 64, "depths": [1, 1, 1, 1]}, 64),
     "crossvit_9_dagger": ({"image_size": 48, "large_size": 32, "encoders": 2,
                            "depth_large": 1}, 48),
+    "tnt_s": ({"image_size": 32, "depth": 2}, 32),
 }
 
 
