@@ -108,6 +108,12 @@ def instance_of(node_id: str) -> str:
     return parts[0]
 
 
+#: params that change neither parameters nor MACs (dropout and stochastic-depth rates):
+#: left out of the cache key, so a drop-path schedule does not defeat the cache
+_COUNT_NEUTRAL = {"rate", "drop", "drop_path", "attn_drop", "proj_drop", "drop_path_start",
+                  "drop_path_step"}
+
+
 def summarize(graph: Graph, batch: int = 1) -> Summary:
     """Count each distinct (block, input types) once on the meta device: repeated layers
     cost one count, so validating ViT-L takes no longer than ViT-Ti."""
@@ -115,7 +121,7 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     rows = []
     for node in graph.nodes:
         in_types = tuple(graph.type_of(name) for name in node.inputs)
-        key = (node.params.model_dump_json(), in_types)
+        key = (node.params.model_dump_json(exclude=_COUNT_NEUTRAL), in_types)
         if key not in cache:
             cache[key] = _count_node(node.params, in_types, batch)
         params, macs = cache[key]
