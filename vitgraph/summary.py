@@ -130,7 +130,10 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     for node in graph.nodes:
         top = instance_of(node.id)
         if top != node.id:
-            kinds.setdefault(top, node.composite_kind or node.kind)
+            # the kind written in the spec (a repeat's or composite's), not the kind of
+            # the first composite nested inside it
+            written = graph.groups.get(top) or graph.groups.get(top.split(".")[0])
+            kinds.setdefault(top, written[0] if written else node.composite_kind or node.kind)
     return Summary(graph.name, graph.variant, sum(r.params for r in rows),
                    sum(r.macs for r in rows), graph.input_shape, graph.output_shape, rows, kinds)
 
