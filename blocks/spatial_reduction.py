@@ -53,8 +53,10 @@ class SpatialReductionAttention(Block):
                                  "stage, where sr_ratio is 1")
             for side in (rows, cols):
                 if side % self.sr_ratio:
+                    fits = [d for d in range(1, side + 1) if rows % d == 0 and cols % d == 0]
                     raise ShapeError(f"sr_ratio {self.sr_ratio} must divide the {rows}x{cols} "
-                                     f"grid it receives", field="sr_ratio")
+                                     f"grid it receives ({side} leaves {side % self.sr_ratio})",
+                                     field="sr_ratio", hint=f"use an sr_ratio from {fits}")
         head_dim = self.head_dim
         if head_dim is None:
             if tokens.dim % self.heads:

@@ -90,3 +90,12 @@ def test_from_timm_gives_timm_logits_at_full_size(name):
     reference = redraw_(timm.create_model(name, pretrained=False).eval())
     ours = vitgraph.from_timm(reference)
     assert_same_logits(ours, reference, torch.randn(1, 3, *reference.img_size))
+
+
+def test_crossvit_summary_shows_both_streams_leaving_the_encoders():
+    from vitgraph.render import _branch_outputs
+
+    graph = vitgraph.load("crossvit_9")
+    assert _branch_outputs(graph) == {"blocks": [("large", (197, 256)), ("small", (401, 128))]}
+    grouped = {r.id: r for r in graph.summary().grouped()}
+    assert grouped["blocks"].kind == "crossvit_block" and grouped["blocks"].count == 3

@@ -54,8 +54,12 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
     for name in [*expanded.outputs, *expanded.features]:
         if name not in by_id and name not in expanded.aliases and name not in failed:
             where = expanded.nodes[-1].where if expanded.nodes else None
-            problems.append(Problem(where, "outputs", f"output or feature '{name}' names no node"
-                                    f"{did_you_mean(name, [*by_id, *expanded.aliases])}"))
+            where, key = expanded.tap_marks.get(name, (where, "outputs"))
+            what = "feature" if key == "features" else "output"
+            problems.append(Problem(where, key, f"{what} '{name}' names no node"
+                                    f"{did_you_mean(name, [*by_id, *expanded.aliases])}",
+                                    f"{key} name node ids, repeat groups ('blocks') or their "
+                                    "members ('layers.0')"))
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:

@@ -76,6 +76,8 @@ class Expanded:
     groups: dict[str, tuple[str, int]]  # id -> (kind, count) of each repeat group / composite
     problems: list[Problem] = field(default_factory=list)  # found while expanding
     failed: set[str] = field(default_factory=set)  # ids whose entry had a problem
+    #: where each name in ``outputs:`` / ``features:`` is written, as (location, key)
+    tap_marks: dict[str, tuple[Location, str]] = field(default_factory=dict)
 
 
 # ---------------------------------------------------------------------------- finding
@@ -570,6 +572,10 @@ def expand(source: Source, variant: str | None = None,
     unique: dict[tuple[Location, str], Problem] = {}
     for problem in expander.problems:  # a mistake in a repeated entry is reported once
         unique.setdefault((problem.location, problem.message), problem)
+    tap_marks = {}
+    for key in ("outputs", "features"):
+        for k, name in enumerate(getattr(doc, key) or []):
+            tap_marks.setdefault(name, (source.marks.at((key, k)), key))
     return variant, Expanded(expander.nodes, expander.aliases, channels, size, args, outputs,
                              features, expander.groups, list(unique.values()),
-                             expander.failed)
+                             expander.failed, tap_marks)

@@ -33,10 +33,13 @@ def print_summary(graph, summary: Summary, title: str, footer: str | None = None
     table.add_column("output", footer=_shape(summary.output_shape))
     table.add_column("params", justify="right", footer=_num(summary.params))
     table.add_column("MACs", justify="right", footer=_macs(summary.macs))
+    branches = _branch_outputs(graph) if graph is not None else {}
     for row in summary.grouped():
         label = f"{row.id} ×{row.count}" if row.count > 1 else row.id
         table.add_row(label, row.kind, _shape(row.output_shape), _num(row.params),
                       _macs(row.macs))
+        for name, shape in branches.get(row.id, []):  # the other streams it passes on
+            table.add_row(f"  └ {name}", "branch", _shape(shape), "", "")
     console = Console(width=max(100, Console().width))
     console.print(table)
     console.print(f"input {_shape(summary.input_shape)}; {summary.params / 1e6:.2f} M params, "
@@ -47,6 +50,28 @@ def print_summary(graph, summary: Summary, title: str, footer: str | None = None
                                                for name, shape in taps.items()))
     if footer:
         console.print(footer)
+
+
+def _branch_outputs(graph) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
+    """Repeat groups that pass on more than one stream (CrossViT's two branches, TNT's
+    words and patches): group id -> (inner name, shape) of every stream that a node
+    outside its instance reads, the group's own output included."""
+    out: dict[str, list[tuple[str, tuple[int, ...]]]] = {}
+    for group in graph.groups:
+        if "." in group:
+            continue
+        prefix = f"{group}."
+        instance = {n.id.split(".")[1] for n in graph.nodes
+                    if n.id.startswith(prefix) and n.id.split(".")[1].isdigit()}
+        if not instance:
+            continue
+        last = f"{prefix}{max(instance, key=int)}."
+        read = {name for n in graph.nodes for name in n.inputs
+                if name.startswith(last) and not n.id.startswith(last)}
+        read |= {name for name in graph.outputs + graph.features if name.startswith(last)}
+        if len(read) > 1:
+            out[group] = [(name[len(last):], graph.type_of(name).shape) for name in sorted(read)]
+    return out
 
 
 def print_specs(as_json: bool) -> int:

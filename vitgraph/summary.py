@@ -113,6 +113,11 @@ def instance_of(node_id: str) -> str:
 #: so counts are shared by every graph of the process (edits re-validate many times).
 _COUNTS: dict[tuple[str, tuple[object, ...], int], tuple[int, int]] = {}
 
+#: params that change neither parameters nor MACs (dropout and stochastic-depth rates):
+#: left out of the cache key, so a drop-path schedule does not defeat the cache
+_COUNT_NEUTRAL = {"rate", "drop", "drop_path", "attn_drop", "proj_drop", "drop_path_start",
+                  "drop_path_step"}
+
 
 def summarize(graph: Graph, batch: int = 1) -> Summary:
     """Count each distinct (block, input types) once on the meta device: repeated layers
@@ -121,7 +126,7 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     rows = []
     for node in graph.nodes:
         in_types = tuple(graph.type_of(name) for name in node.inputs)
-        key = (node.params.model_dump_json(), in_types, batch)
+        key = (node.params.model_dump_json(exclude=_COUNT_NEUTRAL), in_types, batch)
         if key not in cache:
             cache[key] = _count_node(node.params, in_types, batch)
         params, macs = cache[key]
@@ -130,7 +135,10 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
     for node in graph.nodes:
         top = instance_of(node.id)
         if top != node.id:
-            kinds.setdefault(top, node.composite_kind or node.kind)
+            # the kind written in the spec (a repeat's or composite's), not the kind of
+            # the first composite nested inside it
+            written = graph.groups.get(top) or graph.groups.get(top.split(".")[0])
+            kinds.setdefault(top, written[0] if written else node.composite_kind or node.kind)
     return Summary(graph.name, graph.variant, sum(r.params for r in rows),
                    sum(r.macs for r in rows), graph.input_shape, graph.output_shape, rows, kinds)
 
