@@ -105,7 +105,8 @@ class BotBottleneck(Block):
                              field="heads")
         if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):
             raise ShapeError(f"the 2x2 average pool after the attention needs an even map, "
-                             f"but receives {image.height}x{image.width}", field="stride")
+                             f"but receives {image.height}x{image.width}", field="stride",
+                             hint="use an input size whose map here is even, or stride 1")
         rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
         return self, Image(self.out, rows, cols)
 
