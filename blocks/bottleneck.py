@@ -145,10 +145,13 @@ class Bottleneck(nn.Module):
         return self.act(self.conv3_1x1(x) + shortcut)
 
 
-def _relative_index(size: int) -> torch.Tensor:
-    """(size, size): entry [i, j] is j - i + size - 1, the row of a (2·size − 1) table."""
-    pos = torch.arange(size)
-    return pos[None, :] - pos[:, None] + size - 1
+def _relative_index(rows: int, cols: int, axis: int) -> torch.Tensor:
+    """(1, 1, HW, HW): for query i and key j on an H×W map, the row of the (2n − 1) table
+    of ``axis`` (0: height, 1: width) holding their offset, key − query + n − 1."""
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    pos, size = (ys, rows) if axis == 0 else (xs, cols)
+    pos = pos.flatten()
+    return (pos[None, :] - pos[:, None] + size - 1)[None, None]
 
 
 class RelPosSelfAttention(nn.Module):
@@ -167,24 +170,23 @@ class RelPosSelfAttention(nn.Module):
                                                  * self.scale)
         self.pos_embed.width_rel = nn.Parameter(torch.randn(2 * size[1] - 1, self.head_dim)
                                                 * self.scale)
-        self.register_buffer("height_index", _relative_index(size[0]), persistent=False)
-        self.register_buffer("width_index", _relative_index(size[1]), persistent=False)
+        self.register_buffer("height_index", _relative_index(*size, 0), persistent=False)
+        self.register_buffer("width_index", _relative_index(*size, 1), persistent=False)
         self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
 
+    def relative_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, heads, HW, HW) logits q_i·r_h[y_j − y_i] + q_i·r_w[x_j − x_i]."""
+        by_row = q @ self.pos_embed.height_rel.t()  # (B, heads, HW, 2H-1)
+        by_col = q @ self.pos_embed.width_rel.t()  # (B, heads, HW, 2W-1)
+        return (torch.take_along_dim(by_row, self.height_index, dim=-1)
+                + torch.take_along_dim(by_col, self.width_index, dim=-1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        rows, cols = self.size
-        q, k, v = self.qkv(x).flatten(2).unflatten(1, (3, self.heads, self.head_dim)).unbind(1)
-        q, k, v = (t.transpose(-1, -2) for t in (q, k, v))  # each (B, heads, HW, d)
-        grid_q = q.unflatten(2, (rows, cols))  # (B, heads, H, W, d)
-        # relative logits along each axis, gathered from the (2n − 1) tables to (n, n)
-        lw = grid_q @ self.pos_embed.width_rel.t()  # (B, heads, H, W, 2W-1)
-        lw = lw.gather(-1, self.width_index.expand(*lw.shape[:-1], cols))  # [.., y, x, x']
-        lh = grid_q.transpose(2, 3) @ self.pos_embed.height_rel.t()  # (B, heads, W, H, 2H-1)
-        lh = lh.gather(-1, self.height_index.expand(*lh.shape[:-1], rows))  # [.., x, y, y']
-        rel = lh.transpose(2, 3).unsqueeze(-1) + lw.unsqueeze(-2)  # (B, heads, H, W, H', W')
-        rel = rel.flatten(4).flatten(2, 3)  # (B, heads, HW, HW)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=rel, scale=self.scale)
-        x = x.transpose(-1, -2).flatten(1, 2).unflatten(2, (rows, cols))  # (B, C, H, W)
+        qkv = self.qkv(x).flatten(2).unflatten(1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.relative_logits(q),
+                                           scale=self.scale)  # (B, heads, HW, d)
+        x = x.transpose(-1, -2).flatten(1, 2).unflatten(2, self.size)  # (B, C, H, W)
         return self.pool(x)
 
 

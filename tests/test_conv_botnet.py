@@ -63,12 +63,7 @@ def test_relative_logits_equal_q_dot_r_h_plus_q_dot_r_w():
     attn = RelPosSelfAttention(8, 2, (3, 4), 1, False)
     d, rows, cols = 4, 3, 4
     q = torch.randn(1, 2, rows * cols, d)
-    grid_q = q.unflatten(2, (rows, cols))
-    lw = (grid_q @ attn.pos_embed.width_rel.t()).gather(
-        -1, attn.width_index.expand(1, 2, rows, cols, cols))
-    lh = (grid_q.transpose(2, 3) @ attn.pos_embed.height_rel.t()).gather(
-        -1, attn.height_index.expand(1, 2, cols, rows, rows))
-    rel = (lh.transpose(2, 3).unsqueeze(-1) + lw.unsqueeze(-2)).flatten(4).flatten(2, 3)
+    rel = attn.relative_logits(q)
     for qi in range(rows * cols):
         y, x = divmod(qi, cols)
         for ki in range(rows * cols):
