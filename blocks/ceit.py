@@ -106,6 +106,8 @@ class LocallyEnhancedFeedForward(Block):
     """Activation after the first two convs."""
     bn: bool = True
     """BatchNorm after each conv."""
+    groups: PosInt | None = None
+    """Groups of the k×k conv; default: its width (depthwise, as in the paper)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
@@ -113,22 +115,30 @@ class LocallyEnhancedFeedForward(Block):
         if self.kernel % 2 == 0:
             raise ShapeError(f"kernel {self.kernel} must be odd to keep the grid's size",
                              field="kernel")
-        return self, tokens
+        hidden = int(tokens.dim * self.ratio)
+        groups = self.groups or hidden
+        if hidden % groups:
+            raise ShapeError(f"groups {groups} must divide the {hidden} channels of the "
+                             f"{self.kernel}x{self.kernel} conv ({tokens.dim} x ratio "
+                             f"{self.ratio})", field="groups",
+                             hint=f"omit groups for a depthwise conv ({hidden} groups)")
+        return self.model_copy(update={"groups": groups}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
         assert tokens.grid is not None
+        assert self.groups is not None
         return LeFF(tokens.dim, int(tokens.dim * self.ratio), self.kernel, self.act, self.bn,
-                    tokens.grid, tokens.prefix)
+                    tokens.grid, tokens.prefix, self.groups)
 
 
 class LeFF(nn.Module):
     def __init__(self, dim: int, hidden: int, kernel: int, act: str, bn: bool,
-                 grid: tuple[int, int], prefix: int) -> None:
+                 grid: tuple[int, int], prefix: int, groups: int) -> None:
         super().__init__()
         self.grid, self.prefix = grid, prefix
         self.conv1 = nn.Conv2d(dim, hidden, 1)
-        self.conv2 = nn.Conv2d(hidden, hidden, kernel, 1, kernel // 2, groups=hidden)
+        self.conv2 = nn.Conv2d(hidden, hidden, kernel, 1, kernel // 2, groups=groups)
         self.conv3 = nn.Conv2d(hidden, dim, 1)
         self.act = activation(act)
         self.bn1 = nn.BatchNorm2d(hidden) if bn else nn.Identity()

@@ -12,9 +12,9 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 from vitgraph.blocks.mlp import Activation, activation
 
 from vitgraph.errors import ShapeError
@@ -239,9 +239,30 @@ class BiasedAttention(nn.Module):
         self.attention_biases = nn.Parameter(torch.zeros(heads, table[0] * table[1]))
         self.register_buffer("attention_bias_idxs", bias_index(grid, table, stride),
                              persistent=False)
+        # eval only, keyed by the table's version so an in-place load invalidates it
+        self._cached_bias: tuple[int, torch.Tensor] | None = None
+
+    def train(self, mode: bool = True) -> BiasedAttention:
+        self._cached_bias = None
+        return super().train(mode)
+
+    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+        self._cached_bias = None  # .to() / .half() move the table
+        return super()._apply(fn, recurse)
+
+    def biases(self) -> torch.Tensor:
+        """(heads, N_q, N_k) bias of each head; gathered once per eval session, like the
+        official code's ``ab`` cache, but never while tracing or training."""
+        if self.training or torch.compiler.is_compiling() or is_fx_symbolic_tracing():
+            return self.attention_biases[:, self.attention_bias_idxs]
+        version = self.attention_biases._version
+        if self._cached_bias is None or self._cached_bias[0] != version:
+            with torch.no_grad():
+                gathered = self.attention_biases[:, self.attention_bias_idxs]
+            self._cached_bias = (version, gathered)
+        return self._cached_bias[1]
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        bias = self.attention_biases[:, self.attention_bias_idxs]  # (H, N_q, N_k)
         if self.subsample:
             kv = self.kv(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, N, k+v)
             k, v = kv.split([self.key_dim, self.value_dim], dim=-1)
@@ -249,8 +270,10 @@ class BiasedAttention(nn.Module):
         else:
             qkv = self.qkv(x).unflatten(-1, (self.heads, -1)).transpose(1, 2)
             q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=bias.to(q.dtype),
-                                           scale=self.scale)  # (B, H, N_q, value_dim)
+        # explicit softmax: with a float mask, SDPA's CPU path spends more checking the
+        # mask than these small heads (D = 16 or 32) spend multiplying
+        attn = (q @ k.transpose(-2, -1)) * self.scale + self.biases()  # (B, H, N_q, N_k)
+        x = attn.softmax(dim=-1) @ v  # (B, H, N_q, value_dim)
         return self.proj(x.transpose(1, 2).flatten(2))
 
 

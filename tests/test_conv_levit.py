@@ -110,3 +110,15 @@ def test_levit_state_dict_keys_follow_the_spec_and_timm_keys_map_onto_them():
     assert "down1.attn_downsample.q.ln.linear.weight" in keys
     assert "head_dist.bn.running_var" in keys
     assert not any("attention_bias_idxs" in k for k in keys)  # derived, not stored
+
+
+def test_levit_eval_bias_cache_follows_weight_loads_and_mode_switches():
+    reference = redraw_(timm.create_model("levit_128s", pretrained=False, depth=(1, 1, 1),
+                                          img_size=64))
+    ours = vitgraph.build("levit_128s", overrides={"image_size": 64, "depths": [1, 1, 1]})
+    ours.eval()
+    x = torch.randn(2, 3, 64, 64)
+    with torch.no_grad():
+        ours(x)  # fills the cache with the initial (zero) biases
+    ours.load_state_dict(from_timm(reference).state_dict())
+    assert_same_logits(ours, reference, x)

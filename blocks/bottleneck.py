@@ -1,0 +1,208 @@
+"""BoTNet's blocks (Srinivas et al., arXiv:2101.11605): a ResNet stem, ResNet bottlenecks,
+and the bottleneck-transformer block whose 3×3 conv is replaced by multi-head self-attention
+with 2-D relative position logits (§3, Fig. 4: q·r_h + q·r_w added to q·k); since MHSA
+cannot stride, a 2×2 average pool follows it in a strided block (§4.2).
+
+Kinds are prefixed ``bot_`` (module names follow timm's ``byobnet``: ``conv1_1x1``,
+``conv2_kxk``, ``self_attn``, ``post_attn``, ``conv3_1x1``, ``shortcut``).
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Literal, Self
+
+import torch
+import torch.nn.functional as F
+from pydantic import Field
+from torch import nn
+from vitgraph.blocks.mlp import Activation, activation
+
+from vitgraph.errors import ShapeError
+from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
+
+PosInt = Annotated[int, Field(gt=0)]
+
+
+class ConvNormAct(nn.Sequential):
+    """Conv (no bias) → BatchNorm → activation (keys ``conv``, ``bn``)."""
+
+    def __init__(self, channels: int, out: int, kernel: int, stride: int, act: str | None,
+                 groups: int = 1) -> None:
+        super().__init__()
+        self.add_module("conv", nn.Conv2d(channels, out, kernel, stride, kernel // 2,
+                                          groups=groups, bias=False))
+        self.add_module("bn", nn.BatchNorm2d(out))
+        if act is not None:
+            self.add_module("act", activation(act))
+
+
+@register
+class BotStem(Block):
+    """ResNet stem: Conv+BN+act layers (the first with stride 2), then an optional 3×3
+    stride-2 max-pool. ResNet-50: one 7×7 conv of 64; timm's ``tiered`` stem: 3×3 convs
+    of 24, 32, 64."""
+
+    kind: Literal["bot_stem"] = "bot_stem"
+    family = "tokenizer"
+    channels: Annotated[list[PosInt], Field(min_length=1)]
+    """Width of each conv."""
+    kernel: PosInt = 3
+    """Kernel side of every conv (padding kernel // 2)."""
+    act: Activation = "relu"
+    """Activation after each conv."""
+    pool: bool = True
+    """3×3 stride-2 max-pool at the end."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        image = expect_image(inputs[0], self.kind)
+        rows, cols = (conv_out(s, self.kernel, 2, self.kernel // 2)
+                      for s in (image.height, image.width))
+        if self.pool:
+            rows, cols = conv_out(rows, 3, 2, 1), conv_out(cols, 3, 2, 1)
+        return self, Image(self.channels[-1], rows, cols)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        image = expect_image(inputs[0], self.kind)
+        stem = nn.Sequential()
+        widths = [image.channels, *self.channels]
+        for i in range(len(self.channels)):
+            stem.add_module(f"conv{i + 1}", ConvNormAct(widths[i], widths[i + 1], self.kernel,
+                                                        2 if i == 0 else 1, self.act))
+        if self.pool:
+            stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
+        return stem
+
+
+@register
+class BotBottleneck(Block):
+    """A ResNet bottleneck (1×1 → 3×3 → 1×1, residual, act), or with ``attention`` the
+    BoT block: the 3×3 conv becomes MHSA with 2-D relative position logits over the whole
+    feature map, followed by BN + act (and a 2×2 average pool when ``stride`` is 2)."""
+
+    kind: Literal["bot_bottleneck"] = "bot_bottleneck"
+    family = "block"
+    out: PosInt
+    """Output channels."""
+    stride: Literal[1, 2] = 1
+    """Stride of the block (on the 3×3 conv, or a pool after the attention)."""
+    ratio: Annotated[float, Field(gt=0, le=1)] = 0.25
+    """Bottleneck width as a fraction of ``out``."""
+    act: Activation = "relu"
+    """Activation."""
+    attention: bool = False
+    """MHSA in place of the 3×3 conv (a BoT block)."""
+    heads: PosInt = 4
+    """Heads of that attention (the paper uses 4)."""
+    qkv_bias: bool = False
+    """Bias in the 1×1 qkv projection."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        image = expect_image(inputs[0], self.kind)
+        mid = int(self.out * self.ratio)
+        if self.attention and mid % self.heads:
+            raise ShapeError(f"heads {self.heads} must divide the bottleneck width {mid}",
+                             field="heads")
+        if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):
+            raise ShapeError(f"the 2x2 average pool after the attention needs an even map, "
+                             f"but receives {image.height}x{image.width}", field="stride",
+                             hint="use an input size whose map here is even, or stride 1")
+        rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
+        return self, Image(self.out, rows, cols)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        image = expect_image(inputs[0], self.kind)
+        mid = int(self.out * self.ratio)
+        return Bottleneck(image.channels, mid, self.out, self.stride, self.act,
+                          (image.height, image.width) if self.attention else None, self.heads,
+                          self.qkv_bias)
+
+
+class Bottleneck(nn.Module):
+    def __init__(self, channels: int, mid: int, out: int, stride: int, act: str,
+                 attention_map: tuple[int, int] | None, heads: int, qkv_bias: bool) -> None:
+        super().__init__()
+        needs_projection = channels != out or stride != 1
+        self.shortcut = ConvNormAct(channels, out, 1, stride, None) if needs_projection else (
+            nn.Identity())
+        self.conv1_1x1 = ConvNormAct(channels, mid, 1, 1, act)
+        if attention_map is None:
+            self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, act)
+        else:
+            self.self_attn = RelPosSelfAttention(mid, heads, attention_map, stride, qkv_bias)
+            self.post_attn = nn.BatchNorm2d(mid)
+            self.post_act = activation(act)
+        self.conv3_1x1 = ConvNormAct(mid, out, 1, 1, None)
+        self.act = activation(act)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        shortcut = self.shortcut(x)
+        x = self.conv1_1x1(x)
+        if hasattr(self, "conv2_kxk"):
+            x = self.conv2_kxk(x)
+        else:
+            x = self.post_act(self.post_attn(self.self_attn(x)))
+        return self.act(self.conv3_1x1(x) + shortcut)
+
+
+def _relative_index(rows: int, cols: int, axis: int) -> torch.Tensor:
+    """(1, 1, HW, HW): for query i and key j on an H×W map, the row of the (2n − 1) table
+    of ``axis`` (0: height, 1: width) holding their offset, key − query + n − 1."""
+    ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
+    pos, size = (ys, rows) if axis == 0 else (xs, cols)
+    pos = pos.flatten()
+    return (pos[None, :] - pos[:, None] + size - 1)[None, None]
+
+
+class RelPosSelfAttention(nn.Module):
+    """MHSA over an H×W map with logits q·k + q·r_h + q·r_w (§3, Fig. 4; the 1-D relative
+    tables ``height_rel`` (2H−1, d) and ``width_rel`` (2W−1, d) are shared by the heads)."""
+
+    def __init__(self, dim: int, heads: int, size: tuple[int, int], stride: int,
+                 qkv_bias: bool) -> None:
+        super().__init__()
+        self.heads, self.size = heads, size
+        self.head_dim = dim // heads
+        self.scale = self.head_dim**-0.5
+        self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=qkv_bias)
+        self.pos_embed = nn.Module()
+        self.pos_embed.height_rel = nn.Parameter(torch.randn(2 * size[0] - 1, self.head_dim)
+                                                 * self.scale)
+        self.pos_embed.width_rel = nn.Parameter(torch.randn(2 * size[1] - 1, self.head_dim)
+                                                * self.scale)
+        self.register_buffer("height_index", _relative_index(*size, 0), persistent=False)
+        self.register_buffer("width_index", _relative_index(*size, 1), persistent=False)
+        self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
+
+    def relative_logits(self, q: torch.Tensor) -> torch.Tensor:
+        """(B, heads, HW, HW) logits q_i·r_h[y_j − y_i] + q_i·r_w[x_j − x_i]."""
+        by_row = q @ self.pos_embed.height_rel.t()  # (B, heads, HW, 2H-1)
+        by_col = q @ self.pos_embed.width_rel.t()  # (B, heads, HW, 2W-1)
+        return (torch.take_along_dim(by_row, self.height_index, dim=-1)
+                + torch.take_along_dim(by_col, self.width_index, dim=-1))
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        qkv = self.qkv(x).flatten(2).unflatten(1, (3, self.heads, self.head_dim))
+        q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
+        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.relative_logits(q),
+                                           scale=self.scale)  # (B, heads, HW, d)
+        x = x.transpose(-1, -2).flatten(1, 2).unflatten(2, self.size)  # (B, C, H, W)
+        return self.pool(x)
+
+
+def global_average(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3))
+
+
+@register
+class BotGlobalPool(Block):
+    """Average of a feature map over its spatial positions (ResNet's global pool)."""
+
+    kind: Literal["bot_global_pool"] = "bot_global_pool"
+    family = "pooling"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, Vector(expect_image(inputs[0], self.kind).channels)
+
+    def build(self, *inputs: TensorType) -> FunctionOp:
+        return FunctionOp(global_average)
