@@ -90,7 +90,7 @@ def test_svt_alternates_local_and_global_attention_and_pcpvt_is_global_only():
         return [n.kind for n in graph.nodes if n.id.startswith(stage) and
                 n.id.endswith(".attn")]
 
-    assert kinds("twins_svt_s", "stage3.") == ["window_attention", "sr_attention"] * 5
+    assert kinds("twins_svt_s", "stage3.") == ["grouped_attention", "sr_attention"] * 5
     assert kinds("twins_pcpvt_s", "stage3.") == ["sr_attention"] * 6
     graph = vitgraph.load("twins_svt_s")
     order = [n.id for n in graph.nodes if n.id.startswith("stage1.")]

@@ -27,10 +27,10 @@ def _window_hint(rows: int, cols: int) -> str:
 
 
 @register
-class WindowAttention(AttentionParams):
+class GroupedAttention(AttentionParams):
     """Self-attention within non-overlapping window×window groups of the patch grid."""
 
-    kind: Literal["window_attention"] = "window_attention"
+    kind: Literal["grouped_attention"] = "grouped_attention"
     window: Annotated[int, Field(gt=0)]
     """Side of each group, in tokens (Twins-SVT: 7); must divide both grid sides."""
 
@@ -38,7 +38,7 @@ class WindowAttention(AttentionParams):
         tokens = expect_tokens(inputs[0], self.kind)
         rows, cols = expect_grid(tokens, self.kind)
         if tokens.prefix:
-            raise ShapeError(f"window_attention cannot group the {tokens.prefix} prefix "
+            raise ShapeError(f"grouped_attention cannot group the {tokens.prefix} prefix "
                              f"token(s) of {tokens}", hint="pool or drop the class token first")
         if rows % self.window or cols % self.window:
             raise ShapeError(f"window {self.window} must divide the {rows}x{cols} grid it "
