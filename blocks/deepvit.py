@@ -3,7 +3,7 @@
 * ``deepvit_stem``: the official ``PatchEmbed_CNN`` of DeepViT-S/L, "following T2T" —
   a 7×7 stride-2 conv and a 3×3 conv (64 channels, BatchNorm + ReLU, no bias), then a
   strided projection of kernel patch/2, so each token still covers patch×patch pixels;
-* ``residual_scale``: the official ``scale_adjustment`` divides each residual branch by a
+* ``residual_scale`` (in structural.py): the official ``scale_adjustment`` divides each residual branch by a
   constant (0.5 in DeepViT-S/L; the branch's LayerNorm input is multiplied by it, which
   ``deepvit_layer`` folds into the LayerNorm's epsilon: LN(a·x; ε) = LN(x; ε/a²)).
 """
@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -71,24 +71,3 @@ class ConvStem(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, rows*cols, dim)
 
-
-def divide(x: torch.Tensor, *, divisor: float) -> torch.Tensor:
-    return x / divisor
-
-
-@register
-class ResidualScale(Block):
-    """Divide a residual branch by a constant before it joins the stream (identity at 1)."""
-
-    kind: Literal["residual_scale"] = "residual_scale"
-    family = "structural"
-    divisor: Annotated[float, Field(gt=0)] = 1.0
-    """The branch is divided by this before it joins the residual stream."""
-
-    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, inputs[0]
-
-    def build(self, *inputs: TensorType):
-        if self.divisor == 1.0:
-            return nn.Identity()
-        return FunctionOp(divide, {"divisor": self.divisor})

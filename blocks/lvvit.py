@@ -4,7 +4,7 @@ Vision Transformers", arXiv:2104.10858).
 * ``lvvit_stem``: the convolutional patch embedding of §3.3 / Table 2 — three convs
   (7x7 stride 2, then two 3x3) with BatchNorm and ReLU, then a strided projection whose
   kernel is half the patch, so each token still covers ``patch x patch`` pixels;
-* ``residual_scale``: "re-scaling the residual" (Table 2, ``skip_lam``), every residual
+* ``residual_scale`` (in structural.py): "re-scaling the residual" (Table 2, ``skip_lam``), every residual
   branch divided by a constant before the addition;
 * ``token_label_head``: the auxiliary head on every patch token (§3.1). Training returns
   ``(class_logits, token_logits)`` for the Token Labeling loss; inference returns
@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens, expect_vector
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -80,28 +80,6 @@ class ConvStem(nn.Module):
         x = self.relu(self.bn2(self.conv2(x)))
         x = self.relu(self.bn3(self.conv3(x)))
         return self.proj(x).flatten(2).transpose(1, 2)  # (B, rows*cols, dim)
-
-
-def divide(x: torch.Tensor, *, divisor: float) -> torch.Tensor:
-    return x / divisor
-
-
-@register
-class ResidualScale(Block):
-    """Divide a residual branch by a constant (LV-ViT's ``skip_lam``); identity at 1."""
-
-    kind: Literal["residual_scale"] = "residual_scale"
-    family = "structural"
-    divisor: Annotated[float, Field(gt=0)] = 1.0
-    """The branch is divided by this before it joins the residual stream."""
-
-    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, inputs[0]
-
-    def build(self, *inputs: TensorType):
-        if self.divisor == 1.0:
-            return nn.Identity()
-        return FunctionOp(divide, {"divisor": self.divisor})
 
 
 @register

@@ -14,7 +14,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import Block, FunctionOp, register
 from vitgraph.shapes import TensorType, Tokens, Vector
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -134,3 +134,22 @@ class IdentityBlock(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         return nn.Identity()
+
+
+def divide(x: torch.Tensor, *, divisor: float) -> torch.Tensor:
+    return x / divisor
+
+
+@register
+class ResidualScale(_PassThrough):
+    """Divide a residual branch by a constant before it joins the stream: LV-ViT's
+    ``skip_lam`` (arXiv:2104.10858 §3) and DeepViT's ``scale_adjustment``; identity at 1."""
+
+    kind: Literal["residual_scale"] = "residual_scale"
+    divisor: Annotated[float, Field(gt=0)] = 1.0
+    """The branch is divided by this before it joins the residual stream."""
+
+    def build(self, *inputs: TensorType):
+        if self.divisor == 1.0:
+            return nn.Identity()
+        return FunctionOp(divide, {"divisor": self.divisor})
