@@ -84,8 +84,10 @@ class VTTokenizer(Block):
         _check_split("the feature map", image.channels, self.groups, "groups")
         if self.recurrent:
             if len(inputs) != 2:
-                raise ShapeError("a recurrent tokenizer needs the previous tokens as its "
-                                 "second input", field="recurrent")
+                raise ShapeError("a recurrent tokenizer needs the previous module's tokens "
+                                 "as its second input", field="recurrent",
+                                 hint="inputs: [feature map, previous tokens], or set "
+                                 "recurrent: false")
             prev = _visual_tokens(inputs[1], self.kind, self.dim)
             if prev.count != self.tokens:
                 raise ShapeError(f"the previous module has {prev.count} tokens, this one "
