@@ -31,7 +31,7 @@ from torch import nn
 
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
-from vitgraph.shapes import Image, TensorType, Tokens, expect_image, expect_tokens
+from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
 
 PosInt = Annotated[int, Field(gt=0)]
 
