@@ -6,7 +6,7 @@ PIP := .venv/bin/pip
 # timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint parity-all bench clean
+.PHONY: demo test lint parity-all fuzz bench clean
 
 .venv/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -31,6 +31,9 @@ test: .venv/.test lint
 # full sweeps, run before resolving an issue (not part of make test)
 parity-all: .venv/.test
 	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
+
+fuzz: .venv/.test
+	$(PY) -m tests.fuzz_report 10000
 
 bench: .venv/.test
 	$(PY) benchmarks/bench_vs_timm.py
