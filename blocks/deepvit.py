@@ -3,7 +3,8 @@
 * ``deepvit_stem``: the official ``PatchEmbed_CNN`` of DeepViT-S/L, "following T2T" —
   a 7×7 stride-2 conv and a 3×3 conv (64 channels, BatchNorm + ReLU, no bias), then a
   strided projection of kernel patch/2, so each token still covers patch×patch pixels;
-* ``residual_scale`` (in structural.py): the official ``scale_adjustment`` divides each residual branch by a
+* ``residual_scale`` (in structural.py): the official ``scale_adjustment`` divides each residual
+  branch by a
   constant (0.5 in DeepViT-S/L; the branch's LayerNorm input is multiplied by it, which
   ``deepvit_layer`` folds into the LayerNorm's epsilon: LN(a·x; ε) = LN(x; ε/a²)).
 """

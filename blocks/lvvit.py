@@ -4,7 +4,8 @@ Vision Transformers", arXiv:2104.10858).
 * ``lvvit_stem``: the convolutional patch embedding of §3.3 / Table 2 — three convs
   (7x7 stride 2, then two 3x3) with BatchNorm and ReLU, then a strided projection whose
   kernel is half the patch, so each token still covers ``patch x patch`` pixels;
-* ``residual_scale`` (in structural.py): "re-scaling the residual" (Table 2, ``skip_lam``), every residual
+* ``residual_scale`` (in structural.py): "re-scaling the residual" (Table 2, ``skip_lam``),
+  every residual
   branch divided by a constant before the addition;
 * ``token_label_head``: the auxiliary head on every patch token (§3.1). Training returns
   ``(class_logits, token_logits)`` for the Token Labeling loss; inference returns
