@@ -3,6 +3,8 @@ tolerance of DESIGN.md (max |Δ| ≤ 1e-4 × max(1, max |logits|), fp32, eval mo
 
 from __future__ import annotations
 
+from pathlib import Path
+
 import torch
 from torch import nn
 
@@ -65,3 +67,12 @@ def assert_same_logits(ours: nn.Module, reference: nn.Module, x: torch.Tensor) -
         diff, allowed = max_logit_diff(ours(x), reference(x))
     assert diff <= allowed, f"logits differ by {diff:.3e} (allowed {allowed:.3e})"
     return diff
+
+
+def line_of(path: str | Path, text: str) -> int:
+    """The 1-based number of the first line of ``path`` containing ``text`` — so expected
+    locations follow the shipped specs when lines are added above the node."""
+    for number, line in enumerate(Path(path).read_text().splitlines(), start=1):
+        if text in line:
+            return number
+    raise AssertionError(f"{text!r} is not in {path}")

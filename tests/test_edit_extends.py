@@ -9,9 +9,12 @@ import torch
 import yaml
 
 import vitgraph
+from tests.helpers import line_of
 from vitgraph import SpecError
-from vitgraph.loader import variant_index
+from vitgraph.loader import shipped_specs, variant_index
 from vitgraph.registry import registry
+
+VIT = shipped_specs()["vit"]
 
 EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "edits"
 SMALL = {"depth": 2, "input.size": 32}
@@ -96,7 +99,7 @@ def test_an_edit_that_breaks_the_graph_is_reported_at_the_edit(tmp_path):
                        "  - remove: pos_drop\n  - remove: cls_token\n")
     assert message == ("{dir}/spec.yaml:6:5: pool: take_cls needs prefix token 0, but "
                        "receives tokens 196x192, grid 14x14 with 0 prefix token(s) (after this "
-                       "edit; 'pool' is at vit.yaml:37:22)\n"
+                       f"edit; 'pool' is at vit.yaml:{line_of(VIT, 'id: pool')}:22)\n"
                        "  hint: add a cls_token node before the encoder, or use mean_pool")
     message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
                        "  - remove: pos_drop\n  - remove: head_dist\n")

@@ -6,11 +6,17 @@ import pytest
 import torch
 
 import vitgraph
+from tests.helpers import line_of
 from vitgraph import SpecError
 from vitgraph.loader import shipped_specs
 
 DEIT = shipped_specs()["deit"]
 VIT = shipped_specs()["vit"]
+# where the errors below are located: the entries of the shipped specs, found by text
+AT_BLOCKS = f"{VIT}:{line_of(VIT, 'id: blocks')}:5"
+AT_LAYER = f"{VIT}:{line_of(VIT, 'kind: encoder_layer')}:11"
+AT_HEAD = f"{VIT}:{line_of(VIT, 'id: head,')}:22"
+AT_HEAD_DIST = f"{DEIT}:{line_of(DEIT, 'id: head_dist')}:27"
 
 
 def small(variant: str = "vit_s_16", **extra) -> vitgraph.Graph:
@@ -68,19 +74,19 @@ def test_update_of_a_top_level_node_changes_the_count():
 def test_update_of_a_param_the_composite_fixes_is_located_with_the_composite_params():
     message = error_of(lambda: small().update("blocks.0.norm1", affine=False))
     assert message == (
-        f"{VIT}:30:11: blocks.0.norm1: 'affine' of 'norm1' is not set inside composite "
+        f"{AT_LAYER}: blocks.0.norm1: 'affine' of 'norm1' is not set inside composite "
         "'encoder_layer', not one of its params\n"
         "  hint: params of encoder_layer: heads, attention, mlp_ratio, qkv_bias, proj_bias, "
-        "head_dim, attn_drop, proj_drop, drop_path, norm_eps, layer_scale, act")
+        "head_dim, attn_drop, proj_drop, drop_path, norm_eps, layer_scale, act, window, sr_ratio")
 
 
 def test_an_edit_that_breaks_shapes_is_reported_at_the_downstream_node_with_the_numbers():
     graph = small()
     message = error_of(lambda: graph.update("blocks.1.attn", heads=5))
-    assert message.startswith(f"{VIT}:29:5: blocks.1.attn: heads 5 must divide the token "
+    assert message.startswith(f"{AT_BLOCKS}: blocks.1.attn: heads 5 must divide the token "
                               "width 384")
     message = error_of(lambda: graph.replace("pool", "layernorm"))
-    assert message == (f"{VIT}:38:22: head: linear_head takes a vector, but receives tokens "
+    assert message == (f"{AT_HEAD}: head: linear_head takes a vector, but receives tokens "
                        "5x384, grid 2x2, +1 prefix")
     assert graph.node("pool").kind == "take_cls"  # a failed edit leaves the graph as it was
 
@@ -114,14 +120,14 @@ def test_replace_keeps_the_params_the_new_kind_has():
 def test_replacing_with_an_incompatible_kind_is_an_error_naming_the_params():
     message = error_of(lambda: small().replace("blocks.*.attn", "layernorm"))
     assert message == (
-        f"{VIT}:30:11: blocks.0.attn: cannot replace mhsa with layernorm: layernorm has no "
+        f"{AT_LAYER}: blocks.0.attn: cannot replace mhsa with layernorm: layernorm has no "
         "param 'attn_drop', 'head_dim', 'heads', 'proj_bias', 'proj_drop', 'qkv_bias'\n"
         "  hint: params of layernorm: affine, eps")
 
 
 def test_replacing_a_two_input_node_with_a_one_input_kind_is_an_error():
     message = error_of(lambda: small("deit_s_distilled").replace("head_dist", "linear_head"))
-    assert message == (f"{DEIT}:41:27: head_dist: cannot replace distill_head with "
+    assert message == (f"{AT_HEAD_DIST}: head_dist: cannot replace distill_head with "
                        "linear_head: linear_head takes 1 input(s), 'head_dist' has 2")
 
 
@@ -178,7 +184,7 @@ def test_insert_needs_one_target_a_fresh_id_and_a_known_kind():
 def test_insert_before_a_two_input_node_is_an_error():
     graph = small("deit_s_distilled")
     message = error_of(lambda: graph.insert_before("head_dist", {"id": "x", "kind": "identity"}))
-    assert message == (f"{DEIT}:41:27: head_dist: insert_before: 'head_dist' takes 2 inputs "
+    assert message == (f"{AT_HEAD_DIST}: head_dist: insert_before: 'head_dist' takes 2 inputs "
                        "(head, norm); name the input to insert after instead")
 
 
@@ -195,14 +201,14 @@ def test_remove_rewires_the_users_to_the_input():
 
 def test_removing_a_node_with_two_inputs_is_an_error():
     message = error_of(lambda: small("deit_s_distilled").remove("head_dist"))
-    assert message == (f"{DEIT}:41:27: head_dist: cannot remove 'head_dist': it has 2 inputs "
+    assert message == (f"{AT_HEAD_DIST}: head_dist: cannot remove 'head_dist': it has 2 inputs "
                        "(head, norm), so its users could not be rewired\n"
                        "  hint: replace it instead, or rewire its users with update")
 
 
 def test_removing_one_repeat_is_an_error_with_the_fix():
     message = error_of(lambda: small().remove("blocks.1"))
-    assert message == (f"{VIT}:29:5: blocks.1: cannot remove one repeat of 'blocks'\n"
+    assert message == (f"{AT_BLOCKS}: blocks.1: cannot remove one repeat of 'blocks'\n"
                        "  hint: change its count: update('blocks', repeat=...)")
 
 

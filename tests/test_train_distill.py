@@ -37,7 +37,7 @@ def test_a_distilled_student_agrees_with_its_teacher_more_than_at_start(tmp_path
     graph = vitgraph.load("deit", overrides=STUDENT)
     torch.manual_seed(0)  # the trainer's initial weights (seed 0)
     start = graph.build()
-    result = vitgraph.train("deit", overrides=STUDENT, epochs=2, batch_size=32, lr=3e-3,
+    result = vitgraph.train("deit", overrides=STUDENT, epochs=4, batch_size=32, lr=3e-3,
                             teacher=str(tmp_path / "teacher" / "last.safetensors"),
                             distill="hard", **quiet)
     val = normalize(load_digits(graph.input_shape).val.images)

@@ -436,6 +436,10 @@ def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None
         node_id = editor.instance_id(target)
         _check_arity(graph, node_id, with_kind, editor)
         written = editor.inner_params(target)
+        if target.inner:
+            # a composite param that resolves to null is left out of the inner node (the
+            # loader's rule), so it does not bind the new kind either
+            written = {k: v for k, v in written.items() if k in _reaching(graph, node_id, k)}
         if target.inner or target.index is not None:
             # the entry's params stay (they are shared with other repeats or fixed by the
             # composite): the new kind must take every one of them
@@ -457,6 +461,14 @@ def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None
         kept.update(extra)
         editor.entries[target.entry] = {k: kept[k] for k in _ordered(kept)}
     return _commit(graph, editor)
+
+
+def _reaching(graph: Graph, node_id: str, name: str) -> set[str]:
+    """The params that reach a resolved node (all of ``name`` when it did not resolve)."""
+    try:
+        return set(graph.node(node_id).params.model_fields_set)
+    except KeyError:
+        return {name}
 
 
 def _ordered(entry: dict[str, Any]) -> list[str]:
