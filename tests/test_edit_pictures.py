@@ -47,7 +47,15 @@ def test_svg_without_graphviz_says_how_to_get_it(monkeypatch):
 def test_svg_through_graphviz(tmp_path):
     out = tmp_path / "vit.svg"
     assert main(["graph", "vit_ti_16", "--format", "svg", "--out", str(out)]) == 0
-    assert "<svg" in out.read_text()
+    text = out.read_text()
+    assert "<svg" in text and "blocks ×12" in text and "197×192" in text  # collapsed, shapes
+
+
+@pytest.mark.skipif(shutil.which("dot") is None, reason="Graphviz is not installed")
+def test_png_through_graphviz(tmp_path):
+    out = tmp_path / "vit.png"
+    assert main(["graph", "vit_ti_16", "--format", "png", "--out", str(out)]) == 0
+    assert out.read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
 
 
 def test_cli_prints_mermaid_by_default(capsys):
