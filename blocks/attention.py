@@ -7,54 +7,22 @@ vocabulary: ``heads``, ``head_dim``, ``qkv_bias``, ``attn_drop``, ``proj_drop``.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
+from vitgraph.blocks._attention_common import AttentionParams
 
-from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
-from vitgraph.shapes import TensorType, expect_tokens
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.registry import register
+from vitgraph.shapes import TensorType
 
 
 @register
-class MultiHeadSelfAttention(Block):
+class MultiHeadSelfAttention(AttentionParams):
     """Multi-head self-attention with a fused qkv projection."""
 
     kind: Literal["mhsa"] = "mhsa"
-    family = "attention"
-    heads: Annotated[int, Field(gt=0)]
-    """Number of heads."""
-    dim: int | None = None
-    """Token width; default: the input's."""
-    head_dim: int | None = None
-    """Width of each head; default: dim / heads."""
-    qkv_bias: bool = True
-    """Bias in the qkv projection."""
-    proj_bias: bool = True
-    """Bias in the output projection."""
-    attn_drop: Rate = 0.0
-    """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
-    """Dropout after the output projection."""
-
-    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        tokens = expect_tokens(inputs[0], self.kind)
-        if self.dim is not None and self.dim != tokens.dim:
-            raise ShapeError(f"dim {self.dim} does not match the {tokens.dim}-wide tokens it "
-                             "receives", field="dim", hint="omit dim to take it from the input")
-        head_dim = self.head_dim
-        if head_dim is None:
-            if tokens.dim % self.heads:
-                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                                 field="heads",
-                                 hint=f"use heads from {_divisors(tokens.dim)}, or set head_dim")
-            head_dim = tokens.dim // self.heads
-        return self.model_copy(update={"dim": tokens.dim, "head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None
@@ -81,8 +49,3 @@ class Attention(nn.Module):
         )
         x = x.transpose(1, 2).flatten(2)  # (B, N, H*d)
         return self.proj_drop(self.proj(x))
-
-
-def _divisors(n: int) -> str:
-    found = [d for d in range(1, min(n, 32) + 1) if n % d == 0]
-    return ", ".join(str(d) for d in found)
