@@ -19,10 +19,11 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
+from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
-from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens, expect_vector
+from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens, expect_vector
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -52,35 +53,12 @@ class LvvitStem(Block):
                                  f"{image.width} image it receives ({name} {side} leaves "
                                  f"{side % self.patch})", field="patch",
                                  hint=f"use a patch that divides {side}, or resize the input")
-        half = self.patch // 2
-        rows = conv_out(conv_out(image.height, 7, 2, 3), half, half, 0)
-        cols = conv_out(conv_out(image.width, 7, 2, 3), half, half, 0)
+        rows, cols = stem_grid(image, self.patch)
         return self, Tokens(self.dim, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return ConvStem(image.channels, self.width, self.dim, self.patch // 2)
-
-
-class ConvStem(nn.Module):
-    """Submodule names as the official ``tlt`` PatchEmbed4_2 (conv1/bn1 ... proj)."""
-
-    def __init__(self, channels: int, width: int, dim: int, kernel: int) -> None:
-        super().__init__()
-        self.conv1 = nn.Conv2d(channels, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
-        self.relu = nn.ReLU()
-        self.proj = nn.Conv2d(width, dim, kernel, stride=kernel)
-
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        x = self.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
-        x = self.relu(self.bn2(self.conv2(x)))
-        x = self.relu(self.bn3(self.conv3(x)))
-        return self.proj(x).flatten(2).transpose(1, 2)  # (B, rows*cols, dim)
+        return ConvStem(image.channels, self.width, self.dim, self.patch // 2, 3)
 
 
 @register
