@@ -94,6 +94,10 @@ def test_table_8_cannot_put_vt_r18_and_vt_r34_both_within_two_percent():
     assert min_width == 3_222
     # ... yet every recurrent module holds eq. 4's C_T x C_T feed-forward layer alone
     assert min_width ** 2 > max_recurrent
+    # and even without any feed-forward, its C_T-wide maps overflow it: W_T->R and the
+    # projector's key and value (C_T x 256 each) plus the pseudo-code's grouped
+    # key/query (C_T x C_T/2 each, 8 groups)
+    assert 3 * min_width * 256 + min_width ** 2 // 8 > max_recurrent
     # this spec's recurrent module (the R34 - R18 difference) for comparison
     assert (OURS["vt_r34"] - kept_backbone("vt_r34")) - (
         OURS["vt_r18"] - kept_backbone("vt_r18")) == 3_426_816
