@@ -9,7 +9,8 @@ projects them back onto the feature map (projector, §3.3):
   queries the pixels and the second half is kept, so each module refines ``L / 2``
   tokens (appendix pseudo-code).
 - ``vt_transformer``: eqs. 3-4, self-attention over the tokens plus a two-layer ReLU
-  feed-forward, each with a residual.
+  feed-forward (``ffn_layers: 1`` gives the appendix pseudo-code's single pointwise
+  layer instead), each with a residual.
 - ``vt_projector``: eq. 5, ``X_out = X_in + softmax_L((X_in W_Q)(T W_K)ᵀ) T``.
 
 The equations leave the multi-head split, the grouped 1×1 convolutions and the C→C_T
@@ -118,6 +119,9 @@ class VTTransformer(Block):
     """Attention heads."""
     groups: PosInt = 8
     """Groups of the 1×1 key/query/value convolutions (appendix pseudo-code)."""
+    ffn_layers: Literal[1, 2] = 2
+    """Feed-forward layers: 2 is eq. 4 (``F1``, ReLU, ``F2``, §3.2: "two pointwise
+    convolutions"); 1 is the appendix pseudo-code's single ``ff_conv``, no activation."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = _visual_tokens(inputs[0], self.kind)
@@ -128,7 +132,7 @@ class VTTransformer(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         return TokenTransformer(expect_tokens(inputs[0], self.kind).dim, self.heads,
-                                self.groups)
+                                self.groups, self.ffn_layers)
 
 
 @register
@@ -196,14 +200,16 @@ class RecurrentTokenizer(nn.Module):
 
 
 class TokenTransformer(nn.Module):
-    def __init__(self, dim: int, heads: int, groups: int) -> None:
+    def __init__(self, dim: int, heads: int, groups: int, ffn_layers: int = 2) -> None:
         super().__init__()
         self.k = nn.Conv1d(dim, dim // 2, 1, groups=groups)
         self.q = nn.Conv1d(dim, dim // 2, 1, groups=groups)
         self.v = nn.Conv1d(dim, dim, 1, groups=groups)
-        self.fc1 = nn.Linear(dim, dim)  # F1 of eq. 4
-        self.act = nn.ReLU()
-        self.fc2 = nn.Linear(dim, dim)  # F2 of eq. 4
+        self.fc1 = nn.Linear(dim, dim)  # F1 of eq. 4 (the pseudo-code's ff_conv)
+        self.two_layers = ffn_layers == 2  # a build-time constant: traces to one path
+        if self.two_layers:
+            self.act = nn.ReLU()
+            self.fc2 = nn.Linear(dim, dim)  # F2 of eq. 4
         self.heads = heads
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
@@ -213,7 +219,9 @@ class TokenTransformer(nn.Module):
         # pseudo-code scales the key-query product by 1/sqrt(L)
         t = t + F.scaled_dot_product_attention(q, k, v, scale=t.shape[1] ** -0.5
                                                ).transpose(1, 2).flatten(2)
-        return t + self.fc2(self.act(self.fc1(t)))
+        if self.two_layers:
+            return t + self.fc2(self.act(self.fc1(t)))
+        return t + self.fc1(t)
 
 
 class Projector(nn.Module):
