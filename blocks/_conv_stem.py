@@ -10,6 +10,8 @@ Not a block family: it registers no kind. Submodule names are the official ones
 
 from __future__ import annotations
 
+from collections.abc import Sequence
+
 import torch
 from torch import nn
 
@@ -24,17 +26,19 @@ def stem_grid(image: Image, patch: int) -> tuple[int, int]:
 
 
 class ConvStem(nn.Module):
-    def __init__(self, channels: int, width: int, dim: int, kernel: int, convs: int) -> None:
+    """One conv (BatchNorm + ReLU) per entry of ``widths``, then the projection."""
+
+    def __init__(self, channels: int, widths: Sequence[int], dim: int, kernel: int) -> None:
         super().__init__()
-        self.convs = convs
-        for i in range(1, convs + 1):
+        self.convs = len(widths)
+        for i, (c_in, c_out) in enumerate(zip((channels, *widths), widths, strict=False), 1):
             first = i == 1
-            self.add_module(f"conv{i}", nn.Conv2d(channels if first else width, width,
-                                                  7 if first else 3, stride=2 if first else 1,
+            self.add_module(f"conv{i}", nn.Conv2d(c_in, c_out, 7 if first else 3,
+                                                  stride=2 if first else 1,
                                                   padding=3 if first else 1, bias=False))
-            self.add_module(f"bn{i}", nn.BatchNorm2d(width))
+            self.add_module(f"bn{i}", nn.BatchNorm2d(c_out))
         self.relu = nn.ReLU()
-        self.proj = nn.Conv2d(width, dim, kernel, stride=kernel)
+        self.proj = nn.Conv2d(widths[-1], dim, kernel, stride=kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for i in range(1, self.convs + 1):  # unrolled by fx: plain Python over a constant

@@ -50,4 +50,4 @@ class DeepVitStem(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return ConvStem(image.channels, self.width, self.dim, self.patch // 2, 2)
+        return ConvStem(image.channels, (self.width,) * 2, self.dim, self.patch // 2)

@@ -58,7 +58,7 @@ class LvvitStem(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return ConvStem(image.channels, self.width, self.dim, self.patch // 2, 3)
+        return ConvStem(image.channels, (self.width,) * 3, self.dim, self.patch // 2)
 
 
 @register
