@@ -154,20 +154,7 @@ def export_onnx(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike
                                  seed=seed)
     x = example_input(shape, batch, seed, like=model)
     program = export_program(model, x, name=name, dynamic_batch=dynamic_batch)
-    path = Path(path)
-    outputs = program.call_spec.out_spec.num_leaves if program.call_spec.out_spec else 1
-    output_names = ["logits"] if outputs == 1 else [f"logits{i}" for i in range(outputs)]
-    size = sum(p.numel() * p.element_size() for p in model.parameters())
-    size += sum(b.numel() * b.element_size() for b in model.buffers())
-    with _quiet():
-        try:
-            onnx_program = torch.onnx.export(program, (x,), dynamo=True, verbose=False,
-                                             input_names=["x"], output_names=output_names,
-                                             opset_version=opset)
-            assert onnx_program is not None
-            onnx_program.save(str(path), external_data=size > _PROTOBUF_LIMIT)
-        except Exception as exc:
-            raise ExportError(name, "ONNX translation", _first_lines(exc)) from None
+    path = program_to_onnx(program, path, name=name, opset=opset)
     if check:
         try:
             import onnxruntime  # noqa: F401 - a test extra: no check without it
@@ -178,6 +165,27 @@ def export_onnx(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike
             raise ExportError(name, "onnxruntime check",
                               f"the ONNX file's logits differ from eager PyTorch by {diff:.3e} "
                               f"(allowed {allowed:.3e}) on a batch of {batch}")
+    return path
+
+
+def program_to_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike[str], *,
+                    name: str = "model", opset: int | None = None) -> Path:
+    """Translate an exported program (``export_program``) to an ONNX file at ``path``."""
+    path = Path(path)
+    outputs = program.call_spec.out_spec.num_leaves if program.call_spec.out_spec else 1
+    output_names = ["logits"] if outputs == 1 else [f"logits{i}" for i in range(outputs)]
+    size = sum(t.numel() * t.element_size() for t in program.state_dict.values())
+    size += sum(t.numel() * t.element_size() for t in program.constants.values()
+                if isinstance(t, torch.Tensor))
+    with _quiet():
+        try:
+            onnx_program = torch.onnx.export(program, dynamo=True, verbose=False,
+                                             input_names=["x"], output_names=output_names,
+                                             opset_version=opset)
+            assert onnx_program is not None
+            onnx_program.save(str(path), external_data=size > _PROTOBUF_LIMIT)
+        except Exception as exc:
+            raise ExportError(name, "ONNX translation", _first_lines(exc)) from None
     return path
 
 
