@@ -64,7 +64,7 @@ REDUCTIONS: dict[str, Reduction] = {
     "tnt": {"depth": 1, "image_size": 32},
     "twins": _twins,
     "vit": {"depth": 1, "image_size": 32},
-    "vt": {"depths": [1, 1, 1], "image_size": 64},
+    "vt": {"depths": [1, 1, 1], "modules": 2, "image_size": 64},  # module 1 is recurrent
 }
 
 

@@ -9,6 +9,7 @@ structure no default has; the rest is marked slow (``make parity-all``).
 
 from __future__ import annotations
 
+import os
 import time
 
 import pytest
@@ -38,7 +39,7 @@ DISTINCT = {
     "crossvit_9_dagger": "CrossViT's convolutional patch embedding",
     "cct_7_3x1": "CCT with a one-layer convolutional tokenizer",
 }
-VARIANTS = [pytest.param(family, variant, id=variant,
+VARIANTS = [pytest.param(family, variant, default, id=variant,
                          marks=() if default or variant in DISTINCT else pytest.mark.slow)
             for family, variant, default in shipped()]
 SMALL = {"depth": 1, "image_size": 32}
@@ -50,9 +51,9 @@ def test_every_shipped_spec_has_a_reduced_size_and_distinct_variants_exist():
     assert set(DISTINCT) <= names
 
 
-@pytest.mark.parametrize(("family", "variant"), VARIANTS)
+@pytest.mark.parametrize(("family", "variant", "default"), VARIANTS)
 def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntime(
-        family, variant, tmp_path):
+        family, variant, default, tmp_path):
     start = time.perf_counter()
     graph = vitgraph.load(variant, overrides=reduced(family, variant))
     model = graph.build().eval()
@@ -69,19 +70,27 @@ def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntim
         traced = torch.fx.symbolic_trace(model)(x)
     torch.testing.assert_close(traced, expected, rtol=0, atol=1e-5)
 
-    # one program (exported at batch 2, run at batch 3: the batch dim is symbolic) saved
-    # as .pt2 and translated to ONNX, as export_pt2 and export_onnx do each
+    # one program (exported at batch 2, run at batch 3: the batch dim is symbolic), run,
+    # and translated to ONNX, as export_pt2 and export_onnx do each; the .pt2 file round
+    # trip is checked in the fast tests (the slow sweep's cost is the ONNX translation)
     program = export_program(model, x[:2], name=variant)
-    torch.export.save(program, tmp_path / "model.pt2")
     with torch.no_grad():
-        reloaded = torch.export.load(tmp_path / "model.pt2").module()
-        torch.testing.assert_close(reloaded(x), expected, rtol=0, atol=1e-5)
+        torch.testing.assert_close(program.module()(x), expected, rtol=0, atol=1e-5)
+    if default:
+        torch.export.save(program, tmp_path / "model.pt2")
+        with torch.no_grad():
+            reloaded = torch.export.load(tmp_path / "model.pt2").module()
+            torch.testing.assert_close(reloaded(x), expected, rtol=0, atol=1e-5)
 
     path = program_to_onnx(program, tmp_path / "model.onnx", name=variant)
     diff, allowed = onnx_difference(path, model, x)
-    print(f"\nexport {variant}: {sum(p.numel() for p in model.parameters()):,} params, "
-          f"onnxruntime max |Δ| {diff:.2e} (allowed {allowed:.1e}), "
-          f"{time.perf_counter() - start:.1f} s")
+    line = (f"export {variant}: {sum(p.numel() for p in model.parameters()):,} params, "
+            f"onnxruntime max |Δ| {diff:.2e} (allowed {allowed:.1e}), "
+            f"{time.perf_counter() - start:.1f} s")
+    print(line)
+    if os.environ.get("VITGRAPH_SWEEP_LOG"):  # sweep numbers for a report, as they come
+        with open(os.environ["VITGRAPH_SWEEP_LOG"], "a", encoding="utf-8") as log:
+            log.write(line + "\n")
     assert diff <= allowed
 
 
