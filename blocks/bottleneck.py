@@ -178,8 +178,11 @@ class RelPosSelfAttention(nn.Module):
         """(B, heads, HW, HW) logits q_i·r_h[y_j − y_i] + q_i·r_w[x_j − x_i]."""
         by_row = q @ self.pos_embed.height_rel.t()  # (B, heads, HW, 2H-1)
         by_col = q @ self.pos_embed.width_rel.t()  # (B, heads, HW, 2W-1)
-        return (torch.take_along_dim(by_row, self.height_index, dim=-1)
-                + torch.take_along_dim(by_col, self.width_index, dim=-1))
+        # gather with the index expanded to the batch: take_along_dim's broadcasting
+        # pinned the batch size to a constant under torch.export (no dynamic batch)
+        shape = (q.shape[0], self.heads, -1, -1)
+        return (by_row.gather(-1, self.height_index.expand(shape))
+                + by_col.gather(-1, self.width_index.expand(shape)))
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x).flatten(2).unflatten(1, (3, self.heads, self.head_dim))

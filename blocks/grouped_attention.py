@@ -68,10 +68,11 @@ class LocallyGroupedAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (gr, gc), w, h, d = self.groups, self.window, self.heads, self.head_dim
         qkv = self.qkv(x).reshape(-1, gr, w, gc, w, 3, h, d)  # (B, gr, w, gc, w, 3, H, d)
-        # -> (3, B, gr, gc, H, w*w, d): windows and heads are batch dims of one SDPA call
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).flatten(5, 6).unbind(0)
+        # -> (3, B*gr*gc, H, w*w, d): windows and heads are batch dims of one SDPA call
+        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).flatten(5, 6).flatten(1, 3).unbind(0)
+        # 4-D (B*gr*gc, H, w*w, d): the ONNX exporter translates only 4-D SDPA
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )  # (B, gr, gc, H, w*w, d)
+        ).unflatten(0, (-1, gr, gc))  # (B, gr, gc, H, w*w, d)
         out = out.unflatten(4, (w, w)).permute(0, 1, 4, 2, 5, 3, 6)  # (B, gr, w, gc, w, H, d)
         return self.proj_drop(self.proj(out.flatten(1, 4).flatten(2)))

@@ -168,7 +168,11 @@ class ShiftedWindowAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype),
             dropout_p=self.attn_drop if self.training else 0.0)
-        out = self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))  # (B*nW, N, C)
+        # an explicit copy: ONNX export re-traces SDPA (masked, symbolic batch) into a
+        # layout where the transposed output is not viewable, and ``contiguous()`` is
+        # elided there on stale strides; a clone keeps the flatten valid in every trace
+        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)
+        out = self.proj_drop(self.proj(out.flatten(2)))  # (B*nW, N, C)
         out = merge(out, self.grid, self.size)
         if self.shifted:
             out = torch.roll(out, shifts=self.shift, dims=(1, 2))

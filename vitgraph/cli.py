@@ -81,6 +81,19 @@ def make_parser() -> argparse.ArgumentParser:
                         help="write it to vitgraph/spec.schema.json (the committed copy)")
     schema.add_argument("--plugin", action="append", default=[], metavar="MODULE",
                         help="import a module that registers extra block kinds")
+    exporting = sub.add_parser("export", help="write an ONNX file or a torch.export program")
+    _common(exporting)
+    exporting.add_argument("--format", required=True, choices=["onnx", "pt2"],
+                           help="onnx (checked with onnxruntime when installed) or pt2 "
+                                "(torch.export.save)")
+    exporting.add_argument("--out", required=True, help="the file to write")
+    exporting.add_argument("--batch", type=int, default=1,
+                           help="batch of the example input (the exported batch dim stays "
+                                "symbolic unless --static-batch)")
+    exporting.add_argument("--static-batch", action="store_true",
+                           help="fix the batch dim to --batch")
+    exporting.add_argument("--seed", type=int, default=0, help="seed of the random init")
+    exporting.add_argument("--weights", help="load these weights (safetensors) first")
     compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
     compare.add_argument("a", help="a spec file, shipped spec or variant name")
     compare.add_argument("b", help="a spec file, shipped spec or variant name")
@@ -109,6 +122,8 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph import tools
 
             return getattr(tools, f"cmd_{args.command}")(args)
+        if args.command == "export":
+            return cmd_export(args)
         return cmd_build(args) if args.command == "build" else cmd_validate(args)
     except SpecError as exc:
         if getattr(args, "json", False):
@@ -176,6 +191,38 @@ def cmd_build(args: argparse.Namespace) -> int:
     if args.out:
         footer += f"; weights written to {args.out}"
     print_summary(graph, summary, title=_title(graph), footer=footer)
+    return 0
+
+
+def cmd_export(args: argparse.Namespace) -> int:
+    from vitgraph.export import ExportError, export_onnx, export_pt2, resolve
+
+    graph = _load(args)
+    graph.check_size()
+    start = time.perf_counter()
+    model, _, _ = resolve(graph, seed=args.seed)
+    if args.weights:
+        from vitgraph.checkpoints import load_weights
+
+        load_weights(model, args.weights)
+    write = export_onnx if args.format == "onnx" else export_pt2
+    try:
+        path = write(model, args.out, batch=args.batch, dynamic_batch=not args.static_batch,
+                     seed=args.seed)
+    except ExportError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return EXIT_FAILURE
+    elapsed = time.perf_counter() - start
+    if args.json:
+        print(json.dumps({"ok": True, "spec": graph.name, "variant": graph.variant,
+                          "format": args.format, "out": str(path),
+                          "input_shape": [args.batch, *graph.input_shape],
+                          "dynamic_batch": not args.static_batch,
+                          "seconds": round(elapsed, 3)}, indent=2))
+    else:
+        print(f"{_title(graph)}: wrote {path} ({args.format}, input "
+              f"{'N' if not args.static_batch else args.batch}x"
+              f"{'x'.join(map(str, graph.input_shape))}) in {elapsed:.1f} s")
     return 0
 
 
