@@ -9,6 +9,7 @@ together as one SpecError, each at its ``file:line:col``.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -31,6 +32,7 @@ MAX_COMPOSITE_DEPTH = 16
 #: the largest image side accepted (a bound, so counting a spec never overflows torch's sizes)
 MAX_INPUT_SIDE = 65_536
 OVERRIDE_FILE = "<--set>"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @dataclass
@@ -342,10 +344,15 @@ class _Expander:
                           f"graph entry needs {' and '.join(repr(k) for k in unknown_reserved)}")
                 continue
             local_id = str(entry["id"])
-            if not local_id or any(c in local_id for c in " .:/$"):
+            # ids become submodule names and torch.fx writes those into the forward's
+            # source (``getattr(self, "<id>")`` when not an identifier): a quote in an id
+            # would be code, so ids are plain words
+            if not _ID.fullmatch(local_id):
                 self.fail(ctx.where or self.marks.at(path + ("id",)), ctx.label(position),
-                          f"id '{local_id}' must be a non-empty name without spaces, dots or "
-                          "':/$'")
+                          f"id {local_id[:80]!r} must be a non-empty name of letters, digits, "
+                          "'_' and '-'", "for example: blocks, patch_embed, head_dist")
+                previous = f"{prefix}graph[{position}]"  # its users are not reported again
+                self.failed.add(previous)
                 continue
             full_id = f"{prefix}{local_id}"
             if local_id in scope or full_id in self.aliases or full_id in self.groups:
@@ -507,9 +514,11 @@ class _Expander:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
             self.fail(where, full_id, f"composite block includes itself: {chain}")
+            self.failed.add(full_id)  # its users are not reported again
             return full_id
         if ctx.depth >= MAX_COMPOSITE_DEPTH:
             self.fail(where, full_id, f"composite blocks nest deeper than {MAX_COMPOSITE_DEPTH}")
+            self.failed.add(full_id)
             return full_id
         try:
             validated = composite.params.model_validate({"kind": composite.kind, **params})
