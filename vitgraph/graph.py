@@ -134,7 +134,10 @@ class Graph:
             model.vitgraph_carry = carry_weights(model, weights_from)  # type: ignore[assignment]
         return model
 
-    def check_size(self, limit: int = MAX_PARAMS) -> None:
+    def check_size(self, limit: int | None = None) -> None:
+        """Refuse a graph with more than ``limit`` (default ``MAX_PARAMS``) parameters,
+        counted by the summary on the meta device, so before anything is allocated."""
+        limit = MAX_PARAMS if limit is None else limit
         params = self.summary().params
         if params > limit:
             where = self.source.marks.at(("graph",))
