@@ -90,8 +90,8 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """Parse one YAML document; raise a located SpecError for anything unsafe or malformed."""
     marks = Marks(file)
     if len(text) > MAX_CHARS:
-        raise SpecError.at(Location(file, 1, 1), "", f"the spec is {len(text):,} characters "
-                           f"long (limit {MAX_CHARS:,})", "a spec lists blocks, not data")
+        raise SpecError.at(Location(file, 1, 1), "", "the spec is longer than the limit of "
+                           f"{MAX_CHARS:,} characters", "a spec lists blocks, not data")
     try:
         root = yaml.compose(text, Loader=_DepthLimitedLoader)
     except _TooDeep as exc:
