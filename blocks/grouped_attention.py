@@ -67,9 +67,13 @@ class LocallyGroupedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (gr, gc), w, h, d = self.groups, self.window, self.heads, self.head_dim
-        qkv = self.qkv(x).reshape(-1, gr, w, gc, w, 3, h, d)  # (B, gr, w, gc, w, 3, H, d)
+        # tokens in window order before the projection (B, gr, gc, w, w, C): the qkv output
+        # is then already grouped, and q, k, v below are views of it; grouping after the
+        # projection copied 3x the width and kept that copy for the backward pass
+        windows = x.unflatten(1, (gr, w, gc, w)).transpose(2, 3)
+        qkv = self.qkv(windows).reshape(-1, gr, gc, w * w, 3, h, d)
         # -> (3, B, gr, gc, H, w*w, d): windows and heads are batch dims of one SDPA call
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).flatten(5, 6).unbind(0)
+        q, k, v = qkv.permute(4, 0, 1, 2, 5, 3, 6).unbind(0)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
         )  # (B, gr, gc, H, w*w, d)
