@@ -31,6 +31,9 @@ TWINS = {
     "cait_xxs24": "cait_xxs24_224",
     "swin_t": "swin_tiny_patch4_window7_224",
     "levit_128s": "levit_128s",
+    "deit_ti_distilled": "deit_tiny_distilled_patch16_224",
+    "crossvit_9": "crossvit_9_240",
+    "botnet26t_256": "botnet26t_256",
 }
 
 
