@@ -67,10 +67,14 @@ class LocallyGroupedAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         (gr, gc), w, h, d = self.groups, self.window, self.heads, self.head_dim
-        qkv = self.qkv(x).reshape(-1, gr, w, gc, w, 3, h, d)  # (B, gr, w, gc, w, 3, H, d)
-        # -> (3, B*gr*gc, H, w*w, d): windows and heads are batch dims of one SDPA call
-        q, k, v = qkv.permute(5, 0, 1, 3, 6, 2, 4, 7).flatten(5, 6).flatten(1, 3).unbind(0)
-        # 4-D (B*gr*gc, H, w*w, d): the ONNX exporter translates only 4-D SDPA
+        # tokens in window order before the projection (B, gr, gc, w, w, C): the qkv output
+        # is then already grouped, and q, k, v below are views of it; grouping after the
+        # projection copied 3x the width and kept that copy for the backward pass
+        windows = x.unflatten(1, (gr, w, gc, w)).transpose(2, 3)
+        qkv = self.qkv(windows).reshape(-1, w * w, 3, h, d)  # (B*gr*gc, w*w, 3, H, d)
+        # 4-D (B*gr*gc, H, w*w, d): windows and heads are batch dims of one SDPA call, and
+        # the ONNX exporter translates only 4-D SDPA
+        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
         out = F.scaled_dot_product_attention(
             q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
         ).unflatten(0, (-1, gr, gc))  # (B, gr, gc, H, w*w, d)

@@ -60,7 +60,9 @@ class PosConv(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         prefix, patches = x[:, :self.prefix], x[:, self.prefix:]  # (B, P, D), (B, N, D)
         feat = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, D, rows, cols)
-        patches = (self.proj(feat) + feat).flatten(2).transpose(1, 2)
+        mixed = self.proj(feat)
+        mixed += feat  # in place: the convolution's output is not needed for its backward
+        patches = mixed.flatten(2).transpose(1, 2)
         if self.prefix == 0:
             return patches
         return torch.cat([prefix, patches], dim=1)

@@ -16,6 +16,13 @@ from tests.test_fuzz import run_case
 
 def main() -> int:
     total = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    # warm up as tests/conftest.py does: the first summary in a process pays one-time lazy
+    # imports and kernel registrations (about 3 s here), which are no case's own cost
+    import vitgraph
+    from vitgraph.registry import registry
+
+    registry()
+    vitgraph.load("vit_ti_16").summary()
     kinds: dict[str, int] = {}
     escapes, slow, slowest = 0, 0, (0.0, -1)
     start = time.perf_counter()

@@ -125,6 +125,10 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
     if path.suffix == ".safetensors":
         from safetensors import safe_open
 
+        from vitgraph.weights import read_header
+
+        read_header(path)  # a broken file is refused saying what is wrong with it
+
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
             state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118

@@ -57,6 +57,8 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch", type=int, default=1, help="batch size of the forward pass")
     build.add_argument("--out", help="write the weights (safetensors, spec in the metadata)")
     build.add_argument("--seed", type=int, default=0, help="seed of the random init")
+    build.add_argument("--weights", help="load this safetensors file (every key and shape "
+                       "checked against the spec)")
     build.add_argument("--allow-large", action="store_true",
                        help="build even beyond the 2e9-parameter safety limit")
     validate = sub.add_parser("validate", help="check a spec without allocating weights")
@@ -167,7 +169,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     summary = graph.summary()
     torch.manual_seed(args.seed)
     start = time.perf_counter()
-    model = graph.build(device=args.device, allow_large=True).eval()
+    model = graph.build(device=args.device, allow_large=True, weights=args.weights).eval()
     built = time.perf_counter() - start
     x = torch.randn(args.batch, *graph.input_shape, device=args.device)
     start = time.perf_counter()

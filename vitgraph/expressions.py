@@ -68,9 +68,11 @@ def names_in(value: object) -> set[str]:
         return {whole.group(1)}
     found: set[str] = set()
     for text in _INTERP.findall(value):
+        if len(text.strip()) > MAX_TEXT:  # ``evaluate`` reports it; never parse it here
+            continue
         try:
             tree = ast.parse(text.strip(), mode="eval")
-        except SyntaxError:
+        except (SyntaxError, MemoryError, RecursionError):
             continue
         found |= {n.id for n in ast.walk(tree) if isinstance(n, ast.Name)}
     return found - set(_FUNCTIONS)
@@ -101,7 +103,12 @@ def evaluate(text: str, variables: Mapping[str, Any]) -> Any:
         tree = ast.parse(text, mode="eval")
     except SyntaxError as exc:
         raise ExpressionError(f"cannot parse expression '{text}': {exc.msg}") from None
-    return _Evaluator(variables).visit(tree.body)
+    except (MemoryError, RecursionError):  # the parser's own stack limit
+        raise ExpressionError(f"expression '{text}' nests too deeply") from None
+    try:
+        return _Evaluator(variables).visit(tree.body)
+    except RecursionError:  # e.g. 400 unary minus signs: the walk recurses per level
+        raise ExpressionError(f"expression '{text}' nests too deeply") from None
 
 
 def _lookup(name: str, variables: Mapping[str, Any]) -> Any:
@@ -112,15 +119,39 @@ def _lookup(name: str, variables: Mapping[str, Any]) -> Any:
     return variables[name]
 
 
+def _size(value: Any, budget: int = MAX_SEQUENCE) -> int:
+    """Elements of a value with nested lists flattened and a string counting one per
+    character, so ``[[1] * 10000] * 10000`` (10^8 shared elements) or a list of long
+    strings cannot hide its size; stops counting once past ``budget``."""
+    if isinstance(value, str):
+        return len(value)
+    if not isinstance(value, list | tuple):
+        return 1
+    total = 0
+    for item in value:  # every item counts at least once: ``[''] * 10**9`` is 10^9 items
+        total += max(1, _size(item, budget - total))
+        if total > budget:
+            break
+    return total
+
+
+def _digits(value: int) -> str:
+    """A huge int's size in words: formatting it as a float would overflow."""
+    return f"{value:.3e}" if value.bit_length() < 1000 else f"of {len(str(abs(value)))} digits"
+
+
 def _checked(value: Any) -> Any:
     if isinstance(value, bool):
         return value
     if isinstance(value, int) and abs(value) > MAX_INT:
-        raise ExpressionError(f"result {value:.3e} is too large (limit {MAX_INT:.0e})")
+        raise ExpressionError(f"result {_digits(value)} is too large (limit {MAX_INT:.0e})")
     if isinstance(value, float) and not math.isfinite(value):
         raise ExpressionError("result is not a finite number")
-    if isinstance(value, str | list | tuple) and len(value) > MAX_SEQUENCE:
-        raise ExpressionError(f"result has {len(value)} elements (limit {MAX_SEQUENCE})")
+    if isinstance(value, complex):  # (-8) ** 0.5
+        raise ExpressionError("result is not a real number")
+    if isinstance(value, str | list | tuple) and _size(value) > MAX_SEQUENCE:
+        raise ExpressionError(f"result has more than {MAX_SEQUENCE} elements (nested lists "
+                              "and characters counted)")
     return value
 
 
@@ -172,9 +203,9 @@ class _Evaluator(ast.NodeVisitor):
         if isinstance(node.op, ast.Mult):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list) and isinstance(times, int):
-                    if len(seq) * times > MAX_SEQUENCE:
+                    if _size(seq) * times > MAX_SEQUENCE:
                         raise ExpressionError(
-                            f"repetition makes {len(seq) * times} elements "
+                            f"repetition makes {_size(seq) * times} elements "
                             f"(limit {MAX_SEQUENCE})"
                         )
         try:

@@ -93,7 +93,8 @@ class Graph:
 
     def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
               *, allow_large: bool = False, features: bool = False,
-              weights_from: torch.nn.Module | None = None) -> VitgraphModel:
+              weights_from: torch.nn.Module | None = None,
+              weights: str | Path | None = None) -> VitgraphModel:
         """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation),
         initialised as timm does (``vitgraph.init``).
 
@@ -101,11 +102,20 @@ class Graph:
         order of :meth:`feature_shapes`), for use as a dense-prediction backbone.
         ``weights_from``: a model built from an earlier version of this graph; every weight
         whose node (id and kind) and shape are unchanged is copied, and
-        ``model.vitgraph_carry.reinitialized`` lists the rest."""
+        ``model.vitgraph_carry.reinitialized`` lists the rest.
+        ``weights``: a safetensors file (``save_weights``, ``vitgraph build --out``) whose
+        keys and shapes must all fit this graph (every mismatch is listed in a
+        ``WeightsError``); loaded tensor by tensor into the fresh model.
+        ``allow_large``: build beyond ``MAX_PARAMS`` parameters (counted before anything
+        is allocated; a meta build is never refused)."""
         from vitgraph.init import initialize
 
         if not allow_large and str(device) != "meta":
             self.check_size()
+        if weights is not None:  # an unreadable file is refused before anything is built
+            from vitgraph.weights import read_header
+
+            read_header(weights)
         if features and not self.features:
             raise SpecError.at(self.source.marks.at(()), self.name,
                                "the spec names no features to return",
@@ -128,13 +138,21 @@ class Graph:
         model.spec_name = self.name
         model.variant = self.variant
         model.vitgraph_graph = self  # type: ignore[assignment]
+        if weights is not None:
+            from vitgraph.weights import load_into
+
+            load_into(model, weights, f"{self.name} / {self.variant}" if self.variant
+                      else self.name)
         if weights_from is not None:
             from vitgraph.checkpoints import carry_weights
 
             model.vitgraph_carry = carry_weights(model, weights_from)  # type: ignore[assignment]
         return model
 
-    def check_size(self, limit: int = MAX_PARAMS) -> None:
+    def check_size(self, limit: int | None = None) -> None:
+        """Refuse a graph with more than ``limit`` (default ``MAX_PARAMS``) parameters,
+        counted by the summary on the meta device, so before anything is allocated."""
+        limit = MAX_PARAMS if limit is None else limit
         params = self.summary().params
         if params > limit:
             where = self.source.marks.at(("graph",))

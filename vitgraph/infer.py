@@ -55,6 +55,8 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
         if name not in by_id and name not in expanded.aliases and name not in failed:
             where = expanded.nodes[-1].where if expanded.nodes else None
             where, key = expanded.tap_marks.get(name, (where, "outputs"))
+            if where is None:  # no entry expanded: their own problems say why
+                continue
             what = "feature" if key == "features" else "output"
             problems.append(Problem(where, key, f"{what} '{name}' names no node"
                                     f"{did_you_mean(name, [*by_id, *expanded.aliases])}",

@@ -9,6 +9,7 @@ together as one SpecError, each at its ``file:line:col``.
 from __future__ import annotations
 
 import functools
+import re
 from dataclasses import dataclass, field
 from importlib import resources
 from pathlib import Path
@@ -22,13 +23,16 @@ from vitgraph.expressions import ExpressionError, names_in, substitute
 from vitgraph.registry import Block, Composite, registry
 from vitgraph.spec import FORMAT_VERSION, NODE_KEYS, SpecDocument
 from vitgraph.suggest import did_you_mean
-from vitgraph.yamlmarks import Marks, parse_yaml
+from vitgraph.yamlmarks import MAX_CHARS, Marks, parse_yaml
 from vitgraph.yamlmarks import Path as YPath
 
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
 MAX_COMPOSITE_DEPTH = 16
+#: the largest image side accepted (a bound, so counting a spec never overflows torch's sizes)
+MAX_INPUT_SIDE = 65_536
 OVERRIDE_FILE = "<--set>"
+_ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
 
 
 @dataclass
@@ -130,8 +134,9 @@ def resolve_spec(spec: str | Path) -> tuple[str, str | None]:
 def load_source(path: str, text: str | None = None) -> Source:
     """Phase 1 and the top-level schema: parse a spec file and check its outer keys."""
     if text is None:
-        try:
-            text = Path(path).read_text(encoding="utf-8")
+        try:  # bounded: parse_yaml refuses anything longer (and /dev/zero never ends)
+            with open(path, encoding="utf-8") as handle:
+                text = handle.read(MAX_CHARS + 1)
         except (OSError, UnicodeDecodeError) as exc:
             raise SpecError.at(Location(path), "", f"cannot read the spec: {exc}") from None
     data, marks = parse_yaml(text, path)
@@ -296,6 +301,12 @@ class _Expander:
             self.problems += pydantic_problems(exc, self.marks, ("input",), InputSpec)
             return 3, (1, 1)
         size = spec.size
+        sides = size if isinstance(size, list) else [size]
+        if any(side > MAX_INPUT_SIDE for side in sides) or spec.channels > MAX_INPUT_SIDE:
+            self.fail(self.marks.at(("input",)), "input",
+                      f"input {spec.channels} x {size} is larger than {MAX_INPUT_SIDE:,} "
+                      "(channels or pixels per side)")
+            return 3, (1, 1)
         if isinstance(size, list):
             if len(size) != 2 or min(size) <= 0:
                 self.fail(self.marks.at(("input", "size")), "input.size",
@@ -333,10 +344,15 @@ class _Expander:
                           f"graph entry needs {' and '.join(repr(k) for k in unknown_reserved)}")
                 continue
             local_id = str(entry["id"])
-            if not local_id or any(c in local_id for c in " .:/$"):
+            # ids become submodule names and torch.fx writes those into the forward's
+            # source (``getattr(self, "<id>")`` when not an identifier): a quote in an id
+            # would be code, so ids are plain words
+            if not _ID.fullmatch(local_id):
                 self.fail(ctx.where or self.marks.at(path + ("id",)), ctx.label(position),
-                          f"id '{local_id}' must be a non-empty name without spaces, dots or "
-                          "':/$'")
+                          f"id {local_id[:80]!r} must be a non-empty name of letters, digits, "
+                          "'_' and '-'", "for example: blocks, patch_embed, head_dist")
+                previous = f"{prefix}graph[{position}]"  # its users are not reported again
+                self.failed.add(previous)
                 continue
             full_id = f"{prefix}{local_id}"
             if local_id in scope or full_id in self.aliases or full_id in self.groups:
@@ -498,9 +514,11 @@ class _Expander:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
             self.fail(where, full_id, f"composite block includes itself: {chain}")
+            self.failed.add(full_id)  # its users are not reported again
             return full_id
         if ctx.depth >= MAX_COMPOSITE_DEPTH:
             self.fail(where, full_id, f"composite blocks nest deeper than {MAX_COMPOSITE_DEPTH}")
+            self.failed.add(full_id)
             return full_id
         try:
             validated = composite.params.model_validate({"kind": composite.kind, **params})
@@ -562,6 +580,9 @@ def expand(source: Source, variant: str | None = None,
     channels, size = expander.resolve_input(args)
     if expander.problems:
         raise SpecError(expander.problems)
+    if not doc.graph:
+        raise SpecError.at(source.marks.at(("graph",)), "graph", "the graph has no nodes",
+                           "list the model's blocks under graph:")
     scope: dict[str, str] = {}
     last = expander.expand_list(doc.graph, args, "", "input", scope, _Context(path=("graph",)))
     for node_id in expander.node_overrides:

@@ -15,6 +15,7 @@ import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from vitgraph.errors import SpecError
 from vitgraph.registry import Block, FunctionOp, TensorOp
 from vitgraph.shapes import TensorType
 
@@ -128,7 +129,16 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
         in_types = tuple(graph.type_of(name) for name in node.inputs)
         key = (node.params.model_dump_json(exclude=_COUNT_NEUTRAL), in_types, batch)
         if key not in cache:
-            cache[key] = _count_node(node.params, in_types, batch)
+            try:
+                cache[key] = _count_node(node.params, in_types, batch)
+            except (RuntimeError, ValueError, IndexError, OverflowError, MemoryError) as exc:
+                # sizes every shape rule accepted but torch cannot represent (a dim of
+                # 10^12, a width of zero after integer division): the node's problem
+                first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
+                raise SpecError.at(node.where, node.id, f"{node.kind} cannot be built with "
+                                   f"these sizes ({type(exc).__name__}: {first[:200]})",
+                                   "check this block's sizes against its input "
+                                   f"{', '.join(str(t) for t in in_types)}") from None
         params, macs = cache[key]
         rows.append(Row(node.id, node.kind, graph.type_of(node.id).shape, params, macs))
     kinds = {}

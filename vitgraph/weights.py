@@ -1,24 +1,165 @@
-"""Weights in and out: safetensors only (no pickle), with the spec in the metadata."""
+"""Weights in and out: safetensors only (no pickle), with the spec in the metadata.
+
+``save_weights`` writes a model's state_dict with the spec it was built from: the spec
+file's text, the variant, the overrides and the resolved spec (``Graph.to_yaml()``, a spec
+that rebuilds the same graph on its own). ``load_into`` (``Graph.build(weights=...)``)
+reads the file's header first, checks every key and shape against the model the spec
+builds and reports every mismatch at once, then copies one tensor at a time, so loading
+never holds a second copy of the weights. A file that is not a whole safetensors file
+(truncated, corrupted header, random bytes, another format) is refused with what is wrong
+with it, before any tensor is read.
+"""
 
 from __future__ import annotations
 
 import json
+import struct
 from pathlib import Path
+from typing import Any
 
+import torch
+from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from vitgraph.checkpoints import WEIGHTS_FORMAT, CheckpointError
 
-def save_weights(model: nn.Module, graph, path: str | Path) -> None:
-    """Write ``model``'s state_dict with the spec text, variant and overrides as metadata."""
+#: safetensors' own bound on the JSON header (100 MB)
+MAX_HEADER = 100_000_000
+
+_DTYPES = {  # safetensors dtype names -> bytes per element
+    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
+    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+}
+_TORCH_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
+                torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
+                torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16"}
+
+
+class WeightsError(CheckpointError):
+    """A weights file that is unreadable or does not fit the model its spec builds."""
+
+
+def save_weights(model: nn.Module, graph: Any, path: str | Path) -> None:
+    """Write ``model``'s state_dict with the spec text, variant, overrides and the resolved
+    spec as metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    spec_file = Path(graph.file)
+    try:
+        resolved = graph.to_yaml()
+    except Exception as exc:  # noqa: BLE001 - the weights matter more than this copy
+        resolved = f"# could not write the resolved spec: {type(exc).__name__}: {exc}\n"
     metadata = {
-        "vitgraph_format": "1",
+        "vitgraph_format": WEIGHTS_FORMAT,
         "spec_name": graph.name,
-        "spec_file": str(graph.file),
+        "spec_file": str(spec_file),
         "variant": graph.variant or "",
         "overrides": json.dumps(graph.overrides),
-        "spec": Path(graph.file).read_text(encoding="utf-8") if Path(graph.file).is_file()
-        else "",
+        "spec": spec_file.read_text(encoding="utf-8") if spec_file.is_file() else "",
+        "resolved_spec": resolved,
     }
     save_file(state, str(path), metadata=metadata)
+
+
+def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
+    """(metadata, {key: (dtype, shape)}) of a safetensors file, after checking that the
+    header parses and that every tensor lies inside the file; no tensor is read."""
+    path = Path(path)
+    try:
+        size = path.stat().st_size
+        with path.open("rb") as handle:
+            head = handle.read(8)
+            if len(head) < 8:
+                raise WeightsError(f"{path} is {size} bytes long: too short for a safetensors "
+                                   "file (an 8-byte header length comes first)")
+            (length,) = struct.unpack("<Q", head)
+            if length > min(MAX_HEADER, size - 8):
+                raise WeightsError(
+                    f"{path} is not a safetensors file: its first 8 bytes give a header of "
+                    f"{length:,} bytes, but {size - 8:,} bytes follow "
+                    "(truncated, or another format)")
+            raw = handle.read(length)
+    except OSError as exc:
+        raise WeightsError(f"cannot read {path}: {exc}") from None
+    try:
+        header = json.loads(raw.decode("utf-8"))
+    except (UnicodeDecodeError, json.JSONDecodeError) as exc:
+        raise WeightsError(f"{path} has a corrupted safetensors header: it is not JSON "
+                           f"({exc})") from None
+    if not isinstance(header, dict):
+        raise WeightsError(f"{path} has a corrupted safetensors header: not a JSON object")
+    metadata = header.pop("__metadata__", None) or {}
+    data_bytes = size - 8 - length
+    tensors: dict[str, tuple[str, tuple[int, ...]]] = {}
+    problems = []
+    for key, info in header.items():
+        try:
+            dtype, shape = info["dtype"], tuple(int(n) for n in info["shape"])
+            start, end = (int(n) for n in info["data_offsets"])
+            width = _DTYPES[dtype]
+        except (KeyError, TypeError, ValueError):
+            problems.append(f"{key}: malformed entry {str(info)[:120]}")
+            continue
+        numel = 1
+        for n in shape:
+            numel *= n
+        if not 0 <= start <= end or end - start != numel * width:
+            problems.append(f"{key}: offsets {start}..{end} do not hold a {dtype} tensor "
+                            f"of shape {shape}")
+        elif end > data_bytes:
+            problems.append(f"{key}: ends at byte {end:,} of a data section of "
+                            f"{data_bytes:,} bytes (the file is truncated)")
+        tensors[key] = (dtype, shape)
+    if problems:
+        raise WeightsError(f"{path} is not a whole safetensors file:\n  " + "\n  ".join(
+            problems))
+    if not isinstance(metadata, dict):
+        raise WeightsError(f"{path} has a corrupted safetensors header: bad __metadata__")
+    return {str(k): str(v) for k, v in metadata.items()}, tensors
+
+
+def _source(metadata: dict[str, str]) -> str:
+    if "vitgraph_format" not in metadata:
+        return "a file without vitgraph metadata"
+    variant = metadata.get("variant") or ""
+    overrides = metadata.get("overrides") or "{}"
+    name = metadata.get("spec_name", "?") + (f" / {variant}" if variant else "")
+    return name + (f" with overrides {overrides}" if overrides != "{}" else "")
+
+
+def load_into(model: nn.Module, path: str | Path, spec: str = "") -> list[str]:
+    """Copy the weights of ``path`` into ``model``; return the keys loaded.
+
+    Every key and shape is checked against the model (the spec's) before anything is
+    copied; all mismatches are listed in one ``WeightsError``."""
+    if spec:
+        spec = f" ({spec})"
+    metadata, tensors = read_header(path)
+    fmt = metadata.get("vitgraph_format")
+    if fmt is not None and fmt != WEIGHTS_FORMAT:
+        raise WeightsError(f"{path} has vitgraph weights format {fmt}; this vitgraph reads "
+                           f"{WEIGHTS_FORMAT} (upgrade vitgraph)")
+    target = model.state_dict()
+    lines = [f"missing: {key} {tuple(t.shape)}" for key, t in target.items()
+             if key not in tensors]
+    lines += [f"unexpected: {key} {shape}" for key, (_, shape) in tensors.items()
+              if key not in target]
+    for key, t in target.items():
+        if key in tensors:
+            dtype, shape = tensors[key]
+            if shape != tuple(t.shape):
+                lines.append(f"mismatched: {key} is {shape} in the file, {tuple(t.shape)} in "
+                             "the model")
+            elif t.is_floating_point() != (dtype in ("F16", "BF16", "F32", "F64",
+                                                     "F8_E4M3", "F8_E5M2")):
+                lines.append(f"mismatched: {key} is {dtype} in the file, "
+                             f"{_TORCH_NAMES.get(t.dtype, t.dtype)} in the model")
+    if lines:
+        raise WeightsError(
+            f"{path} does not fit the model{spec}: it holds the weights of "
+            f"{_source(metadata)}; {len(lines)} of {len(target)} tensors differ\n  "
+            + "\n  ".join(lines))
+    with safe_open(str(path), framework="pt", device="cpu") as handle, torch.no_grad():
+        for key, dest in target.items():  # state_dict entries share the parameters' storage
+            dest.copy_(handle.get_tensor(key))  # one file tensor in memory at a time
+    return list(target)

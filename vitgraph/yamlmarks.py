@@ -19,6 +19,9 @@ Path = tuple[str | int, ...]
 
 MAX_NODES = 200_000
 MAX_DEPTH = 64
+#: the longest spec text parsed (shipped specs are under 4 KB; PyYAML's pure-Python
+#: scanner reads roughly 100 KB/s, so this keeps a parse well under 2 s)
+MAX_CHARS = 128 * 1024
 _STANDARD_TAGS = {
     "tag:yaml.org,2002:str",
     "tag:yaml.org,2002:int",
@@ -55,11 +58,46 @@ def _location(file: str, mark: yaml.Mark) -> Location:
     return Location(file, mark.line + 1, mark.column + 1)
 
 
+class _TooDeep(Exception):
+    def __init__(self, mark: yaml.Mark) -> None:
+        self.mark = mark
+
+
+class _DepthLimitedLoader(yaml.SafeLoader):
+    """PyYAML composes nodes recursively: ``[[[[...]]]]`` thousands deep would end in a
+    RecursionError, so nesting is refused at ``MAX_DEPTH`` while composing."""
+
+    _depth = 0
+
+    def fetch_flow_collection_start(self, TokenClass):  # noqa: ANN001, ANN201, N803
+        # refused in the scanner already: with thousands of '[' on one line, PyYAML keeps
+        # each as a possible simple key and rescans them (about a second per 1,000)
+        if self.flow_level >= MAX_DEPTH:
+            raise _TooDeep(self.get_mark())
+        return super().fetch_flow_collection_start(TokenClass)
+
+    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+        self._depth += 1
+        try:
+            if self._depth > MAX_DEPTH + 1:
+                raise _TooDeep(self.peek_event().start_mark)
+            return super().compose_node(parent, index)
+        finally:
+            self._depth -= 1
+
+
 def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """Parse one YAML document; raise a located SpecError for anything unsafe or malformed."""
     marks = Marks(file)
+    if len(text) > MAX_CHARS:
+        raise SpecError.at(Location(file, 1, 1), "", "the spec is longer than the limit of "
+                           f"{MAX_CHARS:,} characters", "a spec lists blocks, not data")
     try:
-        root = yaml.compose(text, Loader=yaml.SafeLoader)
+        root = yaml.compose(text, Loader=_DepthLimitedLoader)
+    except _TooDeep as exc:
+        raise SpecError.at(_location(file, exc.mark), "",
+                           f"nesting deeper than {MAX_DEPTH} levels",
+                           "specs are shallow: a few levels of mappings and lists") from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = _location(file, mark) if mark else Location(file)
