@@ -127,3 +127,20 @@ def test_bot_block_pools_after_attention_when_it_strides():
     keys = model.state_dict()
     assert keys["stage3.0.self_attn.pos_embed.height_rel"].shape == (2 * 14 - 1, 128)
     assert keys["stage3.1.self_attn.pos_embed.height_rel"].shape == (2 * 7 - 1, 128)
+
+
+
+def test_squeeze_excite_kind_gates_a_feature_map_inside_a_spec(tmp_path):
+    spec = tmp_path / "tiny_se.yaml"
+    spec.write_text("""vitgraph: 1
+name: tiny_se
+input: {channels: 3, size: 32}
+graph:
+  - {id: stem, kind: bot_stem, channels: [32]}
+  - {id: se, kind: squeeze_excite, ratio: 0.25}
+  - {id: pool, kind: bot_global_pool}
+  - {id: head, kind: linear_head, classes: 10}
+""")
+    rows = {r.id: r for r in vitgraph.load(str(spec)).summary().rows}
+    assert rows["se"].output_shape == (32, 8, 8)
+    assert rows["se"].params == 32 * 8 + 8 + 8 * 32 + 32  # fc1, fc2 with biases
