@@ -3,6 +3,10 @@
 timm. Forward and training step, one process, alternating rounds.
 
 Usage: python benchmarks/bench_conv.py [--device cuda] [--bf16] [--batch 8] [--repeats 5]
+       [--threads 1] [--models levit_128s cvt_13]
+
+CPU numbers use ``--threads`` intra-op threads (default 1: on a shared machine more threads
+measure the neighbours as much as the models).
 """
 
 from __future__ import annotations
@@ -58,7 +62,9 @@ def main() -> None:
     parser.add_argument("--batch", type=int, default=8)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--models", nargs="*", default=list(MODELS))
+    parser.add_argument("--threads", type=int, default=1)
     args = parser.parse_args()
+    torch.set_num_threads(args.threads)
     torch.manual_seed(0)
     for name in args.models:
         ours, reference, shape = MODELS[name](args)

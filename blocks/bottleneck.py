@@ -1,7 +1,8 @@
 """BoTNet's blocks (Srinivas et al., arXiv:2101.11605): a ResNet stem, ResNet bottlenecks,
 and the bottleneck-transformer block whose 3×3 conv is replaced by multi-head self-attention
 with 2-D relative position logits (§3, Fig. 4: q·r_h + q·r_w added to q·k); since MHSA
-cannot stride, a 2×2 average pool follows it in a strided block (§4.2).
+cannot stride, a 2×2 average pool follows it in a strided block (§4.2). BoTNet-S1 (§4.7,
+Appendix) adds squeeze-and-excitation to every block (``se``).
 
 Kinds are prefixed ``bot_`` (module names follow timm's ``byobnet``: ``conv1_1x1``,
 ``conv2_kxk``, ``self_attn``, ``post_attn``, ``conv3_1x1``, ``shortcut``).
@@ -16,6 +17,7 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.blocks.squeeze_excite import SqueezeExcite, se_width
 
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, FunctionOp, register
@@ -96,6 +98,9 @@ class BotBottleneck(Block):
     """Heads of that attention (the paper uses 4)."""
     qkv_bias: bool = False
     """Bias in the 1×1 qkv projection."""
+    se: Annotated[float, Field(ge=0, le=1)] = 0
+    """Squeeze-and-excitation ratio, hidden width ``out * se`` (SE-Net: 1/16); 0: none.
+    The gate acts on the block's output before the residual sum (SE-ResNet placement)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
@@ -115,12 +120,13 @@ class BotBottleneck(Block):
         mid = int(self.out * self.ratio)
         return Bottleneck(image.channels, mid, self.out, self.stride, self.act,
                           (image.height, image.width) if self.attention else None, self.heads,
-                          self.qkv_bias)
+                          self.qkv_bias, se_width(self.out, self.se) if self.se else 0)
 
 
 class Bottleneck(nn.Module):
     def __init__(self, channels: int, mid: int, out: int, stride: int, act: str,
-                 attention_map: tuple[int, int] | None, heads: int, qkv_bias: bool) -> None:
+                 attention_map: tuple[int, int] | None, heads: int, qkv_bias: bool,
+                 se_hidden: int = 0) -> None:
         super().__init__()
         needs_projection = channels != out or stride != 1
         self.shortcut = ConvNormAct(channels, out, 1, stride, None) if needs_projection else (
@@ -133,6 +139,8 @@ class Bottleneck(nn.Module):
             self.post_attn = nn.BatchNorm2d(mid)
             self.post_act = activation(act)
         self.conv3_1x1 = ConvNormAct(mid, out, 1, 1, None)
+        # timm's name for a channel attention after the last conv
+        self.attn_last = SqueezeExcite(out, se_hidden, act) if se_hidden else nn.Identity()
         self.act = activation(act)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -142,7 +150,7 @@ class Bottleneck(nn.Module):
             x = self.conv2_kxk(x)
         else:
             x = self.post_act(self.post_attn(self.self_attn(x)))
-        return self.act(self.conv3_1x1(x) + shortcut)
+        return self.act(self.attn_last(self.conv3_1x1(x)) + shortcut)
 
 
 def _relative_index(rows: int, cols: int, axis: int) -> torch.Tensor:

@@ -67,6 +67,14 @@ class ImageToTokens(Block):
             raise ShapeError(f"patch {self.patch} is larger than the {rows}x{cols} feature map "
                              f"the stem makes of the {image.height}x{image.width} image",
                              field="patch")
+        if rows % self.patch or cols % self.patch:  # the patch conv would drop the rest
+            side, left = (rows, rows % self.patch) if rows % self.patch else (
+                cols, cols % self.patch)
+            raise ShapeError(f"patch {self.patch} must divide the {rows}x{cols} feature map the "
+                             f"stem makes of the {image.height}x{image.width} image ({side} "
+                             f"leaves {left})", field="patch",
+                             hint=f"use an image side that is a multiple of "
+                                  f"{self.stride * (2 if self.pool else 1) * self.patch}")
         return self, Tokens(self.dim, (rows // self.patch, cols // self.patch))
 
     def build(self, *inputs: TensorType) -> nn.Module:
