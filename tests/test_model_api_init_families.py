@@ -282,3 +282,25 @@ def test_a_spec_init_entry_overrides_the_kinds_declaration():
                      pit.source.document.init) == "keep"
     assert scheme_of(twins.node("stage1.pos_block").params,
                      twins.source.document.init) == "conv_fan_out"
+
+
+def test_simplevit_draws_big_vision_init_by_layer():
+    """big_vision models/vit.py: flax lecun_normal (std sqrt(1/fan_in)) for the patch conv
+    and the pre-logits Dense, xavier-uniform (std sqrt(2/(fan_in+fan_out))) for the separate
+    (D, D) q, k, v kernels, the output projection and the MLP, MLP biases ~ N(1e-6), the
+    rest zero, the head included."""
+    model = vitgraph.load("simplevit_s_16", overrides={"depth": 1}).build()
+    dim = 384
+    stds = {"patch_embed.proj.weight": (3 * 16 * 16) ** -0.5,
+            "blocks.0.attn.qkv.weight": (2 / (dim + dim)) ** 0.5,  # not 2/(dim + 3 dim)
+            "blocks.0.attn.proj.weight": (2 / (dim + dim)) ** 0.5,
+            "blocks.0.mlp.fc1.weight": (2 / (dim + 4 * dim)) ** 0.5,
+            "blocks.0.mlp.fc2.weight": (2 / (4 * dim + dim)) ** 0.5,
+            "blocks.0.mlp.fc1.bias": 1e-6, "blocks.0.mlp.fc2.bias": 1e-6,
+            "pre_logits.fc.weight": dim**-0.5}
+    params = dict(model.named_parameters())
+    for name, std in stds.items():
+        assert params[name].std().item() == pytest.approx(std, rel=0.05), name
+    for name in ("patch_embed.proj.bias", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.bias",
+                 "pre_logits.fc.bias", "head.weight", "head.bias"):
+        assert torch.count_nonzero(params[name]) == 0, name

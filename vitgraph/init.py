@@ -23,6 +23,7 @@ import math
 from collections.abc import Callable, Mapping
 from typing import Any
 
+import torch
 from torch import nn
 
 Scheme = Callable[[Any], None]  # the node's module (or, see _TENSOR_SCHEMES, its parameter)
@@ -131,6 +132,51 @@ def _torch_default(module: nn.Module) -> None:
             reset()
 
 
+def _lecun_normal_(weight: torch.Tensor) -> None:
+    """flax's ``lecun_normal``: TN(0, sqrt(1 / fan_in) / .8796) cut at ±2 std (the factor
+    is the std of a unit normal cut at ±2, so the drawn std is sqrt(1 / fan_in))."""
+    fan_in = weight[0].numel()
+    std = (1.0 / fan_in) ** 0.5 / 0.87962566103423978
+    nn.init.trunc_normal_(weight, std=std, a=-2 * std, b=2 * std)
+
+
+def _lecun_normal(module: nn.Module) -> None:
+    """big_vision's ViT: the patch embedding (flax ``nn.Conv``) and the pre-logits layer
+    (``nn.Dense``) keep flax's default kernel init, ``lecun_normal``, and zero biases."""
+    for layer in module.modules():
+        if isinstance(layer, nn.Linear | nn.Conv2d):
+            _lecun_normal_(layer.weight)
+            if layer.bias is not None:
+                nn.init.zeros_(layer.bias)
+
+
+def _xavier(module: nn.Module, bias_std: float) -> None:
+    for name, layer in module.named_modules():
+        if not isinstance(layer, nn.Linear):
+            continue
+        if name.endswith("qkv"):  # big_vision's q, k and v are separate (D, D) kernels
+            for chunk in layer.weight.detach().chunk(3):
+                nn.init.xavier_uniform_(chunk)
+        else:
+            nn.init.xavier_uniform_(layer.weight)
+        if layer.bias is not None and bias_std:
+            nn.init.normal_(layer.bias, std=bias_std)
+        elif layer.bias is not None:
+            nn.init.zeros_(layer.bias)
+
+
+def _xavier_uniform(module: nn.Module) -> None:
+    """big_vision's ViT attention (``MultiHeadDotProductAttention(kernel_init=
+    xavier_uniform())``): every kernel xavier-uniform, a fused qkv per q/k/v chunk; zero
+    biases."""
+    _xavier(module, 0.0)
+
+
+def _xavier_uniform_normal_bias(module: nn.Module) -> None:
+    """big_vision's ViT ``MlpBlock``: xavier-uniform kernels, biases ~ N(0, 1e-6)."""
+    _xavier(module, 1e-6)
+
+
 def _keep(module: nn.Module) -> None:
     """What ``build`` drew (PyTorch's defaults unless the block drew its own)."""
 
@@ -142,6 +188,9 @@ SCHEMES: dict[str, Scheme] = {
     "bn_zero_last": _bn_zero_last,
     "kaiming_fan_out": _kaiming_fan_out,
     "torch_default": _torch_default,
+    "lecun_normal": _lecun_normal,
+    "xavier_uniform": _xavier_uniform,
+    "xavier_uniform_normal_bias": _xavier_uniform_normal_bias,
     "keep": _keep,
 }
 
