@@ -69,8 +69,18 @@ def role_values(model: nn.Module) -> dict[str, torch.Tensor]:
     return {role: torch.cat(values).double() for role, values in groups.items()}
 
 
-def assert_same_statistics(model: nn.Module, reference: nn.Module) -> None:
-    got, want = role_values(model), role_values(reference)
+def key_values(model: nn.Module) -> dict[str, torch.Tensor]:
+    """Per state_dict key with the layer index folded (for two models of one structure)."""
+    groups: dict[str, list[torch.Tensor]] = {}
+    for name, param in model.named_parameters():
+        groups.setdefault(re.sub(r"\.\d+\.", ".*.", name), []).append(param.detach().flatten())
+    return {key: torch.cat(values).double() for key, values in groups.items()}
+
+
+def assert_same_statistics(model: nn.Module, reference: nn.Module,
+                           groups: Callable[[nn.Module], dict[str, torch.Tensor]] = role_values,
+                           ) -> None:
+    got, want = groups(model), groups(reference)
     assert set(got) == set(want)
     for role, expected in want.items():
         actual = got[role]
@@ -233,6 +243,8 @@ def test_a_fresh_model_has_its_references_init_statistics_per_parameter_role(fam
     torch.manual_seed(0)
     model, reference = {**TWINS, **RULES}[family]()
     assert_same_statistics(model, reference)
+    if family in RULES:  # one structure: also layer by layer
+        assert_same_statistics(model, reference, key_values)
 
 
 # -- declarations -----------------------------------------------------------------------
@@ -304,3 +316,25 @@ def test_simplevit_draws_big_vision_init_by_layer():
     for name in ("patch_embed.proj.bias", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.bias",
                  "pre_logits.fc.bias", "head.weight", "head.bias"):
         assert torch.count_nonzero(params[name]) == 0, name
+
+
+FULL: dict[str, Callable[[], Pair]] = {  # the smallest variant of each family, full size
+    "cait_xxs24": lambda: (ours("cait_xxs24"), timm_model("cait_xxs24_224")),
+    "pit_ti": lambda: (ours("pit_ti"), timm_model("pit_ti_224")),
+    "twins_svt_s": lambda: (ours("twins_svt_s"), timm_model("twins_svt_small")),
+    "twins_pcpvt_s": lambda: (ours("twins_pcpvt_s"), timm_model("twins_pcpvt_small")),
+    "swin_t": lambda: (ours("swin_t"), timm_model("swin_tiny_patch4_window7_224")),
+    "tnt_s": lambda: (ours("tnt_s"), timm_model("tnt_s_patch16_224")),
+    "crossvit_9": lambda: (ours("crossvit_9"), timm_model("crossvit_9_240")),
+    "levit_128s": lambda: (ours("levit_128s"), timm_model("levit_128s")),
+    "botnet26t_256": lambda: (ours("botnet26t_256"), timm_model("botnet26t_256")),
+    "pvt_tiny": lambda: (ours("pvt_tiny"), hf("PvtForImageClassification", "PvtConfig")),
+    "cvt_13": lambda: (ours("cvt_13"), hf("CvtForImageClassification", "CvtConfig")),
+}
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("variant", sorted(FULL))
+def test_a_full_size_model_has_its_references_init_statistics(variant):
+    torch.manual_seed(0)
+    assert_same_statistics(*FULL[variant]())
