@@ -3,8 +3,9 @@
 A block's ``build`` already draws the tensors it owns the way the reference does (the
 position table ~ TN(0.02), the class token ~ N(``init_std``), the head per its ``init``
 field, LeViT's zero BatchNorm on residual outputs). What a block leaves to PyTorch's
-defaults and the reference re-draws afterwards (the references all end their constructor
-with one ``model.apply(_init_weights)``) is declared here as a *scheme* per kind.
+defaults and the reference re-draws afterwards (most references end their constructor
+with one ``model.apply(_init_weights)``; LeViT's does not) is declared here as a *scheme*
+per kind.
 
 A kind declares its scheme with a ``weight_init`` ClassVar on its params class (or
 ``declare_init("kind", "scheme")``); a kind without one keeps what ``build`` drew. A kind
