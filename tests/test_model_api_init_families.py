@@ -123,7 +123,7 @@ def cct() -> nn.Module:
 
 
 def botnet() -> nn.Module:
-    """timm's botnet26t at a quarter of its widths (so at 4 heads, head_dim 16 to 128)."""
+    """timm's botnet26t at a quarter of its widths (its 4-head attention at head_dim 16, 32)."""
     byobnet = pytest.importorskip("timm.models.byobnet")
     cfg = importlib.import_module("timm.models.byoanet").model_cfgs["botnet26t"]
     blocks = tuple(tuple(replace(b, c=b.c // 4) for b in stage) if isinstance(stage, tuple)
