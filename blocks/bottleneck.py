@@ -47,6 +47,7 @@ class BotStem(Block):
 
     kind: Literal["bot_stem"] = "bot_stem"
     family = "tokenizer"
+    weight_init = "bn_zero_last"  # timm byobnet._init_weights
     channels: Annotated[list[PosInt], Field(min_length=1)]
     """Width of each conv."""
     kernel: PosInt = 3
@@ -84,6 +85,7 @@ class BotBottleneck(Block):
 
     kind: Literal["bot_bottleneck"] = "bot_bottleneck"
     family = "block"
+    weight_init = "bn_zero_last"  # timm byobnet._init_weights, zero_init_last
     out: PosInt
     """Output channels."""
     stride: Literal[1, 2] = 1

@@ -40,6 +40,7 @@ class ImageToTokens(Block):
 
     kind: Literal["image_to_tokens"] = "image_to_tokens"
     family = "tokenizer"
+    weight_init = "keep"  # CeiT code: conv and BN at PyTorch's defaults
     dim: PosInt
     """Token width."""
     patch: PosInt = 4
@@ -106,6 +107,7 @@ class LocallyEnhancedFeedForward(Block):
 
     kind: Literal["leff"] = "leff"
     family = "mlp"
+    weight_init = "keep"  # CeiT code: LeFF's convs and BNs at PyTorch's defaults
     ratio: Annotated[float, Field(gt=0)] = 4.0
     """Hidden width as a multiple of the token width."""
     kernel: PosInt = 3
@@ -216,6 +218,7 @@ class LastTokenAttention(Block):
 
     kind: Literal["lca_attention"] = "lca_attention"
     family = "attention"
+    weight_init = "trunc_normal_linear"  # CeiT code: _init_weights
     heads: PosInt
     """Number of heads."""
     qkv_bias: bool = True

@@ -37,6 +37,7 @@ class ClassAttention(AttentionParams):
     the prefix tokens' update (CaiT §3)."""
 
     kind: Literal["class_attention"] = "class_attention"
+    weight_init = "trunc_normal_linear"  # timm Cait._init_weights
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)

@@ -29,6 +29,7 @@ class ConvTokenizer(Block):
 
     kind: Literal["conv_tokenizer"] = "conv_tokenizer"
     family = "tokenizer"
+    weight_init = "keep"  # build draws vit-pytorch CCT's kaiming_normal_ convs
     dim: PosInt
     """Token width (channels of the last conv)."""
     layers: PosInt = 1

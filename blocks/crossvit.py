@@ -33,6 +33,7 @@ class CrossAttentionFusion(Block):
 
     kind: Literal["cross_attention_fusion"] = "cross_attention_fusion"
     family = "attention"
+    weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights
     arity = 2
     heads: Annotated[int, Field(gt=0)]
     """Heads of the cross attention (it runs at the other branch's width)."""
@@ -127,6 +128,7 @@ class MultiConvEmbed(Block):
 
     kind: Literal["multi_conv_embed"] = "multi_conv_embed"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights (convs default)
     patch: Literal[12, 16]
     """Patch size the stem replaces (12 or 16, as in the paper)."""
     dim: Annotated[int, Field(gt=0)]

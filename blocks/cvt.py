@@ -29,6 +29,7 @@ class ConvEmbed(Block):
 
     kind: Literal["conv_embed"] = "conv_embed"
     family = "tokenizer"
+    weight_init = "trunc_normal_all"  # HF CvtPreTrainedModel._init_weights
     dim: PosInt
     """Output token width."""
     patch: PosInt
@@ -95,6 +96,7 @@ class ConvProjectionAttention(Block):
 
     kind: Literal["conv_attention"] = "conv_attention"
     family = "attention"
+    weight_init = "trunc_normal_all"  # HF CvtPreTrainedModel._init_weights
     heads: PosInt
     """Number of heads."""
     head_dim: PosInt | None = None

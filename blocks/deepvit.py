@@ -30,6 +30,7 @@ class DeepVitStem(Block):
 
     kind: Literal["deepvit_stem"] = "deepvit_stem"
     family = "tokenizer"
+    weight_init = "keep"  # DeepViT code: PatchEmbed_CNN at PyTorch's defaults
     patch: PosInt
     """Pixels per token side; the stem halves the image, the projection takes patch/2."""
     dim: PosInt

@@ -26,6 +26,7 @@ class PatchEmbed(Block):
 
     kind: Literal["patch_embed"] = "patch_embed"
     family = "tokenizer"
+    weight_init = "keep"  # timm ViT: conv at PyTorch's default; Twins/PVT specs override
     patch: PosInt
     """Patch side in pixels (the conv kernel)."""
     dim: PosInt

@@ -31,6 +31,7 @@ class GroupedAttention(AttentionParams):
     """Self-attention within non-overlapping window×window groups of the patch grid."""
 
     kind: Literal["grouped_attention"] = "grouped_attention"
+    weight_init = "conv_fan_out"  # timm Twins._init_weights
     window: Annotated[int, Field(gt=0)]
     """Side of each group, in tokens (Twins-SVT: 7); must divide both grid sides."""
 

@@ -33,6 +33,7 @@ class LinearHead(Block):
 
     kind: Literal["linear_head"] = "linear_head"
     family = "head"
+    weight_init = "keep"  # build draws per `init`; PiT/BoTNet/VT specs override
     classes: Annotated[int, Field(gt=0)]
     """Number of classes."""
     bias: bool = True
@@ -55,6 +56,7 @@ class PreLogits(Block):
 
     kind: Literal["pre_logits"] = "pre_logits"
     family = "head"
+    weight_init = "keep"  # build draws TN(0.02)
     dim: Annotated[int, Field(gt=0)] | None = None
     """Output width; default: the input's."""
 
@@ -87,6 +89,7 @@ class DistillationHead(Block):
 
     kind: Literal["distill_head"] = "distill_head"
     family = "head"
+    weight_init = "keep"  # build draws TN(0.02)
     arity = 2
     index: Annotated[int, Field(ge=0)] = 1
     """Position of the distillation token in the prefix."""

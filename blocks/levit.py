@@ -70,6 +70,7 @@ class LevitStem(Block):
 
     kind: Literal["levit_stem"] = "levit_stem"
     family = "tokenizer"
+    weight_init = "keep"  # timm LeViT keeps its constructors' init
     dim: PosInt
     """Width of the last conv (the token width)."""
     convs: Annotated[int, Field(ge=1, le=6)] = 4
@@ -127,6 +128,7 @@ def bias_index(grid: tuple[int, int], table: tuple[int, int], stride: int) -> to
 
 class _BiasedAttention(Block):
     family = "attention"
+    weight_init = "keep"  # timm LeViT: Linear default, attention_biases 0
     heads: PosInt
     """Number of heads."""
     key_dim: PosInt
@@ -286,6 +288,7 @@ class LevitMlpBlock(Block):
 
     kind: Literal["levit_mlp"] = "levit_mlp"
     family = "mlp"
+    weight_init = "keep"  # timm LeViT: Linear default, residual BN 0 (drawn by build)
     ratio: Annotated[float, Field(gt=0)] = 2.0
     """Hidden width as a multiple of the input width."""
     act: Activation = "hardswish"
@@ -334,6 +337,7 @@ class BnLinearHead(Block):
 
     kind: Literal["bn_linear_head"] = "bn_linear_head"
     family = "head"
+    weight_init = "keep"  # timm LeViT NormLinear: TN(0.02), drawn by build
     classes: PosInt
     """Number of classes."""
     drop: Rate = 0.0
@@ -356,6 +360,7 @@ class BnDistillHead(Block):
 
     kind: Literal["bn_distill_head"] = "bn_distill_head"
     family = "head"
+    weight_init = "keep"  # timm LeViT NormLinear: TN(0.02), drawn by build
     arity = 2
     drop: Rate = 0.0
     """Dropout between the BatchNorm and the Linear."""

@@ -34,6 +34,7 @@ class LvvitStem(Block):
 
     kind: Literal["lvvit_stem"] = "lvvit_stem"
     family = "tokenizer"
+    weight_init = "keep"  # tlt PatchEmbed4_2: convs and BNs at PyTorch's defaults
     patch: PosInt
     """Pixels per token side; the stem halves the image, the projection takes patch/2."""
     dim: PosInt
@@ -69,6 +70,7 @@ class TokenLabelHead(Block):
 
     kind: Literal["token_label_head"] = "token_label_head"
     family = "head"
+    weight_init = "keep"  # build draws tlt's TN(0.02) aux_head
     arity = 2
     weight: Annotated[float, Field(ge=0)] = 0.5
     """Weight of the token logits' maximum in the inference output."""

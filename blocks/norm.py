@@ -18,6 +18,7 @@ class LayerNormBlock(Block):
 
     kind: Literal["layernorm"] = "layernorm"
     family = "norm"
+    weight_init = "keep"  # 1 and 0 (PyTorch's default) in every reference
     eps: Annotated[float, Field(gt=0)] = 1e-5
     """Added to the variance (ViT and DeiT use 1e-6; torch's default is 1e-5)."""
     affine: bool = True

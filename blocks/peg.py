@@ -25,6 +25,7 @@ class PositionalEncodingGenerator(Block):
 
     kind: Literal["peg"] = "peg"
     family = "position"
+    weight_init = "keep"  # CPVT = DeiT init (conv default); the Twins spec overrides
     kernel: Annotated[int, Field(gt=0)] = 3
     """Side of the depthwise kernel (odd, so the grid keeps its size)."""
 

@@ -25,6 +25,7 @@ Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 class _T2TAttention(Block):
     family = "attention"
+    weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights (w fixed)
     out_dim: Annotated[int, Field(gt=0)]
     """Width of the output tokens (T2T-ViT's token_dim, 64)."""
     proj_drop: Rate = 0.0

@@ -26,6 +26,7 @@ class PitPool(Block):
 
     kind: Literal["pit_pool"] = "pit_pool"
     family = "pooling"
+    weight_init = "keep"  # timm PiT re-draws only LayerNorms
     dim: Annotated[int, Field(gt=0)] | None = None
     """Output width (a multiple of the input width); default: twice the input's (§3.2)."""
     stride: Annotated[int, Field(gt=0)] = 2

@@ -22,6 +22,7 @@ class ReAttentionBlock(AttentionParams):
     batch-normalised before they weight the values."""
 
     kind: Literal["reattention"] = "reattention"
+    weight_init = "trunc_normal_linear"  # DeepViT code: _init_weights (conv, BN default)
     transform_scale: bool = False
     """Multiply the re-attention map by the attention scale head_dim^-0.5 (the official
     ``transform_scale``, on in DeepViT-S)."""

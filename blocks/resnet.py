@@ -28,6 +28,7 @@ class ResNetStem(Block):
 
     kind: Literal["resnet_stem"] = "resnet_stem"
     family = "conv"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet
     dim: PosInt = 64
     """Output channels."""
 
@@ -62,6 +63,7 @@ class BasicBlock(_Residual):
     """Two 3×3 convs with BatchNorm, plus the (projected) input, then ReLU."""
 
     kind: Literal["basic_block"] = "basic_block"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet
 
     def build(self, *inputs: TensorType) -> nn.Module:
         return Basic(expect_image(inputs[0], self.kind).channels, self.dim, self.stride)
@@ -73,6 +75,7 @@ class BottleneckBlock(_Residual):
     input, then ReLU."""
 
     kind: Literal["bottleneck"] = "bottleneck"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet
     width: PosInt | None = None
     """Channels of the inner 3×3 conv; default: dim / 4 (the expansion of He et al.)."""
 

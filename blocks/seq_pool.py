@@ -22,6 +22,7 @@ class SequencePool(Block):
 
     kind: Literal["seq_pool"] = "seq_pool"
     family = "pooling"
+    weight_init = "trunc_normal_linear"  # vit-pytorch CCT init_weight
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, Vector(expect_tokens(inputs[0], self.kind).dim)

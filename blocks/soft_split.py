@@ -39,6 +39,7 @@ class SoftSplit(Block):
 
     kind: Literal["soft_split"] = "soft_split"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights
     kernel: PosInt
     """Patch side."""
     stride: PosInt
@@ -87,6 +88,7 @@ class TokenLinear(Block):
 
     kind: Literal["token_linear"] = "token_linear"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights
     dim: PosInt
     """Output width."""
     bias: bool = True

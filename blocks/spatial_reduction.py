@@ -27,6 +27,7 @@ class SpatialReductionAttention(Block):
 
     kind: Literal["spatial_reduction_attention"] = "spatial_reduction_attention"
     family = "attention"
+    weight_init = "trunc_normal_all"  # HF PvtPreTrainedModel._init_weights
     heads: Annotated[int, Field(gt=0)]
     """Number of heads."""
     sr_ratio: Annotated[int, Field(gt=0)] = 1

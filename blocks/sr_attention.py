@@ -25,6 +25,7 @@ class SpatialReductionAttention(AttentionParams):
     """Attention whose keys/values come from the grid sub-sampled by a strided conv + norm."""
 
     kind: Literal["sr_attention"] = "sr_attention"
+    weight_init = "conv_fan_out"  # timm Twins._init_weights
     sr_ratio: Annotated[int, Field(gt=0)] = 1
     """Sub-sampling factor of the key/value grid (PVT and Twins: 8, 4, 2, 1 by stage)."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-5

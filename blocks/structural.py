@@ -96,6 +96,7 @@ class LayerScaleBlock(_PassThrough):
     is null."""
 
     kind: Literal["layer_scale"] = "layer_scale"
+    weight_init = "keep"  # build fills init_values
     init: Annotated[float, Field(gt=0)] | None = None
     """Initial value of every channel's scale (CaiT: 1e-5 up to depth 24, 1e-6 beyond)."""
 
@@ -146,6 +147,7 @@ class ResidualScale(_PassThrough):
     ``skip_lam`` (arXiv:2104.10858 §3) and DeepViT's ``scale_adjustment``; identity at 1."""
 
     kind: Literal["residual_scale"] = "residual_scale"
+    weight_init = "keep"
     divisor: Annotated[float, Field(gt=0)] = 1.0
     """The branch is divided by this before it joins the residual stream."""
 

@@ -40,6 +40,7 @@ class WindowAttention(Block):
 
     kind: Literal["shifted_window_attention"] = "shifted_window_attention"
     family = "attention"
+    weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
     heads: PosInt
     """Number of heads."""
     window: PosInt = 7
@@ -186,6 +187,7 @@ class PatchMerging(Block):
 
     kind: Literal["patch_merging"] = "patch_merging"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
     out_dim: PosInt | None = None
     """Output width; default: twice the input's."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-5

@@ -22,6 +22,7 @@ class TalkingHeadsAttention(AttentionParams):
     softmax (two learned heads×heads maps with bias)."""
 
     kind: Literal["talking_heads"] = "talking_heads"
+    weight_init = "trunc_normal_linear"  # timm Cait._init_weights
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]

@@ -33,6 +33,7 @@ class PixelEmbed(Block):
 
     kind: Literal["tnt_pixel_embed"] = "tnt_pixel_embed"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # timm TNT._init_weights (conv default)
     patch: PosInt = 16
     """Patch side in pixels."""
     dim: PosInt = 24
@@ -92,6 +93,7 @@ class GroupedAttention(Block):
 
     kind: Literal["tnt_attention"] = "tnt_attention"
     family = "attention"
+    weight_init = "trunc_normal_linear"  # timm TNT._init_weights
     heads: PosInt
     """Number of heads."""
     group: Annotated[int, Field(ge=0)] = 0
@@ -150,6 +152,7 @@ class WordProjection(Block):
 
     kind: Literal["tnt_word_projection"] = "tnt_word_projection"
     family = "tokenizer"
+    weight_init = "trunc_normal_linear"  # timm TNT._init_weights
     arity = None
     words: PosInt = 16
     """Words per patch."""

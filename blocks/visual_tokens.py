@@ -65,6 +65,7 @@ class VTTokenizer(Block):
 
     kind: Literal["vt_tokenizer"] = "vt_tokenizer"
     family = "visual_tokens"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     arity = None
     tokens: PosInt = 16
     """Number of visual tokens L (§4: 16 for every module)."""
@@ -115,6 +116,7 @@ class VTTransformer(Block):
 
     kind: Literal["vt_transformer"] = "vt_transformer"
     family = "visual_tokens"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     heads: PosInt = 16
     """Attention heads."""
     groups: PosInt = 8
@@ -141,6 +143,7 @@ class VTProjector(Block):
 
     kind: Literal["vt_projector"] = "vt_projector"
     family = "visual_tokens"
+    weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     arity = 2
     heads: PosInt = 16
     """Heads of the pixel-token attention."""

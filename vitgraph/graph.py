@@ -131,7 +131,7 @@ class Graph:
 
         def make() -> VitgraphModel:
             made = compile_nodes(order, self._inferred.types, outputs, self._expanded.aliases)
-            initialize(made, order)
+            initialize(made, order, self.source.document.init)
             return made
 
         model = build_on(device, dtype, make)

@@ -31,6 +31,9 @@ class Block(BaseModel):
     arity: ClassVar[int | None] = 1
     #: fields that name another block kind (so graph edits can swap them)
     family: ClassVar[str] = "misc"
+    #: init scheme of the module ``build`` returns (a name in ``vitgraph.init.SCHEMES``;
+    #: None: ``vitgraph.init.KIND_SCHEMES`` or keep what ``build`` drew)
+    weight_init: ClassVar[str | None] = None
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         """Fill omitted dims from the inputs and return (resolved params, output type).

@@ -8,7 +8,8 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic_core import PydanticCustomError
 
 FORMAT_VERSION = 1
 
@@ -59,9 +60,29 @@ class SpecDocument(BaseModel):
     """Paper model names mapped to the args they change."""
     data: DataConfig = DataConfig()
     """Pre-processing the model expects."""
+    init: dict[str, str] = {}
+    """Init scheme per block kind, over the kind's own (``{peg: conv_fan_out}``).
+
+    For a family whose reference initialises a shared kind differently (``vitgraph.init``).
+    """
     graph: list[dict[str, Any]]
     """The blocks, in order; an entry without ``inputs`` takes the previous one."""
     outputs: list[str] | None = None
     """Output node ids (default: the last node)."""
     features: list[str] | None = None
     """Feature taps for dense prediction (node ids)."""
+
+    @field_validator("init")
+    @classmethod
+    def _known_schemes(cls, value: dict[str, str]) -> dict[str, str]:
+        from vitgraph.init import SCHEMES
+        from vitgraph.suggest import did_you_mean
+
+        for kind, scheme in value.items():
+            if scheme not in SCHEMES:
+                raise PydanticCustomError(
+                    "init_scheme", "unknown init scheme '{scheme}' for kind '{kind}'{maybe}; "
+                    "known: {known}", {"scheme": scheme, "kind": kind, "known":
+                                         ", ".join(SCHEMES),
+                                         "maybe": did_you_mean(scheme, list(SCHEMES))})
+        return value
