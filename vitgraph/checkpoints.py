@@ -106,11 +106,17 @@ def resample_grid_table(table: torch.Tensor, new_grid: tuple[int, int],
 @resampler("learned_pos")
 def _resample_learned(block: Block, tokens: TensorType, table: torch.Tensor,
                       target: tuple[int, ...], options: Any) -> torch.Tensor | None:
-    if not isinstance(tokens, Tokens) or tokens.grid is None or table.ndim != 3:
+    if not isinstance(tokens, Tokens) or table.ndim != 3:
         return None
     prefix = tokens.prefix if getattr(block, "include_prefix", True) else 0
+    grid = tokens.grid
+    if grid is None:  # patch tokens that lost their grid type (TNT's word projection)
+        side = math.isqrt(target[1] - prefix)
+        if side * side != target[1] - prefix:
+            return None
+        grid = (side, side)
     try:
-        out = resample_grid_table(table, tokens.grid, None, prefix, options["antialias"])
+        out = resample_grid_table(table, grid, None, prefix, options["antialias"])
     except CheckpointError:  # not a square grid of patches: another model's table
         return None
     return out if tuple(out.shape) == target else None
