@@ -112,3 +112,23 @@ def test_absolute_table_checkpoint_loads_at_another_size_with_timms_logits(
     report = vitgraph.load_weights(ours, tmp_path / "abs.pth", timm_name=name)
     assert report.ok and len(report.resampled) == 1
     assert_same_logits(ours.eval(), target.eval(), torch.randn(2, 3, new, new))
+
+
+def test_botnet_checkpoint_at_128_loads_at_160_resampling_its_relative_tables(tmp_path):
+    """timm has no resampler for BoTNet's 1-D relative tables; ours (linear along the
+    offsets, ends kept) fills timm's model at the new size and ours alike."""
+    from vitgraph.checkpoints import resize_offset_rows
+
+    name = "botnet26t_256"
+    source = redraw_(timm.create_model(name, pretrained=False, img_size=128, num_classes=10))
+    state = save(source, tmp_path / "bot.pth")
+    target = timm.create_model(name, pretrained=False, img_size=160, num_classes=10)
+    load_resampled(target, state, lambda k, v, shape: resize_offset_rows(v, shape[0]))
+    ours = vitgraph.from_timm(redraw_(timm.create_model(name, pretrained=False, img_size=160,
+                                                        num_classes=10)))
+    report = vitgraph.load_weights(ours, tmp_path / "bot.pth", timm_name=name)
+    assert report.ok and len(report.resampled) == 6  # height and width, three BoT blocks
+    assert all(k.endswith(("height_rel", "width_rel")) for k in report.resampled)
+    assert_same_logits(ours.eval(), target.eval(), torch.randn(2, 3, 160, 160))
+    table = torch.arange(7.0)[:, None].repeat(1, 2)
+    assert torch.allclose(resize_offset_rows(table, 9)[:, 0], torch.linspace(0, 6, 9))

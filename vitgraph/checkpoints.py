@@ -242,6 +242,25 @@ def _resample_offset_bias(block: Block, tokens: TensorType, table: torch.Tensor,
     return out if tuple(out.shape) == target else None
 
 
+def resize_offset_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """BoTNet's 1-D relative tables ``height_rel`` / ``width_rel`` (2H-1, d), one row per
+    offset -(H-1)..H-1, for ``rows`` = 2H'-1 offsets: linear along the offsets with the
+    end points kept, so offset 0 stays at the centre. timm has no resampler for these
+    tables (its BoTNets are fixed-size), so this one is vitgraph's choice."""
+    if table.shape[0] == rows:
+        return table
+    out = F.interpolate(table.float().t()[None], size=rows, mode="linear", align_corners=True)
+    return out[0].t().contiguous().to(table.dtype)
+
+
+@resampler("bot_bottleneck")
+def _resample_bot_tables(block: Block, image: TensorType, table: torch.Tensor,
+                         target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+    if table.ndim != 2 or len(target) != 2 or table.shape[1] != target[1] or target[0] % 2 == 0:
+        return None
+    return resize_offset_rows(table, target[0])
+
+
 # ------------------------------------------------------------------------- reading
 
 
