@@ -3,12 +3,15 @@
 and ``pretrained_cfg``, with timm's names and meanings.
 
 Nothing here knows a spec by name. The roles come from the Graph and from each block's
-``family``: the features are the tokens entering the first ``pooling`` block (timm's
-``forward_features`` returns the normed tokens), the classifiers are the ``head`` blocks
-that produce class logits, and the checkpoint units are the repeat instances
-(``blocks.3``). The fx graph is cut at those points into *segments*, each compiled by fx
-into a plain function of the model, so every part runs the same generated code as
-``forward`` and follows later changes of a submodule (``reset_classifier``).
+``family``: the features are the tokens entering each global ``pooling`` block (one
+that makes a vector; timm's ``forward_features`` returns the normed tokens; one per
+branch for CrossViT), laid out as the family's timm twin lays them out where it differs
+(``feature_format``: Swin's NHWC maps, PiT's prefix tokens); the classifiers are the
+``head`` blocks that produce class logits; the checkpoint units are the repeat instances
+(``blocks.3``) and composite nodes used once. The fx graph is cut at those points into
+*segments*, each compiled by fx into a plain function of the model, so every part runs
+the same generated code as ``forward`` and follows later changes of a submodule
+(``reset_classifier``).
 """
 
 from __future__ import annotations
@@ -147,8 +150,9 @@ def cat_of(*xs: torch.Tensor) -> torch.Tensor:
 @dataclass(frozen=True)
 class FeatureFormat:
     """How a family's timm twin lays out ``forward_features``'s tensor, when it differs
-    from our tokens: ``out(x, tokens)`` makes timm's layout from ours, ``back`` (with the
-    same keywords) undoes it before the head, or is None when the head reads it as is."""
+    from our tokens: ``out(x, **keywords(tokens_type))`` makes timm's layout from ours,
+    ``back`` (same keywords) undoes it before the head, or is None when the head reads
+    timm's layout as it is."""
 
     out: Callable[..., torch.Tensor]
     keywords: Callable[[Tokens], dict[str, Any]]
@@ -522,7 +526,7 @@ def headless_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
 
 def _headless(model: nn.Module) -> bool:
     return (model.__dict__.get("_vitgraph_num_classes") == 0
-            and len(set(_widths(model))) > 1)  # type: ignore[arg-type]
+            and len(set(_widths(model))) > 1)
 
 
 def set_grad_checkpointing(model: fx.GraphModule, enable: bool = True) -> None:
