@@ -4,6 +4,9 @@ weights (re-drawn first), and grad checkpointing changes nothing but memory."""
 
 from __future__ import annotations
 
+import copy
+import functools
+
 import pytest
 import torch
 
@@ -39,9 +42,16 @@ def reference(name: str, **extra) -> torch.nn.Module:
                                      **FAMILIES[name], **extra))
 
 
-def twins(name: str, **extra):
-    ref = reference(name, **extra).eval()
+@functools.cache
+def _made(name: str):
+    ref = reference(name).eval()
     return vitgraph.from_timm(ref).eval(), ref
+
+
+def twins(name: str):
+    """Ours and timm's with the same weights (fresh copies: tests change heads and modes)."""
+    ours, ref = _made(name)
+    return copy.deepcopy(ours), copy.deepcopy(ref)
 
 
 def image(ref: torch.nn.Module, batch: int = 2) -> torch.Tensor:
