@@ -195,17 +195,20 @@ def test_grad_checkpointing_gives_the_same_logits_and_gradients(name):
         return out.detach(), {n: p.grad.clone() for n, p in ours.named_parameters()}
 
     plain_out, plain_grads = run()
+    plain_features = ours.forward_features(x)
     ours.set_grad_checkpointing(True)
     ckpt_out, ckpt_grads = run()
     assert (plain_out - ckpt_out).abs().max().item() <= 1e-6
+    assert worst(ours.forward_features(x), plain_features) <= 1e-6
     assert max((plain_grads[n] - ckpt_grads[n]).abs().max().item() for n in plain_grads) <= 1e-6
     ours.set_grad_checkpointing(False)
     assert (run()[0] - plain_out).abs().max().item() == 0
 
 
 def test_grad_checkpointing_units_are_each_familys_blocks(monkeypatch):
-    """One checkpoint per Swin block (timm checkpoints each block of a stage) and per
-    TNT layer; Twins' first layer of a stage (a composite used once) is a unit too."""
+    """Checkpointed segments: Swin, each of the 6 blocks (as timm's stages checkpoint
+    their blocks) and the 3 patch mergings; TNT, its 2 layers; Twins, per stage its patch
+    embedding, first layer (a composite used once), PEG and second layer."""
     from vitgraph import model_api
 
     calls = []
@@ -216,13 +219,13 @@ def test_grad_checkpointing_units_are_each_familys_blocks(monkeypatch):
         return real(fn, *args, **kwargs)
 
     monkeypatch.setattr(model_api, "checkpoint", spy)
-    for name, units in (("swin_tiny_patch4_window7_224", 6), ("tnt_s_patch16_224", 2),
-                        ("twins_svt_small", 8)):
+    for name, units in (("swin_tiny_patch4_window7_224", 9), ("tnt_s_patch16_224", 2),
+                        ("twins_svt_small", 16)):
         ours, ref = twins(name)
         ours.set_grad_checkpointing(True)
         calls.clear()
         ours(image(ref, batch=1)).sum().backward()
-        assert len(calls) >= units, name
+        assert len(calls) == units, name
 
 
 def test_crossvit_headless_forward_returns_timms_concatenated_features():
@@ -235,3 +238,23 @@ def test_crossvit_headless_forward_returns_timms_concatenated_features():
         assert out.shape == (2, ref.num_features) and worst(out, ref(x)) <= 1e-5
     ours.set_grad_checkpointing(True)
     assert worst(ours(x).detach(), out) <= 1e-6
+
+
+FULL_SIZE = ["pit_s_distilled_224", "cait_s24_224", "twins_svt_base", "twins_pcpvt_base",
+             "swin_base_patch4_window7_224", "tnt_b_patch16_224", "crossvit_15_dagger_240",
+             "levit_256", "botnet26t_256"]
+
+
+@pytest.mark.slow
+@pytest.mark.parametrize("name", FULL_SIZE)
+def test_full_size_no_weight_decay_groups_and_features_are_timms(name):
+    ref = timm.create_model(name, pretrained=False).eval()
+    ours = vitgraph.from_timm(ref).eval()
+    assert no_decay_group(ours) == no_decay_group(ref, rename_of(ref))
+    x = torch.randn(1, 3, *ref.pretrained_cfg["input_size"][1:])
+    with torch.no_grad():
+        theirs = ref.forward_features(x)
+        scale = max(1.0, *(t.abs().max().item() for t in (
+            theirs if isinstance(theirs, list) else [theirs])))
+        assert worst(ours.forward_features(x), theirs) <= 1e-4 * scale
+    assert ours.num_features == ref.num_features
