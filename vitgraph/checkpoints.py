@@ -106,14 +106,159 @@ def resample_grid_table(table: torch.Tensor, new_grid: tuple[int, int],
 @resampler("learned_pos")
 def _resample_learned(block: Block, tokens: TensorType, table: torch.Tensor,
                       target: tuple[int, ...], options: Any) -> torch.Tensor | None:
-    if not isinstance(tokens, Tokens) or tokens.grid is None or table.ndim != 3:
+    if not isinstance(tokens, Tokens) or table.ndim != 3:
         return None
     prefix = tokens.prefix if getattr(block, "include_prefix", True) else 0
+    grid = tokens.grid
+    if grid is None:  # patch tokens that lost their grid type (TNT's word projection)
+        side = math.isqrt(target[1] - prefix)
+        if side * side != target[1] - prefix:
+            return None
+        grid = (side, side)
     try:
-        out = resample_grid_table(table, tokens.grid, None, prefix, options["antialias"])
+        out = resample_grid_table(table, grid, None, prefix, options["antialias"])
     except CheckpointError:  # not a square grid of patches: another model's table
         return None
     return out if tuple(out.shape) == target else None
+
+
+# Relative-position bias tables. Swin's table holds one bias per head and window offset,
+# ((2h-1)(2w-1), heads); a new window needs offsets the old table never saw, so timm's
+# ``resize_rel_pos_bias_table`` (after BEiT's fine-tuning code) places the old offsets on a
+# geometric progression that stretches to the new window's extent and interpolates
+# linearly there: the offsets near 0, which matter most, keep their spacing.
+
+
+def _stretched_offsets(src: int, dst: int) -> torch.Tensor:
+    """Positions for a source axis of ``src`` offsets (-(src//2)..src//2): unit steps that
+    grow by a ratio q, q chosen by bisection so the outermost lands at ``dst // 2``."""
+    half, reach = src // 2, dst // 2
+    low, high = 1.01, 1.5
+    while high - low > 1e-6:
+        q = (low + high) / 2
+        if (1 - q**half) / (1 - q) > reach:  # sum of the first `half` steps, 1 + q + ...
+            high = q
+        else:
+            low = q
+    steps, pos = [], 1.0
+    for k in range(half):
+        steps.append(pos)
+        pos += q ** (k + 1)
+    return torch.tensor([-p for p in reversed(steps)] + [0.0] + steps)
+
+
+def _linear_on_grid(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
+                    at_rows: torch.Tensor, at_cols: torch.Tensor) -> torch.Tensor:
+    """Bilinear interpolation of (..., R, C) ``values`` given at the (unevenly spaced)
+    ``rows`` x ``cols`` positions, at every (at_rows[i], at_cols[j]); outside the
+    positions the edge value is kept."""
+
+    def bracket(pos: torch.Tensor, at: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        right = torch.searchsorted(pos, at).clamp(max=len(pos) - 1)
+        left = (right - 1).clamp(min=0)
+        span = pos[right] - pos[left]
+        t = torch.where(span > 0, (at - pos[left]) / torch.where(span > 0, span, 1), 0.5)
+        return left, right, t.clamp(0, 1)
+
+    r0, r1, tr = bracket(rows, at_rows)
+    c0, c1, tc = bracket(cols, at_cols)
+    tr, tc = tr[:, None], tc[None, :]
+    top = values[..., r0[:, None], c0[None, :]] * (1 - tc) + values[..., r0[:, None],
+                                                                  c1[None, :]] * tc
+    bottom = values[..., r1[:, None], c0[None, :]] * (1 - tc) + values[..., r1[:, None],
+                                                                     c1[None, :]] * tc
+    return top * (1 - tr) + bottom * tr
+
+
+def resize_relative_bias_table(table: torch.Tensor, new_window: tuple[int, int],
+                               old_window: tuple[int, int] | None = None) -> torch.Tensor:
+    """A ((2h-1)(2w-1), heads) relative-position bias table for ``new_window``, as timm's
+    ``resize_rel_pos_bias_table`` makes it (linear interpolation on stretched offsets);
+    the old window is square unless given."""
+    dst = (2 * new_window[0] - 1, 2 * new_window[1] - 1)
+    positions, heads = table.shape
+    if old_window is not None:
+        src = (2 * old_window[0] - 1, 2 * old_window[1] - 1)
+    else:
+        side = math.isqrt(positions)
+        if side * side == positions:
+            src = (side, side)
+        elif positions == dst[0] * dst[1]:
+            src = dst
+        else:
+            raise CheckpointError(f"cannot tell the window of a {positions}-row relative "
+                                  "bias table: not square")
+    if src == dst:
+        return table
+    grid = table.float().t().reshape(heads, *src)
+    at = [torch.arange(-(d // 2), d // 2 + 0.1, 1.0) for d in dst]
+    out = _linear_on_grid(grid, _stretched_offsets(src[0], dst[0]),
+                          _stretched_offsets(src[1], dst[1]), *at)
+    return out.reshape(heads, -1).t().contiguous().to(table.dtype)
+
+
+@resampler("shifted_window_attention")
+def _resample_window_bias(block: Block, tokens: TensorType, table: torch.Tensor,
+                          target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+    from vitgraph.blocks.swin import effective_window
+
+    if not isinstance(tokens, Tokens) or tokens.grid is None or table.ndim != 2:
+        return None
+    window, _ = effective_window(tokens.grid, getattr(block, "window", 7),
+                                 getattr(block, "shift", 0))
+    try:
+        out = resize_relative_bias_table(table, window)
+    except CheckpointError:
+        return None
+    return out if tuple(out.shape) == target else None
+
+
+def resize_offset_table(table: torch.Tensor, new_side: tuple[int, int],
+                        antialias: bool = True) -> torch.Tensor:
+    """LeViT's (heads, rows*cols) bias per absolute offset (|dy|, |dx|) at a new
+    resolution: bicubic on the (square) offset grid, as timm's
+    ``resize_rel_pos_bias_table_levit`` (TinyViT's checkpoint filter) does."""
+    heads, positions = table.shape
+    side = math.isqrt(positions)
+    if side * side != positions:
+        raise CheckpointError(f"cannot resample a {positions}-offset bias table: not square")
+    if (side, side) == tuple(new_side):
+        return table
+    grid = table.float().reshape(1, heads, side, side)
+    out = F.interpolate(grid, size=new_side, mode="bicubic", antialias=antialias)
+    return out.reshape(heads, -1).to(table.dtype)
+
+
+@resampler("levit_attention", "levit_subsample_attention")
+def _resample_offset_bias(block: Block, tokens: TensorType, table: torch.Tensor,
+                          target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+    side = getattr(block, "table", None)
+    if side is None or table.ndim != 2:
+        return None
+    try:
+        out = resize_offset_table(table, tuple(side), options["antialias"])
+    except CheckpointError:
+        return None
+    return out if tuple(out.shape) == target else None
+
+
+def resize_offset_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
+    """BoTNet's 1-D relative tables ``height_rel`` / ``width_rel`` (2H-1, d), one row per
+    offset -(H-1)..H-1, for ``rows`` = 2H'-1 offsets: linear along the offsets with the
+    end points kept, so offset 0 stays at the centre. timm has no resampler for these
+    tables (its BoTNets are fixed-size), so this one is vitgraph's choice."""
+    if table.shape[0] == rows:
+        return table
+    out = F.interpolate(table.float().t()[None], size=rows, mode="linear", align_corners=True)
+    return out[0].t().contiguous().to(table.dtype)
+
+
+@resampler("bot_bottleneck")
+def _resample_bot_tables(block: Block, image: TensorType, table: torch.Tensor,
+                         target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+    if table.ndim != 2 or len(target) != 2 or table.shape[1] != target[1] or target[0] % 2 == 0:
+        return None
+    return resize_offset_rows(table, target[0])
 
 
 # ------------------------------------------------------------------------- reading

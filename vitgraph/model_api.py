@@ -3,16 +3,20 @@
 and ``pretrained_cfg``, with timm's names and meanings.
 
 Nothing here knows a spec by name. The roles come from the Graph and from each block's
-``family``: the features are the tokens entering the first ``pooling`` block (timm's
-``forward_features`` returns the normed tokens), the classifiers are the ``head`` blocks
-that produce class logits, and the checkpoint units are the repeat instances
-(``blocks.3``). The fx graph is cut at those points into *segments*, each compiled by fx
-into a plain function of the model, so every part runs the same generated code as
-``forward`` and follows later changes of a submodule (``reset_classifier``).
+``family``: the features are the tokens entering each global ``pooling`` block (one
+that makes a vector; timm's ``forward_features`` returns the normed tokens; one per
+branch for CrossViT), laid out as the family's timm twin lays them out where it differs
+(``feature_format``: Swin's NHWC maps, PiT's prefix tokens); the classifiers are the
+``head`` blocks that produce class logits; the checkpoint units are the repeat instances
+(``blocks.3``) and composite nodes used once. The fx graph is cut at those points into
+*segments*, each compiled by fx into a plain function of the model, so every part runs
+the same generated code as ``forward`` and follows later changes of a submodule
+(``reset_classifier``).
 """
 
 from __future__ import annotations
 
+import operator
 import types
 import weakref
 from collections.abc import Callable, Sequence
@@ -48,6 +52,15 @@ _CLASSIFIERS: dict[str, ClassifierRule] = {}
 NO_DECAY_FAMILIES = {"position", "token", "norm"}
 #: block kinds whose parameters are never weight-decayed (LayerScale, CaiT §2.1)
 NO_DECAY_KINDS = {"layer_scale"}
+#: block kind -> names of its own parameters kept out of weight decay: the relative
+#: position tables timm's ``no_weight_decay`` lists (Swin's bias table, LeViT's attention
+#: biases, TNT's pixel position table)
+NO_DECAY_PARAMS: dict[str, set[str]] = {
+    "shifted_window_attention": {"relative_position_bias_table"},
+    "levit_attention": {"attention_biases"},
+    "levit_subsample_attention": {"attention_biases"},
+    "tnt_pixel_embed": {"pixel_pos"},
+}
 
 
 def classifier_rule(*kinds: str) -> Callable[[ClassifierRule], ClassifierRule]:
@@ -82,13 +95,13 @@ class DistilledPassThrough(nn.Module):
     """A distillation head reset to 0 classes: the mean of the class features and the
     distillation token, as timm's ``reset_classifier(0)`` gives."""
 
-    def __init__(self, index: int) -> None:
+    def __init__(self, index: int | None) -> None:
         super().__init__()
-        self.index = index
+        self.index = index  # None: the second input is the distillation features itself
         self.distilled_training = True
 
     def forward(self, features: torch.Tensor, tokens: torch.Tensor):
-        dist = tokens[:, self.index]
+        dist = tokens if self.index is None else tokens[:, self.index]
         if self.training and self.distilled_training:
             return features, dist
         return (features + dist) / 2
@@ -107,12 +120,77 @@ def _distill_pre_logits(block: Block, args: Sequence[fx.Node], graph: fx.Graph) 
     return graph.call_function(take_token, (args[1],), {"index": int(getattr(block, "index", 1))})
 
 
-classifier_rule("linear_head")(ClassifierRule(_reset_linear, _first_input))
+def _reset_bn_distill(block: Block, inputs: Sequence[TensorType], classes: int,
+                      old: nn.Module) -> nn.Module:
+    """LeViT's second head: with 0 classes both heads pass the pooled vector through, so
+    timm's ``(x + x_dist) / 2`` is the pooled vector itself."""
+    made: nn.Module = DistilledPassThrough(None) if classes == 0 else block.build(
+        Vector(classes), inputs[1])
+    made.distilled_training = bool(getattr(old, "distilled_training", True))
+    return made
+
+
+def _second_input(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.Node:
+    return args[1]
+
+
+classifier_rule("linear_head", "bn_linear_head")(ClassifierRule(_reset_linear, _first_input))
 classifier_rule("distill_head")(ClassifierRule(_reset_distill, _distill_pre_logits))
+classifier_rule("bn_distill_head")(ClassifierRule(_reset_bn_distill, _second_input))
 
 
 def mean_of(*xs: torch.Tensor) -> torch.Tensor:
     return torch.stack(xs).mean(0)
+
+
+def cat_of(*xs: torch.Tensor) -> torch.Tensor:
+    return torch.cat(xs, dim=1)
+
+
+@dataclass(frozen=True)
+class FeatureFormat:
+    """How a family's timm twin lays out ``forward_features``'s tensor, when it differs
+    from our tokens: ``out(x, **keywords(tokens_type))`` makes timm's layout from ours,
+    ``back`` (same keywords) undoes it before the head, or is None when the head reads
+    timm's layout as it is."""
+
+    out: Callable[..., torch.Tensor]
+    keywords: Callable[[Tokens], dict[str, Any]]
+    back: Callable[..., torch.Tensor] | None = None
+
+
+#: group kind (a family's stage or layer) -> the layout its timm twin returns
+_FORMATS: dict[str, FeatureFormat] = {}
+
+
+def feature_format(*kinds: str) -> Callable[[FeatureFormat], FeatureFormat]:
+    """Declare the features layout of models built from these stage kinds."""
+
+    def declare(fmt: FeatureFormat) -> FeatureFormat:
+        for kind in kinds:
+            _FORMATS[kind] = fmt
+        return fmt
+
+    return declare
+
+
+def to_nhwc(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
+    return x.unflatten(1, grid)
+
+
+def from_nhwc(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
+    return x.flatten(1, 2)
+
+
+def prefix_only(x: torch.Tensor, *, prefix: int) -> torch.Tensor:
+    return x[:, :prefix]
+
+
+# Swin (timm's output_fmt NHWC): (B, H, W, C) feature maps
+feature_format("swin_stage")(FeatureFormat(to_nhwc, lambda t: {"grid": t.grid}, from_nhwc))
+# PiT: timm normalises and returns the class (and distillation) tokens only; the heads
+# read nothing else
+feature_format("pit_stage")(FeatureFormat(prefix_only, lambda t: {"prefix": t.prefix}))
 
 
 # --------------------------------------------------------------------------- the layout
@@ -122,10 +200,11 @@ def mean_of(*xs: torch.Tensor) -> torch.Tensor:
 class Layout:
     """Where the API cuts a model, read from its Graph."""
 
-    features: str  # spec node whose output forward_features returns
+    features: list[str]  # spec nodes whose outputs forward_features returns (a list if >1)
     classifiers: list[str]  # head nodes producing class logits, in order
     units: dict[str, str]  # spec node id -> its checkpoint unit (innermost repeat instance)
     fx_of: dict[str, fx.Node] = field(repr=False)  # spec node id -> the fx value it computes
+    fmt: FeatureFormat | None = None  # how the family's timm twin lays its features out
 
 
 def graph_of(model: nn.Module) -> Any:
@@ -142,22 +221,49 @@ def layout(model: fx.GraphModule) -> Layout:
     fx_of: dict[str, fx.Node] = {"input": placeholder}
     for node in graph.nodes:  # a node built as Identity is its first input
         fx_of[node.id] = tagged.get(node.id) or fx_of[node.inputs[0]]
-    features, classifiers = None, []
+    features: list[str] = []
+    classifiers = []
     for node in graph.nodes:
         family = type(node.params).family
-        if features is None and family in ("pooling", "head"):
-            features = node.inputs[0]
+        # a global pooling (to a vector) or a head reads the features; a pooling that
+        # keeps tokens (PiT's stage transitions) is inside the trunk
+        if (family == "head" and not features) or (
+                family == "pooling" and isinstance(graph.type_of(node.id), Vector)):
+            if node.inputs[0] not in features and not _after(graph, node.inputs[0], features):
+                features.append(node.inputs[0])
         if family == "head" and (node.kind in _CLASSIFIERS or
                                  "classes" in type(node.params).model_fields):
             classifiers.append(node.id)
-    if features is None:  # no pooling or head: the whole model is features
-        features = graph._expanded.aliases.get(graph.outputs[0], graph.outputs[0])
-    return Layout(features, classifiers, _units(graph), fx_of)
+    if not features:  # no pooling or head: the whole model is features
+        features = [graph._expanded.aliases.get(graph.outputs[0], graph.outputs[0])]
+    kinds = {kind for kind, _ in graph.groups.values()}
+    fmt = next((f for kind, f in _FORMATS.items() if kind in kinds), None)
+    return Layout(features, classifiers, _units(graph), fx_of, fmt)
+
+
+def _after(graph: Any, node_id: str, features: list[str]) -> bool:
+    """Whether ``node_id`` is computed from one of ``features`` (then it is head work)."""
+    by_id = {n.id: n for n in graph.nodes}
+    stack, seen = [node_id], set()
+    while stack:
+        current = stack.pop()
+        if current in features:
+            return True
+        if current in seen or current not in by_id:
+            continue
+        seen.add(current)
+        stack.extend(by_id[current].inputs)
+    return False
 
 
 def _units(graph: Any) -> dict[str, str]:
-    instances = {f"{group}.{i}" for group, (_, count) in graph.groups.items()
-                 for i in range(count)}
+    """Checkpoint units: each instance of a repeat (``blocks.3``) and each composite node
+    used once (Twins' ``stage1.first``), innermost first."""
+    ids = [n.id for n in graph.nodes]
+    instances = set()
+    for group, (_, count) in graph.groups.items():
+        repeated = any(i == f"{group}.0" or i.startswith(f"{group}.0.") for i in ids)
+        instances |= {f"{group}.{i}" for i in range(count)} if repeated else {group}
     units: dict[str, str] = {}
     for node in graph.nodes:
         parts = node.id.split(".")
@@ -268,12 +374,23 @@ def _unit_fn(model: fx.GraphModule, checkpointing: bool) -> Callable[[fx.Node], 
     return lambda node: units.get(node.meta.get(META_ID, ""))
 
 
+def _feature_types(model: fx.GraphModule) -> list[TensorType]:
+    graph = graph_of(model)
+    return [graph.type_of(name) for name in _cached_layout(model).features]
+
+
 def _features_graph(model: fx.GraphModule) -> fx.Graph:
     lay = _cached_layout(model)
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
-    graph.output(env[lay.fx_of[lay.features]])
+    outs = []
+    for name, kind in zip(lay.features, _feature_types(model), strict=True):
+        out = env[lay.fx_of[name]]
+        if lay.fmt is not None and isinstance(kind, Tokens):
+            out = graph.call_function(lay.fmt.out, (out,), lay.fmt.keywords(kind))
+        outs.append(out)
+    graph.output(outs[0] if len(outs) == 1 else outs)  # CrossViT: a list, one per branch
     _prune(graph)
     return graph
 
@@ -281,11 +398,18 @@ def _features_graph(model: fx.GraphModule) -> fx.Graph:
 def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
     lay = _cached_layout(model)
     source = model.graph
-    features = lay.fx_of[lay.features]
+    features = [lay.fx_of[name] for name in lay.features]
     output = next(n for n in source.nodes if n.op == "output")
-    wanted = _ancestors(output) - _ancestors(features) - {features}
+    upstream = set(features).union(*(_ancestors(f) for f in features))
+    wanted = _ancestors(output) - upstream
     graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {features: graph.placeholder("x")}
+    x = graph.placeholder("x")
+    env: dict[fx.Node, fx.Node] = {}
+    for k, (node, kind) in enumerate(zip(features, _feature_types(model), strict=True)):
+        value = x if len(features) == 1 else graph.call_function(operator.getitem, (x, k))
+        if lay.fmt is not None and lay.fmt.back is not None and isinstance(kind, Tokens):
+            value = graph.call_function(lay.fmt.back, (value,), lay.fmt.keywords(kind))
+        env[node] = value
     for node in source.nodes:
         if node not in wanted:
             continue
@@ -293,7 +417,7 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
             if arg not in env:
                 owner = arg.meta.get(META_ID, arg.name)
                 raise NotImplementedError(
-                    f"the head reads '{owner}' besides the features '{lay.features}'; "
+                    f"the head reads '{owner}' besides the features {lay.features}; "
                     "forward_head cannot be cut from this graph")
         env[node] = graph.node_copy(node, env.__getitem__)
     if pre_logits:
@@ -306,12 +430,34 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
                     for name in node.inputs]
             found.append(rule.pre_logits(node.params, args, graph))
         result: Any = (found[0] if len(found) == 1 else
-                       graph.call_function(mean_of, tuple(found)) if found else env[features])
+                       graph.call_function(_combiner(model), tuple(found)) if found
+                       else x)
     else:
         result = fx.node.map_arg(output.args[0], lambda n: env[n])
     graph.output(result)
     _prune(graph)
     return graph
+
+
+def _widths(model: fx.GraphModule) -> list[int]:
+    """Widths of what each classifier classifies (its pre-logits)."""
+    graph = graph_of(model)
+    by_id = {n.id: n for n in graph.nodes}
+    widths = []
+    for node_id in _cached_layout(model).classifiers:
+        node = by_id[node_id]
+        rule = _CLASSIFIERS.get(node.kind)
+        source = node.inputs[1] if rule is not None and rule.pre_logits is not _first_input \
+            else node.inputs[0]
+        kind = graph.type_of(source)
+        widths.append(kind.dim if isinstance(kind, Vector | Tokens) else 0)
+    return widths
+
+
+def _combiner(model: fx.GraphModule) -> Callable[..., torch.Tensor]:
+    """Several classifiers' pre-logits: of one width (a distilled pair, DeiT/LeViT/PiT) their
+    mean, as timm; of different widths (CrossViT's branches) their concatenation, as timm."""
+    return mean_of if len(set(_widths(model))) <= 1 else cat_of
 
 
 def _prune(graph: fx.Graph) -> None:
@@ -366,15 +512,32 @@ def _checkpointing(model: nn.Module) -> bool:
 
 
 def checkpointed_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
+    if _headless(model):
+        return headless_forward(model, x)
     return _get_plan(model, "forward", True).run(model, x)
 
 
+def headless_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
+    """``forward`` once classifiers of different widths were removed (CrossViT reset to 0
+    classes): the graph's own merge of their logits has nothing to average, so the model
+    returns the pre-logits features, as timm's."""
+    return forward_head(model, forward_features(model, x), pre_logits=True)
+
+
+def _headless(model: nn.Module) -> bool:
+    return (model.__dict__.get("_vitgraph_num_classes") == 0
+            and len(set(_widths(model))) > 1)
+
+
 def set_grad_checkpointing(model: fx.GraphModule, enable: bool = True) -> None:
-    """Activation checkpointing per repeat instance (one encoder layer), as timm's
-    ``checkpoint_seq``: each layer's activations are recomputed in the backward pass."""
+    """Activation checkpointing per repeat instance (one encoder layer, a stage's block),
+    as timm's ``checkpoint_seq``: each unit's activations are recomputed in the backward
+    pass."""
     model.grad_checkpointing = enable
     if enable:
         model.__dict__["forward"] = types.MethodType(checkpointed_forward, model)
+    elif _headless(model):
+        model.__dict__["forward"] = types.MethodType(headless_forward, model)
     else:
         model.__dict__.pop("forward", None)
 
@@ -418,6 +581,7 @@ def reset_classifier(model: fx.GraphModule, num_classes: int,
         owner = model.get_submodule(".".join(parents)) if parents else model
         setattr(owner, leaf, new)
     model.__dict__["_vitgraph_num_classes"] = num_classes
+    set_grad_checkpointing(model, _checkpointing(model))  # headless forward, or back
 
 
 def num_classes(model: fx.GraphModule) -> int:
@@ -433,18 +597,15 @@ def num_classes(model: fx.GraphModule) -> int:
 
 def num_features(model: fx.GraphModule) -> int:
     """Width of the pre-logits features (timm's ``num_features``)."""
-    graph = graph_of(model)
-    lay = _cached_layout(model)
-    by_id = {n.id: n for n in graph.nodes}
-    if lay.classifiers:
-        out = graph.type_of(by_id[lay.classifiers[0]].inputs[0])
-    else:
-        out = graph.type_of(lay.features)
+    widths = _widths(model)
+    if widths:  # several widths (CrossViT): their concatenation, as timm's
+        return sum(widths) if len(set(widths)) > 1 else widths[0]
+    out = _feature_types(model)[0]
     return out.dim if isinstance(out, Vector | Tokens) else 0
 
 
 def num_prefix_tokens(model: fx.GraphModule) -> int:
-    out = graph_of(model).type_of(_cached_layout(model).features)
+    out = _feature_types(model)[0]
     return out.prefix if isinstance(out, Tokens) else 0
 
 
@@ -460,6 +621,7 @@ def no_weight_decay(model: fx.GraphModule) -> set[str]:
         if declared if declared is not None else (cls.family in NO_DECAY_FAMILIES
                                                   or node.kind in NO_DECAY_KINDS):
             exempt.append(node.id)
+        exempt.extend(f"{node.id}.{leaf}" for leaf in NO_DECAY_PARAMS.get(node.kind, ()))
     names = set()
     for name, param in model.named_parameters():
         if (param.ndim <= 1 or name.endswith(".bias")
