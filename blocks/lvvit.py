@@ -39,6 +39,9 @@ class LvvitStem(Block):
     """Token width."""
     width: PosInt = 64
     """Channels of the three stem convolutions."""
+    widths: tuple[PosInt, PosInt, PosInt] | None = None
+    """Channels of each stem convolution, when they differ (Refiner: 32, 64, 128);
+    default: ``width`` for all three."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
@@ -59,22 +62,25 @@ class LvvitStem(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return ConvStem(image.channels, self.width, self.dim, self.patch // 2)
+        widths = self.widths or (self.width,) * 3
+        return ConvStem(image.channels, widths, self.dim, self.patch // 2)
 
 
 class ConvStem(nn.Module):
     """Submodule names as the official ``tlt`` PatchEmbed4_2 (conv1/bn1 ... proj)."""
 
-    def __init__(self, channels: int, width: int, dim: int, kernel: int) -> None:
+    def __init__(self, channels: int, widths: tuple[int, int, int], dim: int,
+                 kernel: int) -> None:
         super().__init__()
-        self.conv1 = nn.Conv2d(channels, width, 7, stride=2, padding=3, bias=False)
-        self.bn1 = nn.BatchNorm2d(width)
-        self.conv2 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
-        self.bn2 = nn.BatchNorm2d(width)
-        self.conv3 = nn.Conv2d(width, width, 3, stride=1, padding=1, bias=False)
-        self.bn3 = nn.BatchNorm2d(width)
+        w1, w2, w3 = widths
+        self.conv1 = nn.Conv2d(channels, w1, 7, stride=2, padding=3, bias=False)
+        self.bn1 = nn.BatchNorm2d(w1)
+        self.conv2 = nn.Conv2d(w1, w2, 3, stride=1, padding=1, bias=False)
+        self.bn2 = nn.BatchNorm2d(w2)
+        self.conv3 = nn.Conv2d(w2, w3, 3, stride=1, padding=1, bias=False)
+        self.bn3 = nn.BatchNorm2d(w3)
         self.relu = nn.ReLU()
-        self.proj = nn.Conv2d(width, dim, kernel, stride=kernel)
+        self.proj = nn.Conv2d(w3, dim, kernel, stride=kernel)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.relu(self.bn1(self.conv1(x)))  # (B, width, H/2, W/2)
