@@ -9,10 +9,10 @@ import math
 
 import pytest
 import torch
+from vitgraph.blocks.refiner import AttentionMapBlock, RefinedAttentionBlock
 
 import vitgraph
 from tests.helpers import redraw_
-from vitgraph.blocks.refiner import AttentionMapBlock, RefinedAttentionBlock
 from vitgraph.shapes import Image, Tokens
 
 # the official repository's models (Refiner_ViT_S/M/L), counted with its own code
@@ -83,7 +83,8 @@ def _naive_refine(maps: list[torch.Tensor], refiner) -> list[torch.Tensor]:
             for j in range(n):
                 for a in range(k):
                     for b in range(k):
-                        out[i, j] += refiner.depth_sep_conv.weight[e, 0, a, b] * padded[i + a, j + b]
+                        weight = refiner.depth_sep_conv.weight[e, 0, a, b]
+                        out[i, j] += weight * padded[i + a, j + b]
         local.append(_bn(out, refiner.bn2, e).clamp(0, 6))
     result = []
     for h in range(heads):
@@ -156,7 +157,7 @@ def test_refined_attention_swaps_into_a_vit_spec_with_one_edit():
 def test_small_refiner_traces_with_fx_and_exports_to_the_same_function():
     model = vitgraph.load("refiner_vit_s", overrides={"depth": 4, "image_size": 32,
                                                        "dim": 48}).build().eval()
-    for name, module in model.named_modules():
+    for module in model.modules():
         if type(module).__module__ == "vitgraph.blocks.refiner":
             torch.fx.symbolic_trace(module)
     x = torch.randn(2, 3, 32, 32)
