@@ -15,15 +15,18 @@ import vitgraph
 from tests.helpers import redraw_
 from vitgraph.shapes import Image, Tokens
 
-# the official repository's models (Refiner_ViT_S/M/L), counted with its own code
-OFFICIAL = {"refiner_vit_s": 25_408_656, "refiner_vit_m": 55_450_932,
-            "refiner_vit_l": 81_150_192}
+# the official repository's models (Refiner_ViT_S/M/L), counted with its own code:
+# params, and MACs by torch's FlopCounterMode on one 224x224 image (the summary's counter)
+OFFICIAL = {"refiner_vit_s": (25_408_656, 6_816_808_992),
+            "refiner_vit_m": (55_450_932, 13_500_468_768),
+            "refiner_vit_l": (81_150_192, 19_186_799_360)}
 SMALL = {"depth": 4, "image_size": 32, "classes": 10}  # 2x2 patches + cls: 5x5 maps
 
 
 @pytest.mark.parametrize("variant", sorted(OFFICIAL))
-def test_full_size_param_count_equals_the_official_code(variant):
-    assert vitgraph.load(variant).summary().params == OFFICIAL[variant]
+def test_full_size_params_and_macs_equal_the_official_code(variant):
+    summary = vitgraph.load(variant).summary()
+    assert (summary.params, summary.macs) == OFFICIAL[variant]
 
 
 @pytest.mark.parametrize("variant", sorted(OFFICIAL))
