@@ -114,7 +114,7 @@ class AttentionMap(nn.Module):
         q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
         if earlier is not None:  # an argument left out at build time, not a tensor test
-            attn = attn + earlier * self.carry
+            attn = torch.add(attn, earlier, alpha=self.carry)  # one pass over the maps
         return self.attn_drop(attn)
 
 
@@ -213,10 +213,10 @@ class _Values(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def attend(self, attn: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-        attn = self.refiner(attn)
-        if self.map_scale != 1.0:  # a build-time constant
-            attn = attn * self.map_scale
-        x = (attn @ v).transpose(1, 2).flatten(2)  # (B, N, H*d)
+        x = self.refiner(attn) @ v  # (B, H, N, d)
+        if self.map_scale != 1.0:  # a build-time constant; (s A) v = s (A v), N x d not N x N
+            x = x * self.map_scale
+        x = x.transpose(1, 2).flatten(2)  # (B, N, H*d)
         return self.proj_drop(self.proj(x))
 
 
