@@ -167,3 +167,21 @@ def test_small_refiner_traces_with_fx_and_exports_to_the_same_function():
     program = torch.export.export(model, (x,))
     with torch.no_grad():
         assert torch.allclose(program.module()(x), model(x), atol=1e-5)
+
+
+def test_an_input_that_evaluates_to_null_is_left_out_and_none_left_is_an_error(tmp_path):
+    spec = tmp_path / "optional.yaml"
+    spec.write_text(
+        "vitgraph: 1\nname: optional\ninput: {channels: 3, size: 32}\n"
+        "graph:\n"
+        "  - {id: embed, kind: patch_embed, patch: 16, dim: 16}\n"
+        "  - {id: map, kind: attention_map, heads: 2, inputs: [embed, \"${None}\"]}\n"
+        "  - {id: attn, kind: refined_attention, heads: 2, inputs: [embed, map]}\n"
+        "  - {id: pool, kind: mean_pool}\n"
+    )
+    graph = vitgraph.load(str(spec))
+    assert next(n for n in graph.nodes if n.id == "map").inputs == ["embed"]
+    spec.write_text(spec.read_text().replace("[embed, \"${None}\"]", "[\"${None}\"]"))
+    with pytest.raises(vitgraph.SpecError) as info:
+        vitgraph.load(str(spec))
+    assert info.value.problems[0].message == "every input evaluates to null"
