@@ -41,6 +41,9 @@ class LvvitStem(Block):
     """Token width."""
     width: PosInt = 64
     """Channels of the three stem convolutions."""
+    widths: tuple[PosInt, PosInt, PosInt] | None = None
+    """Channels of each stem convolution, when they differ (Refiner: 32, 64, 128);
+    default: ``width`` for all three."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
@@ -59,7 +62,8 @@ class LvvitStem(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return ConvStem(image.channels, (self.width,) * 3, self.dim, self.patch // 2)
+        widths = self.widths or (self.width,) * 3
+        return ConvStem(image.channels, widths, self.dim, self.patch // 2)
 
 
 @register

@@ -500,11 +500,17 @@ class _Expander:
         resolved = []
         for name in raw:
             try:
-                name = str(substitute(name, {**variables, "prev": previous}))
+                value = substitute(name, {**variables, "prev": previous})
             except ExpressionError as exc:
                 self.fail(mark, f"{full_id}.inputs", str(exc))
                 return None
+            if value is None:  # an optional input switched off: "${'input1' if c else None}"
+                continue
+            name = str(value)
             resolved.append(scope.get(name, ctx.resolve_global(name, self.aliases)))
+        if not resolved:
+            self.fail(mark, f"{full_id}.inputs", "every input evaluates to null")
+            return None
         return resolved
 
     def expand_composite(self, composite: Composite, params: dict[str, Any], full_id: str,
