@@ -59,6 +59,7 @@ class AttentionMapBlock(Block):
     """The softmax attention maps of one layer, output as a heads x N x N image."""
 
     kind: Literal["attention_map"] = "attention_map"
+    weight_init = "trunc_normal_linear"  # Refiner code: Linear TN(0.02), convs at defaults
     family = "attention"
     arity = None
     heads: PosInt
@@ -124,6 +125,7 @@ class RefinedAttentionBlock(AttentionParams):
     projection back) before it weights the values; the map may come from another node."""
 
     kind: Literal["refined_attention"] = "refined_attention"
+    weight_init = "trunc_normal_linear"  # Refiner code: Linear TN(0.02), convs at defaults
     arity = None
     refine: bool = True
     """Refine the map (expansion, depthwise conv, projection, BatchNorm); false: use the

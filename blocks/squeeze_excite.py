@@ -45,6 +45,7 @@ class SqueezeExciteBlock(Block):
     """Channel gating of a feature map by squeeze-and-excitation (shape unchanged)."""
 
     kind: Literal["squeeze_excite"] = "squeeze_excite"
+    weight_init = "bn_zero_last"  # timm byobnet._init_weights: its SE convs ~ N(0, sqrt(2/fan_out))
     family = "conv"
     ratio: Annotated[float, Field(gt=0, le=1)] = 1 / 16
     """Hidden width as a fraction of the channels (SE-Net's 1/r; r = 16 in the paper)."""
