@@ -42,8 +42,9 @@ class ClassifierRule:
 
     #: a new head module for ``classes`` classes (0: the head passes its features through)
     reset: Callable[[Block, Sequence[TensorType], int, nn.Module], nn.Module]
-    #: emits, in ``graph``, what the classifier classifies (its ``pre_logits``)
-    pre_logits: Callable[[Block, Sequence[fx.Node], fx.Graph], fx.Node]
+    #: emits, in ``graph``, what the classifier classifies (its ``pre_logits``); None for
+    #: a head that refines another classifier's logits and adds no features of its own
+    pre_logits: Callable[[Block, Sequence[fx.Node], fx.Graph], fx.Node] | None
 
 
 _CLASSIFIERS: dict[str, ClassifierRule] = {}
@@ -137,6 +138,29 @@ def _second_input(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.
 classifier_rule("linear_head", "bn_linear_head")(ClassifierRule(_reset_linear, _first_input))
 classifier_rule("distill_head")(ClassifierRule(_reset_distill, _distill_pre_logits))
 classifier_rule("bn_distill_head")(ClassifierRule(_reset_bn_distill, _second_input))
+
+
+class ClassLogitsOnly(nn.Module):
+    """A token-label head reset to 0 classes: the class head's output (now its features)
+    passes through; there are no token logits to add."""
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return logits
+
+
+def _reset_token_label(block: Block, inputs: Sequence[TensorType], classes: int,
+                       old: nn.Module) -> nn.Module:
+    """LV-ViT's auxiliary head follows the class head to the new class count (its eval
+    output adds the two, so they must agree)."""
+    if classes == 0:
+        return ClassLogitsOnly()
+    made = block.build(Vector(classes), inputs[1])
+    assert isinstance(made, nn.Module)
+    made.dense_output = bool(getattr(old, "dense_output", False))
+    return made
+
+
+classifier_rule("token_label_head")(ClassifierRule(_reset_token_label, None))
 
 
 def mean_of(*xs: torch.Tensor) -> torch.Tensor:
@@ -426,6 +450,8 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
         for node_id in lay.classifiers:
             node = by_id[node_id]
             rule = _CLASSIFIERS.get(node.kind, ClassifierRule(_reset_linear, _first_input))
+            if rule.pre_logits is None:
+                continue
             args = [env[lay.fx_of[name]] if lay.fx_of[name] in env else None
                     for name in node.inputs]
             found.append(rule.pre_logits(node.params, args, graph))
@@ -447,6 +473,8 @@ def _widths(model: fx.GraphModule) -> list[int]:
     for node_id in _cached_layout(model).classifiers:
         node = by_id[node_id]
         rule = _CLASSIFIERS.get(node.kind)
+        if rule is not None and rule.pre_logits is None:
+            continue
         source = node.inputs[1] if rule is not None and rule.pre_logits is not _first_input \
             else node.inputs[0]
         kind = graph.type_of(source)
