@@ -13,6 +13,8 @@ SMALL = {
     "cvt_13": {"image_size": 64, "depths": [1, 1, 1], "dims": [16, 32, 48], "heads": [1, 2, 3]},
     "ceit_t": {"image_size": 32, "dim": 48},
     "bot50": {"image_size": 64, "layout": [[0], [0], [0, 1], [1]]},
+    "botnet_s1_59": {"image_size": 64, "layout": [[0], [0], [0], [1, 1]],
+                     "widths": [64, 128, 256, 512]},
 }
 
 
