@@ -176,3 +176,18 @@ def test_cli_export_of_an_unknown_spec_exits_2_and_a_failed_export_exits_1(
     err = capsys.readouterr().err
     assert err == ("error: vit_ti_16: torch.export failed: RuntimeError: unsupported "
                    "operator\n")
+
+
+def test_cli_export_with_weights_exports_those_weights_not_the_seeds(tmp_path):
+    sets = ["--set", "depth=1", "--set", "image_size=32"]
+    weights, pt2_path = tmp_path / "w.safetensors", tmp_path / "vit.pt2"
+    assert main(["build", "vit_ti_16", *sets, "--seed", "1", "--out", str(weights),
+                 "--json"]) == 0
+    assert main(["export", "vit_ti_16", *sets, "--seed", "2", "--weights", str(weights),
+                 "--format", "pt2", "--out", str(pt2_path)]) == 0
+    torch.manual_seed(1)
+    model = vitgraph.build("vit_ti_16", overrides={"depth": 1, "image_size": 32}).eval()
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(pt2_path).module()(x), model(x),
+                                   rtol=0, atol=1e-5)
