@@ -7,9 +7,10 @@ sin-cos table of SimpleViT (arXiv:2205.01580 §2, after MoCo v3 arXiv:2104.02057
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Annotated, Literal, Self
 
 import torch
+from pydantic import Field
 from torch import nn
 
 from vitgraph.errors import ShapeError
@@ -33,8 +34,8 @@ class LearnedPosition(Block):
     family = "position"
     include_prefix: bool = True
     """The table also covers the class/distillation tokens (ViT, DeiT)."""
-    init_std: float = 0.02
-    """Std of the truncated-normal init."""
+    init_std: Annotated[float, Field(ge=0)] = 0.02
+    """Std of the truncated-normal init; 0 starts the table at zeros (CeiT's layer table)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, expect_tokens(inputs[0], self.kind)
@@ -44,7 +45,10 @@ class LearnedPosition(Block):
         assert isinstance(tokens, Tokens)
         length = tokens.length if self.include_prefix else tokens.patches
         table = nn.Parameter(torch.empty(1, length, tokens.dim))
-        nn.init.trunc_normal_(table, std=self.init_std)
+        if self.init_std:
+            nn.init.trunc_normal_(table, std=self.init_std)
+        else:
+            nn.init.zeros_(table)
         skip = 0 if self.include_prefix else tokens.prefix
         return TensorOp(table, add_table, kwargs={"skip": skip})
 

@@ -58,6 +58,7 @@ REDUCTIONS: dict[str, Reduction] = {
     "lvvit": {"depth": 1, "image_size": 32},
     "pit": {"depths": [1, 1, 1], "image_size": 48},
     "pvt": {"depths": [1, 1, 1, 1], "image_size": 64},
+    "refiner": {"depth": 2, "image_size": 32},  # a refining layer, then a sharing one
     "simplevit": {"depth": 1, "image_size": 32},
     "swin": {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]},  # 2: a shifted layer
     "t2t_vit": {"depth": 1, "image_size": 32},

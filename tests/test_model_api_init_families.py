@@ -210,6 +210,14 @@ def timm_2021_vit_rule(model: nn.Module, *, token_std: float = 0.02) -> nn.Modul
     return model
 
 
+def ceit_rule(model: nn.Module) -> nn.Module:
+    """The official CeiT: timm 0.3's ViT rule, but its layer position table
+    (``pos_layer_embed``, torch.zeros) is never re-drawn."""
+    model = timm_2021_vit_rule(model)
+    nn.init.zeros_(model.get_parameter("pos_layer_embed"))
+    return model
+
+
 def torchvision_resnet_rule(model: nn.Module) -> nn.Module:
     """torchvision's ``ResNet.__init__``: Conv2d ~ kaiming_normal_(fan_out, relu),
     BatchNorm/GroupNorm 1 and 0, the rest (Linear, Conv1d) at PyTorch's defaults."""
@@ -228,7 +236,7 @@ RULES: dict[str, Callable[[], Pair]] = {
     "t2t_vit": lambda: by_rule(ours("t2t_vit_7", depth=2), timm_2021_vit_rule),
     "deepvit": lambda: by_rule(ours("deepvit_s", dim=96, depth=4, reattention_layers=2),
                                timm_2021_vit_rule),
-    "ceit": lambda: by_rule(ours("ceit_t", image_size=32, dim=96), timm_2021_vit_rule),
+    "ceit": lambda: by_rule(ours("ceit_t", image_size=32, dim=96), ceit_rule),
     "cpvt": lambda: by_rule(ours("cpvt_ti", depth=2),
                             lambda m: timm_2021_vit_rule(m, token_std=1e-6)),
     "vt_r18": lambda: by_rule(ours("vt_r18", depths=[1, 1, 1], token_dim=256),
