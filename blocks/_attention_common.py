@@ -40,21 +40,27 @@ class AttentionParams(Block):
     def resolve(self, tokens: Tokens) -> Self:
         """Fill ``dim`` and ``head_dim`` from the input tokens (heads must divide the width
         unless ``head_dim`` is given)."""
-        if self.dim is not None and self.dim != tokens.dim:
-            raise ShapeError(f"dim {self.dim} does not match the {tokens.dim}-wide tokens it "
-                             "receives", field="dim", hint="omit dim to take it from the input")
-        head_dim = self.head_dim
-        if head_dim is None:
-            if tokens.dim % self.heads:
-                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                                 field="heads",
-                                 hint=f"use heads from {divisors(tokens.dim)}, or set head_dim")
-            head_dim = tokens.dim // self.heads
+        head_dim = head_width(self.dim, self.heads, self.head_dim, tokens)
         return self.model_copy(update={"dim": tokens.dim, "head_dim": head_dim})
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         return self.resolve(tokens), tokens
+
+
+def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens) -> int:
+    """The width of each head for ``tokens``: ``head_dim`` when given, else the token width
+    over ``heads`` (which must divide it); a given ``dim`` must be the tokens' width."""
+    if dim is not None and dim != tokens.dim:
+        raise ShapeError(f"dim {dim} does not match the {tokens.dim}-wide tokens it "
+                         "receives", field="dim", hint="omit dim to take it from the input")
+    if head_dim is not None:
+        return head_dim
+    if tokens.dim % heads:
+        raise ShapeError(f"heads {heads} must divide the token width {tokens.dim}",
+                         field="heads",
+                         hint=f"use heads from {divisors(tokens.dim)}, or set head_dim")
+    return tokens.dim // heads
 
 
 def divisors(n: int) -> str:

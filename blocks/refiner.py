@@ -24,7 +24,7 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams, Rate, divisors
+from vitgraph.blocks._attention_common import AttentionParams, Rate, head_width
 
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
@@ -79,16 +79,7 @@ class AttentionMapBlock(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = _arity(inputs, self.kind)
-        if self.dim is not None and self.dim != tokens.dim:
-            raise ShapeError(f"dim {self.dim} does not match the {tokens.dim}-wide tokens it "
-                             "receives", field="dim", hint="omit dim to take it from the input")
-        head_dim = self.head_dim
-        if head_dim is None:
-            if tokens.dim % self.heads:
-                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                                 field="heads",
-                                 hint=f"use heads from {divisors(tokens.dim)}, or set head_dim")
-            head_dim = tokens.dim // self.heads
+        head_dim = head_width(self.dim, self.heads, self.head_dim, tokens)
         if len(inputs) == 2:
             _check_map(inputs[1], self.heads, tokens, self.kind)
         resolved = self.model_copy(update={"dim": tokens.dim, "head_dim": head_dim})
