@@ -76,3 +76,14 @@ def line_of(path: str | Path, text: str) -> int:
         if text in line:
             return number
     raise AssertionError(f"{text!r} is not in {path}")
+
+
+def outputs_and_grads(model: nn.Module, x: torch.Tensor, seed: int = 1):
+    """One seeded forward and a backward of a fixed weighting of the outputs: the output and
+    every parameter's gradient (for comparing grad checkpointing on and off)."""
+    torch.manual_seed(seed)
+    model.zero_grad()
+    out = model(x)
+    out = out if isinstance(out, torch.Tensor) else sum(out)
+    (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
+    return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}

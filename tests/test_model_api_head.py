@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import redraw_
+from tests.helpers import outputs_and_grads, redraw_
 
 timm = pytest.importorskip("timm")
 
@@ -135,12 +135,7 @@ def test_grad_checkpointing_gives_the_same_logits_and_gradients(spec):
     x = torch.randn(2, 3, 32, 32)
 
     def run():
-        torch.manual_seed(1)
-        model.zero_grad()
-        out = model(x)
-        out = out if isinstance(out, torch.Tensor) else sum(out)
-        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+        return outputs_and_grads(model, x)
 
     plain_out, plain_grads = run()
     model.set_grad_checkpointing(True)

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import redraw_
+from tests.helpers import outputs_and_grads, redraw_
 
 timm = pytest.importorskip("timm")
 
@@ -187,12 +187,7 @@ def test_grad_checkpointing_gives_the_same_logits_and_gradients(name):
     x = image(ref)
 
     def run():
-        torch.manual_seed(1)
-        ours.zero_grad()
-        out = ours(x)
-        out = out if isinstance(out, torch.Tensor) else sum(out)
-        (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
-        return out.detach(), {n: p.grad.clone() for n, p in ours.named_parameters()}
+        return outputs_and_grads(ours, x)
 
     plain_out, plain_grads = run()
     plain_features = ours.forward_features(x)
