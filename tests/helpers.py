@@ -87,3 +87,18 @@ def outputs_and_grads(model: nn.Module, x: torch.Tensor, seed: int = 1):
     out = out if isinstance(out, torch.Tensor) else sum(out)
     (out * torch.linspace(-1, 1, out.shape[-1])).sum().backward()
     return out.detach(), {n: p.grad.clone() for n, p in model.named_parameters()}
+
+
+def checkpoint_calls(monkeypatch) -> list:
+    """Record every segment ``vitgraph.model_api`` runs under activation checkpointing."""
+    from vitgraph import model_api
+
+    calls: list = []
+    real = model_api.checkpoint
+
+    def spy(fn, *args, **kwargs):
+        calls.append(fn)
+        return real(fn, *args, **kwargs)
+
+    monkeypatch.setattr(model_api, "checkpoint", spy)
+    return calls

@@ -8,7 +8,7 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import outputs_and_grads, redraw_
+from tests.helpers import checkpoint_calls, outputs_and_grads, redraw_
 
 timm = pytest.importorskip("timm")
 
@@ -148,16 +148,7 @@ def test_grad_checkpointing_gives_the_same_logits_and_gradients(spec):
 
 
 def test_grad_checkpointing_runs_each_encoder_layer_under_checkpoint(monkeypatch):
-    from vitgraph import model_api
-
-    calls = []
-    real = model_api.checkpoint
-
-    def spy(fn, *args, **kwargs):
-        calls.append(fn)
-        return real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(model_api, "checkpoint", spy)
+    calls = checkpoint_calls(monkeypatch)
     model = vitgraph.load("vit_ti_16", overrides={"depth": 3, "image_size": 32}).build()
     model.set_grad_checkpointing(True)
     model(torch.randn(1, 3, 32, 32)).sum().backward()

@@ -11,7 +11,7 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import outputs_and_grads, redraw_
+from tests.helpers import checkpoint_calls, outputs_and_grads, redraw_
 
 timm = pytest.importorskip("timm")
 
@@ -204,16 +204,7 @@ def test_grad_checkpointing_units_are_each_familys_blocks(monkeypatch):
     """Checkpointed segments: Swin, each of the 6 blocks (as timm's stages checkpoint
     their blocks) and the 3 patch mergings; TNT, its 2 layers; Twins, per stage its patch
     embedding, first layer (a composite used once), PEG and second layer."""
-    from vitgraph import model_api
-
-    calls = []
-    real = model_api.checkpoint
-
-    def spy(fn, *args, **kwargs):
-        calls.append(fn)
-        return real(fn, *args, **kwargs)
-
-    monkeypatch.setattr(model_api, "checkpoint", spy)
+    calls = checkpoint_calls(monkeypatch)
     for name, units in (("swin_tiny_patch4_window7_224", 9), ("tnt_s_patch16_224", 2),
                         ("twins_svt_small", 16)):
         ours, ref = twins(name)
