@@ -6,7 +6,6 @@ function. Usage: python benchmarks/bench_pit.py [--device cuda] [--bf16] [--batc
 
 from __future__ import annotations
 
-import argparse
 import sys
 from pathlib import Path
 
@@ -15,20 +14,11 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+from benchmarks.harness import bench_args, compare  # noqa: E402
 
 
 def main() -> None:
-    parser = argparse.ArgumentParser()
-    parser.add_argument("--device", default="cpu")
-    parser.add_argument("--bf16", action="store_true")
-    parser.add_argument("--batch", type=int, default=8)
-    parser.add_argument("--repeats", type=int, default=5)
-    parser.add_argument("--threads", type=int, default=0, help="torch threads (0: default)")
-    args = parser.parse_args()
-    if args.threads:
-        torch.set_num_threads(args.threads)
-    torch.manual_seed(0)
+    args = bench_args()
     reference = timm.create_model("pit_s_224", pretrained=False)
     ours = vitgraph.from_timm(reference)
     assert sum(p.numel() for p in ours.parameters()) == vitgraph.load("pit_s").summary().params

@@ -11,6 +11,7 @@ models, on any device. There a ratio < 1 means vitgraph needs less.
 
 from __future__ import annotations
 
+import argparse
 import gc
 import statistics
 import time
@@ -202,3 +203,34 @@ def compare_memory(name: str, ours: nn.Module, reference: nn.Module,
           f"{results['train_peak_ours'] / mib:8.1f} vs {results['train_peak_ref'] / mib:8.1f} MiB "
           f"(x{results['train_peak_ratio']:.3f})", flush=True)
     return results
+
+
+def bench_args(models: list[str] | None = None) -> argparse.Namespace:
+    """The command line every benchmark shares (device, bf16, batch, repeats, threads, and
+    ``--models`` when the script has a default list); applies threads and the seed."""
+    parser = argparse.ArgumentParser()
+    parser.add_argument("--device", default="cpu")
+    parser.add_argument("--bf16", action="store_true")
+    parser.add_argument("--batch", type=int, default=8)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=0, help="CPU threads (0: torch default)")
+    if models is not None:
+        parser.add_argument("--models", nargs="*", default=models)
+    args = parser.parse_args()
+    if args.threads:
+        torch.set_num_threads(args.threads)
+    torch.manual_seed(0)
+    return args
+
+
+def compare_timm_twins(args: argparse.Namespace) -> None:
+    """Each timm model of ``args.models`` vs its ``from_timm`` twin (same weights)."""
+    import timm
+
+    import vitgraph
+
+    for name in args.models:
+        reference = timm.create_model(name, pretrained=False)
+        ours = vitgraph.from_timm(reference)
+        compare(name, ours, reference, (3, 224, 224), batch=args.batch, repeats=args.repeats,
+                device=args.device, autocast=torch.bfloat16 if args.bf16 else None)
