@@ -24,6 +24,7 @@ demo: .venv/.core
 
 lint: .venv/.test
 	.venv/bin/ruff check vitgraph blocks tests benchmarks
+	.venv/bin/ruff format --check vitgraph blocks tests benchmarks
 
 test: .venv/.test lint
 	$(PY) -m pytest -q -n 2 --dist loadfile

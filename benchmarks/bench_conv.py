@@ -20,8 +20,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare
 
 
 class HFLogits(nn.Module):
@@ -68,8 +68,16 @@ def main() -> None:
     torch.manual_seed(0)
     for name in args.models:
         ours, reference, shape = MODELS[name](args)
-        compare(name, ours, reference, shape, batch=args.batch, repeats=args.repeats,
-                device=args.device, autocast=torch.bfloat16 if args.bf16 else None)
+        compare(
+            name,
+            ours,
+            reference,
+            shape,
+            batch=args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None,
+        )
 
 
 if __name__ == "__main__":

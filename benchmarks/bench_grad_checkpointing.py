@@ -45,8 +45,11 @@ def step_stats(model, x, target, repeats: int) -> tuple[float, float, float]:
         start = time.perf_counter()
         loss = step()
         times.append(time.perf_counter() - start)
-    peak = ((torch.cuda.max_memory_allocated() - base) / 2**20 if cuda else
-            resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10)
+    peak = (
+        (torch.cuda.max_memory_allocated() - base) / 2**20
+        if cuda
+        else resource.getrusage(resource.RUSAGE_SELF).ru_maxrss / 2**10
+    )
     return peak, statistics.median(times), loss
 
 
@@ -70,14 +73,20 @@ def run_one(args: argparse.Namespace, name: str, enable: bool) -> None:
     model = model.to(device).train()
     model.set_grad_checkpointing(enable)
     peak, seconds, loss = step_stats(model, x, target, args.repeats)
-    print(f"{name:8s} checkpointing={enable!s:5s} peak {peak:8.0f} MiB  "
-          f"step {seconds * 1e3:7.1f} ms  loss {loss:.6f}", flush=True)
+    print(
+        f"{name:8s} checkpointing={enable!s:5s} peak {peak:8.0f} MiB  "
+        f"step {seconds * 1e3:7.1f} ms  loss {loss:.6f}",
+        flush=True,
+    )
     if name == "vitgraph" and not enable:
         model.eval()
         with torch.inference_mode():
             split = model.forward_head(model.forward_features(x))
-            print(f"forward_head(forward_features(x)) vs forward(x): max |d| "
-                  f"{(model(x) - split).abs().max().item():.2e}", flush=True)
+            print(
+                f"forward_head(forward_features(x)) vs forward(x): max |d| "
+                f"{(model(x) - split).abs().max().item():.2e}",
+                flush=True,
+            )
 
 
 def main() -> None:
@@ -95,8 +104,18 @@ def main() -> None:
     for name in ("vitgraph", "timm"):
         for enable in ("off", "on"):
             if args.device == "cpu":  # a fresh process per peak RSS
-                subprocess.run([sys.executable, "-m", "benchmarks.bench_grad_checkpointing",
-                                *sys.argv[1:], "--one", name, enable], check=True)
+                subprocess.run(
+                    [
+                        sys.executable,
+                        "-m",
+                        "benchmarks.bench_grad_checkpointing",
+                        *sys.argv[1:],
+                        "--one",
+                        name,
+                        enable,
+                    ],
+                    check=True,
+                )
             else:
                 run_one(args, name, enable == "on")
 

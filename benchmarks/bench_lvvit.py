@@ -17,8 +17,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare
 
 
 class ClassLogits(nn.Module):
@@ -49,9 +49,16 @@ def main() -> None:
     reference.mix_token = False
     ours = vitgraph.build("lv_vit_s", overrides={"drop_path_rate": 0.0})
     ours.load_state_dict(reference.state_dict())
-    compare("lv_vit_s", ClassLogits(ours), ClassLogits(reference), (3, 224, 224),
-            batch=args.batch, repeats=args.repeats, device=args.device,
-            autocast=torch.bfloat16 if args.bf16 else None)
+    compare(
+        "lv_vit_s",
+        ClassLogits(ours),
+        ClassLogits(reference),
+        (3, 224, 224),
+        batch=args.batch,
+        repeats=args.repeats,
+        device=args.device,
+        autocast=torch.bfloat16 if args.bf16 else None,
+    )
 
 
 if __name__ == "__main__":

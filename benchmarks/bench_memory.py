@@ -19,8 +19,8 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare_memory, train_step_peak_bytes  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare_memory, train_step_peak_bytes
 
 #: vitgraph variant -> its timm twin
 TWINS = {
@@ -59,17 +59,22 @@ def main() -> None:
     for variant in args.models:
         reference = timm.create_model(TWINS[variant], pretrained=False)
         ours = vitgraph.from_timm(reference)
-        assert sum(p.numel() for p in ours.parameters()) == vitgraph.load(
-            variant).summary().params, f"{variant}: from_timm is not the shipped variant"
+        assert (
+            sum(p.numel() for p in ours.parameters()) == vitgraph.load(variant).summary().params
+        ), f"{variant}: from_timm is not the shipped variant"
         shape = tuple(reference.pretrained_cfg["input_size"])
-        row = compare_memory(f"{variant} ({TWINS[variant]})", ours, reference, shape,
-                             args.batch, device=args.device)
+        row = compare_memory(
+            f"{variant} ({TWINS[variant]})", ours, reference, shape, args.batch, device=args.device
+        )
         if args.device.startswith("cuda"):
             row["cuda_peak_ours"] = cuda_peak(ours, shape, args.batch)
             row["cuda_peak_ref"] = cuda_peak(reference, shape, args.batch)
-            print(f"{'':28s} cuda allocator peak {row['cuda_peak_ours'] / 2**20:8.1f} vs "
-                  f"{row['cuda_peak_ref'] / 2**20:8.1f} MiB "
-                  f"(x{row['cuda_peak_ours'] / row['cuda_peak_ref']:.3f})", flush=True)
+            print(
+                f"{'':28s} cuda allocator peak {row['cuda_peak_ours'] / 2**20:8.1f} vs "
+                f"{row['cuda_peak_ref'] / 2**20:8.1f} MiB "
+                f"(x{row['cuda_peak_ours'] / row['cuda_peak_ref']:.3f})",
+                flush=True,
+            )
         results[variant] = row
         del ours, reference
     if args.json:

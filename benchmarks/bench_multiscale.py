@@ -15,8 +15,8 @@ import torch
 from torch import nn
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare
 
 MODELS = ["swin_t", "crossvit_9", "pvt_tiny"]
 
@@ -60,9 +60,17 @@ def main() -> None:
     torch.manual_seed(0)
     for name in args.models:
         ours, reference, shape = pair(name)
-        compare(name, ours, reference, shape, batch=args.batch, repeats=args.repeats,
-                iters=args.iters, device=args.device,
-                autocast=torch.bfloat16 if args.bf16 else None)
+        compare(
+            name,
+            ours,
+            reference,
+            shape,
+            batch=args.batch,
+            repeats=args.repeats,
+            iters=args.iters,
+            device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None,
+        )
 
 
 if __name__ == "__main__":

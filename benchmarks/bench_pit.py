@@ -13,8 +13,8 @@ import timm
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import bench_args, compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import bench_args, compare
 
 
 def main() -> None:
@@ -22,9 +22,16 @@ def main() -> None:
     reference = timm.create_model("pit_s_224", pretrained=False)
     ours = vitgraph.from_timm(reference)
     assert sum(p.numel() for p in ours.parameters()) == vitgraph.load("pit_s").summary().params
-    compare("pit_s_224", ours, reference, (3, 224, 224), batch=args.batch,
-            repeats=args.repeats, device=args.device,
-            autocast=torch.bfloat16 if args.bf16 else None)
+    compare(
+        "pit_s_224",
+        ours,
+        reference,
+        (3, 224, 224),
+        batch=args.batch,
+        repeats=args.repeats,
+        device=args.device,
+        autocast=torch.bfloat16 if args.bf16 else None,
+    )
 
 
 if __name__ == "__main__":

@@ -11,7 +11,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.harness import bench_args, compare_timm_twins  # noqa: E402
+from benchmarks.harness import bench_args, compare_timm_twins
 
 MODELS = ["twins_svt_small", "cait_xxs24_224"]
 

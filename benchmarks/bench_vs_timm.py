@@ -9,7 +9,7 @@ import sys
 from pathlib import Path
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-from benchmarks.harness import bench_args, compare_timm_twins  # noqa: E402
+from benchmarks.harness import bench_args, compare_timm_twins
 
 MODELS = ["vit_small_patch16_224", "deit_tiny_distilled_patch16_224"]
 

@@ -16,8 +16,8 @@ import torch
 import torchvision
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare
 
 
 def main() -> None:
@@ -35,9 +35,16 @@ def main() -> None:
     for variant in args.variants:
         ours = vitgraph.load(variant).build(allow_large=True)
         reference = getattr(torchvision.models, variant.replace("vt_r", "resnet"))()
-        compare(f"{variant} vs resnet", ours, reference, (3, 224, 224), batch=args.batch,
-                repeats=args.repeats, device=args.device,
-                autocast=torch.bfloat16 if args.bf16 else None)
+        compare(
+            f"{variant} vs resnet",
+            ours,
+            reference,
+            (3, 224, 224),
+            batch=args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None,
+        )
 
 
 if __name__ == "__main__":

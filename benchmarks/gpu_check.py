@@ -9,8 +9,8 @@ from pathlib import Path
 import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
-import vitgraph  # noqa: E402
-from benchmarks.harness import compare  # noqa: E402
+import vitgraph
+from benchmarks.harness import compare
 
 
 def main() -> None:

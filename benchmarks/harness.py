@@ -161,7 +161,7 @@ class PeakMemory(TorchDispatchMode):
         if entry is not None:
             self.current -= entry[1]
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         out = func(*args, **(kwargs or {}))
         for leaf in tree_leaves(out):
             if isinstance(leaf, torch.Tensor):
@@ -169,8 +169,13 @@ class PeakMemory(TorchDispatchMode):
         return out
 
 
-def train_step_peak_bytes(model: nn.Module, input_shape: tuple[int, ...], batch: int = 8,
-                          classes: int = 1000, device: str = "cpu") -> int:
+def train_step_peak_bytes(
+    model: nn.Module,
+    input_shape: tuple[int, ...],
+    batch: int = 8,
+    classes: int = 1000,
+    device: str = "cpu",
+) -> int:
     """Peak live tensor bytes of one training step (forward, cross-entropy, backward, SGD
     step) from gradients set to None: parameters, buffers and the batch count as live."""
     dev = torch.device(device)
@@ -188,9 +193,15 @@ def train_step_peak_bytes(model: nn.Module, input_shape: tuple[int, ...], batch:
     return counter.peak
 
 
-def compare_memory(name: str, ours: nn.Module, reference: nn.Module,
-                   input_shape: tuple[int, ...], batch: int = 8, classes: int = 1000,
-                   device: str = "cpu") -> dict[str, float]:
+def compare_memory(
+    name: str,
+    ours: nn.Module,
+    reference: nn.Module,
+    input_shape: tuple[int, ...],
+    batch: int = 8,
+    classes: int = 1000,
+    device: str = "cpu",
+) -> dict[str, float]:
     """Print and return the peak bytes of a training step of both models and the ratio
     (ours / reference: < 1 means vitgraph needs less)."""
     results: dict[str, float] = {
@@ -199,9 +210,12 @@ def compare_memory(name: str, ours: nn.Module, reference: nn.Module,
     }
     results["train_peak_ratio"] = results["train_peak_ours"] / results["train_peak_ref"]
     mib = 2**20
-    print(f"{name:28s} {device:5s} fp32  batch {batch}: train-step peak "
-          f"{results['train_peak_ours'] / mib:8.1f} vs {results['train_peak_ref'] / mib:8.1f} MiB "
-          f"(x{results['train_peak_ratio']:.3f})", flush=True)
+    print(
+        f"{name:28s} {device:5s} fp32  batch {batch}: train-step peak "
+        f"{results['train_peak_ours'] / mib:8.1f} vs {results['train_peak_ref'] / mib:8.1f} MiB "
+        f"(x{results['train_peak_ratio']:.3f})",
+        flush=True,
+    )
     return results
 
 
@@ -232,5 +246,13 @@ def compare_timm_twins(args: argparse.Namespace) -> None:
     for name in args.models:
         reference = timm.create_model(name, pretrained=False)
         ours = vitgraph.from_timm(reference)
-        compare(name, ours, reference, (3, 224, 224), batch=args.batch, repeats=args.repeats,
-                device=args.device, autocast=torch.bfloat16 if args.bf16 else None)
+        compare(
+            name,
+            ours,
+            reference,
+            (3, 224, 224),
+            batch=args.batch,
+            repeats=args.repeats,
+            device=args.device,
+            autocast=torch.bfloat16 if args.bf16 else None,
+        )

@@ -52,14 +52,19 @@ def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens
     """The width of each head for ``tokens``: ``head_dim`` when given, else the token width
     over ``heads`` (which must divide it); a given ``dim`` must be the tokens' width."""
     if dim is not None and dim != tokens.dim:
-        raise ShapeError(f"dim {dim} does not match the {tokens.dim}-wide tokens it "
-                         "receives", field="dim", hint="omit dim to take it from the input")
+        raise ShapeError(
+            f"dim {dim} does not match the {tokens.dim}-wide tokens it receives",
+            field="dim",
+            hint="omit dim to take it from the input",
+        )
     if head_dim is not None:
         return head_dim
     if tokens.dim % heads:
-        raise ShapeError(f"heads {heads} must divide the token width {tokens.dim}",
-                         field="heads",
-                         hint=f"use heads from {divisors(tokens.dim)}, or set head_dim")
+        raise ShapeError(
+            f"heads {heads} must divide the token width {tokens.dim}",
+            field="heads",
+            hint=f"use heads from {divisors(tokens.dim)}, or set head_dim",
+        )
     return tokens.dim // heads
 
 

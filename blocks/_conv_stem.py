@@ -21,8 +21,10 @@ from vitgraph.shapes import Image, conv_out
 def stem_grid(image: Image, patch: int) -> tuple[int, int]:
     """Token rows and columns after the stride-2 conv and the patch/2 projection."""
     half = patch // 2
-    return (conv_out(conv_out(image.height, 7, 2, 3), half, half, 0),
-            conv_out(conv_out(image.width, 7, 2, 3), half, half, 0))
+    return (
+        conv_out(conv_out(image.height, 7, 2, 3), half, half, 0),
+        conv_out(conv_out(image.width, 7, 2, 3), half, half, 0),
+    )
 
 
 class ConvStem(nn.Module):
@@ -33,9 +35,17 @@ class ConvStem(nn.Module):
         self.convs = len(widths)
         for i, (c_in, c_out) in enumerate(zip((channels, *widths), widths, strict=False), 1):
             first = i == 1
-            self.add_module(f"conv{i}", nn.Conv2d(c_in, c_out, 7 if first else 3,
-                                                  stride=2 if first else 1,
-                                                  padding=3 if first else 1, bias=False))
+            self.add_module(
+                f"conv{i}",
+                nn.Conv2d(
+                    c_in,
+                    c_out,
+                    7 if first else 3,
+                    stride=2 if first else 1,
+                    padding=3 if first else 1,
+                    bias=False,
+                ),
+            )
             self.add_module(f"bn{i}", nn.BatchNorm2d(c_out))
         self.relu = nn.ReLU()
         self.proj = nn.Conv2d(widths[-1], dim, kernel, stride=kernel)

@@ -12,8 +12,8 @@ from typing import Literal
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
@@ -26,13 +26,28 @@ class MultiHeadSelfAttention(AttentionParams):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None
-        return Attention(self.dim, self.heads, self.head_dim, self.qkv_bias, self.proj_bias,
-                         self.attn_drop, self.proj_drop)
+        return Attention(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 class Attention(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool, proj_bias: bool,
-                 attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         self.scale = head_dim**-0.5

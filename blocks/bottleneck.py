@@ -16,9 +16,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+
 from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.blocks.squeeze_excite import SqueezeExcite, se_width
-
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, FunctionOp, register
 from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
@@ -29,11 +29,13 @@ PosInt = Annotated[int, Field(gt=0)]
 class ConvNormAct(nn.Sequential):
     """Conv (no bias) → BatchNorm → activation (keys ``conv``, ``bn``)."""
 
-    def __init__(self, channels: int, out: int, kernel: int, stride: int, act: str | None,
-                 groups: int = 1) -> None:
+    def __init__(
+        self, channels: int, out: int, kernel: int, stride: int, act: str | None, groups: int = 1
+    ) -> None:
         super().__init__()
-        self.add_module("conv", nn.Conv2d(channels, out, kernel, stride, kernel // 2,
-                                          groups=groups, bias=False))
+        self.add_module(
+            "conv", nn.Conv2d(channels, out, kernel, stride, kernel // 2, groups=groups, bias=False)
+        )
         self.add_module("bn", nn.BatchNorm2d(out))
         if act is not None:
             self.add_module("act", activation(act))
@@ -59,8 +61,9 @@ class BotStem(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
-        rows, cols = (conv_out(s, self.kernel, 2, self.kernel // 2)
-                      for s in (image.height, image.width))
+        rows, cols = (
+            conv_out(s, self.kernel, 2, self.kernel // 2) for s in (image.height, image.width)
+        )
         if self.pool:
             rows, cols = conv_out(rows, 3, 2, 1), conv_out(cols, 3, 2, 1)
         return self, Image(self.channels[-1], rows, cols)
@@ -70,8 +73,10 @@ class BotStem(Block):
         stem = nn.Sequential()
         widths = [image.channels, *self.channels]
         for i in range(len(self.channels)):
-            stem.add_module(f"conv{i + 1}", ConvNormAct(widths[i], widths[i + 1], self.kernel,
-                                                        2 if i == 0 else 1, self.act))
+            stem.add_module(
+                f"conv{i + 1}",
+                ConvNormAct(widths[i], widths[i + 1], self.kernel, 2 if i == 0 else 1, self.act),
+            )
         if self.pool:
             stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         return stem
@@ -108,31 +113,53 @@ class BotBottleneck(Block):
         image = expect_image(inputs[0], self.kind)
         mid = int(self.out * self.ratio)
         if self.attention and mid % self.heads:
-            raise ShapeError(f"heads {self.heads} must divide the bottleneck width {mid}",
-                             field="heads")
+            raise ShapeError(
+                f"heads {self.heads} must divide the bottleneck width {mid}", field="heads"
+            )
         if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):
-            raise ShapeError(f"the 2x2 average pool after the attention needs an even map, "
-                             f"but receives {image.height}x{image.width}", field="stride",
-                             hint="use an input size whose map here is even, or stride 1")
+            raise ShapeError(
+                f"the 2x2 average pool after the attention needs an even map, "
+                f"but receives {image.height}x{image.width}",
+                field="stride",
+                hint="use an input size whose map here is even, or stride 1",
+            )
         rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
         return self, Image(self.out, rows, cols)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
         mid = int(self.out * self.ratio)
-        return Bottleneck(image.channels, mid, self.out, self.stride, self.act,
-                          (image.height, image.width) if self.attention else None, self.heads,
-                          self.qkv_bias, se_width(self.out, self.se) if self.se else 0)
+        return Bottleneck(
+            image.channels,
+            mid,
+            self.out,
+            self.stride,
+            self.act,
+            (image.height, image.width) if self.attention else None,
+            self.heads,
+            self.qkv_bias,
+            se_width(self.out, self.se) if self.se else 0,
+        )
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, channels: int, mid: int, out: int, stride: int, act: str,
-                 attention_map: tuple[int, int] | None, heads: int, qkv_bias: bool,
-                 se_hidden: int = 0) -> None:
+    def __init__(
+        self,
+        channels: int,
+        mid: int,
+        out: int,
+        stride: int,
+        act: str,
+        attention_map: tuple[int, int] | None,
+        heads: int,
+        qkv_bias: bool,
+        se_hidden: int = 0,
+    ) -> None:
         super().__init__()
         needs_projection = channels != out or stride != 1
-        self.shortcut = ConvNormAct(channels, out, 1, stride, None) if needs_projection else (
-            nn.Identity())
+        self.shortcut = (
+            ConvNormAct(channels, out, 1, stride, None) if needs_projection else (nn.Identity())
+        )
         self.conv1_1x1 = ConvNormAct(channels, mid, 1, 1, act)
         if attention_map is None:
             self.conv2_kxk = ConvNormAct(mid, mid, 3, stride, act)
@@ -168,18 +195,21 @@ class RelPosSelfAttention(nn.Module):
     """MHSA over an H×W map with logits q·k + q·r_h + q·r_w (§3, Fig. 4; the 1-D relative
     tables ``height_rel`` (2H−1, d) and ``width_rel`` (2W−1, d) are shared by the heads)."""
 
-    def __init__(self, dim: int, heads: int, size: tuple[int, int], stride: int,
-                 qkv_bias: bool) -> None:
+    def __init__(
+        self, dim: int, heads: int, size: tuple[int, int], stride: int, qkv_bias: bool
+    ) -> None:
         super().__init__()
         self.heads, self.size = heads, size
         self.head_dim = dim // heads
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=qkv_bias)
         self.pos_embed = nn.Module()
-        self.pos_embed.height_rel = nn.Parameter(torch.randn(2 * size[0] - 1, self.head_dim)
-                                                 * self.scale)
-        self.pos_embed.width_rel = nn.Parameter(torch.randn(2 * size[1] - 1, self.head_dim)
-                                                * self.scale)
+        self.pos_embed.height_rel = nn.Parameter(
+            torch.randn(2 * size[0] - 1, self.head_dim) * self.scale
+        )
+        self.pos_embed.width_rel = nn.Parameter(
+            torch.randn(2 * size[1] - 1, self.head_dim) * self.scale
+        )
         self.register_buffer("height_index", _relative_index(*size, 0), persistent=False)
         self.register_buffer("width_index", _relative_index(*size, 1), persistent=False)
         self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()
@@ -191,14 +221,16 @@ class RelPosSelfAttention(nn.Module):
         # gather with the index expanded to the batch: take_along_dim's broadcasting
         # pinned the batch size to a constant under torch.export (no dynamic batch)
         shape = (q.shape[0], self.heads, -1, -1)
-        return (by_row.gather(-1, self.height_index.expand(shape))
-                + by_col.gather(-1, self.width_index.expand(shape)))
+        return by_row.gather(-1, self.height_index.expand(shape)) + by_col.gather(
+            -1, self.width_index.expand(shape)
+        )
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         qkv = self.qkv(x).flatten(2).unflatten(1, (3, self.heads, self.head_dim))
         q, k, v = qkv.transpose(-1, -2).unbind(1)  # each (B, heads, HW, d)
-        x = F.scaled_dot_product_attention(q, k, v, attn_mask=self.relative_logits(q),
-                                           scale=self.scale)  # (B, heads, HW, d)
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=self.relative_logits(q), scale=self.scale
+        )  # (B, heads, HW, d)
         x = x.transpose(-1, -2).flatten(1, 2).unflatten(2, self.size)  # (B, C, H, W)
         return self.pool(x)
 

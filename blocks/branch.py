@@ -26,14 +26,17 @@ class Average(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         if len(inputs) < 2:
-            raise ShapeError(f"average merges two or more branches, but receives {len(inputs)}",
-                             hint="name every branch in inputs")
+            raise ShapeError(
+                f"average merges two or more branches, but receives {len(inputs)}",
+                hint="name every branch in inputs",
+            )
         first = inputs[0]
         for other in inputs[1:]:
             if type(other) is not type(first) or other.shape != first.shape:
-                raise ShapeError(f"cannot average {first} and {other}: every branch must "
-                                 "give the same shape", hint="give each branch its own head "
-                                 "with the same number of classes")
+                raise ShapeError(
+                    f"cannot average {first} and {other}: every branch must give the same shape",
+                    hint="give each branch its own head with the same number of classes",
+                )
         return self, first
 
     def build(self, *inputs: TensorType):

@@ -15,8 +15,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks.mlp import Activation, activation
 
+from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, FunctionOp, register
 from vitgraph.shapes import (
@@ -55,8 +55,10 @@ class ImageToTokens(Block):
     """Max-pool window (stride 2, padding 1); 0 for none."""
 
     def _pooled(self, image: Image) -> tuple[int, int]:
-        rows, cols = (conv_out(s, self.kernel, self.stride, self.kernel // 2)
-                      for s in (image.height, image.width))
+        rows, cols = (
+            conv_out(s, self.kernel, self.stride, self.kernel // 2)
+            for s in (image.height, image.width)
+        )
         if self.pool:
             rows, cols = conv_out(rows, self.pool, 2, 1), conv_out(cols, self.pool, 2, 1)
         return rows, cols
@@ -65,32 +67,41 @@ class ImageToTokens(Block):
         image = expect_image(inputs[0], self.kind)
         rows, cols = self._pooled(image)
         if rows < self.patch or cols < self.patch:
-            raise ShapeError(f"patch {self.patch} is larger than the {rows}x{cols} feature map "
-                             f"the stem makes of the {image.height}x{image.width} image",
-                             field="patch")
+            raise ShapeError(
+                f"patch {self.patch} is larger than the {rows}x{cols} feature map "
+                f"the stem makes of the {image.height}x{image.width} image",
+                field="patch",
+            )
         if rows % self.patch or cols % self.patch:  # the patch conv would drop the rest
-            side, left = (rows, rows % self.patch) if rows % self.patch else (
-                cols, cols % self.patch)
-            raise ShapeError(f"patch {self.patch} must divide the {rows}x{cols} feature map the "
-                             f"stem makes of the {image.height}x{image.width} image ({side} "
-                             f"leaves {left})", field="patch",
-                             hint=f"use an image side that is a multiple of "
-                                  f"{self.stride * (2 if self.pool else 1) * self.patch}")
+            side, left = (
+                (rows, rows % self.patch) if rows % self.patch else (cols, cols % self.patch)
+            )
+            raise ShapeError(
+                f"patch {self.patch} must divide the {rows}x{cols} feature map the "
+                f"stem makes of the {image.height}x{image.width} image ({side} "
+                f"leaves {left})",
+                field="patch",
+                hint=f"use an image side that is a multiple of "
+                f"{self.stride * (2 if self.pool else 1) * self.patch}",
+            )
         return self, Tokens(self.dim, (rows // self.patch, cols // self.patch))
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return I2T(image.channels, self.channels, self.kernel, self.stride, self.pool,
-                   self.patch, self.dim)
+        return I2T(
+            image.channels, self.channels, self.kernel, self.stride, self.pool, self.patch, self.dim
+        )
 
 
 class I2T(nn.Module):
-    def __init__(self, channels: int, stem: int, kernel: int, stride: int, pool: int,
-                 patch: int, dim: int) -> None:
+    def __init__(
+        self, channels: int, stem: int, kernel: int, stride: int, pool: int, patch: int, dim: int
+    ) -> None:
         super().__init__()
         self.backbone = nn.Sequential()
-        self.backbone.add_module("conv", nn.Conv2d(channels, stem, kernel, stride, kernel // 2,
-                                                   bias=False))
+        self.backbone.add_module(
+            "conv", nn.Conv2d(channels, stem, kernel, stride, kernel // 2, bias=False)
+        )
         self.backbone.add_module("bn", nn.BatchNorm2d(stem))
         if pool:
             self.backbone.add_module("maxpool", nn.MaxPool2d(pool, 2, 1))
@@ -123,28 +134,49 @@ class LocallyEnhancedFeedForward(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         expect_grid(tokens, self.kind)
         if self.kernel % 2 == 0:
-            raise ShapeError(f"kernel {self.kernel} must be odd to keep the grid's size",
-                             field="kernel")
+            raise ShapeError(
+                f"kernel {self.kernel} must be odd to keep the grid's size", field="kernel"
+            )
         hidden = int(tokens.dim * self.ratio)
         groups = self.groups or hidden
         if hidden % groups:
-            raise ShapeError(f"groups {groups} must divide the {hidden} channels of the "
-                             f"{self.kernel}x{self.kernel} conv ({tokens.dim} x ratio "
-                             f"{self.ratio})", field="groups",
-                             hint=f"omit groups for a depthwise conv ({hidden} groups)")
+            raise ShapeError(
+                f"groups {groups} must divide the {hidden} channels of the "
+                f"{self.kernel}x{self.kernel} conv ({tokens.dim} x ratio "
+                f"{self.ratio})",
+                field="groups",
+                hint=f"omit groups for a depthwise conv ({hidden} groups)",
+            )
         return self.model_copy(update={"groups": groups}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
         assert tokens.grid is not None
         assert self.groups is not None
-        return LeFF(tokens.dim, int(tokens.dim * self.ratio), self.kernel, self.act, self.bn,
-                    tokens.grid, tokens.prefix, self.groups)
+        return LeFF(
+            tokens.dim,
+            int(tokens.dim * self.ratio),
+            self.kernel,
+            self.act,
+            self.bn,
+            tokens.grid,
+            tokens.prefix,
+            self.groups,
+        )
 
 
 class LeFF(nn.Module):
-    def __init__(self, dim: int, hidden: int, kernel: int, act: str, bn: bool,
-                 grid: tuple[int, int], prefix: int, groups: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        hidden: int,
+        kernel: int,
+        act: str,
+        bn: bool,
+        grid: tuple[int, int],
+        prefix: int,
+        groups: int,
+    ) -> None:
         super().__init__()
         self.grid, self.prefix = grid, prefix
         self.conv1 = nn.Conv2d(dim, hidden, 1)
@@ -156,7 +188,7 @@ class LeFF(nn.Module):
         self.bn3 = nn.BatchNorm2d(dim) if bn else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prefix, patches = x[:, : self.prefix], x[:, self.prefix:]
+        prefix, patches = x[:, : self.prefix], x[:, self.prefix :]
         x = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, D, rows, cols)
         x = self.act(self.bn1(self.conv1(x)))
         x = self.act(self.bn2(self.conv2(x)))
@@ -231,8 +263,9 @@ class LastTokenAttention(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         if tokens.dim % self.heads:
-            raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                             field="heads")
+            raise ShapeError(
+                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
+            )
         return self, Tokens(tokens.dim, None, 0, count=1)
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -241,8 +274,9 @@ class LastTokenAttention(Block):
 
 
 class LCAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, attn_drop: float,
-                 proj_drop: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float
+    ) -> None:
         super().__init__()
         self.dim, self.heads, self.attn_drop = dim, heads, attn_drop
         self.qkv = nn.Linear(dim, 3 * dim, bias=qkv_bias)
@@ -251,11 +285,13 @@ class LCAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         bias = self.qkv.bias
-        q = F.linear(x[:, -1:], self.qkv.weight[: self.dim],
-                     None if bias is None else bias[: self.dim])
-        kv = F.linear(x, self.qkv.weight[self.dim:], None if bias is None else bias[self.dim:])
+        q = F.linear(
+            x[:, -1:], self.qkv.weight[: self.dim], None if bias is None else bias[: self.dim]
+        )
+        kv = F.linear(x, self.qkv.weight[self.dim :], None if bias is None else bias[self.dim :])
         q = q.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, 1, d)
         k, v = kv.unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
         x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)  # (B, H, 1, d)
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )  # (B, H, 1, d)
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))

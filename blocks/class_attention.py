@@ -14,8 +14,8 @@ from typing import Literal, Self
 import torch
 import torch.nn.functional as F
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, FunctionOp, register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
@@ -23,8 +23,10 @@ from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
 def _need_prefix(tokens: Tokens, what: str) -> None:
     if tokens.prefix == 0:
-        raise ShapeError(f"{what} needs a class token in front of the patches, but receives "
-                         f"{tokens}", hint="add a cls_token node before it")
+        raise ShapeError(
+            f"{what} needs a class token in front of the patches, but receives {tokens}",
+            hint="add a cls_token node before it",
+        )
 
 
 def _prefix_type(tokens: Tokens) -> Tokens:
@@ -47,13 +49,30 @@ class ClassAttention(AttentionParams):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and self.dim and self.head_dim
-        return ClassAttn(self.dim, self.heads, self.head_dim, tokens.prefix, self.qkv_bias,
-                         self.proj_bias, self.attn_drop, self.proj_drop)
+        return ClassAttn(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            tokens.prefix,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 class ClassAttn(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, prefix: int, qkv_bias: bool,
-                 proj_bias: bool, attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        prefix: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.prefix = heads, head_dim, prefix
         self.scale = head_dim**-0.5
@@ -108,8 +127,9 @@ class AddPrefix(Block):
 
 def _check_prefix(new: Tokens, tokens: Tokens, what: str) -> None:
     if new.length != tokens.prefix or new.dim != tokens.dim:
-        raise ShapeError(f"{what}: {new} cannot stand for the {tokens.prefix} prefix "
-                         f"token(s) of {tokens}")
+        raise ShapeError(
+            f"{what}: {new} cannot stand for the {tokens.prefix} prefix token(s) of {tokens}"
+        )
 
 
 @register

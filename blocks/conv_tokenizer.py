@@ -13,8 +13,8 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks.mlp import Activation, activation
 
+from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_image
@@ -66,15 +66,19 @@ class ConvTokenizer(Block):
             before = (rows, cols)
             rows, cols = (conv_out(s, self.kernel, stride, padding) for s in (rows, cols))
             if self.max_pool and min(rows, cols) > 0:
-                rows, cols = (conv_out(s, self.pool_kernel, self.pool_stride, self.pool_padding)
-                              for s in (rows, cols))
+                rows, cols = (
+                    conv_out(s, self.pool_kernel, self.pool_stride, self.pool_padding)
+                    for s in (rows, cols)
+                )
             if min(rows, cols) <= 0:
                 raise ShapeError(
                     f"conv layer {layer} (kernel {self.kernel}, stride {stride}, padding "
                     f"{padding}{', then max-pool' if self.max_pool else ''}) leaves nothing of "
                     f"the {before[0]}x{before[1]} map it receives from the "
-                    f"{image.height}x{image.width} image", field="layers",
-                    hint="use fewer conv layers or a larger input")
+                    f"{image.height}x{image.width} image",
+                    field="layers",
+                    hint="use fewer conv layers or a larger input",
+                )
         resolved = self.model_copy(update={"stride": stride, "padding": padding})
         if not self.flatten:
             return resolved, Image(self.dim, rows, cols)
@@ -84,12 +88,16 @@ class ConvTokenizer(Block):
         image = expect_image(inputs[0], self.kind)
         assert self.stride is not None and self.padding is not None
         widths = [image.channels] + [self.hidden] * (self.layers - 1) + [self.dim]
-        layers = [nn.Sequential(
-            nn.Conv2d(c_in, c_out, self.kernel, self.stride, self.padding, bias=self.bias),
-            activation(self.act) if self.act else nn.Identity(),
-            nn.MaxPool2d(self.pool_kernel, self.pool_stride, self.pool_padding)
-            if self.max_pool else nn.Identity(),
-        ) for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)]
+        layers = [
+            nn.Sequential(
+                nn.Conv2d(c_in, c_out, self.kernel, self.stride, self.padding, bias=self.bias),
+                activation(self.act) if self.act else nn.Identity(),
+                nn.MaxPool2d(self.pool_kernel, self.pool_stride, self.pool_padding)
+                if self.max_pool
+                else nn.Identity(),
+            )
+            for c_in, c_out in zip(widths[:-1], widths[1:], strict=True)
+        ]
         return Tokenizer(layers, self.flatten)
 
 

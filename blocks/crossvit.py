@@ -15,9 +15,9 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
+
 from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.blocks.structural import DropPath
-
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens
@@ -55,20 +55,33 @@ class CrossAttentionFusion(Block):
         other = expect_tokens(inputs[1], self.kind + " (second input: the other branch)")
         for name, tokens in (("this branch", own), ("the other branch", other)):
             if tokens.prefix != 1:
-                raise ShapeError(f"cross-attention fusion reads one class token from "
-                                 f"{name}, but it has {tokens.prefix} prefix tokens ({tokens})",
-                                 hint="add a cls_token node to each branch")
+                raise ShapeError(
+                    f"cross-attention fusion reads one class token from "
+                    f"{name}, but it has {tokens.prefix} prefix tokens ({tokens})",
+                    hint="add a cls_token node to each branch",
+                )
         if other.dim % self.heads:
-            raise ShapeError(f"heads {self.heads} must divide the other branch's width "
-                             f"{other.dim} (the cross attention runs at that width)",
-                             field="heads")
+            raise ShapeError(
+                f"heads {self.heads} must divide the other branch's width "
+                f"{other.dim} (the cross attention runs at that width)",
+                field="heads",
+            )
         return self, own
 
     def build(self, *inputs: TensorType) -> nn.Module:
         own, other = inputs
         assert isinstance(own, Tokens) and isinstance(other, Tokens)
-        return ClassTokenFusion(own.dim, other.dim, self.heads, self.qkv_bias, self.attn_drop,
-                                self.proj_drop, self.drop_path, self.norm_eps, self.act)
+        return ClassTokenFusion(
+            own.dim,
+            other.dim,
+            self.heads,
+            self.qkv_bias,
+            self.attn_drop,
+            self.proj_drop,
+            self.drop_path,
+            self.norm_eps,
+            self.act,
+        )
 
 
 def _projection(dim: int, out: int, eps: float, act: str) -> nn.Sequential:
@@ -79,8 +92,9 @@ def _projection(dim: int, out: int, eps: float, act: str) -> nn.Sequential:
 class CrossAttention(nn.Module):
     """The class token (first position) as the only query over all tokens (Eq. 5-6)."""
 
-    def __init__(self, dim: int, heads: int, qkv_bias: bool, attn_drop: float,
-                 proj_drop: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, qkv_bias: bool, attn_drop: float, proj_drop: float
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, dim // heads
         self.attn_drop = attn_drop
@@ -96,13 +110,24 @@ class CrossAttention(nn.Module):
         k = self.wk(x).unflatten(-1, shape).transpose(1, 2)  # (B, H, N, d)
         v = self.wv(x).unflatten(-1, shape).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )
         return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))  # (B, 1, C)
 
 
 class ClassTokenFusion(nn.Module):
-    def __init__(self, dim: int, other_dim: int, heads: int, qkv_bias: bool, attn_drop: float,
-                 proj_drop: float, drop_path: float, eps: float, act: str) -> None:
+    def __init__(
+        self,
+        dim: int,
+        other_dim: int,
+        heads: int,
+        qkv_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+        drop_path: float,
+        eps: float,
+        act: str,
+    ) -> None:
         super().__init__()
         self.proj = _projection(dim, other_dim, eps, act)  # f^l: to the other width
         self.norm1 = nn.LayerNorm(other_dim, eps=eps)
@@ -137,15 +162,22 @@ class MultiConvEmbed(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         if self.dim % 4:
-            raise ShapeError(f"dim {self.dim} must be divisible by 4 (the stem's first conv "
-                             "is dim/4 wide)", field="dim")
+            raise ShapeError(
+                f"dim {self.dim} must be divisible by 4 (the stem's first conv is dim/4 wide)",
+                field="dim",
+            )
         rows, cols = image.height, image.width
         for kernel, stride, padding in _STEMS[self.patch]:
-            rows, cols = conv_out(rows, kernel, stride, padding), conv_out(cols, kernel, stride,
-                                                                           padding)
+            rows, cols = (
+                conv_out(rows, kernel, stride, padding),
+                conv_out(cols, kernel, stride, padding),
+            )
         if rows <= 0 or cols <= 0:
-            raise ShapeError(f"the {image.height}x{image.width} image is too small for the "
-                             f"patch-{self.patch} stem", field="patch")
+            raise ShapeError(
+                f"the {image.height}x{image.width} image is too small for the "
+                f"patch-{self.patch} stem",
+                field="patch",
+            )
         return self, Tokens(self.dim, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:

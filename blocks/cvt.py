@@ -44,21 +44,27 @@ class ConvEmbed(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         rows, cols = _map_size(inputs[0], self.kind)
         padding = self.patch // 2 if self.padding is None else self.padding
-        out = conv_out(rows, self.patch, self.stride, padding), conv_out(
-            cols, self.patch, self.stride, padding)
+        out = (
+            conv_out(rows, self.patch, self.stride, padding),
+            conv_out(cols, self.patch, self.stride, padding),
+        )
         if min(out) <= 0:
-            raise ShapeError(f"patch {self.patch} with stride {self.stride} and padding "
-                             f"{padding} leaves an empty grid from the {rows}x{cols} map it "
-                             f"receives", field="patch",
-                             hint=f"use a patch of at most {min(rows, cols) + 2 * padding}")
+            raise ShapeError(
+                f"patch {self.patch} with stride {self.stride} and padding "
+                f"{padding} leaves an empty grid from the {rows}x{cols} map it "
+                f"receives",
+                field="patch",
+                hint=f"use a patch of at most {min(rows, cols) + 2 * padding}",
+            )
         return self.model_copy(update={"padding": padding}), Tokens(self.dim, out)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         channels = inputs[0].channels if isinstance(inputs[0], Image) else inputs[0].dim
         grid = None if isinstance(inputs[0], Image) else _map_size(inputs[0], self.kind)
         assert self.padding is not None
-        return ConvTokenEmbed(channels, self.dim, self.patch, self.stride, self.padding,
-                              self.norm_eps, grid)
+        return ConvTokenEmbed(
+            channels, self.dim, self.patch, self.stride, self.padding, self.norm_eps, grid
+        )
 
 
 def _map_size(x: TensorType, what: str) -> tuple[int, int]:
@@ -67,15 +73,25 @@ def _map_size(x: TensorType, what: str) -> tuple[int, int]:
     tokens = expect_tokens(x, what)
     grid = expect_grid(tokens, what)
     if tokens.prefix:
-        raise ShapeError(f"{what} re-embeds a token map, but receives {tokens} with "
-                         f"{tokens.prefix} prefix token(s)",
-                         hint="split the class token off before the next stage")
+        raise ShapeError(
+            f"{what} re-embeds a token map, but receives {tokens} with "
+            f"{tokens.prefix} prefix token(s)",
+            hint="split the class token off before the next stage",
+        )
     return grid
 
 
 class ConvTokenEmbed(nn.Module):
-    def __init__(self, channels: int, dim: int, patch: int, stride: int, padding: int,
-                 eps: float, grid: tuple[int, int] | None) -> None:
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        patch: int,
+        stride: int,
+        padding: int,
+        eps: float,
+        grid: tuple[int, int] | None,
+    ) -> None:
         super().__init__()
         self.grid = grid  # set when the input is tokens on this grid
         self.proj = nn.Conv2d(channels, dim, patch, stride, padding)
@@ -120,28 +136,49 @@ class ConvProjectionAttention(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         rows, cols = expect_grid(tokens, self.kind)
         if tokens.prefix > 1:
-            raise ShapeError(f"conv_attention lets at most one class token bypass the conv "
-                             f"projection, but receives {tokens.prefix} prefix tokens")
+            raise ShapeError(
+                f"conv_attention lets at most one class token bypass the conv "
+                f"projection, but receives {tokens.prefix} prefix tokens"
+            )
         if tokens.dim % self.heads:
-            raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                             field="heads")
+            raise ShapeError(
+                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
+            )
         if self.head_dim is not None and self.head_dim != tokens.dim // self.heads:
-            raise ShapeError(f"head_dim {self.head_dim} must be dim / heads = "
-                             f"{tokens.dim // self.heads}", field="head_dim")
+            raise ShapeError(
+                f"head_dim {self.head_dim} must be dim / heads = {tokens.dim // self.heads}",
+                field="head_dim",
+            )
         pad = self.kernel // 2
         for stride, name in ((self.stride_q, "stride_q"), (self.stride_kv, "stride_kv")):
-            if min(conv_out(rows, self.kernel, stride, pad),
-                   conv_out(cols, self.kernel, stride, pad)) <= 0:
-                raise ShapeError(f"{name} {stride} leaves no token of the {rows}x{cols} grid",
-                                 field=name)
+            if (
+                min(
+                    conv_out(rows, self.kernel, stride, pad),
+                    conv_out(cols, self.kernel, stride, pad),
+                )
+                <= 0
+            ):
+                raise ShapeError(
+                    f"{name} {stride} leaves no token of the {rows}x{cols} grid", field=name
+                )
         return self.model_copy(update={"head_dim": tokens.dim // self.heads}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
         assert tokens.grid is not None
-        return ConvAttention(tokens.dim, self.heads, self.kernel, self.stride_q,
-                             self.stride_kv, self.qkv_bias, self.proj_bias, self.attn_drop,
-                             self.proj_drop, tokens.grid, tokens.prefix)
+        return ConvAttention(
+            tokens.dim,
+            self.heads,
+            self.kernel,
+            self.stride_q,
+            self.stride_kv,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+            tokens.grid,
+            tokens.prefix,
+        )
 
 
 class DepthwiseConvBN(nn.Module):
@@ -157,9 +194,20 @@ class DepthwiseConvBN(nn.Module):
 
 
 class ConvAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, kernel: int, stride_q: int, stride_kv: int,
-                 qkv_bias: bool, proj_bias: bool, attn_drop: float, proj_drop: float,
-                 grid: tuple[int, int], prefix: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        kernel: int,
+        stride_q: int,
+        stride_kv: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+        grid: tuple[int, int],
+        prefix: int,
+    ) -> None:
         super().__init__()
         self.heads, self.grid, self.prefix = heads, grid, prefix
         self.attn_drop = attn_drop
@@ -178,7 +226,7 @@ class ConvAttention(nn.Module):
         return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, N, d)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        cls, patches = x[:, : self.prefix], x[:, self.prefix:]
+        cls, patches = x[:, : self.prefix], x[:, self.prefix :]
         fmap = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, C, rows, cols)
         q, k, v = self.conv_proj_q(fmap), self.conv_proj_k(fmap), self.conv_proj_v(fmap)
         if self.prefix:  # the class token skips the conv projection (§3.2)
@@ -187,5 +235,6 @@ class ConvAttention(nn.Module):
         k = self._heads(self.proj_k(k))
         v = self._heads(self.proj_v(v))
         x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale)
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
+        )
         return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))

@@ -15,8 +15,8 @@ from typing import Annotated, Literal, Self
 
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 
+from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Tokens, expect_image
@@ -41,12 +41,15 @@ class DeepVitStem(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         if self.patch % 2:
-            raise ShapeError(f"patch {self.patch} must be even: the stem halves the image",
-                             field="patch")
+            raise ShapeError(
+                f"patch {self.patch} must be even: the stem halves the image", field="patch"
+            )
         rows, cols = stem_grid(image, self.patch)
         if rows <= 0 or cols <= 0:
-            raise ShapeError(f"patch {self.patch} leaves no token of the {image.height}x"
-                             f"{image.width} image", field="patch")
+            raise ShapeError(
+                f"patch {self.patch} leaves no token of the {image.height}x{image.width} image",
+                field="patch",
+            )
         return self, Tokens(self.dim, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -60,14 +60,18 @@ class PatchEmbed(Block):
                         hint=f"use a patch that divides {side}, or resize the input",
                     )
         elif self.patch_norm:
-            raise ShapeError("patch_norm needs non-overlapping patches (stride = patch)",
-                             field="patch_norm")
+            raise ShapeError(
+                "patch_norm needs non-overlapping patches (stride = patch)", field="patch_norm"
+            )
         rows = conv_out(image.height, self.patch, stride, self.padding)
         cols = conv_out(image.width, self.patch, stride, self.padding)
         if rows <= 0 or cols <= 0:
-            raise ShapeError(f"patch {self.patch} with stride {stride} and padding "
-                             f"{self.padding} leaves no patch of the {image.height}x"
-                             f"{image.width} image", field="patch")
+            raise ShapeError(
+                f"patch {self.patch} with stride {stride} and padding "
+                f"{self.padding} leaves no patch of the {image.height}x"
+                f"{image.width} image",
+                field="patch",
+            )
         if not self.flatten:
             return self, Image(self.dim, rows, cols)
         return self, Tokens(self.dim, (rows, cols))
@@ -76,15 +80,33 @@ class PatchEmbed(Block):
         image = inputs[0]
         assert isinstance(image, Image)
         if self.patch_norm:
-            return LinearPatchEmbed(image.channels, self.patch, self.dim, self.norm,
-                                    self.norm_eps)
-        return ConvPatchEmbed(image.channels, self.dim, self.patch, self.stride or self.patch,
-                              self.padding, self.bias, self.norm, self.norm_eps, self.flatten)
+            return LinearPatchEmbed(image.channels, self.patch, self.dim, self.norm, self.norm_eps)
+        return ConvPatchEmbed(
+            image.channels,
+            self.dim,
+            self.patch,
+            self.stride or self.patch,
+            self.padding,
+            self.bias,
+            self.norm,
+            self.norm_eps,
+            self.flatten,
+        )
 
 
 class ConvPatchEmbed(nn.Module):
-    def __init__(self, channels: int, dim: int, patch: int, stride: int, padding: int,
-                 bias: bool, norm: bool, eps: float, flatten: bool) -> None:
+    def __init__(
+        self,
+        channels: int,
+        dim: int,
+        patch: int,
+        stride: int,
+        padding: int,
+        bias: bool,
+        norm: bool,
+        eps: float,
+        flatten: bool,
+    ) -> None:
         super().__init__()
         self.proj = nn.Conv2d(channels, dim, patch, stride, padding, bias=bias)
         self.norm = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()

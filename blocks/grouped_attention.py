@@ -12,8 +12,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
@@ -39,24 +39,47 @@ class GroupedAttention(AttentionParams):
         tokens = expect_tokens(inputs[0], self.kind)
         rows, cols = expect_grid(tokens, self.kind)
         if tokens.prefix:
-            raise ShapeError(f"grouped_attention cannot group the {tokens.prefix} prefix "
-                             f"token(s) of {tokens}", hint="pool or drop the class token first")
+            raise ShapeError(
+                f"grouped_attention cannot group the {tokens.prefix} prefix token(s) of {tokens}",
+                hint="pool or drop the class token first",
+            )
         if rows % self.window or cols % self.window:
-            raise ShapeError(f"window {self.window} must divide the {rows}x{cols} grid it "
-                             "receives", field="window", hint=_window_hint(rows, cols))
+            raise ShapeError(
+                f"window {self.window} must divide the {rows}x{cols} grid it receives",
+                field="window",
+                hint=_window_hint(rows, cols),
+            )
         return self.resolve(tokens), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and tokens.grid and self.dim and self.head_dim
-        return LocallyGroupedAttention(self.dim, self.heads, self.head_dim, tokens.grid,
-                                       self.window, self.qkv_bias, self.proj_bias,
-                                       self.attn_drop, self.proj_drop)
+        return LocallyGroupedAttention(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            tokens.grid,
+            self.window,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 class LocallyGroupedAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, grid: tuple[int, int], window: int,
-                 qkv_bias: bool, proj_bias: bool, attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        grid: tuple[int, int],
+        window: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.window = heads, head_dim, window
         self.groups = (grid[0] // window, grid[1] // window)  # windows per column, per row

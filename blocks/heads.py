@@ -98,9 +98,12 @@ class DistillationHead(Block):
         logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
         tokens = expect_tokens(inputs[1], self.kind + " (second input: the tokens)")
         if tokens.prefix <= self.index:
-            raise ShapeError(f"distill_head reads prefix token {self.index}, but its tokens "
-                             f"have {tokens.prefix} prefix token(s)", field="index",
-                             hint="add a dist_token node after the cls_token")
+            raise ShapeError(
+                f"distill_head reads prefix token {self.index}, but its tokens "
+                f"have {tokens.prefix} prefix token(s)",
+                field="index",
+                hint="add a dist_token node after the cls_token",
+            )
         return self, logits
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -33,8 +33,10 @@ class ToImage(Block):
             raise ShapeError(f"to_image takes tokens on a grid or an image, but receives {x}")
         rows, cols = expect_grid(x, self.kind)
         if x.prefix:
-            raise ShapeError(f"to_image cannot place the {x.prefix} prefix token(s) of {x} on "
-                             "the grid", hint="drop the class token first")
+            raise ShapeError(
+                f"to_image cannot place the {x.prefix} prefix token(s) of {x} on the grid",
+                hint="drop the class token first",
+            )
         return self, Image(x.dim, rows, cols)
 
     def build(self, *inputs: TensorType) -> FunctionOp | nn.Identity:

@@ -15,8 +15,8 @@ import torch
 from pydantic import Field
 from torch import nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
-from vitgraph.blocks.mlp import Activation, activation
 
+from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import (
@@ -81,9 +81,11 @@ class LevitStem(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         if self.dim % 2 ** (self.convs - 1):
-            raise ShapeError(f"dim {self.dim} must be divisible by {2 ** (self.convs - 1)} "
-                             f"(each of the {self.convs} convs halves the width going back)",
-                             field="dim")
+            raise ShapeError(
+                f"dim {self.dim} must be divisible by {2 ** (self.convs - 1)} "
+                f"(each of the {self.convs} convs halves the width going back)",
+                field="dim",
+            )
         rows, cols = image.height, image.width
         for _ in range(self.convs):
             rows, cols = conv_out(rows, 3, 2, 1), conv_out(cols, 3, 2, 1)
@@ -119,8 +121,9 @@ def bias_index(grid: tuple[int, int], table: tuple[int, int], stride: int) -> to
     rows, cols = grid
     ys, xs = torch.meshgrid(torch.arange(rows), torch.arange(cols), indexing="ij")
     keys = torch.stack([ys.flatten(), xs.flatten()])  # (2, N_k)
-    qy, qx = torch.meshgrid(torch.arange(0, rows, stride), torch.arange(0, cols, stride),
-                            indexing="ij")
+    qy, qx = torch.meshgrid(
+        torch.arange(0, rows, stride), torch.arange(0, cols, stride), indexing="ij"
+    )
     queries = torch.stack([qy.flatten(), qx.flatten()])  # (2, N_q)
     offset = (queries[:, :, None] - keys[:, None, :]).abs()
     return offset[0] * table[1] + offset[1]
@@ -143,14 +146,19 @@ class _BiasedAttention(Block):
     def _grid_and_table(self, tokens: Tokens) -> tuple[tuple[int, int], tuple[int, int]]:
         grid = expect_grid(tokens, self.kind)
         if tokens.prefix:
-            raise ShapeError(f"{self.kind} has no bias for the {tokens.prefix} prefix token(s) "
-                             f"of {tokens}", hint="LeViT has no class token; pool the patches")
+            raise ShapeError(
+                f"{self.kind} has no bias for the {tokens.prefix} prefix token(s) of {tokens}",
+                hint="LeViT has no class token; pool the patches",
+            )
         table = self.table or grid
         if table[0] < grid[0] or table[1] < grid[1]:
-            raise ShapeError(f"relative-bias table {table[0]}x{table[1]} is smaller than the "
-                             f"{grid[0]}x{grid[1]} grid it receives (offsets up to "
-                             f"{grid[0] - 1}x{grid[1] - 1} need a {grid[0]}x{grid[1]} table)",
-                             field="table", hint="omit table to size it from the grid")
+            raise ShapeError(
+                f"relative-bias table {table[0]}x{table[1]} is smaller than the "
+                f"{grid[0]}x{grid[1]} grid it receives (offsets up to "
+                f"{grid[0] - 1}x{grid[1] - 1} need a {grid[0]}x{grid[1]} table)",
+                field="table",
+                hint="omit table to size it from the grid",
+            )
         return grid, table
 
     @property
@@ -173,8 +181,17 @@ class LevitAttention(_BiasedAttention):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
         assert tokens.grid is not None and self.table is not None
-        return BiasedAttention(tokens.dim, tokens.dim, self.heads, self.key_dim,
-                               self.value_dim, self.act, tokens.grid, self.table, 1)
+        return BiasedAttention(
+            tokens.dim,
+            tokens.dim,
+            self.heads,
+            self.key_dim,
+            self.value_dim,
+            self.act,
+            tokens.grid,
+            self.table,
+            1,
+        )
 
 
 @register
@@ -199,8 +216,17 @@ class LevitSubsampleAttention(_BiasedAttention):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
         assert tokens.grid is not None and self.table is not None
-        return BiasedAttention(tokens.dim, self.dim, self.heads, self.key_dim,
-                               self.value_dim, self.act, tokens.grid, self.table, self.stride)
+        return BiasedAttention(
+            tokens.dim,
+            self.dim,
+            self.heads,
+            self.key_dim,
+            self.value_dim,
+            self.act,
+            tokens.grid,
+            self.table,
+            self.stride,
+        )
 
 
 class Subsample(nn.Module):
@@ -220,8 +246,18 @@ class BiasedAttention(nn.Module):
     """Both LeViT attentions. ``stride`` 1: fused ``qkv``; otherwise ``kv`` from all tokens
     and ``q`` (subsample, Linear+BN) from the strided grid (timm's names)."""
 
-    def __init__(self, dim: int, out: int, heads: int, key_dim: int, value_dim: int, act: str,
-                 grid: tuple[int, int], table: tuple[int, int], stride: int) -> None:
+    def __init__(
+        self,
+        dim: int,
+        out: int,
+        heads: int,
+        key_dim: int,
+        value_dim: int,
+        act: str,
+        grid: tuple[int, int],
+        table: tuple[int, int],
+        stride: int,
+    ) -> None:
         super().__init__()
         self.heads, self.key_dim, self.value_dim = heads, key_dim, value_dim
         self.scale = key_dim**-0.5
@@ -239,8 +275,9 @@ class BiasedAttention(nn.Module):
         # zero-init BN on the residual branch's output (official code); not when shrinking
         self.proj.add_module("ln", LinearBN(heads * value_dim, out, 1.0 if stride > 1 else 0.0))
         self.attention_biases = nn.Parameter(torch.zeros(heads, table[0] * table[1]))
-        self.register_buffer("attention_bias_idxs", bias_index(grid, table, stride),
-                             persistent=False)
+        self.register_buffer(
+            "attention_bias_idxs", bias_index(grid, table, stride), persistent=False
+        )
         # eval only, keyed by the table's version so an in-place load invalidates it
         self._cached_bias: tuple[int, torch.Tensor] | None = None
 

@@ -19,8 +19,8 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 
+from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens, expect_vector
@@ -48,15 +48,21 @@ class LvvitStem(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         if self.patch % 2:
-            raise ShapeError(f"patch {self.patch} must be even: the stem halves the image and "
-                             "the projection takes the other half", field="patch",
-                             hint=f"use patch {self.patch - 1} or {self.patch + 1}")
+            raise ShapeError(
+                f"patch {self.patch} must be even: the stem halves the image and "
+                "the projection takes the other half",
+                field="patch",
+                hint=f"use patch {self.patch - 1} or {self.patch + 1}",
+            )
         for side, name in ((image.height, "height"), (image.width, "width")):
             if side % self.patch:
-                raise ShapeError(f"patch {self.patch} must divide the {image.height}x"
-                                 f"{image.width} image it receives ({name} {side} leaves "
-                                 f"{side % self.patch})", field="patch",
-                                 hint=f"use a patch that divides {side}, or resize the input")
+                raise ShapeError(
+                    f"patch {self.patch} must divide the {image.height}x"
+                    f"{image.width} image it receives ({name} {side} leaves "
+                    f"{side % self.patch})",
+                    field="patch",
+                    hint=f"use a patch that divides {side}, or resize the input",
+                )
         rows, cols = stem_grid(image, self.patch)
         return self, Tokens(self.dim, (rows, cols))
 
@@ -82,8 +88,11 @@ class TokenLabelHead(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
         if not isinstance(inputs[1], Tokens):
-            raise ShapeError(f"token_label_head's second input must be the final tokens, but "
-                             f"it receives {inputs[1]}", hint="use inputs: [head, norm]")
+            raise ShapeError(
+                f"token_label_head's second input must be the final tokens, but "
+                f"it receives {inputs[1]}",
+                hint="use inputs: [head, norm]",
+            )
         tokens = inputs[1]
         if tokens.patches == 0:
             raise ShapeError(f"token_label_head needs patch tokens, but receives {tokens}")
@@ -108,7 +117,7 @@ class TokenLabelClassifier(nn.Linear):
         self.dense_output = False
 
     def forward(self, logits: torch.Tensor, tokens: torch.Tensor):  # type: ignore[override]
-        dense = super().forward(tokens[:, self.prefix:])  # (B, N, classes)
+        dense = super().forward(tokens[:, self.prefix :])  # (B, N, classes)
         if self.training or self.dense_output:
             return logits, dense
         return logits + self.merge_weight * dense.max(dim=1).values

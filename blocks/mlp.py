@@ -65,8 +65,7 @@ class MlpBlock(Block):
 
 
 class Mlp(nn.Module):
-    def __init__(self, dim: int, hidden: int, out: int, act: str, drop: float,
-                 bias: bool) -> None:
+    def __init__(self, dim: int, hidden: int, out: int, act: str, drop: float, bias: bool) -> None:
         super().__init__()
         self.fc1 = nn.Linear(dim, hidden, bias=bias)
         self.act = activation(act)

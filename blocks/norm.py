@@ -27,8 +27,10 @@ class LayerNormBlock(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]
         if not isinstance(x, Tokens | Vector):
-            raise ShapeError(f"layernorm normalises tokens or a vector, but receives {x}",
-                             hint="normalise a feature map after flattening it to tokens")
+            raise ShapeError(
+                f"layernorm normalises tokens or a vector, but receives {x}",
+                hint="normalise a feature map after flattening it to tokens",
+            )
         return self, x
 
     def build(self, *inputs: TensorType) -> nn.Module:

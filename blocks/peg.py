@@ -35,14 +35,17 @@ class PositionalEncodingGenerator(Block):
             raise ShapeError(
                 f"peg needs patch tokens laid out on a 2-D grid, but receives {tokens} "
                 f"({tokens.patches} patch tokens with no rows x cols layout)",
-                hint="place the peg where the tokens still come from a patch grid")
+                hint="place the peg where the tokens still come from a patch grid",
+            )
         expect_grid(tokens, self.kind)
         if self.kernel % 2 == 0:
             rows, cols = tokens.grid
             raise ShapeError(
                 f"kernel {self.kernel} must be odd: with padding {self.kernel // 2} it would "
                 f"turn the {rows}x{cols} grid into {rows + 1}x{cols + 1}",
-                field="kernel", hint="use kernel 3 (CPVT) or another odd size")
+                field="kernel",
+                hint="use kernel 3 (CPVT) or another odd size",
+            )
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -55,11 +58,12 @@ class PosConv(nn.Module):
     def __init__(self, dim: int, kernel: int, grid: tuple[int, int], prefix: int) -> None:
         super().__init__()
         self.proj = nn.Sequential(
-            nn.Conv2d(dim, dim, kernel, 1, kernel // 2, bias=True, groups=dim))
+            nn.Conv2d(dim, dim, kernel, 1, kernel // 2, bias=True, groups=dim)
+        )
         self.grid, self.prefix = grid, prefix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prefix, patches = x[:, :self.prefix], x[:, self.prefix:]  # (B, P, D), (B, N, D)
+        prefix, patches = x[:, : self.prefix], x[:, self.prefix :]  # (B, P, D), (B, N, D)
         feat = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, D, rows, cols)
         mixed = self.proj(feat)
         mixed += feat  # in place: the convolution's output is not needed for its backward

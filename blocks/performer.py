@@ -100,6 +100,7 @@ class SkipAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).split(self.out, dim=-1)  # each (B, T, out), one head
         # one head as a 4-D (B, 1, T, out) call: the ONNX exporter translates only 4-D SDPA
-        y = F.scaled_dot_product_attention(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1),
-                                           scale=self.scale).squeeze(1)
+        y = F.scaled_dot_product_attention(
+            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=self.scale
+        ).squeeze(1)
         return v + self.drop(self.proj(y))

@@ -39,17 +39,25 @@ class PitPool(Block):
         if dim % tokens.dim:
             raise ShapeError(
                 f"dim {dim} must be a multiple of the {tokens.dim}-wide tokens it receives "
-                f"(a depthwise conv with {tokens.dim} groups)", field="dim",
-                hint=f"use dim {2 * tokens.dim} (PiT doubles the width), or omit it")
+                f"(a depthwise conv with {tokens.dim} groups)",
+                field="dim",
+                hint=f"use dim {2 * tokens.dim} (PiT doubles the width), or omit it",
+            )
         if min(rows, cols) < self.stride:
             raise ShapeError(
                 f"stride {self.stride} is larger than the {rows}x{cols} grid it pools",
-                field="stride", hint="use a smaller stride, or a larger input")
+                field="stride",
+                hint="use a smaller stride, or a larger input",
+            )
         kernel, padding = self.stride + 1, self.stride // 2
-        grid = (conv_out(rows, kernel, self.stride, padding),
-                conv_out(cols, kernel, self.stride, padding))
-        return (self.model_copy(update={"dim": dim}),
-                Tokens(dim, grid, tokens.prefix, tokens.count))
+        grid = (
+            conv_out(rows, kernel, self.stride, padding),
+            conv_out(cols, kernel, self.stride, padding),
+        )
+        return (
+            self.model_copy(update={"dim": dim}),
+            Tokens(dim, grid, tokens.prefix, tokens.count),
+        )
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
@@ -58,15 +66,14 @@ class PitPool(Block):
 
 
 class Pooling(nn.Module):
-    def __init__(self, dim: int, out: int, stride: int, grid: tuple[int, int],
-                 prefix: int) -> None:
+    def __init__(self, dim: int, out: int, stride: int, grid: tuple[int, int], prefix: int) -> None:
         super().__init__()
         self.conv = nn.Conv2d(dim, out, stride + 1, stride, stride // 2, groups=dim)
         self.fc = nn.Linear(dim, out)
         self.grid, self.prefix = grid, prefix
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        prefix, patches = x[:, :self.prefix], x[:, self.prefix:]  # (B, P, D), (B, N, D)
+        prefix, patches = x[:, : self.prefix], x[:, self.prefix :]  # (B, P, D), (B, N, D)
         feat = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, D, rows, cols)
         patches = self.conv(feat).flatten(2).transpose(1, 2)  # (B, N / stride², out)
         return torch.cat([self.fc(prefix), patches], dim=1)

@@ -33,9 +33,12 @@ class TakeClassToken(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         if tokens.prefix <= self.index:
-            raise ShapeError(f"take_cls needs prefix token {self.index}, but receives {tokens} "
-                             f"with {tokens.prefix} prefix token(s)", field="index",
-                             hint="add a cls_token node before the encoder, or use mean_pool")
+            raise ShapeError(
+                f"take_cls needs prefix token {self.index}, but receives {tokens} "
+                f"with {tokens.prefix} prefix token(s)",
+                field="index",
+                hint="add a cls_token node before the encoder, or use mean_pool",
+            )
         return self, Vector(tokens.dim)
 
     def build(self, *inputs: TensorType):

@@ -55,8 +55,11 @@ class LearnedPosition(Block):
 
 def sincos_2d(rows: int, cols: int, dim: int, temperature: float) -> torch.Tensor:
     """(rows*cols, dim) table ``[sin x, cos x, sin y, cos y]`` (MoCo v3 / big_vision)."""
-    y, x = torch.meshgrid(torch.arange(rows, dtype=torch.float64),
-                          torch.arange(cols, dtype=torch.float64), indexing="ij")
+    y, x = torch.meshgrid(
+        torch.arange(rows, dtype=torch.float64),
+        torch.arange(cols, dtype=torch.float64),
+        indexing="ij",
+    )
     quarter = dim // 4
     omega = 1.0 / temperature ** (torch.arange(quarter, dtype=torch.float64) / (quarter - 1))
     x = x.flatten()[:, None] * omega[None, :]
@@ -77,8 +80,10 @@ class SinCos2dPosition(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         expect_grid(tokens, self.kind)
         if tokens.dim % 4 or tokens.dim < 8:
-            raise ShapeError(f"the 2-D sin-cos table needs a width divisible by 4 and at least "
-                             f"8, but the tokens are {tokens.dim} wide")
+            raise ShapeError(
+                f"the 2-D sin-cos table needs a width divisible by 4 and at least "
+                f"8, but the tokens are {tokens.dim} wide"
+            )
         return self, tokens
 
     def build(self, *inputs: TensorType) -> TensorOp:

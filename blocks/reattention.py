@@ -10,8 +10,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
@@ -29,13 +29,30 @@ class ReAttentionBlock(AttentionParams):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim and self.head_dim
-        return ReAttention(self.dim, self.heads, self.head_dim, self.qkv_bias, self.proj_bias,
-                           self.attn_drop, self.proj_drop, self.transform_scale)
+        return ReAttention(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+            self.transform_scale,
+        )
 
 
 class ReAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool, proj_bias: bool,
-                 attn_drop: float, proj_drop: float, transform_scale: bool) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+        transform_scale: bool,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim = heads, head_dim
         self.scale = head_dim**-0.5

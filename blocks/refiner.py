@@ -24,8 +24,8 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams, Rate, head_width
 
+from vitgraph.blocks._attention_common import AttentionParams, Rate, head_width
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_tokens
@@ -36,21 +36,29 @@ PosInt = Annotated[int, Field(gt=0)]
 def _check_map(attn: TensorType, heads: int, tokens: Tokens, what: str) -> None:
     """The second input must be an attention map of this layer's heads and tokens."""
     if not isinstance(attn, Image) or attn.height != attn.width:
-        raise ShapeError(f"{what}'s second input must be an attention map (heads x N x N), "
-                         f"but it receives {attn}", hint="use inputs: [<tokens>, <map node>]")
+        raise ShapeError(
+            f"{what}'s second input must be an attention map (heads x N x N), "
+            f"but it receives {attn}",
+            hint="use inputs: [<tokens>, <map node>]",
+        )
     if attn.channels != heads:
-        raise ShapeError(f"the attention map it receives has {attn.channels} heads, not "
-                         f"{heads}", field="heads",
-                         hint=f"set heads to {attn.channels}, as in the layer that made it")
+        raise ShapeError(
+            f"the attention map it receives has {attn.channels} heads, not {heads}",
+            field="heads",
+            hint=f"set heads to {attn.channels}, as in the layer that made it",
+        )
     if attn.height != tokens.length:
-        raise ShapeError(f"the attention map it receives is {attn.height}x{attn.width}, but "
-                         f"the {tokens.length} tokens need {tokens.length}x{tokens.length}")
+        raise ShapeError(
+            f"the attention map it receives is {attn.height}x{attn.width}, but "
+            f"the {tokens.length} tokens need {tokens.length}x{tokens.length}"
+        )
 
 
 def _arity(inputs: tuple[TensorType, ...], what: str) -> Tokens:
     if len(inputs) > 2:
-        raise ShapeError(f"{what} takes tokens and at most one attention map, but receives "
-                         f"{len(inputs)} inputs")
+        raise ShapeError(
+            f"{what} takes tokens and at most one attention map, but receives {len(inputs)} inputs"
+        )
     return expect_tokens(inputs[0], what + " (first input)")
 
 
@@ -88,13 +96,15 @@ class AttentionMapBlock(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim and self.head_dim
         carry = self.head_dim**-0.5 if self.carry_weight is None else self.carry_weight
-        return AttentionMap(self.dim, self.heads, self.head_dim, self.qkv_bias, self.attn_drop,
-                            carry)
+        return AttentionMap(
+            self.dim, self.heads, self.head_dim, self.qkv_bias, self.attn_drop, carry
+        )
 
 
 class AttentionMap(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, qk_bias: bool, attn_drop: float,
-                 carry: float) -> None:
+    def __init__(
+        self, dim: int, heads: int, head_dim: int, qk_bias: bool, attn_drop: float, carry: float
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.carry = heads, head_dim, carry
         self.scale = head_dim**-0.5
@@ -142,26 +152,46 @@ class RefinedAttentionBlock(AttentionParams):
     def _check_refiner(self, length: int) -> None:
         hidden = self.heads * self.expand
         if hidden != int(hidden):
-            raise ShapeError(f"expand {self.expand:g} turns {self.heads} heads into "
-                             f"{hidden:g} maps: the expanded head count must be whole",
-                             field="expand", hint="use a whole expand (the official models "
-                             "use 3), or one that makes heads x expand whole")
+            raise ShapeError(
+                f"expand {self.expand:g} turns {self.heads} heads into "
+                f"{hidden:g} maps: the expanded head count must be whole",
+                field="expand",
+                hint="use a whole expand (the official models "
+                "use 3), or one that makes heads x expand whole",
+            )
         if self.kernel % 2 == 0:
-            raise ShapeError(f"kernel {self.kernel} must be odd so the refined map keeps its "
-                             f"{length}x{length} size", field="kernel",
-                             hint=f"use kernel {self.kernel - 1} or {self.kernel + 1}")
+            raise ShapeError(
+                f"kernel {self.kernel} must be odd so the refined map keeps its "
+                f"{length}x{length} size",
+                field="kernel",
+                hint=f"use kernel {self.kernel - 1} or {self.kernel + 1}",
+            )
         if self.kernel > length:
-            raise ShapeError(f"kernel {self.kernel} is larger than the {length}x{length} "
-                             f"attention map it convolves ({length} tokens)", field="kernel",
-                             hint=f"use a kernel of at most {length - 1 + length % 2}")
+            raise ShapeError(
+                f"kernel {self.kernel} is larger than the {length}x{length} "
+                f"attention map it convolves ({length} tokens)",
+                field="kernel",
+                hint=f"use a kernel of at most {length - 1 + length % 2}",
+            )
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim and self.head_dim
-        refiner = (MapRefiner(self.heads, int(self.heads * self.expand), self.kernel)
-                   if self.refine else nn.Identity())
+        refiner = (
+            MapRefiner(self.heads, int(self.heads * self.expand), self.kernel)
+            if self.refine
+            else nn.Identity()
+        )
         scale = self.head_dim**-0.5 if self.transform_scale else 1.0
-        args = (self.dim, self.heads, self.head_dim, self.qkv_bias, self.proj_bias,
-                self.proj_drop, refiner, scale)
+        args = (
+            self.dim,
+            self.heads,
+            self.head_dim,
+            self.qkv_bias,
+            self.proj_bias,
+            self.proj_drop,
+            refiner,
+            scale,
+        )
         if len(inputs) == 2:
             return MapAttention(*args)
         return RefinedAttention(*args, self.attn_drop)
@@ -177,8 +207,9 @@ class MapRefiner(nn.Module):
         self.conv_exp = nn.Conv2d(heads, hidden, 1, bias=False) if self.expanded else None
         self.bn1 = nn.BatchNorm2d(hidden) if self.expanded else None
         # §3.2 distributed local attention: each expanded map convolved on its own
-        self.depth_sep_conv = nn.Conv2d(hidden, hidden, kernel, padding=kernel // 2,
-                                        groups=hidden, bias=False)
+        self.depth_sep_conv = nn.Conv2d(
+            hidden, hidden, kernel, padding=kernel // 2, groups=hidden, bias=False
+        )
         self.bn2 = nn.BatchNorm2d(hidden)
         self.conv_pro = nn.Conv2d(hidden, heads, 1, bias=False)  # back to the H heads
         self.bn3 = nn.BatchNorm2d(heads)
@@ -197,8 +228,16 @@ class MapRefiner(nn.Module):
 class _Values(nn.Module):
     """What both forms share: the values, the output projection, the map's last touch."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, proj_bias: bool, proj_drop: float,
-                 refiner: nn.Module, scale: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        proj_bias: bool,
+        proj_drop: float,
+        refiner: nn.Module,
+        scale: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.map_scale = heads, head_dim, scale
         self.refiner = refiner
@@ -217,8 +256,17 @@ class MapAttention(_Values):
     """Attention with a map that another node computed (an ``attention_map``, or the map
     an earlier layer passed on: official ``share_atten``); only the values are projected."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool, proj_bias: bool,
-                 proj_drop: float, refiner: nn.Module, scale: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        proj_drop: float,
+        refiner: nn.Module,
+        scale: float,
+    ) -> None:
         super().__init__(dim, heads, head_dim, proj_bias, proj_drop, refiner, scale)
         self.v = nn.Linear(dim, heads * head_dim, bias=qkv_bias)
 
@@ -230,8 +278,18 @@ class MapAttention(_Values):
 class RefinedAttention(_Values):
     """Attention that computes, refines and applies its own map (fused qkv)."""
 
-    def __init__(self, dim: int, heads: int, head_dim: int, qkv_bias: bool, proj_bias: bool,
-                 proj_drop: float, refiner: nn.Module, scale: float, attn_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        proj_drop: float,
+        refiner: nn.Module,
+        scale: float,
+        attn_drop: float,
+    ) -> None:
         super().__init__(dim, heads, head_dim, proj_bias, proj_drop, refiner, scale)
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.attn_drop = nn.Dropout(attn_drop) if attn_drop else nn.Identity()

@@ -34,11 +34,11 @@ class ResNetStem(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
-        rows, cols = (conv_out(conv_out(s, 7, 2, 3), 3, 2, 1) for s in (image.height,
-                                                                         image.width))
+        rows, cols = (conv_out(conv_out(s, 7, 2, 3), 3, 2, 1) for s in (image.height, image.width))
         if min(rows, cols) <= 0:
-            raise ShapeError(f"the {image.height}x{image.width} image is too small for the "
-                             "stem's /4 reduction")
+            raise ShapeError(
+                f"the {image.height}x{image.width} image is too small for the stem's /4 reduction"
+            )
         return self, Image(self.dim, rows, cols)
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -82,14 +82,18 @@ class BottleneckBlock(_Residual):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         resolved, out = super().infer(*inputs)
         if self.width is None and self.dim % 4:
-            raise ShapeError(f"dim {self.dim} is not a multiple of the expansion 4",
-                             field="dim", hint="set width explicitly")
+            raise ShapeError(
+                f"dim {self.dim} is not a multiple of the expansion 4",
+                field="dim",
+                hint="set width explicitly",
+            )
         return resolved.model_copy(update={"width": self.width or self.dim // 4}), out
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.width is not None
-        return Bottleneck(expect_image(inputs[0], self.kind).channels, self.width, self.dim,
-                          self.stride)
+        return Bottleneck(
+            expect_image(inputs[0], self.kind).channels, self.width, self.dim, self.stride
+        )
 
 
 @register
@@ -106,10 +110,8 @@ class GlobalAvgPool(Block):
         return SpatialMean()
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> tuple[nn.Conv2d,
-                                                                       nn.BatchNorm2d]:
-    return (nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False),
-            nn.BatchNorm2d(c_out))
+def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
+    return (nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out))
 
 
 def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:

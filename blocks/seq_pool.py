@@ -10,8 +10,8 @@ from typing import Literal, Self
 
 import torch
 from torch import nn
-from vitgraph.blocks.heads import init_linear
 
+from vitgraph.blocks.heads import init_linear
 from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, Vector, expect_tokens
 

@@ -11,8 +11,8 @@ from typing import Literal, Self
 
 import torch
 from torch import nn
-from vitgraph.blocks.position import add_table
 
+from vitgraph.blocks.position import add_table
 from vitgraph.registry import Block, TensorOp, register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
@@ -21,7 +21,7 @@ def sinusoid_1d(length: int, dim: int, temperature: float) -> torch.Tensor:
     """(length, dim) table with sin on even channels and cos on odd ones."""
     position = torch.arange(length, dtype=torch.float64)[:, None]
     exponent = (2 * (torch.arange(dim) // 2)).to(torch.float64) / dim
-    angle = position / temperature**exponent[None, :]
+    angle = position / temperature ** exponent[None, :]
     table = angle.clone()
     table[:, 0::2], table[:, 1::2] = angle[:, 0::2].sin(), angle[:, 1::2].cos()
     return table.float()
@@ -47,6 +47,5 @@ class SinusoidPosition(Block):
         assert isinstance(tokens, Tokens)
         table = sinusoid_1d(tokens.length, tokens.dim, self.temperature)[None]
         if self.counted:
-            return TensorOp(nn.Parameter(table, requires_grad=False), add_table,
-                            kwargs={"skip": 0})
+            return TensorOp(nn.Parameter(table, requires_grad=False), add_table, kwargs={"skip": 0})
         return TensorOp(table, add_table, persistent=False, kwargs={"skip": 0})

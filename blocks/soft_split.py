@@ -26,8 +26,9 @@ def unfold_image(x: torch.Tensor, *, kernel: int, stride: int, padding: int) -> 
     return F.unfold(x, kernel, padding=padding, stride=stride).transpose(1, 2)
 
 
-def unfold_tokens(x: torch.Tensor, *, grid: tuple[int, int], kernel: int, stride: int,
-                  padding: int) -> torch.Tensor:
+def unfold_tokens(
+    x: torch.Tensor, *, grid: tuple[int, int], kernel: int, stride: int, padding: int
+) -> torch.Tensor:
     """(B, N, D) on ``grid`` -> re-structure to (B, D, rows, cols), then unfold."""
     x = x.transpose(1, 2).unflatten(2, grid)
     return F.unfold(x, kernel, padding=padding, stride=stride).transpose(1, 2)
@@ -56,21 +57,30 @@ class SoftSplit(Block):
         elif isinstance(x, Tokens):
             raise ShapeError(
                 f"soft_split re-structures patch tokens onto their grid, but receives {x}"
-                + (f" ({x.prefix} prefix token(s) have no place on the grid)" if x.prefix
-                   else " (no grid)"),
-                hint="soft-split before adding class tokens")
+                + (
+                    f" ({x.prefix} prefix token(s) have no place on the grid)"
+                    if x.prefix
+                    else " (no grid)"
+                ),
+                hint="soft-split before adding class tokens",
+            )
         else:
             raise ShapeError(f"soft_split takes an image or tokens on a grid, but receives {x}")
         if self.padding >= self.kernel:
-            raise ShapeError(f"padding {self.padding} must be smaller than kernel {self.kernel}",
-                             field="padding")
-        out = (conv_out(rows, self.kernel, self.stride, self.padding),
-               conv_out(cols, self.kernel, self.stride, self.padding))
+            raise ShapeError(
+                f"padding {self.padding} must be smaller than kernel {self.kernel}", field="padding"
+            )
+        out = (
+            conv_out(rows, self.kernel, self.stride, self.padding),
+            conv_out(cols, self.kernel, self.stride, self.padding),
+        )
         if min(out) <= 0:
             raise ShapeError(
                 f"kernel {self.kernel} does not fit the {rows}x{cols} map it unfolds "
                 f"(padded to {rows + 2 * self.padding}x{cols + 2 * self.padding})",
-                field="kernel", hint="use a smaller kernel or more padding, or a larger input")
+                field="kernel",
+                hint="use a smaller kernel or more padding, or a larger input",
+            )
         return self, Tokens(channels * self.kernel * self.kernel, out)
 
     def build(self, *inputs: TensorType) -> FunctionOp:

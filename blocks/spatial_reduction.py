@@ -48,36 +48,61 @@ class SpatialReductionAttention(Block):
         if self.sr_ratio > 1:
             rows, cols = expect_grid(tokens, self.kind)
             if tokens.prefix:
-                raise ShapeError(f"sr_ratio {self.sr_ratio} reduces the token map, which has "
-                                 f"no place for the {tokens.prefix} prefix token(s) in {tokens}",
-                                 field="sr_ratio", hint="PVT adds its class token in the last "
-                                 "stage, where sr_ratio is 1")
+                raise ShapeError(
+                    f"sr_ratio {self.sr_ratio} reduces the token map, which has "
+                    f"no place for the {tokens.prefix} prefix token(s) in {tokens}",
+                    field="sr_ratio",
+                    hint="PVT adds its class token in the last stage, where sr_ratio is 1",
+                )
             for side in (rows, cols):
                 if side % self.sr_ratio:
                     fits = [d for d in range(1, side + 1) if rows % d == 0 and cols % d == 0]
-                    raise ShapeError(f"sr_ratio {self.sr_ratio} must divide the {rows}x{cols} "
-                                     f"grid it receives ({side} leaves {side % self.sr_ratio})",
-                                     field="sr_ratio", hint=f"use an sr_ratio from {fits}")
+                    raise ShapeError(
+                        f"sr_ratio {self.sr_ratio} must divide the {rows}x{cols} "
+                        f"grid it receives ({side} leaves {side % self.sr_ratio})",
+                        field="sr_ratio",
+                        hint=f"use an sr_ratio from {fits}",
+                    )
         head_dim = self.head_dim
         if head_dim is None:
             if tokens.dim % self.heads:
-                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                                 field="heads", hint="set head_dim, or change heads")
+                raise ShapeError(
+                    f"heads {self.heads} must divide the token width {tokens.dim}",
+                    field="heads",
+                    hint="set head_dim, or change heads",
+                )
             head_dim = tokens.dim // self.heads
         return self.model_copy(update={"head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and self.head_dim is not None
-        return ReducedAttention(tokens.dim, tokens.grid, self.heads, self.head_dim,
-                                self.sr_ratio, self.qkv_bias, self.attn_drop, self.proj_drop,
-                                self.norm_eps)
+        return ReducedAttention(
+            tokens.dim,
+            tokens.grid,
+            self.heads,
+            self.head_dim,
+            self.sr_ratio,
+            self.qkv_bias,
+            self.attn_drop,
+            self.proj_drop,
+            self.norm_eps,
+        )
 
 
 class ReducedAttention(nn.Module):
-    def __init__(self, dim: int, grid: tuple[int, int] | None, heads: int, head_dim: int,
-                 sr_ratio: int, qkv_bias: bool, attn_drop: float, proj_drop: float,
-                 eps: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, int] | None,
+        heads: int,
+        head_dim: int,
+        sr_ratio: int,
+        qkv_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+        eps: float,
+    ) -> None:
         super().__init__()
         self.grid, self.heads, self.head_dim = grid, heads, head_dim
         self.attn_drop = attn_drop
@@ -100,5 +125,6 @@ class ReducedAttention(nn.Module):
         kv = self.kv(source).unflatten(-1, (2, self.heads, self.head_dim))
         k, v = kv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, M, d)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )
         return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))

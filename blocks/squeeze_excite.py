@@ -14,8 +14,8 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks.mlp import Activation, activation
 
+from vitgraph.blocks.mlp import Activation, activation
 from vitgraph.errors import ShapeError
 from vitgraph.registry import Block, register
 from vitgraph.shapes import TensorType, expect_image
@@ -55,8 +55,11 @@ class SqueezeExciteBlock(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         if image.channels * self.ratio < 1:
-            raise ShapeError(f"ratio {self.ratio} of {image.channels} channels leaves no "
-                             "hidden unit", field="ratio", hint="use a ratio ≥ 1/channels")
+            raise ShapeError(
+                f"ratio {self.ratio} of {image.channels} channels leaves no hidden unit",
+                field="ratio",
+                hint="use a ratio ≥ 1/channels",
+            )
         return self, image
 
     def build(self, *inputs: TensorType) -> nn.Module:

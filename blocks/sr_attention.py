@@ -13,8 +13,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
@@ -36,27 +36,51 @@ class SpatialReductionAttention(AttentionParams):
         if self.sr_ratio > 1:
             rows, cols = expect_grid(tokens, self.kind)
             if tokens.prefix:
-                raise ShapeError(f"sr_attention with sr_ratio {self.sr_ratio} cannot sub-sample "
-                                 f"the {tokens.prefix} prefix token(s) of {tokens}",
-                                 field="sr_ratio", hint="use sr_ratio 1 where a class token is")
+                raise ShapeError(
+                    f"sr_attention with sr_ratio {self.sr_ratio} cannot sub-sample "
+                    f"the {tokens.prefix} prefix token(s) of {tokens}",
+                    field="sr_ratio",
+                    hint="use sr_ratio 1 where a class token is",
+                )
             if self.sr_ratio > min(rows, cols):
-                raise ShapeError(f"sr_ratio {self.sr_ratio} is larger than the {rows}x{cols} "
-                                 "grid it receives", field="sr_ratio",
-                                 hint=f"use an sr_ratio from 1 to {min(rows, cols)}")
+                raise ShapeError(
+                    f"sr_ratio {self.sr_ratio} is larger than the {rows}x{cols} grid it receives",
+                    field="sr_ratio",
+                    hint=f"use an sr_ratio from 1 to {min(rows, cols)}",
+                )
         return self.resolve(tokens), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and self.dim and self.head_dim
-        return SubsampledAttention(self.dim, self.heads, self.head_dim, tokens.grid,
-                                   self.sr_ratio, self.norm_eps, self.qkv_bias, self.proj_bias,
-                                   self.attn_drop, self.proj_drop)
+        return SubsampledAttention(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            tokens.grid,
+            self.sr_ratio,
+            self.norm_eps,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 class SubsampledAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, grid: tuple[int, int] | None,
-                 sr_ratio: int, eps: float, qkv_bias: bool, proj_bias: bool, attn_drop: float,
-                 proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        grid: tuple[int, int] | None,
+        sr_ratio: int,
+        eps: float,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.grid = heads, head_dim, grid
         self.scale = head_dim**-0.5

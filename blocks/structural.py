@@ -31,8 +31,10 @@ class Add(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         first, second = inputs
         if first.shape != second.shape or type(first) is not type(second):
-            raise ShapeError(f"cannot add {first} and {second}: shapes "
-                             f"{_fmt(first.shape)} and {_fmt(second.shape)} differ")
+            raise ShapeError(
+                f"cannot add {first} and {second}: shapes "
+                f"{_fmt(first.shape)} and {_fmt(second.shape)} differ"
+            )
         return self, first
 
     def build(self, *inputs: TensorType):

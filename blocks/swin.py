@@ -23,8 +23,9 @@ PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
-def effective_window(grid: tuple[int, int], window: int, shift: int) -> tuple[tuple[int, int],
-                                                                               tuple[int, int]]:
+def effective_window(
+    grid: tuple[int, int], window: int, shift: int
+) -> tuple[tuple[int, int], tuple[int, int]]:
     """Per axis: a grid no larger than the window becomes one window and is not shifted
     (§4.1: stage 4 of Swin-T sees a 7x7 map with 7x7 windows)."""
     sizes = tuple(r if r <= window else window for r in grid)
@@ -60,24 +61,34 @@ class WindowAttention(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         grid = expect_grid(tokens, self.kind)
         if tokens.prefix:
-            raise ShapeError(f"window attention takes patch tokens only, but receives {tokens}",
-                             hint="window attention has no place for a class token")
+            raise ShapeError(
+                f"window attention takes patch tokens only, but receives {tokens}",
+                hint="window attention has no place for a class token",
+            )
         size, shift = effective_window(grid, self.window, self.shift)
         for side, win in zip(grid, size, strict=True):
             if side % win:
                 fits = [d for d in range(1, side + 1) if side % d == 0 and d <= 2 * win]
-                raise ShapeError(f"window {self.window} must divide the {grid[0]}x{grid[1]} "
-                                 f"grid it receives ({side} leaves {side % win})",
-                                 field="window", hint=f"use a window from {fits}, or change "
-                                 "the input size")
+                raise ShapeError(
+                    f"window {self.window} must divide the {grid[0]}x{grid[1]} "
+                    f"grid it receives ({side} leaves {side % win})",
+                    field="window",
+                    hint=f"use a window from {fits}, or change the input size",
+                )
         if any(s >= w for s, w in zip(shift, size, strict=True) if s):
-            raise ShapeError(f"shift {self.shift} must be smaller than the window {self.window}",
-                             field="shift", hint="Swin shifts by window // 2")
+            raise ShapeError(
+                f"shift {self.shift} must be smaller than the window {self.window}",
+                field="shift",
+                hint="Swin shifts by window // 2",
+            )
         head_dim = self.head_dim
         if head_dim is None:
             if tokens.dim % self.heads:
-                raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                                 field="heads", hint="set head_dim, or change heads")
+                raise ShapeError(
+                    f"heads {self.heads} must divide the token width {tokens.dim}",
+                    field="heads",
+                    hint="set head_dim, or change heads",
+                )
             head_dim = tokens.dim // self.heads
         return self.model_copy(update={"head_dim": head_dim}), tokens
 
@@ -85,8 +96,17 @@ class WindowAttention(Block):
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and tokens.grid is not None and self.head_dim
         size, shift = effective_window(tokens.grid, self.window, self.shift)
-        return ShiftedWindowAttention(tokens.dim, tokens.grid, self.heads, self.head_dim, size,
-                                      shift, self.qkv_bias, self.attn_drop, self.proj_drop)
+        return ShiftedWindowAttention(
+            tokens.dim,
+            tokens.grid,
+            self.heads,
+            self.head_dim,
+            size,
+            shift,
+            self.qkv_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
@@ -98,17 +118,24 @@ def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
     return (delta[0] + win_h - 1) * (2 * win_w - 1) + (delta[1] + win_w - 1)
 
 
-def shifted_window_mask(grid: tuple[int, int], size: tuple[int, int],
-                        shift: tuple[int, int]) -> torch.Tensor:
+def shifted_window_mask(
+    grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]
+) -> torch.Tensor:
     """(windows, 1, N, N) additive mask: -100 between tokens that the cyclic shift brought
     into one window from different regions of the map (Fig. 4), 0 elsewhere."""
     region = torch.zeros(grid, dtype=torch.long)
     label = 0
-    for rows in ((0, grid[0] - size[0]), (grid[0] - size[0], grid[0] - shift[0]),
-                 (grid[0] - shift[0], grid[0])):
-        for cols in ((0, grid[1] - size[1]), (grid[1] - size[1], grid[1] - shift[1]),
-                     (grid[1] - shift[1], grid[1])):
-            region[rows[0]:rows[1], cols[0]:cols[1]] = label
+    for rows in (
+        (0, grid[0] - size[0]),
+        (grid[0] - size[0], grid[0] - shift[0]),
+        (grid[0] - shift[0], grid[0]),
+    ):
+        for cols in (
+            (0, grid[1] - size[1]),
+            (grid[1] - size[1], grid[1] - shift[1]),
+            (grid[1] - shift[1], grid[1]),
+        ):
+            region[rows[0] : rows[1], cols[0] : cols[1]] = label
             label += 1
     windows = partition(region[None, :, :, None], grid, size).squeeze(-1)  # (nW, N)
     differ = windows[:, :, None] != windows[:, None, :]
@@ -130,9 +157,18 @@ def merge(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torc
 
 
 class ShiftedWindowAttention(nn.Module):
-    def __init__(self, dim: int, grid: tuple[int, int], heads: int, head_dim: int,
-                 size: tuple[int, int], shift: tuple[int, int], qkv_bias: bool,
-                 attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        grid: tuple[int, int],
+        heads: int,
+        head_dim: int,
+        size: tuple[int, int],
+        shift: tuple[int, int],
+        qkv_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.grid, self.size, self.shift = grid, size, shift
         self.heads, self.head_dim = heads, head_dim
@@ -143,11 +179,13 @@ class ShiftedWindowAttention(nn.Module):
         self.proj = nn.Linear(heads * head_dim, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
         self.relative_position_bias_table = nn.Parameter(
-            torch.empty((2 * size[0] - 1) * (2 * size[1] - 1), heads))
+            torch.empty((2 * size[0] - 1) * (2 * size[1] - 1), heads)
+        )
         nn.init.trunc_normal_(self.relative_position_bias_table, std=0.02)
         # Index and mask depend only on the static grid: computed once, never saved.
-        self.register_buffer("relative_position_index",
-                             relative_position_index(*size).flatten(), persistent=False)
+        self.register_buffer(
+            "relative_position_index", relative_position_index(*size).flatten(), persistent=False
+        )
         self.shifted = any(shift)
         mask = shifted_window_mask(grid, size, shift) if self.shifted else torch.zeros(0)
         self.register_buffer("attn_mask", mask, persistent=False)
@@ -167,8 +205,8 @@ class ShiftedWindowAttention(nn.Module):
             bias = (bias + self.attn_mask).unsqueeze(0).expand(x.shape[0], -1, -1, -1, -1)
             bias = bias.reshape(-1, self.heads, self.area, self.area)
         out = F.scaled_dot_product_attention(
-            q, k, v, attn_mask=bias.to(q.dtype),
-            dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
+        )
         # an explicit copy: ONNX export re-traces SDPA (masked, symbolic batch) into a
         # layout where the transposed output is not viewable, and ``contiguous()`` is
         # elided there on stale strides; a clone keeps the flatten valid in every trace

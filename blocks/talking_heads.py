@@ -10,8 +10,8 @@ from typing import Literal
 
 import torch
 from torch import nn
-from vitgraph.blocks._attention_common import AttentionParams
 
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens
 
@@ -27,12 +27,19 @@ class TalkingHeadsAttention(AttentionParams):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and self.dim and self.head_dim
-        return TalkingHeads(self.dim, self.heads, self.head_dim, tokens.length, self.qkv_bias,
-                            self.proj_bias, self.attn_drop, self.proj_drop)
+        return TalkingHeads(
+            self.dim,
+            self.heads,
+            self.head_dim,
+            tokens.length,
+            self.qkv_bias,
+            self.proj_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
-def mix_heads(attn: torch.Tensor, mixer: nn.Linear, length: int,
-              bias: bool = True) -> torch.Tensor:
+def mix_heads(attn: torch.Tensor, mixer: nn.Linear, length: int, bias: bool = True) -> torch.Tensor:
     """Apply a heads×heads linear map to (B, H, N, N) maps: one batched matmul over the
     flattened maps (bias fused by baddbmm), no permutes and no copy of the maps.
     (``torch.matmul`` of a 2-D weight with the 3-D maps folds the batch into a transposed
@@ -48,8 +55,17 @@ def mix_heads(attn: torch.Tensor, mixer: nn.Linear, length: int,
 
 
 class TalkingHeads(nn.Module):
-    def __init__(self, dim: int, heads: int, head_dim: int, length: int, qkv_bias: bool,
-                 proj_bias: bool, attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        head_dim: int,
+        length: int,
+        qkv_bias: bool,
+        proj_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.length = heads, head_dim, length
         self.scale = head_dim**-0.5

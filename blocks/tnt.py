@@ -47,21 +47,39 @@ class PixelEmbed(Block):
         image = expect_image(inputs[0], self.kind)
         for side in (image.height, image.width):
             if side % self.patch:
-                raise ShapeError(f"patch {self.patch} must divide the {image.height}x"
-                                 f"{image.width} image it receives", field="patch")
+                raise ShapeError(
+                    f"patch {self.patch} must divide the {image.height}x"
+                    f"{image.width} image it receives",
+                    field="patch",
+                )
         side = -(-self.patch // self.stride)
         patches = (image.height // self.patch) * (image.width // self.patch)
         return self, Tokens(self.dim, None, count=patches * side * side)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return WordEmbed(image.channels, image.height, image.width, self.patch, self.dim,
-                         self.stride, self.legacy)
+        return WordEmbed(
+            image.channels,
+            image.height,
+            image.width,
+            self.patch,
+            self.dim,
+            self.stride,
+            self.legacy,
+        )
 
 
 class WordEmbed(nn.Module):
-    def __init__(self, channels: int, height: int, width: int, patch: int, dim: int,
-                 stride: int, legacy: bool) -> None:
+    def __init__(
+        self,
+        channels: int,
+        height: int,
+        width: int,
+        patch: int,
+        dim: int,
+        stride: int,
+        legacy: bool,
+    ) -> None:
         super().__init__()
         self.grid = (height // patch, width // patch)
         self.patch, self.dim, self.legacy = patch, dim, legacy
@@ -108,22 +126,40 @@ class GroupedAttention(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         if self.group and tokens.length % self.group:
-            raise ShapeError(f"group {self.group} must divide the {tokens.length} tokens it "
-                             "receives", field="group")
+            raise ShapeError(
+                f"group {self.group} must divide the {tokens.length} tokens it receives",
+                field="group",
+            )
         if tokens.dim % self.heads:
-            raise ShapeError(f"heads {self.heads} must divide the token width {tokens.dim}",
-                             field="heads")
+            raise ShapeError(
+                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
+            )
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
-        return QkVAttention(tokens.dim, self.heads, self.group or tokens.length, tokens.length,
-                            self.qkv_bias, self.attn_drop, self.proj_drop)
+        return QkVAttention(
+            tokens.dim,
+            self.heads,
+            self.group or tokens.length,
+            tokens.length,
+            self.qkv_bias,
+            self.attn_drop,
+            self.proj_drop,
+        )
 
 
 class QkVAttention(nn.Module):
-    def __init__(self, dim: int, heads: int, group: int, length: int, qkv_bias: bool,
-                 attn_drop: float, proj_drop: float) -> None:
+    def __init__(
+        self,
+        dim: int,
+        heads: int,
+        group: int,
+        length: int,
+        qkv_bias: bool,
+        attn_drop: float,
+        proj_drop: float,
+    ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.group, self.length = heads, dim // heads, group, length
         self.attn_drop = attn_drop
@@ -135,11 +171,16 @@ class QkVAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
         x = x.reshape(-1, self.group, dim)  # (B*groups, group, C)
-        q, k = self.qk(x).unflatten(-1, (2, self.heads, self.head_dim)).permute(
-            2, 0, 3, 1, 4).unbind(0)  # each (B*groups, H, group, d)
+        q, k = (
+            self.qk(x)
+            .unflatten(-1, (2, self.heads, self.head_dim))
+            .permute(2, 0, 3, 1, 4)
+            .unbind(0)
+        )  # each (B*groups, H, group, d)
         v = self.v(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
         out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0)
+            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
+        )
         out = self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
         return out.reshape(-1, self.length, dim)  # (B, L, C)
 
@@ -170,34 +211,59 @@ class WordProjection(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         words = expect_tokens(inputs[0], self.kind + " (first input: the words)")
         if len(inputs) > 2:
-            raise ShapeError(f"tnt_word_projection takes the words and optionally the patch "
-                             f"tokens, but receives {len(inputs)} inputs")
+            raise ShapeError(
+                f"tnt_word_projection takes the words and optionally the patch "
+                f"tokens, but receives {len(inputs)} inputs"
+            )
         if words.length % self.words:
-            raise ShapeError(f"words {self.words} must divide the {words.length} word tokens "
-                             "it receives", field="words")
+            raise ShapeError(
+                f"words {self.words} must divide the {words.length} word tokens it receives",
+                field="words",
+            )
         patches = words.length // self.words
         if len(inputs) == 1:
             if self.dim is None:
-                raise ShapeError("dim is required when there are no patch tokens to add to",
-                                 field="dim")
+                raise ShapeError(
+                    "dim is required when there are no patch tokens to add to", field="dim"
+                )
             return self, Tokens(self.dim, None, count=patches)
         target = expect_tokens(inputs[1], self.kind + " (second input: the patch tokens)")
         if target.patches != patches or (self.dim is not None and self.dim != target.dim):
-            raise ShapeError(f"{words.length} words in groups of {self.words} make {patches} "
-                             f"patches, but the patch tokens are {target}", field="words")
+            raise ShapeError(
+                f"{words.length} words in groups of {self.words} make {patches} "
+                f"patches, but the patch tokens are {target}",
+                field="words",
+            )
         return self.model_copy(update={"dim": target.dim}), target
 
     def build(self, *inputs: TensorType) -> nn.Module:
         words = expect_tokens(inputs[0], self.kind)
         assert self.dim is not None
         prefix = expect_tokens(inputs[1], self.kind).prefix if len(inputs) > 1 else None
-        return FlattenWords(words.dim, self.words, self.dim, self.bias, self.per_word_norm,
-                            self.out_norm, self.norm_eps, prefix)
+        return FlattenWords(
+            words.dim,
+            self.words,
+            self.dim,
+            self.bias,
+            self.per_word_norm,
+            self.out_norm,
+            self.norm_eps,
+            prefix,
+        )
 
 
 class FlattenWords(nn.Module):
-    def __init__(self, dim: int, words: int, out: int, bias: bool, per_word_norm: bool,
-                 out_norm: bool, eps: float, prefix: int | None) -> None:
+    def __init__(
+        self,
+        dim: int,
+        words: int,
+        out: int,
+        bias: bool,
+        per_word_norm: bool,
+        out_norm: bool,
+        eps: float,
+        prefix: int | None,
+    ) -> None:
         super().__init__()
         self.words, self.prefix, self.per_word_norm = words, prefix, per_word_norm
         self.norm1_proj = nn.LayerNorm(dim if per_word_norm else dim * words, eps=eps)
@@ -214,5 +280,5 @@ class FlattenWords(nn.Module):
         if patches is None:
             return x
         if self.prefix:
-            return torch.cat([patches[:, :self.prefix], patches[:, self.prefix:] + x], dim=1)
+            return torch.cat([patches[:, : self.prefix], patches[:, self.prefix :] + x], dim=1)
         return patches + x

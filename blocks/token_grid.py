@@ -24,8 +24,10 @@ class TokensToImage(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         rows, cols = expect_grid(tokens, self.kind)
         if tokens.prefix:
-            raise ShapeError(f"tokens_to_image takes patch tokens only, but receives {tokens}",
-                             hint="move the class token to a later stage, or drop it first")
+            raise ShapeError(
+                f"tokens_to_image takes patch tokens only, but receives {tokens}",
+                hint="move the class token to a later stage, or drop it first",
+            )
         return self, Image(tokens.dim, rows, cols)
 
     def build(self, *inputs: TensorType) -> nn.Module:

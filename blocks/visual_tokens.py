@@ -39,9 +39,11 @@ PosInt = Annotated[int, Field(gt=0)]
 
 def _check_split(what: str, channels: int, parts: int, field: str) -> None:
     if channels % parts:
-        raise ShapeError(f"{what} of {channels} channels does not split into {parts} "
-                         f"{field}", field=field,
-                         hint=f"use a divisor of {channels}")
+        raise ShapeError(
+            f"{what} of {channels} channels does not split into {parts} {field}",
+            field=field,
+            hint=f"use a divisor of {channels}",
+        )
 
 
 def _visual_tokens(tokens: TensorType, kind: str, dim: int | None = None) -> Tokens:
@@ -49,8 +51,11 @@ def _visual_tokens(tokens: TensorType, kind: str, dim: int | None = None) -> Tok
     if t.grid is not None or t.prefix:
         raise ShapeError(f"{kind} expects visual tokens (no grid, no prefix), got {t}")
     if dim is not None and t.dim != dim:
-        raise ShapeError(f"the previous tokens have {t.dim} channels, this tokenizer makes "
-                         f"{dim}", field="dim", hint=f"set dim: {t.dim}")
+        raise ShapeError(
+            f"the previous tokens have {t.dim} channels, this tokenizer makes {dim}",
+            field="dim",
+            hint=f"set dim: {t.dim}",
+        )
     return t
 
 
@@ -80,32 +85,39 @@ class VTTokenizer(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         if not 1 <= len(inputs) <= 2:
-            raise ShapeError(f"vt_tokenizer takes a feature map and optionally the previous "
-                             f"tokens, got {len(inputs)} inputs")
+            raise ShapeError(
+                f"vt_tokenizer takes a feature map and optionally the previous "
+                f"tokens, got {len(inputs)} inputs"
+            )
         image = expect_image(inputs[0], self.kind)
         _check_split("the feature map", image.channels, self.groups, "groups")
         if self.recurrent:
             if len(inputs) != 2:
-                raise ShapeError("a recurrent tokenizer needs the previous module's tokens "
-                                 "as its second input", field="recurrent",
-                                 hint="inputs: [feature map, previous tokens], or set "
-                                 "recurrent: false")
+                raise ShapeError(
+                    "a recurrent tokenizer needs the previous module's tokens as its second input",
+                    field="recurrent",
+                    hint="inputs: [feature map, previous tokens], or set recurrent: false",
+                )
             prev = _visual_tokens(inputs[1], self.kind, self.dim)
             if prev.count != self.tokens:
-                raise ShapeError(f"the previous module has {prev.count} tokens, this one "
-                                 f"{self.tokens}", field="tokens",
-                                 hint=f"set tokens: {prev.count}")
+                raise ShapeError(
+                    f"the previous module has {prev.count} tokens, this one {self.tokens}",
+                    field="tokens",
+                    hint=f"set tokens: {prev.count}",
+                )
             if self.tokens % 2:
-                raise ShapeError(f"a recurrent tokenizer refines half of its {self.tokens} "
-                                 "tokens; the count must be even", field="tokens")
+                raise ShapeError(
+                    f"a recurrent tokenizer refines half of its {self.tokens} "
+                    "tokens; the count must be even",
+                    field="tokens",
+                )
             _check_split("the feature map", image.channels, self.heads, "heads")
         return self, Tokens(self.dim, None, count=self.tokens)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         channels = expect_image(inputs[0], self.kind).channels
         if self.recurrent:
-            return RecurrentTokenizer(channels, self.dim, self.tokens, self.heads,
-                                      self.groups)
+            return RecurrentTokenizer(channels, self.dim, self.tokens, self.heads, self.groups)
         return FilterTokenizer(channels, self.dim, self.tokens, self.groups)
 
 
@@ -133,8 +145,9 @@ class VTTransformer(Block):
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return TokenTransformer(expect_tokens(inputs[0], self.kind).dim, self.heads,
-                                self.groups, self.ffn_layers)
+        return TokenTransformer(
+            expect_tokens(inputs[0], self.kind).dim, self.heads, self.groups, self.ffn_layers
+        )
 
 
 @register
@@ -158,8 +171,12 @@ class VTProjector(Block):
         return self, image
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return Projector(expect_image(inputs[0], self.kind).channels,
-                         expect_tokens(inputs[1], self.kind).dim, self.heads, self.groups)
+        return Projector(
+            expect_image(inputs[0], self.kind).channels,
+            expect_tokens(inputs[1], self.kind).dim,
+            self.heads,
+            self.groups,
+        )
 
 
 def _to_token_dim(channels: int, dim: int) -> nn.Module:
@@ -174,7 +191,7 @@ class FilterTokenizer(nn.Module):
         self.token_coef = nn.Conv2d(channels, tokens, 1)  # W_A of eq. 1
         self.value = nn.Conv2d(channels, channels, 1, groups=groups)
         self.token = _to_token_dim(channels, dim)
-        self.scale = channels ** -0.5  # pseudo-code: coefficients / sqrt(C)
+        self.scale = channels**-0.5  # pseudo-code: coefficients / sqrt(C)
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor | None = None) -> torch.Tensor:
         coef = (self.token_coef(x).flatten(2) * self.scale).softmax(dim=-1)  # (B, L, HW)
@@ -183,8 +200,7 @@ class FilterTokenizer(nn.Module):
 
 
 class RecurrentTokenizer(nn.Module):
-    def __init__(self, channels: int, dim: int, tokens: int, heads: int,
-                 groups: int) -> None:
+    def __init__(self, channels: int, dim: int, tokens: int, heads: int, groups: int) -> None:
         super().__init__()
         self.query = nn.Linear(dim, channels)  # W_{T→R} of eq. 2
         self.key = nn.Conv2d(channels, channels, 1, groups=groups)
@@ -199,7 +215,7 @@ class RecurrentTokenizer(nn.Module):
         v = _heads(self.value(x).flatten(2).transpose(1, 2), self.heads)
         new = F.scaled_dot_product_attention(q, k, v)  # softmax over the pixels
         new = self.token(new.transpose(1, 2).flatten(2))  # (B, L/2, C_T)
-        return torch.cat([prev[:, self.half:], new], dim=1)
+        return torch.cat([prev[:, self.half :], new], dim=1)
 
 
 class TokenTransformer(nn.Module):
@@ -217,11 +233,11 @@ class TokenTransformer(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         c = t.transpose(1, 2)  # (B, C_T, L): the grouped 1×1 convs act on channels
-        q, k, v = (_heads(conv(c).transpose(1, 2), self.heads)
-                   for conv in (self.q, self.k, self.v))
+        q, k, v = (_heads(conv(c).transpose(1, 2), self.heads) for conv in (self.q, self.k, self.v))
         # pseudo-code scales the key-query product by 1/sqrt(L)
-        t = t + F.scaled_dot_product_attention(q, k, v, scale=t.shape[1] ** -0.5
-                                               ).transpose(1, 2).flatten(2)
+        t = t + F.scaled_dot_product_attention(q, k, v, scale=t.shape[1] ** -0.5).transpose(
+            1, 2
+        ).flatten(2)
         if self.two_layers:
             return t + self.fc2(self.act(self.fc1(t)))
         return t + self.fc1(t)
@@ -237,8 +253,9 @@ class Projector(nn.Module):
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
         q = _heads(self.q(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
-        out = F.scaled_dot_product_attention(q, _heads(self.k(t), self.heads),
-                                             _heads(self.v(t), self.heads))
+        out = F.scaled_dot_product_attention(
+            q, _heads(self.k(t), self.heads), _heads(self.v(t), self.heads)
+        )
         return x + out.transpose(2, 3).flatten(1, 2).view_as(x)
 
 
@@ -246,4 +263,3 @@ def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
     """``(B, N, h·c) → (B, h, N, c)``: head-major channel split, as the pseudo-code's
     ``view(N, h, C // h, ...)``."""
     return x.unflatten(-1, (heads, -1)).transpose(1, 2)
-

@@ -49,8 +49,13 @@ REDUCTIONS: dict[str, Reduction] = {
     "cct": {"depth": 1, "image_size": 32},
     "ceit": {"image_size": 32},  # twelve layers are fixed by its LCA's inputs
     "cpvt": {"depth": 2, "image_size": 32},  # the PEG sits after layer 0
-    "crossvit": {"image_size": 48, "large_size": 32, "encoders": 2, "depth_small": 1,
-                 "depth_large": 1},
+    "crossvit": {
+        "image_size": 48,
+        "large_size": 32,
+        "encoders": 2,
+        "depth_small": 1,
+        "depth_large": 1,
+    },
     "cvt": {"image_size": 64, "depths": [1, 1, 1]},
     "deepvit": _deepvit,
     "deit": {"depth": 1, "image_size": 32},

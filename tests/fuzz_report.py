@@ -40,9 +40,11 @@ def main() -> int:
             print(f"SLOW seed {seed}: {seconds:.2f} s", flush=True)
         slowest = max(slowest, (seconds, seed))
     elapsed = time.perf_counter() - start
-    print(f"fuzz: {total} cases in {elapsed:.0f} s; escapes {escapes}; cases over 2 s {slow}; "
-          f"slowest {slowest[0]:.3f} s (seed {slowest[1]}); distinct error kinds "
-          f"{len(kinds) - ('ok' in kinds)}; valid specs {kinds.get('ok', 0)}")
+    print(
+        f"fuzz: {total} cases in {elapsed:.0f} s; escapes {escapes}; cases over 2 s {slow}; "
+        f"slowest {slowest[0]:.3f} s (seed {slowest[1]}); distinct error kinds "
+        f"{len(kinds) - ('ok' in kinds)}; valid specs {kinds.get('ok', 0)}"
+    )
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {count:6d}  {kind[:110]}")
     return 1 if escapes or slow else 0

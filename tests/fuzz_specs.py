@@ -19,9 +19,37 @@ from vitgraph.registry import registry
 _TEXTS = {name: open(path, encoding="utf-8").read() for name, path in shipped_specs().items()}
 
 SCALARS: list[Any] = [
-    None, 0, -1, 1, 2, 3, 7, 3.5, -0.5, 1e300, 10**12, True, False, "", "x", "ünïcødé ✓",
-    "$nope", "${1/0}", "${dim * }", "${10 ** 10 ** 10}", "$dim", "${i}", "input", "head",
-    "blocks", [], {}, [1, 2], [[[[]]]], {"a": {"b": {"c": {}}}}, "a" * 5000,
+    None,
+    0,
+    -1,
+    1,
+    2,
+    3,
+    7,
+    3.5,
+    -0.5,
+    1e300,
+    10**12,
+    True,
+    False,
+    "",
+    "x",
+    "ünïcødé ✓",
+    "$nope",
+    "${1/0}",
+    "${dim * }",
+    "${10 ** 10 ** 10}",
+    "$dim",
+    "${i}",
+    "input",
+    "head",
+    "blocks",
+    [],
+    {},
+    [1, 2],
+    [[[[]]]],
+    {"a": {"b": {"c": {}}}},
+    "a" * 5000,
 ]
 
 
@@ -53,8 +81,11 @@ def _mutate(data: Any, rng: random.Random, depth: int = 0) -> Any:
         elif roll < 0.3:
             data.insert(index, copy.deepcopy(data[index]))
         elif roll < 0.4:
-            data[index] = {"id": f"n{index}", "kind": rng.choice(_kinds()),
-                           "inputs": [rng.choice(["input", "nowhere", "head"])]}
+            data[index] = {
+                "id": f"n{index}",
+                "kind": rng.choice(_kinds()),
+                "inputs": [rng.choice(["input", "nowhere", "head"])],
+            }
         elif roll < 0.5 or depth > 5:
             data[index] = copy.deepcopy(rng.choice(SCALARS))
         else:
@@ -83,6 +114,9 @@ def mutated_spec(seed: int) -> tuple[str, str]:
     text = yaml.safe_dump(data, sort_keys=False, allow_unicode=True)
     if rng.random() < 0.03:  # raw text damage
         cut = rng.randrange(max(1, len(text)))
-        text = text[:cut] + rng.choice(["\t", ": :", "{", "!!python/object:os.system", "&a *a"]) \
+        text = (
+            text[:cut]
+            + rng.choice(["\t", ": :", "{", "!!python/object:os.system", "&a *a"])
             + text[cut:]
+        )
     return name, text

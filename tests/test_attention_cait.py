@@ -43,8 +43,7 @@ def _reduced(name: str) -> torch.nn.Module:
     """Two talking-heads layers and the two class-attention layers, at the model's own
     resolution and head count, 8 channels per head."""
     heads = HEADS[name.split("_")[1].rstrip("0123456789")]
-    model = timm.create_model(name, pretrained=False, depth=2, embed_dim=8 * heads,
-                              num_heads=heads)
+    model = timm.create_model(name, pretrained=False, depth=2, embed_dim=8 * heads, num_heads=heads)
     return redraw_(model.eval())
 
 
@@ -78,9 +77,18 @@ def test_from_timm_gives_timm_logits_at_the_models_own_resolution(name):
 
 
 def test_from_timm_keeps_avg_pooling_and_a_reduced_width():
-    reference = timm.create_model("cait_xxs24_224", pretrained=False, depth=1, img_size=32,
-                                  embed_dim=48, num_heads=3, global_pool="avg", num_classes=7,
-                                  depth_token_only=1, mlp_ratio_token_only=2.0)
+    reference = timm.create_model(
+        "cait_xxs24_224",
+        pretrained=False,
+        depth=1,
+        img_size=32,
+        embed_dim=48,
+        num_heads=3,
+        global_pool="avg",
+        num_classes=7,
+        depth_token_only=1,
+        mlp_ratio_token_only=2.0,
+    )
     reference = redraw_(reference.eval())
     assert_same_logits(vitgraph.from_timm(reference), reference, torch.randn(2, 3, 32, 32))
 
@@ -93,8 +101,9 @@ def test_from_timm_refuses_a_model_without_a_classifier():
 
 @pytest.mark.parametrize("variant", sorted(SOURCES))
 def test_variant_runs_forward_and_backward_when_reduced(variant):
-    model = vitgraph.load(variant, overrides={"depth": 1, "class_depth": 1, "image_size": 32,
-                                              "classes": 5}).build()
+    model = vitgraph.load(
+        variant, overrides={"depth": 1, "class_depth": 1, "image_size": 32, "classes": 5}
+    ).build()
     out = model(torch.randn(2, 3, 32, 32))
     out.sum().backward()
     assert out.shape == (2, 5)
@@ -133,7 +142,8 @@ graph:
         vitgraph.load("<ca>", text=spec)
     assert str(info.value) == (
         "<ca>:6:20: ca.attn: class_attention needs a class token in front of the patches, but "
-        "receives tokens 16x32, grid 4x4\n  hint: add a cls_token node before it")
+        "receives tokens 16x32, grid 4x4\n  hint: add a cls_token node before it"
+    )
 
 
 @pytest.mark.slow

@@ -53,8 +53,9 @@ def test_reattention_swaps_into_vit_with_one_override():
     heads = 3
     extra = 12 * (heads * heads + heads + 2 * heads)  # Θ with bias, BatchNorm's scale and shift
     assert swapped.summary().params == plain.summary().params + extra
-    model = vitgraph.load("vit_ti_16", overrides={"blocks.attention": "reattention",
-                                                  "depth": 2, "image_size": 32}).build()
+    model = vitgraph.load(
+        "vit_ti_16", overrides={"blocks.attention": "reattention", "depth": 2, "image_size": 32}
+    ).build()
     model.eval()
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
 

@@ -9,17 +9,19 @@ import math
 
 import pytest
 import torch
-from vitgraph.blocks.refiner import AttentionMapBlock, RefinedAttentionBlock
 
 import vitgraph
 from tests.helpers import redraw_
+from vitgraph.blocks.refiner import AttentionMapBlock, RefinedAttentionBlock
 from vitgraph.shapes import Image, Tokens
 
 # the official repository's models (Refiner_ViT_S/M/L), counted with its own code:
 # params, and MACs by torch's FlopCounterMode on one 224x224 image (the summary's counter)
-OFFICIAL = {"refiner_vit_s": (25_408_656, 6_816_808_992),
-            "refiner_vit_m": (55_450_932, 13_500_468_768),
-            "refiner_vit_l": (81_150_192, 19_186_799_360)}
+OFFICIAL = {
+    "refiner_vit_s": (25_408_656, 6_816_808_992),
+    "refiner_vit_m": (55_450_932, 13_500_468_768),
+    "refiner_vit_l": (81_150_192, 19_186_799_360),
+}
 SMALL = {"depth": 4, "image_size": 32, "classes": 10}  # 2x2 patches + cls: 5x5 maps
 
 
@@ -63,8 +65,9 @@ def _tokens() -> Tokens:
 
 
 def _bn(x: torch.Tensor, bn: torch.nn.BatchNorm2d, c: int) -> torch.Tensor:
-    return (x - bn.running_mean[c]) / math.sqrt(bn.running_var[c] + bn.eps) * bn.weight[c] \
-        + bn.bias[c]
+    return (x - bn.running_mean[c]) / math.sqrt(bn.running_var[c] + bn.eps) * bn.weight[
+        c
+    ] + bn.bias[c]
 
 
 def _naive_refine(maps: list[torch.Tensor], refiner) -> list[torch.Tensor]:
@@ -80,7 +83,7 @@ def _naive_refine(maps: list[torch.Tensor], refiner) -> list[torch.Tensor]:
     k = refiner.depth_sep_conv.weight.shape[-1]
     for e in range(hidden):
         padded = torch.zeros(n + k - 1, n + k - 1)
-        padded[k // 2: k // 2 + n, k // 2: k // 2 + n] = expanded[e]
+        padded[k // 2 : k // 2 + n, k // 2 : k // 2 + n] = expanded[e]
         out = torch.zeros(n, n)
         for i in range(n):
             for j in range(n):
@@ -110,9 +113,9 @@ def test_refined_attention_equals_a_naive_loop_of_the_papers_equations():
     expected = torch.zeros(2, 5, 8)
     for n in range(2):
         qkv = x[n] @ module.qkv.weight.T + module.qkv.bias  # (N, 3 * H * d): q | k | v
-        q = [qkv[:, h * d:(h + 1) * d] for h in range(2)]
-        k = [qkv[:, 8 + h * d: 8 + (h + 1) * d] for h in range(2)]
-        v = [qkv[:, 16 + h * d: 16 + (h + 1) * d] for h in range(2)]
+        q = [qkv[:, h * d : (h + 1) * d] for h in range(2)]
+        k = [qkv[:, 8 + h * d : 8 + (h + 1) * d] for h in range(2)]
+        v = [qkv[:, 16 + h * d : 16 + (h + 1) * d] for h in range(2)]
         maps = [_softmax_rows(q[h] @ k[h].T / math.sqrt(d)) for h in range(2)]
         refined = _naive_refine(maps, module.refiner)
         heads_out = torch.cat([refined[h] @ v[h] for h in range(2)], dim=-1)
@@ -130,7 +133,7 @@ def test_a_shared_layer_refines_the_map_it_receives_and_scales_it_by_the_attenti
     attn = torch.rand(1, 2, 5, 5).softmax(-1)
     v = x[0] @ module.v.weight.T + module.v.bias
     refined = _naive_refine([attn[0, 0], attn[0, 1]], module.refiner)
-    out = torch.cat([refined[h] / 2.0 @ v[:, 4 * h: 4 * h + 4] for h in range(2)], dim=-1)
+    out = torch.cat([refined[h] / 2.0 @ v[:, 4 * h : 4 * h + 4] for h in range(2)], dim=-1)
     expected = out @ module.proj.weight.T + module.proj.bias
     torch.testing.assert_close(module(x, attn)[0], expected, rtol=1e-5, atol=1e-5)
 
@@ -144,13 +147,15 @@ def test_a_plain_layer_adds_the_earlier_map_times_the_attention_scale_after_its_
     x, earlier = torch.randn(1, 5, 8), torch.rand(1, 2, 5, 5)
     qk = x[0] @ module.qk.weight.T + module.qk.bias
     for h in range(2):
-        own = _softmax_rows(qk[:, 4 * h: 4 * h + 4] @ qk[:, 8 + 4 * h: 12 + 4 * h].T / 2.0)
+        own = _softmax_rows(qk[:, 4 * h : 4 * h + 4] @ qk[:, 8 + 4 * h : 12 + 4 * h].T / 2.0)
         torch.testing.assert_close(module(x, earlier)[0, h], own + earlier[0, h] / 2.0)
 
 
 def test_refined_attention_swaps_into_a_vit_spec_with_one_edit():
-    graph = vitgraph.load("vit_ti_16", overrides={"depth": 2, "image_size": 32,
-                                                  "blocks.attention": "refined_attention"})
+    graph = vitgraph.load(
+        "vit_ti_16",
+        overrides={"depth": 2, "image_size": 32, "blocks.attention": "refined_attention"},
+    )
     assert {n.kind for n in graph.nodes if n.id.endswith(".attn")} == {"refined_attention"}
     model = graph.build().eval()
     assert "blocks.0.attn.refiner.conv_exp.weight" in model.state_dict()
@@ -158,8 +163,11 @@ def test_refined_attention_swaps_into_a_vit_spec_with_one_edit():
 
 
 def test_small_refiner_traces_with_fx_and_exports_to_the_same_function():
-    model = vitgraph.load("refiner_vit_s", overrides={"depth": 4, "image_size": 32,
-                                                       "dim": 48}).build().eval()
+    model = (
+        vitgraph.load("refiner_vit_s", overrides={"depth": 4, "image_size": 32, "dim": 48})
+        .build()
+        .eval()
+    )
     for module in model.modules():
         if type(module).__module__ == "vitgraph.blocks.refiner":
             torch.fx.symbolic_trace(module)
@@ -175,13 +183,13 @@ def test_an_input_that_evaluates_to_null_is_left_out_and_none_left_is_an_error(t
         "vitgraph: 1\nname: optional\ninput: {channels: 3, size: 32}\n"
         "graph:\n"
         "  - {id: embed, kind: patch_embed, patch: 16, dim: 16}\n"
-        "  - {id: map, kind: attention_map, heads: 2, inputs: [embed, \"${None}\"]}\n"
+        '  - {id: map, kind: attention_map, heads: 2, inputs: [embed, "${None}"]}\n'
         "  - {id: attn, kind: refined_attention, heads: 2, inputs: [embed, map]}\n"
         "  - {id: pool, kind: mean_pool}\n"
     )
     graph = vitgraph.load(str(spec))
     assert next(n for n in graph.nodes if n.id == "map").inputs == ["embed"]
-    spec.write_text(spec.read_text().replace("[embed, \"${None}\"]", "[\"${None}\"]"))
+    spec.write_text(spec.read_text().replace('[embed, "${None}"]', '["${None}"]'))
     with pytest.raises(vitgraph.SpecError) as info:
         vitgraph.load(str(spec))
     assert info.value.problems[0].message == "every input evaluates to null"

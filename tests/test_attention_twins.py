@@ -22,8 +22,14 @@ SOURCES = {
     "twins_pcpvt_b": "twins_pcpvt_base",
     "twins_pcpvt_l": "twins_pcpvt_large",
 }
-HEADS = {"svt_small": (2, 4, 8, 16), "svt_base": (3, 6, 12, 24), "svt_large": (4, 8, 16, 32),
-         "pcpvt_small": (1, 2, 5, 8), "pcpvt_base": (1, 2, 5, 8), "pcpvt_large": (1, 2, 5, 8)}
+HEADS = {
+    "svt_small": (2, 4, 8, 16),
+    "svt_base": (3, 6, 12, 24),
+    "svt_large": (4, 8, 16, 32),
+    "pcpvt_small": (1, 2, 5, 8),
+    "pcpvt_base": (1, 2, 5, 8),
+    "pcpvt_large": (1, 2, 5, 8),
+}
 TINY = {"depths": [2, 2, 2, 2], "dims": [8, 16, 32, 64], "heads": [1, 2, 4, 8]}
 
 
@@ -31,8 +37,13 @@ def _reduced(name: str) -> torch.nn.Module:
     """Two layers per stage (one LSA + one GSA for SVT), 8 channels per head, the model's
     own heads, mlp ratios, sr ratios and windows, at 224."""
     heads = HEADS[name.removeprefix("twins_")]
-    model = timm.create_model(name, pretrained=False, depths=(2, 2, 2, 2),
-                              embed_dims=tuple(8 * h for h in heads), num_heads=heads)
+    model = timm.create_model(
+        name,
+        pretrained=False,
+        depths=(2, 2, 2, 2),
+        embed_dims=tuple(8 * h for h in heads),
+        num_heads=heads,
+    )
     return redraw_(model.eval())
 
 
@@ -60,9 +71,15 @@ def test_from_timm_gives_timm_logits(name):
 
 
 def test_from_timm_handles_odd_depths_and_stochastic_depth():
-    reference = timm.create_model("twins_svt_small", pretrained=False, depths=(3, 2, 5, 2),
-                                  embed_dims=(8, 16, 32, 64), num_heads=(1, 2, 4, 8),
-                                  drop_path_rate=0.1, num_classes=10)
+    reference = timm.create_model(
+        "twins_svt_small",
+        pretrained=False,
+        depths=(3, 2, 5, 2),
+        embed_dims=(8, 16, 32, 64),
+        num_heads=(1, 2, 4, 8),
+        drop_path_rate=0.1,
+        num_classes=10,
+    )
     reference = redraw_(reference.eval())
     ours = vitgraph.from_timm(reference)
     assert_same_logits(ours, reference, torch.randn(1, 3, 224, 224))
@@ -87,8 +104,7 @@ def test_variant_runs_forward_and_backward_when_reduced(variant):
 def test_svt_alternates_local_and_global_attention_and_pcpvt_is_global_only():
     def kinds(variant: str, stage: str) -> list[str]:
         graph = vitgraph.load(variant)
-        return [n.kind for n in graph.nodes if n.id.startswith(stage) and
-                n.id.endswith(".attn")]
+        return [n.kind for n in graph.nodes if n.id.startswith(stage) and n.id.endswith(".attn")]
 
     assert kinds("twins_svt_s", "stage3.") == ["grouped_attention", "sr_attention"] * 5
     assert kinds("twins_pcpvt_s", "stage3.") == ["sr_attention"] * 6
@@ -102,7 +118,11 @@ def test_summary_has_one_row_per_stage_with_the_paper_shapes():
     rows = {r.id: r for r in vitgraph.load("twins_svt_s").summary().grouped()}
     assert list(rows) == ["stage1", "stage2", "stage3", "stage4", "norm", "pool", "head"]
     assert [rows[f"stage{k}"].output_shape for k in range(1, 5)] == [
-        (3136, 64), (784, 128), (196, 256), (49, 512)]
+        (3136, 64),
+        (784, 128),
+        (196, 256),
+        (49, 512),
+    ]
     assert rows["stage1"].kind == "twins_stage"
 
 

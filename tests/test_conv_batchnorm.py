@@ -27,8 +27,11 @@ SMALL = {
     "cvt_13": {"image_size": 64, "depths": [1, 1, 1], "dims": [16, 32, 48], "heads": [1, 2, 3]},
     "ceit_t": {"image_size": 32, "dim": 48},
     "bot50": {"image_size": 64, "layout": [[0], [0], [0, 1], [1]]},
-    "botnet_s1_59": {"image_size": 64, "layout": [[0], [0], [0], [1, 1]],
-                     "widths": [64, 128, 256, 512]},
+    "botnet_s1_59": {
+        "image_size": 64,
+        "layout": [[0], [0], [0], [1, 1]],
+        "widths": [64, 128, 256, 512],
+    },
     "vt_r18": {"image_size": 32, "depths": [1, 1, 1], "token_dim": 64},
     "vt_r50": {"image_size": 32, "depths": [1, 1, 1], "token_dim": 64},
     "deepvit_s": {"image_size": 32, "depth": 2, "reattention_layers": 1},
@@ -38,8 +41,9 @@ SMALL = {
 
 
 def batchnorms(module: nn.Module) -> dict[str, nn.modules.batchnorm._BatchNorm]:
-    return {n: m for n, m in module.named_modules()
-            if isinstance(m, nn.modules.batchnorm._BatchNorm)}
+    return {
+        n: m for n, m in module.named_modules() if isinstance(m, nn.modules.batchnorm._BatchNorm)
+    }
 
 
 def node_batchnorms(graph: vitgraph.Graph, node) -> bool:

@@ -115,8 +115,10 @@ def test_relative_logits_equal_q_dot_r_h_plus_q_dot_r_w():
         y, x = divmod(qi, cols)
         for ki in range(rows * cols):
             y2, x2 = divmod(ki, cols)
-            expected = (q[0, 1, qi] @ attn.pos_embed.height_rel[y2 - y + rows - 1]
-                        + q[0, 1, qi] @ attn.pos_embed.width_rel[x2 - x + cols - 1])
+            expected = (
+                q[0, 1, qi] @ attn.pos_embed.height_rel[y2 - y + rows - 1]
+                + q[0, 1, qi] @ attn.pos_embed.width_rel[x2 - x + cols - 1]
+            )
             assert torch.allclose(rel[0, 1, qi, ki], expected, atol=1e-5)
 
 
@@ -127,7 +129,6 @@ def test_bot_block_pools_after_attention_when_it_strides():
     keys = model.state_dict()
     assert keys["stage3.0.self_attn.pos_embed.height_rel"].shape == (2 * 14 - 1, 128)
     assert keys["stage3.1.self_attn.pos_embed.height_rel"].shape == (2 * 7 - 1, 128)
-
 
 
 def test_squeeze_excite_kind_gates_a_feature_map_inside_a_spec(tmp_path):

@@ -15,11 +15,20 @@ import vitgraph
 from tests.helpers import assert_same_logits, redraw_
 
 # official ceit_model.py (pretrained=False), 1000 classes; paper Table 1: 6.4M / 24.2M / 94.4M
-OFFICIAL_PARAMS = {"ceit_t": 6_356_904, "ceit_s": 24_204_840, "ceit_b": 94_405_416,
-                   "ceit_t_384": 6_429_864, "ceit_s_384": 24_350_760}
-OFFICIAL_NAMES = {"ceit_t": "ceit_tiny_patch16_224", "ceit_s": "ceit_small_patch16_224",
-                  "ceit_b": "ceit_base_patch16_224", "ceit_t_384": "ceit_tiny_patch16_384",
-                  "ceit_s_384": "ceit_small_patch16_384"}
+OFFICIAL_PARAMS = {
+    "ceit_t": 6_356_904,
+    "ceit_s": 24_204_840,
+    "ceit_b": 94_405_416,
+    "ceit_t_384": 6_429_864,
+    "ceit_s_384": 24_350_760,
+}
+OFFICIAL_NAMES = {
+    "ceit_t": "ceit_tiny_patch16_224",
+    "ceit_s": "ceit_small_patch16_224",
+    "ceit_b": "ceit_base_patch16_224",
+    "ceit_t_384": "ceit_tiny_patch16_384",
+    "ceit_s_384": "ceit_small_patch16_384",
+}
 
 
 def official():

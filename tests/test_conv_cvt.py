@@ -27,10 +27,16 @@ _HF_KEYS = [
     (r"embedding\.convolution_embeddings\.projection", "patch_embed.proj"),
     (r"embedding\.convolution_embeddings\.normalization", "patch_embed.norm"),
     (r"layers\.(\d+)\.", r"blocks.\1."),
-    (r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-     r"convolution", r"attn.conv_proj_\1.conv"),
-    (r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-     r"normalization", r"attn.conv_proj_\1.bn"),
+    (
+        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
+        r"convolution",
+        r"attn.conv_proj_\1.conv",
+    ),
+    (
+        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
+        r"normalization",
+        r"attn.conv_proj_\1.bn",
+    ),
     (r"attention\.attention\.projection_(q|k|v)\w*", r"attn.proj_\1"),
     (r"attention\.output\.dense", "attn.proj"),
     (r"intermediate\.dense", "mlp.fc1"),
@@ -94,8 +100,10 @@ def test_reduced_cvt_gives_the_same_logits_as_huggingface_after_transplant():
     # HF indexes its per-stage drop-path list by the stage, so depth[i] must exceed i
     dims, heads, depths = [16, 32, 48], [1, 2, 3], [1, 2, 3]
     reference = redraw_(hf_cvt(embed_dim=dims, num_heads=heads, depth=depths, num_labels=10))
-    ours = vitgraph.build("cvt_13", overrides={"image_size": 64, "dims": dims, "heads": heads,
-                                               "depths": depths, "classes": 10})
+    ours = vitgraph.build(
+        "cvt_13",
+        overrides={"image_size": 64, "dims": dims, "heads": heads, "depths": depths, "classes": 10},
+    )
     transplant(reference, ours)
     assert_same_logits(ours, Logits(reference), torch.randn(2, 3, 64, 64))
 
@@ -111,8 +119,9 @@ def test_full_cvt_13_gives_the_same_logits_as_huggingface_after_transplant():
 
 @pytest.mark.parametrize("variant", sorted(HF_PARAMS))
 def test_cvt_variant_runs_forward_and_backward_at_64_pixels(variant):
-    model = vitgraph.build(variant, overrides={"image_size": 64, "depths": [1, 1, 1],
-                                               "classes": 10})
+    model = vitgraph.build(
+        variant, overrides={"image_size": 64, "depths": [1, 1, 1], "classes": 10}
+    )
     logits = model(torch.randn(2, 3, 64, 64))
     logits.sum().backward()
     assert logits.shape == (2, 10)

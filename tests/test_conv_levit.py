@@ -20,8 +20,13 @@ TIMM_PARAMS = {
     "levit_256": 18_893_876,
     "levit_384": 39_128_836,
 }
-PAPER_MMACS = {"levit_128s": 305, "levit_128": 406, "levit_192": 658, "levit_256": 1120,
-               "levit_384": 2353}
+PAPER_MMACS = {
+    "levit_128s": 305,
+    "levit_128": 406,
+    "levit_192": 658,
+    "levit_256": 1120,
+    "levit_384": 2353,
+}
 TIMM_LEVITS = timm.list_models("levit*")
 
 
@@ -60,8 +65,9 @@ def test_full_size_timm_levit_gives_the_same_logits_after_from_timm(name):
 
 @pytest.mark.parametrize("variant", sorted(TIMM_PARAMS))
 def test_levit_variant_runs_forward_and_backward_at_64_pixels(variant):
-    model = vitgraph.build(variant, overrides={"image_size": 64, "depths": [1, 1, 1],
-                                               "classes": 10})
+    model = vitgraph.build(
+        variant, overrides={"image_size": 64, "depths": [1, 1, 1], "classes": 10}
+    )
     cls, dist = model(torch.randn(2, 3, 64, 64))
     (cls.sum() + dist.sum()).backward()
     assert cls.shape == dist.shape == (2, 10)
@@ -114,8 +120,9 @@ def test_levit_state_dict_keys_follow_the_spec_and_timm_keys_map_onto_them():
 
 
 def test_levit_eval_bias_cache_follows_weight_loads_and_mode_switches():
-    reference = redraw_(timm.create_model("levit_128s", pretrained=False, depth=(1, 1, 1),
-                                          img_size=64))
+    reference = redraw_(
+        timm.create_model("levit_128s", pretrained=False, depth=(1, 1, 1), img_size=64)
+    )
     ours = vitgraph.build("levit_128s", overrides={"image_size": 64, "depths": [1, 1, 1]})
     ours.eval()
     x = torch.randn(2, 3, 64, 64)

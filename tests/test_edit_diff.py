@@ -13,7 +13,9 @@ def test_vit_s_to_deit_s_distilled_is_the_token_the_head_and_the_table():
     result = vitgraph.diff("vit_s_16", "deit_s_distilled")
     assert [d.id for d in result.added] == ["dist_token", "head_dist"]
     assert [(d.kind_after, d.count_after) for d in result.added] == [
-        ("dist_token", 384), ("distill_head", 385_000)]
+        ("dist_token", 384),
+        ("distill_head", 385_000),
+    ]
     assert result.removed == []
     assert [d.id for d in result.changed] == ["pos_embed"]
     assert result.changed[0].weights == {"pos_embed": ([1, 197, 384], [1, 198, 384])}
@@ -30,20 +32,27 @@ def test_diff_text_names_each_change_and_the_delta_to_the_unit():
     text = format_diff(vitgraph.diff("vit_s_16", "deit_s_distilled"))
     assert "  + dist_token  dist_token  0 -> 384 params (+384)" in text
     assert "  + head_dist  distill_head  0 -> 385,000 params (+385,000)" in text
-    assert ("  ~ pos_embed  learned_pos  75,648 -> 76,032 params (+384)  "
-            "(pos_embed 1x197x384 -> 1x198x384)") in text
+    assert (
+        "  ~ pos_embed  learned_pos  75,648 -> 76,032 params (+384)  "
+        "(pos_embed 1x197x384 -> 1x198x384)"
+    ) in text
     assert "params: 22,050,664 -> 22,436,432 (+385,768)" in text
-    assert "weights: 151 of 155 tensors carry over; reshaped: pos_embed; new: dist_token, " \
-           "head_dist.bias, head_dist.weight" in text
+    assert (
+        "weights: 151 of 155 tensors carry over; reshaped: pos_embed; new: dist_token, "
+        "head_dist.bias, head_dist.weight" in text
+    )
 
 
 def test_diff_collapses_identical_repeats_and_reports_param_changes():
     small = {"depth": 3}
-    result = vitgraph.diff(vitgraph.load("vit_ti_16", overrides=small),
-                           vitgraph.load("vit_s_16", overrides=small))
+    result = vitgraph.diff(
+        vitgraph.load("vit_ti_16", overrides=small), vitgraph.load("vit_s_16", overrides=small)
+    )
     text = format_diff(result)
-    assert "  ~ blocks.*.attn ×3  mhsa  148,224 -> 591,360 params (+443,136)  (dim 192 -> " \
-           "384; heads 3 -> 6;" in text
+    assert (
+        "  ~ blocks.*.attn ×3  mhsa  148,224 -> 591,360 params (+443,136)  (dim 192 -> "
+        "384; heads 3 -> 6;" in text
+    )
     assert result.carried == ["head.bias"]  # 1000 classes either way
 
 
@@ -52,7 +61,8 @@ def test_diff_of_a_graph_with_itself_is_empty():
     result = vitgraph.diff(graph, graph)
     assert (result.added, result.removed, result.changed, result.training) == ([], [], [], [])
     assert result.param_delta == 0 and len(result.carried) == len(
-        graph.build(device="meta").state_dict())
+        graph.build(device="meta").state_dict()
+    )
 
 
 def test_cli_diff_json_and_spec_errors(capsys):

@@ -68,16 +68,19 @@ def test_example_builds_and_matches_its_shipped_twin(example):
         full = vitgraph.load(path, variant="vit_s_16")
         assert full.summary().params == vitgraph.load(twin).summary().params
         assert _shapes(full.build(device="meta")) == _shapes(
-            vitgraph.load(twin).build(device="meta"))
+            vitgraph.load(twin).build(device="meta")
+        )
 
 
 def test_edits_extend_a_spec_that_extends_another(tmp_path):
     (tmp_path / "base.yaml").write_text(
-        "vitgraph: 1\nextends: vit\nname: base\nedits:\n  - remove: pos_drop\n")
+        "vitgraph: 1\nextends: vit\nname: base\nedits:\n  - remove: pos_drop\n"
+    )
     (tmp_path / "child.yaml").write_text(
         "vitgraph: 1\nextends: base.yaml\nname: child\nargs: {classes: 10}\n"
         "variants: {tiny: {dim: 64, heads: 2, depth: 2}}\n"
-        "edits:\n  - update: blocks.1.attn\n    set: {qkv_bias: false}\n")
+        "edits:\n  - update: blocks.1.attn\n    set: {qkv_bias: false}\n"
+    )
     graph = vitgraph.load(tmp_path / "child.yaml")
     assert graph.variant == "tiny" and graph.output_shape == (10,)
     assert "pos_drop" not in [n.id for n in graph.nodes]
@@ -95,51 +98,69 @@ def error_of(tmp_path: Path, text: str, name: str = "spec.yaml") -> str:
 
 
 def test_an_edit_that_breaks_the_graph_is_reported_at_the_edit(tmp_path):
-    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
-                       "  - remove: pos_drop\n  - remove: cls_token\n")
-    assert message == ("{dir}/spec.yaml:6:5: pool: take_cls needs prefix token 0, but "
-                       "receives tokens 196x192, grid 14x14 with 0 prefix token(s) (after this "
-                       f"edit; 'pool' is at vit.yaml:{line_of(VIT, 'id: pool')}:22)\n"
-                       "  hint: add a cls_token node before the encoder, or use mean_pool")
-    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
-                       "  - remove: pos_drop\n  - remove: head_dist\n")
-    assert message.startswith("{dir}/spec.yaml:6:5: head_dist: remove: nothing matches "
-                              "'head_dist'")
+    message = error_of(
+        tmp_path,
+        "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - remove: pos_drop\n  - remove: cls_token\n",
+    )
+    assert message == (
+        "{dir}/spec.yaml:6:5: pool: take_cls needs prefix token 0, but "
+        "receives tokens 196x192, grid 14x14 with 0 prefix token(s) (after this "
+        f"edit; 'pool' is at vit.yaml:{line_of(VIT, 'id: pool')}:22)\n"
+        "  hint: add a cls_token node before the encoder, or use mean_pool"
+    )
+    message = error_of(
+        tmp_path,
+        "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - remove: pos_drop\n  - remove: head_dist\n",
+    )
+    assert message.startswith("{dir}/spec.yaml:6:5: head_dist: remove: nothing matches 'head_dist'")
 
 
 def test_unknown_verbs_and_keys_are_located_with_suggestions(tmp_path):
-    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
-                       "  - remov: pos_drop\n")
-    assert message == ("{dir}/spec.yaml:5:5: edits[0]: an edit is one of insert_after, "
-                       "insert_before, replace, update, remove, rename with its target "
-                       "(did you mean 'remove'?)\n  hint: for example: - remove: pos_drop")
-    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n"
-                       "  - update: head\n    sett: {classes: 3}\n")
-    assert message.startswith("{dir}/spec.yaml:6:5: edits[0].sett: update takes no 'sett' "
-                              "(did you mean 'set'?)")
+    message = error_of(
+        tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - remov: pos_drop\n"
+    )
+    assert message == (
+        "{dir}/spec.yaml:5:5: edits[0]: an edit is one of insert_after, "
+        "insert_before, replace, update, remove, rename with its target "
+        "(did you mean 'remove'?)\n  hint: for example: - remove: pos_drop"
+    )
+    message = error_of(
+        tmp_path,
+        "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - update: head\n    sett: {classes: 3}\n",
+    )
+    assert message.startswith(
+        "{dir}/spec.yaml:6:5: edits[0].sett: update takes no 'sett' (did you mean 'set'?)"
+    )
 
 
 def test_extends_cycles_are_reported(tmp_path):
     (tmp_path / "b.yaml").write_text("vitgraph: 1\nextends: a.yaml\nname: b\n")
     message = error_of(tmp_path, "vitgraph: 1\nextends: b.yaml\nname: a\n", "a.yaml")
-    assert message == "{dir}/b.yaml:2:10: extends: specs extend each other in a cycle: " \
-                      "a.yaml -> b.yaml -> a.yaml"
+    assert (
+        message == "{dir}/b.yaml:2:10: extends: specs extend each other in a cycle: "
+        "a.yaml -> b.yaml -> a.yaml"
+    )
 
 
 def test_extends_stays_inside_the_spec_directory_and_the_shipped_specs(tmp_path):
     (tmp_path / "inner").mkdir()
     (tmp_path / "outside.yaml").write_text("vitgraph: 1\nname: o\n")
-    message = error_of(tmp_path, "vitgraph: 1\nextends: ../outside.yaml\nname: a\n",
-                       "inner/a.yaml")
-    assert message == ("{dir}/inner/a.yaml:2:10: extends: '../outside.yaml' is outside the "
-                       "spec's own directory and the shipped specs\n"
-                       "  hint: copy the base spec next to this one")
+    message = error_of(tmp_path, "vitgraph: 1\nextends: ../outside.yaml\nname: a\n", "inner/a.yaml")
+    assert message == (
+        "{dir}/inner/a.yaml:2:10: extends: '../outside.yaml' is outside the "
+        "spec's own directory and the shipped specs\n"
+        "  hint: copy the base spec next to this one"
+    )
     message = error_of(tmp_path, "vitgraph: 1\nextends: vitt\nname: a\n")
-    assert message == ("{dir}/spec.yaml:2:10: extends: no shipped spec named 'vitt' (did you "
-                       "mean 'vit'?)\n  hint: name a shipped spec or a .yaml file")
+    assert message == (
+        "{dir}/spec.yaml:2:10: extends: no shipped spec named 'vitt' (did you "
+        "mean 'vit'?)\n  hint: name a shipped spec or a .yaml file"
+    )
 
 
 def test_a_spec_that_extends_writes_edits_not_a_graph(tmp_path):
     message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: a\ngraph: []\n")
-    assert message.startswith("{dir}/spec.yaml:4:1: graph: a spec with 'extends' changes the "
-                              "base graph with 'edits', not 'graph'")
+    assert message.startswith(
+        "{dir}/spec.yaml:4:1: graph: a spec with 'extends' changes the "
+        "base graph with 'edits', not 'graph'"
+    )

@@ -24,8 +24,14 @@ def test_expand_draws_every_node():
     graph = vitgraph.load("vit_ti_16", overrides={"depth": 2})
     collapsed = pictures.layout(graph)[0]
     expanded = pictures.layout(graph, expand=True)[0]
-    assert [b.id for b in collapsed][:6] == ["input", "patch_embed", "cls_token", "pos_embed",
-                                             "pos_drop", "blocks"]
+    assert [b.id for b in collapsed][:6] == [
+        "input",
+        "patch_embed",
+        "cls_token",
+        "pos_embed",
+        "pos_drop",
+        "blocks",
+    ]
     assert len(expanded) == len(graph.nodes) + 2  # + input and output
     assert sum(b.params for b in expanded) == graph.summary().params
 

@@ -46,15 +46,22 @@ edits:
 
 def run(tmp_path: Path, *args: str) -> subprocess.CompletedProcess[str]:
     env = {**os.environ, "PYTHONPATH": str(tmp_path)}
-    return subprocess.run([sys.executable, "-m", "vitgraph.cli", *args], cwd=tmp_path,
-                          env=env, capture_output=True, text=True, timeout=300)
+    return subprocess.run(
+        [sys.executable, "-m", "vitgraph.cli", *args],
+        cwd=tmp_path,
+        env=env,
+        capture_output=True,
+        text=True,
+        timeout=300,
+    )
 
 
 def test_plugin_named_on_the_command_line_adds_its_kinds(tmp_path):
     (tmp_path / "my_blocks.py").write_text(PLUGIN)
     (tmp_path / "doubled.yaml").write_text(SPEC)
-    done = run(tmp_path, "validate", "doubled.yaml", "--plugin", "my_blocks", "--json",
-               "--set", "depth=1")
+    done = run(
+        tmp_path, "validate", "doubled.yaml", "--plugin", "my_blocks", "--json", "--set", "depth=1"
+    )
     assert done.returncode == 0, done.stderr
     assert json.loads(done.stdout)["params"] == 823_912  # vit_ti_16 at depth 1: no params added
     refused = run(tmp_path, "validate", "doubled.yaml", "--set", "depth=1")
@@ -82,5 +89,7 @@ def test_a_broken_entry_point_plugin_is_named(tmp_path):
     (info / "entry_points.txt").write_text("[vitgraph.blocks]\nbroken = broken_blocks\n")
     done = run(tmp_path, "list", "blocks")
     assert done.returncode == 1
-    assert ("block plugin 'broken' (broken_blocks, entry point group vitgraph.blocks) failed "
-            "to import: ImportError: no such thing") in done.stderr
+    assert (
+        "block plugin 'broken' (broken_blocks, entry point group vitgraph.blocks) failed "
+        "to import: ImportError: no such thing"
+    ) in done.stderr

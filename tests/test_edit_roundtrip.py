@@ -20,8 +20,11 @@ def _small(variant: str) -> vitgraph.Graph:
     """The variant with its depth args down to 1 and a 64-pixel image where the spec
     allows it (so building for real stays quick), else at full size."""
     graph = vitgraph.load(variant)
-    depths = {name: 1 for name, value in graph.args.items()
-              if "depth" in name and isinstance(value, int) and not isinstance(value, bool)}
+    depths = {
+        name: 1
+        for name, value in graph.args.items()
+        if "depth" in name and isinstance(value, int) and not isinstance(value, bool)
+    }
     for overrides in ({**depths, "input.size": 64}, depths):
         try:
             return vitgraph.load(variant, overrides=overrides)
@@ -61,8 +64,7 @@ def test_round_trip_keeps_repeat_args_and_expressions():
 
 
 def test_overrides_are_written_into_the_chosen_variant():
-    graph = vitgraph.load("vit_s_16", overrides={"depth": 2, "head.classes": 10,
-                                                 "input.size": 96})
+    graph = vitgraph.load("vit_s_16", overrides={"depth": 2, "head.classes": 10, "input.size": 96})
     again = vitgraph.load("roundtrip.yaml", text=graph.to_yaml())
     assert again.variant == "vit_s_16"
     assert again.summary().params == graph.summary().params

@@ -20,7 +20,8 @@ MODELINE = "# yaml-language-server: $schema=../vitgraph/spec.schema.json"
 def test_committed_schema_matches_the_code():
     committed = SCHEMA_PATH.read_text(encoding="utf-8")
     assert committed == schema_text(), (
-        "vitgraph/spec.schema.json is out of date: run `vitgraph schema --write` and commit it")
+        "vitgraph/spec.schema.json is out of date: run `vitgraph schema --write` and commit it"
+    )
 
 
 @pytest.mark.parametrize("family", sorted(shipped_specs()))
@@ -31,14 +32,17 @@ def test_every_shipped_spec_starts_with_the_schema_modeline(family):
 
 def test_examples_point_at_the_schema_too():
     for path in sorted((ROOT / "examples" / "edits").glob("*.yaml")):
-        assert path.read_text().splitlines()[0] == \
-            "# yaml-language-server: $schema=../../vitgraph/spec.schema.json", path.name
+        assert (
+            path.read_text().splitlines()[0]
+            == "# yaml-language-server: $schema=../../vitgraph/spec.schema.json"
+        ), path.name
 
 
 def test_every_block_kind_and_documented_field_is_in_the_schema():
     schema = spec_schema()
-    rules = {r["if"]["properties"]["kind"]["const"]: r["then"]
-             for r in schema["$defs"]["node"]["allOf"]}
+    rules = {
+        r["if"]["properties"]["kind"]["const"]: r["then"] for r in schema["$defs"]["node"]["allOf"]
+    }
     reg = registry()
     assert sorted(rules) == reg.kinds()
     assert schema["$defs"]["node"]["properties"]["kind"]["anyOf"][0]["enum"] == reg.kinds()
@@ -57,8 +61,18 @@ def test_every_block_kind_and_documented_field_is_in_the_schema():
 
 def test_schema_knows_the_top_level_keys_and_the_edit_verbs():
     schema = spec_schema()
-    assert set(schema["properties"]) >= {"vitgraph", "name", "paper", "default", "input",
-                                          "args", "variants", "graph", "extends", "edits"}
+    assert set(schema["properties"]) >= {
+        "vitgraph",
+        "name",
+        "paper",
+        "default",
+        "input",
+        "args",
+        "variants",
+        "graph",
+        "extends",
+        "edits",
+    }
     verbs = [next(iter(o["required"])) for o in schema["properties"]["edits"]["items"]["oneOf"]]
     assert verbs == ["insert_after", "insert_before", "replace", "update", "remove", "rename"]
     assert schema["properties"]["name"]["description"] == "Family name, e.g. ``vit``."

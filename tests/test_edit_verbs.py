@@ -38,8 +38,13 @@ def test_find_by_id_pattern_kind_and_predicate():
     assert graph.find("blocks") == ["blocks"]
     assert graph.find("blocks.*") == ["blocks.0", "blocks.1"]
     assert graph.find("**.fc*") == []
-    assert graph.find(kind="layernorm") == ["blocks.0.norm1", "blocks.0.norm2",
-                                            "blocks.1.norm1", "blocks.1.norm2", "norm"]
+    assert graph.find(kind="layernorm") == [
+        "blocks.0.norm1",
+        "blocks.0.norm2",
+        "blocks.1.norm1",
+        "blocks.1.norm2",
+        "norm",
+    ]
     assert graph.find(kind="encoder_layer") == ["blocks", "blocks.0", "blocks.1"]
     assert graph.find(where=lambda n: n.kind == "linear_head") == ["head"]
     assert graph.find("blocks.*.*", kind="mlp") == ["blocks.0.mlp", "blocks.1.mlp"]
@@ -77,25 +82,31 @@ def test_update_of_a_param_the_composite_fixes_is_located_with_the_composite_par
         f"{AT_LAYER}: blocks.0.norm1: 'affine' of 'norm1' is not set inside composite "
         "'encoder_layer', not one of its params\n"
         "  hint: params of encoder_layer: heads, attention, mlp_ratio, qkv_bias, proj_bias, "
-        "head_dim, attn_drop, proj_drop, drop_path, norm_eps, layer_scale, act, window, sr_ratio")
+        "head_dim, attn_drop, proj_drop, drop_path, norm_eps, layer_scale, act, window, sr_ratio"
+    )
 
 
 def test_an_edit_that_breaks_shapes_is_reported_at_the_downstream_node_with_the_numbers():
     graph = small()
     message = error_of(lambda: graph.update("blocks.1.attn", heads=5))
-    assert message.startswith(f"{AT_BLOCKS}: blocks.1.attn: heads 5 must divide the token "
-                              "width 384")
+    assert message.startswith(
+        f"{AT_BLOCKS}: blocks.1.attn: heads 5 must divide the token width 384"
+    )
     message = error_of(lambda: graph.replace("pool", "layernorm"))
-    assert message == (f"{AT_HEAD}: head: linear_head takes a vector, but receives tokens "
-                       "5x384, grid 2x2, +1 prefix")
+    assert message == (
+        f"{AT_HEAD}: head: linear_head takes a vector, but receives tokens "
+        "5x384, grid 2x2, +1 prefix"
+    )
     assert graph.node("pool").kind == "take_cls"  # a failed edit leaves the graph as it was
 
 
 def test_update_of_nothing_names_the_pattern():
     message = error_of(lambda: small().update("heads", classes=3))
-    assert message == (f"{VIT}: heads: update: nothing matches 'heads' (did you mean "
-                       "'head'?)\n  hint: ids look like 'head', 'blocks' (a repeat group), "
-                       "'blocks.3' or 'blocks.*.attn'")
+    assert message == (
+        f"{VIT}: heads: update: nothing matches 'heads' (did you mean "
+        "'head'?)\n  hint: ids look like 'head', 'blocks' (a repeat group), "
+        "'blocks.3' or 'blocks.*.attn'"
+    )
 
 
 # -- replace --------------------------------------------------------------------------
@@ -122,13 +133,16 @@ def test_replacing_with_an_incompatible_kind_is_an_error_naming_the_params():
     assert message == (
         f"{AT_LAYER}: blocks.0.attn: cannot replace mhsa with layernorm: layernorm has no "
         "param 'attn_drop', 'head_dim', 'heads', 'proj_bias', 'proj_drop', 'qkv_bias'\n"
-        "  hint: params of layernorm: affine, eps")
+        "  hint: params of layernorm: affine, eps"
+    )
 
 
 def test_replacing_a_two_input_node_with_a_one_input_kind_is_an_error():
     message = error_of(lambda: small("deit_s_distilled").replace("head_dist", "linear_head"))
-    assert message == (f"{AT_HEAD_DIST}: head_dist: cannot replace distill_head with "
-                       "linear_head: linear_head takes 1 input(s), 'head_dist' has 2")
+    assert message == (
+        f"{AT_HEAD_DIST}: head_dist: cannot replace distill_head with "
+        "linear_head: linear_head takes 1 input(s), 'head_dist' has 2"
+    )
 
 
 def test_replacing_with_an_unknown_kind_suggests_the_nearest():
@@ -155,7 +169,8 @@ def test_insert_after_one_repeat_feeds_the_next_repeat():
     assert graph.node("blocks.1.residual1").inputs == ["peg", "blocks.1.drop_path1"]
     assert graph.node("norm").inputs == ["blocks.2.residual2"]
     assert [n.id for n in graph.nodes].index("peg") == [n.id for n in graph.nodes].index(
-        "blocks.1.norm1") - 1
+        "blocks.1.norm1"
+    ) - 1
     model = graph.build().eval()
     assert model(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
 
@@ -172,11 +187,14 @@ def test_insert_before_takes_the_single_input():
 def test_insert_needs_one_target_a_fresh_id_and_a_known_kind():
     graph = small()
     assert "insert_after needs one node, but 'blocks.*' matches 2" in error_of(
-        lambda: graph.insert_after("blocks.*", {"id": "x", "kind": "identity"}))
+        lambda: graph.insert_after("blocks.*", {"id": "x", "kind": "identity"})
+    )
     assert "insert_after: id 'norm' is already used" in error_of(
-        lambda: graph.insert_after("head", {"id": "norm", "kind": "identity"}))
+        lambda: graph.insert_after("head", {"id": "norm", "kind": "identity"})
+    )
     assert "is inside a composite block" in error_of(
-        lambda: graph.insert_after("blocks.0.attn", {"id": "x", "kind": "identity"}))
+        lambda: graph.insert_after("blocks.0.attn", {"id": "x", "kind": "identity"})
+    )
     message = error_of(lambda: graph.insert_before("head_dist", {"id": "x", "kind": "identity"}))
     assert "nothing matches 'head_dist'" in message
 
@@ -184,8 +202,10 @@ def test_insert_needs_one_target_a_fresh_id_and_a_known_kind():
 def test_insert_before_a_two_input_node_is_an_error():
     graph = small("deit_s_distilled")
     message = error_of(lambda: graph.insert_before("head_dist", {"id": "x", "kind": "identity"}))
-    assert message == (f"{AT_HEAD_DIST}: head_dist: insert_before: 'head_dist' takes 2 inputs "
-                       "(head, norm); name the input to insert after instead")
+    assert message == (
+        f"{AT_HEAD_DIST}: head_dist: insert_before: 'head_dist' takes 2 inputs "
+        "(head, norm); name the input to insert after instead"
+    )
 
 
 # -- remove ---------------------------------------------------------------------------
@@ -201,15 +221,19 @@ def test_remove_rewires_the_users_to_the_input():
 
 def test_removing_a_node_with_two_inputs_is_an_error():
     message = error_of(lambda: small("deit_s_distilled").remove("head_dist"))
-    assert message == (f"{AT_HEAD_DIST}: head_dist: cannot remove 'head_dist': it has 2 inputs "
-                       "(head, norm), so its users could not be rewired\n"
-                       "  hint: replace it instead, or rewire its users with update")
+    assert message == (
+        f"{AT_HEAD_DIST}: head_dist: cannot remove 'head_dist': it has 2 inputs "
+        "(head, norm), so its users could not be rewired\n"
+        "  hint: replace it instead, or rewire its users with update"
+    )
 
 
 def test_removing_one_repeat_is_an_error_with_the_fix():
     message = error_of(lambda: small().remove("blocks.1"))
-    assert message == (f"{AT_BLOCKS}: blocks.1: cannot remove one repeat of 'blocks'\n"
-                       "  hint: change its count: update('blocks', repeat=...)")
+    assert message == (
+        f"{AT_BLOCKS}: blocks.1: cannot remove one repeat of 'blocks'\n"
+        "  hint: change its count: update('blocks', repeat=...)"
+    )
 
 
 # -- rename ---------------------------------------------------------------------------
@@ -247,5 +271,7 @@ def test_edits_of_a_repeat_inside_a_composite_cover_every_repeat():
     graph.update("layers.2.blocks.*.mlp", ratio=2.0)  # lands as layers' at: {2: ...}
     assert "      2: {mlp_ratio: 2.0}" in graph.to_yaml()
     message = error_of(lambda: graph.update("layers.2.blocks.1.attn", qkv_bias=True))
-    assert "'layers.2.blocks.1.attn' is one repeat of 'layers.2.blocks', inside a composite " \
-           "block: an edit there applies to every repeat ('layers.2.blocks.*.attn')" in message
+    assert (
+        "'layers.2.blocks.1.attn' is one repeat of 'layers.2.blocks', inside a composite "
+        "block: an edit there applies to every repeat ('layers.2.blocks.*.attn')" in message
+    )

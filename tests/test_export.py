@@ -39,9 +39,16 @@ DISTINCT = {
     "crossvit_9_dagger": "CrossViT's convolutional patch embedding",
     "cct_7_3x1": "CCT with a one-layer convolutional tokenizer",
 }
-VARIANTS = [pytest.param(family, variant, default, id=variant,
-                         marks=() if default or variant in DISTINCT else pytest.mark.slow)
-            for family, variant, default in shipped()]
+VARIANTS = [
+    pytest.param(
+        family,
+        variant,
+        default,
+        id=variant,
+        marks=() if default or variant in DISTINCT else pytest.mark.slow,
+    )
+    for family, variant, default in shipped()
+]
 SMALL = {"depth": 1, "image_size": 32}
 
 
@@ -53,7 +60,8 @@ def test_every_shipped_spec_has_a_reduced_size_and_distinct_variants_exist():
 
 @pytest.mark.parametrize(("family", "variant", "default"), VARIANTS)
 def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntime(
-        family, variant, default, tmp_path):
+    family, variant, default, tmp_path
+):
     start = time.perf_counter()
     graph = vitgraph.load(variant, overrides=reduced(family, variant))
     model = graph.build().eval()
@@ -62,8 +70,11 @@ def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntim
         expected = model(x)
     assert expected.shape == (3, *graph.output_shape)
 
-    blocks = [module for module in model.modules()
-              if type(module).__module__.startswith("vitgraph.blocks")]
+    blocks = [
+        module
+        for module in model.modules()
+        if type(module).__module__.startswith("vitgraph.blocks")
+    ]
     for module in blocks:
         torch.fx.symbolic_trace(module)
     with torch.no_grad():
@@ -84,9 +95,11 @@ def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntim
 
     path = program_to_onnx(program, tmp_path / "model.onnx", name=variant)
     diff, allowed = onnx_difference(path, model, x)
-    line = (f"export {variant}: {sum(p.numel() for p in model.parameters()):,} params, "
-            f"onnxruntime max |Δ| {diff:.2e} (allowed {allowed:.1e}), "
-            f"{time.perf_counter() - start:.1f} s")
+    line = (
+        f"export {variant}: {sum(p.numel() for p in model.parameters()):,} params, "
+        f"onnxruntime max |Δ| {diff:.2e} (allowed {allowed:.1e}), "
+        f"{time.perf_counter() - start:.1f} s"
+    )
     print(line)
     if os.environ.get("VITGRAPH_SWEEP_LOG"):  # sweep numbers for a report, as they come
         with open(os.environ["VITGRAPH_SWEEP_LOG"], "a", encoding="utf-8") as log:
@@ -106,8 +119,9 @@ def test_export_onnx_of_a_graph_builds_it_with_the_seed_and_checks_it(tmp_path):
 
 
 def test_export_pt2_with_a_static_batch_refuses_another_batch(tmp_path):
-    path = export_pt2("vit_ti_16", tmp_path / "vit.pt2", overrides=SMALL, batch=2,
-                      dynamic_batch=False)
+    path = export_pt2(
+        "vit_ti_16", tmp_path / "vit.pt2", overrides=SMALL, batch=2, dynamic_batch=False
+    )
     program = torch.export.load(path).module()
     assert program(torch.randn(2, 3, 32, 32)).shape == (2, 1000)
     with pytest.raises(Exception, match="2"):
@@ -120,18 +134,20 @@ def test_export_leaves_the_model_in_train_mode_when_it_was(tmp_path):
     assert model.training
 
 
-def test_a_failing_export_is_one_clear_error_naming_the_model_and_the_stage(
-        tmp_path, monkeypatch):
+def test_a_failing_export_is_one_clear_error_naming_the_model_and_the_stage(tmp_path, monkeypatch):
     def broken(*args, **kwargs):
-        raise RuntimeError("Could not guard on data-dependent expression u0 > 3\n" +
-                           "deep frame\n" * 200)
+        raise RuntimeError(
+            "Could not guard on data-dependent expression u0 > 3\n" + "deep frame\n" * 200
+        )
 
     monkeypatch.setattr(torch.export, "export", broken)
     with pytest.raises(ExportError) as caught:
         export_pt2("vit_ti_16", tmp_path / "vit.pt2", overrides=SMALL)
     message = str(caught.value)
-    assert message.startswith("vit_ti_16: torch.export failed: RuntimeError: Could not guard "
-                              "on data-dependent expression u0 > 3")
+    assert message.startswith(
+        "vit_ti_16: torch.export failed: RuntimeError: Could not guard "
+        "on data-dependent expression u0 > 3"
+    )
     assert len(message.splitlines()) <= 6
     assert caught.value.__cause__ is None and caught.value.__suppress_context__
 
@@ -144,10 +160,41 @@ def test_a_module_not_built_by_vitgraph_is_refused(tmp_path):
 def test_cli_exports_onnx_and_pt2_and_the_files_compute_the_seeded_model(tmp_path, capsys):
     sets = ["--set", "depth=1", "--set", "image_size=32"]
     onnx_path, pt2_path = tmp_path / "vit.onnx", tmp_path / "vit.pt2"
-    assert main(["export", "vit_ti_16", *sets, "--format", "onnx", "--out", str(onnx_path),
-                 "--batch", "2", "--seed", "3"]) == 0
-    assert main(["export", "vit_ti_16", *sets, "--format", "pt2", "--out", str(pt2_path),
-                 "--seed", "3", "--json"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "vit_ti_16",
+                *sets,
+                "--format",
+                "onnx",
+                "--out",
+                str(onnx_path),
+                "--batch",
+                "2",
+                "--seed",
+                "3",
+            ]
+        )
+        == 0
+    )
+    assert (
+        main(
+            [
+                "export",
+                "vit_ti_16",
+                *sets,
+                "--format",
+                "pt2",
+                "--out",
+                str(pt2_path),
+                "--seed",
+                "3",
+                "--json",
+            ]
+        )
+        == 0
+    )
     out = capsys.readouterr().out
     assert f"vit / vit_ti_16: wrote {onnx_path} (onnx, input Nx3x32x32)" in out
     assert f'"out": "{pt2_path}"' in out
@@ -157,12 +204,12 @@ def test_cli_exports_onnx_and_pt2_and_the_files_compute_the_seeded_model(tmp_pat
     with torch.no_grad():
         expected = model(x)
     torch.testing.assert_close(run_onnx(onnx_path, x)[0], expected, rtol=0, atol=1e-4)
-    torch.testing.assert_close(torch.export.load(pt2_path).module()(x), expected,
-                               rtol=0, atol=1e-5)
+    torch.testing.assert_close(torch.export.load(pt2_path).module()(x), expected, rtol=0, atol=1e-5)
 
 
 def test_cli_export_of_an_unknown_spec_exits_2_and_a_failed_export_exits_1(
-        tmp_path, capsys, monkeypatch):
+    tmp_path, capsys, monkeypatch
+):
     out = str(tmp_path / "x.onnx")
     assert main(["export", "vit_ti_17", "--format", "onnx", "--out", out]) == 2
     assert "no spec file, shipped spec or variant named 'vit_ti_17'" in capsys.readouterr().err
@@ -171,23 +218,53 @@ def test_cli_export_of_an_unknown_spec_exits_2_and_a_failed_export_exits_1(
         raise RuntimeError("unsupported operator")
 
     monkeypatch.setattr(torch.export, "export", broken)
-    assert main(["export", "vit_ti_16", "--set", "depth=1", "--set", "image_size=32",
-                 "--format", "onnx", "--out", out]) == 1
+    assert (
+        main(
+            [
+                "export",
+                "vit_ti_16",
+                "--set",
+                "depth=1",
+                "--set",
+                "image_size=32",
+                "--format",
+                "onnx",
+                "--out",
+                out,
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
-    assert err == ("error: vit_ti_16: torch.export failed: RuntimeError: unsupported "
-                   "operator\n")
+    assert err == ("error: vit_ti_16: torch.export failed: RuntimeError: unsupported operator\n")
 
 
 def test_cli_export_with_weights_exports_those_weights_not_the_seeds(tmp_path):
     sets = ["--set", "depth=1", "--set", "image_size=32"]
     weights, pt2_path = tmp_path / "w.safetensors", tmp_path / "vit.pt2"
-    assert main(["build", "vit_ti_16", *sets, "--seed", "1", "--out", str(weights),
-                 "--json"]) == 0
-    assert main(["export", "vit_ti_16", *sets, "--seed", "2", "--weights", str(weights),
-                 "--format", "pt2", "--out", str(pt2_path)]) == 0
+    assert main(["build", "vit_ti_16", *sets, "--seed", "1", "--out", str(weights), "--json"]) == 0
+    assert (
+        main(
+            [
+                "export",
+                "vit_ti_16",
+                *sets,
+                "--seed",
+                "2",
+                "--weights",
+                str(weights),
+                "--format",
+                "pt2",
+                "--out",
+                str(pt2_path),
+            ]
+        )
+        == 0
+    )
     torch.manual_seed(1)
     model = vitgraph.build("vit_ti_16", overrides={"depth": 1, "image_size": 32}).eval()
     x = torch.randn(2, 3, 32, 32)
     with torch.no_grad():
-        torch.testing.assert_close(torch.export.load(pt2_path).module()(x), model(x),
-                                   rtol=0, atol=1e-5)
+        torch.testing.assert_close(
+            torch.export.load(pt2_path).module()(x), model(x), rtol=0, atol=1e-5
+        )

@@ -23,8 +23,7 @@ def assert_carried_outside_attention(old, new):
     for key in set(new_state) - attention:
         assert torch.equal(new_state[key], old_state[key]), key
     assert set(new.vitgraph_carry.reinitialized) <= attention
-    assert set(new.vitgraph_carry.carried) | set(new.vitgraph_carry.reinitialized) == set(
-        new_state)
+    assert set(new.vitgraph_carry.carried) | set(new.vitgraph_carry.reinitialized) == set(new_state)
     return attention
 
 
@@ -36,11 +35,15 @@ def test_attention_edit_keeps_every_weight_outside_attention():
     new = edited.build(weights_from=old)
     attention = assert_carried_outside_attention(old, new)
     assert new.vitgraph_carry.reinitialized == [
-        f"blocks.{i}.attn.{name}" for i in range(2)
-        for name in ("qkv.weight", "qkv.bias", "proj.weight")]
+        f"blocks.{i}.attn.{name}"
+        for i in range(2)
+        for name in ("qkv.weight", "qkv.bias", "proj.weight")
+    ]
     assert "blocks.0.attn.proj.bias" in new.vitgraph_carry.carried  # same node, same shape
     assert attention - set(new.vitgraph_carry.reinitialized) == {
-        "blocks.0.attn.proj.bias", "blocks.1.attn.proj.bias"}
+        "blocks.0.attn.proj.bias",
+        "blocks.1.attn.proj.bias",
+    }
 
 
 def reattention_kind() -> str | None:

@@ -33,8 +33,7 @@ def resampled_timm(state, depth, size):
     weights (its checkpoint filter resamples the position table)."""
     from timm.models.vision_transformer import checkpoint_filter_fn
 
-    model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=depth,
-                              img_size=size)
+    model = timm.create_model("vit_small_patch16_224", pretrained=False, depth=depth, img_size=size)
     model.load_state_dict(checkpoint_filter_fn(dict(state), model))
     return model.eval()
 
@@ -63,8 +62,7 @@ def test_full_vit_s_16_checkpoint_loads_at_384(tmp_path):
 
 
 def test_timm_key_mapping_of_a_named_architecture_is_used(tmp_path):
-    path, state = timm_checkpoint(tmp_path, "deit_tiny_distilled_patch16_224", depth=1,
-                                  img_size=32)
+    path, state = timm_checkpoint(tmp_path, "deit_tiny_distilled_patch16_224", depth=1, img_size=32)
     ours = vitgraph.load("deit_ti_distilled", overrides={"depth": 1, "image_size": 32}).build()
     report = vitgraph.load_weights(ours, path, timm_name="deit_tiny_distilled_patch16_224")
     assert report.ok and set(report.loaded) == set(state)
@@ -73,8 +71,9 @@ def test_timm_key_mapping_of_a_named_architecture_is_used(tmp_path):
 
 def test_other_class_count_resets_the_head_with_a_warning(tmp_path):
     path, state = timm_checkpoint(tmp_path, depth=1, img_size=32)
-    ours = vitgraph.load("vit_s_16", overrides={"depth": 1, "image_size": 32,
-                                                "classes": 10}).build()
+    ours = vitgraph.load(
+        "vit_s_16", overrides={"depth": 1, "image_size": 32, "classes": 10}
+    ).build()
     fresh = ours.head.weight.detach().clone()
     with pytest.warns(UserWarning, match="10 classes: head.weight, head.bias re-initialised"):
         report = vitgraph.load_weights(ours, path)
@@ -85,11 +84,11 @@ def test_other_class_count_resets_the_head_with_a_warning(tmp_path):
 
 
 def test_misfitting_keys_are_reported_by_name(tmp_path):
-    path, _ = timm_checkpoint(tmp_path, "deit_tiny_distilled_patch16_224", depth=1,
-                              img_size=32)
+    path, _ = timm_checkpoint(tmp_path, "deit_tiny_distilled_patch16_224", depth=1, img_size=32)
     ours = vitgraph.load("vit_ti_16", overrides={"depth": 2, "image_size": 32}).build()
-    with pytest.raises(CheckpointError,
-                       match="unexpected: dist_token, head_dist.bias, head_dist.weight"):
+    with pytest.raises(
+        CheckpointError, match="unexpected: dist_token, head_dist.bias, head_dist.weight"
+    ):
         vitgraph.load_weights(ours, path)
     report = vitgraph.load_weights(ours, path, strict=False)
     assert report.unexpected == ["dist_token", "head_dist.bias", "head_dist.weight"]
@@ -112,8 +111,11 @@ def test_vitgraph_safetensors_round_trip_with_spec_metadata(tmp_path):
 def test_vitgraph_weights_of_a_newer_format_are_refused(tmp_path):
     model = vitgraph.load("vit_ti_16", overrides={"depth": 1, "image_size": 32}).build()
     path = tmp_path / "future.safetensors"
-    save_file({k: v.contiguous() for k, v in model.state_dict().items()}, str(path),
-              metadata={"vitgraph_format": "2"})
+    save_file(
+        {k: v.contiguous() for k, v in model.state_dict().items()},
+        str(path),
+        metadata={"vitgraph_format": "2"},
+    )
     with pytest.raises(CheckpointError, match="weights format 2; this vitgraph reads 1"):
         vitgraph.load_weights(model, path)
 
@@ -140,9 +142,11 @@ graph:
 
 def test_spec_format_version_is_checked_on_load():
     assert vitgraph.load("tiny.yaml", text=SPEC.format(version=1)).output_shape == (4,)
-    with pytest.raises(vitgraph.SpecError,
-                       match=r"tiny.yaml:2:\d+: .*spec format version 2 is newer than this "
-                             r"vitgraph reads \(1\)"):
+    with pytest.raises(
+        vitgraph.SpecError,
+        match=r"tiny.yaml:2:\d+: .*spec format version 2 is newer than this "
+        r"vitgraph reads \(1\)",
+    ):
         vitgraph.load("tiny.yaml", text=SPEC.format(version=2))
     with pytest.raises(vitgraph.SpecError, match="unknown spec format version '1'"):
         vitgraph.load("tiny.yaml", text=SPEC.format(version="'1'"))

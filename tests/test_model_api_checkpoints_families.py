@@ -46,13 +46,14 @@ def load_resampled(target: torch.nn.Module, state: dict[str, torch.Tensor], resi
     """timm's model at the new size, the checkpoint loaded with ``resize(key, tensor,
     wanted_shape)`` (timm's function) applied wherever the shape changed."""
     wanted = target.state_dict()
-    fitted = {k: v if v.shape == wanted[k].shape else resize(k, v, wanted[k].shape)
-              for k, v in state.items()}
+    fitted = {
+        k: v if v.shape == wanted[k].shape else resize(k, v, wanted[k].shape)
+        for k, v in state.items()
+    }
     target.load_state_dict(fitted)
 
 
-SWIN = {"depths": (1, 2, 2, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8),
-        "num_classes": 10}
+SWIN = {"depths": (1, 2, 2, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8), "num_classes": 10}
 
 
 def test_swin_checkpoint_at_window_7_loads_at_window_4_with_timms_logits(tmp_path):
@@ -63,8 +64,9 @@ def test_swin_checkpoint_at_window_7_loads_at_window_4_with_timms_logits(tmp_pat
     from timm.models.swin_transformer import checkpoint_filter_fn
 
     target.load_state_dict(checkpoint_filter_fn(dict(state), target))
-    ours = vitgraph.from_timm(redraw_(timm.create_model(
-        name, pretrained=False, img_size=128, window_size=4, **SWIN)))
+    ours = vitgraph.from_timm(
+        redraw_(timm.create_model(name, pretrained=False, img_size=128, window_size=4, **SWIN))
+    )
     report = vitgraph.load_weights(ours, tmp_path / "swin.pth", timm_name=name)
     assert report.ok
     # six tables; the last stage's window was already clamped to its 4x4 grid at 112 px
@@ -78,10 +80,12 @@ def test_levit_checkpoint_at_64_loads_at_96_with_timms_logits(tmp_path):
     source = redraw_(timm.create_model(name, pretrained=False, img_size=64, **small))
     state = save(source, tmp_path / "levit.pth")
     target = timm.create_model(name, pretrained=False, img_size=96, **small)
-    load_resampled(target, state, lambda k, v, shape: resize_rel_pos_bias_table_levit(
-        v.T, shape[::-1]).T)
-    ours = vitgraph.from_timm(redraw_(timm.create_model(name, pretrained=False, img_size=96,
-                                                        **small)))
+    load_resampled(
+        target, state, lambda k, v, shape: resize_rel_pos_bias_table_levit(v.T, shape[::-1]).T
+    )
+    ours = vitgraph.from_timm(
+        redraw_(timm.create_model(name, pretrained=False, img_size=96, **small))
+    )
     report = vitgraph.load_weights(ours, tmp_path / "levit.pth", timm_name=name)
     assert report.ok
     assert len(report.resampled) == 5  # three blocks, two shrinking attentions
@@ -92,23 +96,30 @@ def _abs(prefix: int):
     def resize(key, table, shape):
         side = int((shape[1] - prefix) ** 0.5)
         return resample_abs_pos_embed(table, [side, side], num_prefix_tokens=prefix)
+
     return resize
 
 
-@pytest.mark.parametrize(("name", "small", "sizes", "prefix"), [
-    ("cait_xxs24_224", {"depth": 2, "embed_dim": 32, "num_heads": 4}, (32, 48), 0),
-    ("tnt_s_patch16_224", {"depth": 2}, (64, 96), 1),
-])
+@pytest.mark.parametrize(
+    ("name", "small", "sizes", "prefix"),
+    [
+        ("cait_xxs24_224", {"depth": 2, "embed_dim": 32, "num_heads": 4}, (32, 48), 0),
+        ("tnt_s_patch16_224", {"depth": 2}, (64, 96), 1),
+    ],
+)
 def test_absolute_table_checkpoint_loads_at_another_size_with_timms_logits(
-        tmp_path, name, small, sizes, prefix):
+    tmp_path, name, small, sizes, prefix
+):
     old, new = sizes
-    source = redraw_(timm.create_model(name, pretrained=False, img_size=old, num_classes=10,
-                                       **small))
+    source = redraw_(
+        timm.create_model(name, pretrained=False, img_size=old, num_classes=10, **small)
+    )
     state = save(source, tmp_path / "abs.pth")
     target = timm.create_model(name, pretrained=False, img_size=new, num_classes=10, **small)
     load_resampled(target, state, _abs(prefix))
-    ours = vitgraph.from_timm(redraw_(timm.create_model(
-        name, pretrained=False, img_size=new, num_classes=10, **small)))
+    ours = vitgraph.from_timm(
+        redraw_(timm.create_model(name, pretrained=False, img_size=new, num_classes=10, **small))
+    )
     report = vitgraph.load_weights(ours, tmp_path / "abs.pth", timm_name=name)
     assert report.ok and len(report.resampled) == 1
     assert_same_logits(ours.eval(), target.eval(), torch.randn(2, 3, new, new))
@@ -124,8 +135,9 @@ def test_botnet_checkpoint_at_128_loads_at_160_resampling_its_relative_tables(tm
     state = save(source, tmp_path / "bot.pth")
     target = timm.create_model(name, pretrained=False, img_size=160, num_classes=10)
     load_resampled(target, state, lambda k, v, shape: resize_offset_rows(v, shape[0]))
-    ours = vitgraph.from_timm(redraw_(timm.create_model(name, pretrained=False, img_size=160,
-                                                        num_classes=10)))
+    ours = vitgraph.from_timm(
+        redraw_(timm.create_model(name, pretrained=False, img_size=160, num_classes=10))
+    )
     report = vitgraph.load_weights(ours, tmp_path / "bot.pth", timm_name=name)
     assert report.ok and len(report.resampled) == 6  # height and width, three BoT blocks
     assert all(k.endswith(("height_rel", "width_rel")) for k in report.resampled)

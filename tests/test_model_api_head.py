@@ -15,8 +15,13 @@ timm = pytest.importorskip("timm")
 TWINS = {  # timm model -> reduced config covering class token, distillation, avg pooling
     "vit_small_patch16_224": {"depth": 2, "img_size": 32},
     "deit_tiny_distilled_patch16_224": {"depth": 2, "img_size": 32},
-    "vit_small_patch16_224_avg": {"depth": 2, "img_size": 32, "global_pool": "avg",
-                                  "class_token": False, "fc_norm": True},
+    "vit_small_patch16_224_avg": {
+        "depth": 2,
+        "img_size": 32,
+        "global_pool": "avg",
+        "class_token": False,
+        "fc_norm": True,
+    },
 }
 
 
@@ -41,8 +46,10 @@ def test_forward_features_and_head_give_timms_tensors(name):
         features = ours.forward_features(x)
         assert close(features, reference.forward_features(x))
         assert close(ours.forward_head(features), reference.forward_head(features))
-        assert close(ours.forward_head(features, pre_logits=True),
-                     reference.forward_head(features, pre_logits=True))
+        assert close(
+            ours.forward_head(features, pre_logits=True),
+            reference.forward_head(features, pre_logits=True),
+        )
         assert close(ours.forward_head(features), ours(x))
     assert ours.num_features == reference.num_features
     assert ours.num_classes == reference.num_classes
@@ -70,7 +77,8 @@ def test_reset_classifier_matches_timm(name, classes):
     if not isinstance(ref_heads, tuple):
         ours_heads, ref_heads = (ours_heads,), (ref_heads,)
     assert [sum(p.numel() for p in h.parameters()) for h in ours_heads] == [
-        sum(p.numel() for p in h.parameters()) for h in ref_heads]
+        sum(p.numel() for p in h.parameters()) for h in ref_heads
+    ]
     for ours_head, ref_head in zip(ours_heads, ref_heads, strict=True):
         ours_head.load_state_dict(ref_head.state_dict())  # fresh draws differ; shapes must not
     x = torch.randn(2, 3, 32, 32)
@@ -94,21 +102,33 @@ def test_no_weight_decay_gives_timms_parameter_groups():
         groups = []
         for model in (ours, reference):
             named = {id(p): n for n, p in model.named_parameters()}
-            found = param_groups_weight_decay(model, 0.05, no_weight_decay_list=(
-                model.no_weight_decay()))
-            groups.append({g["weight_decay"]: sorted(named[id(p)] for p in g["params"])
-                           for g in found})
+            found = param_groups_weight_decay(
+                model, 0.05, no_weight_decay_list=(model.no_weight_decay())
+            )
+            groups.append(
+                {g["weight_decay"]: sorted(named[id(p)] for p in g["params"]) for g in found}
+            )
         assert groups[0] == groups[1]
         assert {"pos_embed", "blocks.0.norm1.weight", "blocks.0.attn.qkv.bias"} <= (
-            ours.no_weight_decay())
+            ours.no_weight_decay()
+        )
 
 
 def test_no_weight_decay_names_tokens_tables_norms_and_layer_scale():
-    graph = vitgraph.load("deit_ti_distilled", overrides={
-        "depth": 1, "image_size": 32, "blocks.layer_scale": 1e-5})
+    graph = vitgraph.load(
+        "deit_ti_distilled", overrides={"depth": 1, "image_size": 32, "blocks.layer_scale": 1e-5}
+    )
     names = graph.build().no_weight_decay()
-    assert {"cls_token", "dist_token", "pos_embed", "norm.weight", "norm.bias",
-            "blocks.0.ls1.gamma", "blocks.0.ls2.gamma", "head.bias"} <= names
+    assert {
+        "cls_token",
+        "dist_token",
+        "pos_embed",
+        "norm.weight",
+        "norm.bias",
+        "blocks.0.ls1.gamma",
+        "blocks.0.ls2.gamma",
+        "head.bias",
+    } <= names
     assert "blocks.0.attn.qkv.weight" not in names and "head.weight" not in names
 
 
@@ -157,17 +177,28 @@ def test_grad_checkpointing_runs_each_encoder_layer_under_checkpoint(monkeypatch
     assert len(calls) == 6
 
 
-@pytest.mark.parametrize(("ours", "theirs"), [
-    ("vit_s_16", "vit_small_patch16_224.augreg_in21k_ft_in1k"),
-    ("deit_s_distilled", "deit_small_distilled_patch16_224.fb_in1k"),
-])
+@pytest.mark.parametrize(
+    ("ours", "theirs"),
+    [
+        ("vit_s_16", "vit_small_patch16_224.augreg_in21k_ft_in1k"),
+        ("deit_s_distilled", "deit_small_distilled_patch16_224.fb_in1k"),
+    ],
+)
 def test_pretrained_cfg_declares_timms_preprocessing(ours, theirs):
     from timm.models import get_pretrained_cfg
 
     expected = get_pretrained_cfg(theirs).to_dict()
     cfg = vitgraph.load(ours).build(device="meta").pretrained_cfg
-    for key in ("input_size", "mean", "std", "crop_pct", "interpolation", "num_classes",
-                "first_conv", "classifier"):
+    for key in (
+        "input_size",
+        "mean",
+        "std",
+        "crop_pct",
+        "interpolation",
+        "num_classes",
+        "first_conv",
+        "classifier",
+    ):
         assert cfg[key] == expected[key], key
 
 
@@ -208,8 +239,9 @@ def saved_for_backward(model, x) -> int:
 
 
 def test_grad_checkpointing_keeps_as_few_activations_as_timms():
-    reference = timm.create_model("vit_small_patch16_224", pretrained=False, depth=4,
-                                  img_size=64).train()
+    reference = timm.create_model(
+        "vit_small_patch16_224", pretrained=False, depth=4, img_size=64
+    ).train()
     ours = vitgraph.from_timm(reference).train()
     x = torch.randn(4, 3, 64, 64)
     full = saved_for_backward(ours, x)

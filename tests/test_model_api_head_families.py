@@ -25,21 +25,25 @@ FAMILIES: dict[str, dict] = {
     "cait_xxs24_224": {"depth": 2, "img_size": 32, "embed_dim": 32, "num_heads": 4},
     "twins_svt_small": {"depths": (2, 2, 2, 2), "embed_dims": (16, 32, 64, 128)},
     "twins_pcpvt_small": {"depths": (2, 2, 2, 2), "embed_dims": (8, 16, 40, 64)},
-    "swin_tiny_patch4_window7_224": {"depths": (1, 2, 2, 1), "embed_dim": 32,
-                                     "num_heads": (1, 2, 4, 8), "img_size": 112},
+    "swin_tiny_patch4_window7_224": {
+        "depths": (1, 2, 2, 1),
+        "embed_dim": 32,
+        "num_heads": (1, 2, 4, 8),
+        "img_size": 112,
+    },
     "tnt_s_patch16_224": {"depth": 2, "img_size": 64},
     "crossvit_tiny_240": {"depth": [[1, 1, 0]] * 2},
     "levit_128s": {"depth": (1, 1, 1), "img_size": 64},
     "botnet26t_256": {"img_size": 128},
 }
 #: prefix tokens where the model has them (timm's PiT does not declare the attribute)
-PREFIX = {"pit_ti_224": 1, "pit_ti_distilled_224": 2, "cait_xxs24_224": 1,
-          "tnt_s_patch16_224": 1}
+PREFIX = {"pit_ti_224": 1, "pit_ti_distilled_224": 2, "cait_xxs24_224": 1, "tnt_s_patch16_224": 1}
 
 
 def reference(name: str, **extra) -> torch.nn.Module:
-    return redraw_(timm.create_model(name, pretrained=False, num_classes=10,
-                                     **FAMILIES[name], **extra))
+    return redraw_(
+        timm.create_model(name, pretrained=False, num_classes=10, **FAMILIES[name], **extra)
+    )
 
 
 @functools.cache
@@ -86,8 +90,10 @@ def rename_of(ref: torch.nn.Module):
 def mapped_state(ref: torch.nn.Module) -> dict[str, torch.Tensor]:
     """timm's state_dict under our names and layouts (from_timm's key mapping)."""
     conversion = conversion_of(ref)
-    return {conversion.rename(k): conversion.convert(k, v).detach().clone()
-            for k, v in ref.state_dict().items()}
+    return {
+        conversion.rename(k): conversion.convert(k, v).detach().clone()
+        for k, v in ref.state_dict().items()
+    }
 
 
 @pytest.mark.parametrize("name", sorted(FAMILIES))
@@ -98,14 +104,22 @@ def test_forward_features_and_head_give_timms_tensors(name):
         features, theirs = ours.forward_features(x), ref.forward_features(x)
         assert worst(features, theirs) <= 1e-5
         assert worst(ours.forward_head(theirs), ref.forward_head(theirs)) <= 1e-5
-        assert worst(ours.forward_head(theirs, pre_logits=True),
-                     ref.forward_head(theirs, pre_logits=True)) <= 1e-5
+        assert (
+            worst(
+                ours.forward_head(theirs, pre_logits=True),
+                ref.forward_head(theirs, pre_logits=True),
+            )
+            <= 1e-5
+        )
         assert worst(ours.forward_head(features), ours(x)) == 0
     assert ours.num_features == ref.num_features
     assert ours.num_classes == ref.num_classes == 10
     if name in PREFIX:
-        assert ours.num_prefix_tokens == getattr(ref, "num_prefix_tokens", PREFIX[name]) == (
-            PREFIX[name])
+        assert (
+            ours.num_prefix_tokens
+            == getattr(ref, "num_prefix_tokens", PREFIX[name])
+            == (PREFIX[name])
+        )
 
 
 @pytest.mark.parametrize("name", ["pit_ti_distilled_224", "levit_128s"])
@@ -134,7 +148,8 @@ def test_reset_classifier_gives_timms_heads_and_logits(name, classes):
     ref.reset_classifier(classes)
     ours_heads, ref_heads = heads(ours), heads(ref)
     assert [sum(p.numel() for p in h.parameters()) for h in ours_heads] == [
-        sum(p.numel() for p in h.parameters()) for h in ref_heads]
+        sum(p.numel() for p in h.parameters()) for h in ref_heads
+    ]
     for mine, theirs in zip(ours_heads, ref_heads, strict=True):
         mine.load_state_dict(theirs.state_dict())  # fresh draws differ; shapes must not
     x = image(ref)
@@ -154,8 +169,9 @@ def test_get_classifier_is_timms_classifier(name):
     ours_names = {id(m): n for n, m in ours.named_modules()}
     for mine, theirs in zip(ours_heads, ref_heads, strict=True):
         keys = [f"{ref_names[id(theirs)]}.{k}" for k in theirs.state_dict()]
-        assert [rename(k) for k in keys] == [f"{ours_names[id(mine)]}.{k}"
-                                             for k in mine.state_dict()]
+        assert [rename(k) for k in keys] == [
+            f"{ours_names[id(mine)]}.{k}" for k in mine.state_dict()
+        ]
 
 
 def no_decay_group(model, rename=lambda key: key) -> set[str]:
@@ -205,8 +221,11 @@ def test_grad_checkpointing_units_are_each_familys_blocks(monkeypatch):
     their blocks) and the 3 patch mergings; TNT, its 2 layers; Twins, per stage its patch
     embedding, first layer (a composite used once), PEG and second layer."""
     calls = checkpoint_calls(monkeypatch)
-    for name, units in (("swin_tiny_patch4_window7_224", 9), ("tnt_s_patch16_224", 2),
-                        ("twins_svt_small", 16)):
+    for name, units in (
+        ("swin_tiny_patch4_window7_224", 9),
+        ("tnt_s_patch16_224", 2),
+        ("twins_svt_small", 16),
+    ):
         ours, ref = twins(name)
         ours.set_grad_checkpointing(True)
         calls.clear()
@@ -226,9 +245,17 @@ def test_crossvit_headless_forward_returns_timms_concatenated_features():
     assert worst(ours(x).detach(), out) <= 1e-6
 
 
-FULL_SIZE = ["pit_s_distilled_224", "cait_s24_224", "twins_svt_base", "twins_pcpvt_base",
-             "swin_base_patch4_window7_224", "tnt_b_patch16_224", "crossvit_15_dagger_240",
-             "levit_256", "botnet26t_256"]
+FULL_SIZE = [
+    "pit_s_distilled_224",
+    "cait_s24_224",
+    "twins_svt_base",
+    "twins_pcpvt_base",
+    "swin_base_patch4_window7_224",
+    "tnt_b_patch16_224",
+    "crossvit_15_dagger_240",
+    "levit_256",
+    "botnet26t_256",
+]
 
 
 @pytest.mark.slow
@@ -240,7 +267,8 @@ def test_full_size_no_weight_decay_groups_and_features_are_timms(name):
     x = torch.randn(1, 3, *ref.pretrained_cfg["input_size"][1:])
     with torch.no_grad():
         theirs = ref.forward_features(x)
-        scale = max(1.0, *(t.abs().max().item() for t in (
-            theirs if isinstance(theirs, list) else [theirs])))
+        scale = max(
+            1.0, *(t.abs().max().item() for t in (theirs if isinstance(theirs, list) else [theirs]))
+        )
         assert worst(ours.forward_features(x), theirs) <= 1e-4 * scale
     assert ours.num_features == ref.num_features

@@ -43,15 +43,13 @@ def test_fresh_model_has_timms_init_statistics_per_parameter_group(ours_name, ti
             assert (ours_mean, ours_std) == (mean, std), name
             continue
         # sampling error of a std estimate is std / sqrt(2n); allow 6 of those, at least 5%
-        assert abs(ours_std - std) <= max(0.05, 6 / (2 * count) ** 0.5) * std, (name, ours_std,
-                                                                                std)
+        assert abs(ours_std - std) <= max(0.05, 6 / (2 * count) ** 0.5) * std, (name, ours_std, std)
         assert abs(ours_mean - mean) <= 6 * std / count**0.5, (name, ours_mean, mean)
 
 
 def test_attention_and_mlp_linears_are_truncated_normal_with_zero_bias():
     model = vitgraph.load("vit_ti_16", overrides={"depth": 1}).build()
-    for name in ("blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1",
-                 "blocks.0.mlp.fc2"):
+    for name in ("blocks.0.attn.qkv", "blocks.0.attn.proj", "blocks.0.mlp.fc1", "blocks.0.mlp.fc2"):
         layer = model.get_submodule(name)
         assert layer.weight.abs().max().item() <= 2.0  # the cut of trunc_normal_
         assert abs(layer.weight.std().item() - 0.02) < 0.002

@@ -52,9 +52,12 @@ def role_of(module: nn.Module, leaf: str, name: str, param: nn.Parameter) -> str
     if isinstance(module, nn.LayerNorm | nn.GroupNorm):
         return f"norm.{leaf}"
     name = name.lower()
-    for role, pattern in (("token", r"cls|dist_token|class_emb"),
-                          ("relative", r"relative|attention_biases|_rel$"),
-                          ("position", r"pos"), ("layer_scale", r"gamma|scale")):
+    for role, pattern in (
+        ("token", r"cls|dist_token|class_emb"),
+        ("relative", r"relative|attention_biases|_rel$"),
+        ("position", r"pos"),
+        ("layer_scale", r"gamma|scale"),
+    ):
         if re.search(pattern, name):
             return role
     return "other:" + re.sub(r"\.\d+\.", ".*.", name)
@@ -77,9 +80,11 @@ def key_values(model: nn.Module) -> dict[str, torch.Tensor]:
     return {key: torch.cat(values).double() for key, values in groups.items()}
 
 
-def assert_same_statistics(model: nn.Module, reference: nn.Module,
-                           groups: Callable[[nn.Module], dict[str, torch.Tensor]] = role_values,
-                           ) -> None:
+def assert_same_statistics(
+    model: nn.Module,
+    reference: nn.Module,
+    groups: Callable[[nn.Module], dict[str, torch.Tensor]] = role_values,
+) -> None:
     got, want = groups(model), groups(reference)
     assert set(got) == set(want)
     for role, expected in want.items():
@@ -95,9 +100,15 @@ def assert_same_statistics(model: nn.Module, reference: nn.Module,
         n, std = expected.numel(), expected.std().item()
         # sampling error of a std estimate ~ std / sqrt(2n): allow 6 of those, at least 10%
         assert abs(actual.std().item() - std) <= max(0.1, 6 / (2 * n) ** 0.5) * std, (
-            role, actual.std().item(), std)
+            role,
+            actual.std().item(),
+            std,
+        )
         assert abs(actual.mean().item() - expected.mean().item()) <= 6 * std / n**0.5, (
-            role, actual.mean().item(), expected.mean().item())
+            role,
+            actual.mean().item(),
+            expected.mean().item(),
+        )
 
 
 # -- references with a twin -------------------------------------------------------------
@@ -110,24 +121,37 @@ def timm_model(name: str, **kwargs) -> nn.Module:
 
 def hf(model: str, config: str, **kwargs) -> nn.Module:
     transformers = pytest.importorskip("transformers")
-    return getattr(transformers, model)(getattr(transformers, config)(num_labels=CLASSES,
-                                                                      **kwargs))
+    return getattr(transformers, model)(getattr(transformers, config)(num_labels=CLASSES, **kwargs))
 
 
 def cct() -> nn.Module:
     module = pytest.importorskip("vit_pytorch.cct")
-    return module._cct(num_layers=2, num_heads=4, mlp_ratio=2, embedding_dim=256,
-                       img_size=32, kernel_size=3, n_conv_layers=1, num_classes=CLASSES,
-                       pooling_kernel_size=3, pooling_stride=2, pooling_padding=1,
-                       positional_embedding="learnable")
+    return module._cct(
+        num_layers=2,
+        num_heads=4,
+        mlp_ratio=2,
+        embedding_dim=256,
+        img_size=32,
+        kernel_size=3,
+        n_conv_layers=1,
+        num_classes=CLASSES,
+        pooling_kernel_size=3,
+        pooling_stride=2,
+        pooling_padding=1,
+        positional_embedding="learnable",
+    )
 
 
 def botnet() -> nn.Module:
     """timm's botnet26t at a quarter of its widths (its 4-head attention at head_dim 16, 32)."""
     byobnet = pytest.importorskip("timm.models.byobnet")
     cfg = importlib.import_module("timm.models.byoanet").model_cfgs["botnet26t"]
-    blocks = tuple(tuple(replace(b, c=b.c // 4) for b in stage) if isinstance(stage, tuple)
-                   else replace(stage, c=stage.c // 4) for stage in cfg.blocks)
+    blocks = tuple(
+        tuple(replace(b, c=b.c // 4) for b in stage)
+        if isinstance(stage, tuple)
+        else replace(stage, c=stage.c // 4)
+        for stage in cfg.blocks
+    )
     return byobnet.ByobNet(replace(cfg, blocks=blocks), num_classes=CLASSES, img_size=128)
 
 
@@ -135,39 +159,70 @@ def lvvit() -> nn.Module:
     module = pytest.importorskip("tlt.models.lvvit")
     with warnings.catch_warnings():
         warnings.simplefilter("ignore")
-        return module.LV_ViT(embed_dim=240, depth=2, num_heads=4, mlp_ratio=3.0, p_emb="4_2",
-                             skip_lam=2.0, return_dense=True, mix_token=False,
-                             num_classes=CLASSES)
+        return module.LV_ViT(
+            embed_dim=240,
+            depth=2,
+            num_heads=4,
+            mlp_ratio=3.0,
+            p_emb="4_2",
+            skip_lam=2.0,
+            return_dense=True,
+            mix_token=False,
+            num_classes=CLASSES,
+        )
 
 
 TWINS: dict[str, Callable[[], Pair]] = {
     "cait": lambda: (ours("cait_xxs24", depth=2), timm_model("cait_xxs24_224", depth=2)),
-    "pit": lambda: (ours("pit_ti", depths=[1, 1, 1], distilled=True),
-                    timm_model("pit_ti_distilled_224", depth=[1, 1, 1])),
-    "twins_svt": lambda: (ours("twins_svt_s", depths=[2, 2, 2, 2], dims=[32, 64, 128, 256]),
-                          timm_model("twins_svt_small", depths=(2, 2, 2, 2),
-                                     embed_dims=(32, 64, 128, 256))),
-    "twins_pcpvt": lambda: (ours("twins_pcpvt_s", depths=[2, 2, 2, 2], dims=[16, 32, 80, 128]),
-                            timm_model("twins_pcpvt_small", depths=(2, 2, 2, 2),
-                                       embed_dims=(16, 32, 80, 128))),
-    "swin": lambda: (ours("swin_t", dim=48, depths=[1, 2, 1, 1]),
-                     timm_model("swin_tiny_patch4_window7_224", embed_dim=48,
-                                depths=(1, 2, 1, 1))),
-    "tnt": lambda: (ours("tnt_s", depth=2, dim=192),
-                    timm_model("tnt_s_patch16_224", depth=2, embed_dim=192)),
-    "crossvit": lambda: (ours("crossvit_ti", encoders=2, depth_large=1),
-                         timm_model("crossvit_tiny_240", depth=[[1, 1, 0]] * 2)),
-    "levit": lambda: (ours("levit_128s", depths=[1, 1, 1]),
-                      timm_model("levit_128s", depth=(1, 1, 1))),
-    "botnet": lambda: (ours("botnet26t_256", widths=[64, 128, 256, 512], image_size=128),
-                       botnet()),
-    "pvt": lambda: (ours("pvt_tiny", depths=[1, 1, 1, 1], dims=[32, 64, 160, 256]),
-                    hf("PvtForImageClassification", "PvtConfig", depths=[1, 1, 1, 1],
-                       hidden_sizes=[32, 64, 160, 256])),
+    "pit": lambda: (
+        ours("pit_ti", depths=[1, 1, 1], distilled=True),
+        timm_model("pit_ti_distilled_224", depth=[1, 1, 1]),
+    ),
+    "twins_svt": lambda: (
+        ours("twins_svt_s", depths=[2, 2, 2, 2], dims=[32, 64, 128, 256]),
+        timm_model("twins_svt_small", depths=(2, 2, 2, 2), embed_dims=(32, 64, 128, 256)),
+    ),
+    "twins_pcpvt": lambda: (
+        ours("twins_pcpvt_s", depths=[2, 2, 2, 2], dims=[16, 32, 80, 128]),
+        timm_model("twins_pcpvt_small", depths=(2, 2, 2, 2), embed_dims=(16, 32, 80, 128)),
+    ),
+    "swin": lambda: (
+        ours("swin_t", dim=48, depths=[1, 2, 1, 1]),
+        timm_model("swin_tiny_patch4_window7_224", embed_dim=48, depths=(1, 2, 1, 1)),
+    ),
+    "tnt": lambda: (
+        ours("tnt_s", depth=2, dim=192),
+        timm_model("tnt_s_patch16_224", depth=2, embed_dim=192),
+    ),
+    "crossvit": lambda: (
+        ours("crossvit_ti", encoders=2, depth_large=1),
+        timm_model("crossvit_tiny_240", depth=[[1, 1, 0]] * 2),
+    ),
+    "levit": lambda: (
+        ours("levit_128s", depths=[1, 1, 1]),
+        timm_model("levit_128s", depth=(1, 1, 1)),
+    ),
+    "botnet": lambda: (ours("botnet26t_256", widths=[64, 128, 256, 512], image_size=128), botnet()),
+    "pvt": lambda: (
+        ours("pvt_tiny", depths=[1, 1, 1, 1], dims=[32, 64, 160, 256]),
+        hf(
+            "PvtForImageClassification",
+            "PvtConfig",
+            depths=[1, 1, 1, 1],
+            hidden_sizes=[32, 64, 160, 256],
+        ),
+    ),
     # HF indexes its per-stage drop-path list by the stage: depth[i] must exceed i
-    "cvt": lambda: (ours("cvt_13", depths=[1, 2, 3], dims=[16, 32, 48], heads=[1, 2, 3]),
-                    hf("CvtForImageClassification", "CvtConfig", depth=[1, 2, 3],
-                       embed_dim=[16, 32, 48], num_heads=[1, 2, 3])),
+    "cvt": lambda: (
+        ours("cvt_13", depths=[1, 2, 3], dims=[16, 32, 48], heads=[1, 2, 3]),
+        hf(
+            "CvtForImageClassification",
+            "CvtConfig",
+            depth=[1, 2, 3],
+            embed_dim=[16, 32, 48],
+            num_heads=[1, 2, 3],
+        ),
+    ),
     "cct": lambda: (ours("cct_7_3x1", depth=2), cct()),
     "lvvit": lambda: (ours("lv_vit_t", dim=240, depth=2, heads=4), lvvit()),
 }
@@ -180,16 +235,27 @@ def pytorch_defaults(model: nn.Module) -> nn.Module:
     """A copy with every layer as its constructor draws it."""
     model = copy.deepcopy(model)
     for module in model.modules():
-        if isinstance(module, nn.Linear | nn.Conv1d | nn.Conv2d | nn.BatchNorm1d
-                      | nn.BatchNorm2d | nn.LayerNorm | nn.GroupNorm):
+        if isinstance(
+            module,
+            nn.Linear
+            | nn.Conv1d
+            | nn.Conv2d
+            | nn.BatchNorm1d
+            | nn.BatchNorm2d
+            | nn.LayerNorm
+            | nn.GroupNorm,
+        ):
             module.reset_parameters()
     return model
 
 
 def tables(model: nn.Module, role: str) -> list[nn.Parameter]:
-    return [param for prefix, module in model.named_modules()
-            for leaf, param in module.named_parameters(recurse=False)
-            if role_of(module, leaf, f"{prefix}.{leaf}", param) == role]
+    return [
+        param
+        for prefix, module in model.named_modules()
+        for leaf, param in module.named_parameters(recurse=False)
+        if role_of(module, leaf, f"{prefix}.{leaf}", param) == role
+    ]
 
 
 def timm_2021_vit_rule(model: nn.Module, *, token_std: float = 0.02) -> nn.Module:
@@ -234,15 +300,19 @@ def by_rule(model: nn.Module, rule: Callable[[nn.Module], nn.Module]) -> Pair:
 
 RULES: dict[str, Callable[[], Pair]] = {
     "t2t_vit": lambda: by_rule(ours("t2t_vit_7", depth=2), timm_2021_vit_rule),
-    "deepvit": lambda: by_rule(ours("deepvit_s", dim=96, depth=4, reattention_layers=2),
-                               timm_2021_vit_rule),
+    "deepvit": lambda: by_rule(
+        ours("deepvit_s", dim=96, depth=4, reattention_layers=2), timm_2021_vit_rule
+    ),
     "ceit": lambda: by_rule(ours("ceit_t", image_size=32, dim=96), ceit_rule),
-    "cpvt": lambda: by_rule(ours("cpvt_ti", depth=2),
-                            lambda m: timm_2021_vit_rule(m, token_std=1e-6)),
-    "vt_r18": lambda: by_rule(ours("vt_r18", depths=[1, 1, 1], token_dim=256),
-                              torchvision_resnet_rule),
-    "vt_r50": lambda: by_rule(ours("vt_r50", depths=[1, 1, 1], token_dim=256),
-                              torchvision_resnet_rule),
+    "cpvt": lambda: by_rule(
+        ours("cpvt_ti", depth=2), lambda m: timm_2021_vit_rule(m, token_std=1e-6)
+    ),
+    "vt_r18": lambda: by_rule(
+        ours("vt_r18", depths=[1, 1, 1], token_dim=256), torchvision_resnet_rule
+    ),
+    "vt_r50": lambda: by_rule(
+        ours("vt_r50", depths=[1, 1, 1], token_dim=256), torchvision_resnet_rule
+    ),
 }
 
 
@@ -262,16 +332,34 @@ def test_every_shipped_kind_that_owns_parameters_declares_its_init_scheme():
     from vitgraph.init import KIND_SCHEMES
     from vitgraph.registry import registry
 
-    undeclared = sorted(kind for kind, cls in registry().primitives.items()
-                        if cls.weight_init is None and kind not in KIND_SCHEMES
-                        and _owns_parameters(kind))
+    undeclared = sorted(
+        kind
+        for kind, cls in registry().primitives.items()
+        if cls.weight_init is None and kind not in KIND_SCHEMES and _owns_parameters(kind)
+    )
     assert undeclared == []
 
 
-PARAMETER_FREE = {"add", "add_prefix", "average", "bot_global_pool", "drop_path", "dropout",
-                  "global_avg_pool", "identity", "last_token", "mean_pool", "merge_prefix",
-                  "resize_image", "sincos2d_pos", "sinusoid_pos", "stack_cls", "take_cls",
-                  "to_image", "tokens_to_image"}
+PARAMETER_FREE = {
+    "add",
+    "add_prefix",
+    "average",
+    "bot_global_pool",
+    "drop_path",
+    "dropout",
+    "global_avg_pool",
+    "identity",
+    "last_token",
+    "mean_pool",
+    "merge_prefix",
+    "resize_image",
+    "sincos2d_pos",
+    "sinusoid_pos",
+    "stack_cls",
+    "take_cls",
+    "to_image",
+    "tokens_to_image",
+}
 TENSORS = {"cls_token", "dist_token", "learned_pos"}  # drawn by build from their fields
 
 
@@ -298,10 +386,14 @@ def test_a_spec_init_entry_overrides_the_kinds_declaration():
     twins = vitgraph.load("twins_pcpvt_s", overrides={"depths": [2, 2, 2, 2]})
     assert pit.source.document.init["mhsa"] == "keep"
     assert scheme_of(pit.node("transformers.0.blocks.0.attn").params) == "trunc_normal_linear"
-    assert scheme_of(pit.node("transformers.0.blocks.0.attn").params,
-                     pit.source.document.init) == "keep"
-    assert scheme_of(twins.node("stage1.pos_block").params,
-                     twins.source.document.init) == "conv_fan_out"
+    assert (
+        scheme_of(pit.node("transformers.0.blocks.0.attn").params, pit.source.document.init)
+        == "keep"
+    )
+    assert (
+        scheme_of(twins.node("stage1.pos_block").params, twins.source.document.init)
+        == "conv_fan_out"
+    )
 
 
 def test_simplevit_draws_big_vision_init_by_layer():
@@ -311,18 +403,27 @@ def test_simplevit_draws_big_vision_init_by_layer():
     rest zero, the head included."""
     model = vitgraph.load("simplevit_s_16", overrides={"depth": 1}).build()
     dim = 384
-    stds = {"patch_embed.proj.weight": (3 * 16 * 16) ** -0.5,
-            "blocks.0.attn.qkv.weight": (2 / (dim + dim)) ** 0.5,  # not 2/(dim + 3 dim)
-            "blocks.0.attn.proj.weight": (2 / (dim + dim)) ** 0.5,
-            "blocks.0.mlp.fc1.weight": (2 / (dim + 4 * dim)) ** 0.5,
-            "blocks.0.mlp.fc2.weight": (2 / (4 * dim + dim)) ** 0.5,
-            "blocks.0.mlp.fc1.bias": 1e-6, "blocks.0.mlp.fc2.bias": 1e-6,
-            "pre_logits.fc.weight": dim**-0.5}
+    stds = {
+        "patch_embed.proj.weight": (3 * 16 * 16) ** -0.5,
+        "blocks.0.attn.qkv.weight": (2 / (dim + dim)) ** 0.5,  # not 2/(dim + 3 dim)
+        "blocks.0.attn.proj.weight": (2 / (dim + dim)) ** 0.5,
+        "blocks.0.mlp.fc1.weight": (2 / (dim + 4 * dim)) ** 0.5,
+        "blocks.0.mlp.fc2.weight": (2 / (4 * dim + dim)) ** 0.5,
+        "blocks.0.mlp.fc1.bias": 1e-6,
+        "blocks.0.mlp.fc2.bias": 1e-6,
+        "pre_logits.fc.weight": dim**-0.5,
+    }
     params = dict(model.named_parameters())
     for name, std in stds.items():
         assert params[name].std().item() == pytest.approx(std, rel=0.05), name
-    for name in ("patch_embed.proj.bias", "blocks.0.attn.qkv.bias", "blocks.0.attn.proj.bias",
-                 "pre_logits.fc.bias", "head.weight", "head.bias"):
+    for name in (
+        "patch_embed.proj.bias",
+        "blocks.0.attn.qkv.bias",
+        "blocks.0.attn.proj.bias",
+        "pre_logits.fc.bias",
+        "head.weight",
+        "head.bias",
+    ):
         assert torch.count_nonzero(params[name]) == 0, name
 
 

@@ -39,8 +39,11 @@ def step(model, x, target):
 
 @pytest.mark.parametrize("name", sorted(TWINS))
 def test_timm_training_step_gives_timms_loss_and_weights(name):
-    reference = redraw_(timm.create_model(name, pretrained=False, depth=2, img_size=32,
-                                          num_classes=10, **TWINS[name]))
+    reference = redraw_(
+        timm.create_model(
+            name, pretrained=False, depth=2, img_size=32, num_classes=10, **TWINS[name]
+        )
+    )
     ours = vitgraph.from_timm(reference)
     ours.train()
     reference.train()
@@ -56,8 +59,15 @@ def test_built_spec_groups_decay_like_timm():
     model = vitgraph.load("deit_ti_distilled", overrides={"depth": 1, "image_size": 32}).build()
     optimizer = create_optimizer_v2(model, "adamw", weight_decay=0.05)
     names = {id(p): n for n, p in model.named_parameters()}
-    decayed = {names[id(p)] for g in optimizer.param_groups if g["weight_decay"]
-               for p in g["params"]}
-    assert decayed == {"patch_embed.proj.weight", "blocks.0.attn.qkv.weight",
-                       "blocks.0.attn.proj.weight", "blocks.0.mlp.fc1.weight",
-                       "blocks.0.mlp.fc2.weight", "head.weight", "head_dist.weight"}
+    decayed = {
+        names[id(p)] for g in optimizer.param_groups if g["weight_decay"] for p in g["params"]
+    }
+    assert decayed == {
+        "patch_embed.proj.weight",
+        "blocks.0.attn.qkv.weight",
+        "blocks.0.attn.proj.weight",
+        "blocks.0.mlp.fc1.weight",
+        "blocks.0.mlp.fc2.weight",
+        "head.weight",
+        "head_dist.weight",
+    }

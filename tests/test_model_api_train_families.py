@@ -74,8 +74,9 @@ def test_timm_training_step_gives_timms_loss_and_weights(name):
     theirs = mapped_state(ref)
     assert set(theirs) == set(ours.state_dict())
     before = {k: v.double() if v.is_floating_point() else v for k, v in start_ours.items()}
-    moved = max((v - before[k]).abs().max().item() for k, v in theirs.items()
-                if v.is_floating_point())
+    moved = max(
+        (v - before[k]).abs().max().item() for k, v in theirs.items() if v.is_floating_point()
+    )
     assert moved > 1e-4  # the step did update the weights
     diff = max((v - theirs[k]).abs().max().item() for k, v in ours.state_dict().items())
     assert diff <= 1e-5, diff
@@ -87,8 +88,7 @@ def clone(state: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 def mapped_grads(ref: torch.nn.Module) -> dict[str, torch.Tensor]:
     conversion = conversion_of(ref)
-    return {conversion.rename(n): conversion.convert(n, p.grad)
-            for n, p in ref.named_parameters()}
+    return {conversion.rename(n): conversion.convert(n, p.grad) for n, p in ref.named_parameters()}
 
 
 @pytest.mark.parametrize("name", ["pit_ti_distilled_224", "levit_128s"])

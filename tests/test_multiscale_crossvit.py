@@ -58,8 +58,15 @@ def _reduced(name: str) -> torch.nn.Module:
     if name == "crossvit_18_240":  # its entry point cannot take `depth` (timm 1.0.31)
         from timm.models.crossvit import CrossVit
 
-        return CrossVit(img_size=240, img_scale=(1.0, 224 / 240), patch_size=[12, 16],
-                        embed_dim=[224, 448], num_heads=[7, 7], mlp_ratio=[3, 3, 1], **small)
+        return CrossVit(
+            img_size=240,
+            img_scale=(1.0, 224 / 240),
+            patch_size=[12, 16],
+            embed_dim=[224, 448],
+            num_heads=[7, 7],
+            mlp_ratio=[3, 3, 1],
+            **small,
+        )
     return timm.create_model(name, pretrained=False, **small)
 
 
@@ -73,15 +80,31 @@ def test_from_timm_gives_timm_logits_on_a_reduced_copy(name):
 
 def test_crossvit_summary_has_rows_for_each_branch():
     rows = [r.id for r in vitgraph.load("crossvit_9").summary().grouped()]
-    assert rows[:7] == ["patch_embed_small", "cls_token_small", "pos_embed_small", "resize",
-                        "patch_embed_large", "cls_token_large", "pos_embed_large"]
-    assert rows[-7:] == ["norm_small", "pool_small", "head_small", "norm_large", "pool_large",
-                         "head_large", "head"]
+    assert rows[:7] == [
+        "patch_embed_small",
+        "cls_token_small",
+        "pos_embed_small",
+        "resize",
+        "patch_embed_large",
+        "cls_token_large",
+        "pos_embed_large",
+    ]
+    assert rows[-7:] == [
+        "norm_small",
+        "pool_small",
+        "head_small",
+        "norm_large",
+        "pool_large",
+        "head_large",
+        "head",
+    ]
 
 
 def test_crossvit_feature_taps_are_both_branches():
-    assert vitgraph.load("crossvit_9").feature_shapes() == {"norm_small": (401, 128),
-                                                            "norm_large": (197, 256)}
+    assert vitgraph.load("crossvit_9").feature_shapes() == {
+        "norm_small": (401, 128),
+        "norm_large": (197, 256),
+    }
 
 
 @pytest.mark.slow

@@ -14,8 +14,12 @@ from vitgraph import SpecError
 timm = pytest.importorskip("timm")
 
 # timm swin_{tiny,small,base,large}_patch4_window7_224, counted on the meta device
-TIMM_COUNTS = {"swin_t": 28_288_354, "swin_s": 49_606_258, "swin_b": 87_768_224,
-               "swin_l": 196_532_476}
+TIMM_COUNTS = {
+    "swin_t": 28_288_354,
+    "swin_s": 49_606_258,
+    "swin_b": 87_768_224,
+    "swin_l": 196_532_476,
+}
 SMALL = {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]}
 
 
@@ -72,28 +76,44 @@ def test_from_timm_gives_timm_logits_on_a_reduced_copy(name):
 
 def test_from_timm_covers_an_odd_grid_and_a_clamped_window():
     # 112 px: grids 28, 14, 7, 4 (7 is zero-padded to merge; 4 < window 7 is one window)
-    reference = redraw_(timm.create_model("swin_tiny_patch4_window7_224", pretrained=False,
-                                          depths=(2, 2, 2, 2), embed_dim=32,
-                                          num_heads=(1, 2, 4, 8), img_size=112).eval())
+    reference = redraw_(
+        timm.create_model(
+            "swin_tiny_patch4_window7_224",
+            pretrained=False,
+            depths=(2, 2, 2, 2),
+            embed_dim=32,
+            num_heads=(1, 2, 4, 8),
+            img_size=112,
+        ).eval()
+    )
     assert_same_logits(vitgraph.from_timm(reference), reference, torch.randn(2, 3, 112, 112))
 
 
 def test_from_timm_refuses_always_partition():
-    model = timm.create_model("swin_tiny_patch4_window7_224", pretrained=False, depths=(1, 1, 1, 1),
-                              embed_dim=16, num_heads=(1, 1, 1, 1), always_partition=True)
+    model = timm.create_model(
+        "swin_tiny_patch4_window7_224",
+        pretrained=False,
+        depths=(1, 1, 1, 1),
+        embed_dim=16,
+        num_heads=(1, 1, 1, 1),
+        always_partition=True,
+    )
     with pytest.raises(SpecError, match="always_partition"):
         vitgraph.from_timm(model)
 
 
 def test_swin_feature_taps_report_each_stage_and_build_a_backbone():
     graph = vitgraph.load("swin_t", overrides=SMALL)
-    assert graph.feature_shapes() == {"layers.0": (256, 96), "layers.1": (64, 192),
-                                      "layers.2": (16, 384), "layers.3": (4, 768)}
+    assert graph.feature_shapes() == {
+        "layers.0": (256, 96),
+        "layers.1": (64, 192),
+        "layers.2": (16, 384),
+        "layers.3": (4, 768),
+    }
     backbone = graph.build(features=True)
     assert "head.weight" not in backbone.state_dict()
     maps = backbone(torch.randn(1, 3, 64, 64))
-    assert [tuple(m.shape) for m in maps] == [(1, 256, 96), (1, 64, 192), (1, 16, 384),
-                                             (1, 4, 768)]
+    assert [tuple(m.shape) for m in maps] == [(1, 256, 96), (1, 64, 192), (1, 16, 384), (1, 4, 768)]
 
 
 def test_swin_summary_has_one_row_per_stage():

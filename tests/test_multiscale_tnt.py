@@ -41,8 +41,9 @@ def test_every_tnt_variant_runs_forward_and_backward_at_a_small_size(variant):
 
 @pytest.mark.parametrize("name", timm.list_models("tnt*"))
 def test_from_timm_gives_timm_logits_on_a_reduced_copy(name):
-    reference = redraw_(timm.create_model(name, pretrained=False, depth=2, img_size=64,
-                                          drop_path_rate=0.1).eval())
+    reference = redraw_(
+        timm.create_model(name, pretrained=False, depth=2, img_size=64, drop_path_rate=0.1).eval()
+    )
     ours = vitgraph.from_timm(reference)
     assert_same_logits(ours, reference, torch.randn(2, 3, 64, 64))
     assert len(ours.state_dict()) == len(reference.state_dict())

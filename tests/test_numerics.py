@@ -13,17 +13,22 @@ import vitgraph
 from tests.export_sizes import reduced, shipped
 from vitgraph.cli import main
 
-VARIANTS = [pytest.param(family, variant, id=variant,
-                         marks=() if default else pytest.mark.slow)
-            for family, variant, default in shipped()]
-DEFAULTS = [pytest.param(family, variant, id=family)
-            for family, variant, default in shipped() if default]
+VARIANTS = [
+    pytest.param(family, variant, id=variant, marks=() if default else pytest.mark.slow)
+    for family, variant, default in shipped()
+]
+DEFAULTS = [
+    pytest.param(family, variant, id=family) for family, variant, default in shipped() if default
+]
 
 
 #: parameters that do not reach the logits by design: family -> (name part, why)
 OFF_THE_LOGITS_PATH = {
-    "vt": ("vt.1.projector", "the last VT module (of 2 at reduced size) refines the feature map, "
-           "the model's feature output (specs/vt.yaml), which the classifier does not read"),
+    "vt": (
+        "vt.1.projector",
+        "the last VT module (of 2 at reduced size) refines the feature map, "
+        "the model's feature output (specs/vt.yaml), which the classifier does not read",
+    ),
 }
 
 
@@ -47,9 +52,13 @@ def test_bf16_autocast_forward_and_backward_are_finite(family, variant):
     missing = [name for name, p in trainable.items() if p.grad is None]
     off_path = OFF_THE_LOGITS_PATH.get(family)
     assert all(off_path and off_path[0] in name for name in missing), (
-        f"parameters without a gradient: {missing}")
-    bad = [name for name, p in trainable.items()
-           if p.grad is not None and not torch.isfinite(p.grad).all()]
+        f"parameters without a gradient: {missing}"
+    )
+    bad = [
+        name
+        for name, p in trainable.items()
+        if p.grad is not None and not torch.isfinite(p.grad).all()
+    ]
     assert not bad, f"non-finite gradients: {bad}"
 
 
@@ -73,8 +82,10 @@ def test_cli_build_seed_writes_the_same_weights_twice_and_others_for_another_see
     paths = {}
     for name, seed in (("a", 3), ("b", 3), ("c", 4)):
         paths[name] = tmp_path / f"{name}.safetensors"
-        assert main(["build", "vit_ti_16", *small, "--seed", str(seed),
-                     "--out", str(paths[name])]) == 0
+        assert (
+            main(["build", "vit_ti_16", *small, "--seed", str(seed), "--out", str(paths[name])])
+            == 0
+        )
     a, b, c = (load_file(paths[name]) for name in "abc")
     assert list(a) == list(b) == list(c)
     assert all(torch.equal(a[key], b[key]) for key in a)  # bit-identical, every tensor

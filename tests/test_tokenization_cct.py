@@ -20,12 +20,12 @@ PAPER = {  # params, GMACs (official README / paper Table 1 and 3)
 REFERENCE = {
     "cct_2_3x2": ("cct_2", dict(img_size=32, kernel_size=3, n_conv_layers=2, num_classes=10)),
     "cct_7_3x1": ("cct_7", dict(img_size=32, kernel_size=3, n_conv_layers=1, num_classes=10)),
-    "cct_7_7x2": ("cct_7", dict(img_size=224, kernel_size=7, n_conv_layers=2,
-                                num_classes=102)),
+    "cct_7_7x2": ("cct_7", dict(img_size=224, kernel_size=7, n_conv_layers=2, num_classes=102)),
     "cct_14_7x2": ("cct_14", dict(img_size=224, kernel_size=7, n_conv_layers=2)),
 }
-POOLING = dict(pooling_kernel_size=3, pooling_stride=2, pooling_padding=1,
-               positional_embedding="learnable")
+POOLING = dict(
+    pooling_kernel_size=3, pooling_stride=2, pooling_padding=1, positional_embedding="learnable"
+)
 
 
 WIDTHS = {  # vit-pytorch's cct_L factories: num_layers, num_heads, mlp_ratio, embedding_dim
@@ -81,8 +81,10 @@ def test_cct_7_3x1_macs_equal_the_same_counter_run_on_vit_pytorch():
     assert vitgraph.load("cct_7_3x1").summary().macs == counter.get_total_flops() // 2
 
 
-@pytest.mark.parametrize("variant,depth,size", [
-    ("cct_7_3x1", 7, 32), ("cct_2_3x2", 2, 32), ("cct_14_7x2", 2, 64), ("cct_7_7x2", 2, 64)])
+@pytest.mark.parametrize(
+    "variant,depth,size",
+    [("cct_7_3x1", 7, 32), ("cct_2_3x2", 2, 32), ("cct_14_7x2", 2, 64), ("cct_7_7x2", 2, 64)],
+)
 def test_cct_gives_vit_pytorch_logits_after_weight_transfer(variant, depth, size):
     theirs = redraw_(reference(variant, num_layers=depth, img_size=size)).eval()
     overrides = {"depth": depth, "image_size": size}

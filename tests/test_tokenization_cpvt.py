@@ -60,10 +60,16 @@ def test_peg_sits_after_the_first_layer_and_no_position_table_exists():
 def test_peg_equals_timm_posconv_on_a_non_square_grid_and_skips_the_class_token():
     twins = pytest.importorskip("timm.models.twins")
     reference = redraw_(twins.PosConv(32, 32)).eval()
-    spec = {"vitgraph": 1, "name": "peg", "input": {"channels": 3, "size": [24, 40]},
-            "graph": [{"id": "embed", "kind": "patch_embed", "patch": 8, "dim": 32},
-                      {"id": "cls", "kind": "cls_token"},
-                      {"id": "pos_block", "kind": "peg"}]}
+    spec = {
+        "vitgraph": 1,
+        "name": "peg",
+        "input": {"channels": 3, "size": [24, 40]},
+        "graph": [
+            {"id": "embed", "kind": "patch_embed", "patch": 8, "dim": 32},
+            {"id": "cls", "kind": "cls_token"},
+            {"id": "pos_block", "kind": "peg"},
+        ],
+    }
     import yaml
 
     model = vitgraph.load("<peg>", text=yaml.safe_dump(spec)).build()

@@ -15,9 +15,14 @@ from tests.helpers import assert_same_logits, redraw_
 timm = pytest.importorskip("timm")
 
 TIMM_PARAMS = {  # sum of numel over timm.create_model(name).parameters()
-    "pit_ti": 4_847_272, "pit_xs": 10_618_888, "pit_s": 23_461_912, "pit_b": 73_764_840,
-    "pit_ti_distilled": 5_104_336, "pit_xs_distilled": 11_003_984,
-    "pit_s_distilled": 24_039_056, "pit_b_distilled": 74_790_096,
+    "pit_ti": 4_847_272,
+    "pit_xs": 10_618_888,
+    "pit_s": 23_461_912,
+    "pit_b": 73_764_840,
+    "pit_ti_distilled": 5_104_336,
+    "pit_xs_distilled": 11_003_984,
+    "pit_s_distilled": 24_039_056,
+    "pit_b_distilled": 74_790_096,
 }
 PAPER_GMACS = {"pit_ti": 0.71, "pit_xs": 1.4, "pit_s": 2.9, "pit_b": 12.5}  # Table 3
 TIMM_NAMES = sorted(timm.list_models("pit_*"))
@@ -64,15 +69,25 @@ def test_from_timm_gives_timm_logits_on_a_reduced_copy(name):
     reference = redraw_(_reduced(name))
     ours = vitgraph.from_timm(reference)
     assert set(ours.state_dict()) == set(reference.state_dict()) - {
-        "patch_embed.conv.weight", "patch_embed.conv.bias"} | {
-        "patch_embed.proj.weight", "patch_embed.proj.bias"}
+        "patch_embed.conv.weight",
+        "patch_embed.conv.bias",
+    } | {"patch_embed.proj.weight", "patch_embed.proj.bias"}
     assert_same_logits(ours, reference, torch.randn(2, 3, 64, 64))
 
 
 def test_from_timm_on_a_non_square_input_with_dropouts_and_drop_path():
-    reference = redraw_(timm.create_model(
-        "pit_xs_224", pretrained=False, img_size=(48, 80), depth=[1, 1, 2],
-        drop_path_rate=0.2, pos_drop_rate=0.1, drop_rate=0.1, num_classes=7)).eval()
+    reference = redraw_(
+        timm.create_model(
+            "pit_xs_224",
+            pretrained=False,
+            img_size=(48, 80),
+            depth=[1, 1, 2],
+            drop_path_rate=0.2,
+            pos_drop_rate=0.1,
+            drop_rate=0.1,
+            num_classes=7,
+        )
+    ).eval()
     ours = vitgraph.from_timm(reference)
     assert_same_logits(ours, reference, torch.randn(2, 3, 48, 80))
     rates = [m.rate for n, m in ours.named_modules() if type(m).__name__ == "DropPath"]

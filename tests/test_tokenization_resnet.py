@@ -37,13 +37,17 @@ def test_resnet_from_the_blocks_has_torchvision_count(name):
 def test_resnet_from_the_blocks_gives_torchvision_logits(name):
     reference = redraw_(getattr(models, name)()).eval()
     ours = vitgraph.load(SPEC, overrides=CONFIGS[name]).build()
-    ours.load_state_dict({to_ours(k): v for k, v in reference.state_dict().items()},
-                         strict=True)
+    ours.load_state_dict({to_ours(k): v for k, v in reference.state_dict().items()}, strict=True)
     assert_same_logits(ours, reference, torch.randn(2, 3, 64, 64))
 
 
 def test_resnet_blocks_train_forward_and_backward():
-    model = vitgraph.load(SPEC, overrides={**CONFIGS["resnet50"], "layers": [1, 1, 1, 1],
-                                           "image_size": 32}).build().train()
+    model = (
+        vitgraph.load(
+            SPEC, overrides={**CONFIGS["resnet50"], "layers": [1, 1, 1, 1], "image_size": 32}
+        )
+        .build()
+        .train()
+    )
     model(torch.randn(2, 3, 32, 32)).sum().backward()
     assert model.get_parameter("layer4.0.downsample.0.weight").grad is not None

@@ -14,17 +14,20 @@ import sys
 
 import pytest
 import torch
-from vitgraph.blocks.sinusoid_pos import sinusoid_1d
 
 import vitgraph
 from tests.helpers import assert_same_logits, redraw_
+from vitgraph.blocks.sinusoid_pos import sinusoid_1d
 
 OFFICIAL = {  # official repository: sum of numel over model.parameters()
     "t2t_vit_7": 4_310_222,
 }
 PAPER = {  # Table 1 / README: params (M), MACs (G)
-    "t2t_vit_7": (4.3, 1.1), "t2t_vit_14": (21.5, 4.8), "t2t_vit_19": (39.2, 8.5),
-    "t2t_vit_24": (64.1, 13.8), "t2t_vit_t_14": (21.5, 6.1),
+    "t2t_vit_7": (4.3, 1.1),
+    "t2t_vit_14": (21.5, 4.8),
+    "t2t_vit_19": (39.2, 8.5),
+    "t2t_vit_24": (64.1, 13.8),
+    "t2t_vit_t_14": (21.5, 6.1),
 }
 
 
@@ -76,7 +79,8 @@ def test_sinusoid_table_is_a_frozen_parameter_with_sin_on_even_and_cos_on_odd_ch
     assert table[0, 3, 1] == pytest.approx(torch.cos(torch.tensor(3.0)).item())
     p, i, d = 2, 10, 256  # channel 2i+1 = 21: cos(p / 10000^(2i/d))
     assert sinusoid_1d(5, d, 10000.0)[p, 2 * i + 1].item() == pytest.approx(
-        torch.cos(torch.tensor(p / 10000 ** (2 * i / d))).item(), abs=1e-6)
+        torch.cos(torch.tensor(p / 10000 ** (2 * i / d))).item(), abs=1e-6
+    )
     performer_w = model.get_parameter("tokens_to_token.attention1.attn.w")
     assert not performer_w.requires_grad and performer_w.shape == (32, 64)
 
@@ -92,15 +96,13 @@ def test_t2t_variant_runs_forward_and_backward_at_a_small_size(variant):
 @pytest.mark.parametrize("variant", sorted(OFFICIAL))
 def test_t2t_count_equals_the_official_code(variant):
     reference = official(variant)
-    assert vitgraph.load(variant).summary().params == sum(
-        p.numel() for p in reference.parameters())
+    assert vitgraph.load(variant).summary().params == sum(p.numel() for p in reference.parameters())
 
 
 # the official factories' settings with depth 2, built through its T2T_ViT class
 REDUCED = {
     "t2t_vit_7": dict(tokens_type="performer", embed_dim=256, num_heads=4, mlp_ratio=2.0),
-    "t2t_vit_t_14": dict(tokens_type="transformer", embed_dim=384, num_heads=6,
-                         mlp_ratio=3.0),
+    "t2t_vit_t_14": dict(tokens_type="transformer", embed_dim=384, num_heads=6, mlp_ratio=3.0),
 }
 
 
@@ -108,6 +110,5 @@ REDUCED = {
 def test_t2t_gives_the_official_logits_after_weight_transfer(variant):
     reference = redraw_(official("T2T_ViT", img_size=64, depth=2, **REDUCED[variant])).eval()
     ours = vitgraph.load(variant, overrides={"image_size": 64, "depth": 2}).build()
-    ours.load_state_dict({to_ours(k): v for k, v in reference.state_dict().items()},
-                         strict=True)
+    ours.load_state_dict({to_ours(k): v for k, v in reference.state_dict().items()}, strict=True)
     assert_same_logits(ours, reference, torch.randn(2, 3, 64, 64))

@@ -26,8 +26,16 @@ def _folder(root, classes=("cat", "dog"), per_class=5, size=16):
 
 
 def _train(data, **kw):
-    return vitgraph.train("vit", overrides=TINY, data=str(data), epochs=1, batch_size=2,
-                          progress=False, log=lambda line: None, **kw)
+    return vitgraph.train(
+        "vit",
+        overrides=TINY,
+        data=str(data),
+        epochs=1,
+        batch_size=2,
+        progress=False,
+        log=lambda line: None,
+        **kw,
+    )
 
 
 def test_a_folder_loads_with_sorted_class_names_and_a_stratified_split(tmp_path):
@@ -74,8 +82,16 @@ def test_an_image_smaller_than_the_patch_is_refused_with_both_sizes(tmp_path):
 
 def test_the_cli_reports_bad_data_in_one_line_and_exits_1(tmp_path, capsys):
     (tmp_path / "empty").mkdir()
-    code = main(["train", "vit", "--data", str(tmp_path / "empty"), "--no-progress",
-                 *[f"--set={k}={v}" for k, v in TINY.items()]])
+    code = main(
+        [
+            "train",
+            "vit",
+            "--data",
+            str(tmp_path / "empty"),
+            "--no-progress",
+            *[f"--set={k}={v}" for k, v in TINY.items()],
+        ]
+    )
     err = capsys.readouterr().err
     assert code == 1 and err.startswith("data error: data folder") and err.count("\n") == 1
 

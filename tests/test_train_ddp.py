@@ -15,8 +15,15 @@ import vitgraph
 # shift), so its float gradient is rounding noise whose sign differs between a 64-sample
 # sum and two 32-sample sums, and AdamW turns any sign into a full lr-sized step (seen:
 # 1.5e-4 there, every other weight within 6e-8).
-TINY = {"image_size": 8, "patch": 4, "dim": 16, "depth": 1, "heads": 2, "mlp_ratio": 2.0,
-        "blocks.qkv_bias": False}
+TINY = {
+    "image_size": 8,
+    "patch": 4,
+    "dim": 16,
+    "depth": 1,
+    "heads": 2,
+    "mlp_ratio": 2.0,
+    "blocks.qkv_bias": False,
+}
 SETTINGS = {"epochs": 1, "batch_size": 64, "lr": 2e-3, "data": "digits"}
 
 
@@ -24,15 +31,32 @@ def test_two_gloo_processes_give_the_weights_of_one_process_with_the_same_batch(
     before = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
-        single = vitgraph.train("vit", overrides=TINY, progress=False, log=lambda line: None,
-                                out=str(tmp_path / "one"), **SETTINGS)
+        single = vitgraph.train(
+            "vit",
+            overrides=TINY,
+            progress=False,
+            log=lambda line: None,
+            out=str(tmp_path / "one"),
+            **SETTINGS,
+        )
     finally:
         torch.set_num_threads(before)
-    command = [sys.executable, "-m", "torch.distributed.run", "--standalone",
-               "--nproc_per_node=2", "-m", "vitgraph.cli", "train", "vit",
-               "--out", str(tmp_path / "two"), "--no-progress",
-               *[f"--set={k}={v}" for k, v in TINY.items()],
-               *[f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()]]
+    command = [
+        sys.executable,
+        "-m",
+        "torch.distributed.run",
+        "--standalone",
+        "--nproc_per_node=2",
+        "-m",
+        "vitgraph.cli",
+        "train",
+        "vit",
+        "--out",
+        str(tmp_path / "two"),
+        "--no-progress",
+        *[f"--set={k}={v}" for k, v in TINY.items()],
+        *[f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()],
+    ]
     env = {**os.environ, "OMP_NUM_THREADS": "1"}
     done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
     assert done.returncode == 0, done.stderr[-3000:]

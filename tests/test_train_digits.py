@@ -22,8 +22,9 @@ def _one_thread():
 
 def test_a_tiny_vit_reaches_95_percent_on_held_out_digits_within_three_minutes(capsys):
     start = time.perf_counter()
-    result = vitgraph.train("vit", overrides=TINY, data="digits", epochs=7, batch_size=32,
-                            lr=3e-3, progress=False)
+    result = vitgraph.train(
+        "vit", overrides=TINY, data="digits", epochs=7, batch_size=32, lr=3e-3, progress=False
+    )
     elapsed = time.perf_counter() - start
     with capsys.disabled():
         print(f"\ndigits: val acc {result.val_accuracy:.4f} in {elapsed:.1f} s")
@@ -39,14 +40,16 @@ def _weights(model):
 def test_a_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weights(tmp_path):
     # dropout and stochastic depth on, so the RNG streams must line up too
     spec = {**TINY, "dim": 32, "depth": 1, "heads": 2, "dropout": 0.1, "drop_path_rate": 0.1}
-    common = dict(data="digits", epochs=2, batch_size=128, lr=2e-3, progress=False,
-                  log=lambda line: None)
+    common = dict(
+        data="digits", epochs=2, batch_size=128, lr=2e-3, progress=False, log=lambda line: None
+    )
     whole = vitgraph.train("vit", overrides=spec, out=str(tmp_path / "whole"), **common)
     vitgraph.train("vit", overrides=spec, out=str(tmp_path / "cut"), stop_after=1, **common)
     torch.manual_seed(1234)  # a fresh process would not share the first run's RNG state
     torch.rand(100)
-    resumed = vitgraph.train(resume=str(tmp_path / "cut" / "last.safetensors"),
-                             progress=False, log=lambda line: None)
+    resumed = vitgraph.train(
+        resume=str(tmp_path / "cut" / "last.safetensors"), progress=False, log=lambda line: None
+    )
     assert [h["epoch"] for h in resumed.history] == [1, 2]
     a, b = _weights(whole.model), _weights(resumed.model)
     assert a.keys() == b.keys()

@@ -10,8 +10,17 @@ from vitgraph.train.data import load_digits, normalize
 from vitgraph.train.teacher import dense_targets, load_teacher, teacher_logits
 
 TEACHER = {"image_size": 16, "patch": 4, "dim": 48, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
-STUDENT = {"image_size": 16, "patch": 4, "dim": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0,
-           "distilled": True, "drop_path_rate": 0.0, "classes": 10}
+STUDENT = {
+    "image_size": 16,
+    "patch": 4,
+    "dim": 32,
+    "depth": 1,
+    "heads": 2,
+    "mlp_ratio": 2.0,
+    "distilled": True,
+    "drop_path_rate": 0.0,
+    "classes": 10,
+}
 
 
 @pytest.fixture(autouse=True)
@@ -31,15 +40,29 @@ def _agreement(student, teacher, images) -> float:
 
 def test_a_distilled_student_agrees_with_its_teacher_more_than_at_start(tmp_path):
     quiet = dict(data="digits", progress=False, log=lambda line: None)
-    vitgraph.train("vit", overrides=TEACHER, epochs=4, batch_size=32, lr=3e-3,
-                   out=str(tmp_path / "teacher"), **quiet)
+    vitgraph.train(
+        "vit",
+        overrides=TEACHER,
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        out=str(tmp_path / "teacher"),
+        **quiet,
+    )
     teacher = load_teacher(str(tmp_path / "teacher" / "last.safetensors"), None, 10, "cpu")
     graph = vitgraph.load("deit", overrides=STUDENT)
     torch.manual_seed(0)  # the trainer's initial weights (seed 0)
     start = graph.build()
-    result = vitgraph.train("deit", overrides=STUDENT, epochs=4, batch_size=32, lr=3e-3,
-                            teacher=str(tmp_path / "teacher" / "last.safetensors"),
-                            distill="hard", **quiet)
+    result = vitgraph.train(
+        "deit",
+        overrides=STUDENT,
+        epochs=4,
+        batch_size=32,
+        lr=3e-3,
+        teacher=str(tmp_path / "teacher" / "last.safetensors"),
+        distill="hard",
+        **quiet,
+    )
     val = normalize(load_digits(graph.input_shape).val.images)
     before, after = _agreement(start, teacher, val), _agreement(result.model, teacher, val)
     print(f"\nagreement of the distillation head with the teacher: {before:.3f} -> {after:.3f}")

@@ -37,17 +37,28 @@ def test_soft_distillation_is_kl_at_temperature_times_tau_squared():
     kl = sum(p * (math.log(p) - s) for p, s in zip(p_t, ls_s, strict=True))
     ce = -_log_softmax(cls)[0]
     expected = (1 - alpha) * ce + alpha * tau * tau * kl
-    got = losses.distillation_loss(torch.tensor([cls]), torch.tensor([dist]),
-                                   torch.tensor([teacher]), torch.tensor([0]),
-                                   kind="soft", alpha=alpha, tau=tau)
+    got = losses.distillation_loss(
+        torch.tensor([cls]),
+        torch.tensor([dist]),
+        torch.tensor([teacher]),
+        torch.tensor([0]),
+        kind="soft",
+        alpha=alpha,
+        tau=tau,
+    )
     assert got.item() == pytest.approx(expected, abs=1e-6)
 
 
 def test_hard_distillation_uses_the_teachers_argmax_as_the_distillation_label():
     cls, dist, teacher = [0.2, -0.4], [1.0, 0.0], [0.0, 2.0]
     expected = 0.5 * -_log_softmax(cls)[0] + 0.5 * -_log_softmax(dist)[1]
-    got = losses.distillation_loss(torch.tensor([cls]), torch.tensor([dist]),
-                                   torch.tensor([teacher]), torch.tensor([0]), kind="hard")
+    got = losses.distillation_loss(
+        torch.tensor([cls]),
+        torch.tensor([dist]),
+        torch.tensor([teacher]),
+        torch.tensor([0]),
+        kind="hard",
+    )
     assert got.item() == pytest.approx(expected, abs=1e-6)
 
 
@@ -55,11 +66,17 @@ def test_token_label_loss_is_class_loss_plus_half_the_mean_dense_loss():
     cls = [0.5, -0.5]
     tokens = [[1.0, 0.0], [0.0, 3.0], [2.0, 2.0]]
     targets = [[0.9, 0.1], [0.2, 0.8], [0.5, 0.5]]
-    dense = sum(-sum(t * s for t, s in zip(tt, _log_softmax(row), strict=True))
-                for row, tt in zip(tokens, targets, strict=True)) / 3
+    dense = (
+        sum(
+            -sum(t * s for t, s in zip(tt, _log_softmax(row), strict=True))
+            for row, tt in zip(tokens, targets, strict=True)
+        )
+        / 3
+    )
     expected = -_log_softmax(cls)[1] + 0.5 * dense
-    got = losses.token_label_loss(torch.tensor([cls]), torch.tensor([tokens]),
-                                  torch.tensor([1]), torch.tensor([targets]))
+    got = losses.token_label_loss(
+        torch.tensor([cls]), torch.tensor([tokens]), torch.tensor([1]), torch.tensor([targets])
+    )
     assert got.item() == pytest.approx(expected, abs=1e-6)
 
 

@@ -10,6 +10,8 @@ import math
 import pytest
 import torch
 import torch.nn.functional as F
+
+import vitgraph
 from vitgraph.blocks.visual_tokens import (
     FilterTokenizer,
     Projector,
@@ -17,25 +19,40 @@ from vitgraph.blocks.visual_tokens import (
     TokenTransformer,
 )
 
-import vitgraph
-
 models = pytest.importorskip("torchvision.models")
 
 # Table 8: params, GFLOPs (the paper's FLOPs are multiply-adds: its R18 is 1.814G)
-PAPER = {"vt_r18": (11.7e6, 1.569e9), "vt_r34": (19.2e6, 3.236e9),
-         "vt_r50": (21.4e6, 3.412e9), "vt_r101": (41.5e6, 7.129e9)}
-OURS = {"vt_r18": 10_398_776, "vt_r34": 19_213_112, "vt_r50": 25_604_152,
-        "vt_r101": 44_596_280}
+PAPER = {
+    "vt_r18": (11.7e6, 1.569e9),
+    "vt_r34": (19.2e6, 3.236e9),
+    "vt_r50": (21.4e6, 3.412e9),
+    "vt_r101": (41.5e6, 7.129e9),
+}
+OURS = {"vt_r18": 10_398_776, "vt_r34": 19_213_112, "vt_r50": 25_604_152, "vt_r101": 44_596_280}
 # the pseudo-code's single feed-forward layer instead of eq. 4's two (ffn_layers: 1)
-SINGLE_FFN = {"vt_r18": 8_299_576, "vt_r34": 16_064_312, "vt_r50": 22_455_352,
-              "vt_r101": 41_447_480}
-BACKBONE = {"vt_r18": ("resnet18", 256, 2), "vt_r34": ("resnet34", 256, 3),
-            "vt_r50": ("resnet50", 1024, 3), "vt_r101": ("resnet101", 1024, 3)}
+SINGLE_FFN = {
+    "vt_r18": 8_299_576,
+    "vt_r34": 16_064_312,
+    "vt_r50": 22_455_352,
+    "vt_r101": 41_447_480,
+}
+BACKBONE = {
+    "vt_r18": ("resnet18", 256, 2),
+    "vt_r34": ("resnet34", 256, 3),
+    "vt_r50": ("resnet50", 1024, 3),
+    "vt_r101": ("resnet101", 1024, 3),
+}
 SMALL = {"image_size": 32, "classes": 10, "depths": [1, 1, 1], "token_dim": 64}
 
 
-def vt_part(channels: int, modules: int, dim: int = 1024, tokens: int = 16,
-            classes: int = 1000, ffn_layers: int = 2) -> int:
+def vt_part(
+    channels: int,
+    modules: int,
+    dim: int = 1024,
+    tokens: int = 16,
+    classes: int = 1000,
+    ffn_layers: int = 2,
+) -> int:
     """Parameters of the VT stage-5 and head, from the shapes of §3's matrices (grouped
     1×1 convs: 16 groups on the feature map, 8 on the token keys/queries/values)."""
     c, t = channels, dim
@@ -43,20 +60,19 @@ def vt_part(channels: int, modules: int, dim: int = 1024, tokens: int = 16,
     grouped = c * c // 16 + c
     filter_tok = c * tokens + tokens + grouped + to_t
     recurrent_tok = t * c + c + 2 * grouped + to_t
-    transformer = (2 * (t * t // 2 // 8 + t // 2) + t * t // 8 + t
-                   + ffn_layers * (t * t + t))
+    transformer = 2 * (t * t // 2 // 8 + t // 2) + t * t // 8 + t + ffn_layers * (t * t + t)
     projector = grouped + 2 * (t * c + c)
     per_module = transformer + projector
-    return (filter_tok + (modules - 1) * recurrent_tok + modules * per_module
-            + t * classes + classes)
+    return filter_tok + (modules - 1) * recurrent_tok + modules * per_module + t * classes + classes
 
 
 def kept_backbone(variant: str) -> int:
     """torchvision's stem and stages 1-4 (layer1-3): what VT keeps of the ResNet."""
     with torch.device("meta"):
         resnet = getattr(models, BACKBONE[variant][0])()
-    return sum(p.numel() for n, p in resnet.named_parameters()
-               if not n.startswith(("layer4.", "fc.")))
+    return sum(
+        p.numel() for n, p in resnet.named_parameters() if not n.startswith(("layer4.", "fc."))
+    )
 
 
 @pytest.mark.parametrize("variant", sorted(OURS))
@@ -70,12 +86,16 @@ def test_full_size_count_is_torchvision_stages_1_to_4_plus_the_vt_stage(variant)
 def test_the_single_layer_feed_forward_reading_counts_what_the_spec_header_states(variant):
     _, channels, modules = BACKBONE[variant]
     summary = vitgraph.load(variant, overrides={"ffn_layers": 1}).summary()
-    assert summary.params == (kept_backbone(variant)
-                              + vt_part(channels, modules, ffn_layers=1)
-                              ) == SINGLE_FFN[variant]
+    assert (
+        summary.params
+        == (kept_backbone(variant) + vt_part(channels, modules, ffn_layers=1))
+        == SINGLE_FFN[variant]
+    )
     gap = summary.params / PAPER[variant][0] - 1
-    assert round(gap * 100, 1) == {"vt_r18": -29.1, "vt_r34": -16.3, "vt_r50": 4.9,
-                                   "vt_r101": -0.1}[variant]
+    assert (
+        round(gap * 100, 1)
+        == {"vt_r18": -29.1, "vt_r34": -16.3, "vt_r50": 4.9, "vt_r101": -0.1}[variant]
+    )
     assert abs(summary.macs / PAPER[variant][1] - 1) < 0.10
 
 
@@ -93,14 +113,15 @@ def test_table_8_cannot_put_vt_r18_and_vt_r34_both_within_two_percent():
     min_width = math.ceil((min_head - 1000) / 1000)  # a 1000-way linear layer
     assert min_width == 3_222
     # ... yet every recurrent module holds eq. 4's C_T x C_T feed-forward layer alone
-    assert min_width ** 2 > max_recurrent
+    assert min_width**2 > max_recurrent
     # and even without any feed-forward, its C_T-wide maps overflow it: W_T->R and the
     # projector's key and value (C_T x 256 each) plus the pseudo-code's grouped
     # key/query (C_T x C_T/2 each, 8 groups)
-    assert 3 * min_width * 256 + min_width ** 2 // 8 > max_recurrent
+    assert 3 * min_width * 256 + min_width**2 // 8 > max_recurrent
     # this spec's recurrent module (the R34 - R18 difference) for comparison
     assert (OURS["vt_r34"] - kept_backbone("vt_r34")) - (
-        OURS["vt_r18"] - kept_backbone("vt_r18")) == 3_426_816
+        OURS["vt_r18"] - kept_backbone("vt_r18")
+    ) == 3_426_816
 
 
 def test_vt_r50_and_vt_r101_share_their_vt_stage_so_table_8_leaves_a_narrow_window():
@@ -119,8 +140,10 @@ def test_full_size_counts_against_table_8_are_the_gaps_the_spec_states(variant):
     params, macs = PAPER[variant]
     gap = summary.params / params - 1
     # spec header: r18 -11.1%, r34 +0.1%, r50 +19.6%, r101 +7.5%
-    assert round(gap * 100, 1) == {"vt_r18": -11.1, "vt_r34": 0.1, "vt_r50": 19.6,
-                                   "vt_r101": 7.5}[variant]
+    assert (
+        round(gap * 100, 1)
+        == {"vt_r18": -11.1, "vt_r34": 0.1, "vt_r50": 19.6, "vt_r101": 7.5}[variant]
+    )
     assert abs(summary.macs / macs - 1) < 0.10
 
 
@@ -140,14 +163,16 @@ def test_every_variant_runs_forward_and_backward_at_a_small_size(variant):
     # the head reads the last module's tokens (§4): only its projector, the feature
     # output for dense tasks, gets no gradient from the logits
     last = f"vt.{BACKBONE[variant][2] - 1}.projector."
-    assert missing == {last + n for n in ("q.weight", "q.bias", "k.weight", "k.bias",
-                                          "v.weight", "v.bias")}
+    assert missing == {
+        last + n for n in ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias")
+    }
 
 
 def test_backbone_keeps_torchvision_names_up_to_stage_4():
     ours = set(vitgraph.load("vt_r18").build(allow_large=True).state_dict())
-    theirs = {k for k in models.resnet18().state_dict() if k.startswith(("layer1", "layer2",
-                                                                         "layer3"))}
+    theirs = {
+        k for k in models.resnet18().state_dict() if k.startswith(("layer1", "layer2", "layer3"))
+    }
     assert theirs <= ours
     assert not any(k.startswith("layer4") for k in ours)
 
@@ -171,7 +196,7 @@ def test_filter_tokenizer_is_softmax_over_pixels_then_weighted_average_eq_1():
     x = torch.randn(2, 8, 3, 5)
     pixels = x.flatten(2).transpose(1, 2)  # (B, HW, C)
     w_a, b_a = tok.token_coef.weight[:, :, 0, 0], tok.token_coef.bias
-    a = ((pixels @ w_a.T + b_a) / 8 ** 0.5).softmax(dim=1)  # softmax over HW
+    a = ((pixels @ w_a.T + b_a) / 8**0.5).softmax(dim=1)  # softmax over HW
     value = pixels @ tok.value.weight[:, :, 0, 0].T + tok.value.bias
     torch.testing.assert_close(tok(x), a.transpose(1, 2) @ value)
 
@@ -185,7 +210,7 @@ def test_recurrent_tokenizer_keeps_the_second_half_and_refines_the_first_eq_2():
     w_r = prev[:, :2] @ tok.query.weight.T + tok.query.bias  # W_R = T_in W_{T->R}
     key = pixels @ tok.key.weight[:, :, 0, 0].T + tok.key.bias
     value = pixels @ tok.value.weight[:, :, 0, 0].T + tok.value.bias
-    a = (key @ w_r.transpose(1, 2) / 8 ** 0.5).softmax(dim=1)  # (B, HW, L/2)
+    a = (key @ w_r.transpose(1, 2) / 8**0.5).softmax(dim=1)  # (B, HW, L/2)
     torch.testing.assert_close(out[:, 2:], a.transpose(1, 2) @ value)
 
 
@@ -197,7 +222,7 @@ def test_token_transformer_is_self_attention_then_relu_feed_forward_eqs_3_4():
         return t @ conv.weight[:, :, 0].T + conv.bias
 
     k, q, v = proj(block.k), proj(block.q), proj(block.v)
-    t1 = t + (q @ k.transpose(1, 2) / 6 ** 0.5).softmax(dim=-1) @ v
+    t1 = t + (q @ k.transpose(1, 2) / 6**0.5).softmax(dim=-1) @ v
     expected = t1 + block.fc2(F.relu(block.fc1(t1)))
     torch.testing.assert_close(block(t), expected)
 
@@ -207,7 +232,7 @@ def test_projector_adds_token_attention_back_to_the_feature_map_eq_5():
     x, t = torch.randn(2, 8, 3, 5), torch.randn(2, 4, 6)
     pixels = x.flatten(2).transpose(1, 2)
     q = pixels @ block.q.weight[:, :, 0, 0].T + block.q.bias
-    coef = (q @ block.k(t).transpose(1, 2) / 8 ** 0.5).softmax(dim=-1)  # over L
+    coef = (q @ block.k(t).transpose(1, 2) / 8**0.5).softmax(dim=-1)  # over L
     expected = pixels + coef @ block.v(t)
     torch.testing.assert_close(block(x, t), expected.transpose(1, 2).reshape_as(x))
 
@@ -218,8 +243,10 @@ def test_heads_split_channels_head_major_like_the_pseudo_code():
     pixels = x.flatten(2).transpose(1, 2)
     q = pixels @ block.q.weight[:, :, 0, 0].T + block.q.bias
     k, v = block.k(t), block.v(t)
-    parts = [((q[..., s] @ k[..., s].transpose(1, 2)) / 2).softmax(-1) @ v[..., s]
-             for s in (slice(0, 4), slice(4, 8))]
+    parts = [
+        ((q[..., s] @ k[..., s].transpose(1, 2)) / 2).softmax(-1) @ v[..., s]
+        for s in (slice(0, 4), slice(4, 8))
+    ]
     expected = pixels + torch.cat(parts, dim=-1)
     torch.testing.assert_close(block(x, t), expected.transpose(1, 2).reshape_as(x))
 
@@ -233,7 +260,7 @@ def test_single_layer_feed_forward_is_the_pseudo_codes_linear_residual():
         return t @ conv.weight[:, :, 0].T + conv.bias
 
     k, q, v = proj(block.k), proj(block.q), proj(block.v)
-    t1 = t + (q @ k.transpose(1, 2) / 6 ** 0.5).softmax(dim=-1) @ v
+    t1 = t + (q @ k.transpose(1, 2) / 6**0.5).softmax(dim=-1) @ v
     torch.testing.assert_close(block(t), t1 + block.fc1(t1))
 
 

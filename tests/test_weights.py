@@ -58,27 +58,29 @@ def test_weights_of_another_spec_list_every_mismatch(saved):
     message = refused(saved, "deit_ti_distilled")
     assert message == (
         "{file} does not fit the model (deit / deit_ti_distilled): it holds the weights of "
-        "vit / vit_ti_16 with overrides {\"depth\": 1, \"input.size\": 32}; 4 of 23 tensors "
+        'vit / vit_ti_16 with overrides {"depth": 1, "input.size": 32}; 4 of 23 tensors '
         "differ\n"
         "  missing: dist_token (1, 1, 192)\n"
         "  missing: head_dist.weight (1000, 192)\n"
         "  missing: head_dist.bias (1000,)\n"
-        "  mismatched: pos_embed is (1, 5, 192) in the file, (1, 6, 192) in the model")
+        "  mismatched: pos_embed is (1, 5, 192) in the file, (1, 6, 192) in the model"
+    )
 
 
 def test_weights_of_another_width_list_every_tensor(saved):
     message = refused(saved, "vit_s_16")
     lines = message.splitlines()
     assert lines[0].endswith("; 19 of 20 tensors differ")  # all but head.bias (1000,)
-    assert lines[1] == ("  mismatched: cls_token is (1, 1, 192) in the file, (1, 1, 384) in "
-                        "the model")
+    assert lines[1] == (
+        "  mismatched: cls_token is (1, 1, 192) in the file, (1, 1, 384) in the model"
+    )
     assert len(lines) == 20 and all(" in the file, " in line for line in lines[1:])
     assert not any("head.bias" in line for line in lines)
 
 
 def test_extra_and_missing_keys_are_all_named(saved, tmp_path):
     with safe_open(str(saved), "pt") as handle:
-        state = {k: handle.get_tensor(k) for k in handle.keys()}  # noqa: SIM118
+        state = {k: handle.get_tensor(k) for k in handle.keys()}
     state["extra.weight"] = torch.zeros(3)
     del state["norm.bias"], state["head.weight"]
     state["head.bias"] = state["head.bias"].long()
@@ -90,7 +92,8 @@ def test_extra_and_missing_keys_are_all_named(saved, tmp_path):
         "  missing: norm.bias (192,)\n"
         "  missing: head.weight (1000, 192)\n"
         "  unexpected: extra.weight (3,)\n"
-        "  mismatched: head.bias is I64 in the file, F32 in the model")
+        "  mismatched: head.bias is I64 in the file, F32 in the model"
+    )
 
 
 def test_a_truncated_file_is_refused_naming_the_tensors_past_its_end(saved, tmp_path):
@@ -104,7 +107,8 @@ def test_a_truncated_file_is_refused_naming_the_tensors_past_its_end(saved, tmp_
     assert refused(path) == (
         f"{{file}} is not a safetensors file: its first 8 bytes give a header of "
         f"{struct.unpack('<Q', data[:8])[0]:,} bytes, but 12 bytes follow (truncated, or "
-        "another format)")
+        "another format)"
+    )
 
 
 def test_a_corrupted_header_is_refused(saved, tmp_path):
@@ -112,25 +116,35 @@ def test_a_corrupted_header_is_refused(saved, tmp_path):
     data[9] = ord("}")  # inside the JSON header
     path = tmp_path / "bad.safetensors"
     path.write_bytes(bytes(data))
-    assert refused(path).startswith("{file} has a corrupted safetensors header: it is not "
-                                    "JSON (")
-    header = json.loads(saved.read_bytes()[8:8 + struct.unpack("<Q", data[:8])[0]])
+    assert refused(path).startswith("{file} has a corrupted safetensors header: it is not JSON (")
+    header = json.loads(saved.read_bytes()[8 : 8 + struct.unpack("<Q", data[:8])[0]])
     key = next(k for k in header if k != "__metadata__")
     header[key]["data_offsets"][1] += 4
     raw = json.dumps(header).encode()
-    path.write_bytes(struct.pack("<Q", len(raw)) + raw + saved.read_bytes()[8 + struct.unpack(
-        "<Q", data[:8])[0]:])
-    assert refused(path).startswith("{file} is not a whole safetensors file:\n  "
-                                    f"{key}: offsets ")
+    path.write_bytes(
+        struct.pack("<Q", len(raw))
+        + raw
+        + saved.read_bytes()[8 + struct.unpack("<Q", data[:8])[0] :]
+    )
+    assert refused(path).startswith(f"{{file}} is not a whole safetensors file:\n  {key}: offsets ")
 
 
-@pytest.mark.parametrize(("content", "expected"), [
-    (b"", "{file} is 0 bytes long: too short for a safetensors file (an 8-byte header "
-          "length comes first)"),
-    (b"vitgraph: 1\nname: not weights\n", "{file} is not a safetensors file: its first 8 "
-     "bytes give a header of 7,525,622,121,325,947,254 bytes, but 22 bytes follow "
-     "(truncated, or another format)"),
-])
+@pytest.mark.parametrize(
+    ("content", "expected"),
+    [
+        (
+            b"",
+            "{file} is 0 bytes long: too short for a safetensors file (an 8-byte header "
+            "length comes first)",
+        ),
+        (
+            b"vitgraph: 1\nname: not weights\n",
+            "{file} is not a safetensors file: its first 8 "
+            "bytes give a header of 7,525,622,121,325,947,254 bytes, but 22 bytes follow "
+            "(truncated, or another format)",
+        ),
+    ],
+)
 def test_empty_and_text_files_are_refused(tmp_path, content, expected):
     path = tmp_path / "w.safetensors"
     path.write_bytes(content)
@@ -140,8 +154,9 @@ def test_empty_and_text_files_are_refused(tmp_path, content, expected):
 def test_random_bytes_and_a_torch_save_file_are_refused(tmp_path):
     path = tmp_path / "random.safetensors"
     path.write_bytes(os.urandom(4096))
-    assert refused(path).startswith("{file} is not a safetensors file: its first 8 bytes "
-                                    "give a header of ")
+    assert refused(path).startswith(
+        "{file} is not a safetensors file: its first 8 bytes give a header of "
+    )
     pth = tmp_path / "model.pth"  # a zip of pickles: never unpickled here
     torch.save({"w": torch.zeros(2)}, pth)
     assert refused(pth).startswith("{file} is not a safetensors file: its first 8 bytes give")
@@ -169,8 +184,21 @@ def test_cli_build_out_then_weights(tmp_path, capsys):
     args = ["build", "vit_ti_16", "--set", "depth=1", "--set", "input.size=32"]
     assert main([*args, "--out", str(out), "--seed", "3"]) == 0
     assert main([*args, "--weights", str(out), "--json"]) == 0
-    assert main(["build", "vit_s_16", "--set", "depth=1", "--set", "input.size=32",
-                 "--weights", str(out)]) == 1
+    assert (
+        main(
+            [
+                "build",
+                "vit_s_16",
+                "--set",
+                "depth=1",
+                "--set",
+                "input.size=32",
+                "--weights",
+                str(out),
+            ]
+        )
+        == 1
+    )
     err = capsys.readouterr().err
     assert "does not fit the model (vit / vit_s_16)" in err and "19 of 20 tensors" in err
     assert read_header(out)[0]["variant"] == "vit_ti_16"

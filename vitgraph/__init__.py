@@ -11,19 +11,26 @@ from vitgraph.graph import Graph, build, load
 from vitgraph.weights import save_weights
 
 __all__ = [
-    "Graph", "SpecError", "build", "diff", "from_timm", "load", "load_weights", "save_weights",
+    "Graph",
+    "SpecError",
+    "build",
+    "diff",
+    "from_timm",
+    "load",
+    "load_weights",
+    "save_weights",
     "train",
 ]
 
 
-def from_timm(model):  # noqa: ANN001, ANN201 - re-exported lazily (timm is optional)
+def from_timm(model):
     """The vitgraph model of a timm model's architecture, with its weights loaded."""
     from vitgraph.interop.timm import from_timm as convert
 
     return convert(model)
 
 
-def __getattr__(name: str):  # noqa: ANN202 - ``vitgraph.train(...)``, imported on first use
+def __getattr__(name: str):
     if name == "train":
         import vitgraph.train as train_package
 

@@ -44,7 +44,8 @@ class LoadReport:
     missing: list[str] = field(default_factory=list)  # model keys the checkpoint lacks
     unexpected: list[str] = field(default_factory=list)  # checkpoint keys with no place
     mismatched: list[tuple[str, tuple[int, ...], tuple[int, ...]]] = field(
-        default_factory=list)  # (key, checkpoint shape, model shape)
+        default_factory=list
+    )  # (key, checkpoint shape, model shape)
     resampled: list[str] = field(default_factory=list)  # position tables resized
     reset: list[str] = field(default_factory=list)  # classifier keys left freshly initialised
 
@@ -54,8 +55,12 @@ class LoadReport:
 
     def __str__(self) -> str:
         lines = [f"{len(self.loaded)} tensors loaded from a {self.format} checkpoint"]
-        for label, keys in (("missing", self.missing), ("unexpected", self.unexpected),
-                            ("resampled", self.resampled), ("head reset", self.reset)):
+        for label, keys in (
+            ("missing", self.missing),
+            ("unexpected", self.unexpected),
+            ("resampled", self.resampled),
+            ("head reset", self.reset),
+        ):
             if keys:
                 lines.append(f"{label}: {', '.join(keys)}")
         for key, theirs, ours in self.mismatched:
@@ -81,9 +86,13 @@ def resampler(*kinds: str) -> Callable[[Resampler], Resampler]:
     return declare
 
 
-def resample_grid_table(table: torch.Tensor, new_grid: tuple[int, int],
-                        old_grid: tuple[int, int] | None, prefix: int,
-                        antialias: bool = True) -> torch.Tensor:
+def resample_grid_table(
+    table: torch.Tensor,
+    new_grid: tuple[int, int],
+    old_grid: tuple[int, int] | None,
+    prefix: int,
+    antialias: bool = True,
+) -> torch.Tensor:
     """Resize a (1, prefix + rows*cols, D) table to ``new_grid``, keeping the prefix rows,
     as timm's ``resample_abs_pos_embed`` does: bicubic in float32 on the (rows, cols) grid
     (a square old grid unless given), ``antialias`` as timm's checkpoint filter passes it."""
@@ -91,21 +100,24 @@ def resample_grid_table(table: torch.Tensor, new_grid: tuple[int, int],
     if old_grid is None:
         side = math.isqrt(patches)
         if side * side != patches:
-            raise CheckpointError(f"cannot resample a table of {patches} patch rows: not a "
-                                  "square grid")
+            raise CheckpointError(
+                f"cannot resample a table of {patches} patch rows: not a square grid"
+            )
         old_grid = (side, side)
     dim = table.shape[-1]
     head, grid = table[:, :prefix], table[:, prefix:]
     grid = grid.float().reshape(1, *old_grid, dim).permute(0, 3, 1, 2)  # (1, D, rows, cols)
-    grid = F.interpolate(grid, size=new_grid, mode="bicubic", antialias=antialias,
-                         align_corners=False)
+    grid = F.interpolate(
+        grid, size=new_grid, mode="bicubic", antialias=antialias, align_corners=False
+    )
     grid = grid.permute(0, 2, 3, 1).reshape(1, -1, dim).to(table.dtype)
     return torch.cat([head, grid], dim=1)
 
 
 @resampler("learned_pos")
-def _resample_learned(block: Block, tokens: TensorType, table: torch.Tensor,
-                      target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+def _resample_learned(
+    block: Block, tokens: TensorType, table: torch.Tensor, target: tuple[int, ...], options: Any
+) -> torch.Tensor | None:
     if not isinstance(tokens, Tokens) or table.ndim != 3:
         return None
     prefix = tokens.prefix if getattr(block, "include_prefix", True) else 0
@@ -147,8 +159,13 @@ def _stretched_offsets(src: int, dst: int) -> torch.Tensor:
     return torch.tensor([-p for p in reversed(steps)] + [0.0] + steps)
 
 
-def _linear_on_grid(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor,
-                    at_rows: torch.Tensor, at_cols: torch.Tensor) -> torch.Tensor:
+def _linear_on_grid(
+    values: torch.Tensor,
+    rows: torch.Tensor,
+    cols: torch.Tensor,
+    at_rows: torch.Tensor,
+    at_cols: torch.Tensor,
+) -> torch.Tensor:
     """Bilinear interpolation of (..., R, C) ``values`` given at the (unevenly spaced)
     ``rows`` x ``cols`` positions, at every (at_rows[i], at_cols[j]); outside the
     positions the edge value is kept."""
@@ -163,15 +180,20 @@ def _linear_on_grid(values: torch.Tensor, rows: torch.Tensor, cols: torch.Tensor
     r0, r1, tr = bracket(rows, at_rows)
     c0, c1, tc = bracket(cols, at_cols)
     tr, tc = tr[:, None], tc[None, :]
-    top = values[..., r0[:, None], c0[None, :]] * (1 - tc) + values[..., r0[:, None],
-                                                                  c1[None, :]] * tc
-    bottom = values[..., r1[:, None], c0[None, :]] * (1 - tc) + values[..., r1[:, None],
-                                                                     c1[None, :]] * tc
+    top = (
+        values[..., r0[:, None], c0[None, :]] * (1 - tc)
+        + values[..., r0[:, None], c1[None, :]] * tc
+    )
+    bottom = (
+        values[..., r1[:, None], c0[None, :]] * (1 - tc)
+        + values[..., r1[:, None], c1[None, :]] * tc
+    )
     return top * (1 - tr) + bottom * tr
 
 
-def resize_relative_bias_table(table: torch.Tensor, new_window: tuple[int, int],
-                               old_window: tuple[int, int] | None = None) -> torch.Tensor:
+def resize_relative_bias_table(
+    table: torch.Tensor, new_window: tuple[int, int], old_window: tuple[int, int] | None = None
+) -> torch.Tensor:
     """A ((2h-1)(2w-1), heads) relative-position bias table for ``new_window``, as timm's
     ``resize_rel_pos_bias_table`` makes it (linear interpolation on stretched offsets);
     the old window is square unless given."""
@@ -186,26 +208,30 @@ def resize_relative_bias_table(table: torch.Tensor, new_window: tuple[int, int],
         elif positions == dst[0] * dst[1]:
             src = dst
         else:
-            raise CheckpointError(f"cannot tell the window of a {positions}-row relative "
-                                  "bias table: not square")
+            raise CheckpointError(
+                f"cannot tell the window of a {positions}-row relative bias table: not square"
+            )
     if src == dst:
         return table
     grid = table.float().t().reshape(heads, *src)
     at = [torch.arange(-(d // 2), d // 2 + 0.1, 1.0) for d in dst]
-    out = _linear_on_grid(grid, _stretched_offsets(src[0], dst[0]),
-                          _stretched_offsets(src[1], dst[1]), *at)
+    out = _linear_on_grid(
+        grid, _stretched_offsets(src[0], dst[0]), _stretched_offsets(src[1], dst[1]), *at
+    )
     return out.reshape(heads, -1).t().contiguous().to(table.dtype)
 
 
 @resampler("shifted_window_attention")
-def _resample_window_bias(block: Block, tokens: TensorType, table: torch.Tensor,
-                          target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+def _resample_window_bias(
+    block: Block, tokens: TensorType, table: torch.Tensor, target: tuple[int, ...], options: Any
+) -> torch.Tensor | None:
     from vitgraph.blocks.swin import effective_window
 
     if not isinstance(tokens, Tokens) or tokens.grid is None or table.ndim != 2:
         return None
-    window, _ = effective_window(tokens.grid, getattr(block, "window", 7),
-                                 getattr(block, "shift", 0))
+    window, _ = effective_window(
+        tokens.grid, getattr(block, "window", 7), getattr(block, "shift", 0)
+    )
     try:
         out = resize_relative_bias_table(table, window)
     except CheckpointError:
@@ -213,8 +239,9 @@ def _resample_window_bias(block: Block, tokens: TensorType, table: torch.Tensor,
     return out if tuple(out.shape) == target else None
 
 
-def resize_offset_table(table: torch.Tensor, new_side: tuple[int, int],
-                        antialias: bool = True) -> torch.Tensor:
+def resize_offset_table(
+    table: torch.Tensor, new_side: tuple[int, int], antialias: bool = True
+) -> torch.Tensor:
     """LeViT's (heads, rows*cols) bias per absolute offset (|dy|, |dx|) at a new
     resolution: bicubic on the (square) offset grid, as timm's
     ``resize_rel_pos_bias_table_levit`` (TinyViT's checkpoint filter) does."""
@@ -230,8 +257,9 @@ def resize_offset_table(table: torch.Tensor, new_side: tuple[int, int],
 
 
 @resampler("levit_attention", "levit_subsample_attention")
-def _resample_offset_bias(block: Block, tokens: TensorType, table: torch.Tensor,
-                          target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+def _resample_offset_bias(
+    block: Block, tokens: TensorType, table: torch.Tensor, target: tuple[int, ...], options: Any
+) -> torch.Tensor | None:
     side = getattr(block, "table", None)
     if side is None or table.ndim != 2:
         return None
@@ -254,8 +282,9 @@ def resize_offset_rows(table: torch.Tensor, rows: int) -> torch.Tensor:
 
 
 @resampler("bot_bottleneck")
-def _resample_bot_tables(block: Block, image: TensorType, table: torch.Tensor,
-                         target: tuple[int, ...], options: Any) -> torch.Tensor | None:
+def _resample_bot_tables(
+    block: Block, image: TensorType, table: torch.Tensor, target: tuple[int, ...], options: Any
+) -> torch.Tensor | None:
     if table.ndim != 2 or len(target) != 2 or table.shape[1] != target[1] or target[0] % 2 == 0:
         return None
     return resize_offset_rows(table, target[0])
@@ -276,7 +305,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
 
         with safe_open(str(path), framework="pt", device="cpu") as handle:
             metadata = handle.metadata() or {}
-            state = {key: handle.get_tensor(key) for key in handle.keys()}  # noqa: SIM118
+            state = {key: handle.get_tensor(key) for key in handle.keys()}
         return state, metadata
     loaded = torch.load(path, map_location="cpu", weights_only=True)
     for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints nest the weights
@@ -285,8 +314,7 @@ def read_checkpoint(path: str | Path) -> tuple[dict[str, torch.Tensor], dict[str
             break
     if not isinstance(loaded, dict):
         raise CheckpointError(f"{path} holds a {type(loaded).__name__}, not a state_dict")
-    state = {k.removeprefix("module."): v for k, v in loaded.items()
-             if isinstance(v, torch.Tensor)}
+    state = {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}
     return state, {}
 
 
@@ -318,8 +346,14 @@ def owner(key: str, node_ids: set[str]) -> str | None:
 # ------------------------------------------------------------------------- loading
 
 
-def load_weights(model: nn.Module, path: str | Path, *, timm_name: str | None = None,
-                 strict: bool = True, antialias: bool = True) -> LoadReport:
+def load_weights(
+    model: nn.Module,
+    path: str | Path,
+    *,
+    timm_name: str | None = None,
+    strict: bool = True,
+    antialias: bool = True,
+) -> LoadReport:
     """Load a checkpoint into ``model`` and report every key that did not fit.
 
     vitgraph safetensors (``save_weights``) load as they are; any other file is read as a
@@ -331,9 +365,11 @@ def load_weights(model: nn.Module, path: str | Path, *, timm_name: str | None = 
     state, metadata = read_checkpoint(path)
     fmt = "vitgraph" if "vitgraph_format" in metadata else "timm"
     if fmt == "vitgraph" and metadata["vitgraph_format"] != WEIGHTS_FORMAT:
-        raise CheckpointError(f"{path} has vitgraph weights format "
-                              f"{metadata['vitgraph_format']}; this vitgraph reads "
-                              f"{WEIGHTS_FORMAT} (upgrade vitgraph)")
+        raise CheckpointError(
+            f"{path} has vitgraph weights format "
+            f"{metadata['vitgraph_format']}; this vitgraph reads "
+            f"{WEIGHTS_FORMAT} (upgrade vitgraph)"
+        )
     if fmt == "timm" and timm_name is not None:
         conversion = _timm_conversion(timm_name)
         state = {conversion.rename(k): conversion.convert(k, v) for k, v in state.items()}
@@ -354,8 +390,17 @@ def load_weights(model: nn.Module, path: str | Path, *, timm_name: str | None = 
             node_id = owner(key, set(nodes))
             node = nodes.get(node_id) if node_id else None
             fn = _RESAMPLERS.get(node.kind) if node is not None else None
-            resized = fn(node.params, graph.type_of(node.inputs[0]), tensor, want,
-                         {"antialias": antialias}) if fn is not None and node else None
+            resized = (
+                fn(
+                    node.params,
+                    graph.type_of(node.inputs[0]),
+                    tensor,
+                    want,
+                    {"antialias": antialias},
+                )
+                if fn is not None and node
+                else None
+            )
             if resized is not None:
                 tensor = resized
                 report.resampled.append(key)
@@ -367,9 +412,11 @@ def load_weights(model: nn.Module, path: str | Path, *, timm_name: str | None = 
                 continue
         accepted[key] = tensor
     if report.reset:
-        warnings.warn(f"the checkpoint's classifier does not fit this model's "
-                      f"{model_classes(model)} classes: {', '.join(report.reset)} re-initialised",
-                      stacklevel=2)
+        warnings.warn(
+            f"the checkpoint's classifier does not fit this model's "
+            f"{model_classes(model)} classes: {', '.join(report.reset)} re-initialised",
+            stacklevel=2,
+        )
     done = set(accepted) | set(report.reset) | {k for k, _, _ in report.mismatched}
     report.missing = [k for k in target if k not in done]
     report.loaded = list(accepted)
@@ -407,9 +454,13 @@ def carry_weights(model: nn.Module, old: nn.Module) -> CarryReport:
     for key, tensor in model.state_dict().items():
         node_id = owner(key, new_ids)
         theirs = source.get(key)
-        if (theirs is not None and node_id is not None and owner(key, old_ids) == node_id
-                and old_kinds[node_id] == new_kinds[node_id]
-                and theirs.shape == tensor.shape):
+        if (
+            theirs is not None
+            and node_id is not None
+            and owner(key, old_ids) == node_id
+            and old_kinds[node_id] == new_kinds[node_id]
+            and theirs.shape == tensor.shape
+        ):
             copied[key] = theirs
         else:
             reinitialized.append(key)

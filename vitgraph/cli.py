@@ -26,8 +26,12 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
     for pair in pairs:
         key, sep, raw = pair.partition("=")
         if not sep or not key.strip():
-            raise SpecError.at(Location("<--set>"), pair, "expected key=value",
-                               "for example --set depth=6 or --set input.size=384")
+            raise SpecError.at(
+                Location("<--set>"),
+                pair,
+                "expected key=value",
+                "for example --set depth=6 or --set input.size=384",
+            )
         try:
             value = yaml.safe_load(raw) if raw.strip() else ""
         except yaml.YAMLError:
@@ -41,11 +45,22 @@ def parse_sets(pairs: list[str]) -> dict[str, Any]:
 def _common(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("spec", help="a spec file, a shipped spec name or a variant name")
     parser.add_argument("--variant", help="variant of the spec (default: its smallest)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override an arg, input.size or node.param (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an arg, input.size or node.param (repeatable)",
+    )
     parser.add_argument("--json", action="store_true", help="print one JSON object")
-    parser.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import a module that registers extra block kinds")
+    parser.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers extra block kinds",
+    )
 
 
 def make_parser() -> argparse.ArgumentParser:
@@ -57,10 +72,15 @@ def make_parser() -> argparse.ArgumentParser:
     build.add_argument("--batch", type=int, default=1, help="batch size of the forward pass")
     build.add_argument("--out", help="write the weights (safetensors, spec in the metadata)")
     build.add_argument("--seed", type=int, default=0, help="seed of the random init")
-    build.add_argument("--weights", help="load this safetensors file (every key and shape "
-                       "checked against the spec)")
-    build.add_argument("--allow-large", action="store_true",
-                       help="build even beyond the 2e9-parameter safety limit")
+    build.add_argument(
+        "--weights",
+        help="load this safetensors file (every key and shape checked against the spec)",
+    )
+    build.add_argument(
+        "--allow-large",
+        action="store_true",
+        help="build even beyond the 2e9-parameter safety limit",
+    )
     validate = sub.add_parser("validate", help="check a spec without allocating weights")
     _common(validate)
     from vitgraph.train.cli import add_arguments as train_arguments
@@ -69,41 +89,80 @@ def make_parser() -> argparse.ArgumentParser:
     listing = sub.add_parser("list", help="list shipped specs or block kinds")
     listing.add_argument("what", nargs="?", choices=["specs", "blocks"], default="specs")
     listing.add_argument("--json", action="store_true", help="print JSON")
-    listing.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                         help="import a module that registers extra block kinds")
+    listing.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers extra block kinds",
+    )
     picture = sub.add_parser("graph", help="draw the graph (mermaid, dot, svg, png)")
     _common(picture)
-    picture.add_argument("--format", default="mermaid",
-                         choices=["mermaid", "dot", "svg", "png"], help="default mermaid")
-    picture.add_argument("--expand", action="store_true",
-                         help="draw every node (default: repeats and composites collapsed)")
+    picture.add_argument(
+        "--format",
+        default="mermaid",
+        choices=["mermaid", "dot", "svg", "png"],
+        help="default mermaid",
+    )
+    picture.add_argument(
+        "--expand",
+        action="store_true",
+        help="draw every node (default: repeats and composites collapsed)",
+    )
     picture.add_argument("--out", help="write to this file (default: stdout; png needs it)")
     schema = sub.add_parser("schema", help="print the JSON Schema of spec files")
-    schema.add_argument("--write", action="store_true",
-                        help="write it to vitgraph/spec.schema.json (the committed copy)")
-    schema.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                        help="import a module that registers extra block kinds")
+    schema.add_argument(
+        "--write",
+        action="store_true",
+        help="write it to vitgraph/spec.schema.json (the committed copy)",
+    )
+    schema.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers extra block kinds",
+    )
     exporting = sub.add_parser("export", help="write an ONNX file or a torch.export program")
     _common(exporting)
-    exporting.add_argument("--format", required=True, choices=["onnx", "pt2"],
-                           help="onnx (checked with onnxruntime when installed) or pt2 "
-                                "(torch.export.save)")
+    exporting.add_argument(
+        "--format",
+        required=True,
+        choices=["onnx", "pt2"],
+        help="onnx (checked with onnxruntime when installed) or pt2 (torch.export.save)",
+    )
     exporting.add_argument("--out", required=True, help="the file to write")
-    exporting.add_argument("--batch", type=int, default=1,
-                           help="batch of the example input (the exported batch dim stays "
-                                "symbolic unless --static-batch)")
-    exporting.add_argument("--static-batch", action="store_true",
-                           help="fix the batch dim to --batch")
+    exporting.add_argument(
+        "--batch",
+        type=int,
+        default=1,
+        help="batch of the example input (the exported batch dim stays "
+        "symbolic unless --static-batch)",
+    )
+    exporting.add_argument(
+        "--static-batch", action="store_true", help="fix the batch dim to --batch"
+    )
     exporting.add_argument("--seed", type=int, default=0, help="seed of the random init")
     exporting.add_argument("--weights", help="load these weights (safetensors) first")
     compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
     compare.add_argument("a", help="a spec file, shipped spec or variant name")
     compare.add_argument("b", help="a spec file, shipped spec or variant name")
-    compare.add_argument("--set", dest="sets", action="append", default=[],
-                         metavar="KEY=VALUE", help="override applied to both (repeatable)")
+    compare.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override applied to both (repeatable)",
+    )
     compare.add_argument("--json", action="store_true", help="print one JSON object")
-    compare.add_argument("--plugin", action="append", default=[], metavar="MODULE",
-                         help="import a module that registers extra block kinds")
+    compare.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers extra block kinds",
+    )
     return parser
 
 
@@ -182,14 +241,27 @@ def cmd_build(args: argparse.Namespace) -> int:
 
         save_weights(model, graph, args.out)
     if args.json:
-        print(json.dumps({**_keys(summary), "device": args.device, "batch": args.batch,
-                          "forward_output_shape": out_shape, "build_seconds": round(built, 4),
-                          "forward_seconds": round(forward, 4), "out": args.out}, indent=2))
+        print(
+            json.dumps(
+                {
+                    **_keys(summary),
+                    "device": args.device,
+                    "batch": args.batch,
+                    "forward_output_shape": out_shape,
+                    "build_seconds": round(built, 4),
+                    "forward_seconds": round(forward, 4),
+                    "out": args.out,
+                },
+                indent=2,
+            )
+        )
         return 0
     from vitgraph.render import print_summary
 
-    footer = (f"built on {args.device} in {built:.2f} s; forward of batch {args.batch} -> "
-              f"{out_shape} in {forward * 1000:.1f} ms")
+    footer = (
+        f"built on {args.device} in {built:.2f} s; forward of batch {args.batch} -> "
+        f"{out_shape} in {forward * 1000:.1f} ms"
+    )
     if args.out:
         footer += f"; weights written to {args.out}"
     print_summary(graph, summary, title=_title(graph), footer=footer)
@@ -209,22 +281,35 @@ def cmd_export(args: argparse.Namespace) -> int:
         load_weights(model, args.weights)
     write = export_onnx if args.format == "onnx" else export_pt2
     try:
-        path = write(model, args.out, batch=args.batch, dynamic_batch=not args.static_batch,
-                     seed=args.seed)
+        path = write(
+            model, args.out, batch=args.batch, dynamic_batch=not args.static_batch, seed=args.seed
+        )
     except ExportError as exc:
         print(f"error: {exc}", file=sys.stderr)
         return EXIT_FAILURE
     elapsed = time.perf_counter() - start
     if args.json:
-        print(json.dumps({"ok": True, "spec": graph.name, "variant": graph.variant,
-                          "format": args.format, "out": str(path),
-                          "input_shape": [args.batch, *graph.input_shape],
-                          "dynamic_batch": not args.static_batch,
-                          "seconds": round(elapsed, 3)}, indent=2))
+        print(
+            json.dumps(
+                {
+                    "ok": True,
+                    "spec": graph.name,
+                    "variant": graph.variant,
+                    "format": args.format,
+                    "out": str(path),
+                    "input_shape": [args.batch, *graph.input_shape],
+                    "dynamic_batch": not args.static_batch,
+                    "seconds": round(elapsed, 3),
+                },
+                indent=2,
+            )
+        )
     else:
-        print(f"{_title(graph)}: wrote {path} ({args.format}, input "
-              f"{'N' if not args.static_batch else args.batch}x"
-              f"{'x'.join(map(str, graph.input_shape))}) in {elapsed:.1f} s")
+        print(
+            f"{_title(graph)}: wrote {path} ({args.format}, input "
+            f"{'N' if not args.static_batch else args.batch}x"
+            f"{'x'.join(map(str, graph.input_shape))}) in {elapsed:.1f} s"
+        )
     return 0
 
 
@@ -234,8 +319,10 @@ def _title(graph) -> str:
 
 def _keys(summary) -> dict[str, Any]:
     data = summary.as_dict()
-    return {k: data[k] for k in ("spec", "variant", "params", "macs", "flops", "input_shape",
-                                 "output_shape")}
+    return {
+        k: data[k]
+        for k in ("spec", "variant", "params", "macs", "flops", "input_shape", "output_shape")
+    }
 
 
 def cmd_list(args: argparse.Namespace) -> int:

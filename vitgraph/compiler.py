@@ -13,7 +13,7 @@ from collections.abc import Sequence
 from typing import Any
 
 import torch
-import torch._dynamo  # noqa: F401 - GraphModule imports it lazily on first use (~2.5 s);
+import torch._dynamo
 from torch import fx, nn  # paying that at import keeps validate/build timings honest.
 
 from vitgraph import model_api
@@ -29,8 +29,14 @@ class VitgraphModel(fx.GraphModule):
 
     #: plain attributes a deepcopy keeps (GraphModule's copies only the graph's modules);
     #: timm's EMA deep-copies the model
-    _kept_attrs = ("spec_name", "variant", "vitgraph_graph", "vitgraph_carry",
-                   "grad_checkpointing", "_vitgraph_num_classes")
+    _kept_attrs = (
+        "spec_name",
+        "variant",
+        "vitgraph_graph",
+        "vitgraph_carry",
+        "grad_checkpointing",
+        "_vitgraph_num_classes",
+    )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
         copied = super().__deepcopy__(memo)
@@ -132,8 +138,9 @@ def compile_nodes(
                     non_persistent.append(node.id)
             tensor = graph.get_attr(node.id)
             tensor.meta[model_api.META_ID] = node.id
-            env[node.id] = _named(graph.call_function(made.fn, (*args, tensor), made.kwargs),
-                                  node.id)
+            env[node.id] = _named(
+                graph.call_function(made.fn, (*args, tensor), made.kwargs), node.id
+            )
         elif isinstance(made, FunctionOp):
             env[node.id] = _named(graph.call_function(made.fn, args, made.kwargs), node.id)
         elif callable(made):

@@ -23,8 +23,7 @@ if TYPE_CHECKING:
 #: kinds that only act in training (identity at inference)
 TRAINING_KINDS = {"dropout", "drop_path"}
 #: params that only act in training
-TRAINING_FIELDS = {"rate", "drop", "dropout", "attn_drop", "proj_drop", "drop_path",
-                   "path_drop"}
+TRAINING_FIELDS = {"rate", "drop", "dropout", "attn_drop", "proj_drop", "drop_path", "path_drop"}
 
 
 @dataclass(frozen=True)
@@ -83,7 +82,8 @@ def _owner(key: str, ids: list[str]) -> str | None:
     best = None
     for node_id in ids:
         if (key == node_id or key.startswith(node_id + ".")) and (
-                best is None or len(node_id) > len(best)):
+            best is None or len(node_id) > len(best)
+        ):
             best = node_id
     return best
 
@@ -121,15 +121,27 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
         params: dict[str, tuple[Any, Any]] = {}
         if na is not None and nb is not None and na.kind == nb.kind:
             pa, pb = _params(na), _params(nb)
-            params = {k: (pa.get(k), pb.get(k)) for k in sorted({*pa, *pb})
-                      if pa.get(k) != pb.get(k)}
+            params = {
+                k: (pa.get(k), pb.get(k)) for k in sorted({*pa, *pb}) if pa.get(k) != pb.get(k)
+            }
         keys = sorted({*owned_a.get(node_id, []), *owned_b.get(node_id, [])})
-        weights = {k: (weights_a.get(k), weights_b.get(k)) for k in keys
-                   if weights_a.get(k) != weights_b.get(k)}
+        weights = {
+            k: (weights_a.get(k), weights_b.get(k))
+            for k in keys
+            if weights_a.get(k) != weights_b.get(k)
+        }
         ra, rb = rows_a.get(node_id), rows_b.get(node_id)
-        return NodeDiff(node_id, na.kind if na else None, nb.kind if nb else None, params,
-                        weights, ra.params if ra else 0, rb.params if rb else 0,
-                        ra.macs if ra else 0, rb.macs if rb else 0)
+        return NodeDiff(
+            node_id,
+            na.kind if na else None,
+            nb.kind if nb else None,
+            params,
+            weights,
+            ra.params if ra else 0,
+            rb.params if rb else 0,
+            ra.macs if ra else 0,
+            rb.macs if rb else 0,
+        )
 
     live_a = [i for i, n in nodes_a.items() if active(n, a)]
     live_b = [i for i, n in nodes_b.items() if active(n, b)]
@@ -154,9 +166,21 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
     new = sorted(k for k in weights_b if k not in weights_a)
     dropped = sorted(k for k in weights_a if k not in weights_b)
     sa, sb = a.summary(), b.summary()
-    return Diff(_label(a), _label(b), added, removed, changed, training,
-                (sa.params, sb.params), (sa.macs, sb.macs), carried, reshaped, new, dropped,
-                (a.outputs, b.outputs))
+    return Diff(
+        _label(a),
+        _label(b),
+        added,
+        removed,
+        changed,
+        training,
+        (sa.params, sb.params),
+        (sa.macs, sb.macs),
+        carried,
+        reshaped,
+        new,
+        dropped,
+        (a.outputs, b.outputs),
+    )
 
 
 def _by_owner(weights: dict[str, list[int]], ids: list[str]) -> dict[str, list[str]]:
@@ -191,13 +215,21 @@ def _collapsed(rows: list[NodeDiff]) -> list[tuple[NodeDiff, str, int]]:
     groups: dict[tuple[Any, ...], list[NodeDiff]] = {}
     for d in rows:
         groups.setdefault(_signature(d), []).append(d)
-    return [(ds[0], _generic(ds[0].id) if len(ds) > 1 else ds[0].id, len(ds))
-            for ds in groups.values()]
+    return [
+        (ds[0], _generic(ds[0].id) if len(ds) > 1 else ds[0].id, len(ds)) for ds in groups.values()
+    ]
 
 
 def _signature(d: NodeDiff) -> tuple[Any, ...]:
-    return (_generic(d.id), d.kind_before, d.kind_after, repr(d.params),
-            repr({_generic(k): v for k, v in d.weights.items()}), d.count_before, d.count_after)
+    return (
+        _generic(d.id),
+        d.kind_before,
+        d.kind_after,
+        repr(d.params),
+        repr({_generic(k): v for k, v in d.weights.items()}),
+        d.count_before,
+        d.count_after,
+    )
 
 
 def _names(keys: list[str], limit: int = 8) -> str:
@@ -208,8 +240,11 @@ def _names(keys: list[str], limit: int = 8) -> str:
 def format_diff(result: Diff) -> str:
     """The diff as plain text, one line per node (identical repeats collapsed)."""
     lines = [f"{result.a} -> {result.b}"]
-    for title, mark, rows in (("added", "+", result.added), ("removed", "-", result.removed),
-                              ("changed", "~", result.changed)):
+    for title, mark, rows in (
+        ("added", "+", result.added),
+        ("removed", "-", result.removed),
+        ("changed", "~", result.changed),
+    ):
         if not rows:
             continue
         lines.append(f"{title}:")
@@ -218,32 +253,40 @@ def format_diff(result: Diff) -> str:
             if d.kind_before and d.kind_after and d.kind_before != d.kind_after:
                 kind = f"{d.kind_before} -> {d.kind_after}"
             what = [f"{k} {_v(x)} -> {_v(y)}" for k, (x, y) in d.params.items()]
-            what += [f"{_generic(k) if n > 1 else k} {_shape(x)} -> {_shape(y)}"
-                     for k, (x, y) in d.weights.items() if title == "changed"]
+            what += [
+                f"{_generic(k) if n > 1 else k} {_shape(x)} -> {_shape(y)}"
+                for k, (x, y) in d.weights.items()
+                if title == "changed"
+            ]
             detail = f"  ({'; '.join(what)})" if what else ""
             times = f" ×{n}" if n > 1 else ""
-            lines.append(f"  {mark} {label}{times}  {kind}  "
-                         f"{_count(d.count_before, d.count_after)}{detail}")
+            lines.append(
+                f"  {mark} {label}{times}  {kind}  {_count(d.count_before, d.count_after)}{detail}"
+            )
     if result.training:
+
         def one(d: NodeDiff) -> str:
             if d.kind_before is None or d.kind_after is None:
                 return f"{d.id} ({'added' if d.kind_before is None else 'removed'})"
-            return f"{d.id} " + ", ".join(f"{k} {_v(x)} -> {_v(y)}"
-                                          for k, (x, y) in d.params.items())
+            return f"{d.id} " + ", ".join(
+                f"{k} {_v(x)} -> {_v(y)}" for k, (x, y) in d.params.items()
+            )
+
         shown = ", ".join(one(d) for d in result.training[:3])
         more = f", ... ({len(result.training)} nodes)" if len(result.training) > 3 else ""
         lines.append(f"training-only (dropout / stochastic depth): {shown}{more}")
     if result.outputs[0] != result.outputs[1]:
-        lines.append(f"outputs: {', '.join(result.outputs[0])} -> "
-                     f"{', '.join(result.outputs[1])}")
+        lines.append(f"outputs: {', '.join(result.outputs[0])} -> {', '.join(result.outputs[1])}")
     (pa, pb), (ma, mb) = result.params, result.macs
     lines.append(f"params: {pa:,} -> {pb:,} ({pb - pa:+,})")
     lines.append(f"MACs: {ma:,} -> {mb:,} ({mb - ma:+,})")
     total = len(result.carried) + len(result.reshaped) + len(result.new)
-    lines.append(f"weights: {len(result.carried)} of {total} tensors carry over"
-                 + (f"; reshaped: {_names(result.reshaped)}" if result.reshaped else "")
-                 + (f"; new: {_names(result.new)}" if result.new else "")
-                 + (f"; dropped: {_names(result.dropped)}" if result.dropped else ""))
+    lines.append(
+        f"weights: {len(result.carried)} of {total} tensors carry over"
+        + (f"; reshaped: {_names(result.reshaped)}" if result.reshaped else "")
+        + (f"; new: {_names(result.new)}" if result.new else "")
+        + (f"; dropped: {_names(result.dropped)}" if result.dropped else "")
+    )
     return "\n".join(lines)
 
 

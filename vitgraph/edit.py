@@ -92,8 +92,13 @@ def _match(pattern: str, node_id: str) -> bool:
     return walk(0, 0)
 
 
-def find(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
-         where: Callable[[Node], bool] | None = None) -> list[str]:
+def find(
+    graph: Graph,
+    pattern: Selector = None,
+    *,
+    kind: str | None = None,
+    where: Callable[[Node], bool] | None = None,
+) -> list[str]:
     """Ids matching an id pattern (``blocks.*.attn``), a kind and/or a predicate over the
     primitive nodes, in execution order."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
@@ -143,18 +148,28 @@ class _Editor:
 
     # -- selection ----------------------------------------------------------------------
 
-    def select(self, pattern: Selector, kind: str | None = None,
-               where: Callable[[Node], bool] | None = None, verb: str = "edit") -> list[str]:
+    def select(
+        self,
+        pattern: Selector,
+        kind: str | None = None,
+        where: Callable[[Node], bool] | None = None,
+        verb: str = "edit",
+    ) -> list[str]:
         ids = find(self.graph, pattern, kind=kind, where=where)
         if not ids:
-            what = pattern if isinstance(pattern, str) else (
-                ", ".join(pattern) if pattern else f"kind '{kind}'")
+            what = (
+                pattern
+                if isinstance(pattern, str)
+                else (", ".join(pattern) if pattern else f"kind '{kind}'")
+            )
             known = list(candidates(self.graph))
             hint_name = what if isinstance(pattern, str) else ""
-            raise SpecError.at(self.where or Location(self.graph.file), str(what),
-                               f"{verb}: nothing matches '{what}'{did_you_mean(hint_name, known)}",
-                               "ids look like 'head', 'blocks' (a repeat group), 'blocks.3' or "
-                               "'blocks.*.attn'")
+            raise SpecError.at(
+                self.where or Location(self.graph.file),
+                str(what),
+                f"{verb}: nothing matches '{what}'{did_you_mean(hint_name, known)}",
+                "ids look like 'head', 'blocks' (a repeat group), 'blocks.3' or 'blocks.*.attn'",
+            )
         return ids
 
     def target(self, node_id: str) -> _Target:
@@ -167,9 +182,12 @@ class _Editor:
                 if rest and rest[0].isdigit():
                     return _Target(k, int(rest[0]), tuple(rest[1:]))
                 if rest:
-                    raise self.fail(node_id, f"'{node_id}' is inside the repeat group "
-                                    f"'{parts[0]}': name a repeat ('{parts[0]}.0.{rest[0]}') or "
-                                    f"all of them ('{parts[0]}.*.{rest[0]}')")
+                    raise self.fail(
+                        node_id,
+                        f"'{node_id}' is inside the repeat group "
+                        f"'{parts[0]}': name a repeat ('{parts[0]}.0.{rest[0]}') or "
+                        f"all of them ('{parts[0]}.*.{rest[0]}')",
+                    )
             return _Target(k, None, tuple(rest))
         raise self.fail(node_id, f"'{node_id}' is not a node of the spec")
 
@@ -199,18 +217,26 @@ class _Editor:
                     group = self.instance_id(_Target(t.entry, t.index, t.inner[:position]))
                     if group in self.graph.groups:
                         count = self.graph.groups[group][1]
-                        seen = {u.inner[position] for u in found
-                                if u.entry == t.entry and u.index == t.index
-                                and u.inner[:position] == t.inner[:position]
-                                and u.inner[position + 1:] == t.inner[position + 1:]}
+                        seen = {
+                            u.inner[position]
+                            for u in found
+                            if u.entry == t.entry
+                            and u.index == t.index
+                            and u.inner[:position] == t.inner[:position]
+                            and u.inner[position + 1 :] == t.inner[position + 1 :]
+                        }
                         if seen < {str(i) for i in range(count)}:
                             node_id = self.instance_id(t)
-                            pattern = ".".join([group, "*", *t.inner[position + 1:]])
-                            raise self.fail(node_id, f"'{node_id}' is one repeat of '{group}', "
-                                            "inside a composite block: an edit there applies "
-                                            f"to every repeat ('{pattern}')")
-                        t = _Target(t.entry, t.index,
-                                    (*t.inner[:position], "*", *t.inner[position + 1:]))
+                            pattern = ".".join([group, "*", *t.inner[position + 1 :]])
+                            raise self.fail(
+                                node_id,
+                                f"'{node_id}' is one repeat of '{group}', "
+                                "inside a composite block: an edit there applies "
+                                f"to every repeat ('{pattern}')",
+                            )
+                        t = _Target(
+                            t.entry, t.index, (*t.inner[:position], "*", *t.inner[position + 1 :])
+                        )
                 if t not in out:
                     out.append(t)
             found = out
@@ -249,24 +275,27 @@ class _Editor:
                 at.setdefault(target.index, {})[name] = value
             return
         if target.inner[-1] == "*":  # every repeat of an inner group: its entry
-            self.set_param(_Target(target.entry, target.index, target.inner[:-1]), name, value,
-                           node_id)
+            self.set_param(
+                _Target(target.entry, target.index, target.inner[:-1]), name, value, node_id
+            )
             return
         parent = _Target(target.entry, target.index, target.inner[:-1])
         composite = self.composite_of(parent)
         inner_id = target.inner[-1]
         inner = next((e for e in composite.graph if str(e.get("id")) == inner_id), None)
         if inner is None:
-            raise self.fail(node_id, f"'{inner_id}' is not a node of composite "
-                            f"'{composite.kind}'")
+            raise self.fail(node_id, f"'{inner_id}' is not a node of composite '{composite.kind}'")
         raw = inner.get(name)
         ref = _REF.match(raw) if isinstance(raw, str) else None
         if ref is None:
             params = [p for p in composite.params.model_fields if p != "kind"]
             written = "not set" if raw is None else f"fixed to {raw!r}"
-            raise self.fail(node_id, f"'{name}' of '{inner_id}' is {written} inside composite "
-                            f"'{composite.kind}', not one of its params",
-                            f"params of {composite.kind}: {', '.join(params)}")
+            raise self.fail(
+                node_id,
+                f"'{name}' of '{inner_id}' is {written} inside composite "
+                f"'{composite.kind}', not one of its params",
+                f"params of {composite.kind}: {', '.join(params)}",
+            )
         self.set_param(parent, ref.group(1), value, node_id)
 
     def inner_params(self, target: _Target) -> dict[str, Any]:
@@ -305,14 +334,21 @@ class _Editor:
 
     def check_new_entry(self, node: dict[str, Any], verb: str) -> dict[str, Any]:
         if not isinstance(node, dict) or "id" not in node or "kind" not in node:
-            raise SpecError.at(self.where or Location(self.graph.file), verb,
-                               f"{verb}: the new node must be a mapping with 'id' and 'kind'")
+            raise SpecError.at(
+                self.where or Location(self.graph.file),
+                verb,
+                f"{verb}: the new node must be a mapping with 'id' and 'kind'",
+            )
         node_id = str(node["id"])
         if node_id in candidates(self.graph) or any(
-                str(e.get("id")) == node_id for e in self.entries):
-            raise SpecError.at(self.where or Location(self.graph.file), node_id,
-                               f"{verb}: id '{node_id}' is already used",
-                               "give the new node an id of its own")
+            str(e.get("id")) == node_id for e in self.entries
+        ):
+            raise SpecError.at(
+                self.where or Location(self.graph.file),
+                node_id,
+                f"{verb}: id '{node_id}' is already used",
+                "give the new node an id of its own",
+            )
         _check_kind(str(node["kind"]), node_id, self.where or Location(self.graph.file))
         return dict(node)
 
@@ -343,7 +379,7 @@ def _swap(value: Any, old: str, new: str, prefix: bool = False) -> Any:
         if name == old:
             return new
         if prefix and isinstance(name, str) and name.startswith(old + "."):
-            return new + name[len(old):]
+            return new + name[len(old) :]
         return name
 
     if isinstance(value, list):
@@ -365,9 +401,12 @@ def _check_kind(kind: str, node_id: str, where: Location) -> None:
         return  # an expression: checked when the spec is expanded
     if _kind_fields(kind) is None:
         kinds = registry().kinds()
-        raise SpecError.at(where, node_id, f"unknown block kind '{kind}'"
-                           f"{did_you_mean(kind, kinds)}",
-                           "run `vitgraph list blocks` to see every kind")
+        raise SpecError.at(
+            where,
+            node_id,
+            f"unknown block kind '{kind}'{did_you_mean(kind, kinds)}",
+            "run `vitgraph list blocks` to see every kind",
+        )
 
 
 # ------------------------------------------------------------------------------ applying
@@ -395,39 +434,62 @@ def _commit(graph: Graph, editor: _Editor) -> Graph:
     return graph
 
 
-def update(graph: Graph, pattern: Selector = None, *, kind: str | None = None,
-           where: Callable[[Node], bool] | None = None, params: dict[str, Any] | None = None,
-           location: Location | None = None, **kwargs: Any) -> Graph:
+def update(
+    graph: Graph,
+    pattern: Selector = None,
+    *,
+    kind: str | None = None,
+    where: Callable[[Node], bool] | None = None,
+    params: dict[str, Any] | None = None,
+    location: Location | None = None,
+    **kwargs: Any,
+) -> Graph:
     """Set params of every match (a repeat group's matches: written once on the entry).
     Params named like this function's own arguments (``kind``, ``where``, ...) go in
     ``params={...}``."""
     changes = {**(params or {}), **kwargs}
     if not changes:
-        raise SpecError.at(location or Location(graph.file), str(pattern or kind),
-                           "update: no params given", "for example update('head', classes=10)")
+        raise SpecError.at(
+            location or Location(graph.file),
+            str(pattern or kind),
+            "update: no params given",
+            "for example update('head', classes=10)",
+        )
     editor = _Editor(graph, location)
     ids = editor.select(pattern, kind, where, "update")
     for target in editor.targets(ids):
         node_id = editor.instance_id(target)
         for name, value in changes.items():
             if name in NODE_KEYS and name not in ("repeat",):
-                raise editor.fail(node_id, f"update sets params; '{name}' is not one",
-                                  "use rename for ids, replace for kinds, insert/remove "
-                                  "for inputs")
+                raise editor.fail(
+                    node_id,
+                    f"update sets params; '{name}' is not one",
+                    "use rename for ids, replace for kinds, insert/remove for inputs",
+                )
             editor.set_param(target, name, value, node_id)
     return _commit(graph, editor)
 
 
-def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None, *,
-            kind: str | None = None, where: Callable[[Node], bool] | None = None,
-            params: dict[str, Any] | None = None, location: Location | None = None,
-            **kwargs: Any) -> Graph:
+def replace(
+    graph: Graph,
+    pattern: Selector = None,
+    with_kind: str | None = None,
+    *,
+    kind: str | None = None,
+    where: Callable[[Node], bool] | None = None,
+    params: dict[str, Any] | None = None,
+    location: Location | None = None,
+    **kwargs: Any,
+) -> Graph:
     """Swap the kind of every match, keeping the params the new kind also has."""
     extra = {**(params or {}), **kwargs}
     editor = _Editor(graph, location)
     if with_kind is None:
-        raise SpecError.at(location or Location(graph.file), str(pattern or kind),
-                           "replace: name the new kind (with_kind=...)")
+        raise SpecError.at(
+            location or Location(graph.file),
+            str(pattern or kind),
+            "replace: name the new kind (with_kind=...)",
+        )
     ids = editor.select(pattern, kind, where, "replace")
     fields = _kind_fields(with_kind)
     _check_kind(with_kind, ids[0], editor.location(ids[0]))
@@ -446,17 +508,19 @@ def replace(graph: Graph, pattern: Selector = None, with_kind: str | None = None
             unfit = sorted(set(written) - (fields or set()) - set(extra))
             if fields is not None and unfit:
                 old = kinds.get(node_id, "?")
-                raise editor.fail(node_id, f"cannot replace {old} with {with_kind}: "
-                                  f"{with_kind} has no param {', '.join(map(repr, unfit))}",
-                                  f"params of {with_kind}: {', '.join(sorted(fields)) or 'none'}")
+                raise editor.fail(
+                    node_id,
+                    f"cannot replace {old} with {with_kind}: "
+                    f"{with_kind} has no param {', '.join(map(repr, unfit))}",
+                    f"params of {with_kind}: {', '.join(sorted(fields)) or 'none'}",
+                )
             if kinds.get(node_id) != with_kind:  # the same kind: only the params change
                 editor.set_param(target, "kind", with_kind, node_id)
             for name, value in extra.items():
                 editor.set_param(target, name, value, node_id)
             continue
         entry = editor.entries[target.entry]
-        kept = {k: v for k, v in entry.items()
-                if k in NODE_KEYS or fields is None or k in fields}
+        kept = {k: v for k, v in entry.items() if k in NODE_KEYS or fields is None or k in fields}
         kept["kind"] = with_kind
         kept.update(extra)
         editor.entries[target.entry] = {k: kept[k] for k in _ordered(kept)}
@@ -483,24 +547,34 @@ def _check_arity(graph: Graph, node_id: str, kind: str, editor: _Editor) -> None
     except KeyError:
         return
     if cls is not None and cls.arity is not None and cls.arity != len(node.inputs):
-        raise editor.fail(node_id, f"cannot replace {node.kind} with {kind}: {kind} takes "
-                          f"{cls.arity} input(s), '{node_id}' has {len(node.inputs)}")
+        raise editor.fail(
+            node_id,
+            f"cannot replace {node.kind} with {kind}: {kind} takes "
+            f"{cls.arity} input(s), '{node_id}' has {len(node.inputs)}",
+        )
 
 
 def _single(editor: _Editor, pattern: str, verb: str) -> tuple[str, _Target]:
     ids = editor.select(pattern, None, None, verb)
     if len(ids) != 1:
-        raise editor.fail(ids[0], f"{verb} needs one node, but '{pattern}' matches {len(ids)}",
-                          "name one node, e.g. 'blocks.0'")
+        raise editor.fail(
+            ids[0],
+            f"{verb} needs one node, but '{pattern}' matches {len(ids)}",
+            "name one node, e.g. 'blocks.0'",
+        )
     target = editor.target(ids[0])
     if target.inner:
-        raise editor.fail(ids[0], f"{verb}: '{ids[0]}' is inside a composite block; edit the "
-                          "composite's params, or insert/remove around the whole block")
+        raise editor.fail(
+            ids[0],
+            f"{verb}: '{ids[0]}' is inside a composite block; edit the "
+            "composite's params, or insert/remove around the whole block",
+        )
     return ids[0], target
 
 
-def insert_after(graph: Graph, pattern: str, node: dict[str, Any], *,
-                 location: Location | None = None) -> Graph:
+def insert_after(
+    graph: Graph, pattern: str, node: dict[str, Any], *, location: Location | None = None
+) -> Graph:
     """Insert ``node`` taking ``pattern``'s output; its users take the new node instead."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "insert_after")
@@ -529,8 +603,9 @@ def insert_after(graph: Graph, pattern: str, node: dict[str, Any], *,
     return _commit(graph, editor)
 
 
-def insert_before(graph: Graph, pattern: str, node: dict[str, Any], *,
-                  location: Location | None = None) -> Graph:
+def insert_before(
+    graph: Graph, pattern: str, node: dict[str, Any], *, location: Location | None = None
+) -> Graph:
     """Insert ``node`` between ``pattern`` and its (single) input."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "insert_before")
@@ -539,8 +614,11 @@ def insert_before(graph: Graph, pattern: str, node: dict[str, Any], *,
         return insert_after(graph, previous, node, location=location)
     inputs = _inputs_of(graph, node_id)
     if len(inputs) != 1:
-        raise editor.fail(node_id, f"insert_before: '{node_id}' takes {len(inputs)} inputs "
-                          f"({', '.join(inputs)}); name the input to insert after instead")
+        raise editor.fail(
+            node_id,
+            f"insert_before: '{node_id}' takes {len(inputs)} inputs "
+            f"({', '.join(inputs)}); name the input to insert after instead",
+        )
     new = editor.check_new_entry(node, "insert_before")
     k = target.entry
     entry = editor.entries[k]
@@ -572,21 +650,30 @@ def remove(graph: Graph, pattern: str, *, location: Location | None = None) -> G
     node_id, target = _single(editor, pattern, "remove")
     inputs = _inputs_of(graph, node_id)
     if len(inputs) != 1:
-        raise editor.fail(node_id, f"cannot remove '{node_id}': it has {len(inputs)} inputs "
-                          f"({', '.join(inputs)}), so its users could not be rewired",
-                          "replace it instead, or rewire its users with update")
+        raise editor.fail(
+            node_id,
+            f"cannot remove '{node_id}': it has {len(inputs)} inputs "
+            f"({', '.join(inputs)}), so its users could not be rewired",
+            "replace it instead, or rewire its users with update",
+        )
     if target.index is not None:
         group = editor.entries[target.entry]["id"]
-        raise editor.fail(node_id, f"cannot remove one repeat of '{group}'",
-                          f"change its count: update('{group}', repeat=...)")
+        raise editor.fail(
+            node_id,
+            f"cannot remove one repeat of '{group}'",
+            f"change its count: update('{group}', repeat=...)",
+        )
     k = target.entry
     entry = editor.entries[k]
     source = inputs[0]
     name = _source_name(graph, source)
     editor.rewire(str(entry["id"]), name)
     follower = k + 1
-    if "inputs" in entry and follower < len(editor.entries) and (
-            "inputs" not in editor.entries[follower]):
+    if (
+        "inputs" in entry
+        and follower < len(editor.entries)
+        and ("inputs" not in editor.entries[follower])
+    ):
         editor.entries[follower]["inputs"] = [name]
     editor.delete(k)
     return _commit(graph, editor)
@@ -594,7 +681,7 @@ def remove(graph: Graph, pattern: str, *, location: Location | None = None) -> G
 
 def _source_name(graph: Graph, node_id: str) -> str:
     """How the spec names an expanded node: a group's output is named by the group."""
-    for alias, target in graph._expanded.aliases.items():  # noqa: SLF001
+    for alias, target in graph._expanded.aliases.items():
         if target == node_id and "." not in alias:
             return alias
     return node_id
@@ -605,11 +692,13 @@ def rename(graph: Graph, old: str, new: str, *, location: Location | None = None
     editor = _Editor(graph, location)
     node_id, target = _single(editor, old, "rename")
     if target.index is not None:
-        raise editor.fail(node_id, "rename: a single repeat cannot be renamed",
-                          f"rename the whole group '{editor.entries[target.entry]['id']}'")
+        raise editor.fail(
+            node_id,
+            "rename: a single repeat cannot be renamed",
+            f"rename the whole group '{editor.entries[target.entry]['id']}'",
+        )
     if not new or any(c in new for c in " .:/$"):
-        raise editor.fail(node_id, f"rename: '{new}' must be a name without spaces, dots or "
-                          "':/$'")
+        raise editor.fail(node_id, f"rename: '{new}' must be a name without spaces, dots or ':/$'")
     if any(str(e.get("id")) == new for e in editor.entries):
         raise editor.fail(node_id, f"rename: id '{new}' is already used")
     entry = editor.entries[target.entry]
@@ -653,8 +742,19 @@ def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
 
 _Dumper.add_representer(dict, _represent_dict)
 
-_TOP_LEVEL = ("vitgraph", "name", "paper", "default", "input", "args", "variants", "data",
-              "graph", "outputs", "features")
+_TOP_LEVEL = (
+    "vitgraph",
+    "name",
+    "paper",
+    "default",
+    "input",
+    "args",
+    "variants",
+    "data",
+    "graph",
+    "outputs",
+    "features",
+)
 
 
 def to_yaml(graph: Graph) -> str:
@@ -677,16 +777,25 @@ def to_yaml(graph: Graph) -> str:
 
 
 def _inline(value: Any) -> str:
-    text = yaml.dump(value, Dumper=_Dumper, default_flow_style=True, width=10**6,
-                     allow_unicode=True, sort_keys=False)
+    text = yaml.dump(
+        value,
+        Dumper=_Dumper,
+        default_flow_style=True,
+        width=10**6,
+        allow_unicode=True,
+        sort_keys=False,
+    )
     return text.removesuffix("\n").removesuffix("\n...").strip()
 
 
 def _entry_lines(entry: Any) -> list[str]:
     """One graph entry: on one line when it is short and flat, else a block."""
     one = f"  - {_inline(entry)}"
-    if isinstance(entry, dict) and len(one) <= 100 and not any(
-            isinstance(v, dict) for v in entry.values()):
+    if (
+        isinstance(entry, dict)
+        and len(one) <= 100
+        and not any(isinstance(v, dict) for v in entry.values())
+    ):
         return [one]
     if not isinstance(entry, dict):
         return [one]

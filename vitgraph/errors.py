@@ -35,8 +35,10 @@ class Problem:
     hint: str | None = None
 
     def __str__(self) -> str:
-        head = f"{self.location}: {self.path}: {self.message}" if self.path else (
-            f"{self.location}: {self.message}"
+        head = (
+            f"{self.location}: {self.path}: {self.message}"
+            if self.path
+            else (f"{self.location}: {self.message}")
         )
         return head + (f"\n  hint: {self.hint}" if self.hint else "")
 
@@ -63,9 +65,7 @@ class SpecError(Exception):
         super().__init__("\n".join(str(p) for p in self.problems))
 
     @classmethod
-    def at(
-        cls, location: Location, path: str, message: str, hint: str | None = None
-    ) -> SpecError:
+    def at(cls, location: Location, path: str, message: str, hint: str | None = None) -> SpecError:
         return cls(Problem(location, path, message, hint))
 
     def as_dicts(self) -> list[dict[str, object]]:
@@ -84,4 +84,3 @@ class ShapeError(Exception):
         self.message = message
         self.field = field
         self.hint = hint
-

@@ -48,9 +48,13 @@ def _first_lines(exc: BaseException, lines: int = 6) -> str:
     return f"{type(exc).__name__}: " + "\n  ".join(head)
 
 
-def resolve(model_or_graph: nn.Module | Graph | str | os.PathLike[str], *,
-            variant: str | None = None, overrides: dict[str, Any] | None = None,
-            seed: int = 0) -> tuple[nn.Module, tuple[int, ...], str]:
+def resolve(
+    model_or_graph: nn.Module | Graph | str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    seed: int = 0,
+) -> tuple[nn.Module, tuple[int, ...], str]:
     """(model, input shape without batch, display name) for a model, Graph or spec name.
 
     A Graph or spec is built with ``torch.manual_seed(seed)`` inside ``fork_rng`` (the
@@ -67,16 +71,21 @@ def resolve(model_or_graph: nn.Module | Graph | str | os.PathLike[str], *,
     if isinstance(model_or_graph, nn.Module):
         graph = getattr(model_or_graph, "vitgraph_graph", None)
         if not isinstance(graph, Graph):
-            raise ExportError(type(model_or_graph).__name__, "export",
-                              "the model was not compiled by vitgraph (no vitgraph_graph): "
-                              "pass the Graph, or a model from Graph.build()")
+            raise ExportError(
+                type(model_or_graph).__name__,
+                "export",
+                "the model was not compiled by vitgraph (no vitgraph_graph): "
+                "pass the Graph, or a model from Graph.build()",
+            )
         return model_or_graph, graph.input_shape, graph.variant or graph.name
-    raise TypeError(f"expected an nn.Module, a Graph or a spec name, got "
-                    f"{type(model_or_graph).__name__}")
+    raise TypeError(
+        f"expected an nn.Module, a Graph or a spec name, got {type(model_or_graph).__name__}"
+    )
 
 
-def example_input(shape: tuple[int, ...], batch: int = 1, seed: int = 0,
-                  like: nn.Module | None = None) -> torch.Tensor:
+def example_input(
+    shape: tuple[int, ...], batch: int = 1, seed: int = 0, like: nn.Module | None = None
+) -> torch.Tensor:
     """A seeded N(0, 1) input of ``(batch, *shape)`` on the model's device and dtype."""
     param = next(iter(like.parameters()), None) if like is not None else None
     x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
@@ -109,8 +118,9 @@ def _dynamic(dynamic_batch: bool) -> dict[str, Any] | None:
     return {"x": {0: torch.export.Dim("batch", min=1, max=4096)}} if dynamic_batch else None
 
 
-def export_program(model: nn.Module, x: torch.Tensor, *, name: str = "model",
-                   dynamic_batch: bool = True) -> torch.export.ExportedProgram:
+def export_program(
+    model: nn.Module, x: torch.Tensor, *, name: str = "model", dynamic_batch: bool = True
+) -> torch.export.ExportedProgram:
     """``torch.export.export`` of ``model`` (eval mode) on ``x``; the batch dim stays
     symbolic unless ``dynamic_batch=False``."""
     if dynamic_batch and x.shape[0] < 2:  # torch.export specialises sizes 0 and 1
@@ -122,13 +132,19 @@ def export_program(model: nn.Module, x: torch.Tensor, *, name: str = "model",
             raise ExportError(name, "torch.export", _first_lines(exc)) from None
 
 
-def export_pt2(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike[str], *,
-               variant: str | None = None, overrides: dict[str, Any] | None = None,
-               batch: int = 1, dynamic_batch: bool = True, seed: int = 0) -> Path:
+def export_pt2(
+    model_or_graph: nn.Module | Graph | str,
+    path: str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = True,
+    seed: int = 0,
+) -> Path:
     """Save the ``torch.export`` program of a model, Graph or spec to ``path`` (``.pt2``);
     reload it with ``torch.export.load(path).module()``. Returns the path."""
-    model, shape, name = resolve(model_or_graph, variant=variant, overrides=overrides,
-                                 seed=seed)
+    model, shape, name = resolve(model_or_graph, variant=variant, overrides=overrides, seed=seed)
     x = example_input(shape, batch, seed, like=model)
     program = export_program(model, x, name=name, dynamic_batch=dynamic_batch)
     path = Path(path)
@@ -139,10 +155,18 @@ def export_pt2(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike[
     return path
 
 
-def export_onnx(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike[str], *,
-                variant: str | None = None, overrides: dict[str, Any] | None = None,
-                batch: int = 1, dynamic_batch: bool = True, seed: int = 0,
-                opset: int | None = None, check: bool = True) -> Path:
+def export_onnx(
+    model_or_graph: nn.Module | Graph | str,
+    path: str | os.PathLike[str],
+    *,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    batch: int = 1,
+    dynamic_batch: bool = True,
+    seed: int = 0,
+    opset: int | None = None,
+    check: bool = True,
+) -> Path:
     """Write an ONNX file of a model, Graph or spec (input ``x``, output ``logits``, or
     ``logits0``, ``logits1``... for several outputs). Returns the path.
 
@@ -150,8 +174,7 @@ def export_onnx(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike
     of ``batch`` images and raise ``ExportError`` unless it matches eager PyTorch within
     1e-4 × max(1, max |logits|). Models over 2 GiB of weights keep them in ``<path>.data``.
     """
-    model, shape, name = resolve(model_or_graph, variant=variant, overrides=overrides,
-                                 seed=seed)
+    model, shape, name = resolve(model_or_graph, variant=variant, overrides=overrides, seed=seed)
     x = example_input(shape, batch, seed, like=model)
     program = export_program(model, x, name=name, dynamic_batch=dynamic_batch)
     path = program_to_onnx(program, path, name=name, opset=opset)
@@ -162,26 +185,42 @@ def export_onnx(model_or_graph: nn.Module | Graph | str, path: str | os.PathLike
             return path
         diff, allowed = onnx_difference(path, model, x)
         if not diff <= allowed:  # also catches NaN
-            raise ExportError(name, "onnxruntime check",
-                              f"the ONNX file's logits differ from eager PyTorch by {diff:.3e} "
-                              f"(allowed {allowed:.3e}) on a batch of {batch}")
+            raise ExportError(
+                name,
+                "onnxruntime check",
+                f"the ONNX file's logits differ from eager PyTorch by {diff:.3e} "
+                f"(allowed {allowed:.3e}) on a batch of {batch}",
+            )
     return path
 
 
-def program_to_onnx(program: torch.export.ExportedProgram, path: str | os.PathLike[str], *,
-                    name: str = "model", opset: int | None = None) -> Path:
+def program_to_onnx(
+    program: torch.export.ExportedProgram,
+    path: str | os.PathLike[str],
+    *,
+    name: str = "model",
+    opset: int | None = None,
+) -> Path:
     """Translate an exported program (``export_program``) to an ONNX file at ``path``."""
     path = Path(path)
     outputs = program.call_spec.out_spec.num_leaves if program.call_spec.out_spec else 1
     output_names = ["logits"] if outputs == 1 else [f"logits{i}" for i in range(outputs)]
     size = sum(t.numel() * t.element_size() for t in program.state_dict.values())
-    size += sum(t.numel() * t.element_size() for t in program.constants.values()
-                if isinstance(t, torch.Tensor))
+    size += sum(
+        t.numel() * t.element_size()
+        for t in program.constants.values()
+        if isinstance(t, torch.Tensor)
+    )
     with _quiet():
         try:
-            onnx_program = torch.onnx.export(program, dynamo=True, verbose=False,
-                                             input_names=["x"], output_names=output_names,
-                                             opset_version=opset)
+            onnx_program = torch.onnx.export(
+                program,
+                dynamo=True,
+                verbose=False,
+                input_names=["x"],
+                output_names=output_names,
+                opset_version=opset,
+            )
             assert onnx_program is not None
             onnx_program.save(str(path), external_data=size > _PROTOBUF_LIMIT)
         except Exception as exc:
@@ -200,8 +239,9 @@ def run_onnx(path: str | os.PathLike[str], x: torch.Tensor) -> list[torch.Tensor
     return [torch.from_numpy(out) for out in session.run(None, feed)]
 
 
-def onnx_difference(path: str | os.PathLike[str], model: nn.Module,
-                    x: torch.Tensor) -> tuple[float, float]:
+def onnx_difference(
+    path: str | os.PathLike[str], model: nn.Module, x: torch.Tensor
+) -> tuple[float, float]:
     """(max |ORT - eager| over every output, allowed = 1e-4 × max(1, max |eager|))."""
     with _eval(model), torch.no_grad():
         eager = model(x)

@@ -150,8 +150,9 @@ def _checked(value: Any) -> Any:
     if isinstance(value, complex):  # (-8) ** 0.5
         raise ExpressionError("result is not a real number")
     if isinstance(value, str | list | tuple) and _size(value) > MAX_SEQUENCE:
-        raise ExpressionError(f"result has more than {MAX_SEQUENCE} elements (nested lists "
-                              "and characters counted)")
+        raise ExpressionError(
+            f"result has more than {MAX_SEQUENCE} elements (nested lists and characters counted)"
+        )
     return value
 
 
@@ -196,17 +197,18 @@ class _Evaluator(ast.NodeVisitor):
         if isinstance(node.op, ast.Pow):
             if not isinstance(right, int | float) or abs(right) > 64:
                 raise ExpressionError(f"exponent {right!r} is too large (limit 64)")
-            if isinstance(left, int | float) and abs(left) > 1 and abs(right) * math.log10(
-                abs(left)
-            ) > 15:
+            if (
+                isinstance(left, int | float)
+                and abs(left) > 1
+                and abs(right) * math.log10(abs(left)) > 15
+            ):
                 raise ExpressionError(f"{left}**{right} is too large (limit {MAX_INT:.0e})")
         if isinstance(node.op, ast.Mult):
             for seq, times in ((left, right), (right, left)):
                 if isinstance(seq, str | list) and isinstance(times, int):
                     if _size(seq) * times > MAX_SEQUENCE:
                         raise ExpressionError(
-                            f"repetition makes {_size(seq) * times} elements "
-                            f"(limit {MAX_SEQUENCE})"
+                            f"repetition makes {_size(seq) * times} elements (limit {MAX_SEQUENCE})"
                         )
         try:
             return _checked(op(left, right))

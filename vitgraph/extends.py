@@ -41,8 +41,9 @@ _MERGED = ("args",)
 _OWN = ("extends", "edits")
 
 
-def resolve_extends(data: dict[str, Any], marks: Marks, path: str,
-                    stack: tuple[str, ...] = ()) -> tuple[dict[str, Any], Marks]:
+def resolve_extends(
+    data: dict[str, Any], marks: Marks, path: str, stack: tuple[str, ...] = ()
+) -> tuple[dict[str, Any], Marks]:
     """The spec ``data`` with its base merged in and its edits applied."""
     where = marks.at(("extends",))
     base_path = _base_path(data["extends"], path, where)
@@ -76,32 +77,45 @@ def _base_path(ref: Any, path: str, where: Location) -> str:
     from vitgraph.loader import shipped_specs, spec_dir
 
     if not isinstance(ref, str) or not ref:
-        raise SpecError.at(where, "extends", "extends names a spec: a shipped spec name or a "
-                           "path to a spec file")
+        raise SpecError.at(
+            where, "extends", "extends names a spec: a shipped spec name or a path to a spec file"
+        )
     specs = shipped_specs()
     if ref in specs:
         return specs[ref]
     if not ref.endswith((".yaml", ".yml")):
-        raise SpecError.at(where, "extends", f"no shipped spec named '{ref}'"
-                           f"{did_you_mean(ref, specs)}", "name a shipped spec or a .yaml file")
+        raise SpecError.at(
+            where,
+            "extends",
+            f"no shipped spec named '{ref}'{did_you_mean(ref, specs)}",
+            "name a shipped spec or a .yaml file",
+        )
     own = Path(path).parent.resolve()
     shipped = Path(str(spec_dir())).resolve()
     candidate = (own / ref).resolve()
     allowed = [root for root in (own, shipped) if candidate.is_relative_to(root)]
     if not allowed:
-        raise SpecError.at(where, "extends", f"'{ref}' is outside the spec's own directory "
-                           "and the shipped specs", "copy the base spec next to this one")
+        raise SpecError.at(
+            where,
+            "extends",
+            f"'{ref}' is outside the spec's own directory and the shipped specs",
+            "copy the base spec next to this one",
+        )
     if not candidate.is_file():
         raise SpecError.at(where, "extends", f"base spec '{ref}' does not exist")
     return str(candidate)
 
 
-def _merge(base: dict[str, Any], base_marks: Marks, child: dict[str, Any],
-           child_marks: Marks) -> tuple[dict[str, Any], Marks]:
+def _merge(
+    base: dict[str, Any], base_marks: Marks, child: dict[str, Any], child_marks: Marks
+) -> tuple[dict[str, Any], Marks]:
     if "graph" in child:
-        raise SpecError.at(child_marks.at(("graph",), key=True), "graph",
-                           "a spec with 'extends' changes the base graph with 'edits', not "
-                           "'graph'", "write the changes as edits (insert_after, replace, ...)")
+        raise SpecError.at(
+            child_marks.at(("graph",), key=True),
+            "graph",
+            "a spec with 'extends' changes the base graph with 'edits', not 'graph'",
+            "write the changes as edits (insert_after, replace, ...)",
+        )
     merged = copy.deepcopy(base)
     marks = Marks(child_marks.file)
     replaced = {k for k in child if k not in _OWN and k not in _MERGED}
@@ -125,8 +139,9 @@ def _merge(base: dict[str, Any], base_marks: Marks, child: dict[str, Any],
     return merged, marks
 
 
-def _apply(data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Marks,
-           path: str) -> tuple[dict[str, Any], Marks]:
+def _apply(
+    data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Marks, path: str
+) -> tuple[dict[str, Any], Marks]:
     from vitgraph import edit
     from vitgraph.loader import Source, expand, pydantic_problems
     from vitgraph.spec import SpecDocument
@@ -147,19 +162,30 @@ def _apply(data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Ma
         try:
             _one(edit, graph, verb, target, args, n, where)
         except SpecError as exc:  # a problem in the base file is the edit's doing: say so
-            raise SpecError([p if p.location.file == where.file else Problem(
-                where, p.path, f"{p.message} (after this edit; '{p.path}' is at "
-                f"{_short(p.location)})", p.hint) for p in exc.problems]) from None
+            raise SpecError(
+                [
+                    p
+                    if p.location.file == where.file
+                    else Problem(
+                        where,
+                        p.path,
+                        f"{p.message} (after this edit; '{p.path}' is at {_short(p.location)})",
+                        p.hint,
+                    )
+                    for p in exc.problems
+                ]
+            ) from None
     return graph.source.data, graph.source.marks
 
 
-def _one(edit: Any, graph: Any, verb: str, target: Any, args: dict[str, Any], n: int,
-         where: Location) -> None:
+def _one(
+    edit: Any, graph: Any, verb: str, target: Any, args: dict[str, Any], n: int, where: Location
+) -> None:
     """Apply one parsed edit with the editing verbs (vitgraph/edit.py)."""
     selector: dict[str, Any] = (
-        {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target})
-    if verb in ("insert_after", "insert_before", "remove", "rename") and (
-            isinstance(target, dict)):
+        {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target}
+    )
+    if verb in ("insert_after", "insert_before", "remove", "rename") and (isinstance(target, dict)):
         raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
     if verb == "insert_after":
         edit.insert_after(graph, target, args["node"], location=where)
@@ -170,12 +196,17 @@ def _one(edit: Any, graph: Any, verb: str, target: Any, args: dict[str, Any], n:
     elif verb == "rename":
         edit.rename(graph, target, str(args["to"]), location=where)
     elif verb == "update":
-        edit.update(graph, **selector, params=_mapping(args["set"], n, "set", where),
-                    location=where)
+        edit.update(
+            graph, **selector, params=_mapping(args["set"], n, "set", where), location=where
+        )
     else:
-        edit.replace(graph, with_kind=str(args["with"]), **selector,
-                     params=_mapping(args.get("params") or {}, n, "params", where),
-                     location=where)
+        edit.replace(
+            graph,
+            with_kind=str(args["with"]),
+            **selector,
+            params=_mapping(args.get("params") or {}, n, "params", where),
+            location=where,
+        )
 
 
 def _short(location: Location) -> str:
@@ -189,27 +220,38 @@ def _mapping(value: Any, n: int, key: str, where: Location) -> dict[str, Any]:
     return value
 
 
-def _parse_edit(item: Any, n: int, where: Location,
-                marks: Marks) -> tuple[str, Any, dict[str, Any]]:
+def _parse_edit(
+    item: Any, n: int, where: Location, marks: Marks
+) -> tuple[str, Any, dict[str, Any]]:
     label = f"edits[{n}]"
     verbs = [k for k in item if k in VERBS] if isinstance(item, dict) else []
     if not isinstance(item, dict) or len(verbs) != 1:
         unknown = [str(k) for k in item if k not in VERBS] if isinstance(item, dict) else []
         guess = did_you_mean(unknown[0], VERBS) if unknown else ""
-        raise SpecError.at(where, label, f"an edit is one of {', '.join(VERBS)} with its "
-                           f"target{guess}", "for example: - remove: pos_drop")
+        raise SpecError.at(
+            where,
+            label,
+            f"an edit is one of {', '.join(VERBS)} with its target{guess}",
+            "for example: - remove: pos_drop",
+        )
     verb = verbs[0]
     takes, needs = VERBS[verb]
     for key in item:
         if key != verb and key not in takes:
-            raise SpecError.at(marks.at(("edits", n, key), key=True), f"{label}.{key}",
-                               f"{verb} takes no '{key}'{did_you_mean(str(key), takes)}",
-                               f"{verb} takes: {', '.join(takes) or 'only its target'}")
+            raise SpecError.at(
+                marks.at(("edits", n, key), key=True),
+                f"{label}.{key}",
+                f"{verb} takes no '{key}'{did_you_mean(str(key), takes)}",
+                f"{verb} takes: {', '.join(takes) or 'only its target'}",
+            )
     for key in needs:
         if key not in item:
             raise SpecError.at(where, label, f"{verb} needs '{key}'")
     target = item[verb]
     if not (isinstance(target, str) or (isinstance(target, dict) and set(target) == {"kind"})):
-        raise SpecError.at(marks.at(("edits", n, verb)), f"{label}.{verb}",
-                           "the target is a node id pattern or {kind: <kind>}")
+        raise SpecError.at(
+            marks.at(("edits", n, verb)),
+            f"{label}.{verb}",
+            "the target is a node id pattern or {kind: <kind>}",
+        )
     return verb, target, {k: v for k, v in item.items() if k != verb}

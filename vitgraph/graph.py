@@ -25,8 +25,14 @@ MAX_PARAMS = 2_000_000_000
 class Graph:
     """A validated, shape-inferred spec. Build it with :meth:`build`."""
 
-    def __init__(self, source: Source, variant: str | None, overrides: dict[str, Any],
-                 expanded: Expanded, inferred: Inferred) -> None:
+    def __init__(
+        self,
+        source: Source,
+        variant: str | None,
+        overrides: dict[str, Any],
+        expanded: Expanded,
+        inferred: Inferred,
+    ) -> None:
         self.source = source
         self.variant = variant
         self.overrides = dict(overrides)
@@ -91,10 +97,16 @@ class Graph:
 
     # -- building -----------------------------------------------------------------------
 
-    def build(self, device: str | torch.device | None = None, dtype: torch.dtype | None = None,
-              *, allow_large: bool = False, features: bool = False,
-              weights_from: torch.nn.Module | None = None,
-              weights: str | Path | None = None) -> VitgraphModel:
+    def build(
+        self,
+        device: str | torch.device | None = None,
+        dtype: torch.dtype | None = None,
+        *,
+        allow_large: bool = False,
+        features: bool = False,
+        weights_from: torch.nn.Module | None = None,
+        weights: str | Path | None = None,
+    ) -> VitgraphModel:
         """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation),
         initialised as timm does (``vitgraph.init``).
 
@@ -117,9 +129,12 @@ class Graph:
 
             read_header(weights)
         if features and not self.features:
-            raise SpecError.at(self.source.marks.at(()), self.name,
-                               "the spec names no features to return",
-                               "add `features: [node, ...]` to the spec")
+            raise SpecError.at(
+                self.source.marks.at(()),
+                self.name,
+                "the spec names no features to return",
+                "add `features: [node, ...]` to the spec",
+            )
         outputs = self._expanded.features if features else self._expanded.outputs
         order = self._inferred.order
         if features:  # only what the taps need: the head is left out
@@ -141,8 +156,9 @@ class Graph:
         if weights is not None:
             from vitgraph.weights import load_into
 
-            load_into(model, weights, f"{self.name} / {self.variant}" if self.variant
-                      else self.name)
+            load_into(
+                model, weights, f"{self.name} / {self.variant}" if self.variant else self.name
+            )
         if weights_from is not None:
             from vitgraph.checkpoints import carry_weights
 
@@ -156,10 +172,12 @@ class Graph:
         params = self.summary().params
         if params > limit:
             where = self.source.marks.at(("graph",))
-            raise SpecError.at(where, self.variant or self.name,
-                               f"the model would have {params:,} parameters, more than the "
-                               f"limit of {limit:,}", "pass allow_large=True (CLI: "
-                               "--allow-large) if you really mean it")
+            raise SpecError.at(
+                where,
+                self.variant or self.name,
+                f"the model would have {params:,} parameters, more than the limit of {limit:,}",
+                "pass allow_large=True (CLI: --allow-large) if you really mean it",
+            )
 
     def summary(self, batch: int = 1):
         """Params, MACs and per-node rows, counted on the meta device (nothing allocated)."""
@@ -180,8 +198,9 @@ class Graph:
 
         return edit.find(self, pattern, **kwargs)
 
-    def replace(self, pattern: str | list[str] | None = None, with_kind: str | None = None,
-                **kwargs: Any) -> Graph:
+    def replace(
+        self, pattern: str | list[str] | None = None, with_kind: str | None = None, **kwargs: Any
+    ) -> Graph:
         """Swap the kind of every match, keeping the params the new kind also has."""
         from vitgraph import edit
 
@@ -232,8 +251,13 @@ class Graph:
         return f"<Graph {self.name}{variant}: {len(self.nodes)} nodes, input {self.input_shape}>"
 
 
-def load(spec: str | Path, variant: str | None = None,
-         overrides: dict[str, Any] | None = None, *, text: str | None = None) -> Graph:
+def load(
+    spec: str | Path,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    text: str | None = None,
+) -> Graph:
     """Parse, validate, expand and shape-check a spec (a path, a shipped spec name or a
     variant name). Raises ``SpecError`` listing every problem, each at file:line:col."""
     if text is not None:
@@ -248,7 +272,11 @@ def load(spec: str | Path, variant: str | None = None,
     return Graph(source, chosen, overrides or {}, expanded, inferred)
 
 
-def build(spec: str | Path, variant: str | None = None,
-          overrides: dict[str, Any] | None = None, **kwargs: Any) -> VitgraphModel:
+def build(
+    spec: str | Path,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    **kwargs: Any,
+) -> VitgraphModel:
     """``load(spec, variant, overrides).build(**kwargs)``."""
     return load(spec, variant, overrides).build(**kwargs)

@@ -39,16 +39,26 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
         graph.add_node(node.id)
     for node in expanded.nodes:
         if node.params.arity is not None and len(node.inputs) != node.params.arity:
-            problems.append(Problem(node.where, node.id,
-                                    f"kind '{node.kind}' takes {node.params.arity} input(s), "
-                                    f"but {len(node.inputs)} are given ({', '.join(node.inputs)})"))
+            problems.append(
+                Problem(
+                    node.where,
+                    node.id,
+                    f"kind '{node.kind}' takes {node.params.arity} input(s), "
+                    f"but {len(node.inputs)} are given ({', '.join(node.inputs)})",
+                )
+            )
         for name in node.inputs:
             if name in failed:
                 continue
             if name not in by_id and name != INPUT:
-                problems.append(Problem(node.where, f"{node.id}.inputs",
-                                        f"input '{name}' names no node"
-                                        f"{did_you_mean(name, [*by_id, *expanded.aliases])}"))
+                problems.append(
+                    Problem(
+                        node.where,
+                        f"{node.id}.inputs",
+                        f"input '{name}' names no node"
+                        f"{did_you_mean(name, [*by_id, *expanded.aliases])}",
+                    )
+                )
                 continue
             graph.add_edge(name, node.id)
     for name in [*expanded.outputs, *expanded.features]:
@@ -58,10 +68,15 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
             if where is None:  # no entry expanded: their own problems say why
                 continue
             what = "feature" if key == "features" else "output"
-            problems.append(Problem(where, key, f"{what} '{name}' names no node"
-                                    f"{did_you_mean(name, [*by_id, *expanded.aliases])}",
-                                    f"{key} name node ids, repeat groups ('blocks') or their "
-                                    "members ('layers.0')"))
+            problems.append(
+                Problem(
+                    where,
+                    key,
+                    f"{what} '{name}' names no node"
+                    f"{did_you_mean(name, [*by_id, *expanded.aliases])}",
+                    f"{key} name node ids, repeat groups ('blocks') or their members ('layers.0')",
+                )
+            )
     try:
         cycle = nx.find_cycle(graph)
     except nx.NetworkXNoCycle:
@@ -69,9 +84,14 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
     if cycle:
         names = [edge[0] for edge in cycle] + [cycle[0][0]]
         first = by_id.get(cycle[0][1]) or by_id[cycle[0][0]]
-        problems.append(Problem(first.where, first.id,
-                                f"the graph has a cycle: {' -> '.join(names)}",
-                                "a node may only take inputs from nodes before it"))
+        problems.append(
+            Problem(
+                first.where,
+                first.id,
+                f"the graph has a cycle: {' -> '.join(names)}",
+                "a node may only take inputs from nodes before it",
+            )
+        )
         raise SpecError(problems)
     if problems and not expanded.problems:
         raise SpecError(problems)
@@ -83,9 +103,17 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
         needed |= nx.ancestors(graph, target) | {target}
     unused = [n for n in expanded.nodes if n.id not in needed]
     if unused:
-        raise SpecError([Problem(n.where, n.id, "node is never used by the model's outputs",
-                                 "remove it, or name it in inputs/outputs/features")
-                         for n in unused])
+        raise SpecError(
+            [
+                Problem(
+                    n.where,
+                    n.id,
+                    "node is never used by the model's outputs",
+                    "remove it, or name it in inputs/outputs/features",
+                )
+                for n in unused
+            ]
+        )
     return _order(expanded, graph, position, by_id), graph, []
 
 

@@ -220,8 +220,9 @@ def scheme_of(block: Any, overrides: Mapping[str, str] | None = None) -> str:
     return KIND_SCHEMES.get(block.kind, "keep")
 
 
-def initialize(model: nn.Module, nodes: list[Any],
-               overrides: Mapping[str, str] | None = None) -> None:
+def initialize(
+    model: nn.Module, nodes: list[Any], overrides: Mapping[str, str] | None = None
+) -> None:
     """Apply each node's scheme to the submodule at its id. ``overrides``: the spec's
     ``init:`` mapping. A node built as a tensor (``TensorOp``) is handed its parameter,
     which only the schemes that say so re-draw (``build`` drew it per the block's fields);

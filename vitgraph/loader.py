@@ -127,8 +127,12 @@ def resolve_spec(spec: str | Path) -> tuple[str, str | None]:
     if text in variants:
         return specs[variants[text]], text
     hint = did_you_mean(text, [*specs, *variants])
-    raise SpecError.at(Location(text), "", f"no spec file, shipped spec or variant named '{text}'"
-                       f"{hint}", "run `vitgraph list` to see the shipped specs and variants")
+    raise SpecError.at(
+        Location(text),
+        "",
+        f"no spec file, shipped spec or variant named '{text}'{hint}",
+        "run `vitgraph list` to see the shipped specs and variants",
+    )
 
 
 def load_source(path: str, text: str | None = None) -> Source:
@@ -145,20 +149,30 @@ def load_source(path: str, text: str | None = None) -> Source:
 
         data, marks = resolve_extends(data, marks, path)
     if not isinstance(data, dict):
-        raise SpecError.at(marks.at(()), "", "a spec must be a mapping with 'vitgraph', 'name', "
-                           "'input' and 'graph' keys")
+        raise SpecError.at(
+            marks.at(()),
+            "",
+            "a spec must be a mapping with 'vitgraph', 'name', 'input' and 'graph' keys",
+        )
     version = data.get("vitgraph")
     if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise SpecError.at(marks.at(("vitgraph",)), "vitgraph",
-                           f"spec format version {version} is newer than this vitgraph reads "
-                           f"({FORMAT_VERSION})", "upgrade vitgraph to build this spec")
+        raise SpecError.at(
+            marks.at(("vitgraph",)),
+            "vitgraph",
+            f"spec format version {version} is newer than this vitgraph reads ({FORMAT_VERSION})",
+            "upgrade vitgraph to build this spec",
+        )
     try:
         document = SpecDocument.model_validate(data)
     except ValidationError as exc:
         raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
     if version != FORMAT_VERSION:
-        raise SpecError.at(marks.at(("vitgraph",)), "vitgraph",
-                           f"unknown spec format version {version!r}", "write `vitgraph: 1`")
+        raise SpecError.at(
+            marks.at(("vitgraph",)),
+            "vitgraph",
+            f"unknown spec format version {version!r}",
+            "write `vitgraph: 1`",
+        )
     return Source(data, marks, path, document)
 
 
@@ -174,14 +188,18 @@ def pydantic_problems(
     """Translate pydantic's errors into located problems (did-you-mean for unknown keys)."""
     problems = []
     known_fields = [k for k in model.model_fields if k != "kind"]
-    suggested = {did_you_mean(str(e["loc"][-1]), known_fields)[len(" (did you mean '"):-3]
-                 for e in exc.errors() if e["type"] == "extra_forbidden" and e["loc"]}
+    suggested = {
+        did_you_mean(str(e["loc"][-1]), known_fields)[len(" (did you mean '") : -3]
+        for e in exc.errors()
+        if e["type"] == "extra_forbidden" and e["loc"]
+    }
     for err in exc.errors():
         if err["type"] == "missing" and err["loc"] and err["loc"][-1] in suggested:
             continue  # the unknown key's did-you-mean already says it
         loc = tuple(err["loc"])
-        path = ".".join(str(p) for p in (label.split(".") if label else list(base)) + list(loc)
-                        if p != "")
+        path = ".".join(
+            str(p) for p in (label.split(".") if label else list(base)) + list(loc) if p != ""
+        )
         first = str(loc[0]) if loc else None
         if field_marks is not None:
             location = field_marks.get(first or "", where or marks.at(base))
@@ -195,8 +213,11 @@ def pydantic_problems(
             message, hint = f"'{loc[-1]}' is required", None
         else:
             got = err.get("input")
-            message = f"{err['msg'].lower()} (got {got!r})" if not isinstance(got, dict) else (
-                err["msg"].lower())
+            message = (
+                f"{err['msg'].lower()} (got {got!r})"
+                if not isinstance(got, dict)
+                else (err["msg"].lower())
+            )
             hint = None
         problems.append(Problem(location, path, message, hint))
     return problems
@@ -231,10 +252,12 @@ class _Expander:
         if self.variant is not None:
             for key, value in self.doc.variants[self.variant].items():
                 if key not in raw:
-                    self.fail(self.marks.at(("variants", self.variant, key), key=True),
-                              f"variants.{self.variant}.{key}",
-                              f"variant sets '{key}', which is not an arg"
-                              f"{did_you_mean(key, raw)}", "declare it under args:")
+                    self.fail(
+                        self.marks.at(("variants", self.variant, key), key=True),
+                        f"variants.{self.variant}.{key}",
+                        f"variant sets '{key}', which is not an arg{did_you_mean(key, raw)}",
+                        "declare it under args:",
+                    )
                     continue
                 raw[key] = value
                 marks[key] = self.marks.at(("variants", self.variant, key))
@@ -251,10 +274,12 @@ class _Expander:
                 self.node_overrides.setdefault(head, {})[rest] = value
             else:
                 choices = [*raw, "input.size", "input.channels", *(f"{n}." for n in node_ids)]
-                self.fail(Location(OVERRIDE_FILE), key,
-                          f"'{key}' names no arg, input field or graph node"
-                          f"{did_you_mean(key, choices)}",
-                          f"args of this spec: {', '.join(raw) or 'none'}")
+                self.fail(
+                    Location(OVERRIDE_FILE),
+                    key,
+                    f"'{key}' names no arg, input field or graph node{did_you_mean(key, choices)}",
+                    f"args of this spec: {', '.join(raw) or 'none'}",
+                )
         resolved: dict[str, Any] = {}
         pending = dict(raw)
         while pending:
@@ -271,8 +296,11 @@ class _Expander:
                 progressed = True
             if not progressed:
                 cycle = ", ".join(sorted(pending))
-                self.fail(marks[next(iter(pending))], "args",
-                          f"args refer to each other in a cycle: {cycle}")
+                self.fail(
+                    marks[next(iter(pending))],
+                    "args",
+                    f"args refer to each other in a cycle: {cycle}",
+                )
                 break
         return resolved
 
@@ -303,19 +331,28 @@ class _Expander:
         size = spec.size
         sides = size if isinstance(size, list) else [size]
         if any(side > MAX_INPUT_SIDE for side in sides) or spec.channels > MAX_INPUT_SIDE:
-            self.fail(self.marks.at(("input",)), "input",
-                      f"input {spec.channels} x {size} is larger than {MAX_INPUT_SIDE:,} "
-                      "(channels or pixels per side)")
+            self.fail(
+                self.marks.at(("input",)),
+                "input",
+                f"input {spec.channels} x {size} is larger than {MAX_INPUT_SIDE:,} "
+                "(channels or pixels per side)",
+            )
             return 3, (1, 1)
         if isinstance(size, list):
             if len(size) != 2 or min(size) <= 0:
-                self.fail(self.marks.at(("input", "size")), "input.size",
-                          f"size must be a positive int or [height, width] (got {size})")
+                self.fail(
+                    self.marks.at(("input", "size")),
+                    "input.size",
+                    f"size must be a positive int or [height, width] (got {size})",
+                )
                 return spec.channels, (1, 1)
             return spec.channels, (size[0], size[1])
         if size <= 0:
-            self.fail(self.marks.at(("input", "size")), "input.size",
-                      f"size must be positive (got {size})")
+            self.fail(
+                self.marks.at(("input", "size")),
+                "input.size",
+                f"size must be positive (got {size})",
+            )
             return spec.channels, (1, 1)
         return spec.channels, (size, size)
 
@@ -335,35 +372,51 @@ class _Expander:
             path = ctx.path + (position,)
             where = ctx.where or self.marks.at(path)
             if not isinstance(entry, dict):
-                self.fail(where, ctx.label(position), "a graph entry must be a mapping with "
-                          "'id' and 'kind'")
+                self.fail(
+                    where,
+                    ctx.label(position),
+                    "a graph entry must be a mapping with 'id' and 'kind'",
+                )
                 continue
             unknown_reserved = [k for k in ("id", "kind") if k not in entry]
             if unknown_reserved:
-                self.fail(where, ctx.label(position),
-                          f"graph entry needs {' and '.join(repr(k) for k in unknown_reserved)}")
+                self.fail(
+                    where,
+                    ctx.label(position),
+                    f"graph entry needs {' and '.join(repr(k) for k in unknown_reserved)}",
+                )
                 continue
             local_id = str(entry["id"])
             # ids become submodule names and torch.fx writes those into the forward's
             # source (``getattr(self, "<id>")`` when not an identifier): a quote in an id
             # would be code, so ids are plain words
             if not _ID.fullmatch(local_id):
-                self.fail(ctx.where or self.marks.at(path + ("id",)), ctx.label(position),
-                          f"id {local_id[:80]!r} must be a non-empty name of letters, digits, "
-                          "'_' and '-'", "for example: blocks, patch_embed, head_dist")
+                self.fail(
+                    ctx.where or self.marks.at(path + ("id",)),
+                    ctx.label(position),
+                    f"id {local_id[:80]!r} must be a non-empty name of letters, digits, "
+                    "'_' and '-'",
+                    "for example: blocks, patch_embed, head_dist",
+                )
                 previous = f"{prefix}graph[{position}]"  # its users are not reported again
                 self.failed.add(previous)
                 continue
             full_id = f"{prefix}{local_id}"
             if local_id in scope or full_id in self.aliases or full_id in self.groups:
-                self.fail(ctx.where or self.marks.at(path + ("id",)), full_id,
-                          f"id '{local_id}' is used twice", "every node id must be unique")
+                self.fail(
+                    ctx.where or self.marks.at(path + ("id",)),
+                    full_id,
+                    f"id '{local_id}' is used twice",
+                    "every node id must be unique",
+                )
                 continue
             previous = self.expand_entry(entry, full_id, variables, previous, scope, ctx, path)
             scope[local_id] = previous
             if len(self.nodes) > MAX_NODES:
-                raise SpecError(self.problems + [Problem(where, full_id,
-                                f"the graph expands to more than {MAX_NODES} nodes")])
+                raise SpecError(
+                    self.problems
+                    + [Problem(where, full_id, f"the graph expands to more than {MAX_NODES} nodes")]
+                )
         return previous
 
     def expand_entry(
@@ -380,34 +433,53 @@ class _Expander:
         overrides = self.node_overrides.pop(full_id, {}) if top_level else {}
         repeat_raw = overrides.pop("repeat", entry.get("repeat"))
         if repeat_raw is None:
-            return self.expand_one(entry, full_id, variables, previous, scope, ctx, path,
-                                   overrides, None)
+            return self.expand_one(
+                entry, full_id, variables, previous, scope, ctx, path, overrides, None
+            )
         try:
             count = substitute(repeat_raw, variables)
         except ExpressionError as exc:
-            self.fail(ctx.where or self.marks.at(path + ("repeat",)), f"{full_id}.repeat",
-                      str(exc))
+            self.fail(ctx.where or self.marks.at(path + ("repeat",)), f"{full_id}.repeat", str(exc))
             return previous
         if not isinstance(count, int) or isinstance(count, bool) or not 0 < count <= MAX_REPEAT:
-            self.fail(ctx.where or self.marks.at(path + ("repeat",)), f"{full_id}.repeat",
-                      f"repeat must be an integer from 1 to {MAX_REPEAT} (got {count!r})")
+            self.fail(
+                ctx.where or self.marks.at(path + ("repeat",)),
+                f"{full_id}.repeat",
+                f"repeat must be an integer from 1 to {MAX_REPEAT} (got {count!r})",
+            )
             return previous
         per_index = entry.get("at") or {}
         if not isinstance(per_index, dict):
-            self.fail(ctx.where or self.marks.at(path + ("at",)), f"{full_id}.at",
-                      "'at' maps repeat indices to the params they change")
+            self.fail(
+                ctx.where or self.marks.at(path + ("at",)),
+                f"{full_id}.at",
+                "'at' maps repeat indices to the params they change",
+            )
             per_index = {}
         for key in per_index:
             if not isinstance(key, int) or not -count <= key < count:
-                self.fail(ctx.where or self.marks.at(path + ("at", key), key=True),
-                          f"{full_id}.at", f"index {key!r} is outside the {count} repeats")
+                self.fail(
+                    ctx.where or self.marks.at(path + ("at", key), key=True),
+                    f"{full_id}.at",
+                    f"index {key!r} is outside the {count} repeats",
+                )
         self.groups[full_id] = (str(entry.get("kind")), count)
         for i in range(count):
             changes = dict(per_index.get(i, {}) or per_index.get(i - count, {}) or {})
             variables_i = {**variables, "i": i, "count": count}
-            previous = self.expand_one({**entry, **changes}, f"{full_id}.{i}", variables_i,
-                                       previous, scope, ctx, path, overrides, i,
-                                       group=full_id, changed=set(changes))
+            previous = self.expand_one(
+                {**entry, **changes},
+                f"{full_id}.{i}",
+                variables_i,
+                previous,
+                scope,
+                ctx,
+                path,
+                overrides,
+                i,
+                group=full_id,
+                changed=set(changes),
+            )
         self.aliases[full_id] = previous
         return previous
 
@@ -437,13 +509,19 @@ class _Expander:
         field_marks: dict[str, Location] = {}
         params: dict[str, Any] = {}
         for key, value in raw_params.items():
-            mark = (Location(OVERRIDE_FILE) if key in overrides else
-                    self.marks.at(path + ("at", index, key)) if key in changed else
-                    self.marks.at(path + (key,)))
+            mark = (
+                Location(OVERRIDE_FILE)
+                if key in overrides
+                else self.marks.at(path + ("at", index, key))
+                if key in changed
+                else self.marks.at(path + (key,))
+            )
             if ctx.where is not None:
-                mark = ctx.param_marks.get(str(value)[1:], ctx.where) if (
-                    isinstance(value, str) and value.startswith("$") and "{" not in value
-                ) else ctx.where
+                mark = (
+                    ctx.param_marks.get(str(value)[1:], ctx.where)
+                    if (isinstance(value, str) and value.startswith("$") and "{" not in value)
+                    else ctx.where
+                )
             field_marks[key] = mark
             try:
                 params[key] = self.evaluate(value, variables)
@@ -458,8 +536,9 @@ class _Expander:
         if failed:
             self.failed.add(full_id)
             return full_id
-        inputs = self.resolve_inputs(entry, full_id, variables, previous, scope, ctx, path,
-                                     index, changed)
+        inputs = self.resolve_inputs(
+            entry, full_id, variables, previous, scope, ctx, path, index, changed
+        )
         if inputs is None:
             return full_id
         kind = str(kind)
@@ -468,30 +547,57 @@ class _Expander:
             try:
                 block = block_cls.model_validate({"kind": kind, **params})
             except ValidationError as exc:
-                self.problems += pydantic_problems(exc, self.marks, path, block_cls,
-                                                   field_marks, where, full_id)
+                self.problems += pydantic_problems(
+                    exc, self.marks, path, block_cls, field_marks, where, full_id
+                )
                 self.failed.add(full_id)
                 return full_id
-            self.nodes.append(Node(full_id, kind, block, inputs, where, field_marks,
-                                   group=group, index=index, parent=ctx.parent,
-                                   composite_kind=ctx.composite_kind))
+            self.nodes.append(
+                Node(
+                    full_id,
+                    kind,
+                    block,
+                    inputs,
+                    where,
+                    field_marks,
+                    group=group,
+                    index=index,
+                    parent=ctx.parent,
+                    composite_kind=ctx.composite_kind,
+                )
+            )
             return full_id
         if kind in self.registry.composites:
-            return self.expand_composite(self.registry.composites[kind], params, full_id,
-                                         inputs, where, field_marks, ctx, path, group, index)
+            return self.expand_composite(
+                self.registry.composites[kind],
+                params,
+                full_id,
+                inputs,
+                where,
+                field_marks,
+                ctx,
+                path,
+                group,
+                index,
+            )
         self.failed.add(full_id)
-        self.fail(where if ctx.where else self.marks.at(path + ("kind",)), f"{full_id}.kind",
-                  f"unknown block kind '{kind}'{did_you_mean(kind, self.registry.kinds())}",
-                  "run `vitgraph list blocks` to see every kind")
+        self.fail(
+            where if ctx.where else self.marks.at(path + ("kind",)),
+            f"{full_id}.kind",
+            f"unknown block kind '{kind}'{did_you_mean(kind, self.registry.kinds())}",
+            "run `vitgraph list blocks` to see every kind",
+        )
         return full_id
 
-    def resolve_inputs(self, entry, full_id, variables, previous, scope, ctx, path, index,
-                       changed) -> list[str] | None:
+    def resolve_inputs(
+        self, entry, full_id, variables, previous, scope, ctx, path, index, changed
+    ) -> list[str] | None:
         raw = entry.get("inputs")
         if raw is None:
             return [previous]
-        mark = ctx.where or self.marks.at(path + (("at", index, "inputs") if "inputs" in changed
-                                                  else ("inputs",)))
+        mark = ctx.where or self.marks.at(
+            path + (("at", index, "inputs") if "inputs" in changed else ("inputs",))
+        )
         if isinstance(raw, str):
             raw = [raw]
         if not isinstance(raw, list) or not raw:
@@ -513,10 +619,19 @@ class _Expander:
             return None
         return resolved
 
-    def expand_composite(self, composite: Composite, params: dict[str, Any], full_id: str,
-                         inputs: list[str], where: Location, field_marks: dict[str, Location],
-                         ctx: _Context, path: YPath, group: str | None,
-                         index: int | None) -> str:
+    def expand_composite(
+        self,
+        composite: Composite,
+        params: dict[str, Any],
+        full_id: str,
+        inputs: list[str],
+        where: Location,
+        field_marks: dict[str, Location],
+        ctx: _Context,
+        path: YPath,
+        group: str | None,
+        index: int | None,
+    ) -> str:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
             self.fail(where, full_id, f"composite block includes itself: {chain}")
@@ -529,19 +644,26 @@ class _Expander:
         try:
             validated = composite.params.model_validate({"kind": composite.kind, **params})
         except ValidationError as exc:
-            self.problems += pydantic_problems(exc, self.marks, path, composite.params,
-                                               field_marks, where, full_id)
+            self.problems += pydantic_problems(
+                exc, self.marks, path, composite.params, field_marks, where, full_id
+            )
             self.failed.add(full_id)
             return full_id
         variables = validated.model_dump(exclude={"kind"})
         scope: dict[str, str] = {"input": inputs[0]}
         for k, name in enumerate(inputs):
             scope[f"input{k}"] = name
-        inner = _Context(path=("<composite>",), where=where, param_marks=field_marks,
-                         depth=ctx.depth + 1, stack=(*ctx.stack, composite.kind),
-                         parent=full_id, composite_kind=composite.kind, prefix=f"{full_id}.")
-        last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope,
-                                inner)
+        inner = _Context(
+            path=("<composite>",),
+            where=where,
+            param_marks=field_marks,
+            depth=ctx.depth + 1,
+            stack=(*ctx.stack, composite.kind),
+            parent=full_id,
+            composite_kind=composite.kind,
+            prefix=f"{full_id}.",
+        )
+        last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope, inner)
         output = scope.get(composite.outputs, last) if composite.outputs else last
         self.aliases[full_id] = output
         if group is None:
@@ -569,31 +691,45 @@ class _Context:
         return aliases.get(name, name)
 
 
-def expand(source: Source, variant: str | None = None,
-           overrides: dict[str, Any] | None = None) -> tuple[str | None, Expanded]:
+def expand(
+    source: Source, variant: str | None = None, overrides: dict[str, Any] | None = None
+) -> tuple[str | None, Expanded]:
     """Phase 3: evaluate args and expressions, validate every entry, inline composites."""
     doc = source.document
     if variant is None:
-        variant = doc.default if doc.default is not None else (
-            next(iter(doc.variants)) if doc.variants else None)
+        variant = (
+            doc.default
+            if doc.default is not None
+            else (next(iter(doc.variants)) if doc.variants else None)
+        )
     if variant is not None and variant not in doc.variants:
         where = source.marks.at(("variants",), key=True) if doc.variants else source.marks.at(())
-        raise SpecError.at(where, "variants",
-                           f"unknown variant '{variant}'{did_you_mean(variant, doc.variants)}",
-                           f"variants of {doc.name}: {', '.join(doc.variants) or 'none'}")
+        raise SpecError.at(
+            where,
+            "variants",
+            f"unknown variant '{variant}'{did_you_mean(variant, doc.variants)}",
+            f"variants of {doc.name}: {', '.join(doc.variants) or 'none'}",
+        )
     expander = _Expander(source, variant, dict(overrides or {}))
     args = expander.resolve_args()
     channels, size = expander.resolve_input(args)
     if expander.problems:
         raise SpecError(expander.problems)
     if not doc.graph:
-        raise SpecError.at(source.marks.at(("graph",)), "graph", "the graph has no nodes",
-                           "list the model's blocks under graph:")
+        raise SpecError.at(
+            source.marks.at(("graph",)),
+            "graph",
+            "the graph has no nodes",
+            "list the model's blocks under graph:",
+        )
     scope: dict[str, str] = {}
     last = expander.expand_list(doc.graph, args, "", "input", scope, _Context(path=("graph",)))
     for node_id in expander.node_overrides:
-        expander.fail(Location(OVERRIDE_FILE), node_id, f"override names node '{node_id}' "
-                      "which is not in the graph")
+        expander.fail(
+            Location(OVERRIDE_FILE),
+            node_id,
+            f"override names node '{node_id}' which is not in the graph",
+        )
     outputs = [expander.aliases.get(o, o) for o in (doc.outputs or [last])]
     features = list(doc.features or [])
     unique: dict[tuple[Location, str], Problem] = {}
@@ -603,6 +739,16 @@ def expand(source: Source, variant: str | None = None,
     for key in ("outputs", "features"):
         for k, name in enumerate(getattr(doc, key) or []):
             tap_marks.setdefault(name, (source.marks.at((key, k)), key))
-    return variant, Expanded(expander.nodes, expander.aliases, channels, size, args, outputs,
-                             features, expander.groups, list(unique.values()),
-                             expander.failed, tap_marks)
+    return variant, Expanded(
+        expander.nodes,
+        expander.aliases,
+        channels,
+        size,
+        args,
+        outputs,
+        features,
+        expander.groups,
+        list(unique.values()),
+        expander.failed,
+        tap_marks,
+    )

@@ -75,8 +75,9 @@ def classifier_rule(*kinds: str) -> Callable[[ClassifierRule], ClassifierRule]:
     return declare
 
 
-def _reset_linear(block: Block, inputs: Sequence[TensorType], classes: int,
-                  old: nn.Module) -> nn.Module:
+def _reset_linear(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
     if classes == 0:
         return nn.Identity()
     made = block.model_copy(update={"classes": classes}).build(*inputs)
@@ -108,11 +109,13 @@ class DistilledPassThrough(nn.Module):
         return (features + dist) / 2
 
 
-def _reset_distill(block: Block, inputs: Sequence[TensorType], classes: int,
-                   old: nn.Module) -> nn.Module:
+def _reset_distill(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
     index = int(getattr(block, "index", 1))
-    made: nn.Module = DistilledPassThrough(index) if classes == 0 else block.build(
-        Vector(classes), inputs[1])
+    made: nn.Module = (
+        DistilledPassThrough(index) if classes == 0 else block.build(Vector(classes), inputs[1])
+    )
     made.distilled_training = bool(getattr(old, "distilled_training", True))
     return made
 
@@ -121,12 +124,14 @@ def _distill_pre_logits(block: Block, args: Sequence[fx.Node], graph: fx.Graph) 
     return graph.call_function(take_token, (args[1],), {"index": int(getattr(block, "index", 1))})
 
 
-def _reset_bn_distill(block: Block, inputs: Sequence[TensorType], classes: int,
-                      old: nn.Module) -> nn.Module:
+def _reset_bn_distill(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
     """LeViT's second head: with 0 classes both heads pass the pooled vector through, so
     timm's ``(x + x_dist) / 2`` is the pooled vector itself."""
-    made: nn.Module = DistilledPassThrough(None) if classes == 0 else block.build(
-        Vector(classes), inputs[1])
+    made: nn.Module = (
+        DistilledPassThrough(None) if classes == 0 else block.build(Vector(classes), inputs[1])
+    )
     made.distilled_training = bool(getattr(old, "distilled_training", True))
     return made
 
@@ -148,8 +153,9 @@ class ClassLogitsOnly(nn.Module):
         return logits
 
 
-def _reset_token_label(block: Block, inputs: Sequence[TensorType], classes: int,
-                       old: nn.Module) -> nn.Module:
+def _reset_token_label(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
     """LV-ViT's auxiliary head follows the class head to the new class count (its eval
     output adds the two, so they must agree)."""
     if classes == 0:
@@ -252,11 +258,13 @@ def layout(model: fx.GraphModule) -> Layout:
         # a global pooling (to a vector) or a head reads the features; a pooling that
         # keeps tokens (PiT's stage transitions) is inside the trunk
         if (family == "head" and not features) or (
-                family == "pooling" and isinstance(graph.type_of(node.id), Vector)):
+            family == "pooling" and isinstance(graph.type_of(node.id), Vector)
+        ):
             if node.inputs[0] not in features and not _after(graph, node.inputs[0], features):
                 features.append(node.inputs[0])
-        if family == "head" and (node.kind in _CLASSIFIERS or
-                                 "classes" in type(node.params).model_fields):
+        if family == "head" and (
+            node.kind in _CLASSIFIERS or "classes" in type(node.params).model_fields
+        ):
             classifiers.append(node.id)
     if not features:  # no pooling or head: the whole model is features
         features = [graph._expanded.aliases.get(graph.outputs[0], graph.outputs[0])]
@@ -357,7 +365,7 @@ def _compile(graph: fx.Graph, label: str) -> Callable[..., Any]:
     are registered block modules and functions: no spec text ever reaches it as code."""
     code = graph.python_code(root_module="self")
     namespace = dict(code.globals)
-    exec(compile(code.src, f"<vitgraph {label}>", "exec"), namespace)  # noqa: S102 - fx codegen
+    exec(compile(code.src, f"<vitgraph {label}>", "exec"), namespace)
     return namespace["forward"]
 
 
@@ -386,8 +394,9 @@ def _plan(graph: fx.Graph, unit_of: Callable[[fx.Node], str | None], label: str)
         for node in nodes:
             env[node] = sub.node_copy(node, env.__getitem__)
         sub.output(tuple(env[n] for n in outputs))
-        segments.append(_Segment(_compile(sub, f"{label}.{k}"), list(inputs), outputs,
-                                 unit is not None))
+        segments.append(
+            _Segment(_compile(sub, f"{label}.{k}"), list(inputs), outputs, unit is not None)
+        )
     return _Plan(placeholders, segments, output.args[0])
 
 
@@ -442,7 +451,8 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
                 owner = arg.meta.get(META_ID, arg.name)
                 raise NotImplementedError(
                     f"the head reads '{owner}' besides the features {lay.features}; "
-                    "forward_head cannot be cut from this graph")
+                    "forward_head cannot be cut from this graph"
+                )
         env[node] = graph.node_copy(node, env.__getitem__)
     if pre_logits:
         by_id = {n.id: n for n in graph_of(model).nodes}
@@ -452,12 +462,17 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
             rule = _CLASSIFIERS.get(node.kind, ClassifierRule(_reset_linear, _first_input))
             if rule.pre_logits is None:
                 continue
-            args = [env[lay.fx_of[name]] if lay.fx_of[name] in env else None
-                    for name in node.inputs]
+            args = [
+                env[lay.fx_of[name]] if lay.fx_of[name] in env else None for name in node.inputs
+            ]
             found.append(rule.pre_logits(node.params, args, graph))
-        result: Any = (found[0] if len(found) == 1 else
-                       graph.call_function(_combiner(model), tuple(found)) if found
-                       else x)
+        result: Any = (
+            found[0]
+            if len(found) == 1
+            else graph.call_function(_combiner(model), tuple(found))
+            if found
+            else x
+        )
     else:
         result = fx.node.map_arg(output.args[0], lambda n: env[n])
     graph.output(result)
@@ -475,8 +490,11 @@ def _widths(model: fx.GraphModule) -> list[int]:
         rule = _CLASSIFIERS.get(node.kind)
         if rule is not None and rule.pre_logits is None:
             continue
-        source = node.inputs[1] if rule is not None and rule.pre_logits is not _first_input \
+        source = (
+            node.inputs[1]
+            if rule is not None and rule.pre_logits is not _first_input
             else node.inputs[0]
+        )
         kind = graph.type_of(source)
         widths.append(kind.dim if isinstance(kind, Vector | Tokens) else 0)
     return widths
@@ -531,8 +549,9 @@ def forward_features(model: fx.GraphModule, x: torch.Tensor) -> torch.Tensor:
 def forward_head(model: fx.GraphModule, x: torch.Tensor, pre_logits: bool = False) -> Any:
     """Pooling and classifier(s) on ``forward_features``'s output; ``pre_logits`` stops
     before the classifier (several classifiers, as DeiT's: the mean of what they see)."""
-    return _get_plan(model, "pre_logits" if pre_logits else "head",
-                     _checkpointing(model)).run(model, x)
+    return _get_plan(model, "pre_logits" if pre_logits else "head", _checkpointing(model)).run(
+        model, x
+    )
 
 
 def _checkpointing(model: nn.Module) -> bool:
@@ -553,8 +572,7 @@ def headless_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
 
 
 def _headless(model: nn.Module) -> bool:
-    return (model.__dict__.get("_vitgraph_num_classes") == 0
-            and len(set(_widths(model))) > 1)
+    return model.__dict__.get("_vitgraph_num_classes") == 0 and len(set(_widths(model))) > 1
 
 
 def set_grad_checkpointing(model: fx.GraphModule, enable: bool = True) -> None:
@@ -582,15 +600,17 @@ def get_classifier(model: fx.GraphModule) -> nn.Module | tuple[nn.Module, ...]:
     return found[0] if len(found) == 1 else found
 
 
-def reset_classifier(model: fx.GraphModule, num_classes: int,
-                     global_pool: str | None = None) -> None:
+def reset_classifier(
+    model: fx.GraphModule, num_classes: int, global_pool: str | None = None
+) -> None:
     """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
     (``forward`` then returns the pre-logits features), as timm. Another pooling is a
     graph edit, not a reset: ``global_pool`` is refused."""
     if global_pool is not None:
         raise NotImplementedError(
             f"reset_classifier(global_pool={global_pool!r}): the pooling is a node of the "
-            "graph; edit the spec (replace the pooling node) and rebuild with weights_from=")
+            "graph; edit the spec (replace the pooling node) and rebuild with weights_from="
+        )
     if num_classes < 0:
         raise ValueError(f"num_classes must be >= 0, got {num_classes}")
     graph = graph_of(model)
@@ -646,14 +666,20 @@ def no_weight_decay(model: fx.GraphModule) -> set[str]:
     for node in graph.nodes:
         cls = type(node.params)
         declared = getattr(cls, "no_weight_decay", None)
-        if declared if declared is not None else (cls.family in NO_DECAY_FAMILIES
-                                                  or node.kind in NO_DECAY_KINDS):
+        if (
+            declared
+            if declared is not None
+            else (cls.family in NO_DECAY_FAMILIES or node.kind in NO_DECAY_KINDS)
+        ):
             exempt.append(node.id)
         exempt.extend(f"{node.id}.{leaf}" for leaf in NO_DECAY_PARAMS.get(node.kind, ()))
     names = set()
     for name, param in model.named_parameters():
-        if (param.ndim <= 1 or name.endswith(".bias")
-                or any(name == n or name.startswith(n + ".") for n in exempt)):
+        if (
+            param.ndim <= 1
+            or name.endswith(".bias")
+            or any(name == n or name.startswith(n + ".") for n in exempt)
+        ):
             names.add(name)
     return names
 
@@ -662,8 +688,9 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` keys, from the spec's ``data:`` section and its input."""
     graph = graph_of(model)
     data = graph.source.document.data
-    first_conv = next((name for name, m in model.named_modules()
-                       if isinstance(m, nn.Conv2d | nn.Linear)), "")
+    first_conv = next(
+        (name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)), ""
+    )
     classifiers = classifier_ids(model)
     return {
         "architecture": graph.variant or graph.name,

@@ -16,9 +16,11 @@ if TYPE_CHECKING:
     from vitgraph.graph import Graph
 
 FORMATS = ("mermaid", "dot", "svg", "png")
-NO_DOT = ("drawing {fmt} needs Graphviz's `dot` program, which is not installed "
-          "(Debian/Ubuntu: apt-get install graphviz); --format mermaid and --format dot "
-          "work without it")
+NO_DOT = (
+    "drawing {fmt} needs Graphviz's `dot` program, which is not installed "
+    "(Debian/Ubuntu: apt-get install graphviz); --format mermaid and --format dot "
+    "work without it"
+)
 
 
 @dataclass(frozen=True)
@@ -55,8 +57,9 @@ def layout(graph: Graph, expand: bool = False) -> tuple[list[Box], list[Edge]]:
         box = unit(node.id)
         if box not in boxes:
             count = graph.groups[box][1] if box in graph.groups else 1
-            boxes[box] = Box(box, kinds.get(box, node.kind) if box != node.id else node.kind,
-                             count, 0)
+            boxes[box] = Box(
+                box, kinds.get(box, node.kind) if box != node.id else node.kind, count, 0
+            )
         old = boxes[box]
         boxes[box] = Box(old.id, old.kind, old.count, old.params + rows[node.id].params)
         for name in node.inputs:
@@ -103,17 +106,21 @@ def _escape(text: str) -> str:
 def dot(graph: Graph, expand: bool = False) -> str:
     boxes, edges = layout(graph, expand)
     title = f"{graph.name} / {graph.variant}" if graph.variant else graph.name
-    lines = [f"digraph {_quote(title)} {{", "  rankdir=TB;",
-             '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", '
-             'fontname="Helvetica"];', '  edge [fontname="Helvetica", fontsize=10];']
+    lines = [
+        f"digraph {_quote(title)} {{",
+        "  rankdir=TB;",
+        '  node [shape=box, style="rounded,filled", fillcolor="#f5f5f5", fontname="Helvetica"];',
+        '  edge [fontname="Helvetica", fontsize=10];',
+    ]
     for box in boxes:
         head, detail = _label(box)
         label = f"{head}\\n{detail}" if detail else head
         extra = ', shape=ellipse, fillcolor="#e3f2fd"' if box.id in ("input", "output") else ""
         lines.append(f"  {_quote(box.id)} [label={_quote(label, raw=True)}{extra}];")
     for edge in edges:
-        lines.append(f"  {_quote(edge.source)} -> {_quote(edge.target)} "
-                     f"[label={_quote(edge.label)}];")
+        lines.append(
+            f"  {_quote(edge.source)} -> {_quote(edge.target)} [label={_quote(edge.label)}];"
+        )
     lines.append("}")
     return "\n".join(lines) + "\n"
 
@@ -134,8 +141,13 @@ def render(graph: Graph, fmt: str, expand: bool = False) -> bytes:
     program = shutil.which("dot")
     if program is None:
         raise RuntimeError(NO_DOT.format(fmt=fmt.upper()))
-    done = subprocess.run([program, f"-T{fmt}"], input=dot(graph, expand).encode(),
-                          capture_output=True, timeout=120, check=False)
+    done = subprocess.run(
+        [program, f"-T{fmt}"],
+        input=dot(graph, expand).encode(),
+        capture_output=True,
+        timeout=120,
+        check=False,
+    )
     if done.returncode != 0:
         raise RuntimeError(f"dot failed: {done.stderr.decode(errors='replace').strip()}")
     return done.stdout

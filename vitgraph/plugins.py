@@ -28,7 +28,9 @@ def load_entry_points() -> list[str]:
         try:
             point.load()
         except Exception as exc:  # a broken plugin: say which one, not a bare traceback
-            raise PluginError(f"block plugin '{point.name}' ({point.value}, entry point group "
-                              f"{GROUP}) failed to import: {type(exc).__name__}: {exc}") from exc
+            raise PluginError(
+                f"block plugin '{point.name}' ({point.value}, entry point group "
+                f"{GROUP}) failed to import: {type(exc).__name__}: {exc}"
+            ) from exc
         loaded.append(point.value)
     return loaded

@@ -164,8 +164,12 @@ def load_composite(text: str, file: str) -> Composite:
     known = {"vitgraph", "composite", "doc", "params", "required", "graph", "output"}
     unknown = set(data) - known if isinstance(data, dict) else set()
     if not isinstance(data, dict) or unknown or "composite" not in data or "graph" not in data:
-        raise SpecError.at(marks.at(()), "", "a composite block file needs 'composite', 'params' "
-                           f"and 'graph' (unknown keys: {sorted(unknown)})")
+        raise SpecError.at(
+            marks.at(()),
+            "",
+            "a composite block file needs 'composite', 'params' "
+            f"and 'graph' (unknown keys: {sorted(unknown)})",
+        )
     kind = str(data["composite"])
     fields: dict[str, Any] = {"kind": (typing.Literal[kind], kind)}  # type: ignore[valid-type]
     for name in data.get("required", []):
@@ -182,5 +186,6 @@ def load_composite(text: str, file: str) -> Composite:
         __doc__=data.get("doc", ""),
         **fields,
     )
-    return Composite(kind, str(data.get("doc", "")), params, list(data["graph"]),
-                     data.get("output"), file, marks)
+    return Composite(
+        kind, str(data.get("doc", "")), params, list(data["graph"]), data.get("output"), file, marks
+    )

@@ -36,18 +36,20 @@ def print_summary(graph, summary: Summary, title: str, footer: str | None = None
     branches = _branch_outputs(graph) if graph is not None else {}
     for row in summary.grouped():
         label = f"{row.id} ×{row.count}" if row.count > 1 else row.id
-        table.add_row(label, row.kind, _shape(row.output_shape), _num(row.params),
-                      _macs(row.macs))
+        table.add_row(label, row.kind, _shape(row.output_shape), _num(row.params), _macs(row.macs))
         for name, shape in branches.get(row.id, []):  # the other streams it passes on
             table.add_row(f"  └ {name}", "branch", _shape(shape), "", "")
     console = Console(width=max(100, Console().width))
     console.print(table)
-    console.print(f"input {_shape(summary.input_shape)}; {summary.params / 1e6:.2f} M params, "
-                  f"{summary.macs / 1e9:.3f} GMACs ({summary.flops / 1e9:.3f} GFLOPs)")
+    console.print(
+        f"input {_shape(summary.input_shape)}; {summary.params / 1e6:.2f} M params, "
+        f"{summary.macs / 1e9:.3f} GMACs ({summary.flops / 1e9:.3f} GFLOPs)"
+    )
     taps = graph.feature_shapes() if graph is not None and graph.features else {}
     if taps:
-        console.print("features: " + ", ".join(f"{name} {_shape(shape)}"
-                                               for name, shape in taps.items()))
+        console.print(
+            "features: " + ", ".join(f"{name} {_shape(shape)}" for name, shape in taps.items())
+        )
     if footer:
         console.print(footer)
 
@@ -61,16 +63,23 @@ def _branch_outputs(graph) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
         if "." in group:
             continue
         prefix = f"{group}."
-        instance = {n.id.split(".")[1] for n in graph.nodes
-                    if n.id.startswith(prefix) and n.id.split(".")[1].isdigit()}
+        instance = {
+            n.id.split(".")[1]
+            for n in graph.nodes
+            if n.id.startswith(prefix) and n.id.split(".")[1].isdigit()
+        }
         if not instance:
             continue
         last = f"{prefix}{max(instance, key=int)}."
-        read = {name for n in graph.nodes for name in n.inputs
-                if name.startswith(last) and not n.id.startswith(last)}
+        read = {
+            name
+            for n in graph.nodes
+            for name in n.inputs
+            if name.startswith(last) and not n.id.startswith(last)
+        }
         read |= {name for name in graph.outputs + graph.features if name.startswith(last)}
         if len(read) > 1:
-            out[group] = [(name[len(last):], graph.type_of(name).shape) for name in sorted(read)]
+            out[group] = [(name[len(last) :], graph.type_of(name).shape) for name in sorted(read)]
     return out
 
 
@@ -81,8 +90,14 @@ def print_specs(as_json: bool) -> int:
     for family, path in shipped_specs().items():
         with open(path, encoding="utf-8") as handle:
             data = yaml.safe_load(handle) or {}
-        rows.append({"spec": family, "default": data.get("default"),
-                     "variants": list(data.get("variants", {})), "paper": data.get("paper", "")})
+        rows.append(
+            {
+                "spec": family,
+                "default": data.get("default"),
+                "variants": list(data.get("variants", {})),
+                "paper": data.get("paper", ""),
+            }
+        )
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0
@@ -105,14 +120,29 @@ def print_blocks(as_json: bool) -> int:
             cls = reg.primitives[kind]
             doc = (cls.__doc__ or "").strip().splitlines()[0]
             fields = [f for f in cls.model_fields if f != "kind"]
-            rows.append({"kind": kind, "family": cls.family, "composite": False, "doc": doc,
-                         "params": fields, "origin": reg.origin(kind)})
+            rows.append(
+                {
+                    "kind": kind,
+                    "family": cls.family,
+                    "composite": False,
+                    "doc": doc,
+                    "params": fields,
+                    "origin": reg.origin(kind),
+                }
+            )
         else:
             comp = reg.composites[kind]
             fields = [f for f in comp.params.model_fields if f != "kind"]
-            rows.append({"kind": kind, "family": "composite", "composite": True,
-                         "doc": comp.doc.split(". ")[0], "params": fields,
-                         "origin": reg.origin(kind)})
+            rows.append(
+                {
+                    "kind": kind,
+                    "family": "composite",
+                    "composite": True,
+                    "doc": comp.doc.split(". ")[0],
+                    "params": fields,
+                    "origin": reg.origin(kind),
+                }
+            )
     if as_json:
         print(json.dumps(rows, indent=2))
         return 0

@@ -37,16 +37,20 @@ def field_docs(cls: type) -> dict[str, str]:
             continue
         body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
         for first, second in zip(body, body[1:], strict=False):
-            if (isinstance(first, ast.AnnAssign) and isinstance(first.target, ast.Name)
-                    and isinstance(second, ast.Expr)
-                    and isinstance(second.value, ast.Constant)
-                    and isinstance(second.value.value, str)):
+            if (
+                isinstance(first, ast.AnnAssign)
+                and isinstance(first.target, ast.Name)
+                and isinstance(second, ast.Expr)
+                and isinstance(second.value, ast.Constant)
+                and isinstance(second.value.value, str)
+            ):
                 docs[first.target.id] = inspect.cleandoc(second.value.value).splitlines()[0]
     return docs
 
 
-def _model_schema(model: type[BaseModel], defs: dict[str, Any],
-                  expressions: bool) -> dict[str, Any]:
+def _model_schema(
+    model: type[BaseModel], defs: dict[str, Any], expressions: bool
+) -> dict[str, Any]:
     schema = model.model_json_schema(ref_template="#/$defs/{model}")
     for name, definition in schema.pop("$defs", {}).items():
         defs.setdefault(name, definition)
@@ -57,10 +61,11 @@ def _model_schema(model: type[BaseModel], defs: dict[str, Any],
         if name in docs:
             prop["description"] = docs[name]
         if expressions and name != "kind":
-            properties[name] = {"anyOf": [_strip(prop), _EXPRESSION],
-                                **({"description": prop["description"]}
-                                   if "description" in prop else {}),
-                                **({"default": prop["default"]} if "default" in prop else {})}
+            properties[name] = {
+                "anyOf": [_strip(prop), _EXPRESSION],
+                **({"description": prop["description"]} if "description" in prop else {}),
+                **({"default": prop["default"]} if "default" in prop else {}),
+            }
     schema.pop("title", None)
     return schema
 
@@ -92,8 +97,9 @@ def _block_schemas(defs: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]
         required = [r for r in schema.get("required", []) if r != "kind"]
         if required:
             then["required"] = required
-        rules.append({"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]},
-                      "then": then})
+        rules.append(
+            {"if": {"properties": {"kind": {"const": kind}}, "required": ["kind"]}, "then": then}
+        )
     return kinds, rules
 
 
@@ -101,13 +107,20 @@ def _node_properties() -> dict[str, Any]:
     return {
         "id": {"type": "string", "description": "Node id (state_dict keys start with it)."},
         "kind": {"type": "string", "description": "Block kind, or an expression naming one."},
-        "inputs": {"anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
-                   "description": "Input node ids (default: the previous entry)."},
-        "repeat": {"anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION],
-                   "description": "Repeat the entry N times (ids <id>.0 .. <id>.N-1; "
-                                  "variables i and count)."},
-        "at": {"type": "object", "description": "Per-index settings: {index: {param: value}}.",
-               "additionalProperties": {"type": "object"}},
+        "inputs": {
+            "anyOf": [{"type": "string"}, {"type": "array", "items": {"type": "string"}}],
+            "description": "Input node ids (default: the previous entry).",
+        },
+        "repeat": {
+            "anyOf": [{"type": "integer", "minimum": 1}, _EXPRESSION],
+            "description": "Repeat the entry N times (ids <id>.0 .. <id>.N-1; "
+            "variables i and count).",
+        },
+        "at": {
+            "type": "object",
+            "description": "Per-index settings: {index: {param: value}}.",
+            "additionalProperties": {"type": "object"},
+        },
         "doc": {"type": "string", "description": "A note on the node."},
     }
 
@@ -115,18 +128,36 @@ def _node_properties() -> dict[str, Any]:
 def _edit_schema() -> dict[str, Any]:
     from vitgraph.extends import VERBS
 
-    target = {"anyOf": [{"type": "string"}, {"type": "object", "properties": {
-        "kind": {"type": "string"}}, "required": ["kind"], "additionalProperties": False}],
-        "description": "A node id pattern (blocks.*.attn) or {kind: <kind>}."}
+    target = {
+        "anyOf": [
+            {"type": "string"},
+            {
+                "type": "object",
+                "properties": {"kind": {"type": "string"}},
+                "required": ["kind"],
+                "additionalProperties": False,
+            },
+        ],
+        "description": "A node id pattern (blocks.*.attn) or {kind: <kind>}.",
+    }
     node = {"$ref": "#/$defs/node"}
-    extra = {"node": node, "with": {"type": "string", "description": "The new kind."},
-             "params": {"type": "object"}, "set": {"type": "object"},
-             "to": {"type": "string", "description": "The new id."}}
+    extra = {
+        "node": node,
+        "with": {"type": "string", "description": "The new kind."},
+        "params": {"type": "object"},
+        "set": {"type": "object"},
+        "to": {"type": "string", "description": "The new id."},
+    }
     options = []
     for verb, (takes, needs) in VERBS.items():
-        options.append({"type": "object", "required": [verb, *needs],
-                        "properties": {verb: target, **{k: extra[k] for k in takes}},
-                        "additionalProperties": False})
+        options.append(
+            {
+                "type": "object",
+                "required": [verb, *needs],
+                "properties": {verb: target, **{k: extra[k] for k in takes}},
+                "additionalProperties": False,
+            }
+        )
     return {"oneOf": options}
 
 
@@ -138,19 +169,33 @@ def spec_schema() -> dict[str, Any]:
     properties = document["properties"]
     for key in ("input", "args"):
         properties[key]["additionalProperties"] = True
-    properties["graph"] = {"type": "array", "items": {"$ref": "#/$defs/node"},
-                           "description": properties["graph"].get("description", "")}
-    properties["extends"] = {"type": "string", "description": "A shipped spec name or a spec "
-                             "file (in this spec's directory) whose graph this one edits."}
-    properties["edits"] = {"type": "array", "items": _edit_schema(),
-                           "description": "Edits of the extended spec's graph, in order."}
-    defs["expression"] = {"type": "string", "pattern": r"\$",
-                          "description": "An arg ($name) or an expression (${dim * 4})."}
+    properties["graph"] = {
+        "type": "array",
+        "items": {"$ref": "#/$defs/node"},
+        "description": properties["graph"].get("description", ""),
+    }
+    properties["extends"] = {
+        "type": "string",
+        "description": "A shipped spec name or a spec "
+        "file (in this spec's directory) whose graph this one edits.",
+    }
+    properties["edits"] = {
+        "type": "array",
+        "items": _edit_schema(),
+        "description": "Edits of the extended spec's graph, in order.",
+    }
+    defs["expression"] = {
+        "type": "string",
+        "pattern": r"\$",
+        "description": "An arg ($name) or an expression (${dim * 4}).",
+    }
     defs["node"] = {
         "type": "object",
         "required": ["id", "kind"],
-        "properties": {**_node_properties(), "kind": {"anyOf": [
-            {"enum": kinds}, _EXPRESSION], "description": "Block kind."}},
+        "properties": {
+            **_node_properties(),
+            "kind": {"anyOf": [{"enum": kinds}, _EXPRESSION], "description": "Block kind."},
+        },
         "allOf": rules,
     }
     return {

@@ -81,8 +81,13 @@ class SpecDocument(BaseModel):
         for kind, scheme in value.items():
             if scheme not in SCHEMES:
                 raise PydanticCustomError(
-                    "init_scheme", "unknown init scheme '{scheme}' for kind '{kind}'{maybe}; "
-                    "known: {known}", {"scheme": scheme, "kind": kind, "known":
-                                         ", ".join(SCHEMES),
-                                         "maybe": did_you_mean(scheme, list(SCHEMES))})
+                    "init_scheme",
+                    "unknown init scheme '{scheme}' for kind '{kind}'{maybe}; known: {known}",
+                    {
+                        "scheme": scheme,
+                        "kind": kind,
+                        "known": ", ".join(SCHEMES),
+                        "maybe": did_you_mean(scheme, list(SCHEMES)),
+                    },
+                )
         return value

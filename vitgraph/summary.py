@@ -58,8 +58,9 @@ class Summary:
             key = instance_of(row.id)
             if instances and instances[-1].id == key:
                 last = instances[-1]
-                instances[-1] = Row(key, last.kind, row.output_shape, last.params + row.params,
-                                    last.macs + row.macs)
+                instances[-1] = Row(
+                    key, last.kind, row.output_shape, last.params + row.params, last.macs + row.macs
+                )
             else:
                 kind = self.kinds.get(key, row.kind)
                 instances.append(Row(key, kind, row.output_shape, row.params, row.macs))
@@ -67,8 +68,12 @@ class Summary:
         for row in instances:
             group = row.id.split(".")[0]
             last = runs[-1][-1] if runs else None
-            if last is not None and "." in row.id and "." in last.id and (
-                    last.id.split(".")[0] == group and last.kind == row.kind):
+            if (
+                last is not None
+                and "." in row.id
+                and "." in last.id
+                and (last.id.split(".")[0] == group and last.kind == row.kind)
+            ):
                 runs[-1].append(row)
             else:
                 runs.append([row])
@@ -77,10 +82,19 @@ class Summary:
             first = run[0]
             if "." not in first.id:
                 out.append(first)
-            elif all(r.output_shape == first.output_shape and r.params == first.params
-                     for r in run):  # identical repeats collapse (``blocks`` ×12)
-                out.append(Row(first.id.split(".")[0], first.kind, run[-1].output_shape,
-                               sum(r.params for r in run), sum(r.macs for r in run), len(run)))
+            elif all(
+                r.output_shape == first.output_shape and r.params == first.params for r in run
+            ):  # identical repeats collapse (``blocks`` ×12)
+                out.append(
+                    Row(
+                        first.id.split(".")[0],
+                        first.kind,
+                        run[-1].output_shape,
+                        sum(r.params for r in run),
+                        sum(r.macs for r in run),
+                        len(run),
+                    )
+                )
             else:  # stages that differ (Swin's layers.0 .. layers.3) keep a row each
                 out.extend(run)
         return out
@@ -95,8 +109,13 @@ class Summary:
             "input_shape": list(self.input_shape),
             "output_shape": list(self.output_shape),
             "nodes": [
-                {"id": r.id, "kind": r.kind, "output_shape": list(r.output_shape),
-                 "params": r.params, "macs": r.macs}
+                {
+                    "id": r.id,
+                    "kind": r.kind,
+                    "output_shape": list(r.output_shape),
+                    "params": r.params,
+                    "macs": r.macs,
+                }
                 for r in self.rows
             ],
         }
@@ -116,8 +135,15 @@ _COUNTS: dict[tuple[str, tuple[object, ...], int], tuple[int, int]] = {}
 
 #: params that change neither parameters nor MACs (dropout and stochastic-depth rates):
 #: left out of the cache key, so a drop-path schedule does not defeat the cache
-_COUNT_NEUTRAL = {"rate", "drop", "drop_path", "attn_drop", "proj_drop", "drop_path_start",
-                  "drop_path_step"}
+_COUNT_NEUTRAL = {
+    "rate",
+    "drop",
+    "drop_path",
+    "attn_drop",
+    "proj_drop",
+    "drop_path_start",
+    "drop_path_step",
+}
 
 
 def summarize(graph: Graph, batch: int = 1) -> Summary:
@@ -135,10 +161,14 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
                 # sizes every shape rule accepted but torch cannot represent (a dim of
                 # 10^12, a width of zero after integer division): the node's problem
                 first = str(exc).strip().splitlines()[0] if str(exc).strip() else ""
-                raise SpecError.at(node.where, node.id, f"{node.kind} cannot be built with "
-                                   f"these sizes ({type(exc).__name__}: {first[:200]})",
-                                   "check this block's sizes against its input "
-                                   f"{', '.join(str(t) for t in in_types)}") from None
+                raise SpecError.at(
+                    node.where,
+                    node.id,
+                    f"{node.kind} cannot be built with "
+                    f"these sizes ({type(exc).__name__}: {first[:200]})",
+                    "check this block's sizes against its input "
+                    f"{', '.join(str(t) for t in in_types)}",
+                ) from None
         params, macs = cache[key]
         rows.append(Row(node.id, node.kind, graph.type_of(node.id).shape, params, macs))
     kinds = {}
@@ -149,8 +179,16 @@ def summarize(graph: Graph, batch: int = 1) -> Summary:
             # the first composite nested inside it
             written = graph.groups.get(top) or graph.groups.get(top.split(".")[0])
             kinds.setdefault(top, written[0] if written else node.composite_kind or node.kind)
-    return Summary(graph.name, graph.variant, sum(r.params for r in rows),
-                   sum(r.macs for r in rows), graph.input_shape, graph.output_shape, rows, kinds)
+    return Summary(
+        graph.name,
+        graph.variant,
+        sum(r.params for r in rows),
+        sum(r.macs for r in rows),
+        graph.input_shape,
+        graph.output_shape,
+        rows,
+        kinds,
+    )
 
 
 def _count_node(params: Block, in_types: tuple[TensorType, ...], batch: int) -> tuple[int, int]:
@@ -189,7 +227,7 @@ class _FlopCounter(TorchDispatchMode):
         super().__init__()
         self.total = 0
 
-    def __torch_dispatch__(self, func, types, args=(), kwargs=None):  # noqa: ANN001, ANN204
+    def __torch_dispatch__(self, func, types, args=(), kwargs=None):
         kwargs = kwargs or {}
         out = func(*args, **kwargs)
         formula = flop_registry.get(func._overloadpacket)

@@ -28,12 +28,34 @@ from vitgraph.checkpoints import WEIGHTS_FORMAT, CheckpointError
 MAX_HEADER = 100_000_000
 
 _DTYPES = {  # safetensors dtype names -> bytes per element
-    "BOOL": 1, "U8": 1, "I8": 1, "F8_E4M3": 1, "F8_E5M2": 1, "I16": 2, "U16": 2, "F16": 2,
-    "BF16": 2, "I32": 4, "U32": 4, "F32": 4, "I64": 8, "U64": 8, "F64": 8,
+    "BOOL": 1,
+    "U8": 1,
+    "I8": 1,
+    "F8_E4M3": 1,
+    "F8_E5M2": 1,
+    "I16": 2,
+    "U16": 2,
+    "F16": 2,
+    "BF16": 2,
+    "I32": 4,
+    "U32": 4,
+    "F32": 4,
+    "I64": 8,
+    "U64": 8,
+    "F64": 8,
 }
-_TORCH_NAMES = {torch.float32: "F32", torch.float16: "F16", torch.bfloat16: "BF16",
-                torch.float64: "F64", torch.int64: "I64", torch.int32: "I32",
-                torch.bool: "BOOL", torch.uint8: "U8", torch.int8: "I8", torch.int16: "I16"}
+_TORCH_NAMES = {
+    torch.float32: "F32",
+    torch.float16: "F16",
+    torch.bfloat16: "BF16",
+    torch.float64: "F64",
+    torch.int64: "I64",
+    torch.int32: "I32",
+    torch.bool: "BOOL",
+    torch.uint8: "U8",
+    torch.int8: "I8",
+    torch.int16: "I16",
+}
 
 
 class WeightsError(CheckpointError):
@@ -47,7 +69,7 @@ def save_weights(model: nn.Module, graph: Any, path: str | Path) -> None:
     spec_file = Path(graph.file)
     try:
         resolved = graph.to_yaml()
-    except Exception as exc:  # noqa: BLE001 - the weights matter more than this copy
+    except Exception as exc:
         resolved = f"# could not write the resolved spec: {type(exc).__name__}: {exc}\n"
     metadata = {
         "vitgraph_format": WEIGHTS_FORMAT,
@@ -70,22 +92,26 @@ def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, 
         with path.open("rb") as handle:
             head = handle.read(8)
             if len(head) < 8:
-                raise WeightsError(f"{path} is {size} bytes long: too short for a safetensors "
-                                   "file (an 8-byte header length comes first)")
+                raise WeightsError(
+                    f"{path} is {size} bytes long: too short for a safetensors "
+                    "file (an 8-byte header length comes first)"
+                )
             (length,) = struct.unpack("<Q", head)
             if length > min(MAX_HEADER, size - 8):
                 raise WeightsError(
                     f"{path} is not a safetensors file: its first 8 bytes give a header of "
                     f"{length:,} bytes, but {size - 8:,} bytes follow "
-                    "(truncated, or another format)")
+                    "(truncated, or another format)"
+                )
             raw = handle.read(length)
     except OSError as exc:
         raise WeightsError(f"cannot read {path}: {exc}") from None
     try:
         header = json.loads(raw.decode("utf-8"))
     except (UnicodeDecodeError, json.JSONDecodeError) as exc:
-        raise WeightsError(f"{path} has a corrupted safetensors header: it is not JSON "
-                           f"({exc})") from None
+        raise WeightsError(
+            f"{path} has a corrupted safetensors header: it is not JSON ({exc})"
+        ) from None
     if not isinstance(header, dict):
         raise WeightsError(f"{path} has a corrupted safetensors header: not a JSON object")
     metadata = header.pop("__metadata__", None) or {}
@@ -104,15 +130,17 @@ def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, 
         for n in shape:
             numel *= n
         if not 0 <= start <= end or end - start != numel * width:
-            problems.append(f"{key}: offsets {start}..{end} do not hold a {dtype} tensor "
-                            f"of shape {shape}")
+            problems.append(
+                f"{key}: offsets {start}..{end} do not hold a {dtype} tensor of shape {shape}"
+            )
         elif end > data_bytes:
-            problems.append(f"{key}: ends at byte {end:,} of a data section of "
-                            f"{data_bytes:,} bytes (the file is truncated)")
+            problems.append(
+                f"{key}: ends at byte {end:,} of a data section of "
+                f"{data_bytes:,} bytes (the file is truncated)"
+            )
         tensors[key] = (dtype, shape)
     if problems:
-        raise WeightsError(f"{path} is not a whole safetensors file:\n  " + "\n  ".join(
-            problems))
+        raise WeightsError(f"{path} is not a whole safetensors file:\n  " + "\n  ".join(problems))
     if not isinstance(metadata, dict):
         raise WeightsError(f"{path} has a corrupted safetensors header: bad __metadata__")
     return {str(k): str(v) for k, v in metadata.items()}, tensors
@@ -137,28 +165,35 @@ def load_into(model: nn.Module, path: str | Path, spec: str = "") -> list[str]:
     metadata, tensors = read_header(path)
     fmt = metadata.get("vitgraph_format")
     if fmt is not None and fmt != WEIGHTS_FORMAT:
-        raise WeightsError(f"{path} has vitgraph weights format {fmt}; this vitgraph reads "
-                           f"{WEIGHTS_FORMAT} (upgrade vitgraph)")
+        raise WeightsError(
+            f"{path} has vitgraph weights format {fmt}; this vitgraph reads "
+            f"{WEIGHTS_FORMAT} (upgrade vitgraph)"
+        )
     target = model.state_dict()
-    lines = [f"missing: {key} {tuple(t.shape)}" for key, t in target.items()
-             if key not in tensors]
-    lines += [f"unexpected: {key} {shape}" for key, (_, shape) in tensors.items()
-              if key not in target]
+    lines = [f"missing: {key} {tuple(t.shape)}" for key, t in target.items() if key not in tensors]
+    lines += [
+        f"unexpected: {key} {shape}" for key, (_, shape) in tensors.items() if key not in target
+    ]
     for key, t in target.items():
         if key in tensors:
             dtype, shape = tensors[key]
             if shape != tuple(t.shape):
-                lines.append(f"mismatched: {key} is {shape} in the file, {tuple(t.shape)} in "
-                             "the model")
-            elif t.is_floating_point() != (dtype in ("F16", "BF16", "F32", "F64",
-                                                     "F8_E4M3", "F8_E5M2")):
-                lines.append(f"mismatched: {key} is {dtype} in the file, "
-                             f"{_TORCH_NAMES.get(t.dtype, t.dtype)} in the model")
+                lines.append(
+                    f"mismatched: {key} is {shape} in the file, {tuple(t.shape)} in the model"
+                )
+            elif t.is_floating_point() != (
+                dtype in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
+            ):
+                lines.append(
+                    f"mismatched: {key} is {dtype} in the file, "
+                    f"{_TORCH_NAMES.get(t.dtype, t.dtype)} in the model"
+                )
     if lines:
         raise WeightsError(
             f"{path} does not fit the model{spec}: it holds the weights of "
             f"{_source(metadata)}; {len(lines)} of {len(target)} tensors differ\n  "
-            + "\n  ".join(lines))
+            + "\n  ".join(lines)
+        )
     with safe_open(str(path), framework="pt", device="cpu") as handle, torch.no_grad():
         for key, dest in target.items():  # state_dict entries share the parameters' storage
             dest.copy_(handle.get_tensor(key))  # one file tensor in memory at a time

@@ -69,14 +69,14 @@ class _DepthLimitedLoader(yaml.SafeLoader):
 
     _depth = 0
 
-    def fetch_flow_collection_start(self, TokenClass):  # noqa: ANN001, ANN201, N803
+    def fetch_flow_collection_start(self, TokenClass):
         # refused in the scanner already: with thousands of '[' on one line, PyYAML keeps
         # each as a possible simple key and rescans them (about a second per 1,000)
         if self.flow_level >= MAX_DEPTH:
             raise _TooDeep(self.get_mark())
         return super().fetch_flow_collection_start(TokenClass)
 
-    def compose_node(self, parent, index):  # noqa: ANN001, ANN201 - PyYAML's signature
+    def compose_node(self, parent, index):
         self._depth += 1
         try:
             if self._depth > MAX_DEPTH + 1:
@@ -90,14 +90,21 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
     """Parse one YAML document; raise a located SpecError for anything unsafe or malformed."""
     marks = Marks(file)
     if len(text) > MAX_CHARS:
-        raise SpecError.at(Location(file, 1, 1), "", "the spec is longer than the limit of "
-                           f"{MAX_CHARS:,} characters", "a spec lists blocks, not data")
+        raise SpecError.at(
+            Location(file, 1, 1),
+            "",
+            f"the spec is longer than the limit of {MAX_CHARS:,} characters",
+            "a spec lists blocks, not data",
+        )
     try:
         root = yaml.compose(text, Loader=_DepthLimitedLoader)
     except _TooDeep as exc:
-        raise SpecError.at(_location(file, exc.mark), "",
-                           f"nesting deeper than {MAX_DEPTH} levels",
-                           "specs are shallow: a few levels of mappings and lists") from None
+        raise SpecError.at(
+            _location(file, exc.mark),
+            "",
+            f"nesting deeper than {MAX_DEPTH} levels",
+            "specs are shallow: a few levels of mappings and lists",
+        ) from None
     except yaml.MarkedYAMLError as exc:
         mark = exc.problem_mark or exc.context_mark
         loc = _location(file, mark) if mark else Location(file)
@@ -117,9 +124,13 @@ def parse_yaml(text: str, file: str) -> tuple[Any, Marks]:
         culprit = root
         if isinstance(root, yaml.MappingNode):  # point at the top-level value that explodes
             culprit = max((v for _, v in root.value), key=lambda v: memo[id(v)])
-        raise SpecError.at(_location(file, culprit.start_mark), "",
-                           f"the document expands to {expanded:,} values through YAML aliases "
-                           f"(limit {MAX_NODES:,})", "avoid deeply nested YAML aliases")
+        raise SpecError.at(
+            _location(file, culprit.start_mark),
+            "",
+            f"the document expands to {expanded:,} values through YAML aliases "
+            f"(limit {MAX_NODES:,})",
+            "avoid deeply nested YAML aliases",
+        )
     builder = _Builder(file, marks)
     data = builder.build(root, ())
     if builder.problems:

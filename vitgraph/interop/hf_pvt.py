@@ -34,18 +34,30 @@ _RENAMES = [
 def pvt_overrides(config) -> dict[str, object]:
     """The args of specs/pvt.yaml that reproduce an HF ``PvtConfig``."""
     if config.num_encoder_blocks != 4 or list(config.strides) != list(config.patch_sizes):
-        raise SpecError.at(Location("<transformers:PvtConfig>"), "pvt",
-                           "only four stages with stride = patch size are supported")
+        raise SpecError.at(
+            Location("<transformers:PvtConfig>"),
+            "pvt",
+            "only four stages with stride = patch size are supported",
+        )
     if config.hidden_act != "gelu":
-        raise SpecError.at(Location("<transformers:PvtConfig>"), "pvt",
-                           f"hidden_act={config.hidden_act!r} is not supported yet")
-    return {"image_size": config.image_size, "patches": list(config.patch_sizes),
-            "dims": list(config.hidden_sizes), "heads": list(config.num_attention_heads),
-            "mlp_ratios": list(config.mlp_ratios),
-            "sr_ratios": list(config.sequence_reduction_ratios),
-            "depths": list(config.depths), "classes": config.num_labels,
-            "norm_eps": config.layer_norm_eps, "dropout": config.hidden_dropout_prob,
-            "drop_path_rate": config.drop_path_rate}
+        raise SpecError.at(
+            Location("<transformers:PvtConfig>"),
+            "pvt",
+            f"hidden_act={config.hidden_act!r} is not supported yet",
+        )
+    return {
+        "image_size": config.image_size,
+        "patches": list(config.patch_sizes),
+        "dims": list(config.hidden_sizes),
+        "heads": list(config.num_attention_heads),
+        "mlp_ratios": list(config.mlp_ratios),
+        "sr_ratios": list(config.sequence_reduction_ratios),
+        "depths": list(config.depths),
+        "classes": config.num_labels,
+        "norm_eps": config.layer_norm_eps,
+        "dropout": config.hidden_dropout_prob,
+        "drop_path_rate": config.drop_path_rate,
+    }
 
 
 def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
@@ -58,7 +70,7 @@ def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
             new = re.sub(pattern, repl, new)
         match = re.search(r"\.attention\.self\.(key|value)\.(weight|bias)$", new)
         if match:
-            stem = new[:match.start()] + ".attn.kv." + match.group(2)
+            stem = new[: match.start()] + ".attn.kv." + match.group(2)
             pending[f"{stem}|{match.group(1)}"] = tensor
             continue
         out[new] = tensor

@@ -43,8 +43,9 @@ def timm_converter(*class_names: str) -> Callable[[Converter], Converter]:
     def decorate(fn: Converter) -> Converter:
         for name in class_names:
             if name in _CONVERTERS:
-                raise RuntimeError(f"timm class {name} already has a converter: "
-                                   f"{_CONVERTERS[name].__module__}")
+                raise RuntimeError(
+                    f"timm class {name} already has a converter: {_CONVERTERS[name].__module__}"
+                )
             _CONVERTERS[name] = fn
         return fn
 
@@ -66,10 +67,12 @@ def model_name(model: nn.Module) -> str:
 def refuse(model: nn.Module, option: str, why: str = "") -> SpecError:
     """A SpecError for a timm option vitgraph has no block for."""
     name = model_name(model)
-    return SpecError.at(Location(f"<timm:{name}>"), name,
-                        f"timm option {option} is not supported by vitgraph yet"
-                        + (f" ({why})" if why else ""),
-                        "vitgraph refuses rather than build a different model")
+    return SpecError.at(
+        Location(f"<timm:{name}>"),
+        name,
+        f"timm option {option} is not supported by vitgraph yet" + (f" ({why})" if why else ""),
+        "vitgraph refuses rather than build a different model",
+    )
 
 
 def from_timm(model: nn.Module) -> nn.Module:
@@ -92,8 +95,9 @@ def from_timm(model: nn.Module) -> nn.Module:
     return ours
 
 
-def load_mapped(ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Conversion,
-                name: str) -> None:
+def load_mapped(
+    ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Conversion, name: str
+) -> None:
     """Copy ``theirs`` into ``ours`` through the conversion's key map; every key must match."""
     target = ours.state_dict()
     mapped: dict[str, torch.Tensor] = {}
@@ -101,13 +105,17 @@ def load_mapped(ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Co
     for key, tensor in theirs.items():
         new_key = conversion.rename(key)
         if new_key not in target:
-            problems.append(f"timm key '{key}' has no place in the vitgraph model"
-                            + (f" (mapped to '{new_key}')" if new_key != key else ""))
+            problems.append(
+                f"timm key '{key}' has no place in the vitgraph model"
+                + (f" (mapped to '{new_key}')" if new_key != key else "")
+            )
             continue
         tensor = conversion.convert(key, tensor)
         if tuple(tensor.shape) != tuple(target[new_key].shape):
-            problems.append(f"'{key}' has shape {tuple(tensor.shape)} in timm but "
-                            f"{tuple(target[new_key].shape)} in vitgraph")
+            problems.append(
+                f"'{key}' has shape {tuple(tensor.shape)} in timm but "
+                f"{tuple(target[new_key].shape)} in vitgraph"
+            )
             continue
         mapped[new_key] = tensor
     for key in target:
@@ -119,12 +127,18 @@ def load_mapped(ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Co
     ours.load_state_dict(mapped, strict=True)
 
 
-def spec_document(name: str, size: tuple[int, int], channels: int,
-                  graph: list[dict[str, Any]], **extra: Any) -> dict[str, Any]:
+def spec_document(
+    name: str, size: tuple[int, int], channels: int, graph: list[dict[str, Any]], **extra: Any
+) -> dict[str, Any]:
     """A spec document for a converted model (read back by the ordinary loader)."""
-    return {"vitgraph": 1, "name": name, "paper": f"converted from timm {name}",
-            "input": {"channels": channels, "size": [size[0], size[1]]}, "graph": graph,
-            **extra}
+    return {
+        "vitgraph": 1,
+        "name": name,
+        "paper": f"converted from timm {name}",
+        "input": {"channels": channels, "size": [size[0], size[1]]},
+        "graph": graph,
+        **extra,
+    }
 
 
 def layernorm_eps(model: nn.Module, norm: nn.Module, where: str) -> float | None:

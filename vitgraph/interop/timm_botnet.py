@@ -31,16 +31,23 @@ def convert_byobnet(model: nn.Module) -> Conversion:
         raise refuse(model, f"stem_pool={type(stem.pool).__name__}")
     act = activation_name(model, convs[0].bn.act, "act_layer")
     kernel = convs[0].conv.kernel_size[0]
-    graph: list[dict[str, Any]] = [{
-        "id": "stem", "kind": "bot_stem", "channels": [c.conv.out_channels for c in convs],
-        "kernel": kernel, "act": act, "pool": isinstance(getattr(stem, "pool", None),
-                                                         nn.MaxPool2d),
-    }]
+    graph: list[dict[str, Any]] = [
+        {
+            "id": "stem",
+            "kind": "bot_stem",
+            "channels": [c.conv.out_channels for c in convs],
+            "kernel": kernel,
+            "act": act,
+            "pool": isinstance(getattr(stem, "pool", None), nn.MaxPool2d),
+        }
+    ]
     for i, stage in enumerate(model.stages):
         entries = [_block(model, block, act) for block in stage]
         common = {k: v for k, v in entries[-1].items() if all(e.get(k) == v for e in entries)}
-        at = {j: {k: v for k, v in e.items() if common.get(k, object()) != v}
-              for j, e in enumerate(entries)}
+        at = {
+            j: {k: v for k, v in e.items() if common.get(k, object()) != v}
+            for j, e in enumerate(entries)
+        }
         node = {"id": f"stage{i}", "kind": "bot_bottleneck", "repeat": len(entries), **common}
         at = {j: change for j, change in at.items() if change}
         if at:
@@ -49,8 +56,7 @@ def convert_byobnet(model: nn.Module) -> Conversion:
     if not isinstance(model.final_conv, nn.Identity):
         raise refuse(model, "num_features (a final conv)")
     head = model.head
-    if getattr(head.global_pool, "pool_type", "avg") != "avg" or not isinstance(head.fc,
-                                                                               nn.Linear):
+    if getattr(head.global_pool, "pool_type", "avg") != "avg" or not isinstance(head.fc, nn.Linear):
         raise refuse(model, "a head other than average pool + Linear")
     graph.append({"id": "pool", "kind": "bot_global_pool"})
     if drop_rate(head.drop):
@@ -81,13 +87,16 @@ def _block(model: nn.Module, block: nn.Module, act: str) -> dict[str, Any]:
         entry.update(stride=conv.stride[0], attention=False)
     else:
         attn = block.self_attn
-        if type(attn).__name__ != "BottleneckAttn" or not isinstance(block.conv2_kxk,
-                                                                      nn.Identity):
+        if type(attn).__name__ != "BottleneckAttn" or not isinstance(block.conv2_kxk, nn.Identity):
             raise refuse(model, f"self_attn_layer={type(attn).__name__}")
         if attn.scale_pos_embed or attn.dim_head_qk != attn.dim_head_v:
             raise refuse(model, "scale_pos_embed or qk_ratio != 1")
-        entry.update(stride=2 if isinstance(attn.pool, nn.AvgPool2d) else 1, attention=True,
-                     heads=attn.num_heads, qkv_bias=attn.qkv.bias is not None)
+        entry.update(
+            stride=2 if isinstance(attn.pool, nn.AvgPool2d) else 1,
+            attention=True,
+            heads=attn.num_heads,
+            qkv_bias=attn.qkv.bias is not None,
+        )
     if activation_name(model, block.act, "block act") != act:
         raise refuse(model, "mixed activations")
     entry["act"] = act

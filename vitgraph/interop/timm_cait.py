@@ -37,10 +37,16 @@ def _layer(model: nn.Module, block: nn.Module, attn_cls: str, where: str) -> dic
     """The params of one LayerScale block (self- or class-attention)."""
     attn, mlp = block.attn, block.mlp
     if type(attn).__name__ != attn_cls:
-        raise refuse(model, f"{where} attention class {type(attn).__name__}",
-                     f"vitgraph converts {attn_cls} here")
-    if type(mlp).__name__ != "Mlp" or not isinstance(getattr(mlp, "norm", nn.Identity()),
-                                                        nn.Identity) or mlp.fc1.bias is None:
+        raise refuse(
+            model,
+            f"{where} attention class {type(attn).__name__}",
+            f"vitgraph converts {attn_cls} here",
+        )
+    if (
+        type(mlp).__name__ != "Mlp"
+        or not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity)
+        or mlp.fc1.bias is None
+    ):
         raise refuse(model, f"{where} mlp_block={type(mlp).__name__}")
     eps1 = layernorm_eps(model, block.norm1, f"{where} norm_layer")
     eps2 = layernorm_eps(model, block.norm2, f"{where} norm_layer")
@@ -62,8 +68,9 @@ def _layer(model: nn.Module, block: nn.Module, attn_cls: str, where: str) -> dic
     }
 
 
-def _group(model: nn.Module, name: str, kind: str, blocks: list[nn.Module],
-           attn_cls: str) -> dict[str, Any]:
+def _group(
+    model: nn.Module, name: str, kind: str, blocks: list[nn.Module], attn_cls: str
+) -> dict[str, Any]:
     first = _layer(model, blocks[0], attn_cls, name)
     for index, block in enumerate(blocks[1:], start=1):
         other = _layer(model, block, attn_cls, name)
@@ -84,17 +91,25 @@ def convert_cait(model: nn.Module) -> Conversion:
     if type(embed).__name__ != "PatchEmbed" or getattr(embed, "dynamic_img_pad", False):
         raise refuse(model, f"patch_layer={type(embed).__name__}")
     proj: nn.Conv2d = embed.proj
-    if proj.kernel_size != proj.stride or proj.padding != (0, 0) or (
-            proj.kernel_size[0] != proj.kernel_size[1]):
+    if (
+        proj.kernel_size != proj.stride
+        or proj.padding != (0, 0)
+        or (proj.kernel_size[0] != proj.kernel_size[1])
+    ):
         raise refuse(model, "a non-square or overlapping patch embedding")
     if model.blocks_token_only is None or model.cls_token is None:
         raise refuse(model, "a pruned model (no class-attention stage)")
     if not isinstance(model.head, nn.Linear):
         raise refuse(model, "num_classes=0 (no classifier head)")
-    graph: list[dict[str, Any]] = [{
-        "id": "patch_embed", "kind": "patch_embed", "patch": proj.kernel_size[0],
-        "dim": proj.out_channels, "bias": proj.bias is not None,
-    }]
+    graph: list[dict[str, Any]] = [
+        {
+            "id": "patch_embed",
+            "kind": "patch_embed",
+            "patch": proj.kernel_size[0],
+            "dim": proj.out_channels,
+            "bias": proj.bias is not None,
+        }
+    ]
     embed_eps = layernorm_eps(model, embed.norm, "patch_embed norm")
     if embed_eps is not None:
         graph[0].update(norm=True, norm_eps=embed_eps)
@@ -104,8 +119,15 @@ def convert_cait(model: nn.Module) -> Conversion:
     graph.append(_group(model, "blocks", "encoder_layer", list(model.blocks), "TalkingHeadAttn"))
     graph[-1]["attention"] = "talking_heads"
     graph.append({"id": "cls_token", "kind": "cls_token"})
-    graph.append(_group(model, "blocks_token_only", "class_attention_layer",
-                        list(model.blocks_token_only), "ClassAttn"))
+    graph.append(
+        _group(
+            model,
+            "blocks_token_only",
+            "class_attention_layer",
+            list(model.blocks_token_only),
+            "ClassAttn",
+        )
+    )
     final_eps = layernorm_eps(model, model.norm, "norm")
     if final_eps is not None:
         graph.append({"id": "norm", "kind": "layernorm", "eps": final_eps})
@@ -115,7 +137,13 @@ def convert_cait(model: nn.Module) -> Conversion:
     graph.append({"id": "pool", "kind": "take_cls" if pool == "token" else "mean_pool"})
     if drop_rate(model.head_drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
-    graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features,
-                  "bias": model.head.bias is not None})
+    graph.append(
+        {
+            "id": "head",
+            "kind": "linear_head",
+            "classes": model.head.out_features,
+            "bias": model.head.bias is not None,
+        }
+    )
     spec = spec_document(name, tuple(embed.img_size), proj.in_channels, graph)
     return Conversion(spec, rename=lambda key: _GAMMA.sub(r".ls\1.gamma", key))

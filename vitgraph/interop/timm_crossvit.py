@@ -38,16 +38,26 @@ def convert_crossvit(model: nn.Module) -> Conversion:
         branch = BRANCH[str(index)]
         scaled = tuple(model.img_size_scaled[index])
         if scaled != size:
-            graph.append({"id": f"resize_{branch}", "kind": "resize_image",
-                          "size": list(scaled), "inputs": ["input"]})
+            graph.append(
+                {
+                    "id": f"resize_{branch}",
+                    "kind": "resize_image",
+                    "size": list(scaled),
+                    "inputs": ["input"],
+                }
+            )
         entry = _embed(model, embed, branch)
         if scaled == size:
             entry["inputs"] = ["input"]
-        graph += [entry, {"id": f"cls_token_{branch}", "kind": "cls_token"},
-                  {"id": f"pos_embed_{branch}", "kind": "learned_pos"}]
+        graph += [
+            entry,
+            {"id": f"cls_token_{branch}", "kind": "cls_token"},
+            {"id": f"pos_embed_{branch}", "kind": "learned_pos"},
+        ]
         if drop_rate(model.pos_drop):
-            graph.append({"id": f"pos_drop_{branch}", "kind": "dropout",
-                          "rate": drop_rate(model.pos_drop)})
+            graph.append(
+                {"id": f"pos_drop_{branch}", "kind": "dropout", "rate": drop_rate(model.pos_drop)}
+            )
     graph.append(_encoders(model, graph))
     last = len(model.blocks) - 1
     for index, norm in enumerate(model.norm):
@@ -55,19 +65,32 @@ def convert_crossvit(model: nn.Module) -> Conversion:
         if not isinstance(model.head[index], nn.Linear):
             raise refuse(model, "num_classes=0 (no classifier head)")
         graph += [
-            {"id": f"norm_{branch}", "kind": "layernorm",
-             "eps": layernorm_eps(model, norm, "norm"),
-             "inputs": [f"blocks.{last}.{branch}"]},
+            {
+                "id": f"norm_{branch}",
+                "kind": "layernorm",
+                "eps": layernorm_eps(model, norm, "norm"),
+                "inputs": [f"blocks.{last}.{branch}"],
+            },
             {"id": f"pool_{branch}", "kind": "take_cls"},
-            {"id": f"head_{branch}", "kind": "linear_head",
-             "classes": model.head[index].out_features},
+            {
+                "id": f"head_{branch}",
+                "kind": "linear_head",
+                "classes": model.head[index].out_features,
+            },
         ]
         if drop_rate(model.head_drop):
-            graph.insert(-1, {"id": f"head_drop_{branch}", "kind": "dropout",
-                              "rate": drop_rate(model.head_drop)})
+            graph.insert(
+                -1,
+                {
+                    "id": f"head_drop_{branch}",
+                    "kind": "dropout",
+                    "rate": drop_rate(model.head_drop),
+                },
+            )
     graph.append({"id": "head", "kind": "average", "inputs": ["head_small", "head_large"]})
-    spec = spec_document(_name(model), size, model.in_chans, graph,
-                         features=["norm_small", "norm_large"])
+    spec = spec_document(
+        _name(model), size, model.in_chans, graph, features=["norm_small", "norm_large"]
+    )
     return Conversion(spec, rename=_rename)
 
 
@@ -80,12 +103,20 @@ def _embed(model: nn.Module, embed: nn.Module, branch: str) -> dict[str, Any]:
     proj = embed.proj
     patch = embed.patch_size[0]
     if isinstance(proj, nn.Sequential):
-        return {"id": f"patch_embed_{branch}", "kind": "multi_conv_embed", "patch": patch,
-                "dim": proj[-1].out_channels}
+        return {
+            "id": f"patch_embed_{branch}",
+            "kind": "multi_conv_embed",
+            "patch": patch,
+            "dim": proj[-1].out_channels,
+        }
     if proj.kernel_size != proj.stride or proj.kernel_size[0] != proj.kernel_size[1]:
         raise refuse(model, f"patch embedding kernel {proj.kernel_size}")
-    return {"id": f"patch_embed_{branch}", "kind": "patch_embed", "patch": patch,
-            "dim": proj.out_channels}
+    return {
+        "id": f"patch_embed_{branch}",
+        "kind": "patch_embed",
+        "patch": patch,
+        "dim": proj.out_channels,
+    }
 
 
 def _encoders(model: nn.Module, graph: list[dict[str, Any]]) -> dict[str, Any]:
@@ -102,14 +133,21 @@ def _encoders(model: nn.Module, graph: list[dict[str, Any]]) -> dict[str, Any]:
     if act != "gelu" or activation_name(model, first.projs[0][1], "projection act") != "gelu":
         raise refuse(model, f"act_layer={act}")
     entry: dict[str, Any] = {
-        "id": "blocks", "kind": "crossvit_block", "repeat": len(model.blocks),
-        "inputs": [f"${{'{graph_last(graph, 'small')}' if i == 0 else 'blocks.' + "
-                   "str(i - 1) + '.small'}", "$prev"],
-        "heads_small": small[0].attn.num_heads, "heads_large": large[0].attn.num_heads,
-        "depth_small": len(small), "depth_large": len(large),
+        "id": "blocks",
+        "kind": "crossvit_block",
+        "repeat": len(model.blocks),
+        "inputs": [
+            f"${{'{graph_last(graph, 'small')}' if i == 0 else 'blocks.' + str(i - 1) + '.small'}}",
+            "$prev",
+        ],
+        "heads_small": small[0].attn.num_heads,
+        "heads_large": large[0].attn.num_heads,
+        "depth_small": len(small),
+        "depth_large": len(large),
         "mlp_ratio": layer.mlp.fc1.out_features / layer.mlp.fc1.in_features,
         "qkv_bias": layer.attn.qkv.bias is not None,
-        "proj_drop": float(layer.attn.proj_drop.p), "attn_drop": float(layer.attn.attn_drop.p),
+        "proj_drop": float(layer.attn.proj_drop.p),
+        "attn_drop": float(layer.attn.attn_drop.p),
         "norm_eps": layernorm_eps(model, layer.norm1, "block norm"),
     }
     if fusion.attn.wq.bias is None:
@@ -135,8 +173,10 @@ _RULES = [
     (r"^(cls_token|pos_embed)_(\d)$", lambda m: f"{m[1]}_{BRANCH[m[2]]}"),
     (r"^blocks\.(\d+)\.blocks\.(\d)\.", lambda m: f"blocks.{m[1]}.blocks_{BRANCH[m[2]]}."),
     (r"^blocks\.(\d+)\.projs\.(\d)\.", lambda m: f"blocks.{m[1]}.fusion_{BRANCH[m[2]]}.proj."),
-    (r"^blocks\.(\d+)\.revert_projs\.(\d)\.",
-     lambda m: f"blocks.{m[1]}.fusion_{BRANCH[m[2]]}.revert."),
+    (
+        r"^blocks\.(\d+)\.revert_projs\.(\d)\.",
+        lambda m: f"blocks.{m[1]}.fusion_{BRANCH[m[2]]}.revert.",
+    ),
     (r"^blocks\.(\d+)\.fusion\.(\d)\.", lambda m: f"blocks.{m[1]}.fusion_{BRANCH[m[2]]}."),
     (r"^(norm|head)\.(\d)\.", lambda m: f"{m[1]}_{BRANCH[m[2]]}."),
 ]

@@ -41,42 +41,76 @@ def convert_levit(model: nn.Module) -> Conversion:
         raise refuse(model, "attn_act_layer different from act_layer")
     key_dim = first_block.attn.key_dim
     conv_in = convs[0].linear
-    graph: list[dict[str, Any]] = [{
-        "id": "stem", "kind": "levit_stem", "dim": convs[-1].linear.out_channels,
-        "convs": len(convs), "act": act,
-    }]
+    graph: list[dict[str, Any]] = [
+        {
+            "id": "stem",
+            "kind": "levit_stem",
+            "dim": convs[-1].linear.out_channels,
+            "convs": len(convs),
+            "act": act,
+        }
+    ]
     for i, stage in enumerate(stages):
         if not isinstance(stage.downsample, nn.Identity):
             down = stage.downsample
             ad = down.attn_downsample
             if getattr(ad.q.down, "pool", None) is not None or (
-                    isinstance(ad.q.down, nn.AvgPool2d) and ad.q.down.kernel_size != 1):
+                isinstance(ad.q.down, nn.AvgPool2d) and ad.q.down.kernel_size != 1
+            ):
                 raise refuse(model, "down_op with use_pool")
-            graph.append({
-                "id": f"down{i}", "kind": "levit_downsample", "dim": ad.proj.ln.bn.num_features,
-                "heads": ad.num_heads, "key_dim": ad.key_dim,
-                "attn_ratio": ad.val_dim / ad.key_dim, "stride": ad.stride, "act": act,
-                "mlp_ratio": _hidden(down.mlp) / ad.proj.ln.bn.num_features,
-                "drop_path": drop_rate(down.drop_path),
-            })
+            graph.append(
+                {
+                    "id": f"down{i}",
+                    "kind": "levit_downsample",
+                    "dim": ad.proj.ln.bn.num_features,
+                    "heads": ad.num_heads,
+                    "key_dim": ad.key_dim,
+                    "attn_ratio": ad.val_dim / ad.key_dim,
+                    "stride": ad.stride,
+                    "act": act,
+                    "mlp_ratio": _hidden(down.mlp) / ad.proj.ln.bn.num_features,
+                    "drop_path": drop_rate(down.drop_path),
+                }
+            )
         block = stage.blocks[0]
         dim = block.attn.proj.ln.bn.num_features
-        graph.append({
-            "id": f"stage{i}", "kind": "levit_layer", "repeat": len(stage.blocks),
-            "heads": block.attn.num_heads, "key_dim": block.attn.key_dim,
-            "attn_ratio": block.attn.val_dim / block.attn.key_dim,
-            "mlp_ratio": _hidden(block.mlp) / dim, "act": act,
-            "drop_path": drop_rate(block.drop_path1),
-        })
+        graph.append(
+            {
+                "id": f"stage{i}",
+                "kind": "levit_layer",
+                "repeat": len(stage.blocks),
+                "heads": block.attn.num_heads,
+                "key_dim": block.attn.key_dim,
+                "attn_ratio": block.attn.val_dim / block.attn.key_dim,
+                "mlp_ratio": _hidden(block.mlp) / dim,
+                "act": act,
+                "drop_path": drop_rate(block.drop_path1),
+            }
+        )
     graph.append({"id": "pool", "kind": "mean_pool"})
-    graph.append({"id": "head", "kind": "bn_linear_head",
-                  "classes": model.head.linear.out_features, "drop": model.head.drop.p})
+    graph.append(
+        {
+            "id": "head",
+            "kind": "bn_linear_head",
+            "classes": model.head.linear.out_features,
+            "drop": model.head.drop.p,
+        }
+    )
     if getattr(model, "head_dist", None) is not None:
-        graph.append({"id": "head_dist", "kind": "bn_distill_head", "inputs": ["head", "pool"],
-                      "drop": model.head_dist.drop.p})
+        graph.append(
+            {
+                "id": "head_dist",
+                "kind": "bn_distill_head",
+                "inputs": ["head", "pool"],
+                "drop": model.head_dist.drop.p,
+            }
+        )
     size = _image_size(model, key_dim)
-    name = model.pretrained_cfg.get("architecture", type(model).__name__) if hasattr(
-        model, "pretrained_cfg") else type(model).__name__
+    name = (
+        model.pretrained_cfg.get("architecture", type(model).__name__)
+        if hasattr(model, "pretrained_cfg")
+        else type(model).__name__
+    )
     spec = spec_document(name, size, conv_in.in_channels, graph)
 
     def after_build(theirs: nn.Module, ours: nn.Module) -> None:

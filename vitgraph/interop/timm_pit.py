@@ -33,14 +33,26 @@ def convert_pit(model: nn.Module) -> Conversion:
     if not isinstance(model.head, nn.Linear):
         raise refuse(model, "num_classes=0 (no classifier head)")
     graph: list[dict[str, Any]] = [
-        {"id": "patch_embed", "kind": "patch_embed", "patch": conv.kernel_size[0],
-         "stride": conv.stride[0], "padding": conv.padding[0], "dim": conv.out_channels},
+        {
+            "id": "patch_embed",
+            "kind": "patch_embed",
+            "patch": conv.kernel_size[0],
+            "stride": conv.stride[0],
+            "padding": conv.padding[0],
+            "dim": conv.out_channels,
+        },
         {"id": "pos_embed", "kind": "learned_pos"},
     ]
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
-    graph.append({"id": "cls_token", "kind": "cls_token", "tokens": model.cls_token.shape[1],
-                  "init_std": 0.02})
+    graph.append(
+        {
+            "id": "cls_token",
+            "kind": "cls_token",
+            "tokens": model.cls_token.shape[1],
+            "init_std": 0.02,
+        }
+    )
     stages = list(model.transformers)
     total = sum(len(s.blocks) for s in stages)
     rates = [drop_rate(b.drop_path1) for s in stages for b in s.blocks]
@@ -52,19 +64,32 @@ def convert_pit(model: nn.Module) -> Conversion:
         per_stage[index] = _stage(model, index, stage, width, first, total, rate)
         first += len(stage.blocks)
         width = stage.blocks[0].attn.qkv.in_features
-    graph.append({"id": "transformers", "kind": "pit_stage", "repeat": len(stages),
-                  "depth": 1, "heads": 1, "at": per_stage})
+    graph.append(
+        {
+            "id": "transformers",
+            "kind": "pit_stage",
+            "repeat": len(stages),
+            "depth": 1,
+            "heads": 1,
+            "at": per_stage,
+        }
+    )
     eps = layernorm_eps(model, model.norm, "norm")
-    graph += [{"id": "norm", "kind": "layernorm", "eps": eps},
-              {"id": "pool", "kind": "take_cls"}]
+    graph += [{"id": "norm", "kind": "layernorm", "eps": eps}, {"id": "pool", "kind": "take_cls"}]
     if drop_rate(model.head_drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
     graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features})
     if model.head_dist is not None:
         graph.append({"id": "head_dist", "kind": "distill_head", "inputs": ["head", "norm"]})
     size = tuple(model.patch_embed.img_size)
-    spec = spec_document(model.pretrained_cfg.get("architecture", "pit") if hasattr(
-        model, "pretrained_cfg") else "pit", size, conv.in_channels, graph)
+    spec = spec_document(
+        model.pretrained_cfg.get("architecture", "pit")
+        if hasattr(model, "pretrained_cfg")
+        else "pit",
+        size,
+        conv.in_channels,
+        graph,
+    )
 
     def after_build(theirs: nn.Module, ours: nn.Module) -> None:
         if theirs.head_dist is not None:
@@ -73,8 +98,9 @@ def convert_pit(model: nn.Module) -> Conversion:
     return Conversion(spec, rename=_rename, convert=_convert, after_build=after_build)
 
 
-def _stage(model: nn.Module, index: int, stage: nn.Module, width: int, first: int,
-           total: int, rate: float) -> dict[str, Any]:
+def _stage(
+    model: nn.Module, index: int, stage: nn.Module, width: int, first: int, total: int, rate: float
+) -> dict[str, Any]:
     if not isinstance(stage.norm, nn.Identity):
         raise refuse(model, f"a norm at the start of stage {index}")
     block = stage.blocks[0]
@@ -83,20 +109,29 @@ def _stage(model: nn.Module, index: int, stage: nn.Module, width: int, first: in
         raise refuse(model, f"stage {index} block {type(block).__name__} with LayerScale")
     dim = attn.qkv.in_features
     entry: dict[str, Any] = {
-        "pool": stage.pool is not None, "depth": len(stage.blocks), "heads": attn.num_heads,
-        "head_dim": attn.head_dim, "qkv_bias": attn.qkv.bias is not None,
+        "pool": stage.pool is not None,
+        "depth": len(stage.blocks),
+        "heads": attn.num_heads,
+        "head_dim": attn.head_dim,
+        "qkv_bias": attn.qkv.bias is not None,
         "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
-        "attn_drop": float(attn.attn_drop.p), "proj_drop": float(attn.proj_drop.p),
+        "attn_drop": float(attn.attn_drop.p),
+        "proj_drop": float(attn.proj_drop.p),
         "norm_eps": layernorm_eps(model, block.norm1, "block norm"),
-        "drop_path_rate": rate, "first": first, "total": total,
+        "drop_path_rate": rate,
+        "first": first,
+        "total": total,
     }
     if activation_name(model, mlp.act, "mlp act_layer") != "gelu":
         raise refuse(model, "an mlp activation other than GELU")
     if stage.pool is not None:
         pool = stage.pool
         if pool.conv.stride[0] + 1 != pool.conv.kernel_size[0] or dim != 2 * width:
-            raise refuse(model, f"a pooling layer of stage {index} that does not double the "
-                         "width with kernel stride + 1")
+            raise refuse(
+                model,
+                f"a pooling layer of stage {index} that does not double the "
+                "width with kernel stride + 1",
+            )
         if pool.conv.padding_mode != "zeros":
             raise refuse(model, f"pooling padding_mode='{pool.conv.padding_mode}'")
         if pool.conv.stride[0] != 2:

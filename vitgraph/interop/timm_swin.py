@@ -32,16 +32,22 @@ def convert_swin(model: nn.Module) -> Conversion:
         raise refuse(model, f"a non-square patch {proj.kernel_size}")
     if getattr(model, "absolute_pos_embed", None) is not None:
         raise refuse(model, "ape (absolute position embedding)")
-    graph: list[dict[str, Any]] = [{
-        "id": "patch_embed", "kind": "patch_embed", "patch": proj.kernel_size[0],
-        "dim": proj.out_channels, "bias": proj.bias is not None,
-    }]
+    graph: list[dict[str, Any]] = [
+        {
+            "id": "patch_embed",
+            "kind": "patch_embed",
+            "patch": proj.kernel_size[0],
+            "dim": proj.out_channels,
+            "bias": proj.bias is not None,
+        }
+    ]
     embed_eps = layernorm_eps(model, embed.norm, "patch_embed norm")
     if embed_eps is not None:
         graph[0].update(norm=True, norm_eps=embed_eps)
     graph.append(_stages(model))
-    graph.append({"id": "norm", "kind": "layernorm",
-                  "eps": layernorm_eps(model, model.norm, "norm")})
+    graph.append(
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+    )
     head = model.head
     if getattr(head, "global_pool", None) is None or head.global_pool.pool_type != "avg":
         raise refuse(model, f"global_pool='{getattr(model, 'global_pool', '?')}'")
@@ -51,13 +57,18 @@ def convert_swin(model: nn.Module) -> Conversion:
     if not isinstance(head.fc, nn.Linear):
         raise refuse(model, "num_classes=0 (no classifier head)")
     graph.append({"id": "head", "kind": "linear_head", "classes": head.fc.out_features})
-    spec = spec_document(_name(model), tuple(embed.img_size), proj.in_channels, graph,
-                         features=[f"layers.{i}" for i in range(len(model.layers))])
+    spec = spec_document(
+        _name(model),
+        tuple(embed.img_size),
+        proj.in_channels,
+        graph,
+        features=[f"layers.{i}" for i in range(len(model.layers))],
+    )
     return Conversion(spec, rename=_rename)
 
 
 def _rename(key: str) -> str:
-    return "head." + key[len("head.fc."):] if key.startswith("head.fc.") else key
+    return "head." + key[len("head.fc.") :] if key.startswith("head.fc.") else key
 
 
 def _name(model: nn.Module) -> str:
@@ -75,8 +86,11 @@ def _stages(model: nn.Module) -> dict[str, Any]:
         if downsample:
             merge = stage.downsample
             if merge.reduction.out_features != 2 * merge.dim:
-                raise refuse(model, f"embed_dim {merge.dim} -> {merge.reduction.out_features} "
-                             "(patch merging to other than twice the width)")
+                raise refuse(
+                    model,
+                    f"embed_dim {merge.dim} -> {merge.reduction.out_features} "
+                    "(patch merging to other than twice the width)",
+                )
         blocks = list(stage.blocks)
         first = blocks[0]
         attn, mlp = first.attn, first.mlp
@@ -84,8 +98,9 @@ def _stages(model: nn.Module) -> dict[str, Any]:
         if window[0] != window[1]:
             raise refuse(model, f"a non-square window {window}")
         for k, block in enumerate(blocks):
-            _, expected = effective_window(tuple(block.input_resolution), window[0],
-                                           window[0] // 2 if k % 2 else 0)
+            _, expected = effective_window(
+                tuple(block.input_resolution), window[0], window[0] // 2 if k % 2 else 0
+            )
             if tuple(block.shift_size) != expected:
                 raise refuse(model, f"shift {block.shift_size} in layers.{index}.blocks.{k}")
         rates = [drop_rate(b.drop_path1) for b in blocks]
@@ -93,16 +108,26 @@ def _stages(model: nn.Module) -> dict[str, Any]:
         if any(abs(r - (rates[0] + k * step)) > 1e-6 for k, r in enumerate(rates)):
             raise refuse(model, f"a non-linear drop-path schedule in layers.{index}")
         per_stage[index] = {
-            "depth": len(blocks), "heads": attn.num_heads,
+            "depth": len(blocks),
+            "heads": attn.num_heads,
             "head_dim": attn.qkv.out_features // (3 * attn.num_heads),
-            "window": window[0], "downsample": downsample,
+            "window": window[0],
+            "downsample": downsample,
             "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
             "qkv_bias": attn.qkv.bias is not None,
-            "attn_drop": float(attn.attn_drop.p), "proj_drop": float(attn.proj_drop.p),
-            "drop_path_start": rates[0], "drop_path_step": step,
+            "attn_drop": float(attn.attn_drop.p),
+            "proj_drop": float(attn.proj_drop.p),
+            "drop_path_start": rates[0],
+            "drop_path_step": step,
             "norm_eps": layernorm_eps(model, first.norm1, "block norm"),
         }
         if activation_name(model, mlp.act, "mlp act_layer") != "gelu":
             raise refuse(model, f"act_layer={type(mlp.act).__name__}")
-    return {"id": "layers", "kind": "swin_stage", "repeat": len(per_stage),
-            "depth": 1, "heads": 1, "at": per_stage}
+    return {
+        "id": "layers",
+        "kind": "swin_stage",
+        "repeat": len(per_stage),
+        "depth": 1,
+        "heads": 1,
+        "at": per_stage,
+    }

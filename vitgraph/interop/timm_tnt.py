@@ -37,10 +37,21 @@ def convert_tnt(model: nn.Module) -> Conversion:
     first = model.blocks[0]
     legacy = first.norm2_proj is None
     graph: list[dict[str, Any]] = [
-        {"id": "pixel_embed", "kind": "tnt_pixel_embed", "patch": embed.patch_size[0],
-         "dim": conv.out_channels, "stride": conv.stride[0], "legacy": legacy},
-        {"id": "patch_embed", "kind": "tnt_word_projection", "words": words,
-         "dim": model.embed_dim, "norm_eps": layernorm_eps(model, model.norm1_proj, "norm")},
+        {
+            "id": "pixel_embed",
+            "kind": "tnt_pixel_embed",
+            "patch": embed.patch_size[0],
+            "dim": conv.out_channels,
+            "stride": conv.stride[0],
+            "legacy": legacy,
+        },
+        {
+            "id": "patch_embed",
+            "kind": "tnt_word_projection",
+            "words": words,
+            "dim": model.embed_dim,
+            "norm_eps": layernorm_eps(model, model.norm1_proj, "norm"),
+        },
         {"id": "cls_token", "kind": "cls_token"},
         {"id": "patch_pos", "kind": "learned_pos"},
     ]
@@ -52,11 +63,14 @@ def convert_tnt(model: nn.Module) -> Conversion:
     if first.mlp_in.fc1.out_features != 4 * first.mlp_in.fc1.in_features:
         raise refuse(model, "an inner MLP other than 4x")
     blocks: dict[str, Any] = {
-        "id": "blocks", "kind": "tnt_layer", "repeat": len(model.blocks),
-        "inputs": ["${'pixel_embed' if i == 0 else 'blocks.' + str(i - 1) + '.words'}",
-                   "$prev"],
-        "heads_inner": first.attn_in.num_heads, "heads_outer": first.attn_out.num_heads,
-        "words": words, "legacy": legacy,
+        "id": "blocks",
+        "kind": "tnt_layer",
+        "repeat": len(model.blocks),
+        "inputs": ["${'pixel_embed' if i == 0 else 'blocks.' + str(i - 1) + '.words'}", "$prev"],
+        "heads_inner": first.attn_in.num_heads,
+        "heads_outer": first.attn_out.num_heads,
+        "words": words,
+        "legacy": legacy,
         "mlp_ratio": first.mlp.fc1.out_features / first.mlp.fc1.in_features,
         "qkv_bias": first.attn_in.qk.bias is not None,
         "attn_drop": float(first.attn_in.attn_drop.p),
@@ -67,8 +81,9 @@ def convert_tnt(model: nn.Module) -> Conversion:
     if any(rates):
         blocks["at"] = {i: {"drop_path": r} for i, r in enumerate(rates)}
     graph.append(blocks)
-    graph.append({"id": "norm", "kind": "layernorm",
-                  "eps": layernorm_eps(model, model.norm, "norm")})
+    graph.append(
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+    )
     graph.append({"id": "pool", "kind": "take_cls"})
     if drop_rate(model.head_drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
@@ -76,8 +91,9 @@ def convert_tnt(model: nn.Module) -> Conversion:
         raise refuse(model, "num_classes=0 (no classifier head)")
     graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features})
     cfg = getattr(model, "pretrained_cfg", None) or {}
-    spec = spec_document(str(cfg.get("architecture") or "TNT"), tuple(embed.img_size),
-                         model.in_chans, graph)
+    spec = spec_document(
+        str(cfg.get("architecture") or "TNT"), tuple(embed.img_size), model.in_chans, graph
+    )
     return Conversion(spec, rename=_rename)
 
 

@@ -61,8 +61,11 @@ def _stage(model: nn.Module, k: int) -> dict[str, Any]:
         raise refuse(model, f"{where} patch embedding with kernel {proj.kernel_size}")
     blocks = list(model.blocks[k])
     if len(blocks) < 2:
-        raise refuse(model, f"{where} with {len(blocks)} layer(s)",
-                     "a twins_stage has its first layer, the PEG and at least one more layer")
+        raise refuse(
+            model,
+            f"{where} with {len(blocks)} layer(s)",
+            "a twins_stage has its first layer, the PEG and at least one more layer",
+        )
     if drop_rate(model.pos_drops[k]):
         raise refuse(model, "pos_drop_rate")
     pos = model.pos_block[k]
@@ -74,11 +77,16 @@ def _stage(model: nn.Module, k: int) -> dict[str, Any]:
     ratios = {size for kind, size in kinds if kind == "global"}
     window = windows.pop() if len(windows) == 1 else None
     sr_ratio = ratios.pop() if len(ratios) == 1 else 1
-    expected = [("window", window) if window and j % 2 == 0 else ("global", sr_ratio)
-                for j in range(len(blocks))]
+    expected = [
+        ("window", window) if window and j % 2 == 0 else ("global", sr_ratio)
+        for j in range(len(blocks))
+    ]
     if windows or ratios or kinds != expected:
-        raise refuse(model, f"{where} attention layout {kinds}",
-                     "Twins alternates LSA/GSA (SVT) or uses GSA only (PCPVT)")
+        raise refuse(
+            model,
+            f"{where} attention layout {kinds}",
+            "Twins alternates LSA/GSA (SVT) or uses GSA only (PCPVT)",
+        )
     first = blocks[0]
     mlp = first.mlp
     if type(mlp).__name__ != "Mlp" or mlp.fc1.bias is None:
@@ -92,12 +100,19 @@ def _stage(model: nn.Module, k: int) -> dict[str, Any]:
     if any(not math.isclose(r, rates[0] + step * j, abs_tol=1e-6) for j, r in enumerate(rates)):
         raise refuse(model, f"{where} non-linear drop_path rates {rates}")
     entry: dict[str, Any] = {
-        "id": f"stage{k + 1}", "kind": "twins_stage", "patch": proj.kernel_size[0],
-        "dim": proj.out_channels, "heads": first.attn.num_heads, "depth": len(blocks),
-        "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features, "sr_ratio": sr_ratio,
-        "window": window, "norm_eps": eps,
+        "id": f"stage{k + 1}",
+        "kind": "twins_stage",
+        "patch": proj.kernel_size[0],
+        "dim": proj.out_channels,
+        "heads": first.attn.num_heads,
+        "depth": len(blocks),
+        "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+        "sr_ratio": sr_ratio,
+        "window": window,
+        "norm_eps": eps,
         "embed_norm_eps": layernorm_eps(model, embed.norm, f"{where} patch_embed norm"),
-        "attn_drop": float(first.attn.attn_drop.p), "proj_drop": float(first.attn.proj_drop.p),
+        "attn_drop": float(first.attn.attn_drop.p),
+        "proj_drop": float(first.attn.proj_drop.p),
     }
     if any(rates):
         entry.update(drop_path=rates[0], drop_path_step=step)
@@ -112,8 +127,9 @@ def convert_twins(model: nn.Module) -> Conversion:
     if not isinstance(model.head, nn.Linear):
         raise refuse(model, "num_classes=0 (no classifier head)")
     graph = [_stage(model, k) for k in range(len(model.blocks))]
-    graph.append({"id": "norm", "kind": "layernorm",
-                  "eps": layernorm_eps(model, model.norm, "norm")})
+    graph.append(
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+    )
     graph.append({"id": "pool", "kind": "mean_pool"})
     if drop_rate(model.head_drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})

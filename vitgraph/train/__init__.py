@@ -11,8 +11,12 @@ import types
 from typing import Any
 
 
-def train(spec: str | None = None, variant: str | None = None,
-          overrides: dict[str, Any] | None = None, **settings: Any):
+def train(
+    spec: str | None = None,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    **settings: Any,
+):
     """Train a spec; ``settings`` are :class:`vitgraph.train.config.TrainConfig` fields.
     Returns a :class:`vitgraph.train.loop.TrainResult` (model, history, checkpoint)."""
     from vitgraph.train.loop import train as run

@@ -35,14 +35,26 @@ class Checkpoint:
 def spec_metadata(graph) -> dict[str, str]:
     """The resolved spec: its text, file, variant and overrides."""
     file = Path(graph.file)
-    return {"spec_name": graph.name, "spec_file": str(file), "variant": graph.variant or "",
-            "overrides": json.dumps(graph.overrides),
-            "spec": file.read_text(encoding="utf-8") if file.is_file() else ""}
+    return {
+        "spec_name": graph.name,
+        "spec_file": str(file),
+        "variant": graph.variant or "",
+        "overrides": json.dumps(graph.overrides),
+        "spec": file.read_text(encoding="utf-8") if file.is_file() else "",
+    }
 
 
-def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.Optimizer,
-                    graph, *, epoch: int, step: int, config: dict[str, Any],
-                    history: list[dict[str, Any]]) -> Path:
+def save_checkpoint(
+    path: str | Path,
+    model: nn.Module,
+    optimizer: torch.optim.Optimizer,
+    graph,
+    *,
+    epoch: int,
+    step: int,
+    config: dict[str, Any],
+    history: list[dict[str, Any]],
+) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
@@ -54,10 +66,16 @@ def save_checkpoint(path: str | Path, model: nn.Module, optimizer: torch.optim.O
                 tensors[f"optimizer.{index}.{name}"] = value.detach().contiguous().cpu()
             else:
                 scalars.setdefault(str(index), {})[name] = value
-    meta = {"format": FORMAT, **spec_metadata(graph), "epoch": str(epoch), "step": str(step),
-            "config": json.dumps(config), "history": json.dumps(history),
-            "param_groups": json.dumps(opt["param_groups"]),
-            "optimizer_scalars": json.dumps(scalars)}
+    meta = {
+        "format": FORMAT,
+        **spec_metadata(graph),
+        "epoch": str(epoch),
+        "step": str(step),
+        "config": json.dumps(config),
+        "history": json.dumps(history),
+        "param_groups": json.dumps(opt["param_groups"]),
+        "optimizer_scalars": json.dumps(scalars),
+    }
     tmp = path.with_name(path.name + ".tmp")
     save_file(tensors, str(tmp), metadata=meta)
     tmp.replace(path)  # atomic: a run killed mid-write leaves the previous checkpoint
@@ -74,7 +92,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
         meta = dict(f.metadata() or {})
         for key in f.keys():
             if key.startswith("model."):
-                model[key[len("model."):]] = f.get_tensor(key)
+                model[key[len("model.") :]] = f.get_tensor(key)
             elif key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = f.get_tensor(key)
@@ -101,6 +119,5 @@ def rebuild_graph(meta: dict[str, Any]):
     overrides = json.loads(meta.get("overrides") or "{}")
     variant = meta.get("variant") or None
     if meta.get("spec"):
-        return load(meta.get("spec_file") or "<checkpoint>", variant, overrides,
-                    text=meta["spec"])
+        return load(meta.get("spec_file") or "<checkpoint>", variant, overrides, text=meta["spec"])
     return load(meta["spec_name"], variant, overrides)

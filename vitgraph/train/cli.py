@@ -11,15 +11,28 @@ import sys
 
 
 def add_arguments(parser: argparse.ArgumentParser) -> None:
-    parser.add_argument("spec", nargs="?", default=None,
-                        help="a spec file, a shipped spec name or a variant name (optional "
-                        "with --recipe or --resume)")
+    parser.add_argument(
+        "spec",
+        nargs="?",
+        default=None,
+        help="a spec file, a shipped spec name or a variant name (optional "
+        "with --recipe or --resume)",
+    )
     parser.add_argument("--variant", help="variant of the spec (default: its smallest)")
-    parser.add_argument("--set", dest="sets", action="append", default=[], metavar="KEY=VALUE",
-                        help="override a spec arg, input.size or node.param (repeatable)")
+    parser.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override a spec arg, input.size or node.param (repeatable)",
+    )
     parser.add_argument("--recipe", help="a recipe file or a shipped recipe (simplevit)")
-    parser.add_argument("--data", help="'digits' (scikit-learn's, upsampled; default) or a "
-                        "folder with one sub-folder of images per class")
+    parser.add_argument(
+        "--data",
+        help="'digits' (scikit-learn's, upsampled; default) or a "
+        "folder with one sub-folder of images per class",
+    )
     parser.add_argument("--epochs", type=int)
     parser.add_argument("--batch-size", type=int, help="global micro-batch (split over ranks)")
     parser.add_argument("--accumulate", type=int, help="micro-batches per optimizer step")
@@ -29,8 +42,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--warmup-epochs", type=float)
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--grad-clip", type=float)
-    parser.add_argument("--amp", action=argparse.BooleanOptionalAction, default=None,
-                        help="bfloat16 autocast (default: on for CUDA)")
+    parser.add_argument(
+        "--amp",
+        action=argparse.BooleanOptionalAction,
+        default=None,
+        help="bfloat16 autocast (default: on for CUDA)",
+    )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", help="folder for last.safetensors and model.safetensors")
@@ -38,8 +55,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--stop-after", type=int, help="stop after this epoch")
     parser.add_argument("--mixup", type=float, help="MixUp alpha (0: off)")
     parser.add_argument("--randaugment", type=int, nargs=2, metavar=("OPS", "MAGNITUDE"))
-    parser.add_argument("--teacher", help="checkpoint, spec (+ --teacher-checkpoint) or "
-                        "timm:<name>")
+    parser.add_argument(
+        "--teacher", help="checkpoint, spec (+ --teacher-checkpoint) or timm:<name>"
+    )
     parser.add_argument("--teacher-checkpoint")
     parser.add_argument("--distill", choices=["hard", "soft"])
     parser.add_argument("--distill-alpha", type=float)
@@ -47,19 +65,44 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--mix-token", action=argparse.BooleanOptionalAction, default=None)
     parser.add_argument("--token-label-weight", type=float)
     parser.add_argument("--cosine-weight", type=float, help="over-smoothing: cosine penalty")
-    parser.add_argument("--contrastive-weight", type=float,
-                        help="over-smoothing: patch contrastive loss")
-    parser.add_argument("--patch-mix-weight", type=float,
-                        help="over-smoothing: patch mixing loss")
+    parser.add_argument(
+        "--contrastive-weight", type=float, help="over-smoothing: patch contrastive loss"
+    )
+    parser.add_argument("--patch-mix-weight", type=float, help="over-smoothing: patch mixing loss")
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the history as JSON")
 
 
-_SETTINGS = ["data", "epochs", "batch_size", "accumulate", "lr", "min_lr", "weight_decay",
-             "warmup_epochs", "label_smoothing", "grad_clip", "amp", "seed", "device", "out",
-             "resume", "stop_after", "mixup", "randaugment", "teacher", "teacher_checkpoint",
-             "distill", "distill_alpha", "distill_tau", "mix_token", "token_label_weight",
-             "cosine_weight", "contrastive_weight", "patch_mix_weight"]
+_SETTINGS = [
+    "data",
+    "epochs",
+    "batch_size",
+    "accumulate",
+    "lr",
+    "min_lr",
+    "weight_decay",
+    "warmup_epochs",
+    "label_smoothing",
+    "grad_clip",
+    "amp",
+    "seed",
+    "device",
+    "out",
+    "resume",
+    "stop_after",
+    "mixup",
+    "randaugment",
+    "teacher",
+    "teacher_checkpoint",
+    "distill",
+    "distill_alpha",
+    "distill_tau",
+    "mix_token",
+    "token_label_weight",
+    "cosine_weight",
+    "contrastive_weight",
+    "patch_mix_weight",
+]
 
 
 def run(args: argparse.Namespace) -> int:
@@ -74,14 +117,21 @@ def run(args: argparse.Namespace) -> int:
     overrides = parse_sets(args.sets) or None
     log = (lambda line: print(line, file=sys.stderr)) if args.json else print
     try:
-        result = train(args.spec, args.variant, overrides, recipe=args.recipe, log=log,
-                       **settings)
+        result = train(args.spec, args.variant, overrides, recipe=args.recipe, log=log, **settings)
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
     if args.json:
-        print(json.dumps({"spec": result.graph.name, "variant": result.graph.variant,
-                          "history": result.history, "seconds": round(result.seconds, 2),
-                          "checkpoint": str(result.checkpoint) if result.checkpoint else None},
-                         indent=2))
+        print(
+            json.dumps(
+                {
+                    "spec": result.graph.name,
+                    "variant": result.graph.variant,
+                    "history": result.history,
+                    "seconds": round(result.seconds, 2),
+                    "checkpoint": str(result.checkpoint) if result.checkpoint else None,
+                },
+                indent=2,
+            )
+        )
     return 0

@@ -88,8 +88,9 @@ def make_config(recipe: str | None = None, **values: Any) -> TrainConfig:
             merged[key] = value
     unknown = sorted(set(merged) - FIELDS)
     if unknown:
-        raise ValueError(f"unknown training setting '{unknown[0]}'"
-                         f"{did_you_mean(unknown[0], FIELDS)}")
+        raise ValueError(
+            f"unknown training setting '{unknown[0]}'{did_you_mean(unknown[0], FIELDS)}"
+        )
     return TrainConfig(**merged)
 
 
@@ -103,8 +104,10 @@ def load_recipe(recipe: str) -> dict[str, Any]:
         shipped = folder / f"{recipe}.yaml"
         if not shipped.is_file():
             names = [p.name[:-5] for p in folder.iterdir() if p.name.endswith(".yaml")]
-            raise ValueError(f"no recipe '{recipe}'{did_you_mean(recipe, names)}; shipped: "
-                             f"{', '.join(sorted(names))}")
+            raise ValueError(
+                f"no recipe '{recipe}'{did_you_mean(recipe, names)}; shipped: "
+                f"{', '.join(sorted(names))}"
+            )
         text = shipped.read_text(encoding="utf-8")
     data = yaml.safe_load(text) or {}
     if not isinstance(data, dict):

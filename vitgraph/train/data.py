@@ -15,8 +15,7 @@ from pathlib import Path
 import torch
 import torch.nn.functional as F
 
-IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm",
-                  ".pgm"}
+IMAGE_SUFFIXES = {".png", ".jpg", ".jpeg", ".bmp", ".gif", ".webp", ".tif", ".tiff", ".ppm", ".pgm"}
 
 
 class DataError(ValueError):
@@ -56,13 +55,13 @@ def _resize(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
     elif images.shape[1] != channels:
         raise DataError(f"images have {images.shape[1]} channels, the spec takes {channels}")
     if images.shape[-2:] != (height, width):
-        images = F.interpolate(images, size=(height, width), mode="bilinear",
-                               align_corners=False)
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
     return images.round().clamp_(0, 255).to(torch.uint8)
 
 
-def _split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float,
-           seed: int) -> tuple[Split, Split]:
+def _split(
+    images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[Split, Split]:
     """A seeded held-out split, stratified so every class is in both parts."""
     generator = torch.Generator().manual_seed(seed)
     train_idx, val_idx = [], []
@@ -76,8 +75,13 @@ def _split(images: torch.Tensor, labels: torch.Tensor, val_fraction: float,
     return Split(images[tr], labels[tr]), Split(images[va], labels[va])
 
 
-def load_digits(shape: tuple[int, int, int], *, patch: int | None = None,
-                val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_digits(
+    shape: tuple[int, int, int],
+    *,
+    patch: int | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """scikit-learn's 1,797 8x8 handwritten digits (values 0-16), upsampled to ``shape``
     (deliberately, so no patch-size check: ``patch`` is accepted for a uniform call)."""
     from sklearn.datasets import load_digits as sk_digits
@@ -91,35 +95,46 @@ def load_digits(shape: tuple[int, int, int], *, patch: int | None = None,
 
 def _check_patch(height: int, width: int, patch: int, what: str) -> None:
     if min(height, width) < patch:
-        raise DataError(f"{what} is {height}x{width}, smaller than the spec's {patch}x{patch} "
-                        "patch; upsampling it would invent the whole patch — use larger "
-                        "images or a smaller patch (--set patch=...)")
+        raise DataError(
+            f"{what} is {height}x{width}, smaller than the spec's {patch}x{patch} "
+            "patch; upsampling it would invent the whole patch — use larger "
+            "images or a smaller patch (--set patch=...)"
+        )
 
 
 def _class_dirs(root: Path) -> list[Path]:
     return sorted(p for p in root.iterdir() if p.is_dir() and not p.name.startswith("."))
 
 
-def _read_folder(root: Path, shape: tuple[int, int, int], patch: int | None,
-                 classes: list[str] | None = None) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
+def _read_folder(
+    root: Path, shape: tuple[int, int, int], patch: int | None, classes: list[str] | None = None
+) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from PIL import Image, UnidentifiedImageError
 
     dirs = _class_dirs(root)
     names = [d.name for d in dirs]
     if classes is not None and names != classes:
         raise DataError(f"{root} has classes {names}, but the training folder has {classes}")
-    files = [(i, f) for i, d in enumerate(dirs) for f in sorted(d.rglob("*"))
-             if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES]
+    files = [
+        (i, f)
+        for i, d in enumerate(dirs)
+        for f in sorted(d.rglob("*"))
+        if f.is_file() and f.suffix.lower() in IMAGE_SUFFIXES
+    ]
     if not files:
-        raise DataError(f"data folder {root} has no images: it needs one sub-folder per class "
-                        f"with image files ({', '.join(sorted(IMAGE_SUFFIXES))})")
+        raise DataError(
+            f"data folder {root} has no images: it needs one sub-folder per class "
+            f"with image files ({', '.join(sorted(IMAGE_SUFFIXES))})"
+        )
     counts = {names[i]: 0 for i in range(len(names))}
     for i, _ in files:
         counts[names[i]] += 1
     with_images = [n for n, c in counts.items() if c]
     if len(with_images) < 2:
-        raise DataError(f"data folder {root} has only one class with images "
-                        f"({with_images[0]!r}); classification needs at least 2")
+        raise DataError(
+            f"data folder {root} has only one class with images "
+            f"({with_images[0]!r}); classification needs at least 2"
+        )
     mode = "L" if shape[0] == 1 else "RGB"
     tensors = []
     for _, path in files:
@@ -129,8 +144,7 @@ def _read_folder(root: Path, shape: tuple[int, int, int], patch: int | None,
                 width, height = img.size
                 if patch is not None:
                     _check_patch(height, width, patch, f"image {path}")
-                pixels = torch.frombuffer(bytearray(img.convert(mode).tobytes()),
-                                          dtype=torch.uint8)
+                pixels = torch.frombuffer(bytearray(img.convert(mode).tobytes()), dtype=torch.uint8)
         except (UnidentifiedImageError, OSError, SyntaxError, ValueError) as exc:
             if isinstance(exc, DataError):
                 raise
@@ -141,8 +155,14 @@ def _read_folder(root: Path, shape: tuple[int, int, int], patch: int | None,
     return torch.stack(tensors), labels, names
 
 
-def load_folder(root: str | Path, shape: tuple[int, int, int], *, patch: int | None = None,
-                val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_folder(
+    root: str | Path,
+    shape: tuple[int, int, int],
+    *,
+    patch: int | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """``root/<class>/*.png``; with ``root/train`` and ``root/val`` folders those are the
     splits, otherwise ``val_fraction`` of each class is held out (seeded)."""
     root = Path(root)
@@ -157,8 +177,14 @@ def load_folder(root: str | Path, shape: tuple[int, int, int], *, patch: int | N
     return Dataset(train, val, names, str(root))
 
 
-def load_data(data: str, shape: tuple[int, int, int], *, patch: int | None = None,
-              val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+def load_data(
+    data: str,
+    shape: tuple[int, int, int],
+    *,
+    patch: int | None = None,
+    val_fraction: float = 0.2,
+    seed: int = 0,
+) -> Dataset:
     """``"digits"`` or a folder path."""
     if data == "digits":
         return load_digits(shape, patch=patch, val_fraction=val_fraction, seed=seed)

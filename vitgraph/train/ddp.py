@@ -63,7 +63,7 @@ def shard(indices: torch.Tensor, world: World) -> torch.Tensor:
     if not world.distributed:
         return indices
     per_rank = len(indices) // world.size
-    return indices[world.rank * per_rank:(world.rank + 1) * per_rank]
+    return indices[world.rank * per_rank : (world.rank + 1) * per_rank]
 
 
 def mean(value: float, world: World, device: str) -> float:

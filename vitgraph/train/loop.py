@@ -40,18 +40,22 @@ class TrainResult:
         return self.history[-1]["val_accuracy"] if self.history else float("nan")
 
 
-def train(spec: str | None = None, variant: str | None = None,
-          overrides: dict[str, Any] | None = None, *, recipe: str | None = None,
-          log=print, **settings: Any) -> TrainResult:
+def train(
+    spec: str | None = None,
+    variant: str | None = None,
+    overrides: dict[str, Any] | None = None,
+    *,
+    recipe: str | None = None,
+    log=print,
+    **settings: Any,
+) -> TrainResult:
     """Train a spec. ``settings`` are :class:`TrainConfig` fields (``data="digits"``,
     ``epochs``, ``batch_size``, ``lr``, ``teacher``, ``resume``, ...)."""
     if settings.get("resume") and not spec:
         saved = load_checkpoint(settings["resume"]).meta["config"]
-        config = make_config(**{**saved, **{k: v for k, v in settings.items()
-                                            if v is not None}})
+        config = make_config(**{**saved, **{k: v for k, v in settings.items() if v is not None}})
     else:
-        config = make_config(recipe, spec=spec, variant=variant, overrides=overrides,
-                             **settings)
+        config = make_config(recipe, spec=spec, variant=variant, overrides=overrides, **settings)
     if not config.spec:
         raise ValueError("no spec to train: name one (or a recipe that names one)")
     return Trainer(config, log).run()
@@ -74,7 +78,7 @@ def _patch_of(graph) -> int | None:
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
-    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2 ** 63)
+    return (seed * 1_000_003 + epoch * 1_009 + rank) % (2**63)
 
 
 class Trainer:
@@ -87,38 +91,60 @@ class Trainer:
         self.device = ddp.device_for(config.device, self.world)
         ckpt = load_checkpoint(config.resume) if config.resume else None
         graph = load(config.spec, config.variant, config.overrides)
-        self.data: Dataset = load_data(config.data, graph.input_shape, patch=_patch_of(graph),
-                                       val_fraction=config.val_fraction, seed=config.seed)
+        self.data: Dataset = load_data(
+            config.data,
+            graph.input_shape,
+            patch=_patch_of(graph),
+            val_fraction=config.val_fraction,
+            seed=config.seed,
+        )
         self.classes = len(self.data.classes)
         if "classes" in graph.args and "classes" not in config.overrides:
             config.overrides = {**config.overrides, "classes": self.classes}
             graph = load(config.spec, config.variant, config.overrides)
         out = graph.output_shape[-1]
         if out < self.classes:
-            raise DataError(f"the data has {self.classes} classes but {graph.name} predicts "
-                            f"{out}; set --set classes={self.classes}")
+            raise DataError(
+                f"the data has {self.classes} classes but {graph.name} predicts "
+                f"{out}; set --set classes={self.classes}"
+            )
         per_rank, rest = divmod(config.batch_size, self.world.size)
         if rest:
-            raise DataError(f"batch {config.batch_size} does not split over "
-                            f"{self.world.size} processes")
+            raise DataError(
+                f"batch {config.batch_size} does not split over {self.world.size} processes"
+            )
         if len(self.data.train) < config.batch_size:
-            raise DataError(f"{len(self.data.train)} training images are fewer than one "
-                            f"batch of {config.batch_size}")
+            raise DataError(
+                f"{len(self.data.train)} training images are fewer than one "
+                f"batch of {config.batch_size}"
+            )
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
         self.ddp_model = ddp.wrap(self.model, self.world, self.device)
-        decay = [p for n, p in self.model.named_parameters() if p.ndim > 1
-                 and not n.endswith(("cls_token", "pos_embed", "dist_token"))]
-        keep = [p for n, p in self.model.named_parameters() if p.ndim <= 1
-                or n.endswith(("cls_token", "pos_embed", "dist_token"))]
+        decay = [
+            p
+            for n, p in self.model.named_parameters()
+            if p.ndim > 1 and not n.endswith(("cls_token", "pos_embed", "dist_token"))
+        ]
+        keep = [
+            p
+            for n, p in self.model.named_parameters()
+            if p.ndim <= 1 or n.endswith(("cls_token", "pos_embed", "dist_token"))
+        ]
         self.optimizer = torch.optim.AdamW(
-            [{"params": decay, "weight_decay": config.weight_decay},
-             {"params": keep, "weight_decay": 0.0}], lr=config.lr)
+            [
+                {"params": decay, "weight_decay": config.weight_decay},
+                {"params": keep, "weight_decay": 0.0},
+            ],
+            lr=config.lr,
+        )
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
         if self.steps_per_epoch == 0:
-            raise DataError(f"{len(self.data.train)} training images make no optimizer step of "
-                            f"{config.batch_size} x {config.accumulate}")
+            raise DataError(
+                f"{len(self.data.train)} training images make no optimizer step of "
+                f"{config.batch_size} x {config.accumulate}"
+            )
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.start_epoch, self.step, self.history = 0, 0, []
@@ -131,13 +157,15 @@ class Trainer:
         if config.teacher:
             from vitgraph.train.teacher import load_teacher
 
-            teacher = load_teacher(config.teacher, config.teacher_checkpoint, self.classes,
-                                   self.device)
+            teacher = load_teacher(
+                config.teacher, config.teacher_checkpoint, self.classes, self.device
+            )
         self.objective = Objective(graph, self.model, config, self.classes, teacher)
         # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
         bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
-        self.amp = bf16 and (config.amp if config.amp is not None
-                             else self.device.startswith("cuda"))
+        self.amp = bf16 and (
+            config.amp if config.amp is not None else self.device.startswith("cuda")
+        )
         self.randaugment = None
         if config.randaugment:
             from torchvision.transforms import v2
@@ -169,9 +197,17 @@ class Trainer:
         micro = cfg.batch_size
         total_loss = correct = seen = 0.0
         start = time.perf_counter()
-        task = progress.add_task(f"epoch {epoch + 1}/{cfg.epochs}",
-                                 total=self.steps_per_epoch, loss="-", acc="-",
-                                 rate="-") if progress else None
+        task = (
+            progress.add_task(
+                f"epoch {epoch + 1}/{cfg.epochs}",
+                total=self.steps_per_epoch,
+                loss="-",
+                acc="-",
+                rate="-",
+            )
+            if progress
+            else None
+        )
         for step_in_epoch in range(self.steps_per_epoch):
             lr = schedule(self.step, self.total_steps, self.warmup, cfg.lr, cfg.min_lr)
             for group in self.optimizer.param_groups:
@@ -179,7 +215,7 @@ class Trainer:
             self.optimizer.zero_grad(set_to_none=True)
             for k in range(cfg.accumulate):
                 begin = (step_in_epoch * cfg.accumulate + k) * micro
-                idx = ddp.shard(order[begin:begin + micro], world)
+                idx = ddp.shard(order[begin : begin + micro], world)
                 images, labels = self._batch(self.data.train, idx)
                 sync = k == cfg.accumulate - 1 or not world.distributed
                 context = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
@@ -196,14 +232,21 @@ class Trainer:
             self.step += 1
             if progress:
                 rate = seen * world.size / (time.perf_counter() - start)
-                progress.update(task, advance=1, loss=f"{total_loss / seen:.3f}",
-                                acc=f"{correct / seen:.3f}", rate=f"{rate:.0f} img/s")
+                progress.update(
+                    task,
+                    advance=1,
+                    loss=f"{total_loss / seen:.3f}",
+                    acc=f"{correct / seen:.3f}",
+                    rate=f"{rate:.0f} img/s",
+                )
         if progress:
             progress.remove_task(task)
         elapsed = time.perf_counter() - start
-        return {"loss": ddp.mean(total_loss / seen, world, self.device),
-                "accuracy": ddp.mean(correct / seen, world, self.device),
-                "images_per_second": seen * world.size / elapsed}
+        return {
+            "loss": ddp.mean(total_loss / seen, world, self.device),
+            "accuracy": ddp.mean(correct / seen, world, self.device),
+            "images_per_second": seen * world.size / elapsed,
+        }
 
     @torch.no_grad()
     def evaluate(self, split: Split | None = None, batch: int = 256) -> float:
@@ -233,10 +276,12 @@ class Trainer:
                 stats["epoch"] = epoch + 1
                 self.history.append(stats)
                 if world.main:
-                    self.log(f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
-                             f"train acc {stats['accuracy']:.4f}  val acc "
-                             f"{stats['val_accuracy']:.4f}  "
-                             f"{stats['images_per_second']:.0f} img/s")
+                    self.log(
+                        f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
+                        f"train acc {stats['accuracy']:.4f}  val acc "
+                        f"{stats['val_accuracy']:.4f}  "
+                        f"{stats['images_per_second']:.0f} img/s"
+                    )
                 if out is not None and world.main:
                     checkpoint = self.save(out, epoch + 1)
         if out is not None and world.main:
@@ -246,15 +291,23 @@ class Trainer:
         if self.objective.taps is not None:
             self.objective.taps.remove()
         ddp.teardown(world)
-        return TrainResult(self.model, self.graph, self.history, checkpoint,
-                           time.perf_counter() - started)
+        return TrainResult(
+            self.model, self.graph, self.history, checkpoint, time.perf_counter() - started
+        )
 
     def save(self, out: Path, epoch: int) -> Path:
         config = self.config.as_dict()
         config.update(resume=None, stop_after=None)
-        return save_checkpoint(out / "last.safetensors", self.model, self.optimizer, self.graph,
-                               epoch=epoch, step=self.step, config=config,
-                               history=self.history)
+        return save_checkpoint(
+            out / "last.safetensors",
+            self.model,
+            self.optimizer,
+            self.graph,
+            epoch=epoch,
+            step=self.step,
+            config=config,
+            history=self.history,
+        )
 
     def _progress(self):
         if not (self.config.progress and self.world.main):
@@ -263,7 +316,11 @@ class Trainer:
         from rich.progress import BarColumn, MofNCompleteColumn, Progress, TextColumn
 
         # on stderr, so ``vitgraph train --json`` keeps stdout for the JSON
-        return Progress(TextColumn("{task.description}"), BarColumn(), MofNCompleteColumn(),
-                        TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  "
-                                   "{task.fields[rate]}"), transient=True,
-                        console=Console(stderr=True))
+        return Progress(
+            TextColumn("{task.description}"),
+            BarColumn(),
+            MofNCompleteColumn(),
+            TextColumn("loss {task.fields[loss]}  acc {task.fields[acc]}  {task.fields[rate]}"),
+            transient=True,
+            console=Console(stderr=True),
+        )

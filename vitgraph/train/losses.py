@@ -23,8 +23,9 @@ def soft_cross_entropy(logits: torch.Tensor, target: torch.Tensor) -> torch.Tens
     return -(target * F.log_softmax(logits, dim=-1)).sum(dim=-1).mean()
 
 
-def classification_loss(logits: torch.Tensor, target: torch.Tensor,
-                        smoothing: float = 0.0) -> torch.Tensor:
+def classification_loss(
+    logits: torch.Tensor, target: torch.Tensor, smoothing: float = 0.0
+) -> torch.Tensor:
     """Cross-entropy with label smoothing; ``target`` is class indices ``(B,)`` or
     probabilities ``(B, C)`` (MixUp / CutMix / MixToken)."""
     if target.dtype in (torch.int64, torch.int32):
@@ -37,29 +38,46 @@ def one_hot(target: torch.Tensor, classes: int) -> torch.Tensor:
     return F.one_hot(target, classes).float()
 
 
-def distillation_loss(class_logits: torch.Tensor, dist_logits: torch.Tensor,
-                      teacher_logits: torch.Tensor, target: torch.Tensor, *,
-                      kind: str = "hard", alpha: float = 0.5, tau: float = 1.0,
-                      smoothing: float = 0.0) -> torch.Tensor:
+def distillation_loss(
+    class_logits: torch.Tensor,
+    dist_logits: torch.Tensor,
+    teacher_logits: torch.Tensor,
+    target: torch.Tensor,
+    *,
+    kind: str = "hard",
+    alpha: float = 0.5,
+    tau: float = 1.0,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
     """DeiT §5.2. ``soft``: ``(1-alpha) CE(class, y) + alpha tau^2 KL(teacher_tau || dist_tau)``
     (the KL summed over classes, averaged over the batch); ``hard``: ``(1-alpha) CE(class,
     y) + alpha CE(dist, argmax teacher)`` (the paper's hard distillation uses alpha 0.5)."""
     base = classification_loss(class_logits, target, smoothing)
     teacher_logits = teacher_logits.detach()
     if kind == "soft":
-        kl = F.kl_div(F.log_softmax(dist_logits / tau, dim=-1),
-                      F.log_softmax(teacher_logits / tau, dim=-1),
-                      reduction="batchmean", log_target=True)
+        kl = F.kl_div(
+            F.log_softmax(dist_logits / tau, dim=-1),
+            F.log_softmax(teacher_logits / tau, dim=-1),
+            reduction="batchmean",
+            log_target=True,
+        )
         return (1 - alpha) * base + alpha * tau * tau * kl
     if kind == "hard":
-        return (1 - alpha) * base + alpha * F.cross_entropy(dist_logits,
-                                                             teacher_logits.argmax(dim=-1))
+        return (1 - alpha) * base + alpha * F.cross_entropy(
+            dist_logits, teacher_logits.argmax(dim=-1)
+        )
     raise ValueError(f"distillation kind must be 'soft' or 'hard', not {kind!r}")
 
 
-def token_label_loss(class_logits: torch.Tensor, token_logits: torch.Tensor,
-                     class_target: torch.Tensor, token_target: torch.Tensor, *,
-                     weight: float = 0.5, smoothing: float = 0.0) -> torch.Tensor:
+def token_label_loss(
+    class_logits: torch.Tensor,
+    token_logits: torch.Tensor,
+    class_target: torch.Tensor,
+    token_target: torch.Tensor,
+    *,
+    weight: float = 0.5,
+    smoothing: float = 0.0,
+) -> torch.Tensor:
     """LV-ViT §3.1 Eq. 3: ``H(class, y_cls) + weight * mean_i H(token_i, y_i)``.
 
     ``token_logits`` and ``token_target`` are ``(B, N, C)``; the targets are soft labels
@@ -78,8 +96,9 @@ def cosine_similarity_penalty(patches: torch.Tensor) -> torch.Tensor:
     return (off_diagonal / (n * (n - 1))).mean()
 
 
-def patch_contrastive_loss(last: torch.Tensor, first: torch.Tensor,
-                           tau: float = 1.0) -> torch.Tensor:
+def patch_contrastive_loss(
+    last: torch.Tensor, first: torch.Tensor, tau: float = 1.0
+) -> torch.Tensor:
     """Gong et al. §4, Eq. 5: each last-layer patch ``h_i`` must pick its own first-layer
     embedding ``e_i`` among the sample's embeddings: ``-1/n sum_i log softmax_j(h_i.e_j)_i``.
     Both are L2-normalised (so ``tau`` is a cosine temperature); ``e`` is not trained by

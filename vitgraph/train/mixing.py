@@ -42,7 +42,7 @@ class Box:
     def mask(self, device: torch.device | None = None) -> torch.Tensor:
         """``(rows * cols,)`` bool, True inside the box (row-major like the token order)."""
         grid = torch.zeros(self.rows, self.cols, dtype=torch.bool, device=device)
-        grid[self.top:self.bottom, self.left:self.right] = True
+        grid[self.top : self.bottom, self.left : self.right] = True
         return grid.flatten()
 
 
@@ -60,15 +60,15 @@ def random_box(rows: int, cols: int, lam: float, generator: torch.Generator) -> 
 
 def sample_lambda(alpha: float, generator: torch.Generator) -> float:
     """A Beta(alpha, alpha) draw from ``generator`` (torch's Beta has no generator)."""
-    a = torch._standard_gamma(torch.tensor([alpha, alpha], dtype=torch.float64),
-                              generator=generator)
+    a = torch._standard_gamma(
+        torch.tensor([alpha, alpha], dtype=torch.float64), generator=generator
+    )
     return float(a[0] / a.sum())
 
 
 def mixup(images: torch.Tensor, target: torch.Tensor, lam: float):
     """MixUp: ``lam * x + (1 - lam) * x.flip(0)``; ``target`` holds probabilities."""
-    return (images * lam + images.flip(0) * (1 - lam),
-            target * lam + target.flip(0) * (1 - lam))
+    return (images * lam + images.flip(0) * (1 - lam), target * lam + target.flip(0) * (1 - lam))
 
 
 def mix_tokens(tokens: torch.Tensor, box: Box) -> torch.Tensor:
@@ -78,8 +78,7 @@ def mix_tokens(tokens: torch.Tensor, box: Box) -> torch.Tensor:
     return torch.where(inside, tokens.flip(0), tokens)
 
 
-def mix_token_targets(class_target: torch.Tensor, token_target: torch.Tensor | None,
-                      box: Box):
+def mix_token_targets(class_target: torch.Tensor, token_target: torch.Tensor | None, box: Box):
     """The labels matching :func:`mix_tokens`: the class label mixes by area (``kept``
     own, the rest the partner's); each token label ``(B, N, C)`` is its source's."""
     lam = box.kept
@@ -96,8 +95,10 @@ def patch_mix(images: torch.Tensor, labels: torch.Tensor, patch: int, box: Box):
     :func:`mix_token_targets`)."""
     rows, cols = box.rows, box.cols
     if images.shape[-2] != rows * patch or images.shape[-1] != cols * patch:
-        raise ValueError(f"a {rows}x{cols} grid of {patch}-pixel patches does not tile "
-                         f"the {images.shape[-2]}x{images.shape[-1]} images")
+        raise ValueError(
+            f"a {rows}x{cols} grid of {patch}-pixel patches does not tile "
+            f"the {images.shape[-2]}x{images.shape[-1]} images"
+        )
     pixels = box.mask(images.device).view(rows, cols)
     pixels = pixels.repeat_interleave(patch, 0).repeat_interleave(patch, 1)
     mixed = torch.where(pixels, images.flip(0), images)

@@ -24,18 +24,33 @@ def head_kinds(graph) -> set[str]:
 
 
 class Objective:
-    def __init__(self, graph, model: nn.Module, config: TrainConfig, classes: int,
-                 teacher: nn.Module | None = None) -> None:
+    def __init__(
+        self,
+        graph,
+        model: nn.Module,
+        config: TrainConfig,
+        classes: int,
+        teacher: nn.Module | None = None,
+    ) -> None:
         kinds = head_kinds(graph)
         self.distilled = "distill_head" in kinds
         self.token_label = "token_label_head" in kinds
         self.config, self.classes, self.teacher = config, classes, teacher
-        needs_taps = self.token_label or config.cosine_weight or \
-            config.contrastive_weight or config.patch_mix_weight
+        needs_taps = (
+            self.token_label
+            or config.cosine_weight
+            or config.contrastive_weight
+            or config.patch_mix_weight
+        )
         self.taps = Taps(graph, model) if needs_taps else None
 
-    def __call__(self, model: nn.Module, images: torch.Tensor, labels: torch.Tensor,
-                 generator: torch.Generator) -> tuple[torch.Tensor, torch.Tensor]:
+    def __call__(
+        self,
+        model: nn.Module,
+        images: torch.Tensor,
+        labels: torch.Tensor,
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """(loss, class logits for the running accuracy)."""
         cfg = self.config
         soft = cfg.mixup > 0 or cfg.patch_mix_weight > 0 or self.token_label
@@ -79,26 +94,40 @@ class Objective:
         one = losses.one_hot(labels, self.classes)  # no annotator: each token, its image
         return one[:, None, :].expand(-1, self.taps.grid[0] * self.taps.grid[1], -1)
 
-    def _main_loss(self, out, images: torch.Tensor, target: torch.Tensor,
-                   token_target: torch.Tensor | None):
+    def _main_loss(
+        self, out, images: torch.Tensor, target: torch.Tensor, token_target: torch.Tensor | None
+    ):
         cfg = self.config
         if self.distilled and isinstance(out, tuple):
             cls, dist = out
             if self.teacher is None:  # DeiT without a teacher: both heads learn the labels
-                loss = (losses.classification_loss(cls, target, cfg.label_smoothing)
-                        + losses.classification_loss(dist, target, cfg.label_smoothing)) / 2
+                loss = (
+                    losses.classification_loss(cls, target, cfg.label_smoothing)
+                    + losses.classification_loss(dist, target, cfg.label_smoothing)
+                ) / 2
             else:
                 loss = losses.distillation_loss(
-                    cls, dist, teacher_logits(self.teacher, images), target,
-                    kind=cfg.distill, alpha=cfg.distill_alpha, tau=cfg.distill_tau,
-                    smoothing=cfg.label_smoothing)
+                    cls,
+                    dist,
+                    teacher_logits(self.teacher, images),
+                    target,
+                    kind=cfg.distill,
+                    alpha=cfg.distill_alpha,
+                    tau=cfg.distill_tau,
+                    smoothing=cfg.label_smoothing,
+                )
             return loss, (cls + dist) / 2
         if self.token_label and isinstance(out, tuple):
             cls, tokens = out
             assert token_target is not None
-            loss = losses.token_label_loss(cls, tokens, target, token_target,
-                                           weight=cfg.token_label_weight,
-                                           smoothing=cfg.label_smoothing)
+            loss = losses.token_label_loss(
+                cls,
+                tokens,
+                target,
+                token_target,
+                weight=cfg.token_label_weight,
+                smoothing=cfg.label_smoothing,
+            )
             return loss, cls
         return losses.classification_loss(out, target, cfg.label_smoothing), out
 
@@ -107,12 +136,13 @@ class Objective:
         assert taps is not None and taps.embedded is not None
         extra = taps.last_patches.new_zeros(())
         if cfg.cosine_weight:
-            extra = extra + cfg.cosine_weight * losses.cosine_similarity_penalty(
-                taps.last_patches)
+            extra = extra + cfg.cosine_weight * losses.cosine_similarity_penalty(taps.last_patches)
         if cfg.contrastive_weight:
             extra = extra + cfg.contrastive_weight * losses.patch_contrastive_loss(
-                taps.last_patches, taps.embedded)
+                taps.last_patches, taps.embedded
+            )
         if cfg.patch_mix_weight and patch_labels is not None:
             extra = extra + cfg.patch_mix_weight * losses.patch_mixing_loss(
-                taps.classify_patches(), patch_labels)
+                taps.classify_patches(), patch_labels
+            )
         return extra

@@ -32,13 +32,18 @@ class Taps:
                 last = node.id
                 if embed is None and out.grid is not None and out.prefix == 0:
                     embed = node.id
-            elif (isinstance(out, Vector) and last is not None and not classifier_done(
-                    classifier, graph) and all(isinstance(graph.type_of(i), Vector)
-                                               for i in node.inputs)):
+            elif (
+                isinstance(out, Vector)
+                and last is not None
+                and not classifier_done(classifier, graph)
+                and all(isinstance(graph.type_of(i), Vector) for i in node.inputs)
+            ):
                 classifier.append(node.id)
         if embed is None or last is None:
-            raise ValueError(f"spec {graph.name} has no patch-token grid to tap: MixToken and "
-                             "the over-smoothing losses need a patch embedding")
+            raise ValueError(
+                f"spec {graph.name} has no patch-token grid to tap: MixToken and "
+                "the over-smoothing losses need a patch embedding"
+            )
         self.embed_id, self.last_id = embed, last
         self.grid: tuple[int, int] = graph.type_of(embed).grid
         self.prefix = graph.type_of(last).prefix
@@ -46,8 +51,10 @@ class Taps:
         self.embedded: torch.Tensor | None = None
         self.final: torch.Tensor | None = None
         self.edit: Callable[[torch.Tensor], torch.Tensor] | None = None
-        self._handles = [modules[embed].register_forward_hook(self._on_embed),
-                         modules[last].register_forward_hook(self._on_last)]
+        self._handles = [
+            modules[embed].register_forward_hook(self._on_embed),
+            modules[last].register_forward_hook(self._on_last),
+        ]
 
     @property
     def patch_side(self) -> int:
@@ -67,7 +74,7 @@ class Taps:
     @property
     def last_patches(self) -> torch.Tensor:
         assert self.final is not None
-        return self.final[:, self.prefix:]
+        return self.final[:, self.prefix :]
 
     def classify_patches(self) -> torch.Tensor:
         """The class head applied to every last-layer patch token: ``(B, N, classes)``."""

@@ -17,8 +17,7 @@ def load_teacher(teacher: str, checkpoint: str | None, classes: int, device: str
     if teacher.startswith("timm:"):
         import timm
 
-        model = timm.create_model(teacher[len("timm:"):], pretrained=False,
-                                  num_classes=classes)
+        model = timm.create_model(teacher[len("timm:") :], pretrained=False, num_classes=classes)
         if checkpoint:
             model.load_state_dict(load_checkpoint(checkpoint).model)
     elif teacher.endswith(".safetensors") and Path(teacher).is_file() and not checkpoint:
@@ -29,8 +28,10 @@ def load_teacher(teacher: str, checkpoint: str | None, classes: int, device: str
         from vitgraph.graph import load
 
         if not checkpoint:
-            raise ValueError(f"teacher {teacher} needs --teacher-checkpoint (its weights); a "
-                             "randomly initialised teacher teaches nothing")
+            raise ValueError(
+                f"teacher {teacher} needs --teacher-checkpoint (its weights); a "
+                "randomly initialised teacher teaches nothing"
+            )
         model = load(teacher, overrides={"classes": classes}).build()
         model.load_state_dict(load_checkpoint(checkpoint).model)
     model = model.to(device).eval()
@@ -54,7 +55,7 @@ def dense_targets(teacher: nn.Module, images: torch.Tensor, grid: tuple[int, int
     token_logits = _token_logits(teacher, images)
     probs = token_logits.softmax(-1)
     n = probs.shape[1]
-    side = int(round(n ** 0.5))
+    side = int(round(n**0.5))
     if (side, side) != tuple(grid) and side * side == n:
         maps = probs.transpose(1, 2).unflatten(2, (side, side))  # (B, C, h, w)
         probs = F.adaptive_avg_pool2d(maps, grid).flatten(2).transpose(1, 2)
@@ -85,5 +86,4 @@ def _token_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
         tokens = teacher.forward_features(images)  # timm: (B, prefix + N, D), normed
         prefix = getattr(teacher, "num_prefix_tokens", 1)
         return teacher.get_classifier()(tokens[:, prefix:])
-    raise ValueError(f"cannot read per-patch predictions from a {type(teacher).__name__} "
-                     "teacher")
+    raise ValueError(f"cannot read per-patch predictions from a {type(teacher).__name__} teacher")
