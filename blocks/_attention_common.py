@@ -11,17 +11,15 @@ from typing import Annotated, Self
 
 from pydantic import Field
 
-from vitgraph.errors import ShapeError
-from vitgraph.registry import Block
+from vitgraph.block import Block
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, head_width
 
 
 class AttentionParams(Block):
     """The parameters every attention kind shares (timm's vocabulary)."""
 
-    family = "attention"
+    role = "attention"
     heads: Annotated[int, Field(gt=0)]
     """Number of heads."""
     dim: int | None = None
@@ -32,9 +30,9 @@ class AttentionParams(Block):
     """Bias in the query/key/value projections."""
     proj_bias: bool = True
     """Bias in the output projection."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def resolve(self, tokens: Tokens) -> Self:
@@ -46,28 +44,3 @@ class AttentionParams(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         return self.resolve(tokens), tokens
-
-
-def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens) -> int:
-    """The width of each head for ``tokens``: ``head_dim`` when given, else the token width
-    over ``heads`` (which must divide it); a given ``dim`` must be the tokens' width."""
-    if dim is not None and dim != tokens.dim:
-        raise ShapeError(
-            f"dim {dim} does not match the {tokens.dim}-wide tokens it receives",
-            field="dim",
-            hint="omit dim to take it from the input",
-        )
-    if head_dim is not None:
-        return head_dim
-    if tokens.dim % heads:
-        raise ShapeError(
-            f"heads {heads} must divide the token width {tokens.dim}",
-            field="heads",
-            hint=f"use heads from {divisors(tokens.dim)}, or set head_dim",
-        )
-    return tokens.dim // heads
-
-
-def divisors(n: int) -> str:
-    """The divisors of ``n`` up to 32, for hints."""
-    return ", ".join(str(d) for d in range(1, min(n, 32) + 1) if n % d == 0)

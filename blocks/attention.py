@@ -23,6 +23,7 @@ class MultiHeadSelfAttention(AttentionParams):
     """Multi-head self-attention with a fused qkv projection."""
 
     kind: Literal["mhsa"] = "mhsa"
+    weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None

@@ -10,6 +10,7 @@ Kinds are prefixed ``bot_`` (module names follow timm's ``byobnet``: ``conv1_1x1
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
@@ -17,11 +18,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import Block, FunctionOp
 from vitgraph.blocks.squeeze_excite import SqueezeExcite, se_width
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
+from vitgraph.resample import resize_offset_rows
 from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
+from vitgraph.vocabulary import Activation, activation
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -48,7 +51,7 @@ class BotStem(Block):
     of 24, 32, 64."""
 
     kind: Literal["bot_stem"] = "bot_stem"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "bn_zero_last"  # timm byobnet._init_weights
     channels: Annotated[list[PosInt], Field(min_length=1)]
     """Width of each conv."""
@@ -89,7 +92,7 @@ class BotBottleneck(Block):
     feature map, followed by BN + act (and a 2×2 average pool when ``stride`` is 2)."""
 
     kind: Literal["bot_bottleneck"] = "bot_bottleneck"
-    family = "block"
+    role = "block"
     weight_init = "bn_zero_last"  # timm byobnet._init_weights, zero_init_last
     out: PosInt
     """Output channels."""
@@ -140,6 +143,21 @@ class BotBottleneck(Block):
             self.qkv_bias,
             se_width(self.out, self.se) if self.se else 0,
         )
+
+    def resample(
+        self,
+        inputs: Sequence[TensorType],
+        name: str,
+        table: torch.Tensor,
+        target: tuple[int, ...],
+        *,
+        antialias: bool = True,
+    ) -> torch.Tensor | None:
+        """The relative tables ``height_rel`` / ``width_rel`` of another feature-map side,
+        resized linearly along the offsets (``vitgraph.resample.resize_offset_rows``)."""
+        if table.ndim != 2 or len(target) != 2 or table.shape[1] != target[1] or target[0] % 2 == 0:
+            return None
+        return resize_offset_rows(table, target[0])
 
 
 class Bottleneck(nn.Module):
@@ -244,7 +262,7 @@ class BotGlobalPool(Block):
     """Average of a feature map over its spatial positions (ResNet's global pool)."""
 
     kind: Literal["bot_global_pool"] = "bot_global_pool"
-    family = "pooling"
+    role = "pooling"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, Vector(expect_image(inputs[0], self.kind).channels)

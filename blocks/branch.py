@@ -7,8 +7,9 @@ from typing import Literal, Self
 
 import torch
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
 
@@ -21,7 +22,7 @@ class Average(Block):
     """Element-wise mean of two or more inputs of the same shape."""
 
     kind: Literal["average"] = "average"
-    family = "structural"
+    role = "structural"
     arity = None
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

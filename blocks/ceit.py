@@ -16,9 +16,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import (
     Image,
     TensorType,
@@ -28,6 +28,7 @@ from vitgraph.shapes import (
     expect_image,
     expect_tokens,
 )
+from vitgraph.vocabulary import Activation, DropRate, activation
 
 PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -39,7 +40,7 @@ class ImageToTokens(Block):
     conv with stride ``patch`` on that feature map (CeiT: 7×7 s2, 3×3 s2 pool, 4×4)."""
 
     kind: Literal["image_to_tokens"] = "image_to_tokens"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # CeiT code: conv and BN at PyTorch's defaults
     dim: PosInt
     """Token width."""
@@ -117,7 +118,7 @@ class LocallyEnhancedFeedForward(Block):
     act, depthwise k×k conv + BN + act, 1×1 conv + BN; prefix tokens pass unchanged."""
 
     kind: Literal["leff"] = "leff"
-    family = "mlp"
+    role = "mlp"
     weight_init = "keep"  # CeiT code: LeFF's convs and BNs at PyTorch's defaults
     ratio: Annotated[float, Field(gt=0)] = 4.0
     """Hidden width as a multiple of the token width."""
@@ -206,7 +207,7 @@ class StackClassTokens(Block):
     (§3.3: the input of layer-wise class-token attention)."""
 
     kind: Literal["stack_cls"] = "stack_cls"
-    family = "structural"
+    role = "structural"
     arity = None
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -233,7 +234,7 @@ class LastToken(Block):
     """The last token alone, as a one-token sequence (LCA's residual stream)."""
 
     kind: Literal["last_token"] = "last_token"
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
@@ -249,15 +250,15 @@ class LastTokenAttention(Block):
     token. One fused ``qkv`` Linear (its query rows used for the last token only)."""
 
     kind: Literal["lca_attention"] = "lca_attention"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_linear"  # CeiT code: _init_weights
     heads: PosInt
     """Number of heads."""
     qkv_bias: bool = True
     """Bias in the qkv projection."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

@@ -15,9 +15,10 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
 
@@ -111,7 +112,7 @@ class AddPrefix(Block):
     tokens) plus the prefix tokens of the second input (the sequence)."""
 
     kind: Literal["add_prefix"] = "add_prefix"
-    family = "structural"
+    role = "structural"
     arity = 2
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -137,7 +138,7 @@ class MergePrefix(Block):
     """Replace the prefix tokens of the second input by the first input (same count)."""
 
     kind: Literal["merge_prefix"] = "merge_prefix"
-    family = "structural"
+    role = "structural"
     arity = 2
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

@@ -14,10 +14,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_image
+from vitgraph.vocabulary import Activation, activation
 
 PosInt = Annotated[int, Field(gt=0)]
 NonNeg = Annotated[int, Field(ge=0)]
@@ -28,7 +29,7 @@ class ConvTokenizer(Block):
     """Stacked conv → activation → max-pool layers; the final map's positions are tokens."""
 
     kind: Literal["conv_tokenizer"] = "conv_tokenizer"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # build draws vit-pytorch CCT's kaiming_normal_ convs
     dim: PosInt
     """Token width (channels of the last conv)."""

@@ -16,11 +16,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import Block
 from vitgraph.blocks.structural import DropPath
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens
+from vitgraph.vocabulary import Activation, DropRate, activation
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -32,18 +33,18 @@ class CrossAttentionFusion(Block):
     over the other branch's patches."""
 
     kind: Literal["cross_attention_fusion"] = "cross_attention_fusion"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights
     arity = 2
     heads: Annotated[int, Field(gt=0)]
     """Heads of the cross attention (it runs at the other branch's width)."""
     qkv_bias: bool = True
     """Bias in the q, k and v projections."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
-    drop_path: Rate = 0.0
+    drop_path: DropRate = 0.0
     """Stochastic depth on the attention branch."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-6
     """Epsilon of the LayerNorms."""
@@ -152,7 +153,7 @@ class MultiConvEmbed(Block):
     dim) whose strides multiply to the patch size, instead of one strided conv."""
 
     kind: Literal["multi_conv_embed"] = "multi_conv_embed"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights (convs default)
     patch: Literal[12, 16]
     """Patch size the stem replaces (12 or 16, as in the paper)."""

@@ -14,9 +14,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_grid, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -28,7 +30,7 @@ class ConvEmbed(Block):
     (prefix-free), then LayerNorm on the resulting tokens."""
 
     kind: Literal["conv_embed"] = "conv_embed"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_all"  # HF CvtPreTrainedModel._init_weights
     dim: PosInt
     """Output token width."""
@@ -111,7 +113,7 @@ class ConvProjectionAttention(Block):
     the ``encoder_layer`` vocabulary (``heads``, ``qkv_bias``, ...)."""
 
     kind: Literal["conv_attention"] = "conv_attention"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_all"  # HF CvtPreTrainedModel._init_weights
     heads: PosInt
     """Number of heads."""
@@ -127,9 +129,9 @@ class ConvProjectionAttention(Block):
     """Bias in the q, k, v Linears."""
     proj_bias: bool = True
     """Bias in the output projection."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

@@ -16,9 +16,10 @@ from typing import Annotated, Literal, Self
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -29,7 +30,7 @@ class DeepVitStem(Block):
     """Two-conv stem (BatchNorm + ReLU) and a strided projection to tokens."""
 
     kind: Literal["deepvit_stem"] = "deepvit_stem"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # DeepViT code: PatchEmbed_CNN at PyTorch's defaults
     patch: PosInt
     """Pixels per token side; the stem halves the image, the projection takes patch/2."""

@@ -13,8 +13,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_image
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -25,7 +26,7 @@ class PatchEmbed(Block):
     """Split the image into patches and project each to ``dim`` (a strided convolution)."""
 
     kind: Literal["patch_embed"] = "patch_embed"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # timm ViT: conv at PyTorch's default; Twins/PVT specs override
     patch: PosInt
     """Patch side in pixels (the conv kernel)."""

@@ -4,14 +4,16 @@ heads; training returns both so each gets its own loss)."""
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
 from pydantic import Field
-from torch import nn
+from torch import fx, nn
 
+from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens, expect_vector
 
 HeadInit = Literal["trunc_normal", "zeros"]
@@ -32,7 +34,8 @@ class LinearHead(Block):
     """A linear classifier on a pooled vector."""
 
     kind: Literal["linear_head"] = "linear_head"
-    family = "head"
+    role = "head"
+    classifier = LINEAR_CLASSIFIER
     weight_init = "keep"  # build draws per `init`; PiT/BoTNet/VT specs override
     classes: Annotated[int, Field(gt=0)]
     """Number of classes."""
@@ -55,7 +58,7 @@ class PreLogits(Block):
     """Linear + tanh before the head (big_vision's ``rep_size``, ViT §3.1's MLP head)."""
 
     kind: Literal["pre_logits"] = "pre_logits"
-    family = "head"
+    role = "head"
     weight_init = "keep"  # build draws TN(0.02)
     dim: Annotated[int, Field(gt=0)] | None = None
     """Output width; default: the input's."""
@@ -81,6 +84,43 @@ class PreLogitsLayer(nn.Module):
         return self.act(self.fc(x))
 
 
+def take_token(x: torch.Tensor, *, index: int) -> torch.Tensor:
+    return x[:, index]
+
+
+class DistilledPassThrough(nn.Module):
+    """A distillation head reset to 0 classes: the mean of the class features and the
+    distillation token, as timm's ``reset_classifier(0)`` gives."""
+
+    def __init__(self, index: int | None) -> None:
+        super().__init__()
+        self.index = index  # None: the second input is the distillation features itself
+        self.distilled_training = True
+
+    def forward(self, features: torch.Tensor, tokens: torch.Tensor):
+        dist = tokens if self.index is None else tokens[:, self.index]
+        if self.training and self.distilled_training:
+            return features, dist
+        return (features + dist) / 2
+
+
+def reset_distillation(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
+    """A new distillation head for ``classes`` (0: the pass-through timm gives), keeping
+    the old head's ``distilled_training`` switch."""
+    index = int(getattr(block, "index", 1))
+    made: nn.Module = (
+        DistilledPassThrough(index) if classes == 0 else block.build(Vector(classes), inputs[1])
+    )
+    made.distilled_training = bool(getattr(old, "distilled_training", True))
+    return made
+
+
+def _distillation_token(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.Node:
+    return graph.call_function(take_token, (args[1],), {"index": int(getattr(block, "index", 1))})
+
+
 @register
 class DistillationHead(Block):
     """DeiT's second head, on the distillation token. Inputs: the class head's logits and
@@ -88,7 +128,9 @@ class DistillationHead(Block):
     ``(class_logits, distillation_logits)`` unless ``set_distilled_training(False)``."""
 
     kind: Literal["distill_head"] = "distill_head"
-    family = "head"
+    role = "head"
+    objective = "distillation"  # training returns (class logits, distillation logits)
+    classifier = Classifier(reset_distillation, _distillation_token, features_input=1)
     weight_init = "keep"  # build draws TN(0.02)
     arity = 2
     index: Annotated[int, Field(ge=0)] = 1

@@ -8,8 +8,9 @@ from typing import Literal, Self
 import torch
 from torch import nn
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_grid
 
 
@@ -23,7 +24,7 @@ class ToImage(Block):
     stage may start from the input image or from the previous stage's tokens)."""
 
     kind: Literal["to_image"] = "to_image"
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]

@@ -9,16 +9,19 @@ attention output goes through Hardswish before its projection (§4.2).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
 from pydantic import Field
-from torch import nn
+from torch import fx, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
+from vitgraph.blocks.heads import DistilledPassThrough
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
+from vitgraph.resample import ResampleError, resize_offset_table
 from vitgraph.shapes import (
     TensorType,
     Tokens,
@@ -29,6 +32,7 @@ from vitgraph.shapes import (
     expect_tokens,
     expect_vector,
 )
+from vitgraph.vocabulary import Activation, DropRate, activation
 
 PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -69,7 +73,7 @@ class LevitStem(Block):
     embedding": four layers, 3→dim/8→dim/4→dim/2→dim, so a 16× smaller grid)."""
 
     kind: Literal["levit_stem"] = "levit_stem"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # timm LeViT keeps its constructors' init
     dim: PosInt
     """Width of the last conv (the token width)."""
@@ -130,8 +134,9 @@ def bias_index(grid: tuple[int, int], table: tuple[int, int], stride: int) -> to
 
 
 class _BiasedAttention(Block):
-    family = "attention"
+    role = "attention"
     weight_init = "keep"  # timm LeViT: Linear default, attention_biases 0
+    no_weight_decay = frozenset({"attention_biases"})  # as timm's LeViT
     heads: PosInt
     """Number of heads."""
     key_dim: PosInt
@@ -164,6 +169,25 @@ class _BiasedAttention(Block):
     @property
     def value_dim(self) -> int:
         return int(self.attn_ratio * self.key_dim)
+
+    def resample(
+        self,
+        inputs: Sequence[TensorType],
+        name: str,
+        table: torch.Tensor,
+        target: tuple[int, ...],
+        *,
+        antialias: bool = True,
+    ) -> torch.Tensor | None:
+        """The attention biases of another resolution, resized bicubically on the offset
+        grid as timm's ``resize_rel_pos_bias_table_levit``."""
+        if self.table is None or table.ndim != 2:
+            return None
+        try:
+            out = resize_offset_table(table, tuple(self.table), antialias)
+        except ResampleError:
+            return None
+        return out if tuple(out.shape) == target else None
 
 
 @register
@@ -324,13 +348,13 @@ class LevitMlpBlock(Block):
     """Linear+BN → activation → Linear+BN (§4.2: expansion 2, no dropout by default)."""
 
     kind: Literal["levit_mlp"] = "levit_mlp"
-    family = "mlp"
+    role = "mlp"
     weight_init = "keep"  # timm LeViT: Linear default, residual BN 0 (drawn by build)
     ratio: Annotated[float, Field(gt=0)] = 2.0
     """Hidden width as a multiple of the input width."""
     act: Activation = "hardswish"
     """Activation between the layers."""
-    drop: Rate = 0.0
+    drop: DropRate = 0.0
     """Dropout after the activation."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -373,11 +397,12 @@ class BnLinearHead(Block):
     """A BatchNorm + Linear classifier on a pooled vector (LeViT §4.2)."""
 
     kind: Literal["bn_linear_head"] = "bn_linear_head"
-    family = "head"
+    role = "head"
+    classifier = LINEAR_CLASSIFIER
     weight_init = "keep"  # timm LeViT NormLinear: TN(0.02), drawn by build
     classes: PosInt
     """Number of classes."""
-    drop: Rate = 0.0
+    drop: DropRate = 0.0
     """Dropout between the BatchNorm and the Linear."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -388,6 +413,22 @@ class BnLinearHead(Block):
         return NormLinear(expect_vector(inputs[0], self.kind).dim, self.classes, self.drop)
 
 
+def reset_bn_distillation(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
+    """LeViT's second head: with 0 classes both heads pass the pooled vector through, so
+    timm's ``(x + x_dist) / 2`` is the pooled vector itself."""
+    made: nn.Module = (
+        DistilledPassThrough(None) if classes == 0 else block.build(Vector(classes), inputs[1])
+    )
+    made.distilled_training = bool(getattr(old, "distilled_training", True))
+    return made
+
+
+def _pooled_vector(block: Block, args: Sequence[fx.Node], graph: fx.Graph) -> fx.Node:
+    return args[1]
+
+
 @register
 class BnDistillHead(Block):
     """LeViT's distillation head: a second BatchNorm + Linear on the same pooled vector.
@@ -396,10 +437,12 @@ class BnDistillHead(Block):
     ``set_distilled_training(False)``."""
 
     kind: Literal["bn_distill_head"] = "bn_distill_head"
-    family = "head"
+    role = "head"
+    objective = "distillation"  # training returns (class logits, distillation logits)
+    classifier = Classifier(reset_bn_distillation, _pooled_vector, features_input=1)
     weight_init = "keep"  # timm LeViT NormLinear: TN(0.02), drawn by build
     arity = 2
-    drop: Rate = 0.0
+    drop: DropRate = 0.0
     """Dropout between the BatchNorm and the Linear."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

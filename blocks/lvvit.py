@@ -14,16 +14,18 @@ Vision Transformers", arXiv:2104.10858).
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block, Classifier
 from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
-from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens, expect_vector
+from vitgraph.registry import register
+from vitgraph.shapes import TensorType, Tokens, Vector, expect_image, expect_tokens, expect_vector
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -33,7 +35,7 @@ class LvvitStem(Block):
     """Conv stem + strided projection to tokens (LV-ViT §3.3)."""
 
     kind: Literal["lvvit_stem"] = "lvvit_stem"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "keep"  # tlt PatchEmbed4_2: convs and BNs at PyTorch's defaults
     patch: PosInt
     """Pixels per token side; the stem halves the image, the projection takes patch/2."""
@@ -72,6 +74,26 @@ class LvvitStem(Block):
         return ConvStem(image.channels, widths, self.dim, self.patch // 2)
 
 
+class ClassLogitsOnly(nn.Module):
+    """A token-label head reset to 0 classes: the class head's output (now its features)
+    passes through; there are no token logits to add."""
+
+    def forward(self, logits: torch.Tensor, tokens: torch.Tensor) -> torch.Tensor:
+        return logits
+
+
+def reset_token_label(
+    block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
+) -> nn.Module:
+    """LV-ViT's auxiliary head follows the class head to the new class count (its eval
+    output adds the two, so they must agree)."""
+    if classes == 0:
+        return ClassLogitsOnly()
+    made = block.build(Vector(classes), inputs[1])
+    made.dense_output = bool(getattr(old, "dense_output", False))
+    return made
+
+
 @register
 class TokenLabelHead(Block):
     """LV-ViT's auxiliary classifier on every patch token. Inputs: the class logits and
@@ -79,7 +101,10 @@ class TokenLabelHead(Block):
     eval returns ``class_logits + weight * token_logits.max(over tokens)``."""
 
     kind: Literal["token_label_head"] = "token_label_head"
-    family = "head"
+    role = "head"
+    objective = "token_labeling"  # training returns (class logits, token logits)
+    # it refines the class head's logits and adds no features of its own
+    classifier = Classifier(reset_token_label, None)
     weight_init = "keep"  # build draws tlt's TN(0.02) aux_head
     arity = 2
     weight: Annotated[float, Field(ge=0)] = 0.5

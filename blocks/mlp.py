@@ -8,23 +8,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
-
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
-
-
-def activation(name: str) -> nn.Module:
-    """The activation module named ``name`` (one shared vocabulary for every block)."""
-    return {
-        "gelu": lambda: nn.GELU(),
-        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "relu": lambda: nn.ReLU(),
-        "silu": lambda: nn.SiLU(),
-        "hardswish": lambda: nn.Hardswish(),
-        "tanh": lambda: nn.Tanh(),
-    }[name]()
+from vitgraph.vocabulary import Activation, DropRate, activation
 
 
 @register
@@ -32,7 +20,8 @@ class MlpBlock(Block):
     """Linear → activation → dropout → Linear → dropout, on the last dim."""
 
     kind: Literal["mlp"] = "mlp"
-    family = "mlp"
+    weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
+    role = "mlp"
     ratio: Annotated[float, Field(gt=0)] = 4.0
     """Hidden width as a multiple of the input width."""
     hidden: Annotated[int, Field(gt=0)] | None = None
@@ -41,7 +30,7 @@ class MlpBlock(Block):
     """Output width; default: the input width."""
     act: Activation = "gelu"
     """Activation between the layers."""
-    drop: Annotated[float, Field(ge=0, lt=1)] = 0.0
+    drop: DropRate = 0.0
     """Dropout after each layer."""
     bias: bool = True
     """Biases in both layers."""

@@ -7,8 +7,9 @@ from typing import Annotated, Literal, Self
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
 
 
@@ -17,7 +18,7 @@ class LayerNormBlock(Block):
     """LayerNorm over the last dim of tokens or a vector."""
 
     kind: Literal["layernorm"] = "layernorm"
-    family = "norm"
+    role = "norm"
     weight_init = "keep"  # 1 and 0 (PyTorch's default) in every reference
     eps: Annotated[float, Field(gt=0)] = 1e-5
     """Added to the variance (ViT and DeiT use 1e-6; torch's default is 1e-5)."""

@@ -14,8 +14,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
 
 
@@ -24,7 +25,7 @@ class PositionalEncodingGenerator(Block):
     """PEG: ``tokens + depthwise_conv(tokens on the grid)``; prefix tokens pass unchanged."""
 
     kind: Literal["peg"] = "peg"
-    family = "position"
+    role = "position"
     weight_init = "keep"  # CPVT = DeiT init (conv default); the Twins spec overrides
     kernel: Annotated[int, Field(gt=0)] = 3
     """Side of the depthwise kernel (odd, so the grid keeps its size)."""

@@ -17,18 +17,20 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.registry import Block, register
+from vitgraph.block import Block
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
 
 class _T2TAttention(Block):
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights (w fixed)
     out_dim: Annotated[int, Field(gt=0)]
     """Width of the output tokens (T2T-ViT's token_dim, 64)."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -43,7 +45,7 @@ class T2TPerformer(_T2TAttention):
     kind: Literal["t2t_performer"] = "t2t_performer"
     kernel_ratio: Annotated[float, Field(gt=0)] = 0.5
     """Random features per output channel."""
-    proj_drop: Rate = 0.1
+    proj_drop: DropRate = 0.1
     """Dropout after the output projection (official: 0.1)."""
 
     def build(self, *inputs: TensorType) -> nn.Module:

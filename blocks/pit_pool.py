@@ -15,8 +15,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_grid, expect_tokens
 
 
@@ -25,7 +26,7 @@ class PitPool(Block):
     """Depthwise strided conv on the patch grid, linear on the prefix tokens."""
 
     kind: Literal["pit_pool"] = "pit_pool"
-    family = "pooling"
+    role = "pooling"
     weight_init = "keep"  # timm PiT re-draws only LayerNorms
     dim: Annotated[int, Field(gt=0)] | None = None
     """Output width (a multiple of the input width); default: twice the input's (§3.2)."""

@@ -8,8 +8,9 @@ from typing import Annotated, Literal, Self
 import torch
 from pydantic import Field
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens
 
 
@@ -26,7 +27,7 @@ class TakeClassToken(Block):
     """The prefix token at ``index`` (0: the class token)."""
 
     kind: Literal["take_cls"] = "take_cls"
-    family = "pooling"
+    role = "pooling"
     index: Annotated[int, Field(ge=0)] = 0
     """Which prefix token to take."""
 
@@ -50,7 +51,7 @@ class MeanPool(Block):
     """Mean over the patch tokens (prefix tokens excluded unless ``include_prefix``)."""
 
     kind: Literal["mean_pool"] = "mean_pool"
-    family = "pooling"
+    role = "pooling"
     include_prefix: bool = False
     """Average the class/distillation tokens too."""
 

@@ -7,14 +7,18 @@ sin-cos table of SimpleViT (arXiv:2205.01580 §2, after MoCo v3 arXiv:2104.02057
 
 from __future__ import annotations
 
+import math
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block, TensorOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, TensorOp, register
+from vitgraph.registry import register
+from vitgraph.resample import ResampleError, resample_grid_table
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
 
 
@@ -31,7 +35,7 @@ class LearnedPosition(Block):
     ``include_prefix: false``, timm's ``no_embed_class``)."""
 
     kind: Literal["learned_pos"] = "learned_pos"
-    family = "position"
+    role = "position"
     include_prefix: bool = True
     """The table also covers the class/distillation tokens (ViT, DeiT)."""
     init_std: Annotated[float, Field(ge=0)] = 0.02
@@ -51,6 +55,33 @@ class LearnedPosition(Block):
             nn.init.zeros_(table)
         skip = 0 if self.include_prefix else tokens.prefix
         return TensorOp(table, add_table, kwargs={"skip": skip})
+
+    def resample(
+        self,
+        inputs: Sequence[TensorType],
+        name: str,
+        table: torch.Tensor,
+        target: tuple[int, ...],
+        *,
+        antialias: bool = True,
+    ) -> torch.Tensor | None:
+        """A table of another grid, resized bicubically as timm's
+        ``resample_abs_pos_embed`` (prefix rows kept)."""
+        tokens = inputs[0]
+        if not isinstance(tokens, Tokens) or table.ndim != 3:
+            return None
+        prefix = tokens.prefix if self.include_prefix else 0
+        grid = tokens.grid
+        if grid is None:  # patch tokens that lost their grid type (TNT's word projection)
+            side = math.isqrt(target[1] - prefix)
+            if side * side != target[1] - prefix:
+                return None
+            grid = (side, side)
+        try:
+            out = resample_grid_table(table, grid, None, prefix, antialias)
+        except ResampleError:  # not a square grid of patches: another model's table
+            return None
+        return out if tuple(out.shape) == target else None
 
 
 def sincos_2d(rows: int, cols: int, dim: int, temperature: float) -> torch.Tensor:
@@ -72,7 +103,7 @@ class SinCos2dPosition(Block):
     """The fixed 2-D sin-cos table of SimpleViT, added to the patch tokens only."""
 
     kind: Literal["sincos2d_pos"] = "sincos2d_pos"
-    family = "position"
+    role = "position"
     temperature: float = 10000.0
     """Base of the frequencies."""
 

@@ -25,10 +25,12 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams, Rate, head_width
+from vitgraph.block import Block
+from vitgraph.blocks._attention_common import AttentionParams, head_width
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 PosInt = Annotated[int, Field(gt=0)]
 
@@ -68,7 +70,7 @@ class AttentionMapBlock(Block):
 
     kind: Literal["attention_map"] = "attention_map"
     weight_init = "trunc_normal_linear"  # Refiner code: Linear TN(0.02), convs at defaults
-    family = "attention"
+    role = "attention"
     arity = None
     heads: PosInt
     """Number of heads (the map's channels)."""
@@ -78,7 +80,7 @@ class AttentionMapBlock(Block):
     """Width of each head's queries and keys; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the query/key projection."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights (the map passed on is the dropped one, as in the
     official code)."""
     carry_weight: float | None = None

@@ -10,7 +10,8 @@ import torch
 import torch.nn.functional as F
 from pydantic import Field
 
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.block import Block, FunctionOp
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, expect_image
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -25,7 +26,7 @@ class ResizeImage(Block):
     """Interpolate the image to ``size`` (a side, or [height, width])."""
 
     kind: Literal["resize_image"] = "resize_image"
-    family = "structural"
+    role = "structural"
     size: PosInt | list[PosInt]
     """Target side in pixels, or [height, width]."""
     mode: Literal["bicubic", "bilinear"] = "bicubic"

@@ -15,8 +15,9 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -27,7 +28,7 @@ class ResNetStem(Block):
     """7×7 stride-2 conv (no bias), BatchNorm, ReLU, 3×3 stride-2 max-pool: /4."""
 
     kind: Literal["resnet_stem"] = "resnet_stem"
-    family = "conv"
+    role = "conv"
     weight_init = "kaiming_fan_out"  # torchvision ResNet
     dim: PosInt = 64
     """Output channels."""
@@ -46,7 +47,7 @@ class ResNetStem(Block):
 
 
 class _Residual(Block):
-    family = "conv"
+    role = "conv"
     dim: PosInt
     """Output channels."""
     stride: PosInt = 1
@@ -101,7 +102,7 @@ class GlobalAvgPool(Block):
     """Mean over the spatial positions of a feature map: ``(C, H, W) -> (C,)``."""
 
     kind: Literal["global_avg_pool"] = "global_avg_pool"
-    family = "pooling"
+    role = "pooling"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, Vector(expect_image(inputs[0], self.kind).channels)

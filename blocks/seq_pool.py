@@ -11,8 +11,9 @@ from typing import Literal, Self
 import torch
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.blocks.heads import init_linear
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens
 
 
@@ -21,7 +22,7 @@ class SequencePool(Block):
     """Attention-weighted mean of all tokens (prefix ones included)."""
 
     kind: Literal["seq_pool"] = "seq_pool"
-    family = "pooling"
+    role = "pooling"
     weight_init = "trunc_normal_linear"  # vit-pytorch CCT init_weight
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

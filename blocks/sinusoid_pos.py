@@ -12,8 +12,9 @@ from typing import Literal, Self
 import torch
 from torch import nn
 
+from vitgraph.block import Block, TensorOp
 from vitgraph.blocks.position import add_table
-from vitgraph.registry import Block, TensorOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
 
@@ -32,7 +33,7 @@ class SinusoidPosition(Block):
     """A fixed 1-D sinusoid table added to every token."""
 
     kind: Literal["sinusoid_pos"] = "sinusoid_pos"
-    family = "position"
+    role = "position"
     temperature: float = 10000.0
     """Base of the frequencies."""
     counted: bool = True

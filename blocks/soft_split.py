@@ -14,8 +14,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -39,7 +40,7 @@ class SoftSplit(Block):
     """Unfold overlapping patches of an image or of a token grid into tokens."""
 
     kind: Literal["soft_split"] = "soft_split"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights
     kernel: PosInt
     """Patch side."""
@@ -97,7 +98,7 @@ class TokenLinear(Block):
     """A linear map of every token to width ``dim`` (T2T-ViT's final ``project``)."""
 
     kind: Literal["token_linear"] = "token_linear"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights
     dim: PosInt
     """Output width."""

@@ -12,9 +12,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -26,7 +28,7 @@ class SpatialReductionAttention(Block):
     kv projections (PVT's last stage)."""
 
     kind: Literal["spatial_reduction_attention"] = "spatial_reduction_attention"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_all"  # HF PvtPreTrainedModel._init_weights
     heads: Annotated[int, Field(gt=0)]
     """Number of heads."""
@@ -36,9 +38,9 @@ class SpatialReductionAttention(Block):
     """Width of each head; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the q and kv projections."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-6
     """Epsilon of the LayerNorm after the reduction (HF: 1e-6, official v1 code: 1e-5)."""

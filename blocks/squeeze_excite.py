@@ -15,10 +15,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks.mlp import Activation, activation
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, expect_image
+from vitgraph.vocabulary import Activation, activation
 
 
 def se_width(channels: int, ratio: float) -> int:
@@ -46,7 +47,7 @@ class SqueezeExciteBlock(Block):
 
     kind: Literal["squeeze_excite"] = "squeeze_excite"
     weight_init = "bn_zero_last"  # timm byobnet._init_weights: its SE convs ~ N(0, sqrt(2/fan_out))
-    family = "conv"
+    role = "conv"
     ratio: Annotated[float, Field(gt=0, le=1)] = 1 / 16
     """Hidden width as a fraction of the channels (SE-Net's 1/r; r = 16 in the paper)."""
     act: Activation = "relu"

@@ -13,9 +13,11 @@ import torch
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, FunctionOp, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
+from vitgraph.vocabulary import DropRate
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -26,7 +28,7 @@ class Add(Block):
 
     kind: Literal["add"] = "add"
     arity = 2
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         first, second = inputs
@@ -46,7 +48,7 @@ def _fmt(shape: tuple[int, ...]) -> str:
 
 
 class _PassThrough(Block):
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, inputs[0]
@@ -57,7 +59,8 @@ class Dropout(_PassThrough):
     """Dropout (identity when ``rate`` is 0 or in eval mode)."""
 
     kind: Literal["dropout"] = "dropout"
-    rate: Rate = 0.0
+    training_only = True
+    rate: DropRate = 0.0
     """Probability of zeroing an element."""
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -69,7 +72,8 @@ class DropPathBlock(_PassThrough):
     """Stochastic depth: drop the whole branch for a sample with probability ``rate``."""
 
     kind: Literal["drop_path"] = "drop_path"
-    rate: Rate = 0.0
+    training_only = True
+    rate: DropRate = 0.0
     """Probability of dropping the branch in training."""
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -98,6 +102,7 @@ class LayerScaleBlock(_PassThrough):
     is null."""
 
     kind: Literal["layer_scale"] = "layer_scale"
+    no_weight_decay = True  # CaiT §2.1: the scales are not decayed (timm's no_weight_decay)
     weight_init = "keep"  # build fills init_values
     init: Annotated[float, Field(gt=0)] | None = None
     """Initial value of every channel's scale (CaiT: 1e-5 up to depth 24, 1e-6 beyond)."""
@@ -130,7 +135,7 @@ class IdentityBlock(Block):
 
     kind: Literal["identity"] = "identity"
     arity = None
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         return self, inputs[0]

@@ -8,6 +8,7 @@ block reshapes to ``(B, H, W, C)`` internally with sizes known at build time.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from typing import Annotated, Literal, Self
 
 import torch
@@ -15,9 +16,12 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
+from vitgraph.resample import ResampleError, resize_relative_bias_table
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -40,8 +44,9 @@ class WindowAttention(Block):
     that the roll brought together from opposite borders."""
 
     kind: Literal["shifted_window_attention"] = "shifted_window_attention"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
+    no_weight_decay = frozenset({"relative_position_bias_table"})  # as timm's Swin
     heads: PosInt
     """Number of heads."""
     window: PosInt = 7
@@ -52,9 +57,9 @@ class WindowAttention(Block):
     """Width of each head; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the qkv projection."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -107,6 +112,27 @@ class WindowAttention(Block):
             self.attn_drop,
             self.proj_drop,
         )
+
+    def resample(
+        self,
+        inputs: Sequence[TensorType],
+        name: str,
+        table: torch.Tensor,
+        target: tuple[int, ...],
+        *,
+        antialias: bool = True,
+    ) -> torch.Tensor | None:
+        """The relative-position bias table of another window, resized as timm's
+        ``resize_rel_pos_bias_table`` (stretched offsets, linear)."""
+        tokens = inputs[0]
+        if not isinstance(tokens, Tokens) or tokens.grid is None or table.ndim != 2:
+            return None
+        window, _ = effective_window(tokens.grid, self.window, self.shift)
+        try:
+            out = resize_relative_bias_table(table, window)
+        except ResampleError:
+            return None
+        return out if tuple(out.shape) == target else None
 
 
 def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
@@ -224,7 +250,7 @@ class PatchMerging(Block):
     linearly without bias to ``out_dim`` (§3.1): the grid halves, the width doubles."""
 
     kind: Literal["patch_merging"] = "patch_merging"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
     out_dim: PosInt | None = None
     """Output width; default: twice the input's."""

@@ -16,9 +16,11 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
+from vitgraph.vocabulary import DropRate
 
 PosInt = Annotated[int, Field(gt=0)]
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
@@ -32,8 +34,9 @@ class PixelEmbed(Block):
     first and then cuts it (the original release)."""
 
     kind: Literal["tnt_pixel_embed"] = "tnt_pixel_embed"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # timm TNT._init_weights (conv default)
+    no_weight_decay = frozenset({"pixel_pos"})  # as timm's TNT
     patch: PosInt = 16
     """Patch side in pixels."""
     dim: PosInt = 24
@@ -110,7 +113,7 @@ class GroupedAttention(Block):
     group is one patch's words."""
 
     kind: Literal["tnt_attention"] = "tnt_attention"
-    family = "attention"
+    role = "attention"
     weight_init = "trunc_normal_linear"  # timm TNT._init_weights
     heads: PosInt
     """Number of heads."""
@@ -118,9 +121,9 @@ class GroupedAttention(Block):
     """Tokens per independent group (0: one group of all tokens)."""
     qkv_bias: bool = False
     """Bias in the qk and v projections."""
-    attn_drop: Rate = 0.0
+    attn_drop: DropRate = 0.0
     """Dropout on the attention weights."""
-    proj_drop: Rate = 0.0
+    proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -192,7 +195,7 @@ class WordProjection(Block):
     adds the projection to the patch tokens after their prefix."""
 
     kind: Literal["tnt_word_projection"] = "tnt_word_projection"
-    family = "tokenizer"
+    role = "tokenizer"
     weight_init = "trunc_normal_linear"  # timm TNT._init_weights
     arity = None
     words: PosInt = 16

@@ -8,8 +8,9 @@ from typing import Literal, Self
 import torch
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_grid, expect_tokens
 
 
@@ -18,7 +19,7 @@ class TokensToImage(Block):
     """Lay the patch tokens ``(N, C)`` out on their grid as a ``C×H×W`` feature map."""
 
     kind: Literal["tokens_to_image"] = "tokens_to_image"
-    family = "structural"
+    role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)

@@ -10,7 +10,8 @@ import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.registry import Block, TensorOp, register
+from vitgraph.block import Block, TensorOp
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
 
 
@@ -23,7 +24,7 @@ def insert_token(x: torch.Tensor, token: torch.Tensor, *, at: int) -> torch.Tens
 
 
 class _PrefixToken(Block):
-    family = "token"
+    role = "token"
     init_std: float = 1e-6
     """Std of the normal init (timm: 1e-6 for the class token)."""
     tokens: Annotated[int, Field(gt=0, le=16)] = 1

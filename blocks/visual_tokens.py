@@ -30,8 +30,9 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
+from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.registry import Block, register
+from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
 
 PosInt = Annotated[int, Field(gt=0)]
@@ -69,7 +70,7 @@ class VTTokenizer(Block):
     """
 
     kind: Literal["vt_tokenizer"] = "vt_tokenizer"
-    family = "visual_tokens"
+    role = "visual_tokens"
     weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     arity = None
     tokens: PosInt = 16
@@ -127,7 +128,7 @@ class VTTransformer(Block):
     ``T_out = T' + ReLU(T' F1) F2``."""
 
     kind: Literal["vt_transformer"] = "vt_transformer"
-    family = "visual_tokens"
+    role = "visual_tokens"
     weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     heads: PosInt = 16
     """Attention heads."""
@@ -155,7 +156,7 @@ class VTProjector(Block):
     """Visual tokens back onto the feature map (eq. 5): ``(X, T) → X + attn(X, T)``."""
 
     kind: Literal["vt_projector"] = "vt_projector"
-    family = "visual_tokens"
+    role = "visual_tokens"
     weight_init = "kaiming_fan_out"  # torchvision ResNet rule over VT's modules
     arity = 2
     heads: PosInt = 16

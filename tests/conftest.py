@@ -16,7 +16,7 @@ def _warm_registry():
     """Import every block module once, so per-test wall-time bounds measure the work itself
     (DESIGN.md: time validate in-process after the imports)."""
     import vitgraph
-    from vitgraph.registry import registry
+    from vitgraph.spec.catalog import registry
 
     registry()
     vitgraph.load("vit_ti_16").summary()

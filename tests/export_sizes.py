@@ -16,7 +16,7 @@ from typing import Any
 import yaml
 
 import vitgraph
-from vitgraph.loader import shipped_specs
+from vitgraph.spec.catalog import shipped_specs
 
 Reduction = dict[str, Any] | Callable[[dict[str, Any]], dict[str, Any]]
 

@@ -19,7 +19,7 @@ def main() -> int:
     # warm up as tests/conftest.py does: the first summary in a process pays one-time lazy
     # imports and kernel registrations (about 3 s here), which are no case's own cost
     import vitgraph
-    from vitgraph.registry import registry
+    from vitgraph.spec.catalog import registry
 
     registry()
     vitgraph.load("vit_ti_16").summary()

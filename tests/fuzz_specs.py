@@ -13,8 +13,7 @@ from typing import Any
 
 import yaml
 
-from vitgraph.loader import shipped_specs
-from vitgraph.registry import registry
+from vitgraph.spec.catalog import registry, shipped_specs
 
 _TEXTS = {name: open(path, encoding="utf-8").read() for name, path in shipped_specs().items()}
 

@@ -90,15 +90,16 @@ def outputs_and_grads(model: nn.Module, x: torch.Tensor, seed: int = 1):
 
 
 def checkpoint_calls(monkeypatch) -> list:
-    """Record every segment ``vitgraph.model_api`` runs under activation checkpointing."""
-    from vitgraph import model_api
+    """Record every segment ``vitgraph.model.segments`` runs under activation
+    checkpointing."""
+    from vitgraph.model import segments
 
     calls: list = []
-    real = model_api.checkpoint
+    real = segments.checkpoint
 
     def spy(fn, *args, **kwargs):
         calls.append(fn)
         return real(fn, *args, **kwargs)
 
-    monkeypatch.setattr(model_api, "checkpoint", spy)
+    monkeypatch.setattr(segments, "checkpoint", spy)
     return calls

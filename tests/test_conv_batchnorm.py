@@ -19,7 +19,7 @@ from torch import nn
 
 import vitgraph
 from tests.helpers import redraw_
-from vitgraph.loader import variant_index
+from vitgraph.spec.catalog import variant_index
 
 # small models that together contain every kind with a BatchNorm: variant -> overrides
 SMALL = {

@@ -10,7 +10,7 @@ import time
 import pytest
 
 import vitgraph
-from vitgraph.loader import shipped_specs, variant_index
+from vitgraph.spec.catalog import shipped_specs, variant_index
 
 EXACT = {
     "vit_b_16": 86_567_656,  # timm vit_base_patch16_224

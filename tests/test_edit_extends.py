@@ -11,8 +11,7 @@ import yaml
 import vitgraph
 from tests.helpers import line_of
 from vitgraph import SpecError
-from vitgraph.loader import shipped_specs, variant_index
-from vitgraph.registry import registry
+from vitgraph.spec.catalog import registry, shipped_specs, variant_index
 
 VIT = shipped_specs()["vit"]
 

@@ -7,7 +7,7 @@ import pytest
 import torch
 
 import vitgraph
-from vitgraph.loader import shipped_specs, variant_index
+from vitgraph.spec.catalog import shipped_specs, variant_index
 
 VARIANTS = sorted(variant_index())
 

@@ -9,9 +9,8 @@ from pathlib import Path
 import pytest
 
 from vitgraph.cli import main
-from vitgraph.loader import shipped_specs
-from vitgraph.registry import registry
 from vitgraph.schema import SCHEMA_PATH, field_docs, schema_text, spec_schema
+from vitgraph.spec.catalog import registry, shipped_specs
 
 ROOT = Path(__file__).resolve().parent.parent
 MODELINE = "# yaml-language-server: $schema=../vitgraph/spec.schema.json"

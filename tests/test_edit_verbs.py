@@ -8,7 +8,7 @@ import torch
 import vitgraph
 from tests.helpers import line_of
 from vitgraph import SpecError
-from vitgraph.loader import shipped_specs
+from vitgraph.spec.catalog import shipped_specs
 
 DEIT = shipped_specs()["deit"]
 VIT = shipped_specs()["vit"]
@@ -259,7 +259,7 @@ def test_rename_errors_are_located():
 
 
 def test_edits_of_a_repeat_inside_a_composite_cover_every_repeat():
-    from vitgraph.loader import variant_index
+    from vitgraph.spec.catalog import variant_index
 
     if "swin_t" not in variant_index():
         pytest.skip("needs the swin spec (multiscale family)")

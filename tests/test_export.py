@@ -28,7 +28,7 @@ from vitgraph.export import (
     program_to_onnx,
     run_onnx,
 )
-from vitgraph.loader import shipped_specs
+from vitgraph.spec.catalog import shipped_specs
 
 pytest.importorskip("onnxruntime")
 

@@ -6,7 +6,7 @@ import re
 
 import pytest
 
-from vitgraph.expressions import ExpressionError, substitute
+from vitgraph.spec.expressions import ExpressionError, substitute
 
 VARS = {"dim": 384, "depth": 12, "i": 3, "count": 12, "dims": [64, 128], "rate": 0.1}
 

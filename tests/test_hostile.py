@@ -23,7 +23,8 @@ import vitgraph
 from benchmarks.harness import PeakMemory
 from vitgraph import SpecError
 from vitgraph.cli import main
-from vitgraph.registry import load_composite, registry
+from vitgraph.spec.catalog import registry
+from vitgraph.spec.composites import load_composite
 
 FAST = 1.0  # seconds: a refusal costs a parse and a few checks, never the work itself
 
@@ -361,7 +362,7 @@ def test_a_composite_that_includes_itself_is_reported_with_the_chain(composites,
 
 #: the one ``exec`` in the core: torch.fx's generated source of our own fx graph (whose
 #: targets are node ids, restricted to letters, digits, '_' and '-', see the next test)
-FX_CODEGEN = "model_api.py: exec(compile(code.src,,),namespace)"
+FX_CODEGEN = "model/segments.py: exec(compile(code.src,,),namespace)"
 
 
 def code_lines(file: Path) -> dict[int, str]:
@@ -408,8 +409,8 @@ def test_the_core_never_unpickles_or_evaluates_spec_text():
                 offenders.append(where)
         assert "__import__" not in source, file
     assert offenders == []
-    # the scan sees code (and only code): checkpoints.py's one torch.load, safely called
-    loads = [c for c in code_lines(root / "checkpoints.py").values() if "torch.load(" in c]
+    # the scan sees code (and only code): weights/format.py's one torch.load, safely called
+    loads = [c for c in code_lines(root / "weights" / "format.py").values() if "torch.load(" in c]
     assert loads == ["loaded=torch.load(path,map_location=,weights_only=True)"]
 
 
@@ -427,7 +428,7 @@ def test_a_node_id_that_would_be_code_in_the_generated_forward_is_refused(tmp_pa
     assert message == (
         f"{{dir}}/spec.yaml:5:10: graph[0]: id {ident[:80]!r} must be a "
         "non-empty name of letters, digits, '_' and '-'\n  hint: for "
-        "example: blocks, patch_embed, head_dist"
+        "example: blocks, embed, head_dist"
     )
     assert seconds < FAST
     graph = vitgraph.load(tmp_path / "ok.yaml", text=tiny("16"))

@@ -8,7 +8,7 @@ import torch
 
 import vitgraph
 from tests.helpers import redraw_
-from vitgraph.registry import registry
+from vitgraph.spec.catalog import registry
 
 SMALL = {"depth": 2, "image_size": 32}
 

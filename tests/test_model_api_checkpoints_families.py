@@ -10,7 +10,7 @@ import torch
 
 import vitgraph
 from tests.helpers import assert_same_logits, redraw_
-from vitgraph.checkpoints import resize_offset_table, resize_relative_bias_table
+from vitgraph.resample import resize_offset_table, resize_relative_bias_table
 
 timm = pytest.importorskip("timm")
 from timm.layers import resample_abs_pos_embed  # noqa: E402
@@ -128,7 +128,7 @@ def test_absolute_table_checkpoint_loads_at_another_size_with_timms_logits(
 def test_botnet_checkpoint_at_128_loads_at_160_resampling_its_relative_tables(tmp_path):
     """timm has no resampler for BoTNet's 1-D relative tables; ours (linear along the
     offsets, ends kept) fills timm's model at the new size and ours alike."""
-    from vitgraph.checkpoints import resize_offset_rows
+    from vitgraph.resample import resize_offset_rows
 
     name = "botnet26t_256"
     source = redraw_(timm.create_model(name, pretrained=False, img_size=128, num_classes=10))

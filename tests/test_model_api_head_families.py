@@ -77,10 +77,9 @@ def worst(a, b) -> float:
 
 
 def conversion_of(ref: torch.nn.Module):
-    from vitgraph.interop.timm import _CONVERTERS, _load_converters
+    from vitgraph.interop.timm import converter_for
 
-    _load_converters()
-    return _CONVERTERS[type(ref).__name__](ref)
+    return converter_for(ref)(ref)
 
 
 def rename_of(ref: torch.nn.Module):

@@ -57,10 +57,18 @@ def test_attention_and_mlp_linears_are_truncated_normal_with_zero_bias():
 
 
 def test_a_new_kind_declares_its_init_scheme():
-    from vitgraph.init import KIND_SCHEMES, declare_init, scheme_of
+    from typing import Literal
+
+    from vitgraph.block import Block
+    from vitgraph.init import SCHEMES, scheme_of
+    from vitgraph.vocabulary import INIT_SCHEMES
 
     block = vitgraph.load("vit_ti_16", overrides={"depth": 1}).node("blocks.0.attn").params
-    assert scheme_of(block) == "trunc_normal_linear"
+    assert scheme_of(block) == "trunc_normal_linear" == type(block).weight_init
     with pytest.raises(KeyError, match="unknown init scheme 'xavier'"):
-        declare_init("mhsa", "xavier")
-    assert KIND_SCHEMES["mhsa"] == "trunc_normal_linear"
+
+        class Misdeclared(Block):  # a kind naming a scheme vitgraph.init does not have
+            kind: Literal["misdeclared"] = "misdeclared"
+            weight_init = "xavier"
+
+    assert tuple(SCHEMES) == INIT_SCHEMES  # every nameable scheme is implemented

@@ -329,13 +329,12 @@ def test_a_fresh_model_has_its_references_init_statistics_per_parameter_role(fam
 
 
 def test_every_shipped_kind_that_owns_parameters_declares_its_init_scheme():
-    from vitgraph.init import KIND_SCHEMES
-    from vitgraph.registry import registry
+    from vitgraph.spec.catalog import registry
 
     undeclared = sorted(
         kind
         for kind, cls in registry().primitives.items()
-        if cls.weight_init is None and kind not in KIND_SCHEMES and _owns_parameters(kind)
+        if cls.weight_init is None and _owns_parameters(kind)
     )
     assert undeclared == []
 

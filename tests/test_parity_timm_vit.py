@@ -89,10 +89,9 @@ def test_unsupported_timm_option_is_refused_by_name(kwargs, option):
 def test_full_size_from_timm_counts_match_on_meta():
     with torch.device("meta"):
         reference = timm.create_model("deit_small_distilled_patch16_224", pretrained=False)
-    from vitgraph.interop.timm import _CONVERTERS, _load_converters
+    from vitgraph.interop.timm import converter_for
 
-    _load_converters()
-    spec = _CONVERTERS[type(reference).__name__](reference).spec
+    spec = converter_for(reference)(reference).spec
     import yaml
 
     graph = vitgraph.load("<timm>", text=yaml.safe_dump(spec))

@@ -12,34 +12,11 @@ import sys
 import time
 from typing import Any
 
-import yaml
-
-from vitgraph.errors import Location, SpecError
+from vitgraph.errors import SpecError
+from vitgraph.spec.overrides import parse_sets
 
 EXIT_SPEC = 2
 EXIT_FAILURE = 1
-
-
-def parse_sets(pairs: list[str]) -> dict[str, Any]:
-    """``["depth=6", "head.classes=10"]`` -> ``{"depth": 6, "head.classes": 10}`` (YAML values)."""
-    overrides: dict[str, Any] = {}
-    for pair in pairs:
-        key, sep, raw = pair.partition("=")
-        if not sep or not key.strip():
-            raise SpecError.at(
-                Location("<--set>"),
-                pair,
-                "expected key=value",
-                "for example --set depth=6 or --set input.size=384",
-            )
-        try:
-            value = yaml.safe_load(raw) if raw.strip() else ""
-        except yaml.YAMLError:
-            value = raw
-        if isinstance(value, dict | list) and not raw.strip().startswith("["):
-            value = raw
-        overrides[key.strip()] = value
-    return overrides
 
 
 def _common(parser: argparse.ArgumentParser) -> None:
@@ -170,7 +147,7 @@ def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
         for module in getattr(args, "plugin", []):
-            from vitgraph.registry import load_plugin
+            from vitgraph.spec.catalog import load_plugin
 
             load_plugin(module)
         if args.command == "list":
@@ -200,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
 
 
 def _load(args: argparse.Namespace):
-    from vitgraph.graph import load
+    from vitgraph.pipeline import load
 
     return load(args.spec, args.variant, parse_sets(args.sets))
 
@@ -276,7 +253,7 @@ def cmd_export(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model, _, _ = resolve(graph, seed=args.seed)
     if args.weights:
-        from vitgraph.checkpoints import load_weights
+        from vitgraph.interop.checkpoints import load_weights
 
         load_weights(model, args.weights)
     write = export_onnx if args.format == "onnx" else export_pt2

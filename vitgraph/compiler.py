@@ -10,86 +10,21 @@ graph, so ``forward`` is straight-line generated code with no per-node interpret
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Any
+from typing import Any, TypeVar
 
 import torch
-import torch._dynamo
+import torch._dynamo  # GraphModule imports it lazily on first use (~2.5 s);
 from torch import fx, nn  # paying that at import keeps validate/build timings honest.
 
-from vitgraph import model_api
-from vitgraph.registry import FunctionOp, TensorOp
+from vitgraph.block import FunctionOp, TensorOp
+from vitgraph.ir import INPUT, Node
 from vitgraph.shapes import TensorType
 
+M = TypeVar("M", bound=fx.GraphModule)
 
-class VitgraphModel(fx.GraphModule):
-    """A compiled spec: an ordinary ``nn.Module`` with timm-style helpers."""
-
-    spec_name: str = ""
-    variant: str | None = None
-
-    #: plain attributes a deepcopy keeps (GraphModule's copies only the graph's modules);
-    #: timm's EMA deep-copies the model
-    _kept_attrs = (
-        "spec_name",
-        "variant",
-        "vitgraph_graph",
-        "vitgraph_carry",
-        "grad_checkpointing",
-        "_vitgraph_num_classes",
-    )
-
-    def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
-        copied = super().__deepcopy__(memo)
-        for attr in self._kept_attrs:
-            if attr in self.__dict__:  # the Graph is shared: it is never changed after load
-                copied.__dict__[attr] = self.__dict__[attr]
-        model_api.set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
-        return copied  # type: ignore[return-value]
-
-    # timm's model API; the logic lives in vitgraph.model_api (read from the Graph)
-
-    def forward_features(self, x: torch.Tensor) -> torch.Tensor:
-        return model_api.forward_features(self, x)
-
-    def forward_head(self, x: torch.Tensor, pre_logits: bool = False) -> Any:
-        return model_api.forward_head(self, x, pre_logits)
-
-    def get_classifier(self) -> nn.Module | tuple[nn.Module, ...]:
-        return model_api.get_classifier(self)
-
-    def reset_classifier(self, num_classes: int, global_pool: str | None = None) -> None:
-        model_api.reset_classifier(self, num_classes, global_pool)
-
-    def no_weight_decay(self) -> set[str]:
-        return model_api.no_weight_decay(self)
-
-    def set_grad_checkpointing(self, enable: bool = True) -> None:
-        model_api.set_grad_checkpointing(self, enable)
-
-    @property
-    def pretrained_cfg(self) -> dict[str, Any]:
-        return model_api.pretrained_cfg(self)
-
-    default_cfg = pretrained_cfg
-
-    @property
-    def num_classes(self) -> int:
-        return model_api.num_classes(self)
-
-    @property
-    def num_features(self) -> int:
-        return model_api.num_features(self)
-
-    @property
-    def num_prefix_tokens(self) -> int:
-        return model_api.num_prefix_tokens(self)
-
-    def set_distilled_training(self, enable: bool = True) -> None:
-        """timm's switch: with ``False`` a distilled model returns the mean of its heads in
-        training too (default ``True``: training returns both logits)."""
-        for module in self.modules():
-            if hasattr(module, "distilled_training"):
-                module.distilled_training = enable
+#: fx node meta key naming the spec node a graph node computes (the model API cuts the
+#: graph at these)
+META_ID = "vitgraph_id"
 
 
 def _container(root: nn.Module, dotted: str) -> tuple[nn.Module, str]:
@@ -106,16 +41,18 @@ def _container(root: nn.Module, dotted: str) -> tuple[nn.Module, str]:
 
 
 def compile_nodes(
-    order: Sequence[Any],
+    order: Sequence[Node],
     types: dict[str, TensorType],
     outputs: Sequence[str],
     aliases: dict[str, str],
+    model_class: type[M],
     class_name: str = "VitgraphModel",
-) -> VitgraphModel:
-    """Build every node's module and wire them into one GraphModule."""
+) -> M:
+    """Build every node's module and wire them into one ``model_class`` (a GraphModule
+    subclass: the model services layer gives the one with timm's model API)."""
     root = nn.Module()
     graph = fx.Graph()
-    env: dict[str, fx.Node] = {"input": graph.placeholder("x")}
+    env: dict[str, fx.Node] = {INPUT: graph.placeholder("x")}
     non_persistent: list[str] = []
     for node in order:
         in_types = [types[name] for name in node.inputs]
@@ -127,7 +64,7 @@ def compile_nodes(
             owner, leaf = _container(root, node.id)
             owner.add_module(leaf, made)
             env[node.id] = graph.call_module(node.id, args)
-            env[node.id].meta[model_api.META_ID] = node.id
+            env[node.id].meta[META_ID] = node.id
         elif isinstance(made, TensorOp):
             owner, leaf = _container(root, node.id)
             if isinstance(made.tensor, nn.Parameter):
@@ -137,7 +74,7 @@ def compile_nodes(
                 if not made.persistent:
                     non_persistent.append(node.id)
             tensor = graph.get_attr(node.id)
-            tensor.meta[model_api.META_ID] = node.id
+            tensor.meta[META_ID] = node.id
             env[node.id] = _named(
                 graph.call_function(made.fn, (*args, tensor), made.kwargs), node.id
             )
@@ -149,7 +86,7 @@ def compile_nodes(
             raise TypeError(f"{node.kind}.build returned {type(made).__name__}")
     results = [env[aliases.get(name, name)] for name in outputs]
     graph.output(results[0] if len(results) == 1 else tuple(results))
-    model = VitgraphModel(root, graph, class_name=class_name)
+    model = model_class(root, graph, class_name=class_name)
     for dotted in non_persistent:  # GraphModule re-registers buffers as persistent
         owner, leaf = _container(model, dotted)
         owner.register_buffer(leaf, owner._buffers[leaf], persistent=False)
@@ -159,7 +96,7 @@ def compile_nodes(
 def _named(fx_node: fx.Node, node_id: str) -> fx.Node:
     """Name a call_function after its spec node, so ``model.code`` reads like the spec."""
     fx_node.name = fx_node.graph._graph_namespace.create_name(node_id.replace(".", "_"), None)
-    fx_node.meta[model_api.META_ID] = node_id  # which spec node it computes (model_api)
+    fx_node.meta[META_ID] = node_id  # which spec node it computes (the model API)
     return fx_node
 
 

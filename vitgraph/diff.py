@@ -12,18 +12,13 @@ from __future__ import annotations
 
 import re
 from dataclasses import asdict, dataclass, field
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
 import torch
 
-if TYPE_CHECKING:
-    from vitgraph.graph import Graph
-    from vitgraph.loader import Node
-
-#: kinds that only act in training (identity at inference)
-TRAINING_KINDS = {"dropout", "drop_path"}
-#: params that only act in training
-TRAINING_FIELDS = {"rate", "drop", "dropout", "attn_drop", "proj_drop", "drop_path", "path_drop"}
+from vitgraph.graph import Graph
+from vitgraph.ir import Node
+from vitgraph.pipeline import load
 
 
 @dataclass(frozen=True)
@@ -101,8 +96,6 @@ def _params(node: Node) -> dict[str, Any]:
 def diff(a: Graph | str, b: Graph | str) -> Diff:
     """Compare two graphs (or specs / variant names) node by node (see the module
     docstring)."""
-    from vitgraph.graph import load
-
     a = load(a) if isinstance(a, str) else a
     b = load(b) if isinstance(b, str) else b
     rows_a = {r.id: r for r in a.summary().rows}
@@ -114,7 +107,7 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
     owned_b = _by_owner(weights_b, list(nodes_b))
 
     def active(node: Node, graph: Graph) -> bool:
-        return node.kind not in TRAINING_KINDS and not _disabled(node, graph)
+        return not type(node.params).training_only and not _disabled(node, graph)
 
     def change(node_id: str) -> NodeDiff:
         na, nb = nodes_a.get(node_id), nodes_b.get(node_id)
@@ -153,9 +146,10 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
         if d.kind_before != d.kind_after or d.weights:
             changed.append(d)
         elif d.params:
-            (training if set(d.params) <= TRAINING_FIELDS else changed).append(d)
-    train_a = {i for i, n in nodes_a.items() if n.kind in TRAINING_KINDS}
-    train_b = {i for i, n in nodes_b.items() if n.kind in TRAINING_KINDS}
+            regularisation = type(nodes_b[node_id].params).training_fields()
+            (training if set(d.params) <= regularisation else changed).append(d)
+    train_a = {i for i, n in nodes_a.items() if type(n.params).training_only}
+    train_b = {i for i, n in nodes_b.items() if type(n.params).training_only}
     for node_id in [*nodes_a, *(i for i in nodes_b if i not in nodes_a)]:
         if node_id in train_a | train_b:
             d = change(node_id)

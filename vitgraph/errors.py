@@ -84,3 +84,8 @@ class ShapeError(Exception):
         self.message = message
         self.field = field
         self.hint = hint
+
+
+class SpecDeprecation(FutureWarning):
+    """A spec uses a name that still works but is deprecated (a merged or renamed block
+    kind); the message says what replaces it. A ``FutureWarning``, so users see it."""

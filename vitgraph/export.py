@@ -25,7 +25,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitgraph.graph import Graph, load
+from vitgraph.graph import Graph
+from vitgraph.pipeline import load
 
 #: DESIGN.md's parity tolerance, relative to the largest logit
 TOLERANCE = 1e-4

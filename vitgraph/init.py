@@ -7,8 +7,8 @@ defaults and the reference re-draws afterwards (most references end their constr
 with one ``model.apply(_init_weights)``; LeViT's does not) is declared here as a *scheme*
 per kind.
 
-A kind declares its scheme with a ``weight_init`` ClassVar on its params class (or
-``declare_init("kind", "scheme")``); a kind without one keeps what ``build`` drew. A kind
+A kind declares its scheme with a ``weight_init`` ClassVar on its params class (a name in
+``vitgraph.vocabulary.INIT_SCHEMES``); a kind without one keeps what ``build`` drew. A kind
 shared by families whose references disagree (``patch_embed``: PyTorch's default conv in
 timm's ViT, fan-out normal in Twins, TN(0.02) in HF's PVT) declares the most common rule,
 and a spec names the exception in its top-level ``init:`` mapping (kind -> scheme), which
@@ -21,11 +21,14 @@ submodule only; ``trunc_normal_`` is cut at ±2 absolute, as timm's and PyTorch'
 from __future__ import annotations
 
 import math
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Mapping, Sequence
 from typing import Any
 
 import torch
 from torch import nn
+
+from vitgraph.block import Block
+from vitgraph.ir import Node
 
 Scheme = Callable[[Any], None]  # the node's module (or, see _TENSOR_SCHEMES, its parameter)
 
@@ -198,30 +201,18 @@ SCHEMES: dict[str, Scheme] = {
 #: schemes that also re-draw a node that is a bare parameter
 _TENSOR_SCHEMES = {_trunc_normal_all}
 
-#: block kind -> scheme name (kinds declared without a ``weight_init`` ClassVar)
-KIND_SCHEMES: dict[str, str] = {"mhsa": "trunc_normal_linear", "mlp": "trunc_normal_linear"}
 
-
-def declare_init(kind: str, scheme: str) -> None:
-    """Declare the init scheme of a block kind (for families added later)."""
-    if scheme not in SCHEMES:
-        raise KeyError(f"unknown init scheme '{scheme}' (known: {', '.join(SCHEMES)})")
-    KIND_SCHEMES[kind] = scheme
-
-
-def scheme_of(block: Any, overrides: Mapping[str, str] | None = None) -> str:
+def scheme_of(block: Block, overrides: Mapping[str, str] | None = None) -> str:
     """The scheme of a block's params: the spec's ``init:`` entry for its kind, else the
-    kind's declaration, else ``keep``."""
+    kind's ``weight_init`` declaration, else ``keep``."""
     if overrides and block.kind in overrides:
         return overrides[block.kind]
-    declared = getattr(type(block), "weight_init", None)
-    if isinstance(declared, str):
-        return declared
-    return KIND_SCHEMES.get(block.kind, "keep")
+    declared = type(block).weight_init
+    return declared if isinstance(declared, str) else "keep"
 
 
 def initialize(
-    model: nn.Module, nodes: list[Any], overrides: Mapping[str, str] | None = None
+    model: nn.Module, nodes: Sequence[Node], overrides: Mapping[str, str] | None = None
 ) -> None:
     """Apply each node's scheme to the submodule at its id. ``overrides``: the spec's
     ``init:`` mapping. A node built as a tensor (``TensorOp``) is handed its parameter,

@@ -10,10 +10,9 @@ from __future__ import annotations
 import shutil
 import subprocess
 from dataclasses import dataclass
-from typing import TYPE_CHECKING
 
-if TYPE_CHECKING:
-    from vitgraph.graph import Graph
+from vitgraph.graph import Graph
+from vitgraph.spec.edits import instance_kinds
 
 FORMATS = ("mermaid", "dot", "svg", "png")
 NO_DOT = (
@@ -40,8 +39,6 @@ class Edge:
 
 def layout(graph: Graph, expand: bool = False) -> tuple[list[Box], list[Edge]]:
     """Boxes (collapsed unless ``expand``) and the shape-labelled edges between them."""
-    from vitgraph.edit import instance_kinds
-
     rows = {r.id: r for r in graph.summary().rows}
     kinds = instance_kinds(graph)
 

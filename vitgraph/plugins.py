@@ -7,7 +7,7 @@ A package that ships block kinds declares, in its ``pyproject.toml``::
 
 and the registry imports ``my_package.blocks`` (whose classes use ``@register``) when it
 first loads. Plugins come only from installed packages or an explicit ``--plugin
-module`` (``registry.load_plugin``); a spec never names a module to import.
+module`` (``vitgraph.spec.catalog.load_plugin``); a spec never names a module to import.
 """
 
 from __future__ import annotations

@@ -84,7 +84,7 @@ def _branch_outputs(graph) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
 
 
 def print_specs(as_json: bool) -> int:
-    from vitgraph.loader import shipped_specs
+    from vitgraph.spec.catalog import shipped_specs
 
     rows = []
     for family, path in shipped_specs().items():
@@ -111,7 +111,7 @@ def print_specs(as_json: bool) -> int:
 
 
 def print_blocks(as_json: bool) -> int:
-    from vitgraph.registry import registry
+    from vitgraph.spec.catalog import registry
 
     reg = registry()
     rows = []
@@ -123,7 +123,8 @@ def print_blocks(as_json: bool) -> int:
             rows.append(
                 {
                     "kind": kind,
-                    "family": cls.family,
+                    "role": cls.role,
+                    "family": cls.role,  # the name "role" had before 0.2 (deprecated)
                     "composite": False,
                     "doc": doc,
                     "params": fields,
@@ -136,6 +137,7 @@ def print_blocks(as_json: bool) -> int:
             rows.append(
                 {
                     "kind": kind,
+                    "role": "composite",
                     "family": "composite",
                     "composite": True,
                     "doc": comp.doc.split(". ")[0],
@@ -147,9 +149,9 @@ def print_blocks(as_json: bool) -> int:
         print(json.dumps(rows, indent=2))
         return 0
     table = Table(header_style="bold")
-    for column in ("kind", "family", "params", "doc"):
+    for column in ("kind", "role", "params", "doc"):
         table.add_column(column, overflow="fold")
     for row in rows:
-        table.add_row(row["kind"], row["family"], ", ".join(row["params"]), row["doc"])
+        table.add_row(row["kind"], row["role"], ", ".join(row["params"]), row["doc"])
     Console(width=max(140, Console().width)).print(table)
     return 0

@@ -1,51 +1,37 @@
 """``vitgraph schema``: the JSON Schema of spec files, generated from the pydantic models.
 
-Every block kind contributes its params (with the one-line docstring under each field as
-its description), so an editor with the YAML language server completes and checks a
-spec as it is typed. Any param may also be an expression (``$dim``, ``${dim * 4}``). The
-schema is committed at ``vitgraph/spec.schema.json`` (the specs' modeline points at it);
-a test regenerates it and fails when the committed copy drifts from the code.
+Every block kind contributes its params (with the first line of the docstring under each
+field as its description: pydantic's ``use_attribute_docstrings``), so an editor with the
+YAML language server completes and checks a spec as it is typed. Any param may also be
+an expression (``$dim``, ``${dim * 4}``). The schema is committed at
+``vitgraph/spec.schema.json`` (the specs' modeline points at it); a test regenerates it
+and fails when the committed copy drifts from the code.
 """
 
 from __future__ import annotations
 
-import ast
 import inspect
 import json
-import textwrap
 from pathlib import Path
 from typing import Any
 
 from pydantic import BaseModel
 
-from vitgraph.spec import SpecDocument
+from vitgraph.spec.document import SpecDocument
 
 SCHEMA_PATH = Path(__file__).with_name("spec.schema.json")
 SCHEMA_ID = "https://vitgraph.dev/spec.schema.json"
 _EXPRESSION = {"$ref": "#/$defs/expression"}
 
 
-def field_docs(cls: type) -> dict[str, str]:
-    """The docstring under each annotated field of ``cls`` and its bases (first line)."""
-    docs: dict[str, str] = {}
-    for klass in reversed(cls.__mro__):
-        if klass in (object, BaseModel) or not issubclass(klass, BaseModel):
-            continue
-        try:
-            tree = ast.parse(textwrap.dedent(inspect.getsource(klass)))
-        except (OSError, TypeError, SyntaxError):
-            continue
-        body = tree.body[0].body if tree.body and isinstance(tree.body[0], ast.ClassDef) else []
-        for first, second in zip(body, body[1:], strict=False):
-            if (
-                isinstance(first, ast.AnnAssign)
-                and isinstance(first.target, ast.Name)
-                and isinstance(second, ast.Expr)
-                and isinstance(second.value, ast.Constant)
-                and isinstance(second.value.value, str)
-            ):
-                docs[first.target.id] = inspect.cleandoc(second.value.value).splitlines()[0]
-    return docs
+def field_docs(cls: type[BaseModel]) -> dict[str, str]:
+    """The first line of each field's docstring (pydantic's ``use_attribute_docstrings``
+    makes it the field's description)."""
+    return {
+        name: info.description.strip().splitlines()[0]
+        for name, info in cls.model_fields.items()
+        if info.description
+    }
 
 
 def _model_schema(
@@ -75,7 +61,7 @@ def _strip(prop: dict[str, Any]) -> dict[str, Any]:
 
 
 def _block_schemas(defs: dict[str, Any]) -> tuple[list[str], list[dict[str, Any]]]:
-    from vitgraph.registry import registry
+    from vitgraph.spec.catalog import registry
 
     reg = registry()
     kinds, rules = reg.kinds(), []
@@ -126,7 +112,7 @@ def _node_properties() -> dict[str, Any]:
 
 
 def _edit_schema() -> dict[str, Any]:
-    from vitgraph.extends import VERBS
+    from vitgraph.spec.extends import VERBS
 
     target = {
         "anyOf": [

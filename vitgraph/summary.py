@@ -9,18 +9,15 @@ Autograd stays enabled: in torch 2.14 the counter fails under ``no_grad`` for so
 from __future__ import annotations
 
 from dataclasses import dataclass, field
-from typing import TYPE_CHECKING
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
 from torch.utils.flop_counter import flop_registry
 
+from vitgraph.block import Block, FunctionOp, TensorOp
 from vitgraph.errors import SpecError
-from vitgraph.registry import Block, FunctionOp, TensorOp
+from vitgraph.ir import Validated
 from vitgraph.shapes import TensorType
-
-if TYPE_CHECKING:
-    from vitgraph.graph import Graph
 
 
 @dataclass(frozen=True)
@@ -133,27 +130,18 @@ def instance_of(node_id: str) -> str:
 #: so counts are shared by every graph of the process (edits re-validate many times).
 _COUNTS: dict[tuple[str, tuple[object, ...], int], tuple[int, int]] = {}
 
-#: params that change neither parameters nor MACs (dropout and stochastic-depth rates):
-#: left out of the cache key, so a drop-path schedule does not defeat the cache
-_COUNT_NEUTRAL = {
-    "rate",
-    "drop",
-    "drop_path",
-    "attn_drop",
-    "proj_drop",
-    "drop_path_start",
-    "drop_path_step",
-}
 
-
-def summarize(graph: Graph, batch: int = 1) -> Summary:
+def summarize(graph: Validated, batch: int = 1) -> Summary:
     """Count each distinct (block, input types) once on the meta device: repeated layers
     cost one count, so validating ViT-L takes no longer than ViT-Ti."""
     cache = _COUNTS
     rows = []
     for node in graph.nodes:
         in_types = tuple(graph.type_of(name) for name in node.inputs)
-        key = (node.params.model_dump_json(exclude=_COUNT_NEUTRAL), in_types, batch)
+        # dropout and stochastic-depth rates change neither parameters nor MACs: left out of
+        # the key, so a drop-path schedule does not defeat the cache
+        neutral = type(node.params).training_fields()
+        key = (node.params.model_dump_json(exclude=set(neutral)), in_types, batch)
         if key not in cache:
             try:
                 cache[key] = _count_node(node.params, in_types, batch)

@@ -8,8 +8,8 @@ import sys
 
 
 def _load(spec: str, variant: str | None, sets: list[str]):
-    from vitgraph.cli import parse_sets
-    from vitgraph.graph import load
+    from vitgraph.pipeline import load
+    from vitgraph.spec.overrides import parse_sets
 
     return load(spec, variant, parse_sets(sets))
 

@@ -9,8 +9,7 @@ import re
 import torch
 from torch import nn
 
-import vitgraph
-from vitgraph.errors import Location, SpecError
+from vitgraph.interop.hf import HFConversion, from_hf, hf_converter, refuse_hf
 
 _RENAMES = [
     (r"pvt\.encoder\.patch_embeddings\.(\d+)\.projection\.", r"stages.\1.patch_embed.proj."),
@@ -31,20 +30,13 @@ _RENAMES = [
 ]
 
 
-def pvt_overrides(config) -> dict[str, object]:
-    """The args of specs/pvt.yaml that reproduce an HF ``PvtConfig``."""
+def pvt_overrides(model: nn.Module) -> dict[str, object]:
+    """The args of specs/pvt.yaml that reproduce an HF model's ``PvtConfig``."""
+    config = model.config
     if config.num_encoder_blocks != 4 or list(config.strides) != list(config.patch_sizes):
-        raise SpecError.at(
-            Location("<transformers:PvtConfig>"),
-            "pvt",
-            "only four stages with stride = patch size are supported",
-        )
+        raise refuse_hf(model, "a PvtConfig without four stages of stride = patch size")
     if config.hidden_act != "gelu":
-        raise SpecError.at(
-            Location("<transformers:PvtConfig>"),
-            "pvt",
-            f"hidden_act={config.hidden_act!r} is not supported yet",
-        )
+        raise refuse_hf(model, f"hidden_act={config.hidden_act!r}")
     return {
         "image_size": config.image_size,
         "patches": list(config.patch_sizes),
@@ -80,10 +72,12 @@ def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
     return out
 
 
+@hf_converter("PvtForImageClassification")
+def convert_pvt(model: nn.Module) -> HFConversion:
+    return HFConversion("pvt", pvt_state_dict, pvt_overrides(model))
+
+
 def from_transformers_pvt(model: nn.Module) -> nn.Module:
-    """The vitgraph PVT with the weights of an HF ``PvtForImageClassification``."""
-    graph = vitgraph.load("pvt", overrides=pvt_overrides(model.config))
-    ours = graph.build()
-    ours.load_state_dict(pvt_state_dict(model.state_dict()), strict=True)
-    ours.train(model.training)
-    return ours
+    """The vitgraph PVT with the weights of an HF ``PvtForImageClassification``
+    (``vitgraph.from_hf`` does the same for every supported class)."""
+    return from_hf(model)

@@ -21,7 +21,9 @@ import torch
 import yaml
 from torch import nn
 
-from vitgraph.errors import Location, Problem, SpecError
+from vitgraph.errors import Location, SpecError
+from vitgraph.pipeline import load
+from vitgraph.weights.loader import KeyMap, load_state, offers_from_state
 
 Converter = Callable[[nn.Module], "Conversion"]
 _CONVERTERS: dict[str, Converter] = {}
@@ -35,6 +37,9 @@ class Conversion:
     rename: Callable[[str], str] = field(default=lambda key: key)
     convert: Callable[[str, torch.Tensor], torch.Tensor] = field(default=lambda key, t: t)
     after_build: Callable[[nn.Module, nn.Module], None] | None = None
+
+    def keymap(self) -> KeyMap:
+        return KeyMap(self.rename, self.convert)
 
 
 def timm_converter(*class_names: str) -> Callable[[Converter], Converter]:
@@ -52,7 +57,9 @@ def timm_converter(*class_names: str) -> Callable[[Converter], Converter]:
     return decorate
 
 
-def _load_converters() -> None:
+def load_converters() -> None:
+    """Import every ``timm_*`` converter module of this package (each registers its
+    classes)."""
     package = importlib.import_module("vitgraph.interop")
     for info in pkgutil.iter_modules(package.__path__):
         if info.name.startswith("timm_"):
@@ -75,56 +82,43 @@ def refuse(model: nn.Module, option: str, why: str = "") -> SpecError:
     )
 
 
-def from_timm(model: nn.Module) -> nn.Module:
-    """Build the vitgraph twin of ``model`` and load its weights (strict)."""
-    _load_converters()
+def converter_for(model: nn.Module) -> Converter:
+    """The converter of a timm model's class; an unsupported class is refused by name."""
+    load_converters()
     cls = type(model).__name__
     if cls not in _CONVERTERS:
         known = ", ".join(sorted(_CONVERTERS))
         raise refuse(model, f"model class {cls}", f"supported classes: {known}")
-    conversion = _CONVERTERS[cls](model)
-    name = model_name(model)
-    from vitgraph.graph import load
+    return _CONVERTERS[cls]
 
+
+def from_timm(model: nn.Module) -> nn.Module:
+    """Build the vitgraph twin of ``model`` and load its weights (every key must fit)."""
+    conversion = converter_for(model)(model)
+    name = model_name(model)
     graph = load(f"<timm:{name}>", text=yaml.safe_dump(conversion.spec, sort_keys=False))
     ours = graph.build()
-    load_mapped(ours, model.state_dict(), conversion, name)
+    load_state(
+        ours,
+        offers_from_state(model.state_dict(), conversion.keymap()),
+        fmt="timm",
+        source=f"timm {name}",
+        what=f"timm {name}'s state_dict does not fit the vitgraph model",
+    )
     if conversion.after_build is not None:
         conversion.after_build(model, ours)
     ours.train(model.training)
     return ours
 
 
-def load_mapped(
-    ours: nn.Module, theirs: dict[str, torch.Tensor], conversion: Conversion, name: str
-) -> None:
-    """Copy ``theirs`` into ``ours`` through the conversion's key map; every key must match."""
-    target = ours.state_dict()
-    mapped: dict[str, torch.Tensor] = {}
-    problems: list[str] = []
-    for key, tensor in theirs.items():
-        new_key = conversion.rename(key)
-        if new_key not in target:
-            problems.append(
-                f"timm key '{key}' has no place in the vitgraph model"
-                + (f" (mapped to '{new_key}')" if new_key != key else "")
-            )
-            continue
-        tensor = conversion.convert(key, tensor)
-        if tuple(tensor.shape) != tuple(target[new_key].shape):
-            problems.append(
-                f"'{key}' has shape {tuple(tensor.shape)} in timm but "
-                f"{tuple(target[new_key].shape)} in vitgraph"
-            )
-            continue
-        mapped[new_key] = tensor
-    for key in target:
-        if key not in mapped and not any(p.startswith(f"'{key}'") for p in problems):
-            problems.append(f"vitgraph key '{key}' gets no timm weight")
-    if problems:
-        where = Location(f"<timm:{name}>")
-        raise SpecError([Problem(where, name, p) for p in problems[:50]])
-    ours.load_state_dict(mapped, strict=True)
+def timm_keymap(timm_name: str) -> KeyMap:
+    """``from_timm``'s key map for a timm architecture (built on meta: no memory), to read
+    that architecture's checkpoints."""
+    import timm
+
+    with torch.device("meta"):
+        reference = timm.create_model(timm_name, pretrained=False)
+    return converter_for(reference)(reference).keymap()
 
 
 def spec_document(

@@ -114,7 +114,7 @@ def _plain(path: Path) -> dict[str, torch.Tensor]:
 
 def rebuild_graph(meta: dict[str, Any]):
     """The graph a checkpoint was trained from (spec text from its metadata)."""
-    from vitgraph.graph import load
+    from vitgraph.pipeline import load
 
     overrides = json.loads(meta.get("overrides") or "{}")
     variant = meta.get("variant") or None

@@ -107,7 +107,7 @@ _SETTINGS = [
 
 def run(args: argparse.Namespace) -> int:
     """Called by ``vitgraph.cli`` inside its error handling (SpecError -> 2)."""
-    from vitgraph.cli import parse_sets
+    from vitgraph.spec.overrides import parse_sets
     from vitgraph.train.data import DataError
     from vitgraph.train.loop import train
 

@@ -83,7 +83,7 @@ def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
 
 class Trainer:
     def __init__(self, config: TrainConfig, log=print) -> None:
-        from vitgraph.graph import load
+        from vitgraph.pipeline import load
 
         self.config = config
         self.log = log
@@ -122,16 +122,11 @@ class Trainer:
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
         self.ddp_model = ddp.wrap(self.model, self.world, self.device)
-        decay = [
-            p
-            for n, p in self.model.named_parameters()
-            if p.ndim > 1 and not n.endswith(("cls_token", "pos_embed", "dist_token"))
-        ]
-        keep = [
-            p
-            for n, p in self.model.named_parameters()
-            if p.ndim <= 1 or n.endswith(("cls_token", "pos_embed", "dist_token"))
-        ]
+        # timm's optimizer groups: what the model's blocks keep out of weight decay
+        # (position tables, prefix tokens, norms, LayerScale, relative-position tables)
+        exempt = self.model.no_weight_decay()
+        decay = [p for n, p in self.model.named_parameters() if n not in exempt]
+        keep = [p for n, p in self.model.named_parameters() if n in exempt]
         self.optimizer = torch.optim.AdamW(
             [
                 {"params": decay, "weight_decay": config.weight_decay},

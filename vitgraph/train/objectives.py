@@ -1,8 +1,8 @@
 """The loss of one micro-batch, chosen by the spec's heads and the config.
 
-* a spec with a ``distill_head`` (DeiT ⚗) trains its two heads: against the teacher
+* a spec whose head asks for distillation (DeiT ⚗) trains its two heads: against the teacher
   (hard or soft) when one is given, otherwise both against the labels;
-* a spec with a ``token_label_head`` (LV-ViT) trains with Token Labeling: the class
+* a spec whose head asks for token labeling (LV-ViT) trains with Token Labeling: the class
   loss plus the dense per-token loss, with MixToken; token labels come from the
   teacher's per-patch predictions, or are the image label of each token's source;
 * any spec: MixUp, and Gong et al.'s three over-smoothing losses, added with weights.
@@ -19,8 +19,9 @@ from vitgraph.train.taps import Taps
 from vitgraph.train.teacher import dense_targets, teacher_logits
 
 
-def head_kinds(graph) -> set[str]:
-    return {node.kind for node in graph.nodes}
+def objectives_of(graph) -> set[str]:
+    """The training objectives the spec's blocks ask for (``Block.objective``)."""
+    return {o for node in graph.nodes if (o := type(node.params).objective) is not None}
 
 
 class Objective:
@@ -32,9 +33,9 @@ class Objective:
         classes: int,
         teacher: nn.Module | None = None,
     ) -> None:
-        kinds = head_kinds(graph)
-        self.distilled = "distill_head" in kinds
-        self.token_label = "token_label_head" in kinds
+        wanted = objectives_of(graph)
+        self.distilled = "distillation" in wanted
+        self.token_label = "token_labeling" in wanted
         self.config, self.classes, self.teacher = config, classes, teacher
         needs_taps = (
             self.token_label

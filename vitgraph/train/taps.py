@@ -89,4 +89,4 @@ class Taps:
 
 
 def classifier_done(chain: list[str], graph) -> bool:
-    return bool(chain) and graph.node(chain[-1]).kind == "linear_head"
+    return bool(chain) and type(graph.node(chain[-1]).params).classifier_rule() is not None

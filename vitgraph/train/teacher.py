@@ -25,7 +25,7 @@ def load_teacher(teacher: str, checkpoint: str | None, classes: int, device: str
         model = rebuild_graph(ckpt.meta).build()
         model.load_state_dict(ckpt.model)
     else:
-        from vitgraph.graph import load
+        from vitgraph.pipeline import load
 
         if not checkpoint:
             raise ValueError(

@@ -1,229 +1,37 @@
-"""Phases 1-3: parse, schema and expand a spec into a flat list of typed nodes.
+"""Phase 3, expand: a source spec into a flat list of typed nodes.
 
-``load_document`` finds and parses the file; ``expand`` applies the variant and the
-overrides, evaluates expressions, validates every entry against its block kind and
-inlines composite blocks and ``repeat:`` groups. Problems are collected and raised
-together as one SpecError, each at its ``file:line:col``.
+``expand`` applies the variant and the overrides, evaluates expressions, validates every
+entry against its block kind and inlines composite blocks and ``repeat:`` groups.
+Problems are collected and raised together as one SpecError, each at its
+``file:line:col``.
 """
 
 from __future__ import annotations
 
-import functools
 import re
+import warnings
 from dataclasses import dataclass, field
-from importlib import resources
-from pathlib import Path
 from typing import Any
 
-import yaml
-from pydantic import BaseModel, ValidationError
+from pydantic import ValidationError
 
-from vitgraph.errors import Location, Problem, SpecError
-from vitgraph.expressions import ExpressionError, names_in, substitute
-from vitgraph.registry import Block, Composite, registry
-from vitgraph.spec import FORMAT_VERSION, NODE_KEYS, SpecDocument
+from vitgraph.errors import Location, Problem, SpecDeprecation, SpecError
+from vitgraph.ir import Expanded, Node, Segment, Source
+from vitgraph.registry import Composite
+from vitgraph.spec.catalog import registry
+from vitgraph.spec.document import NODE_KEYS
+from vitgraph.spec.expressions import ExpressionError, names_in, substitute
+from vitgraph.spec.overrides import OVERRIDE_FILE
+from vitgraph.spec.parse import Path as YPath
+from vitgraph.spec.problems import pydantic_problems
 from vitgraph.suggest import did_you_mean
-from vitgraph.yamlmarks import MAX_CHARS, Marks, parse_yaml
-from vitgraph.yamlmarks import Path as YPath
 
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
 MAX_COMPOSITE_DEPTH = 16
 #: the largest image side accepted (a bound, so counting a spec never overflows torch's sizes)
 MAX_INPUT_SIDE = 65_536
-OVERRIDE_FILE = "<--set>"
 _ID = re.compile(r"[A-Za-z0-9_-]{1,200}")
-
-
-@dataclass
-class Source:
-    """A parsed spec file: its data, the marks of every value, and its file name."""
-
-    data: dict[str, Any]
-    marks: Marks
-    file: str
-    document: SpecDocument
-
-
-@dataclass
-class Node:
-    """One primitive block in the expanded graph."""
-
-    id: str
-    kind: str
-    params: Block
-    inputs: list[str]
-    where: Location
-    field_marks: dict[str, Location] = field(default_factory=dict)
-    group: str | None = None  # the repeat group it was expanded from ("blocks")
-    index: int | None = None  # its index in that group
-    parent: str | None = None  # the composite node it belongs to ("blocks.3")
-    composite_kind: str | None = None  # the kind of that composite ("encoder_layer")
-
-    def mark(self, field_name: str | None) -> Location:
-        if field_name and field_name in self.field_marks:
-            return self.field_marks[field_name]
-        return self.where
-
-
-@dataclass
-class Expanded:
-    """The result of the expand phase."""
-
-    nodes: list[Node]
-    aliases: dict[str, str]  # composite / repeat-group id -> the node id that is its output
-    input_channels: int
-    input_size: tuple[int, int]
-    args: dict[str, Any]
-    outputs: list[str]
-    features: list[str]
-    groups: dict[str, tuple[str, int]]  # id -> (kind, count) of each repeat group / composite
-    problems: list[Problem] = field(default_factory=list)  # found while expanding
-    failed: set[str] = field(default_factory=set)  # ids whose entry had a problem
-    #: where each name in ``outputs:`` / ``features:`` is written, as (location, key)
-    tap_marks: dict[str, tuple[Location, str]] = field(default_factory=dict)
-
-
-# ---------------------------------------------------------------------------- finding
-
-
-def spec_dir() -> Any:
-    return resources.files("vitgraph.specs")
-
-
-@functools.cache
-def shipped_specs() -> dict[str, str]:
-    """Shipped spec family name -> file path."""
-    return {
-        e.name[:-5]: str(e)
-        for e in sorted(spec_dir().iterdir(), key=lambda p: p.name)
-        if e.name.endswith(".yaml")
-    }
-
-
-@functools.cache
-def variant_index() -> dict[str, str]:
-    """Variant name -> the family that defines it (read without full validation)."""
-    index: dict[str, str] = {}
-    for family, path in shipped_specs().items():
-        data = yaml.safe_load(Path(path).read_text())
-        for name in (data or {}).get("variants", {}) or {}:
-            index[name] = family
-    return index
-
-
-def resolve_spec(spec: str | Path) -> tuple[str, str | None]:
-    """(file path, implied variant) for a path, a family name or a variant name."""
-    text = str(spec)
-    path = Path(text)
-    if path.suffix in (".yaml", ".yml") or path.exists():
-        if not path.is_file():
-            raise SpecError.at(Location(text), "", f"spec file '{text}' does not exist")
-        return str(path), None
-    specs = shipped_specs()
-    if text in specs:
-        return specs[text], None
-    variants = variant_index()
-    if text in variants:
-        return specs[variants[text]], text
-    hint = did_you_mean(text, [*specs, *variants])
-    raise SpecError.at(
-        Location(text),
-        "",
-        f"no spec file, shipped spec or variant named '{text}'{hint}",
-        "run `vitgraph list` to see the shipped specs and variants",
-    )
-
-
-def load_source(path: str, text: str | None = None) -> Source:
-    """Phase 1 and the top-level schema: parse a spec file and check its outer keys."""
-    if text is None:
-        try:  # bounded: parse_yaml refuses anything longer (and /dev/zero never ends)
-            with open(path, encoding="utf-8") as handle:
-                text = handle.read(MAX_CHARS + 1)
-        except (OSError, UnicodeDecodeError) as exc:
-            raise SpecError.at(Location(path), "", f"cannot read the spec: {exc}") from None
-    data, marks = parse_yaml(text, path)
-    if isinstance(data, dict) and "extends" in data:  # a spec written as edits of another
-        from vitgraph.extends import resolve_extends
-
-        data, marks = resolve_extends(data, marks, path)
-    if not isinstance(data, dict):
-        raise SpecError.at(
-            marks.at(()),
-            "",
-            "a spec must be a mapping with 'vitgraph', 'name', 'input' and 'graph' keys",
-        )
-    version = data.get("vitgraph")
-    if isinstance(version, int) and not isinstance(version, bool) and version > FORMAT_VERSION:
-        raise SpecError.at(
-            marks.at(("vitgraph",)),
-            "vitgraph",
-            f"spec format version {version} is newer than this vitgraph reads ({FORMAT_VERSION})",
-            "upgrade vitgraph to build this spec",
-        )
-    try:
-        document = SpecDocument.model_validate(data)
-    except ValidationError as exc:
-        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
-    if version != FORMAT_VERSION:
-        raise SpecError.at(
-            marks.at(("vitgraph",)),
-            "vitgraph",
-            f"unknown spec format version {version!r}",
-            "write `vitgraph: 1`",
-        )
-    return Source(data, marks, path, document)
-
-
-def pydantic_problems(
-    exc: ValidationError,
-    marks: Marks,
-    base: YPath,
-    model: type[BaseModel],
-    field_marks: dict[str, Location] | None = None,
-    where: Location | None = None,
-    label: str = "",
-) -> list[Problem]:
-    """Translate pydantic's errors into located problems (did-you-mean for unknown keys)."""
-    problems = []
-    known_fields = [k for k in model.model_fields if k != "kind"]
-    suggested = {
-        did_you_mean(str(e["loc"][-1]), known_fields)[len(" (did you mean '") : -3]
-        for e in exc.errors()
-        if e["type"] == "extra_forbidden" and e["loc"]
-    }
-    for err in exc.errors():
-        if err["type"] == "missing" and err["loc"] and err["loc"][-1] in suggested:
-            continue  # the unknown key's did-you-mean already says it
-        loc = tuple(err["loc"])
-        path = ".".join(
-            str(p) for p in (label.split(".") if label else list(base)) + list(loc) if p != ""
-        )
-        first = str(loc[0]) if loc else None
-        if field_marks is not None:
-            location = field_marks.get(first or "", where or marks.at(base))
-        else:
-            location = marks.at(base + loc, key=err["type"] == "extra_forbidden")
-        if err["type"] == "extra_forbidden":
-            known = [k for k in model.model_fields if k != "kind"]
-            message = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
-            hint = f"known keys: {', '.join(known)}" if len(known) <= 12 else None
-        elif err["type"] == "missing":
-            message, hint = f"'{loc[-1]}' is required", None
-        else:
-            got = err.get("input")
-            message = (
-                f"{err['msg'].lower()} (got {got!r})"
-                if not isinstance(got, dict)
-                else (err["msg"].lower())
-            )
-            hint = None
-        problems.append(Problem(location, path, message, hint))
-    return problems
-
-
-# ---------------------------------------------------------------------------- expanding
 
 
 class _Expander:
@@ -321,7 +129,7 @@ class _Expander:
         except ExpressionError as exc:
             self.fail(self.marks.at(("input",)), "input", str(exc))
             return 3, (1, 1)
-        from vitgraph.spec import InputSpec
+        from vitgraph.spec.document import InputSpec
 
         try:
             spec = InputSpec.model_validate(values)
@@ -396,7 +204,7 @@ class _Expander:
                     ctx.label(position),
                     f"id {local_id[:80]!r} must be a non-empty name of letters, digits, "
                     "'_' and '-'",
-                    "for example: blocks, patch_embed, head_dist",
+                    "for example: blocks, embed, head_dist",
                 )
                 previous = f"{prefix}graph[{position}]"  # its users are not reported again
                 self.failed.add(previous)
@@ -542,6 +350,18 @@ class _Expander:
         if inputs is None:
             return full_id
         kind = str(kind)
+        if kind in self.registry.aliases:  # a deprecated name: say what replaces it
+            alias = self.registry.aliases[kind]
+            warnings.warn(
+                f"{where}: {full_id}: kind '{kind}' is deprecated: use '{alias.kind}'"
+                + (f" ({alias.note})" if alias.note else ""),
+                SpecDeprecation,
+                stacklevel=2,
+            )
+            if alias.translate is not None:
+                params = alias.translate(params)
+            kind = alias.kind
+        segment = _segment(full_id[len(ctx.prefix) :], index)
         if kind in self.registry.primitives:
             block_cls = self.registry.primitives[kind]
             try:
@@ -564,6 +384,7 @@ class _Expander:
                     index=index,
                     parent=ctx.parent,
                     composite_kind=ctx.composite_kind,
+                    path=(*ctx.segments, segment),
                 )
             )
             return full_id
@@ -579,6 +400,7 @@ class _Expander:
                 path,
                 group,
                 index,
+                segment,
             )
         self.failed.add(full_id)
         self.fail(
@@ -631,6 +453,7 @@ class _Expander:
         path: YPath,
         group: str | None,
         index: int | None,
+        segment: Segment,
     ) -> str:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
@@ -662,9 +485,11 @@ class _Expander:
             parent=full_id,
             composite_kind=composite.kind,
             prefix=f"{full_id}.",
+            segments=(*ctx.segments, segment),
         )
         last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope, inner)
-        output = scope.get(composite.outputs, last) if composite.outputs else last
+        main = composite.output
+        output = scope.get(main, last) if main else last
         self.aliases[full_id] = output
         if group is None:
             self.groups.setdefault(full_id, (composite.kind, 1))
@@ -683,12 +508,20 @@ class _Context:
     parent: str | None = None
     composite_kind: str | None = None
     prefix: str = ""
+    segments: tuple[Segment, ...] = ()
 
     def label(self, position: int) -> str:
         return f"{self.prefix}graph[{position}]" if self.prefix else f"graph[{position}]"
 
     def resolve_global(self, name: str, aliases: dict[str, str]) -> str:
         return aliases.get(name, name)
+
+
+def _segment(local_id: str, index: int | None) -> Segment:
+    """The hierarchy level of an entry's id (``blocks.3`` of a repeat -> (blocks, 3))."""
+    if index is None:
+        return Segment(local_id)
+    return Segment(local_id.rsplit(".", 1)[0], index)
 
 
 def expand(

@@ -11,6 +11,9 @@ from typing import Annotated, Any
 from pydantic import BaseModel, ConfigDict, Field, field_validator
 from pydantic_core import PydanticCustomError
 
+from vitgraph.suggest import did_you_mean
+from vitgraph.vocabulary import INIT_SCHEMES
+
 FORMAT_VERSION = 1
 
 #: keys of a graph entry that are not block parameters
@@ -20,7 +23,7 @@ NODE_KEYS = ("id", "kind", "inputs", "repeat", "at", "doc")
 class InputSpec(BaseModel):
     """The image the model takes."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     channels: Annotated[int, Field(gt=0)] = 3
     """Input channels."""
@@ -31,7 +34,7 @@ class InputSpec(BaseModel):
 class DataConfig(BaseModel):
     """Pre-processing the model expects (timm's ``pretrained_cfg`` data keys)."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     mean: list[float] = [0.485, 0.456, 0.406]
     std: list[float] = [0.229, 0.224, 0.225]
@@ -42,7 +45,7 @@ class DataConfig(BaseModel):
 class SpecDocument(BaseModel):
     """A vitgraph spec file."""
 
-    model_config = ConfigDict(frozen=True, extra="forbid")
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     vitgraph: int
     """Spec format version (this vitgraph reads version 1)."""
@@ -75,19 +78,16 @@ class SpecDocument(BaseModel):
     @field_validator("init")
     @classmethod
     def _known_schemes(cls, value: dict[str, str]) -> dict[str, str]:
-        from vitgraph.init import SCHEMES
-        from vitgraph.suggest import did_you_mean
-
         for kind, scheme in value.items():
-            if scheme not in SCHEMES:
+            if scheme not in INIT_SCHEMES:
                 raise PydanticCustomError(
                     "init_scheme",
                     "unknown init scheme '{scheme}' for kind '{kind}'{maybe}; known: {known}",
                     {
                         "scheme": scheme,
                         "kind": kind,
-                        "known": ", ".join(SCHEMES),
-                        "maybe": did_you_mean(scheme, list(SCHEMES)),
+                        "known": ", ".join(INIT_SCHEMES),
+                        "maybe": did_you_mean(scheme, list(INIT_SCHEMES)),
                     },
                 )
         return value

@@ -2,7 +2,8 @@
 
 A spec that extends another takes its top-level keys (``args`` are merged, any other
 key it writes replaces the base's), then applies its ``edits`` in order, each
-re-validated (vitgraph/edit.py), so an edit that breaks the graph is reported at the
+re-validated (``vitgraph.spec.edits``; the orchestrator passes phases 3-5 down as
+``validate``), so an edit that breaks the graph is reported at the
 edit's own line. The base is a shipped spec name or a file in the extending spec's own
 directory or the shipped specs; chains are followed and cycles reported.
 
@@ -19,12 +20,23 @@ directory or the shipped specs; chains are followed and cycles reported.
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from pathlib import Path
 from typing import Any
 
+from pydantic import ValidationError
+
 from vitgraph.errors import Location, Problem, SpecError
+from vitgraph.ir import Source, Validated
+from vitgraph.spec import edits
+from vitgraph.spec.catalog import shipped_specs, spec_dir
+from vitgraph.spec.document import SpecDocument
+from vitgraph.spec.parse import Marks, parse_yaml
+from vitgraph.spec.problems import pydantic_problems
 from vitgraph.suggest import did_you_mean
-from vitgraph.yamlmarks import Marks, parse_yaml
+
+#: phases 3-5 of a source (default variant, no overrides): ``vitgraph.inference.validate``
+Validate = Callable[[Source], Validated]
 
 MAX_CHAIN = 16
 
@@ -42,7 +54,7 @@ _OWN = ("extends", "edits")
 
 
 def resolve_extends(
-    data: dict[str, Any], marks: Marks, path: str, stack: tuple[str, ...] = ()
+    data: dict[str, Any], marks: Marks, path: str, validate: Validate, stack: tuple[str, ...] = ()
 ) -> tuple[dict[str, Any], Marks]:
     """The spec ``data`` with its base merged in and its edits applied."""
     where = marks.at(("extends",))
@@ -62,20 +74,18 @@ def resolve_extends(
     if not isinstance(base, dict):
         raise SpecError.at(base_marks.at(()), "", "the base spec must be a mapping")
     if "extends" in base:
-        base, base_marks = resolve_extends(base, base_marks, base_path, chain)
+        base, base_marks = resolve_extends(base, base_marks, base_path, validate, chain)
     merged, merged_marks = _merge(base, base_marks, data, marks)
     edits = data.get("edits") or []
     if not isinstance(edits, list):
         raise SpecError.at(marks.at(("edits",)), "edits", "edits must be a list of edits")
     if edits:
-        merged, merged_marks = _apply(merged, merged_marks, edits, marks, path)
+        merged, merged_marks = _apply(merged, merged_marks, edits, marks, path, validate)
     return merged, merged_marks
 
 
 def _base_path(ref: Any, path: str, where: Location) -> str:
     """A shipped spec name, or a file in the spec's own directory or the shipped specs."""
-    from vitgraph.loader import shipped_specs, spec_dir
-
     if not isinstance(ref, str) or not ref:
         raise SpecError.at(
             where, "extends", "extends names a spec: a shipped spec name or a path to a spec file"
@@ -140,27 +150,25 @@ def _merge(
 
 
 def _apply(
-    data: dict[str, Any], marks: Marks, edits: list[Any], child_marks: Marks, path: str
+    data: dict[str, Any],
+    marks: Marks,
+    edits_: list[Any],
+    child_marks: Marks,
+    path: str,
+    validate: Validate,
 ) -> tuple[dict[str, Any], Marks]:
-    from vitgraph import edit
-    from vitgraph.loader import Source, expand, pydantic_problems
-    from vitgraph.spec import SpecDocument
-
     try:
         document = SpecDocument.model_validate(data)
-    except Exception as exc:  # pydantic ValidationError: locate it
-        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None  # type: ignore[arg-type]
-    from vitgraph.graph import Graph
-    from vitgraph.infer import infer
-
+    except ValidationError as exc:
+        raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
     source = Source(data, marks, path, document)
-    variant, expanded = expand(source)
-    graph = Graph(source, variant, {}, expanded, infer(expanded))
-    for n, item in enumerate(edits):
+    state = validate(source)
+    for n, item in enumerate(edits_):
         where = child_marks.at(("edits", n))
         verb, target, args = _parse_edit(item, n, where, child_marks)
         try:
-            _one(edit, graph, verb, target, args, n, where)
+            source = _one(state, verb, target, args, n, where)
+            state = validate(source)
         except SpecError as exc:  # a problem in the base file is the edit's doing: say so
             raise SpecError(
                 [
@@ -175,38 +183,37 @@ def _apply(
                     for p in exc.problems
                 ]
             ) from None
-    return graph.source.data, graph.source.marks
+    return state.source.data, state.source.marks
 
 
 def _one(
-    edit: Any, graph: Any, verb: str, target: Any, args: dict[str, Any], n: int, where: Location
-) -> None:
-    """Apply one parsed edit with the editing verbs (vitgraph/edit.py)."""
+    state: Validated, verb: str, target: Any, args: dict[str, Any], n: int, where: Location
+) -> Source:
+    """Apply one parsed edit with the editing verbs (``vitgraph.spec.edits``)."""
     selector: dict[str, Any] = (
         {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target}
     )
     if verb in ("insert_after", "insert_before", "remove", "rename") and (isinstance(target, dict)):
         raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
     if verb == "insert_after":
-        edit.insert_after(graph, target, args["node"], location=where)
-    elif verb == "insert_before":
-        edit.insert_before(graph, target, args["node"], location=where)
-    elif verb == "remove":
-        edit.remove(graph, target, location=where)
-    elif verb == "rename":
-        edit.rename(graph, target, str(args["to"]), location=where)
-    elif verb == "update":
-        edit.update(
-            graph, **selector, params=_mapping(args["set"], n, "set", where), location=where
+        return edits.insert_after(state, target, args["node"], location=where)
+    if verb == "insert_before":
+        return edits.insert_before(state, target, args["node"], location=where)
+    if verb == "remove":
+        return edits.remove(state, target, location=where)
+    if verb == "rename":
+        return edits.rename(state, target, str(args["to"]), location=where)
+    if verb == "update":
+        return edits.update(
+            state, **selector, params=_mapping(args["set"], n, "set", where), location=where
         )
-    else:
-        edit.replace(
-            graph,
-            with_kind=str(args["with"]),
-            **selector,
-            params=_mapping(args.get("params") or {}, n, "params", where),
-            location=where,
-        )
+    return edits.replace(
+        state,
+        with_kind=str(args["with"]),
+        **selector,
+        params=_mapping(args.get("params") or {}, n, "params", where),
+        location=where,
+    )
 
 
 def _short(location: Location) -> str:

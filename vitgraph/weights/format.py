@@ -1,13 +1,11 @@
-"""Weights in and out: safetensors only (no pickle), with the spec in the metadata.
+"""The one weights format: safetensors (no pickle), with the spec in the metadata.
 
 ``save_weights`` writes a model's state_dict with the spec it was built from: the spec
-file's text, the variant, the overrides and the resolved spec (``Graph.to_yaml()``, a spec
-that rebuilds the same graph on its own). ``load_into`` (``Graph.build(weights=...)``)
-reads the file's header first, checks every key and shape against the model the spec
-builds and reports every mismatch at once, then copies one tensor at a time, so loading
-never holds a second copy of the weights. A file that is not a whole safetensors file
-(truncated, corrupted header, random bytes, another format) is refused with what is wrong
-with it, before any tensor is read.
+file's text, the variant, the overrides and the resolved spec (a spec that rebuilds the
+same graph on its own). ``read_header`` reads a file's header without reading a tensor:
+a file that is not a whole safetensors file (truncated, corrupted header, random bytes,
+another format) is refused with what is wrong with it. ``read_state`` reads a foreign
+checkpoint (a ``.pth`` through ``torch.load(weights_only=True)``, never pickle code).
 """
 
 from __future__ import annotations
@@ -15,14 +13,17 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
-from typing import Any
 
 import torch
-from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
-from vitgraph.checkpoints import WEIGHTS_FORMAT, CheckpointError
+from vitgraph.ir import Validated
+from vitgraph.spec.serialize import to_yaml
+from vitgraph.weights.report import WeightsError
+
+#: the ``vitgraph_format`` metadata value ``save_weights`` writes
+WEIGHTS_FORMAT = "1"
 
 #: safetensors' own bound on the JSON header (100 MB)
 MAX_HEADER = 100_000_000
@@ -58,17 +59,13 @@ _TORCH_NAMES = {
 }
 
 
-class WeightsError(CheckpointError):
-    """A weights file that is unreadable or does not fit the model its spec builds."""
-
-
-def save_weights(model: nn.Module, graph: Any, path: str | Path) -> None:
+def save_weights(model: nn.Module, graph: Validated, path: str | Path) -> None:
     """Write ``model``'s state_dict with the spec text, variant, overrides and the resolved
     spec as metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
     spec_file = Path(graph.file)
     try:
-        resolved = graph.to_yaml()
+        resolved = to_yaml(graph)
     except Exception as exc:
         resolved = f"# could not write the resolved spec: {type(exc).__name__}: {exc}\n"
     metadata = {
@@ -146,7 +143,8 @@ def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, 
     return {str(k): str(v) for k, v in metadata.items()}, tensors
 
 
-def _source(metadata: dict[str, str]) -> str:
+def describe(metadata: dict[str, str]) -> str:
+    """Whose weights a file holds, from its metadata (for messages)."""
     if "vitgraph_format" not in metadata:
         return "a file without vitgraph metadata"
     variant = metadata.get("variant") or ""
@@ -155,46 +153,28 @@ def _source(metadata: dict[str, str]) -> str:
     return name + (f" with overrides {overrides}" if overrides != "{}" else "")
 
 
-def load_into(model: nn.Module, path: str | Path, spec: str = "") -> list[str]:
-    """Copy the weights of ``path`` into ``model``; return the keys loaded.
-
-    Every key and shape is checked against the model (the spec's) before anything is
-    copied; all mismatches are listed in one ``WeightsError``."""
-    if spec:
-        spec = f" ({spec})"
-    metadata, tensors = read_header(path)
+def check_format(path: str | Path, metadata: dict[str, str]) -> None:
+    """Refuse vitgraph weights of a newer format than this vitgraph reads."""
     fmt = metadata.get("vitgraph_format")
     if fmt is not None and fmt != WEIGHTS_FORMAT:
         raise WeightsError(
             f"{path} has vitgraph weights format {fmt}; this vitgraph reads "
             f"{WEIGHTS_FORMAT} (upgrade vitgraph)"
         )
-    target = model.state_dict()
-    lines = [f"missing: {key} {tuple(t.shape)}" for key, t in target.items() if key not in tensors]
-    lines += [
-        f"unexpected: {key} {shape}" for key, (_, shape) in tensors.items() if key not in target
-    ]
-    for key, t in target.items():
-        if key in tensors:
-            dtype, shape = tensors[key]
-            if shape != tuple(t.shape):
-                lines.append(
-                    f"mismatched: {key} is {shape} in the file, {tuple(t.shape)} in the model"
-                )
-            elif t.is_floating_point() != (
-                dtype in ("F16", "BF16", "F32", "F64", "F8_E4M3", "F8_E5M2")
-            ):
-                lines.append(
-                    f"mismatched: {key} is {dtype} in the file, "
-                    f"{_TORCH_NAMES.get(t.dtype, t.dtype)} in the model"
-                )
-    if lines:
-        raise WeightsError(
-            f"{path} does not fit the model{spec}: it holds the weights of "
-            f"{_source(metadata)}; {len(lines)} of {len(target)} tensors differ\n  "
-            + "\n  ".join(lines)
-        )
-    with safe_open(str(path), framework="pt", device="cpu") as handle, torch.no_grad():
-        for key, dest in target.items():  # state_dict entries share the parameters' storage
-            dest.copy_(handle.get_tensor(key))  # one file tensor in memory at a time
-    return list(target)
+
+
+def read_state(path: str | Path) -> dict[str, torch.Tensor]:
+    """The tensors of a ``.pth``/``.pt`` checkpoint (``weights_only=True``: no pickle code);
+    a trainer's nesting (``state_dict``, ``model``, ``module``) and DDP's ``module.``
+    prefix are unwrapped."""
+    try:
+        loaded = torch.load(path, map_location="cpu", weights_only=True)
+    except Exception as exc:  # an unreadable or unsafe file: say which and why
+        raise WeightsError(f"cannot read {path} as a PyTorch checkpoint: {exc}") from None
+    for wrapper in ("state_dict", "model", "module"):  # trainer checkpoints nest the weights
+        if isinstance(loaded, dict) and isinstance(loaded.get(wrapper), dict):
+            loaded = loaded[wrapper]
+            break
+    if not isinstance(loaded, dict):
+        raise WeightsError(f"{path} holds a {type(loaded).__name__}, not a state_dict")
+    return {k.removeprefix("module."): v for k, v in loaded.items() if isinstance(v, torch.Tensor)}

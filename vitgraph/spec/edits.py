@@ -1,12 +1,14 @@
-"""Graph editing: ``find``, ``replace``, ``insert_after``/``insert_before``, ``remove``,
-``update``, ``rename``, and writing a graph back as a spec (``to_yaml``).
+"""The editing verbs as transforms of source data: ``find``, ``replace``,
+``insert_after``/``insert_before``, ``remove``, ``update``, ``rename``.
 
-Edits change the *source* spec data, not the expanded nodes, so ``repeat:``, args and
-expressions survive: replacing ``blocks.*.attn`` sets the ``attention`` param of the
-``encoder_layer`` group once; changing one repeat writes an ``at: {index: ...}`` entry.
-After every edit the spec is expanded and shape-checked again, and a problem is raised
-as a ``SpecError`` naming the node (a shape mismatch downstream is reported at the
-downstream node, with the numbers). An edit that fails leaves the graph unchanged.
+Each verb reads a validated spec (``Validated``: to find what an id names) and returns a
+new ``Source``; it changes the *source* spec data, not the expanded nodes, so
+``repeat:``, args and expressions survive: replacing ``blocks.*.attn`` sets the
+``attention`` param of the ``encoder_layer`` group once; changing one repeat writes an
+``at: {index: ...}`` entry. The caller validates the result again (``Graph`` and
+``extends:`` both do, through ``vitgraph.inference.validate``), so a problem is raised as
+a ``SpecError`` naming the node (a shape mismatch downstream is reported at the downstream
+node, with the numbers). Nothing here changes the spec it reads.
 """
 
 from __future__ import annotations
@@ -16,20 +18,17 @@ import fnmatch
 import re
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
-from typing import TYPE_CHECKING, Any
+from typing import Any
 
-import yaml
 from pydantic import ValidationError
 
 from vitgraph.errors import Location, SpecError
-from vitgraph.registry import registry
-from vitgraph.spec import NODE_KEYS, SpecDocument
+from vitgraph.ir import Node, Source, Validated
+from vitgraph.spec.catalog import registry
+from vitgraph.spec.document import NODE_KEYS, SpecDocument
+from vitgraph.spec.parse import Marks
+from vitgraph.spec.problems import pydantic_problems
 from vitgraph.suggest import did_you_mean
-from vitgraph.yamlmarks import Marks
-
-if TYPE_CHECKING:
-    from vitgraph.graph import Graph
-    from vitgraph.loader import Node
 
 Selector = str | Iterable[str] | None
 _REF = re.compile(r"^\$(?:\{\s*)?([A-Za-z_][A-Za-z_0-9]*)(?:\s*\})?$")
@@ -48,7 +47,7 @@ class _Target:
 # ------------------------------------------------------------------------------ finding
 
 
-def instance_kinds(graph: Graph) -> dict[str, str]:
+def instance_kinds(graph: Validated) -> dict[str, str]:
     """Composite instances (``blocks.3``) and repeat groups (``blocks``) -> their kind."""
     kinds: dict[str, str] = {}
     for node in graph.nodes:
@@ -63,7 +62,7 @@ def instance_kinds(graph: Graph) -> dict[str, str]:
     return kinds
 
 
-def candidates(graph: Graph) -> dict[str, str]:
+def candidates(graph: Validated) -> dict[str, str]:
     """Every id an edit can name -> its kind: primitive nodes, composite instances
     (``blocks.3``) and repeat groups (``blocks``), in execution order."""
     kinds = instance_kinds(graph)
@@ -93,7 +92,7 @@ def _match(pattern: str, node_id: str) -> bool:
 
 
 def find(
-    graph: Graph,
+    graph: Validated,
     pattern: Selector = None,
     *,
     kind: str | None = None,
@@ -121,7 +120,7 @@ def find(
 class _Editor:
     """The source data of a graph being edited, its marks, and the graph it came from."""
 
-    def __init__(self, graph: Graph, where: Location | None = None) -> None:
+    def __init__(self, graph: Validated, where: Location | None = None) -> None:
         self.graph = graph
         self.data = copy.deepcopy(graph.source.data)
         self.marks = graph.source.marks
@@ -388,12 +387,7 @@ def _swap(value: Any, old: str, new: str, prefix: bool = False) -> Any:
 
 
 def _kind_fields(kind: str) -> set[str] | None:
-    reg = registry()
-    if kind in reg.primitives:
-        return set(reg.primitives[kind].model_fields) - {"kind"}
-    if kind in reg.composites:
-        return set(reg.composites[kind].params.model_fields) - {"kind"}
-    return None
+    return registry().fields(kind)
 
 
 def _check_kind(kind: str, node_id: str, where: Location) -> None:
@@ -412,30 +406,19 @@ def _check_kind(kind: str, node_id: str, where: Location) -> None:
 # ------------------------------------------------------------------------------ applying
 
 
-def rebuild(graph: Graph, data: dict[str, Any], marks: Marks) -> Graph:
-    """Validate edited source data into a new Graph (same file, variant and overrides)."""
-    from vitgraph.graph import Graph as GraphClass
-    from vitgraph.infer import infer
-    from vitgraph.loader import Source, expand, pydantic_problems
-
+def _commit(graph: Validated, editor: _Editor) -> Source:
+    """The edited source data as a ``Source`` (its top level schema-checked); the caller
+    validates it (phases 3-5) with the graph's variant and overrides."""
+    data, marks = editor.data, editor.new_marks()
     try:
         document = SpecDocument.model_validate(data)
     except ValidationError as exc:
         raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
-    source = Source(data, marks, graph.source.file, document)
-    variant, expanded = expand(source, graph.variant, graph.overrides)
-    return GraphClass(source, variant, graph.overrides, expanded, infer(expanded))
-
-
-def _commit(graph: Graph, editor: _Editor) -> Graph:
-    edited = rebuild(graph, editor.data, editor.new_marks())
-    graph.__dict__.update(edited.__dict__)
-    graph.__dict__.pop("_summary", None)
-    return graph
+    return Source(data, marks, graph.file, document)
 
 
 def update(
-    graph: Graph,
+    graph: Validated,
     pattern: Selector = None,
     *,
     kind: str | None = None,
@@ -443,7 +426,7 @@ def update(
     params: dict[str, Any] | None = None,
     location: Location | None = None,
     **kwargs: Any,
-) -> Graph:
+) -> Source:
     """Set params of every match (a repeat group's matches: written once on the entry).
     Params named like this function's own arguments (``kind``, ``where``, ...) go in
     ``params={...}``."""
@@ -471,7 +454,7 @@ def update(
 
 
 def replace(
-    graph: Graph,
+    graph: Validated,
     pattern: Selector = None,
     with_kind: str | None = None,
     *,
@@ -480,7 +463,7 @@ def replace(
     params: dict[str, Any] | None = None,
     location: Location | None = None,
     **kwargs: Any,
-) -> Graph:
+) -> Source:
     """Swap the kind of every match, keeping the params the new kind also has."""
     extra = {**(params or {}), **kwargs}
     editor = _Editor(graph, location)
@@ -527,7 +510,7 @@ def replace(
     return _commit(graph, editor)
 
 
-def _reaching(graph: Graph, node_id: str, name: str) -> set[str]:
+def _reaching(graph: Validated, node_id: str, name: str) -> set[str]:
     """The params that reach a resolved node (all of ``name`` when it did not resolve)."""
     try:
         return set(graph.node(node_id).params.model_fields_set)
@@ -540,7 +523,7 @@ def _ordered(entry: dict[str, Any]) -> list[str]:
     return head + [k for k in entry if k not in head]
 
 
-def _check_arity(graph: Graph, node_id: str, kind: str, editor: _Editor) -> None:
+def _check_arity(graph: Validated, node_id: str, kind: str, editor: _Editor) -> None:
     cls = registry().primitives.get(kind)
     try:
         node = graph.node(node_id)
@@ -573,8 +556,8 @@ def _single(editor: _Editor, pattern: str, verb: str) -> tuple[str, _Target]:
 
 
 def insert_after(
-    graph: Graph, pattern: str, node: dict[str, Any], *, location: Location | None = None
-) -> Graph:
+    graph: Validated, pattern: str, node: dict[str, Any], *, location: Location | None = None
+) -> Source:
     """Insert ``node`` taking ``pattern``'s output; its users take the new node instead."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "insert_after")
@@ -604,8 +587,8 @@ def insert_after(
 
 
 def insert_before(
-    graph: Graph, pattern: str, node: dict[str, Any], *, location: Location | None = None
-) -> Graph:
+    graph: Validated, pattern: str, node: dict[str, Any], *, location: Location | None = None
+) -> Source:
     """Insert ``node`` between ``pattern`` and its (single) input."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "insert_before")
@@ -630,7 +613,7 @@ def insert_before(
     return _commit(graph, editor)
 
 
-def _inputs_of(graph: Graph, node_id: str) -> list[str]:
+def _inputs_of(graph: Validated, node_id: str) -> list[str]:
     """Inputs of a node, or of a composite instance / group (what its first node takes)."""
     try:
         return list(graph.node(node_id).inputs)
@@ -644,7 +627,7 @@ def _inputs_of(graph: Graph, node_id: str) -> list[str]:
     return outside
 
 
-def remove(graph: Graph, pattern: str, *, location: Location | None = None) -> Graph:
+def remove(graph: Validated, pattern: str, *, location: Location | None = None) -> Source:
     """Remove a single-input node; its users take its input instead."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "remove")
@@ -679,15 +662,15 @@ def remove(graph: Graph, pattern: str, *, location: Location | None = None) -> G
     return _commit(graph, editor)
 
 
-def _source_name(graph: Graph, node_id: str) -> str:
+def _source_name(graph: Validated, node_id: str) -> str:
     """How the spec names an expanded node: a group's output is named by the group."""
-    for alias, target in graph._expanded.aliases.items():
+    for alias, target in graph.aliases.items():
         if target == node_id and "." not in alias:
             return alias
     return node_id
 
 
-def rename(graph: Graph, old: str, new: str, *, location: Location | None = None) -> Graph:
+def rename(graph: Validated, old: str, new: str, *, location: Location | None = None) -> Source:
     """Rename a top-level node or repeat group (its weights' keys follow)."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, old, "rename")
@@ -705,106 +688,3 @@ def rename(graph: Graph, old: str, new: str, *, location: Location | None = None
     editor.rewire(str(entry["id"]), new, prefix=True)
     entry["id"] = new
     return _commit(graph, editor)
-
-
-# ------------------------------------------------------------------------------ writing
-
-
-def spec_data(graph: Graph) -> dict[str, Any]:
-    """The graph's spec as data: its variant becomes the default and its overrides are
-    written in, so loading the result gives this same graph."""
-    data = copy.deepcopy(graph.source.data)
-    if graph.variant is not None:
-        data["default"] = graph.variant
-    node_ids = {str(e.get("id")) for e in data["graph"]}
-    for key, value in graph.overrides.items():
-        head, _, rest = key.partition(".")
-        if key in data.get("args", {}):
-            if graph.variant is not None:
-                data["variants"][graph.variant][key] = value
-            else:
-                data["args"][key] = value
-        elif head == "input":
-            data["input"][rest] = value
-        elif head in node_ids:
-            entry = next(e for e in data["graph"] if str(e.get("id")) == head)
-            entry[rest] = value
-    return data
-
-
-class _Dumper(yaml.SafeDumper):
-    pass
-
-
-def _represent_dict(dumper: yaml.SafeDumper, data: dict[str, Any]) -> yaml.Node:
-    return dumper.represent_mapping("tag:yaml.org,2002:map", data.items())  # keep key order
-
-
-_Dumper.add_representer(dict, _represent_dict)
-
-_TOP_LEVEL = (
-    "vitgraph",
-    "name",
-    "paper",
-    "default",
-    "input",
-    "args",
-    "variants",
-    "data",
-    "graph",
-    "outputs",
-    "features",
-)
-
-
-def to_yaml(graph: Graph) -> str:
-    """A spec that rebuilds this graph (``repeat:``, args and expressions kept)."""
-    data = spec_data(graph)
-    ordered = {k: data[k] for k in _TOP_LEVEL if k in data}
-    ordered.update({k: v for k, v in data.items() if k not in ordered})
-    lines = []
-    for key, value in ordered.items():
-        if key in ("args", "variants") and isinstance(value, dict) and value:
-            lines.append(f"{key}:")
-            lines += [f"  {_inline(name)}: {_inline(item)}" for name, item in value.items()]
-        elif key == "graph" and isinstance(value, list):
-            lines.append("graph:")
-            for entry in value:
-                lines += _entry_lines(entry)
-        else:
-            lines.append(f"{key}: {_inline(value)}")
-    return "\n".join(lines) + "\n"
-
-
-def _inline(value: Any) -> str:
-    text = yaml.dump(
-        value,
-        Dumper=_Dumper,
-        default_flow_style=True,
-        width=10**6,
-        allow_unicode=True,
-        sort_keys=False,
-    )
-    return text.removesuffix("\n").removesuffix("\n...").strip()
-
-
-def _entry_lines(entry: Any) -> list[str]:
-    """One graph entry: on one line when it is short and flat, else a block."""
-    one = f"  - {_inline(entry)}"
-    if (
-        isinstance(entry, dict)
-        and len(one) <= 100
-        and not any(isinstance(v, dict) for v in entry.values())
-    ):
-        return [one]
-    if not isinstance(entry, dict):
-        return [one]
-    lines = []
-    for n, (key, value) in enumerate(entry.items()):
-        lead = "  - " if n == 0 else "    "
-        if isinstance(value, dict) and value:
-            lines.append(f"{lead}{_inline(key)}:")
-            lines += [f"      {_inline(k)}: {_inline(v)}" for k, v in value.items()]
-        else:
-            lines.append(f"{lead}{_inline(key)}: {_inline(value)}")
-    return lines

@@ -1,30 +1,18 @@
-"""Phases 4-5: check the graph (networkx) and infer every node's output type.
+"""Phase 4, graph checks (networkx): dangling inputs, cycles (the cycle reported), unused
+nodes, and a deterministic execution order.
 
-Edges are derived from each node's ``inputs`` list, never the other way round. Order is
-deterministic: a topological sort that keeps the spec's own order where it can. Shape
-errors are reported at the node with the numbers; a node whose input already failed is
-skipped, so one mistake gives one message.
+Edges are derived from each node's ``inputs`` list, never the other way round. The order
+is a topological sort that keeps the spec's own order where it can
+(``lexicographical_topological_sort``).
 """
 
 from __future__ import annotations
 
-from dataclasses import dataclass
-
 import networkx as nx
 
-from vitgraph.errors import Problem, ShapeError, SpecError
-from vitgraph.loader import Expanded, Node
-from vitgraph.shapes import Image, TensorType
+from vitgraph.errors import Problem, SpecError
+from vitgraph.ir import INPUT, Expanded, Node
 from vitgraph.suggest import did_you_mean
-
-INPUT = "input"
-
-
-@dataclass
-class Inferred:
-    order: list[Node]
-    types: dict[str, TensorType]  # node id (and "input") -> its output type
-    graph: nx.DiGraph
 
 
 def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Problem]]:
@@ -125,25 +113,3 @@ def _order(expanded, graph, position, by_id) -> list[Node]:
 def _failed_ids(expanded: Expanded) -> set[str]:
     """Failed entries, their repeats and their composites' inner ids."""
     return set(expanded.failed)
-
-
-def infer(expanded: Expanded) -> Inferred:
-    """Run every block's shape rule; fill omitted dims; report all mismatches."""
-    order, graph, problems = check_graph(expanded)
-    height, width = expanded.input_size
-    types: dict[str, TensorType] = {INPUT: Image(expanded.input_channels, height, width)}
-    resolved: list[Node] = []
-    for node in order:
-        if any(name not in types for name in node.inputs):
-            continue  # an upstream node already failed
-        try:
-            params, out = node.params.infer(*(types[name] for name in node.inputs))
-        except ShapeError as exc:
-            problems.append(Problem(node.mark(exc.field), node.id, exc.message, exc.hint))
-            continue
-        node.params = params
-        types[node.id] = out
-        resolved.append(node)
-    if problems:
-        raise SpecError(sorted(problems, key=lambda p: (p.location.line, p.location.col)))
-    return Inferred(resolved, types, graph)

@@ -1,0 +1,208 @@
+"""The ``Block`` base of every primitive block kind, and the hooks core asks of a kind.
+
+A primitive kind is a frozen pydantic params model whose ``kind`` literal names it, with
+a shape rule (``infer``) and a builder (``build``). Everything else core needs to know
+about a kind is declared on its class, next to it (timm's habit: Swin's file declares its
+own ``no_weight_decay``, output format and checkpoint filter): its ``role``, its
+``weight_init`` scheme, what it keeps out of weight decay, how its classifier is reset,
+how its tables are resampled for another input size, which of its fields act only in
+training, which training objective its output needs. Core dispatches on these hooks and
+never names a kind.
+"""
+
+from __future__ import annotations
+
+import warnings
+from collections.abc import Callable, Sequence
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any, ClassVar, Literal, Self
+
+from pydantic import BaseModel, ConfigDict
+
+from vitgraph.shapes import TensorType
+from vitgraph.vocabulary import INIT_SCHEMES, is_training_only
+
+if TYPE_CHECKING:
+    import torch
+
+#: what a kind is for: the model API finds features, classifiers and no-decay tables by
+#: role (a global ``pooling`` reads the features, a ``head`` classifies them)
+Role = Literal[
+    "tokenizer",
+    "position",
+    "token",
+    "attention",
+    "mlp",
+    "norm",
+    "pooling",
+    "head",
+    "conv",
+    "block",
+    "structural",
+    "visual_tokens",
+    "misc",
+]
+#: roles whose parameters are never weight-decayed (timm's ``no_weight_decay``: position
+#: tables, prefix tokens, norms)
+NO_DECAY_ROLES = frozenset({"position", "token", "norm"})
+
+
+@dataclass(frozen=True)
+class Classifier:
+    """How a head kind takes part in timm's head API (``reset_classifier``,
+    ``forward_head(pre_logits=True)``, ``num_features``)."""
+
+    #: a new head module for ``classes`` classes (0: the head passes its features
+    #: through): ``reset(params, input_types, classes, old_module)``
+    reset: Callable[[Any, Sequence[TensorType], int, Any], Any]
+    #: emits, in an fx graph, what the head classifies (its pre-logits):
+    #: ``pre_logits(params, fx_args, fx_graph)``; None for a head that refines another
+    #: classifier's logits and adds no features of its own
+    pre_logits: Callable[[Any, Sequence[Any], Any], Any] | None
+    #: which input carries the features it classifies (their width is ``num_features``)
+    features_input: int = 0
+
+
+def reset_by_rebuilding(params: Any, inputs: Sequence[TensorType], classes: int, old: Any) -> Any:
+    """A head rebuilt for ``classes`` classes (its ``classes`` field set); 0: identity."""
+    from torch import nn
+
+    if classes == 0:
+        return nn.Identity()
+    return params.model_copy(update={"classes": classes}).build(*inputs)
+
+
+def first_input(params: Any, args: Sequence[Any], graph: Any) -> Any:
+    """The pre-logits of a head that classifies its first input as it is."""
+    return args[0]
+
+
+#: a linear classifier on its first input (any head kind with a ``classes`` field)
+LINEAR_CLASSIFIER = Classifier(reset_by_rebuilding, first_input)
+
+
+class Block(BaseModel):
+    """Base of every primitive block's params model, with the hooks core dispatches on."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    kind: str
+
+    # -- hooks (ClassVars a kind sets in its class body) ---------------------------------
+    #: number of inputs the block takes (None: one or more)
+    arity: ClassVar[int | None] = 1
+    #: what the kind is for (see ``Role``)
+    role: ClassVar[str] = "misc"
+    #: the name ``role`` had before vitgraph 0.2 (a plugin setting it still works)
+    family: ClassVar[str | None] = None
+    #: init scheme of the module ``build`` returns (a name in
+    #: ``vitgraph.vocabulary.INIT_SCHEMES``); None keeps what ``build`` drew
+    weight_init: ClassVar[str | None] = None
+    #: parameters kept out of weight decay: True for all of the node's, a set of leaf
+    #: names (``relative_position_bias_table``) for those, None for the role's default
+    no_weight_decay: ClassVar[bool | frozenset[str] | None] = None
+    #: how the kind takes part in the head API when it is a classifier
+    classifier: ClassVar[Classifier | None] = None
+    #: the whole block acts only in training (identity at inference: dropout, drop-path)
+    training_only: ClassVar[bool] = False
+    #: the training objective (a plugin name in ``vitgraph.train.objectives``) that the
+    #: train-mode output of this kind needs (a distillation head returns two logits)
+    objective: ClassVar[str | None] = None
+    #: layout of ``forward_features`` when the features are this kind's output and the
+    #: reference lays them out differently from tokens (``vitgraph.model.layout``)
+    feature_layout: ClassVar[str | None] = None
+
+    @classmethod
+    def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
+        super().__pydantic_init_subclass__(**kwargs)
+        legacy = cls.__dict__.get("family")
+        if isinstance(legacy, str):  # plugins written before vitgraph 0.2
+            warnings.warn(
+                f"{cls.__qualname__}.family is deprecated: name the block's role with "
+                f"`role = {legacy!r}`",
+                DeprecationWarning,
+                stacklevel=2,
+            )
+            cls.role = legacy
+        scheme = cls.__dict__.get("weight_init")
+        if isinstance(scheme, str) and scheme not in INIT_SCHEMES:
+            raise KeyError(
+                f"{cls.__qualname__}: unknown init scheme '{scheme}' "
+                f"(known: {', '.join(INIT_SCHEMES)})"
+            )
+
+    # -- the two rules every kind implements ---------------------------------------------
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        """Fill omitted dims from the inputs and return (resolved params, output type).
+
+        Raises ``ShapeError`` with the numbers when the inputs do not fit.
+        """
+        raise NotImplementedError
+
+    def build(self, *inputs: TensorType) -> Any:
+        """Return an ``nn.Module``, a ``TensorOp`` or a plain function of the inputs.
+
+        Called with the resolved params and the inferred input types.
+        """
+        raise NotImplementedError
+
+    # -- optional hooks ------------------------------------------------------------------
+
+    def resample(
+        self,
+        inputs: Sequence[TensorType],
+        name: str,
+        table: torch.Tensor,
+        target: tuple[int, ...],
+        *,
+        antialias: bool = True,
+    ) -> torch.Tensor | None:
+        """The checkpoint tensor ``name`` (relative to the node) of another input size,
+        resized to ``target`` for these inputs; None when the kind cannot (the loader then
+        reports a mismatch). Kinds with position or relative-position tables override
+        this with the shared math of ``vitgraph.resample``."""
+        return None
+
+    @classmethod
+    def training_fields(cls) -> frozenset[str]:
+        """Fields marked ``TrainingOnly`` (dropout and stochastic-depth rates)."""
+        return frozenset(
+            name for name, info in cls.model_fields.items() if is_training_only(info.metadata)
+        )
+
+    @classmethod
+    def decay_exempt(cls) -> bool | frozenset[str]:
+        """What of the node's parameters stays out of weight decay (``no_weight_decay``,
+        else the role's default)."""
+        if cls.no_weight_decay is not None:
+            return cls.no_weight_decay
+        return cls.role in NO_DECAY_ROLES
+
+    @classmethod
+    def classifier_rule(cls) -> Classifier | None:
+        """The kind's ``classifier``; a head with a ``classes`` field is a linear one."""
+        if cls.classifier is not None:
+            return cls.classifier
+        if cls.role == "head" and "classes" in cls.model_fields:
+            return LINEAR_CLASSIFIER
+        return None
+
+
+@dataclass
+class TensorOp:
+    """A block realised as ``fn(*inputs, tensor)`` with ``tensor`` stored at the node's own
+    path (``cls_token``, ``pos_embed``), so state_dict keys read like the spec."""
+
+    tensor: Any  # nn.Parameter or a buffer tensor
+    fn: Callable[..., Any]
+    persistent: bool = True
+    kwargs: dict[str, Any] = field(default_factory=dict)  # constants passed to ``fn``
+
+
+@dataclass
+class FunctionOp:
+    """A parameter-free block realised as ``fn(*inputs, **kwargs)`` (a ``call_function``)."""
+
+    fn: Callable[..., Any]
+    kwargs: dict[str, Any] = field(default_factory=dict)

@@ -1,0 +1,103 @@
+"""The shared parameter vocabulary of every block kind (timm's names and meanings).
+
+One definition each of the field types blocks declare (``PosInt``, ``Rate``,
+``DropRate``, ``Activation``), the markers core reads off a field (``TrainingOnly``), the
+head-width rule of the attention kinds and the names of the weight-init schemes
+(``vitgraph.init`` implements them). A block file imports these instead of declaring
+its own copy, so a spec's ``heads``, ``attn_drop`` or ``act`` means one thing everywhere.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
+
+from pydantic import Field
+
+from vitgraph.errors import ShapeError
+from vitgraph.shapes import Tokens
+
+if TYPE_CHECKING:
+    from torch import nn
+
+
+@dataclass(frozen=True)
+class TrainingOnly:
+    """Field marker: the value acts only in training (dropout and stochastic-depth rates).
+
+    It changes neither the parameters nor the function at inference, so summaries leave it
+    out of their cache key and ``vitgraph diff`` lists it apart."""
+
+
+TRAINING_ONLY = TrainingOnly()
+
+PosInt = Annotated[int, Field(gt=0)]
+"""A positive integer (a width, a count, a kernel side)."""
+Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+"""A probability in [0, 1)."""
+DropRate = Annotated[float, Field(ge=0.0, lt=1.0), TRAINING_ONLY]
+"""A dropout or stochastic-depth probability in [0, 1): acts in training only."""
+
+Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
+"""An activation by name (``vitgraph.vocabulary.activation`` builds it)."""
+ACTIVATIONS: tuple[str, ...] = get_args(Activation)
+
+
+def activation(name: str) -> nn.Module:
+    """The activation module named ``name`` (one of ``Activation``)."""
+    from torch import nn
+
+    makers: dict[str, Any] = {
+        "gelu": lambda: nn.GELU(),
+        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
+        "relu": lambda: nn.ReLU(),
+        "silu": lambda: nn.SiLU(),
+        "hardswish": lambda: nn.Hardswish(),
+        "tanh": lambda: nn.Tanh(),
+    }
+    return makers[name]()
+
+
+#: the weight-init schemes a block kind or a spec's ``init:`` may name (vitgraph.init)
+INIT_SCHEMES = (
+    "trunc_normal_linear",
+    "trunc_normal_all",
+    "conv_fan_out",
+    "bn_zero_last",
+    "kaiming_fan_out",
+    "torch_default",
+    "lecun_normal",
+    "xavier_uniform",
+    "xavier_uniform_normal_bias",
+    "keep",
+)
+
+
+def is_training_only(metadata: list[Any]) -> bool:
+    """Whether a field's metadata carries the ``TrainingOnly`` marker."""
+    return any(isinstance(item, TrainingOnly) for item in metadata)
+
+
+def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens) -> int:
+    """The width of each head for ``tokens``: ``head_dim`` when given, else the token width
+    over ``heads`` (which must divide it); a given ``dim`` must be the tokens' width."""
+    if dim is not None and dim != tokens.dim:
+        raise ShapeError(
+            f"dim {dim} does not match the {tokens.dim}-wide tokens it receives",
+            field="dim",
+            hint="omit dim to take it from the input",
+        )
+    if head_dim is not None:
+        return head_dim
+    if tokens.dim % heads:
+        raise ShapeError(
+            f"heads {heads} must divide the token width {tokens.dim}",
+            field="heads",
+            hint=f"use heads from {divisors(tokens.dim)}, or set head_dim",
+        )
+    return tokens.dim // heads
+
+
+def divisors(n: int) -> str:
+    """The divisors of ``n`` up to 32, for hints."""
+    return ", ".join(str(d) for d in range(1, min(n, 32) + 1) if n % d == 0)
