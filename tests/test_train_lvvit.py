@@ -97,7 +97,7 @@ def test_lvvit_trains_with_token_labeling_and_mixtoken_on_digits():
                 "heads": 2,
             },
             data="digits",
-            epochs=4,
+            epochs=8,
             batch_size=32,
             lr=3e-3,
             mix_token=True,
@@ -106,7 +106,9 @@ def test_lvvit_trains_with_token_labeling_and_mixtoken_on_digits():
         )
     finally:
         torch.set_num_threads(threads)
-    assert result.val_accuracy > 0.9  # seen at 0.972 (4 epochs, ~10 s)
+    # seen at 0.978, seeds 1-2 at 0.961 and 0.953 (8 epochs, ~2 s); at 4 epochs the
+    # run sat at 0.90 on some machines: too close to the bound to tell learning apart
+    assert result.val_accuracy > 0.9
 
 
 def test_lvvit_s_macs_equal_the_same_counter_run_on_the_tlt_model():

@@ -51,6 +51,9 @@ class TrainConfig:
     randaugment: list[int] | None = None
     """``[num_ops, magnitude]`` of torchvision's RandAugment; null = off."""
     # -- objectives ----------------------------------------------------------------------
+    objective: str | None = None
+    """A training objective by name (``vitgraph.train.objectives``); default: the one the
+    spec's heads ask for, else ``classification``."""
     teacher: str | None = None
     """Distillation / token-label teacher: a checkpoint, a spec (+ ``teacher_checkpoint``)
     or ``timm:<model name>``."""

@@ -23,8 +23,8 @@ from torch import nn
 from vitgraph.train import ddp
 from vitgraph.train.checkpoint import load_checkpoint, save_checkpoint
 from vitgraph.train.config import TrainConfig, make_config
-from vitgraph.train.data import DataError, Dataset, Split, load_data, normalize
-from vitgraph.train.objectives import Objective
+from vitgraph.train.data import DataError, Dataset, load_data
+from vitgraph.train.objectives import choose
 
 
 @dataclass
@@ -75,6 +75,20 @@ def _patch_of(graph) -> int | None:
         if isinstance(patch, int):
             return patch
     return None
+
+
+_LABELS = {"accuracy": "train acc", "val_accuracy": "val acc"}
+
+
+def _describe(stats: dict[str, float]) -> str:
+    """One epoch's numbers: loss, the objective's metrics, images per second."""
+    parts = [f"loss {stats['loss']:.4f}"]
+    parts += [
+        f"{_LABELS.get(k, k.replace('_', ' '))} {v:.4f}"
+        for k, v in stats.items()
+        if k not in ("loss", "images_per_second", "epoch")
+    ]
+    return "  ".join([*parts, f"{stats['images_per_second']:.0f} img/s"])
 
 
 def _epoch_seed(seed: int, epoch: int, rank: int) -> int:
@@ -155,7 +169,9 @@ class Trainer:
             teacher = load_teacher(
                 config.teacher, config.teacher_checkpoint, self.classes, self.device
             )
-        self.objective = Objective(graph, self.model, config, self.classes, teacher)
+        self.objective = choose(graph, config.objective)(
+            graph, self.model, config, self.classes, teacher
+        )
         # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
         bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
         self.amp = bf16 and (
@@ -176,12 +192,6 @@ class Trainer:
         kind = "cuda" if self.device.startswith("cuda") else "cpu"
         return torch.autocast(kind, dtype=torch.bfloat16)
 
-    def _batch(self, split: Split, idx: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
-        images = split.images[idx]
-        if self.randaugment is not None:
-            images = torch.stack([self.randaugment(img) for img in images])
-        return normalize(images).to(self.device), split.labels[idx].to(self.device)
-
     def train_epoch(self, epoch: int, progress) -> dict[str, float]:
         cfg, world = self.config, self.world
         seed = _epoch_seed(cfg.seed, epoch, 0)
@@ -190,7 +200,8 @@ class Trainer:
         mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, world.rank) + 1)
         self.ddp_model.train()
         micro = cfg.batch_size
-        total_loss = correct = seen = 0.0
+        total_loss = seen = 0.0
+        sums: dict[str, float] = {}  # the objective's running metrics (e.g. correct)
         start = time.perf_counter()
         task = (
             progress.add_task(
@@ -211,15 +222,16 @@ class Trainer:
             for k in range(cfg.accumulate):
                 begin = (step_in_epoch * cfg.accumulate + k) * micro
                 idx = ddp.shard(order[begin : begin + micro], world)
-                images, labels = self._batch(self.data.train, idx)
+                batch = self.data.train.batch(idx, self.device, self.randaugment)
                 sync = k == cfg.accumulate - 1 or not world.distributed
                 context = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
                 with context:
                     with self._autocast():
-                        loss, logits = self.objective(self.ddp_model, images, labels, mix_gen)
+                        loss, metrics = self.objective.step(self.ddp_model, batch, mix_gen)
                     (loss / cfg.accumulate).backward()
                 total_loss += loss.item() * len(idx)
-                correct += (logits.argmax(-1) == labels).sum().item()
+                for key, value in metrics.items():
+                    sums[key] = sums.get(key, 0.0) + value
                 seen += len(idx)
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
@@ -231,30 +243,23 @@ class Trainer:
                     task,
                     advance=1,
                     loss=f"{total_loss / seen:.3f}",
-                    acc=f"{correct / seen:.3f}",
+                    acc=f"{sums.get('correct', 0.0) / seen:.3f}",
                     rate=f"{rate:.0f} img/s",
                 )
         if progress:
             progress.remove_task(task)
         elapsed = time.perf_counter() - start
-        return {
-            "loss": ddp.mean(total_loss / seen, world, self.device),
-            "accuracy": ddp.mean(correct / seen, world, self.device),
-            "images_per_second": seen * world.size / elapsed,
-        }
+        stats = {"loss": ddp.mean(total_loss / seen, world, self.device)}
+        for key, value in sums.items():  # per-sample means (a classifier's: accuracy)
+            name = "accuracy" if key == "correct" else key
+            stats[name] = ddp.mean(value / seen, world, self.device)
+        stats["images_per_second"] = seen * world.size / elapsed
+        return stats
 
-    @torch.no_grad()
-    def evaluate(self, split: Split | None = None, batch: int = 256) -> float:
-        split = split or self.data.val
-        self.model.eval()
-        correct = 0
-        for begin in range(0, len(split), batch):
-            idx = torch.arange(begin, min(begin + batch, len(split)))
-            images, labels = normalize(split.images[idx]).to(self.device), split.labels[idx]
-            with self._autocast():
-                logits = self.model(images)
-            correct += (logits.float().argmax(-1).cpu() == labels).sum().item()
-        return correct / len(split)
+    def evaluate(self, split: Any = None) -> dict[str, float]:
+        """The objective's held-out metrics (``val_accuracy`` for a classifier)."""
+        split = split if split is not None else self.data.val
+        return self.objective.evaluate(self.model, split, self.device, self._autocast)
 
     # -- the run ------------------------------------------------------------------------
 
@@ -267,24 +272,18 @@ class Trainer:
         with self._progress() as progress:
             for epoch in range(self.start_epoch, last):
                 stats = self.train_epoch(epoch, progress)
-                stats["val_accuracy"] = self.evaluate()
+                stats.update(self.evaluate())
                 stats["epoch"] = epoch + 1
                 self.history.append(stats)
                 if world.main:
-                    self.log(
-                        f"epoch {epoch + 1}/{cfg.epochs}  loss {stats['loss']:.4f}  "
-                        f"train acc {stats['accuracy']:.4f}  val acc "
-                        f"{stats['val_accuracy']:.4f}  "
-                        f"{stats['images_per_second']:.0f} img/s"
-                    )
+                    self.log(f"epoch {epoch + 1}/{cfg.epochs}  {_describe(stats)}")
                 if out is not None and world.main:
                     checkpoint = self.save(out, epoch + 1)
         if out is not None and world.main:
             from vitgraph.weights import save_weights
 
             save_weights(self.model, self.graph, out / "model.safetensors")
-        if self.objective.taps is not None:
-            self.objective.taps.remove()
+        self.objective.close()
         ddp.teardown(world)
         return TrainResult(
             self.model, self.graph, self.history, checkpoint, time.perf_counter() - started

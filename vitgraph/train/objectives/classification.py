@@ -1,42 +1,37 @@
-"""The loss of one micro-batch, chosen by the spec's heads and the config.
-
-* a spec whose head asks for distillation (DeiT ⚗) trains its two heads: against the teacher
-  (hard or soft) when one is given, otherwise both against the labels;
-* a spec whose head asks for token labeling (LV-ViT) trains with Token Labeling: the class
-  loss plus the dense per-token loss, with MixToken; token labels come from the
-  teacher's per-patch predictions, or are the image label of each token's source;
-* any spec: MixUp, and Gong et al.'s three over-smoothing losses, added with weights.
-"""
+"""Image classification: cross-entropy (with label smoothing) on ``(images, labels)``
+batches, held-out top-1 accuracy; for any classifier spec MixUp, and Gong et al.'s three
+over-smoothing losses added with weights. Distillation and token labeling refine it
+(``distillation.py``, ``token_labeling.py``)."""
 
 from __future__ import annotations
+
+from typing import Any
 
 import torch
 from torch import nn
 
+from vitgraph.ir import Validated
 from vitgraph.train import losses, mixing
 from vitgraph.train.config import TrainConfig
+from vitgraph.train.objectives import objective
+from vitgraph.train.objectives.base import Objective
 from vitgraph.train.taps import Taps
-from vitgraph.train.teacher import dense_targets, teacher_logits
 
 
-def objectives_of(graph) -> set[str]:
-    """The training objectives the spec's blocks ask for (``Block.objective``)."""
-    return {o for node in graph.nodes if (o := type(node.params).objective) is not None}
+@objective("classification")
+class Classification(Objective):
+    #: the model's train-mode output carries per-token logits to train (token labeling)
+    token_label = False
 
-
-class Objective:
     def __init__(
         self,
-        graph,
+        graph: Validated,
         model: nn.Module,
         config: TrainConfig,
         classes: int,
         teacher: nn.Module | None = None,
     ) -> None:
-        wanted = objectives_of(graph)
-        self.distilled = "distillation" in wanted
-        self.token_label = "token_labeling" in wanted
-        self.config, self.classes, self.teacher = config, classes, teacher
+        super().__init__(graph, model, config, classes, teacher)
         needs_taps = (
             self.token_label
             or config.cosine_weight
@@ -45,7 +40,37 @@ class Objective:
         )
         self.taps = Taps(graph, model) if needs_taps else None
 
-    def __call__(
+    def step(
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor],
+        generator: torch.Generator,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        """The loss of ``(images, labels)`` and the number classified right."""
+        images, labels = batch
+        loss, logits = self.loss_and_logits(model, images, labels, generator)
+        return loss, {"correct": float((logits.argmax(-1) == labels).sum().item())}
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: Any, device: str, autocast: Any
+    ) -> dict[str, float]:
+        """Top-1 accuracy on ``split`` (eval mode)."""
+        model.eval()
+        correct = 0
+        for begin in range(0, len(split), 256):
+            idx = torch.arange(begin, min(begin + 256, len(split)))
+            images, labels = split.batch(idx, device)
+            with autocast():
+                logits = model(images)
+            correct += (logits.float().argmax(-1) == labels).sum().item()
+        return {"val_accuracy": correct / len(split)}
+
+    def close(self) -> None:
+        if self.taps is not None:
+            self.taps.remove()
+
+    def loss_and_logits(
         self,
         model: nn.Module,
         images: torch.Tensor,
@@ -89,48 +114,18 @@ class Objective:
         return mixing.random_box(*self.taps.grid, lam, generator)
 
     def _token_targets(self, images: torch.Tensor, labels: torch.Tensor) -> torch.Tensor:
-        assert self.taps is not None
-        if self.teacher is not None:
-            return dense_targets(self.teacher, images, self.taps.grid)
-        one = losses.one_hot(labels, self.classes)  # no annotator: each token, its image
-        return one[:, None, :].expand(-1, self.taps.grid[0] * self.taps.grid[1], -1)
+        """Per-token targets (token labeling only)."""
+        raise NotImplementedError
 
     def _main_loss(
-        self, out, images: torch.Tensor, target: torch.Tensor, token_target: torch.Tensor | None
-    ):
-        cfg = self.config
-        if self.distilled and isinstance(out, tuple):
-            cls, dist = out
-            if self.teacher is None:  # DeiT without a teacher: both heads learn the labels
-                loss = (
-                    losses.classification_loss(cls, target, cfg.label_smoothing)
-                    + losses.classification_loss(dist, target, cfg.label_smoothing)
-                ) / 2
-            else:
-                loss = losses.distillation_loss(
-                    cls,
-                    dist,
-                    teacher_logits(self.teacher, images),
-                    target,
-                    kind=cfg.distill,
-                    alpha=cfg.distill_alpha,
-                    tau=cfg.distill_tau,
-                    smoothing=cfg.label_smoothing,
-                )
-            return loss, (cls + dist) / 2
-        if self.token_label and isinstance(out, tuple):
-            cls, tokens = out
-            assert token_target is not None
-            loss = losses.token_label_loss(
-                cls,
-                tokens,
-                target,
-                token_target,
-                weight=cfg.token_label_weight,
-                smoothing=cfg.label_smoothing,
-            )
-            return loss, cls
-        return losses.classification_loss(out, target, cfg.label_smoothing), out
+        self,
+        out: Any,
+        images: torch.Tensor,
+        target: torch.Tensor,
+        token_target: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """(loss, class logits) of the model's output; subclasses read their heads'."""
+        return losses.classification_loss(out, target, self.config.label_smoothing), out
 
     def _over_smoothing(self, patch_labels: torch.Tensor | None) -> torch.Tensor:
         cfg, taps = self.config, self.taps

@@ -1,0 +1,131 @@
+"""What every training data source gives: a ``Dataset`` of a train and a val ``Split``,
+and ``DataError`` for data that cannot be used; the registry of sources.
+
+A source is a one-file plugin in this package, registered with ``@data_source(name)``;
+``--data NAME`` picks it, and a path is offered to each source's ``accepts`` in turn (an
+image folder, later a COCO folder). The image classification sources (``digits.py``,
+``folder.py``) give uint8 images ``(N, C, H, W)`` at the spec's input size, held in memory
+(the intended use is small data sets and tests; a large data set wants a streaming
+loader).
+Every problem that would only show up mid-training — an empty folder, an unreadable
+image, a single class, an image smaller than the patch — is a :class:`DataError`
+raised before the first step.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from dataclasses import dataclass
+
+import torch
+import torch.nn.functional as F
+
+
+class DataError(ValueError):
+    """The training data cannot be used (raised before training starts)."""
+
+
+@dataclass
+class Split:
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64."""
+
+    images: torch.Tensor
+    labels: torch.Tensor
+
+    def __len__(self) -> int:
+        return int(self.labels.shape[0])
+
+    def batch(
+        self,
+        idx: torch.Tensor,
+        device: str,
+        augment: Callable[[torch.Tensor], torch.Tensor] | None = None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """``(images, labels)`` of the samples ``idx`` on ``device``: images augmented one
+        by one (uint8), then normalised."""
+        images = self.images[idx]
+        if augment is not None:
+            images = torch.stack([augment(img) for img in images])
+        return normalize(images).to(device), self.labels[idx].to(device)
+
+
+@dataclass
+class Dataset:
+    train: Split
+    val: Split
+    classes: list[str]
+    source: str
+
+
+@dataclass(frozen=True)
+class DataRequest:
+    """What a source is asked for: the spec's input shape, its patch (an image smaller
+    than the patch is refused), the held-out fraction and the split's seed."""
+
+    shape: tuple[int, int, int]
+    patch: int | None = None
+    val_fraction: float = 0.2
+    seed: int = 0
+
+
+@dataclass(frozen=True)
+class DataSource:
+    """A registered source: ``load(location, request)``; ``accepts(location)`` says
+    whether a path given as ``--data`` is this source's (None: only by name)."""
+
+    name: str
+    load: Callable[[str, DataRequest], Dataset]
+    accepts: Callable[[str], bool] | None = None
+
+
+SOURCES: dict[str, DataSource] = {}
+
+
+def data_source(
+    name: str, accepts: Callable[[str], bool] | None = None
+) -> Callable[[Callable[[str, DataRequest], Dataset]], Callable[[str, DataRequest], Dataset]]:
+    """Register a data source's loader under ``name``."""
+
+    def declare(
+        load: Callable[[str, DataRequest], Dataset],
+    ) -> Callable[[str, DataRequest], Dataset]:
+        if name in SOURCES:
+            raise RuntimeError(f"data source '{name}' is registered twice")
+        SOURCES[name] = DataSource(name, load, accepts)
+        return load
+
+    return declare
+
+
+def normalize(images: torch.Tensor) -> torch.Tensor:
+    """uint8 ``[0, 255]`` -> float ``[-1, 1]`` (mean 0.5, std 0.5 per channel)."""
+    return images.float().div_(127.5).sub_(1.0)
+
+
+def _resize(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+    """Float images ``(N, c, h, w)`` in [0, 255] -> uint8 ``(N, C, H, W)`` (bilinear;
+    one channel is repeated to C)."""
+    channels, height, width = shape
+    if images.shape[1] == 1 and channels != 1:
+        images = images.expand(-1, channels, -1, -1)
+    elif images.shape[1] != channels:
+        raise DataError(f"images have {images.shape[1]} channels, the spec takes {channels}")
+    if images.shape[-2:] != (height, width):
+        images = F.interpolate(images, size=(height, width), mode="bilinear", align_corners=False)
+    return images.round().clamp_(0, 255).to(torch.uint8)
+
+
+def _split(
+    images: torch.Tensor, labels: torch.Tensor, val_fraction: float, seed: int
+) -> tuple[Split, Split]:
+    """A seeded held-out split, stratified so every class is in both parts."""
+    generator = torch.Generator().manual_seed(seed)
+    train_idx, val_idx = [], []
+    for cls in labels.unique(sorted=True):
+        members = (labels == cls).nonzero().flatten()
+        members = members[torch.randperm(len(members), generator=generator)]
+        held = max(1, round(len(members) * val_fraction)) if len(members) > 1 else 0
+        val_idx.append(members[:held])
+        train_idx.append(members[held:])
+    tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
+    return Split(images[tr], labels[tr]), Split(images[va], labels[va])

@@ -1,0 +1,45 @@
+"""What the loop asks of a training objective (``vitgraph.train.objectives``)."""
+
+from __future__ import annotations
+
+from typing import Any, ClassVar
+
+import torch
+from torch import nn
+
+from vitgraph.ir import Validated
+from vitgraph.train.config import TrainConfig
+
+
+class Objective:
+    """The loss of one micro-batch and the metric on held-out data.
+
+    ``step`` returns the loss and per-batch sums of the running metrics the loop logs
+    (their means over the epoch go into the history); ``evaluate`` returns the held-out
+    metrics (e.g. ``val_accuracy``). ``close`` removes what the objective attached to
+    the model (forward hooks)."""
+
+    name: ClassVar[str] = ""
+
+    def __init__(
+        self,
+        graph: Validated,
+        model: nn.Module,
+        config: TrainConfig,
+        classes: int,
+        teacher: nn.Module | None = None,
+    ) -> None:
+        self.graph, self.config, self.classes, self.teacher = graph, config, classes, teacher
+
+    def step(
+        self, model: nn.Module, batch: Any, generator: torch.Generator
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        raise NotImplementedError
+
+    def evaluate(
+        self, model: nn.Module, split: Any, device: str, autocast: Any
+    ) -> dict[str, float]:
+        raise NotImplementedError
+
+    def close(self) -> None:
+        """Remove hooks the objective put on the model."""
