@@ -42,3 +42,13 @@ def test_wheel_ships_every_spec_and_block_file_under_the_package(wheel):
         if block.suffix in (".py", ".yaml"):
             assert f"vitgraph/blocks/{block.name}" in names
     assert not any(n.startswith(("blocks/", "specs/")) for n in names)
+
+
+def test_wheel_ships_every_module_of_the_core(wheel):
+    names = set(zipfile.ZipFile(wheel).namelist())
+    missing = [
+        str(path.relative_to(ROOT))
+        for path in (ROOT / "vitgraph").rglob("*.py")
+        if str(path.relative_to(ROOT)) not in names
+    ]
+    assert missing == []

@@ -21,7 +21,7 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
     failed = _failed_ids(expanded)
     by_id = {n.id: n for n in expanded.nodes}
     position = {n.id: k for k, n in enumerate(expanded.nodes)}
-    graph = nx.DiGraph()
+    graph: nx.DiGraph[str] = nx.DiGraph()
     graph.add_node(INPUT)
     for node in expanded.nodes:
         graph.add_node(node.id)

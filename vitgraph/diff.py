@@ -140,7 +140,8 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
     live_b = [i for i, n in nodes_b.items() if active(n, b)]
     added = [change(i) for i in live_b if i not in live_a]
     removed = [change(i) for i in live_a if i not in live_b]
-    changed, training = [], []
+    changed: list[NodeDiff] = []
+    training: list[NodeDiff] = []
     for node_id in [i for i in live_b if i in live_a]:
         d = change(node_id)
         if d.kind_before != d.kind_after or d.weights:

@@ -62,7 +62,7 @@ def resolve(
     caller's random state is left as it was), so the same seed exports the same weights.
     """
     if isinstance(model_or_graph, str | os.PathLike):
-        model_or_graph = load(model_or_graph, variant, overrides or {})
+        model_or_graph = load(os.fspath(model_or_graph), variant, overrides or {})
     if isinstance(model_or_graph, Graph):
         graph = model_or_graph
         with torch.random.fork_rng(devices=[]):
@@ -70,15 +70,15 @@ def resolve(
             model = graph.build()
         return model, graph.input_shape, graph.variant or graph.name
     if isinstance(model_or_graph, nn.Module):
-        graph = getattr(model_or_graph, "vitgraph_graph", None)
-        if not isinstance(graph, Graph):
+        built = getattr(model_or_graph, "vitgraph_graph", None)
+        if not isinstance(built, Graph):
             raise ExportError(
                 type(model_or_graph).__name__,
                 "export",
                 "the model was not compiled by vitgraph (no vitgraph_graph): "
                 "pass the Graph, or a model from Graph.build()",
             )
-        return model_or_graph, graph.input_shape, graph.variant or graph.name
+        return model_or_graph, built.input_shape, built.variant or built.name
     raise TypeError(
         f"expected an nn.Module, a Graph or a spec name, got {type(model_or_graph).__name__}"
     )

@@ -110,12 +110,12 @@ class Graph(Validated):
         model.spec_name = self.name
         model.variant = self.variant
         # a snapshot: editing this graph later does not change what the model is
-        model.vitgraph_graph = Graph(*self._state())  # type: ignore[assignment]
+        model.vitgraph_graph = Graph(*self._state())
         if weights is not None:
             label = f"{self.name} / {self.variant}" if self.variant else self.name
             load_weights(model, weights, adapt=False, spec=label)
         if weights_from is not None:
-            model.vitgraph_carry = carry_weights(model, weights_from)  # type: ignore[assignment]
+            model.vitgraph_carry = carry_weights(model, weights_from)
         return model
 
     def check_size(self, limit: int | None = None) -> None:

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import json
+from typing import Any
 
 import yaml
 from rich.console import Console
@@ -114,7 +115,7 @@ def print_blocks(as_json: bool) -> int:
     from vitgraph.spec.catalog import registry
 
     reg = registry()
-    rows = []
+    rows: list[dict[str, Any]] = []
     for kind in reg.kinds():
         if kind in reg.primitives:
             cls = reg.primitives[kind]

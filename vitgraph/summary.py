@@ -54,9 +54,9 @@ class Summary:
         for row in self.rows:
             key = instance_of(row.id)
             if instances and instances[-1].id == key:
-                last = instances[-1]
+                done = instances[-1]
                 instances[-1] = Row(
-                    key, last.kind, row.output_shape, last.params + row.params, last.macs + row.macs
+                    key, done.kind, row.output_shape, done.params + row.params, done.macs + row.macs
                 )
             else:
                 kind = self.kinds.get(key, row.kind)
@@ -64,7 +64,7 @@ class Summary:
         runs: list[list[Row]] = []  # consecutive instances of one repeat group
         for row in instances:
             group = row.id.split(".")[0]
-            last = runs[-1][-1] if runs else None
+            last: Row | None = runs[-1][-1] if runs else None
             if (
                 last is not None
                 and "." in row.id
@@ -159,7 +159,7 @@ def summarize(graph: Validated, batch: int = 1) -> Summary:
                 ) from None
         params, macs = cache[key]
         rows.append(Row(node.id, node.kind, graph.type_of(node.id).shape, params, macs))
-    kinds = {}
+    kinds: dict[str, str] = {}
     for node in graph.nodes:
         top = instance_of(node.id)
         if top != node.id:

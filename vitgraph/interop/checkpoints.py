@@ -5,15 +5,13 @@ from __future__ import annotations
 
 from pathlib import Path
 
-from torch import nn
-
-from vitgraph.interop.timm import timm_keymap
+from vitgraph.interop.timm import Reference, timm_keymap
 from vitgraph.weights import LoadReport
 from vitgraph.weights import load_weights as load_file
 
 
 def load_weights(
-    model: nn.Module,
+    model: Reference,
     path: str | Path,
     *,
     timm_name: str | None = None,

@@ -21,6 +21,7 @@ import yaml
 from torch import nn
 
 from vitgraph.errors import Location, SpecError
+from vitgraph.interop.timm import Reference
 from vitgraph.pipeline import load
 from vitgraph.weights.loader import load_state, offers_from_state
 
@@ -63,7 +64,7 @@ def load_converters() -> None:
             importlib.import_module(f"vitgraph.interop.{info.name}")
 
 
-def refuse_hf(model: nn.Module, option: str, why: str = "") -> SpecError:
+def refuse_hf(model: Reference, option: str, why: str = "") -> SpecError:
     """A SpecError for a transformers option vitgraph cannot express."""
     name = type(model).__name__
     return SpecError.at(
@@ -75,7 +76,7 @@ def refuse_hf(model: nn.Module, option: str, why: str = "") -> SpecError:
     )
 
 
-def from_hf(model: nn.Module) -> nn.Module:
+def from_hf(model: Reference) -> nn.Module:
     """Build the vitgraph twin of a transformers ``model`` and load its weights."""
     load_converters()
     cls = type(model).__name__

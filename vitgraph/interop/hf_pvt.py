@@ -10,6 +10,7 @@ import torch
 from torch import nn
 
 from vitgraph.interop.hf import HFConversion, from_hf, hf_converter, refuse_hf
+from vitgraph.interop.timm import Reference
 
 _RENAMES = [
     (r"pvt\.encoder\.patch_embeddings\.(\d+)\.projection\.", r"stages.\1.patch_embed.proj."),
@@ -30,7 +31,7 @@ _RENAMES = [
 ]
 
 
-def pvt_overrides(model: nn.Module) -> dict[str, object]:
+def pvt_overrides(model: Reference) -> dict[str, object]:
     """The args of specs/pvt.yaml that reproduce an HF model's ``PvtConfig``."""
     config = model.config
     if config.num_encoder_blocks != 4 or list(config.strides) != list(config.patch_sizes):
@@ -73,11 +74,11 @@ def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
 
 
 @hf_converter("PvtForImageClassification")
-def convert_pvt(model: nn.Module) -> HFConversion:
+def convert_pvt(model: Reference) -> HFConversion:
     return HFConversion("pvt", pvt_state_dict, pvt_overrides(model))
 
 
-def from_transformers_pvt(model: nn.Module) -> nn.Module:
+def from_transformers_pvt(model: Reference) -> nn.Module:
     """The vitgraph PVT with the weights of an HF ``PvtForImageClassification``
     (``vitgraph.from_hf`` does the same for every supported class)."""
     return from_hf(model)

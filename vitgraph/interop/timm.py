@@ -25,7 +25,10 @@ from vitgraph.errors import Location, SpecError
 from vitgraph.pipeline import load
 from vitgraph.weights.loader import KeyMap, load_state, offers_from_state
 
-Converter = Callable[[nn.Module], "Conversion"]
+#: a reference library's module, read attribute by attribute (its classes are not typed
+#: for what a converter reads: ``model.blocks[0].attn.num_heads``)
+Reference = Any
+Converter = Callable[[Reference], "Conversion"]
 _CONVERTERS: dict[str, Converter] = {}
 
 
@@ -66,12 +69,12 @@ def load_converters() -> None:
             importlib.import_module(f"vitgraph.interop.{info.name}")
 
 
-def model_name(model: nn.Module) -> str:
+def model_name(model: Reference) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return str(cfg.get("architecture") or type(model).__name__)
 
 
-def refuse(model: nn.Module, option: str, why: str = "") -> SpecError:
+def refuse(model: Reference, option: str, why: str = "") -> SpecError:
     """A SpecError for a timm option vitgraph has no block for."""
     name = model_name(model)
     return SpecError.at(
@@ -82,7 +85,7 @@ def refuse(model: nn.Module, option: str, why: str = "") -> SpecError:
     )
 
 
-def converter_for(model: nn.Module) -> Converter:
+def converter_for(model: Reference) -> Converter:
     """The converter of a timm model's class; an unsupported class is refused by name."""
     load_converters()
     cls = type(model).__name__
@@ -92,7 +95,7 @@ def converter_for(model: nn.Module) -> Converter:
     return _CONVERTERS[cls]
 
 
-def from_timm(model: nn.Module) -> nn.Module:
+def from_timm(model: Reference) -> nn.Module:
     """Build the vitgraph twin of ``model`` and load its weights (every key must fit)."""
     conversion = converter_for(model)(model)
     name = model_name(model)
@@ -135,7 +138,7 @@ def spec_document(
     }
 
 
-def layernorm_eps(model: nn.Module, norm: nn.Module, where: str) -> float | None:
+def layernorm_eps(model: Reference, norm: Reference, where: str) -> float | None:
     """eps of a LayerNorm, None for Identity; other norms are refused."""
     if isinstance(norm, nn.Identity):
         return None
@@ -146,7 +149,7 @@ def layernorm_eps(model: nn.Module, norm: nn.Module, where: str) -> float | None
     raise refuse(model, f"{where}={type(norm).__name__}", "only LayerNorm is supported")
 
 
-def activation_name(model: nn.Module, act: nn.Module, where: str) -> str:
+def activation_name(model: Reference, act: Reference, where: str) -> str:
     if isinstance(act, nn.GELU):
         return "gelu_tanh" if act.approximate == "tanh" else "gelu"
     names = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.Tanh: "tanh"}
@@ -156,7 +159,7 @@ def activation_name(model: nn.Module, act: nn.Module, where: str) -> str:
     raise refuse(model, f"{where}={type(act).__name__}")
 
 
-def drop_rate(module: nn.Module) -> float:
+def drop_rate(module: Reference) -> float:
     """The rate of a Dropout / DropPath module (0 for Identity)."""
     for attr in ("drop_prob", "p", "rate"):
         if hasattr(module, attr):

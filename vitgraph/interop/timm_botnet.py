@@ -12,6 +12,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     refuse,
@@ -21,7 +22,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("ByobNet")
-def convert_byobnet(model: nn.Module) -> Conversion:
+def convert_byobnet(model: Reference) -> Conversion:
     stem = model.stem
     convs = [m for name, m in stem.named_children() if name.startswith("conv")]
     extra = [n for n, _ in stem.named_children() if not n.startswith("conv") and n != "pool"]
@@ -68,7 +69,7 @@ def convert_byobnet(model: nn.Module) -> Conversion:
     return Conversion(spec, rename=_rename)
 
 
-def _block(model: nn.Module, block: nn.Module, act: str) -> dict[str, Any]:
+def _block(model: Reference, block: Reference, act: str) -> dict[str, Any]:
     kind = type(block).__name__
     if kind not in ("BottleneckBlock", "SelfAttnBlock"):
         raise refuse(model, f"block type {kind}")
@@ -103,7 +104,7 @@ def _block(model: nn.Module, block: nn.Module, act: str) -> dict[str, Any]:
     return entry
 
 
-def _input_size(model: nn.Module) -> tuple[int, int]:
+def _input_size(model: Reference) -> tuple[int, int]:
     """The input size the attention tables were built for: the first attention block's
     map size times the stride in front of it (timm builds them from ``img_size``)."""
     reduction = 2 * (2 if isinstance(getattr(model.stem, "pool", None), nn.MaxPool2d) else 1)

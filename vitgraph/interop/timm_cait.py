@@ -14,6 +14,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -26,14 +27,14 @@ from vitgraph.interop.timm import (
 _GAMMA = re.compile(r"\.gamma_([12])$")
 
 
-def _layer_scale(model: nn.Module, gamma: nn.Parameter) -> float:
+def _layer_scale(model: Reference, gamma: Reference) -> float:
     if gamma.device.type == "meta":
         return 1e-5  # any value: counts do not depend on it
     value = float(gamma.detach().flatten()[0])
     return value if value > 0 else 1e-5  # weights are copied over it anyway
 
 
-def _layer(model: nn.Module, block: nn.Module, attn_cls: str, where: str) -> dict[str, Any]:
+def _layer(model: Reference, block: Reference, attn_cls: str, where: str) -> dict[str, Any]:
     """The params of one LayerScale block (self- or class-attention)."""
     attn, mlp = block.attn, block.mlp
     if type(attn).__name__ != attn_cls:
@@ -69,7 +70,7 @@ def _layer(model: nn.Module, block: nn.Module, attn_cls: str, where: str) -> dic
 
 
 def _group(
-    model: nn.Module, name: str, kind: str, blocks: list[nn.Module], attn_cls: str
+    model: Reference, name: str, kind: str, blocks: list[nn.Module], attn_cls: str
 ) -> dict[str, Any]:
     first = _layer(model, blocks[0], attn_cls, name)
     for index, block in enumerate(blocks[1:], start=1):
@@ -85,7 +86,7 @@ def _group(
 
 
 @timm_converter("Cait")
-def convert_cait(model: nn.Module) -> Conversion:
+def convert_cait(model: Reference) -> Conversion:
     name = model_name(model)
     embed = model.patch_embed
     if type(embed).__name__ != "PatchEmbed" or getattr(embed, "dynamic_img_pad", False):

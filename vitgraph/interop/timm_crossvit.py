@@ -13,6 +13,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -25,7 +26,7 @@ BRANCH = {"0": "small", "1": "large"}
 
 
 @timm_converter("CrossVit")
-def convert_crossvit(model: nn.Module) -> Conversion:
+def convert_crossvit(model: Reference) -> Conversion:
     if model.num_branches != 2:
         raise refuse(model, f"{model.num_branches} branches", "CrossViT's spec has two")
     if model.crop_scale:
@@ -94,12 +95,12 @@ def convert_crossvit(model: nn.Module) -> Conversion:
     return Conversion(spec, rename=_rename)
 
 
-def _name(model: nn.Module) -> str:
+def _name(model: Reference) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return str(cfg.get("architecture") or type(model).__name__)
 
 
-def _embed(model: nn.Module, embed: nn.Module, branch: str) -> dict[str, Any]:
+def _embed(model: Reference, embed: Reference, branch: str) -> dict[str, Any]:
     proj = embed.proj
     patch = embed.patch_size[0]
     if isinstance(proj, nn.Sequential):
@@ -119,7 +120,7 @@ def _embed(model: nn.Module, embed: nn.Module, branch: str) -> dict[str, Any]:
     }
 
 
-def _encoders(model: nn.Module, graph: list[dict[str, Any]]) -> dict[str, Any]:
+def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
     """One ``blocks`` repeat: every multi-scale encoder's depths, widths and rates."""
     first = model.blocks[0]
     if any(not isinstance(f, nn.Module) or isinstance(f, nn.Sequential) for f in first.fusion):

@@ -15,6 +15,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     refuse,
@@ -24,7 +25,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("Levit", "LevitDistilled")
-def convert_levit(model: nn.Module) -> Conversion:
+def convert_levit(model: Reference) -> Conversion:
     stem = model.stem
     if type(stem).__name__ not in ("Stem16", "Stem8"):
         raise refuse(model, f"stem_backbone={type(stem).__name__}")
@@ -113,17 +114,17 @@ def convert_levit(model: nn.Module) -> Conversion:
     )
     spec = spec_document(name, size, conv_in.in_channels, graph)
 
-    def after_build(theirs: nn.Module, ours: nn.Module) -> None:
+    def after_build(theirs: Reference, ours: Reference) -> None:
         ours.set_distilled_training(bool(getattr(theirs, "distilled_training", False)))
 
     return Conversion(spec, rename=_rename, convert=_squeeze_1x1, after_build=after_build)
 
 
-def _hidden(mlp: nn.Module) -> int:
+def _hidden(mlp: Reference) -> int:
     return mlp.ln1.bn.num_features
 
 
-def _image_size(model: nn.Module, key_dim: int) -> tuple[int, int]:
+def _image_size(model: Reference, key_dim: int) -> tuple[int, int]:
     """The input size the first stage's bias table was built for (timm sizes it by
     ``img_size // stem stride``)."""
     attn = model.stages[0].blocks[0].attn

@@ -14,6 +14,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -24,7 +25,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("PoolingVisionTransformer")
-def convert_pit(model: nn.Module) -> Conversion:
+def convert_pit(model: Reference) -> Conversion:
     conv: nn.Conv2d = model.patch_embed.conv
     if conv.kernel_size[0] != conv.kernel_size[1] or conv.stride[0] != conv.stride[1]:
         raise refuse(model, f"a non-square patch conv {conv.kernel_size}/{conv.stride}")
@@ -91,7 +92,7 @@ def convert_pit(model: nn.Module) -> Conversion:
         graph,
     )
 
-    def after_build(theirs: nn.Module, ours: nn.Module) -> None:
+    def after_build(theirs: Reference, ours: Reference) -> None:
         if theirs.head_dist is not None:
             ours.set_distilled_training(bool(theirs.distilled_training))
 
@@ -99,7 +100,7 @@ def convert_pit(model: nn.Module) -> Conversion:
 
 
 def _stage(
-    model: nn.Module, index: int, stage: nn.Module, width: int, first: int, total: int, rate: float
+    model: Reference, index: int, stage: Reference, width: int, first: int, total: int, rate: float
 ) -> dict[str, Any]:
     if not isinstance(stage.norm, nn.Identity):
         raise refuse(model, f"a norm at the start of stage {index}")

@@ -13,6 +13,7 @@ from torch import nn
 from vitgraph.blocks.swin import effective_window
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -23,7 +24,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("SwinTransformer")
-def convert_swin(model: nn.Module) -> Conversion:
+def convert_swin(model: Reference) -> Conversion:
     embed = model.patch_embed
     proj: nn.Conv2d = embed.proj
     if proj.kernel_size != proj.stride or proj.padding != (0, 0):
@@ -71,12 +72,12 @@ def _rename(key: str) -> str:
     return "head." + key[len("head.fc.") :] if key.startswith("head.fc.") else key
 
 
-def _name(model: nn.Module) -> str:
+def _name(model: Reference) -> str:
     cfg = getattr(model, "pretrained_cfg", None) or {}
     return str(cfg.get("architecture") or type(model).__name__)
 
 
-def _stages(model: nn.Module) -> dict[str, Any]:
+def _stages(model: Reference) -> dict[str, Any]:
     """One ``layers`` repeat with every stage's settings under ``at``."""
     if getattr(model.layers[0].blocks[0], "always_partition", False):
         raise refuse(model, "always_partition=True")

@@ -14,6 +14,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -24,7 +25,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("TNT")
-def convert_tnt(model: nn.Module) -> Conversion:
+def convert_tnt(model: Reference) -> Conversion:
     embed = model.pixel_embed
     if model.global_pool != "token":
         raise refuse(model, f"global_pool='{model.global_pool}'")

@@ -16,6 +16,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -43,7 +44,7 @@ def rename(key: str) -> str:
     return f"{prefix}.blocks.{int(layer) - 1}.{rest}"
 
 
-def _attention(model: nn.Module, attn: nn.Module, where: str) -> tuple[str, int]:
+def _attention(model: Reference, attn: Reference, where: str) -> tuple[str, int]:
     """('window', ws) for LSA, ('global', sr_ratio) for GSA."""
     cls = type(attn).__name__
     if cls == "LocallyGroupedAttn":
@@ -53,7 +54,7 @@ def _attention(model: nn.Module, attn: nn.Module, where: str) -> tuple[str, int]
     raise refuse(model, f"{where} attention class {cls}", "vitgraph converts LSA and GSA")
 
 
-def _stage(model: nn.Module, k: int) -> dict[str, Any]:
+def _stage(model: Reference, k: int) -> dict[str, Any]:
     where = f"stage {k}"
     embed = model.patch_embeds[k]
     proj: nn.Conv2d = embed.proj
@@ -120,7 +121,7 @@ def _stage(model: nn.Module, k: int) -> dict[str, Any]:
 
 
 @timm_converter("Twins")
-def convert_twins(model: nn.Module) -> Conversion:
+def convert_twins(model: Reference) -> Conversion:
     name = model_name(model)
     if model.global_pool != "avg":
         raise refuse(model, f"global_pool='{model.global_pool}'")

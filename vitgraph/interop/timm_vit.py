@@ -9,6 +9,7 @@ from torch import nn
 
 from vitgraph.interop.timm import (
     Conversion,
+    Reference,
     activation_name,
     drop_rate,
     layernorm_eps,
@@ -19,7 +20,7 @@ from vitgraph.interop.timm import (
 
 
 @timm_converter("VisionTransformer", "VisionTransformerDistilled")
-def convert_vit(model: nn.Module) -> Conversion:
+def convert_vit(model: Reference) -> Conversion:
     name = type(model).__name__
     for attr, what in (
         ("reg_token", "register tokens (reg_tokens)"),
@@ -100,13 +101,13 @@ def convert_vit(model: nn.Module) -> Conversion:
         graph,
     )
 
-    def after_build(theirs: nn.Module, ours: nn.Module) -> None:
+    def after_build(theirs: Reference, ours: Reference) -> None:
         ours.set_distilled_training(bool(getattr(theirs, "distilled_training", False)))
 
     return Conversion(spec, after_build=after_build)
 
 
-def _blocks(model: nn.Module) -> dict[str, Any]:
+def _blocks(model: Reference) -> dict[str, Any]:
     blocks = list(model.blocks)
     first = blocks[0]
     if type(first).__name__ != "Block":

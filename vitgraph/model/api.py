@@ -16,6 +16,7 @@ from typing import Any
 import torch
 from torch import fx, nn
 
+from vitgraph.ir import Validated
 from vitgraph.model.layout import cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
@@ -34,6 +35,7 @@ class VitgraphModel(fx.GraphModule):
 
     spec_name: str = ""
     variant: str | None = None
+    vitgraph_graph: Validated  # the validated spec it was built from (a snapshot)
 
     #: plain attributes a deepcopy keeps (GraphModule's copies only the graph's modules);
     #: timm's EMA deep-copies the model
@@ -97,7 +99,7 @@ class VitgraphModel(fx.GraphModule):
         training too (default ``True``: training returns both logits)."""
         for module in self.modules():
             if hasattr(module, "distilled_training"):
-                module.distilled_training = enable
+                setattr(module, "distilled_training", enable)  # noqa: B010 - any module
 
 
 # ----------------------------------------------------------------------- the API
@@ -133,7 +135,7 @@ def headless_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
     return forward_head(model, forward_features(model, x), pre_logits=True)
 
 
-def _headless(model: nn.Module) -> bool:
+def _headless(model: fx.GraphModule) -> bool:
     return model.__dict__.get("_vitgraph_num_classes") == 0 and len(set(widths(model))) > 1
 
 
@@ -141,7 +143,7 @@ def set_grad_checkpointing(model: fx.GraphModule, enable: bool = True) -> None:
     """Activation checkpointing per repeat instance (one encoder layer, a stage's block),
     as timm's ``checkpoint_seq``: each unit's activations are recomputed in the backward
     pass."""
-    model.grad_checkpointing = enable
+    model.__dict__["grad_checkpointing"] = enable
     if enable:
         model.__dict__["forward"] = types.MethodType(checkpointed_forward, model)
     elif _headless(model):

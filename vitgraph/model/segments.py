@@ -163,14 +163,14 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
         by_id = {n.id: n for n in graph_of(model).nodes}
         found = []
         for node_id in lay.classifiers:
-            node = by_id[node_id]
-            rule = type(node.params).classifier_rule()
+            head = by_id[node_id]
+            rule = type(head.params).classifier_rule()
             if rule is None or rule.pre_logits is None:
                 continue
             args = [
-                env[lay.fx_of[name]] if lay.fx_of[name] in env else None for name in node.inputs
+                env[lay.fx_of[name]] if lay.fx_of[name] in env else None for name in head.inputs
             ]
-            found.append(rule.pre_logits(node.params, args, graph))
+            found.append(rule.pre_logits(head.params, args, graph))
         result: Any = (
             found[0]
             if len(found) == 1

@@ -135,7 +135,8 @@ class Trainer:
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
-        self.ddp_model = ddp.wrap(self.model, self.world, self.device)
+        # DistributedDataParallel (no_sync, ...) or the model itself on one process
+        self.ddp_model: Any = ddp.wrap(self.model, self.world, self.device)
         # timm's optimizer groups: what the model's blocks keep out of weight decay
         # (position tables, prefix tokens, norms, LayerScale, relative-position tables)
         exempt = self.model.no_weight_decay()

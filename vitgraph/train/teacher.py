@@ -4,6 +4,7 @@ its metadata), a spec plus a weights file, or any timm model (``timm:<name>``)."
 from __future__ import annotations
 
 from pathlib import Path
+from typing import Any
 
 import torch
 import torch.nn.functional as F
@@ -62,7 +63,8 @@ def dense_targets(teacher: nn.Module, images: torch.Tensor, grid: tuple[int, int
     return probs
 
 
-def _token_logits(teacher: nn.Module, images: torch.Tensor) -> torch.Tensor:
+def _token_logits(teacher: Any, images: torch.Tensor) -> torch.Tensor:
+    """Per-patch logits of any teacher (a vitgraph model, a timm model, ...)."""
     heads = [m for m in teacher.modules() if hasattr(m, "dense_output")]
     if heads:
         for head in heads:

@@ -21,7 +21,7 @@ from typing import Any
 
 import torch
 from safetensors import safe_open
-from torch import nn
+from torch import fx, nn
 
 from vitgraph.model.api import classifier_ids
 from vitgraph.model.layout import graph_of
@@ -74,7 +74,7 @@ def offers_from_state(
         offers[keymap.rename(key)] = Offer(
             tuple(converted.shape),
             converted.is_floating_point(),
-            lambda t=converted: t,
+            _constant(converted),
             _dtype_name(converted.dtype),
         )
     return offers
@@ -140,7 +140,7 @@ def _plan(
     plan = _Plan(report)
     graph = graph_of(model) if adapt else None
     nodes = {n.id: n for n in graph.nodes} if graph is not None else {}
-    heads = set(classifier_ids(model)) if graph is not None else set()
+    heads = set(classifier_ids(model)) if isinstance(model, fx.GraphModule) and adapt else set()
     order = [k for k in target if k in offers] + [k for k in offers if k not in target]
     for key in order:  # reported in the model's order, not the source's (safetensors sorts)
         offer = offers[key]

@@ -39,7 +39,7 @@ def _load_sources() -> None:
 
 def load_data(
     data: str,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     *,
     patch: int | None = None,
     val_fraction: float = 0.2,

@@ -62,7 +62,7 @@ class DataRequest:
     """What a source is asked for: the spec's input shape, its patch (an image smaller
     than the patch is refused), the held-out fraction and the split's seed."""
 
-    shape: tuple[int, int, int]
+    shape: tuple[int, ...]
     patch: int | None = None
     val_fraction: float = 0.2
     seed: int = 0
@@ -102,7 +102,7 @@ def normalize(images: torch.Tensor) -> torch.Tensor:
     return images.float().div_(127.5).sub_(1.0)
 
 
-def _resize(images: torch.Tensor, shape: tuple[int, int, int]) -> torch.Tensor:
+def _resize(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:
     """Float images ``(N, c, h, w)`` in [0, 255] -> uint8 ``(N, C, H, W)`` (bilinear;
     one channel is repeated to C)."""
     channels, height, width = shape

@@ -9,7 +9,7 @@ from vitgraph.train.data.base import DataRequest, Dataset, _resize, _split, data
 
 
 def load_digits(
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     *,
     patch: int | None = None,
     val_fraction: float = 0.2,

@@ -34,7 +34,7 @@ def _class_dirs(root: Path) -> list[Path]:
 
 
 def _read_folder(
-    root: Path, shape: tuple[int, int, int], patch: int | None, classes: list[str] | None = None
+    root: Path, shape: tuple[int, ...], patch: int | None, classes: list[str] | None = None
 ) -> tuple[torch.Tensor, torch.Tensor, list[str]]:
     from PIL import Image, UnidentifiedImageError
 
@@ -84,7 +84,7 @@ def _read_folder(
 
 def load_folder(
     root: str | Path,
-    shape: tuple[int, int, int],
+    shape: tuple[int, ...],
     *,
     patch: int | None = None,
     val_fraction: float = 0.2,
