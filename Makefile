@@ -6,7 +6,7 @@ PIP := .venv/bin/pip
 # timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint parity-all fuzz bench clean
+.PHONY: demo test lint typecheck parity-all fuzz bench clean
 
 .venv/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -25,6 +25,14 @@ demo: .venv/.core
 lint: .venv/.test
 	.venv/bin/ruff check vitgraph blocks tests benchmarks
 	.venv/bin/ruff format --check vitgraph blocks tests benchmarks
+
+# mypy reads the package as it is installed: a tree of links where blocks/ sits at
+# vitgraph/blocks (setuptools' editable install is an import hook mypy cannot follow)
+typecheck: .venv/.test
+	rm -rf build/typecheck && mkdir -p build/typecheck/vitgraph
+	cp -as $(CURDIR)/vitgraph/. build/typecheck/vitgraph/
+	cp -as $(CURDIR)/blocks build/typecheck/vitgraph/blocks
+	cd build/typecheck && $(CURDIR)/.venv/bin/mypy --config-file $(CURDIR)/pyproject.toml -p vitgraph
 
 test: .venv/.test lint
 	$(PY) -m pytest -q -n 2 --dist loadfile
