@@ -61,6 +61,18 @@ def train(
     return Trainer(config, log).run()
 
 
+def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+    """timm's optimizer groups: every parameter decays except what the model's blocks
+    keep out of weight decay (``model.no_weight_decay()``: position tables, prefix tokens,
+    norms, LayerScale, relative-position tables, biases and other 1-D parameters)."""
+    exempt = model.no_weight_decay()
+    named = list(model.named_parameters())
+    return [
+        {"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
+        {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
+    ]
+
+
 def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
     """Linear warm-up from 0 over ``warmup`` steps, then cosine from ``lr`` to ``min_lr``."""
     if step < warmup:
@@ -137,17 +149,8 @@ class Trainer:
         self.model = graph.build(device=self.device)
         # DistributedDataParallel (no_sync, ...) or the model itself on one process
         self.ddp_model: Any = ddp.wrap(self.model, self.world, self.device)
-        # timm's optimizer groups: what the model's blocks keep out of weight decay
-        # (position tables, prefix tokens, norms, LayerScale, relative-position tables)
-        exempt = self.model.no_weight_decay()
-        decay = [p for n, p in self.model.named_parameters() if n not in exempt]
-        keep = [p for n, p in self.model.named_parameters() if n in exempt]
         self.optimizer = torch.optim.AdamW(
-            [
-                {"params": decay, "weight_decay": config.weight_decay},
-                {"params": keep, "weight_decay": 0.0},
-            ],
-            lr=config.lr,
+            parameter_groups(self.model, config.weight_decay), lr=config.lr
         )
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
         if self.steps_per_epoch == 0:
