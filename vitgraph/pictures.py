@@ -42,10 +42,12 @@ def layout(graph: Graph, expand: bool = False) -> tuple[list[Box], list[Edge]]:
     rows = {r.id: r for r in graph.summary().rows}
     kinds = instance_kinds(graph)
 
+    entries = {n.id: n.path[0].id for n in graph.nodes if n.path}
+
     def unit(node_id: str) -> str:
-        if expand or node_id == "input":
+        if expand or node_id not in entries:
             return node_id
-        top = node_id.split(".")[0]
+        top = entries[node_id]
         return top if top in graph.groups else node_id
 
     boxes: dict[str, Box] = {"input": Box("input", "image", 1, 0)}

@@ -8,7 +8,7 @@ Autograd stays enabled: in torch 2.14 the counter fails under ``no_grad`` for so
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 
 import torch
 from torch.utils._python_dispatch import TorchDispatchMode
@@ -16,7 +16,7 @@ from torch.utils.flop_counter import flop_registry
 
 from vitgraph.block import Block, FunctionOp, TensorOp
 from vitgraph.errors import SpecError
-from vitgraph.ir import Validated
+from vitgraph.ir import Segment, Validated
 from vitgraph.shapes import TensorType
 
 
@@ -30,6 +30,9 @@ class Row:
     params: int
     macs: int
     count: int = 1  # repeats collapsed into this row
+    instance: str = ""  # the top-level entry it belongs to: ``blocks.3``, ``norm``
+    group: str = ""  # that entry's id: ``blocks``
+    repeated: bool = False  # the entry is a repeat group
 
 
 @dataclass(frozen=True)
@@ -52,24 +55,27 @@ class Summary:
         consecutive repeats of a group collapse into one (``blocks`` ×12)."""
         instances: list[Row] = []
         for row in self.rows:
-            key = instance_of(row.id)
+            key = row.instance or row.id
             if instances and instances[-1].id == key:
                 done = instances[-1]
-                instances[-1] = Row(
-                    key, done.kind, row.output_shape, done.params + row.params, done.macs + row.macs
+                instances[-1] = replace(
+                    done,
+                    output_shape=row.output_shape,
+                    params=done.params + row.params,
+                    macs=done.macs + row.macs,
                 )
             else:
                 kind = self.kinds.get(key, row.kind)
-                instances.append(Row(key, kind, row.output_shape, row.params, row.macs))
+                instances.append(replace(row, id=key, kind=kind))
         runs: list[list[Row]] = []  # consecutive instances of one repeat group
         for row in instances:
-            group = row.id.split(".")[0]
             last: Row | None = runs[-1][-1] if runs else None
             if (
                 last is not None
-                and "." in row.id
-                and "." in last.id
-                and (last.id.split(".")[0] == group and last.kind == row.kind)
+                and row.repeated
+                and last.repeated
+                and last.group == row.group
+                and last.kind == row.kind
             ):
                 runs[-1].append(row)
             else:
@@ -77,19 +83,19 @@ class Summary:
         out: list[Row] = []
         for run in runs:
             first = run[0]
-            if "." not in first.id:
+            if not first.repeated:
                 out.append(first)
             elif all(
                 r.output_shape == first.output_shape and r.params == first.params for r in run
             ):  # identical repeats collapse (``blocks`` ×12)
                 out.append(
-                    Row(
-                        first.id.split(".")[0],
-                        first.kind,
-                        run[-1].output_shape,
-                        sum(r.params for r in run),
-                        sum(r.macs for r in run),
-                        len(run),
+                    replace(
+                        first,
+                        id=first.group,
+                        output_shape=run[-1].output_shape,
+                        params=sum(r.params for r in run),
+                        macs=sum(r.macs for r in run),
+                        count=len(run),
                     )
                 )
             else:  # stages that differ (Swin's layers.0 .. layers.3) keep a row each
@@ -116,14 +122,6 @@ class Summary:
                 for r in self.rows
             ],
         }
-
-
-def instance_of(node_id: str) -> str:
-    """The top-level entry a node belongs to: ``blocks.3`` for ``blocks.3.attn``."""
-    parts = node_id.split(".")
-    if len(parts) > 1 and parts[1].isdigit():
-        return ".".join(parts[:2])
-    return parts[0]
 
 
 #: (block params, input types, batch) -> (params, MACs): blocks are pure functions of these,
@@ -158,14 +156,27 @@ def summarize(graph: Validated, batch: int = 1) -> Summary:
                     f"{', '.join(str(t) for t in in_types)}",
                 ) from None
         params, macs = cache[key]
-        rows.append(Row(node.id, node.kind, graph.type_of(node.id).shape, params, macs))
+        entry = node.path[0] if node.path else Segment(node.id)
+        rows.append(
+            Row(
+                node.id,
+                node.kind,
+                graph.type_of(node.id).shape,
+                params,
+                macs,
+                instance=str(entry),
+                group=entry.id,
+                repeated=entry.index is not None,
+            )
+        )
     kinds: dict[str, str] = {}
     for node in graph.nodes:
-        top = instance_of(node.id)
+        entry = node.path[0] if node.path else Segment(node.id)
+        top = str(entry)
         if top != node.id:
             # the kind written in the spec (a repeat's or composite's), not the kind of
             # the first composite nested inside it
-            written = graph.groups.get(top) or graph.groups.get(top.split(".")[0])
+            written = graph.groups.get(top) or graph.groups.get(entry.id)
             kinds.setdefault(top, written[0] if written else node.composite_kind or node.kind)
     return Summary(
         graph.name,
