@@ -70,7 +70,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "features",
         [
-            "vitgraph.diff",
+            "vitgraph.block_catalog",
+                "vitgraph.diff",
             "vitgraph.export",
             "vitgraph.pictures",
             "vitgraph.render",

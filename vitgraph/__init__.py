@@ -2,16 +2,36 @@
 
 ``load`` validates a spec (nothing allocated), ``Graph.build`` compiles it into a fresh
 ``torch.nn.Module``, ``Graph.summary`` counts params and MACs on the meta device.
+
+The public names are imported on first use (PEP 562), so ``import vitgraph`` and the
+commands that need no model (``vitgraph --help``, ``list``, ``schema``) do not import
+torch.
 """
 
-from typing import Any
+from __future__ import annotations
 
-from vitgraph.diff import diff
-from vitgraph.errors import SpecError
-from vitgraph.graph import Graph
-from vitgraph.interop.checkpoints import load_weights
-from vitgraph.pipeline import build, load
-from vitgraph.weights import WeightsError, save_weights
+import importlib
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
+    from vitgraph.diff import diff
+    from vitgraph.errors import SpecError
+    from vitgraph.graph import Graph
+    from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.pipeline import build, load
+    from vitgraph.weights import WeightsError, save_weights
+
+#: public name -> the module that defines it
+_EXPORTS = {
+    "Graph": "vitgraph.graph",
+    "SpecError": "vitgraph.errors",
+    "WeightsError": "vitgraph.weights.report",
+    "build": "vitgraph.pipeline",
+    "diff": "vitgraph.diff",
+    "load": "vitgraph.pipeline",
+    "load_weights": "vitgraph.interop.checkpoints",
+    "save_weights": "vitgraph.weights.format",
+}
 
 __all__ = [
     "Graph",
@@ -43,9 +63,14 @@ def from_hf(model: Any) -> Any:
 
 
 def __getattr__(name: str) -> Any:
-    # ``vitgraph.train(...)``: the training package, imported on first use
-    if name == "train":
-        import vitgraph.train as train_package
-
-        return train_package
+    if name in _EXPORTS:
+        value = getattr(importlib.import_module(_EXPORTS[name]), name)
+        globals()[name] = value  # later lookups are plain attribute reads
+        return value
+    if name == "train":  # ``vitgraph.train(...)``: the training package is callable
+        return importlib.import_module("vitgraph.train")
     raise AttributeError(f"module 'vitgraph' has no attribute {name!r}")
+
+
+def __dir__() -> list[str]:
+    return sorted({*globals(), *__all__})

@@ -306,7 +306,7 @@ def cmd_list(args: argparse.Namespace) -> int:
     from vitgraph.render import print_blocks, print_specs
 
     if args.what == "blocks":
-        return print_blocks(as_json=args.json)
+        return print_blocks(as_json=args.json, plugins=bool(args.plugin))
     return print_specs(as_json=args.json)
 
 

@@ -3,13 +3,13 @@
 from __future__ import annotations
 
 import json
-from typing import Any
+from typing import TYPE_CHECKING
 
-import yaml
 from rich.console import Console
 from rich.table import Table
 
-from vitgraph.summary import Summary
+if TYPE_CHECKING:
+    from vitgraph.summary import Summary
 
 
 def _num(n: int) -> str:
@@ -85,12 +85,11 @@ def _branch_outputs(graph) -> dict[str, list[tuple[str, tuple[int, ...]]]]:
 
 
 def print_specs(as_json: bool) -> int:
-    from vitgraph.spec.catalog import shipped_specs
+    from vitgraph.spec.catalog import read_shipped, shipped_specs
 
     rows = []
     for family, path in shipped_specs().items():
-        with open(path, encoding="utf-8") as handle:
-            data = yaml.safe_load(handle) or {}
+        data = read_shipped(path) or {}
         rows.append(
             {
                 "spec": family,
@@ -111,48 +110,33 @@ def print_specs(as_json: bool) -> int:
     return 0
 
 
-def print_blocks(as_json: bool) -> int:
-    from vitgraph.spec.catalog import registry
+def print_blocks(as_json: bool, plugins: bool = False) -> int:
+    """Every block kind: from the shipped catalog (no block module imported), or the live
+    registry when a plugin is named."""
+    from rich.markup import escape
 
-    reg = registry()
-    rows: list[dict[str, Any]] = []
-    for kind in reg.kinds():
-        if kind in reg.primitives:
-            cls = reg.primitives[kind]
-            doc = (cls.__doc__ or "").strip().splitlines()[0]
-            fields = [f for f in cls.model_fields if f != "kind"]
-            rows.append(
-                {
-                    "kind": kind,
-                    "role": cls.role,
-                    "family": cls.role,  # the name "role" had before 0.2 (deprecated)
-                    "composite": False,
-                    "doc": doc,
-                    "params": fields,
-                    "origin": reg.origin(kind),
-                }
-            )
-        else:
-            comp = reg.composites[kind]
-            fields = [f for f in comp.params.model_fields if f != "kind"]
-            rows.append(
-                {
-                    "kind": kind,
-                    "role": "composite",
-                    "family": "composite",
-                    "composite": True,
-                    "doc": comp.doc.split(". ")[0],
-                    "params": fields,
-                    "origin": reg.origin(kind),
-                }
-            )
+    from vitgraph.block_catalog import first_sentence, rows
+
+    listed = []
+    for row in rows(plugins):
+        listed.append(
+            {
+                "kind": row["kind"],
+                "role": row["role"],
+                "family": row["role"],  # the name "role" had before 0.2 (deprecated)
+                "composite": row["composite"],
+                "doc": first_sentence(row["doc"]),
+                "params": [p["name"] for p in row["params"]],
+                "origin": row["origin"],
+            }
+        )
     if as_json:
-        print(json.dumps(rows, indent=2))
+        print(json.dumps(listed, indent=2))
         return 0
     table = Table(header_style="bold")
     for column in ("kind", "role", "params", "doc"):
         table.add_column(column, overflow="fold")
-    for row in rows:
-        table.add_row(row["kind"], row["role"], ", ".join(row["params"]), row["doc"])
+    for row in listed:  # docs hold [h, w] and the like: not rich markup
+        table.add_row(row["kind"], row["role"], ", ".join(row["params"]), escape(row["doc"]))
     Console(width=max(140, Console().width)).print(table)
     return 0

@@ -31,13 +31,24 @@ def cmd_graph(args: argparse.Namespace) -> int:
 
 
 def cmd_schema(args: argparse.Namespace) -> int:
-    from vitgraph.schema import SCHEMA_PATH, schema_text, write_schema
+    """Print the JSON Schema: the committed copy (kept current by a drift test), or the
+    schema generated from the registry with a plugin; ``--write`` regenerates the two
+    generated files (the schema and the block catalog)."""
+    from vitgraph.schema import SCHEMA_PATH
 
     if args.write:
+        from vitgraph.block_catalog import CATALOG_PATH, write_catalog
+        from vitgraph.schema import write_schema
+
         write_schema()
-        print(f"wrote {SCHEMA_PATH}", file=sys.stderr)
-    else:
+        write_catalog()
+        print(f"wrote {SCHEMA_PATH} and {CATALOG_PATH}", file=sys.stderr)
+    elif args.plugin or not SCHEMA_PATH.is_file():
+        from vitgraph.schema import schema_text
+
         sys.stdout.write(schema_text())
+    else:
+        sys.stdout.write(SCHEMA_PATH.read_text(encoding="utf-8"))
     return 0
 
 

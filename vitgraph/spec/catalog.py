@@ -61,12 +61,27 @@ def shipped_specs() -> dict[str, str]:
     }
 
 
+#: libyaml's safe loader when PyYAML has it (several times faster): shipped files only
+_SAFE_LOADER = getattr(yaml, "CSafeLoader", yaml.SafeLoader)
+
+
+@functools.cache
+def read_shipped(path: str) -> Any:
+    """A shipped spec file as plain data (for indexes and listings; a spec that is loaded
+    goes through the parse phase with its marks)."""
+    loader = _SAFE_LOADER(Path(path).read_text(encoding="utf-8"))
+    try:
+        return loader.get_single_data()
+    finally:
+        loader.dispose()
+
+
 @functools.cache
 def variant_index() -> dict[str, str]:
     """Variant name -> the family that defines it (read without full validation)."""
     index: dict[str, str] = {}
     for family, path in shipped_specs().items():
-        data = yaml.safe_load(Path(path).read_text())
+        data = read_shipped(path)
         for name in (data or {}).get("variants", {}) or {}:
             index[name] = family
     return index

@@ -1,0 +1,79 @@
+"""The shipped block catalog (vitgraph/block_catalog.json) is current, and the commands
+that need no model answer from it without importing torch."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+
+import pytest
+
+from vitgraph.block_catalog import CATALOG_PATH, catalog_text, first_sentence
+
+
+def test_committed_block_catalog_matches_the_registry():
+    assert CATALOG_PATH.read_text(encoding="utf-8") == catalog_text(), (
+        "regenerate it: vitgraph schema --write"
+    )
+
+
+def test_every_kind_of_the_catalog_has_its_params_with_docs():
+    rows = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    mhsa = next(r for r in rows if r["kind"] == "mhsa")
+    heads = next(p for p in mhsa["params"] if p["name"] == "heads")
+    assert heads == {
+        "name": "heads",
+        "type": "int",
+        "required": True,
+        "default": None,
+        "doc": "Number of heads.",
+    }
+    assert mhsa["role"] == "attention" and not mhsa["composite"]
+
+
+@pytest.mark.parametrize(
+    "command",
+    [
+        ["--help"],
+        ["list"],
+        ["list", "blocks"],
+        ["schema"],
+        ["list", "--json"],
+        ["list", "blocks", "--json"],
+    ],
+)
+def test_commands_that_need_no_model_do_not_import_torch(command):
+    code = (
+        "import sys\n"
+        "from vitgraph.cli import main\n"
+        "try:\n"
+        f"    main({command!r})\n"
+        "except SystemExit:\n"
+        "    pass\n"
+        "sys.stdout.flush()\n"
+        "print('TORCH' if 'torch' in sys.modules else 'NO TORCH', file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=120)
+    assert done.stderr.strip().splitlines()[-1] == "NO TORCH", done.stderr
+
+
+def test_a_first_sentence_is_never_cut_after_an_abbreviation():
+    doc = "Self-attention (Vaswani et al. 2017; ViT §3.1 Eq. 2). One fused qkv projection."
+    assert first_sentence(doc) == "Self-attention (Vaswani et al. 2017; ViT §3.1 Eq. 2)."
+
+
+def test_list_blocks_shows_brackets_in_docs():
+    done = subprocess.run(
+        [sys.executable, "-m", "vitgraph.cli", "list", "blocks"],
+        capture_output=True,
+        text=True,
+        timeout=120,
+        env={"COLUMNS": "400", "PATH": ""},
+    )
+    assert done.returncode == 0, done.stderr
+    rows = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    bracketed = [r for r in rows if "[" in first_sentence(r["doc"])]
+    assert len(bracketed) >= 2  # resize_image's [height, width], class_attention_layer's
+    for row in bracketed:  # rich would eat "[h, w]" as markup without escaping
+        assert first_sentence(row["doc"]).split("[")[1].split("]")[0] in done.stdout

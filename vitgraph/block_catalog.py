@@ -1,0 +1,113 @@
+"""The block catalog: every shipped kind with its role, doc and params, as data.
+
+Generated from the registry (``vitgraph schema --write`` writes it beside
+``spec.schema.json``) and shipped with the package, so ``vitgraph list blocks`` and
+``vitgraph show KIND`` answer without importing torch or any block module; a test
+regenerates it and fails when the committed copy drifts from the code. With a plugin
+(``--plugin``, or an installed ``vitgraph.blocks`` entry point) the live registry is read
+instead, so the plugin's kinds are listed too.
+"""
+
+from __future__ import annotations
+
+import json
+import re
+from importlib.metadata import entry_points
+from pathlib import Path
+from typing import Any
+
+from vitgraph.plugins import GROUP
+
+CATALOG_PATH = Path(__file__).with_name("block_catalog.json")
+
+
+def _type_name(annotation: Any) -> str:
+    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
+    text = text or str(annotation)
+    for noise in ("typing.", "Annotated[", "<class '", "'>"):
+        text = text.replace(noise, "")
+    return text
+
+
+def _params(model: Any) -> list[dict[str, Any]]:
+    out = []
+    for name, info in model.model_fields.items():
+        if name == "kind":
+            continue
+        default = None if info.is_required() else info.get_default()
+        out.append(
+            {
+                "name": name,
+                "type": _type_name(info.annotation),
+                "required": info.is_required(),
+                "default": default
+                if isinstance(default, str | int | float | bool)
+                else (list(default) if isinstance(default, tuple | list) else None),
+                "doc": (info.description or "").strip(),
+            }
+        )
+    return out
+
+
+def live_rows() -> list[dict[str, Any]]:
+    """The catalog of the registry as loaded now (shipped kinds and any plugin's)."""
+    from vitgraph.spec.catalog import registry
+
+    reg = registry()
+    rows: list[dict[str, Any]] = []
+    for kind in reg.kinds():
+        if kind in reg.primitives:
+            cls = reg.primitives[kind]
+            rows.append(
+                {
+                    "kind": kind,
+                    "role": cls.role,
+                    "composite": False,
+                    "doc": " ".join((cls.__doc__ or "").split()),
+                    "params": _params(cls),
+                    "origin": cls.__module__,
+                }
+            )
+        else:
+            comp = reg.composites[kind]
+            rows.append(
+                {
+                    "kind": kind,
+                    "role": "composite",
+                    "composite": True,
+                    "doc": " ".join(comp.doc.split()),
+                    "params": _params(comp.params),
+                    "origin": f"vitgraph/blocks/{Path(comp.file).name}",
+                }
+            )
+    return rows
+
+
+def catalog_text() -> str:
+    return json.dumps(live_rows(), indent=2, ensure_ascii=False) + "\n"
+
+
+def write_catalog(path: Path = CATALOG_PATH) -> None:
+    path.write_text(catalog_text(), encoding="utf-8")
+
+
+def rows(plugins: bool = False) -> list[dict[str, Any]]:
+    """The catalog: the committed file, or the live registry when a plugin is in play
+    (``plugins``: one was named on the command line)."""
+    if plugins or list(entry_points(group=GROUP)) or not CATALOG_PATH.is_file():
+        return live_rows()
+    loaded: list[dict[str, Any]] = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    return loaded
+
+
+#: a sentence ends at a full stop before a capital letter, not after an abbreviation
+_SENTENCE_END = re.compile(
+    r"(?<!\bal)(?<!\be\.g)(?<!\bi\.e)(?<!\bcf)(?<!\bFig)(?<!\bEq)(?<!\bvs)(?<!\bSec)"
+    r"(?<!\bapprox)\.\s+(?=[A-Z(`])"
+)
+
+
+def first_sentence(doc: str) -> str:
+    """A doc's first sentence, whole (``Vaswani et al. 2017`` does not end it)."""
+    match = _SENTENCE_END.search(doc)
+    return doc[: match.start() + 1] if match else doc
