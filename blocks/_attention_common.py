@@ -7,24 +7,22 @@ Not a block family: it registers no kind. Every attention kind of this project s
 
 from __future__ import annotations
 
-from typing import Annotated, Self
-
-from pydantic import Field
+from typing import Self
 
 from vitgraph.block import Block
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate, head_width
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 class AttentionParams(Block):
     """The parameters every attention kind shares (timm's vocabulary)."""
 
     role = "attention"
-    heads: Annotated[int, Field(gt=0)]
+    heads: PosInt
     """Number of heads."""
     dim: int | None = None
     """Token width; default: the input's."""
-    head_dim: Annotated[int, Field(gt=0)] | None = None
+    head_dim: PosInt | None = None
     """Width of each head; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the query/key/value projections."""

@@ -24,9 +24,7 @@ from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import resize_offset_rows
 from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
-from vitgraph.vocabulary import Activation, activation
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import Activation, PosInt, activation, per_head
 
 
 class ConvNormAct(nn.Sequential):
@@ -115,10 +113,8 @@ class BotBottleneck(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         mid = int(self.out * self.ratio)
-        if self.attention and mid % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the bottleneck width {mid}", field="heads"
-            )
+        if self.attention:
+            per_head(mid, self.heads, "the bottleneck width")
         if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):
             raise ShapeError(
                 f"the 2x2 average pool after the attention needs an even map, "

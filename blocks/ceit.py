@@ -28,10 +28,7 @@ from vitgraph.shapes import (
     expect_image,
     expect_tokens,
 )
-from vitgraph.vocabulary import Activation, DropRate, activation
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
 
 
 @register
@@ -263,10 +260,7 @@ class LastTokenAttention(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
-        if tokens.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
+        per_head(tokens.dim, self.heads)
         return self, Tokens(tokens.dim, None, 0, count=1)
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -21,9 +21,7 @@ from vitgraph.blocks.structural import DropPath
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens
-from vitgraph.vocabulary import Activation, DropRate, activation
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
 
 
 @register
@@ -36,7 +34,7 @@ class CrossAttentionFusion(Block):
     role = "attention"
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights
     arity = 2
-    heads: Annotated[int, Field(gt=0)]
+    heads: PosInt
     """Heads of the cross attention (it runs at the other branch's width)."""
     qkv_bias: bool = True
     """Bias in the q, k and v projections."""
@@ -61,12 +59,8 @@ class CrossAttentionFusion(Block):
                     f"{name}, but it has {tokens.prefix} prefix tokens ({tokens})",
                     hint="add a cls_token node to each branch",
                 )
-        if other.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the other branch's width "
-                f"{other.dim} (the cross attention runs at that width)",
-                field="heads",
-            )
+        why = " (the cross attention runs at that width)"
+        per_head(other.dim, self.heads, "the other branch's width", why)
         return self, own
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -157,7 +151,7 @@ class MultiConvEmbed(Block):
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights (convs default)
     patch: Literal[12, 16]
     """Patch size the stem replaces (12 or 16, as in the paper)."""
-    dim: Annotated[int, Field(gt=0)]
+    dim: PosInt
     """Token width."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

@@ -18,10 +18,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_grid, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, per_head
 
 
 @register
@@ -142,14 +139,10 @@ class ConvProjectionAttention(Block):
                 f"conv_attention lets at most one class token bypass the conv "
                 f"projection, but receives {tokens.prefix} prefix tokens"
             )
-        if tokens.dim % self.heads:
+        head_dim = per_head(tokens.dim, self.heads)
+        if self.head_dim is not None and self.head_dim != head_dim:
             raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
-        if self.head_dim is not None and self.head_dim != tokens.dim // self.heads:
-            raise ShapeError(
-                f"head_dim {self.head_dim} must be dim / heads = {tokens.dim // self.heads}",
-                field="head_dim",
+                f"head_dim {self.head_dim} must be dim / heads = {head_dim}", field="head_dim"
             )
         pad = self.kernel // 2
         for stride, name in ((self.stride_q, "stride_q"), (self.stride_kv, "stride_kv")):
@@ -163,7 +156,7 @@ class ConvProjectionAttention(Block):
                 raise ShapeError(
                     f"{name} {stride} leaves no token of the {rows}x{cols} grid", field=name
                 )
-        return self.model_copy(update={"head_dim": tokens.dim // self.heads}), tokens
+        return self.model_copy(update={"head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)

@@ -6,17 +6,17 @@ at once (windows become a batch dimension).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import PosInt
 
 
 def _window_hint(rows: int, cols: int) -> str:
@@ -32,7 +32,7 @@ class GroupedAttention(AttentionParams):
 
     kind: Literal["grouped_attention"] = "grouped_attention"
     weight_init = "conv_fan_out"  # timm Twins._init_weights
-    window: Annotated[int, Field(gt=0)]
+    window: PosInt
     """Side of each group, in tokens (Twins-SVT: 7); must divide both grid sides."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

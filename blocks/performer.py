@@ -20,15 +20,13 @@ from torch import nn
 from vitgraph.block import Block
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt
 
 
 class _T2TAttention(Block):
     role = "attention"
     weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights (w fixed)
-    out_dim: Annotated[int, Field(gt=0)]
+    out_dim: PosInt
     """Width of the output tokens (T2T-ViT's token_dim, 64)."""
     proj_drop: DropRate = 0.0
     """Dropout after the output projection."""

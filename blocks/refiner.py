@@ -26,13 +26,11 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
-from vitgraph.blocks._attention_common import AttentionParams, head_width
+from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 def _check_map(attn: TensorType, heads: int, tokens: Tokens, what: str) -> None:

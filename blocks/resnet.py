@@ -9,18 +9,16 @@ so its state_dicts load as they are. VT (arXiv:2006.03677) and BoTNet build on t
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 @register

@@ -16,9 +16,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt
 
 
 @register
@@ -30,11 +28,11 @@ class SpatialReductionAttention(Block):
     kind: Literal["spatial_reduction_attention"] = "spatial_reduction_attention"
     role = "attention"
     weight_init = "trunc_normal_all"  # HF PvtPreTrainedModel._init_weights
-    heads: Annotated[int, Field(gt=0)]
+    heads: PosInt
     """Number of heads."""
-    sr_ratio: Annotated[int, Field(gt=0)] = 1
+    sr_ratio: PosInt = 1
     """Reduction R: kernel and stride of the conv applied to the map before k/v."""
-    head_dim: Annotated[int, Field(gt=0)] | None = None
+    head_dim: PosInt | None = None
     """Width of each head; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the q and kv projections."""

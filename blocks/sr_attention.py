@@ -18,6 +18,7 @@ from vitgraph.blocks._attention_common import AttentionParams
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import PosInt
 
 
 @register
@@ -26,7 +27,7 @@ class SpatialReductionAttention(AttentionParams):
 
     kind: Literal["sr_attention"] = "sr_attention"
     weight_init = "conv_fan_out"  # timm Twins._init_weights
-    sr_ratio: Annotated[int, Field(gt=0)] = 1
+    sr_ratio: PosInt = 1
     """Sub-sampling factor of the key/value grid (PVT and Twins: 8, 4, 2, 1 by stage)."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-5
     """Epsilon of the LayerNorm after the sub-sampling conv."""

@@ -21,10 +21,7 @@ from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import ResampleError, resize_relative_bias_table
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 def effective_window(
@@ -86,15 +83,7 @@ class WindowAttention(Block):
                 field="shift",
                 hint="Swin shifts by window // 2",
             )
-        head_dim = self.head_dim
-        if head_dim is None:
-            if tokens.dim % self.heads:
-                raise ShapeError(
-                    f"heads {self.heads} must divide the token width {tokens.dim}",
-                    field="heads",
-                    hint="set head_dim, or change heads",
-                )
-            head_dim = tokens.dim // self.heads
+        head_dim = head_width(None, self.heads, self.head_dim, tokens)
         return self.model_copy(update={"head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -20,10 +20,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, per_head
 
 
 @register
@@ -133,10 +130,7 @@ class GroupedAttention(Block):
                 f"group {self.group} must divide the {tokens.length} tokens it receives",
                 field="group",
             )
-        if tokens.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
+        per_head(tokens.dim, self.heads)
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -23,19 +23,17 @@ softmax.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 def _check_split(what: str, channels: int, parts: int, field: str) -> None:
