@@ -12,11 +12,11 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.blocks.structural import DropPath
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -100,14 +100,11 @@ class CrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (self.heads, self.head_dim)
-        q = self.wq(x[:, :1]).unflatten(-1, shape).transpose(1, 2)  # (B, H, 1, d)
-        k = self.wk(x).unflatten(-1, shape).transpose(1, 2)  # (B, H, N, d)
-        v = self.wv(x).unflatten(-1, shape).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))  # (B, 1, C)
+        q = split_heads(self.wq(x[:, :1]), self.heads)  # (B, H, 1, d)
+        k = split_heads(self.wk(x), self.heads)  # (B, H, N, d)
+        v = split_heads(self.wv(x), self.heads)
+        out = attend(q, k, v, self.attn_drop, self.training)
+        return self.proj_drop(self.proj(merge_heads(out)))  # (B, 1, C)
 
 
 class ClassTokenFusion(nn.Module):

@@ -10,11 +10,11 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_grid, expect_tokens
@@ -217,19 +217,14 @@ class ConvAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, N, d)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls, patches = x[:, : self.prefix], x[:, self.prefix :]
         fmap = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, C, rows, cols)
         q, k, v = self.conv_proj_q(fmap), self.conv_proj_k(fmap), self.conv_proj_v(fmap)
         if self.prefix:  # the class token skips the conv projection (§3.2)
             q, k, v = (torch.cat([cls, t], dim=1) for t in (q, k, v))
-        q = self._heads(self.proj_q(q))
-        k = self._heads(self.proj_k(k))
-        v = self._heads(self.proj_v(v))
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+        q = split_heads(self.proj_q(q), self.heads)  # (B, H, N, d)
+        k = split_heads(self.proj_k(k), self.heads)  # (B, H, M, d)
+        v = split_heads(self.proj_v(v), self.heads)
+        x = attend(q, k, v, self.attn_drop, self.training, self.scale)
+        return self.proj_drop(self.proj(merge_heads(x)))

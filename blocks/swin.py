@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import split_fused
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import ResampleError, resize_relative_bias_table
@@ -211,8 +212,7 @@ class ShiftedWindowAttention(nn.Module):
         if self.shifted:
             x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
         windows = partition(x, self.grid, self.size)  # (B*nW, N, C)
-        qkv = self.qkv(windows).unflatten(-1, (3, self.heads, self.head_dim))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, heads, N, d)
+        q, k, v = split_fused(self.qkv(windows), 3, self.heads)  # each (B*nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index]
         bias = bias.reshape(self.area, self.area, self.heads).permute(2, 0, 1)  # (heads, N, N)
         if self.shifted:
