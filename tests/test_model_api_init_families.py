@@ -357,7 +357,6 @@ PARAMETER_FREE = {
     "stack_cls",
     "take_cls",
     "to_image",
-    "tokens_to_image",
 }
 TENSORS = {"cls_token", "dist_token", "learned_pos"}  # drawn by build from their fields
 
