@@ -343,7 +343,6 @@ PARAMETER_FREE = {
     "add",
     "add_prefix",
     "average",
-    "bot_global_pool",
     "drop_path",
     "dropout",
     "global_avg_pool",
