@@ -52,7 +52,7 @@ class AttentionParams(Block):
         return self.resolve(tokens), tokens
 
 
-# -- the core: views in, one SDPA call, a view out (no copy of its own) -------------------
+# -- the core: the same views and reshapes every kind wrote out, one SDPA call ------------
 
 
 def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
@@ -68,7 +68,7 @@ def split_fused(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, 
 
 def merge_heads(x: torch.Tensor) -> torch.Tensor:
     """``'b h n d -> b n (h d)'``: the heads side by side again, for the output
-    projection."""
+    projection (a view where SDPA's output is laid out heads-inner, else one copy)."""
     return x.transpose(1, 2).flatten(2)
 
 
