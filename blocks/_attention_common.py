@@ -1,30 +1,36 @@
 """Shared pieces of the attention kinds: the common parameter vocabulary (``heads``,
-``head_dim``, ``qkv_bias``, ``proj_bias``, ``attn_drop``, ``proj_drop``) and its shape rule.
+``head_dim``, ``qkv_bias``, ``proj_bias``, ``attn_drop``, ``proj_drop``) with its shape
+rule, and the scaled-dot-product core (Vaswani et al. 2017 §3.2.1) they compute:
+split the projections into heads, ``F.scaled_dot_product_attention``, merge the heads.
 
 Not a block family: it registers no kind. Every attention kind of this project subclasses
-``AttentionParams`` so any of them can be swapped into ``encoder_layer`` with one edit.
+``AttentionParams`` so any of them can be swapped into ``encoder_layer`` with one edit;
+the kinds whose reference computes plain softmax attention call ``attend`` (one 4-D SDPA
+call, which picks the fastest kernel the device has), the ones that edit the map
+(talking heads, re-attention, the refiner's) only share the head layout helpers.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Self
+from typing import Self
 
-from pydantic import Field
+import torch
+import torch.nn.functional as F
 
 from vitgraph.block import Block
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate, head_width
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 class AttentionParams(Block):
     """The parameters every attention kind shares (timm's vocabulary)."""
 
     role = "attention"
-    heads: Annotated[int, Field(gt=0)]
+    heads: PosInt
     """Number of heads."""
     dim: int | None = None
     """Token width; default: the input's."""
-    head_dim: Annotated[int, Field(gt=0)] | None = None
+    head_dim: PosInt | None = None
     """Width of each head; default: dim / heads."""
     qkv_bias: bool = True
     """Bias in the query/key/value projections."""
@@ -44,3 +50,37 @@ class AttentionParams(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         return self.resolve(tokens), tokens
+
+
+# -- the core: the same views and reshapes every kind wrote out, one SDPA call ------------
+
+
+def split_heads(x: torch.Tensor, heads: int) -> torch.Tensor:
+    """``'b n (h d) -> b h n d'``: one projection's output as heads (a view)."""
+    return x.unflatten(-1, (heads, -1)).transpose(1, 2)
+
+
+def split_fused(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, ...]:
+    """``'b n (p h d) -> p b h n d'``: a fused projection (qkv: 3 parts, kv: 2) as
+    ``parts`` tensors of heads (views)."""
+    return x.unflatten(-1, (parts, heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
+
+
+def merge_heads(x: torch.Tensor) -> torch.Tensor:
+    """``'b h n d -> b n (h d)'``: the heads side by side again, for the output
+    projection (a view where SDPA's output is laid out heads-inner, else one copy)."""
+    return x.transpose(1, 2).flatten(2)
+
+
+def attend(
+    q: torch.Tensor,
+    k: torch.Tensor,
+    v: torch.Tensor,
+    drop: float = 0.0,
+    training: bool = False,
+    scale: float | None = None,
+) -> torch.Tensor:
+    """``softmax(q kᵀ · scale) v`` over ``(B, heads, N, d)`` heads, 4-D (the ONNX exporter
+    translates only 4-D SDPA: fold windows or groups into the batch); dropout ``drop`` on
+    the weights in training only. ``scale``: default ``d ** -0.5``."""
+    return F.scaled_dot_product_attention(q, k, v, dropout_p=drop if training else 0.0, scale=scale)

@@ -1,8 +1,9 @@
 """Multi-head self-attention (Vaswani et al. 2017; ViT arXiv:2010.11929 §3.1 Eq. 2).
 
 One fused qkv projection and ``F.scaled_dot_product_attention``, which picks the fastest
-kernel the device has. Other attention kinds live in their own files and reuse the
-vocabulary: ``heads``, ``head_dim``, ``qkv_bias``, ``attn_drop``, ``proj_drop``.
+kernel the device has (the core in ``_attention_common``: split heads, attend, merge).
+Other attention kinds live in their own files and reuse the vocabulary and that core:
+``heads``, ``head_dim``, ``qkv_bias``, ``attn_drop``, ``proj_drop``.
 """
 
 from __future__ import annotations
@@ -10,10 +11,9 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams
+from vitgraph.blocks._attention_common import AttentionParams, attend, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
@@ -58,10 +58,6 @@ class Attention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (B, N, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )
-        x = x.transpose(1, 2).flatten(2)  # (B, N, H*d)
-        return self.proj_drop(self.proj(x))
+        q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
+        x = attend(q, k, v, self.attn_drop, self.training, self.scale)
+        return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)

@@ -5,7 +5,8 @@ cannot stride, a 2×2 average pool follows it in a strided block (§4.2). BoTNet
 Appendix) adds squeeze-and-excitation to every block (``se``).
 
 Kinds are prefixed ``bot_`` (module names follow timm's ``byobnet``: ``conv1_1x1``,
-``conv2_kxk``, ``self_attn``, ``post_attn``, ``conv3_1x1``, ``shortcut``).
+``conv2_kxk``, ``self_attn``, ``post_attn``, ``conv3_1x1``, ``shortcut``); the global
+average pool at the end is the shared ``global_avg_pool`` (pooling.py).
 """
 
 from __future__ import annotations
@@ -18,15 +19,13 @@ import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block, FunctionOp
+from vitgraph.block import Block
 from vitgraph.blocks.squeeze_excite import SqueezeExcite, se_width
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import resize_offset_rows
-from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
-from vitgraph.vocabulary import Activation, activation
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.shapes import Image, TensorType, conv_out, expect_image
+from vitgraph.vocabulary import Activation, PosInt, activation, per_head
 
 
 class ConvNormAct(nn.Sequential):
@@ -115,10 +114,8 @@ class BotBottleneck(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         mid = int(self.out * self.ratio)
-        if self.attention and mid % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the bottleneck width {mid}", field="heads"
-            )
+        if self.attention:
+            per_head(mid, self.heads, "the bottleneck width")
         if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):
             raise ShapeError(
                 f"the 2x2 average pool after the attention needs an even map, "
@@ -251,21 +248,3 @@ class RelPosSelfAttention(nn.Module):
         )  # (B, heads, HW, d)
         x = x.transpose(-1, -2).flatten(1, 2).unflatten(2, self.size)  # (B, C, H, W)
         return self.pool(x)
-
-
-def global_average(x: torch.Tensor) -> torch.Tensor:
-    return x.mean(dim=(2, 3))
-
-
-@register
-class BotGlobalPool(Block):
-    """Average of a feature map over its spatial positions (ResNet's global pool)."""
-
-    kind: Literal["bot_global_pool"] = "bot_global_pool"
-    role = "pooling"
-
-    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, Vector(expect_image(inputs[0], self.kind).channels)
-
-    def build(self, *inputs: TensorType) -> FunctionOp:
-        return FunctionOp(global_average)

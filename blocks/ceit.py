@@ -17,6 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block, FunctionOp
+from vitgraph.blocks._attention_common import attend, merge_heads, split_fused, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import (
@@ -28,10 +29,7 @@ from vitgraph.shapes import (
     expect_image,
     expect_tokens,
 )
-from vitgraph.vocabulary import Activation, DropRate, activation
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
 
 
 @register
@@ -263,10 +261,7 @@ class LastTokenAttention(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
-        if tokens.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
+        per_head(tokens.dim, self.heads)
         return self, Tokens(tokens.dim, None, 0, count=1)
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -290,9 +285,7 @@ class LCAttention(nn.Module):
             x[:, -1:], self.qkv.weight[: self.dim], None if bias is None else bias[: self.dim]
         )
         kv = F.linear(x, self.qkv.weight[self.dim :], None if bias is None else bias[self.dim :])
-        q = q.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, 1, d)
-        k, v = kv.unflatten(-1, (2, self.heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
-        )  # (B, H, 1, d)
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+        q = split_heads(q, self.heads)  # (B, H, 1, d)
+        k, v = split_fused(kv, 2, self.heads)  # each (B, H, N, d)
+        x = attend(q, k, v, self.attn_drop, self.training)  # (B, H, 1, d)
+        return self.proj_drop(self.proj(merge_heads(x)))

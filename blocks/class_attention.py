@@ -12,11 +12,10 @@ from __future__ import annotations
 from typing import Literal, Self
 
 import torch
-import torch.nn.functional as F
 from torch import nn
 
 from vitgraph.block import Block, FunctionOp
-from vitgraph.blocks._attention_common import AttentionParams
+from vitgraph.blocks._attention_common import AttentionParams, attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
@@ -87,15 +86,11 @@ class ClassAttn(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        split = (self.heads, self.head_dim)
-        q = self.q(x[:, : self.prefix]).unflatten(-1, split).transpose(1, 2)  # (B, H, P, d)
-        k = self.k(x).unflatten(-1, split).transpose(1, 2)  # (B, H, N, d)
-        v = self.v(x).unflatten(-1, split).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )
-        out = out.transpose(1, 2).flatten(2)  # (B, P, H*d)
-        return self.proj_drop(self.proj(out))
+        q = split_heads(self.q(x[:, : self.prefix]), self.heads)  # (B, H, P, d)
+        k = split_heads(self.k(x), self.heads)  # (B, H, N, d)
+        v = split_heads(self.v(x), self.heads)
+        out = attend(q, k, v, self.attn_drop, self.training, self.scale)  # (B, H, P, d)
+        return self.proj_drop(self.proj(merge_heads(out)))  # (B, P, C)
 
 
 def add_to_prefix(update: torch.Tensor, x: torch.Tensor, *, prefix: int) -> torch.Tensor:

@@ -18,9 +18,8 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_image
-from vitgraph.vocabulary import Activation, activation
+from vitgraph.vocabulary import Activation, PosInt, activation
 
-PosInt = Annotated[int, Field(gt=0)]
 NonNeg = Annotated[int, Field(ge=0)]
 
 

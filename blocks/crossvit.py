@@ -12,18 +12,16 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.blocks.structural import DropPath
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens
-from vitgraph.vocabulary import Activation, DropRate, activation
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
 
 
 @register
@@ -36,7 +34,7 @@ class CrossAttentionFusion(Block):
     role = "attention"
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights
     arity = 2
-    heads: Annotated[int, Field(gt=0)]
+    heads: PosInt
     """Heads of the cross attention (it runs at the other branch's width)."""
     qkv_bias: bool = True
     """Bias in the q, k and v projections."""
@@ -61,12 +59,8 @@ class CrossAttentionFusion(Block):
                     f"{name}, but it has {tokens.prefix} prefix tokens ({tokens})",
                     hint="add a cls_token node to each branch",
                 )
-        if other.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the other branch's width "
-                f"{other.dim} (the cross attention runs at that width)",
-                field="heads",
-            )
+        why = " (the cross attention runs at that width)"
+        per_head(other.dim, self.heads, "the other branch's width", why)
         return self, own
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -106,14 +100,11 @@ class CrossAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        shape = (self.heads, self.head_dim)
-        q = self.wq(x[:, :1]).unflatten(-1, shape).transpose(1, 2)  # (B, H, 1, d)
-        k = self.wk(x).unflatten(-1, shape).transpose(1, 2)  # (B, H, N, d)
-        v = self.wv(x).unflatten(-1, shape).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        return self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))  # (B, 1, C)
+        q = split_heads(self.wq(x[:, :1]), self.heads)  # (B, H, 1, d)
+        k = split_heads(self.wk(x), self.heads)  # (B, H, N, d)
+        v = split_heads(self.wv(x), self.heads)
+        out = attend(q, k, v, self.attn_drop, self.training)
+        return self.proj_drop(self.proj(merge_heads(out)))  # (B, 1, C)
 
 
 class ClassTokenFusion(nn.Module):
@@ -157,7 +148,7 @@ class MultiConvEmbed(Block):
     weight_init = "trunc_normal_linear"  # timm CrossVit._init_weights (convs default)
     patch: Literal[12, 16]
     """Patch size the stem replaces (12 or 16, as in the paper)."""
-    dim: Annotated[int, Field(gt=0)]
+    dim: PosInt
     """Token width."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

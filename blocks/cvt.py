@@ -10,18 +10,15 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_grid, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, per_head
 
 
 @register
@@ -142,14 +139,10 @@ class ConvProjectionAttention(Block):
                 f"conv_attention lets at most one class token bypass the conv "
                 f"projection, but receives {tokens.prefix} prefix tokens"
             )
-        if tokens.dim % self.heads:
+        head_dim = per_head(tokens.dim, self.heads)
+        if self.head_dim is not None and self.head_dim != head_dim:
             raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
-        if self.head_dim is not None and self.head_dim != tokens.dim // self.heads:
-            raise ShapeError(
-                f"head_dim {self.head_dim} must be dim / heads = {tokens.dim // self.heads}",
-                field="head_dim",
+                f"head_dim {self.head_dim} must be dim / heads = {head_dim}", field="head_dim"
             )
         pad = self.kernel // 2
         for stride, name in ((self.stride_q, "stride_q"), (self.stride_kv, "stride_kv")):
@@ -163,7 +156,7 @@ class ConvProjectionAttention(Block):
                 raise ShapeError(
                     f"{name} {stride} leaves no token of the {rows}x{cols} grid", field=name
                 )
-        return self.model_copy(update={"head_dim": tokens.dim // self.heads}), tokens
+        return self.model_copy(update={"head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = expect_tokens(inputs[0], self.kind)
@@ -224,19 +217,14 @@ class ConvAttention(nn.Module):
         self.proj = nn.Linear(dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
-    def _heads(self, x: torch.Tensor) -> torch.Tensor:
-        return x.unflatten(-1, (self.heads, -1)).transpose(1, 2)  # (B, H, N, d)
-
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         cls, patches = x[:, : self.prefix], x[:, self.prefix :]
         fmap = patches.transpose(1, 2).unflatten(2, self.grid)  # (B, C, rows, cols)
         q, k, v = self.conv_proj_q(fmap), self.conv_proj_k(fmap), self.conv_proj_v(fmap)
         if self.prefix:  # the class token skips the conv projection (§3.2)
             q, k, v = (torch.cat([cls, t], dim=1) for t in (q, k, v))
-        q = self._heads(self.proj_q(q))
-        k = self._heads(self.proj_k(k))
-        v = self._heads(self.proj_v(v))
-        x = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        )
-        return self.proj_drop(self.proj(x.transpose(1, 2).flatten(2)))
+        q = split_heads(self.proj_q(q), self.heads)  # (B, H, N, d)
+        k = split_heads(self.proj_k(k), self.heads)  # (B, H, M, d)
+        v = split_heads(self.proj_v(v), self.heads)
+        x = attend(q, k, v, self.attn_drop, self.training, self.scale)
+        return self.proj_drop(self.proj(merge_heads(x)))

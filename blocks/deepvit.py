@@ -11,9 +11,8 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
@@ -21,8 +20,7 @@ from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 @register

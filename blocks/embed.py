@@ -17,8 +17,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out, expect_image
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 @register

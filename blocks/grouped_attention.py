@@ -6,17 +6,16 @@ at once (windows become a batch dimension).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams
+from vitgraph.blocks._attention_common import AttentionParams, attend, split_fused
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import PosInt
 
 
 def _window_hint(rows: int, cols: int) -> str:
@@ -32,7 +31,7 @@ class GroupedAttention(AttentionParams):
 
     kind: Literal["grouped_attention"] = "grouped_attention"
     weight_init = "conv_fan_out"  # timm Twins._init_weights
-    window: Annotated[int, Field(gt=0)]
+    window: PosInt
     """Side of each group, in tokens (Twins-SVT: 7); must divide both grid sides."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -95,12 +94,11 @@ class LocallyGroupedAttention(nn.Module):
         # is then already grouped, and q, k, v below are views of it; grouping after the
         # projection copied 3x the width and kept that copy for the backward pass
         windows = x.unflatten(1, (gr, w, gc, w)).transpose(2, 3)
-        qkv = self.qkv(windows).reshape(-1, w * w, 3, h, d)  # (B*gr*gc, w*w, 3, H, d)
+        qkv = self.qkv(windows).reshape(-1, w * w, 3 * h * d)  # (B*gr*gc, w*w, 3*H*d)
         # 4-D (B*gr*gc, H, w*w, d): windows and heads are batch dims of one SDPA call, and
         # the ONNX exporter translates only 4-D SDPA
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0, scale=self.scale
-        ).unflatten(0, (-1, gr, gc))  # (B, gr, gc, H, w*w, d)
+        q, k, v = split_fused(qkv, 3, h)
+        out = attend(q, k, v, self.attn_drop, self.training, self.scale)
+        out = out.unflatten(0, (-1, gr, gc))  # (B, gr, gc, H, w*w, d)
         out = out.unflatten(4, (w, w)).permute(0, 1, 4, 2, 5, 3, 6)  # (B, gr, w, gc, w, H, d)
         return self.proj_drop(self.proj(out.flatten(1, 4).flatten(2)))

@@ -15,6 +15,7 @@ from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens, expect_vector
+from vitgraph.vocabulary import PosInt
 
 HeadInit = Literal["trunc_normal", "zeros"]
 
@@ -37,7 +38,7 @@ class LinearHead(Block):
     role = "head"
     classifier = LINEAR_CLASSIFIER
     weight_init = "keep"  # build draws per `init`; PiT/BoTNet/VT specs override
-    classes: Annotated[int, Field(gt=0)]
+    classes: PosInt
     """Number of classes."""
     bias: bool = True
     """Bias of the classifier."""
@@ -60,7 +61,7 @@ class PreLogits(Block):
     kind: Literal["pre_logits"] = "pre_logits"
     role = "head"
     weight_init = "keep"  # build draws TN(0.02)
-    dim: Annotated[int, Field(gt=0)] | None = None
+    dim: PosInt | None = None
     """Output width; default: the input's."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

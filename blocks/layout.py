@@ -1,5 +1,6 @@
-"""Layout changes between stages of pyramid models (PVT, Twins): patch tokens on a grid
-become a feature map again, so the next stage's patch embedding can convolve them."""
+"""Layout changes between stages of pyramid models (PVT arXiv:2102.12122 §3.1, Fig. 3;
+Twins arXiv:2104.13840 §3): patch tokens on a grid become a feature map again, so the
+next stage's patch embedding can convolve them."""
 
 from __future__ import annotations
 
@@ -10,7 +11,7 @@ from torch import nn
 
 from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import register
+from vitgraph.registry import deprecated_alias, register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_grid
 
 
@@ -20,8 +21,9 @@ def tokens_to_image(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
 
 @register
 class ToImage(Block):
-    """Lay patch tokens out as a C×rows×cols feature map; an image passes unchanged (so a
-    stage may start from the input image or from the previous stage's tokens)."""
+    """Lay patch tokens ``(N, C)`` out on their grid as a ``C×rows×cols`` feature map; an
+    image passes unchanged (so a stage may start from the input image or from the previous
+    stage's tokens)."""
 
     kind: Literal["to_image"] = "to_image"
     role = "structural"
@@ -36,7 +38,7 @@ class ToImage(Block):
         if x.prefix:
             raise ShapeError(
                 f"to_image cannot place the {x.prefix} prefix token(s) of {x} on the grid",
-                hint="drop the class token first",
+                hint="move the class token to a later stage, or drop it first",
             )
         return self, Image(x.dim, rows, cols)
 
@@ -46,3 +48,10 @@ class ToImage(Block):
             return nn.Identity()
         assert isinstance(x, Tokens) and x.grid is not None
         return FunctionOp(tokens_to_image, {"grid": x.grid})
+
+
+deprecated_alias(
+    "tokens_to_image",
+    "to_image",
+    "the same layout change, which also passes an image through unchanged",
+)

@@ -32,10 +32,7 @@ from vitgraph.shapes import (
     expect_tokens,
     expect_vector,
 )
-from vitgraph.vocabulary import Activation, DropRate, activation
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
 
 
 class LinearBN(nn.Module):

@@ -26,8 +26,7 @@ from vitgraph.blocks._conv_stem import ConvStem, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector, expect_image, expect_tokens, expect_vector
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 @register

@@ -12,7 +12,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
-from vitgraph.vocabulary import Activation, DropRate, activation
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
 
 
 @register
@@ -24,9 +24,9 @@ class MlpBlock(Block):
     role = "mlp"
     ratio: Annotated[float, Field(gt=0)] = 4.0
     """Hidden width as a multiple of the input width."""
-    hidden: Annotated[int, Field(gt=0)] | None = None
+    hidden: PosInt | None = None
     """Hidden width; default: int(dim * ratio)."""
-    out_dim: Annotated[int, Field(gt=0)] | None = None
+    out_dim: PosInt | None = None
     """Output width; default: the input width."""
     act: Activation = "gelu"
     """Activation between the layers."""

@@ -8,16 +8,16 @@ its absolute position. Prefix tokens (class, distillation) bypass it. Twins reus
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.vocabulary import PosInt
 
 
 @register
@@ -27,7 +27,7 @@ class PositionalEncodingGenerator(Block):
     kind: Literal["peg"] = "peg"
     role = "position"
     weight_init = "keep"  # CPVT = DeiT init (conv default); the Twins spec overrides
-    kernel: Annotated[int, Field(gt=0)] = 3
+    kernel: PosInt = 3
     """Side of the depthwise kernel (odd, so the grid keeps its size)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

@@ -13,22 +13,20 @@ import math
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt
 
 
 class _T2TAttention(Block):
     role = "attention"
     weight_init = "trunc_normal_linear"  # T2T-ViT code: _init_weights (w fixed)
-    out_dim: Annotated[int, Field(gt=0)]
+    out_dim: PosInt
     """Width of the output tokens (T2T-ViT's token_dim, 64)."""
     proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
@@ -102,7 +100,5 @@ class SkipAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = self.qkv(x).split(self.out, dim=-1)  # each (B, T, out), one head
         # one head as a 4-D (B, 1, T, out) call: the ONNX exporter translates only 4-D SDPA
-        y = F.scaled_dot_product_attention(
-            q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=self.scale
-        ).squeeze(1)
+        y = attend(q.unsqueeze(1), k.unsqueeze(1), v.unsqueeze(1), scale=self.scale).squeeze(1)
         return v + self.drop(self.proj(y))

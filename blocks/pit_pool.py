@@ -9,16 +9,16 @@ the official code and timm.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_grid, expect_tokens
+from vitgraph.vocabulary import PosInt
 
 
 @register
@@ -28,9 +28,9 @@ class PitPool(Block):
     kind: Literal["pit_pool"] = "pit_pool"
     role = "pooling"
     weight_init = "keep"  # timm PiT re-draws only LayerNorms
-    dim: Annotated[int, Field(gt=0)] | None = None
+    dim: PosInt | None = None
     """Output width (a multiple of the input width); default: twice the input's (§3.2)."""
-    stride: Annotated[int, Field(gt=0)] = 2
+    stride: PosInt = 2
     """Spatial reduction; the kernel is stride + 1 and the padding stride // 2."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

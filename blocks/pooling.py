@@ -1,5 +1,7 @@
-"""Pooling tokens into one vector: the class token (ViT §3.1) or the mean of the patch
-tokens (global average pooling; SimpleViT arXiv:2205.01580, CPVT-GAP §3.3)."""
+"""Pooling into one vector: the class token (ViT §3.1), the mean of the patch tokens
+(global average pooling; SimpleViT arXiv:2205.01580, CPVT-GAP §3.3), or the mean of a
+feature map over its positions (ResNet's global pool, He et al. arXiv:1512.03385 §3.4;
+BoTNet and VT end their CNN stages with it)."""
 
 from __future__ import annotations
 
@@ -10,8 +12,8 @@ from pydantic import Field
 
 from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
-from vitgraph.registry import register
-from vitgraph.shapes import TensorType, Vector, expect_tokens
+from vitgraph.registry import deprecated_alias, register
+from vitgraph.shapes import TensorType, Vector, expect_image, expect_tokens
 
 
 def take_token(x: torch.Tensor, *, index: int) -> torch.Tensor:
@@ -20,6 +22,10 @@ def take_token(x: torch.Tensor, *, index: int) -> torch.Tensor:
 
 def mean_tokens(x: torch.Tensor, *, skip: int) -> torch.Tensor:
     return (x[:, skip:] if skip else x).mean(dim=1)
+
+
+def mean_positions(x: torch.Tensor) -> torch.Tensor:
+    return x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)
 
 
 @register
@@ -64,3 +70,22 @@ class MeanPool(Block):
     def build(self, *inputs: TensorType):
         tokens = expect_tokens(inputs[0], self.kind)
         return FunctionOp(mean_tokens, {"skip": 0 if self.include_prefix else tokens.prefix})
+
+
+@register
+class GlobalAvgPool(Block):
+    """Mean of a feature map over its spatial positions: ``(C, H, W) -> (C,)``."""
+
+    kind: Literal["global_avg_pool"] = "global_avg_pool"
+    role = "pooling"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, Vector(expect_image(inputs[0], self.kind).channels)
+
+    def build(self, *inputs: TensorType) -> FunctionOp:
+        return FunctionOp(mean_positions)
+
+
+deprecated_alias(
+    "bot_global_pool", "global_avg_pool", "the same pooling, one kind for every family"
+)

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams
+from vitgraph.blocks._attention_common import AttentionParams, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
@@ -65,12 +65,10 @@ class ReAttention(nn.Module):
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (B, N, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
+        q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
         attn = self.attn_drop(attn)
         attn = self.var_norm(self.reatten_matrix(attn))
         if self.reatten_scale != 1.0:
             attn = attn * self.reatten_scale
-        x = (attn @ v).transpose(1, 2).flatten(2)  # (B, N, H*d)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(self.proj(merge_heads(attn @ v)))  # (B, N, C)

@@ -26,13 +26,16 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
-from vitgraph.blocks._attention_common import AttentionParams, head_width
+from vitgraph.blocks._attention_common import (
+    AttentionParams,
+    merge_heads,
+    split_fused,
+    split_heads,
+)
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 def _check_map(attn: TensorType, heads: int, tokens: Tokens, what: str) -> None:
@@ -114,8 +117,7 @@ class AttentionMap(nn.Module):
         self.attn_drop = nn.Dropout(attn_drop) if attn_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:
-        qk = self.qk(x).unflatten(-1, (2, self.heads, self.head_dim))  # (B, N, 2, H, d)
-        q, k = qk.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
+        q, k = split_fused(self.qk(x), 2, self.heads)  # each (B, H, N, d)
         attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
         if earlier is not None:  # an argument left out at build time, not a tensor test
             attn = torch.add(attn, earlier, alpha=self.carry)  # one pass over the maps
@@ -250,8 +252,7 @@ class _Values(nn.Module):
         x = self.refiner(attn) @ v  # (B, H, N, d)
         if self.map_scale != 1.0:  # a build-time constant; (s A) v = s (A v), N x d not N x N
             x = x * self.map_scale
-        x = x.transpose(1, 2).flatten(2)  # (B, N, H*d)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)
 
 
 class MapAttention(_Values):
@@ -273,7 +274,7 @@ class MapAttention(_Values):
         self.v = nn.Linear(dim, heads * head_dim, bias=qkv_bias)
 
     def forward(self, x: torch.Tensor, attn: torch.Tensor) -> torch.Tensor:
-        v = self.v(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)  # (B,H,N,d)
+        v = split_heads(self.v(x), self.heads)  # (B, H, N, d)
         return self.attend(attn, v)
 
 
@@ -297,7 +298,6 @@ class RefinedAttention(_Values):
         self.attn_drop = nn.Dropout(attn_drop) if attn_drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (B, N, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
+        q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
         attn = ((q * self.head_dim**-0.5) @ k.transpose(-2, -1)).softmax(dim=-1)
         return self.attend(self.attn_drop(attn), v)

@@ -4,17 +4,15 @@ resized to 224 px, bicubic)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import Field
 
 from vitgraph.block import Block, FunctionOp
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, expect_image
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 def resize(x: torch.Tensor, *, size: tuple[int, int], mode: str) -> torch.Tensor:

@@ -2,25 +2,24 @@
 
 The stem (7×7/2 conv, BatchNorm, ReLU, 3×3/2 max-pool), the basic block (two 3×3 convs)
 and the bottleneck block (1×1, 3×3, 1×1 with 4× expansion; the stride sits on the 3×3,
-"ResNet v1.5"), each with a 1×1 projection shortcut when the stride or width changes, and
-global average pooling. Submodule names follow torchvision (conv1, bn1, ..., downsample)
-so its state_dicts load as they are. VT (arXiv:2006.03677) and BoTNet build on them.
+"ResNet v1.5"), each with a 1×1 projection shortcut when the stride or width changes
+(the global average pool is ``global_avg_pool``, in pooling.py). Submodule names follow
+torchvision (conv1, bn1, ..., downsample) so its state_dicts load as they are. VT
+(arXiv:2006.03677) and BoTNet build on them.
 """
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
-from vitgraph.shapes import Image, TensorType, Vector, conv_out, expect_image
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.shapes import Image, TensorType, conv_out, expect_image
+from vitgraph.vocabulary import PosInt
 
 
 @register
@@ -97,20 +96,6 @@ class BottleneckBlock(_Residual):
         )
 
 
-@register
-class GlobalAvgPool(Block):
-    """Mean over the spatial positions of a feature map: ``(C, H, W) -> (C,)``."""
-
-    kind: Literal["global_avg_pool"] = "global_avg_pool"
-    role = "pooling"
-
-    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, Vector(expect_image(inputs[0], self.kind).channels)
-
-    def build(self, *inputs: TensorType) -> nn.Module:
-        return SpatialMean()
-
-
 def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
     return (nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out))
 
@@ -160,8 +145,3 @@ class Bottleneck(nn.Module):
         out = self.relu(self.bn2(self.conv2(out)))
         out = self.bn3(self.conv3(out))
         return self.relu(out + self.downsample(x))
-
-
-class SpatialMean(nn.Module):
-    def forward(self, x: torch.Tensor) -> torch.Tensor:
-        return x.mean(dim=(2, 3))  # (B, C, H, W) -> (B, C)

@@ -18,8 +18,7 @@ from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, Tokens, conv_out
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 def unfold_image(x: torch.Tensor, *, kernel: int, stride: int, padding: int) -> torch.Tensor:

@@ -19,8 +19,6 @@ from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
 from vitgraph.vocabulary import DropRate
 
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
-
 
 @register
 class Add(Block):

@@ -17,14 +17,12 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import split_fused
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import ResampleError, resize_relative_bias_table
 from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
 def effective_window(
@@ -86,15 +84,7 @@ class WindowAttention(Block):
                 field="shift",
                 hint="Swin shifts by window // 2",
             )
-        head_dim = self.head_dim
-        if head_dim is None:
-            if tokens.dim % self.heads:
-                raise ShapeError(
-                    f"heads {self.heads} must divide the token width {tokens.dim}",
-                    field="heads",
-                    hint="set head_dim, or change heads",
-                )
-            head_dim = tokens.dim // self.heads
+        head_dim = head_width(None, self.heads, self.head_dim, tokens)
         return self.model_copy(update={"head_dim": head_dim}), tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -222,8 +212,7 @@ class ShiftedWindowAttention(nn.Module):
         if self.shifted:
             x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
         windows = partition(x, self.grid, self.size)  # (B*nW, N, C)
-        qkv = self.qkv(windows).unflatten(-1, (3, self.heads, self.head_dim))
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B*nW, heads, N, d)
+        q, k, v = split_fused(self.qkv(windows), 3, self.heads)  # each (B*nW, heads, N, d)
         bias = self.relative_position_bias_table[self.relative_position_index]
         bias = bias.reshape(self.area, self.area, self.heads).permute(2, 0, 1)  # (heads, N, N)
         if self.shifted:

@@ -11,7 +11,7 @@ from typing import Literal
 import torch
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams
+from vitgraph.blocks._attention_common import AttentionParams, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens
 
@@ -78,8 +78,7 @@ class TalkingHeads(nn.Module):
         self.fold_bias = not attn_drop  # fixed at build time: no branch on tensors
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        qkv = self.qkv(x).unflatten(-1, (3, self.heads, self.head_dim))  # (B, N, 3, H, d)
-        q, k, v = qkv.permute(2, 0, 3, 1, 4).unbind(0)  # each (B, H, N, d)
+        q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
         attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
         attn = mix_heads(attn, self.proj_l, self.length).softmax(dim=-1)
         if self.fold_bias:
@@ -89,5 +88,4 @@ class TalkingHeads(nn.Module):
             x = attn @ v + self.proj_w.bias[:, None, None] * v.sum(dim=2, keepdim=True)
         else:  # dropout acts on the mixed weights, bias included
             x = self.attn_drop(mix_heads(attn, self.proj_w, self.length)) @ v
-        x = x.transpose(1, 2).flatten(2)  # (B, N, H*d)
-        return self.proj_drop(self.proj(x))
+        return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)

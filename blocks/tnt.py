@@ -12,18 +12,15 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
-import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_fused, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
-from vitgraph.vocabulary import DropRate
-
-PosInt = Annotated[int, Field(gt=0)]
-Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
+from vitgraph.vocabulary import DropRate, PosInt, per_head
 
 
 @register
@@ -133,10 +130,7 @@ class GroupedAttention(Block):
                 f"group {self.group} must divide the {tokens.length} tokens it receives",
                 field="group",
             )
-        if tokens.dim % self.heads:
-            raise ShapeError(
-                f"heads {self.heads} must divide the token width {tokens.dim}", field="heads"
-            )
+        per_head(tokens.dim, self.heads)
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -174,17 +168,10 @@ class QkVAttention(nn.Module):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         dim = x.shape[-1]
         x = x.reshape(-1, self.group, dim)  # (B*groups, group, C)
-        q, k = (
-            self.qk(x)
-            .unflatten(-1, (2, self.heads, self.head_dim))
-            .permute(2, 0, 3, 1, 4)
-            .unbind(0)
-        )  # each (B*groups, H, group, d)
-        v = self.v(x).unflatten(-1, (self.heads, self.head_dim)).transpose(1, 2)
-        out = F.scaled_dot_product_attention(
-            q, k, v, dropout_p=self.attn_drop if self.training else 0.0
-        )
-        out = self.proj_drop(self.proj(out.transpose(1, 2).flatten(2)))
+        q, k = split_fused(self.qk(x), 2, self.heads)  # each (B*groups, H, group, d)
+        v = split_heads(self.v(x), self.heads)
+        out = attend(q, k, v, self.attn_drop, self.training)
+        out = self.proj_drop(self.proj(merge_heads(out)))
         return out.reshape(-1, self.length, dim)  # (B, L, C)
 
 

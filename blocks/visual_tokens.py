@@ -23,19 +23,17 @@ softmax.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Literal, Self
 
 import torch
-import torch.nn.functional as F
-from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image, expect_tokens
-
-PosInt = Annotated[int, Field(gt=0)]
+from vitgraph.vocabulary import PosInt
 
 
 def _check_split(what: str, channels: int, parts: int, field: str) -> None:
@@ -211,11 +209,12 @@ class RecurrentTokenizer(nn.Module):
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         # the first half of the previous tokens guides the new ones; the second is kept
-        q = _heads(self.query(prev[:, : self.half]), self.heads)  # (B, h, L/2, c)
-        k = _heads(self.key(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
-        v = _heads(self.value(x).flatten(2).transpose(1, 2), self.heads)
-        new = F.scaled_dot_product_attention(q, k, v)  # softmax over the pixels
-        new = self.token(new.transpose(1, 2).flatten(2))  # (B, L/2, C_T)
+        # heads split head-major, as the pseudo-code's view(N, h, C // h, ...)
+        q = split_heads(self.query(prev[:, : self.half]), self.heads)  # (B, h, L/2, c)
+        k = split_heads(self.key(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
+        v = split_heads(self.value(x).flatten(2).transpose(1, 2), self.heads)
+        new = attend(q, k, v)  # softmax over the pixels
+        new = self.token(merge_heads(new))  # (B, L/2, C_T)
         return torch.cat([prev[:, self.half :], new], dim=1)
 
 
@@ -234,11 +233,11 @@ class TokenTransformer(nn.Module):
 
     def forward(self, t: torch.Tensor) -> torch.Tensor:
         c = t.transpose(1, 2)  # (B, C_T, L): the grouped 1×1 convs act on channels
-        q, k, v = (_heads(conv(c).transpose(1, 2), self.heads) for conv in (self.q, self.k, self.v))
+        q, k, v = (
+            split_heads(conv(c).transpose(1, 2), self.heads) for conv in (self.q, self.k, self.v)
+        )
         # pseudo-code scales the key-query product by 1/sqrt(L)
-        t = t + F.scaled_dot_product_attention(q, k, v, scale=t.shape[1] ** -0.5).transpose(
-            1, 2
-        ).flatten(2)
+        t = t + merge_heads(attend(q, k, v, scale=t.shape[1] ** -0.5))
         if self.two_layers:
             return t + self.fc2(self.act(self.fc1(t)))
         return t + self.fc1(t)
@@ -253,14 +252,6 @@ class Projector(nn.Module):
         self.heads = heads
 
     def forward(self, x: torch.Tensor, t: torch.Tensor) -> torch.Tensor:
-        q = _heads(self.q(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
-        out = F.scaled_dot_product_attention(
-            q, _heads(self.k(t), self.heads), _heads(self.v(t), self.heads)
-        )
+        q = split_heads(self.q(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
+        out = attend(q, split_heads(self.k(t), self.heads), split_heads(self.v(t), self.heads))
         return x + out.transpose(2, 3).flatten(1, 2).view_as(x)
-
-
-def _heads(x: torch.Tensor, heads: int) -> torch.Tensor:
-    """``(B, N, h·c) → (B, h, N, c)``: head-major channel split, as the pseudo-code's
-    ``view(N, h, C // h, ...)``."""
-    return x.unflatten(-1, (heads, -1)).transpose(1, 2)

@@ -139,7 +139,7 @@ input: {channels: 3, size: 32}
 graph:
   - {id: stem, kind: bot_stem, channels: [32]}
   - {id: se, kind: squeeze_excite, ratio: 0.25}
-  - {id: pool, kind: bot_global_pool}
+  - {id: pool, kind: global_avg_pool}
   - {id: head, kind: linear_head, classes: 10}
 """)
     rows = {r.id: r for r in vitgraph.load(str(spec)).summary().rows}

@@ -343,7 +343,6 @@ PARAMETER_FREE = {
     "add",
     "add_prefix",
     "average",
-    "bot_global_pool",
     "drop_path",
     "dropout",
     "global_avg_pool",
@@ -357,7 +356,6 @@ PARAMETER_FREE = {
     "stack_cls",
     "take_cls",
     "to_image",
-    "tokens_to_image",
 }
 TENSORS = {"cls_token", "dist_token", "learned_pos"}  # drawn by build from their fields
 

@@ -2,9 +2,10 @@
 
 One definition each of the field types blocks declare (``PosInt``, ``Rate``,
 ``DropRate``, ``Activation``), the markers core reads off a field (``TrainingOnly``), the
-head-width rule of the attention kinds and the names of the weight-init schemes
-(``vitgraph.init`` implements them). A block file imports these instead of declaring
-its own copy, so a spec's ``heads``, ``attn_drop`` or ``act`` means one thing everywhere.
+head-width rule of the attention kinds (``head_width``, ``per_head``) and the names of
+the weight-init schemes (``vitgraph.init`` implements them). A block file imports these
+instead of declaring its own copy, so a spec's ``heads``, ``attn_drop`` or ``act`` means
+one thing everywhere.
 """
 
 from __future__ import annotations
@@ -89,13 +90,19 @@ def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens
         )
     if head_dim is not None:
         return head_dim
-    if tokens.dim % heads:
+    return per_head(tokens.dim, heads, also=", or set head_dim")
+
+
+def per_head(width: int, heads: int, what: str = "the token width", also: str = "") -> int:
+    """``width // heads``, for a kind whose heads split a width evenly; ``what`` names the
+    width in the error, ``also`` ends its hint (another fix, or why)."""
+    if width % heads:
         raise ShapeError(
-            f"heads {heads} must divide the token width {tokens.dim}",
+            f"heads {heads} must divide {what} {width}",
             field="heads",
-            hint=f"use heads from {divisors(tokens.dim)}, or set head_dim",
+            hint=f"use heads from {divisors(width)}{also}",
         )
-    return tokens.dim // heads
+    return width // heads
 
 
 def divisors(n: int) -> str:

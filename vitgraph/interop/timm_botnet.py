@@ -59,7 +59,7 @@ def convert_byobnet(model: Reference) -> Conversion:
     head = model.head
     if getattr(head.global_pool, "pool_type", "avg") != "avg" or not isinstance(head.fc, nn.Linear):
         raise refuse(model, "a head other than average pool + Linear")
-    graph.append({"id": "pool", "kind": "bot_global_pool"})
+    graph.append({"id": "pool", "kind": "global_avg_pool"})
     if drop_rate(head.drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(head.drop)})
     graph.append({"id": "head", "kind": "linear_head", "classes": head.fc.out_features})

@@ -6,13 +6,13 @@ validated per block kind only after the expand phase has evaluated them.
 
 from __future__ import annotations
 
-from typing import Annotated, Any
+from typing import Any
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator
 from pydantic_core import PydanticCustomError
 
 from vitgraph.suggest import did_you_mean
-from vitgraph.vocabulary import INIT_SCHEMES
+from vitgraph.vocabulary import INIT_SCHEMES, PosInt
 
 FORMAT_VERSION = 1
 
@@ -25,7 +25,7 @@ class InputSpec(BaseModel):
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
-    channels: Annotated[int, Field(gt=0)] = 3
+    channels: PosInt = 3
     """Input channels."""
     size: int | list[int]
     """Image side in pixels, or [height, width]."""
