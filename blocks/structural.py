@@ -17,7 +17,7 @@ from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
-from vitgraph.vocabulary import DropRate
+from vitgraph.vocabulary import DropPathRate, DropRate
 
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 
@@ -73,7 +73,7 @@ class DropPathBlock(_PassThrough):
 
     kind: Literal["drop_path"] = "drop_path"
     training_only = True
-    rate: DropRate = 0.0
+    rate: DropPathRate = 0.0
     """Probability of dropping the branch in training."""
 
     def build(self, *inputs: TensorType) -> nn.Module:

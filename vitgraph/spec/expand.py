@@ -468,7 +468,7 @@ class _Expander:
             validated = composite.params.model_validate({"kind": composite.kind, **params})
         except ValidationError as exc:
             self.problems += pydantic_problems(
-                exc, self.marks, path, composite.params, field_marks, where, full_id
+                exc, self.marks, path, composite.params, field_marks, where, full_id, True
             )
             self.failed.add(full_id)
             return full_id
