@@ -130,8 +130,8 @@ class LayerScale(nn.Module):
 
 @register
 class IdentityBlock(Block):
-    """Passes its first input through; lets an arg switch a node off
-    (``kind: "${'dist_token' if distilled else 'identity'}"``)."""
+    """Passes its first input through (a stream's name: CrossViT's ``small``, TNT's
+    ``words``). To switch a node off with an arg, give it ``when: $distilled``."""
 
     kind: Literal["identity"] = "identity"
     arity = None
