@@ -188,6 +188,11 @@ def test_the_edit_verbs_work_on_a_chained_crossvit_group():
     assert graph.summary().params < before
     graph.update("blocks.*.blocks_large.*.attn", qkv_bias=False)  # crossvit_block's param
     assert "blocks.1.blocks_small.0.attn.qkv.bias" not in graph.build(device="meta").state_dict()
+    graph.replace("blocks", "crossvit_block", depth_small=2)  # inputs and params stay
+    assert graph.node("blocks.1.blocks_small.1.norm1").inputs == [
+        "blocks.1.blocks_small.0.residual2"
+    ]
+    assert graph.node("blocks.1.blocks_small.0.norm1").inputs == ["blocks.0.small"]
     graph.insert_after("blocks", {"id": "large_norm", "kind": "layernorm"})
     assert graph.node("norm_large").inputs == ["large_norm"]
     assert graph.node("norm_small").inputs == ["blocks.1.small"]  # blocks.small stays

@@ -10,6 +10,7 @@ imports these instead of declaring its own copy, so a spec's ``heads``, ``attn_d
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
@@ -98,6 +99,7 @@ def is_stochastic_depth(metadata: list[Any]) -> bool:
     return any(isinstance(item, StochasticDepth) for item in metadata)
 
 
+@functools.cache
 def stochastic_depth_fields(model: type[BaseModel]) -> tuple[str, ...]:
     """The fields of a params model (a block kind's, a composite's) that are
     stochastic-depth rates, in declaration order."""
