@@ -49,11 +49,12 @@ def test_shared_layers_take_the_map_of_the_plain_layer_before_them_as_an_edge():
     graph = vitgraph.load("refiner_vit_s", overrides={"depth": 6, "image_size": 32})
     nodes = {node.id: node for node in graph.nodes}
     assert nodes["blocks.0.map"].inputs == ["blocks.0.norm1"]  # the first layer: no carry
-    assert nodes["blocks.1.map"].kind == "identity"  # a shared layer passes its map on
-    assert nodes["blocks.1.map"].inputs == ["blocks.0.map"]
-    assert nodes["blocks.1.attn"].inputs == ["blocks.1.norm1", "blocks.1.map"]
-    assert nodes["blocks.2.map"].inputs == ["blocks.2.norm1", "blocks.1.map"]  # carry
-    assert nodes["blocks.3.map"].inputs == ["blocks.2.map"]
+    # a shared layer's map is switched off (when: not shared): it passes on the one it
+    # receives, so `blocks.1.map` names the plain layer's map
+    assert "blocks.1.map" not in nodes and graph.resolve("blocks.1.map") == "blocks.0.map"
+    assert nodes["blocks.1.attn"].inputs == ["blocks.1.norm1", "blocks.0.map"]
+    assert nodes["blocks.2.map"].inputs == ["blocks.2.norm1", "blocks.0.map"]  # carry
+    assert nodes["blocks.3.attn"].inputs == ["blocks.3.norm1", "blocks.2.map"]
     names = {n for n, _ in graph.build(device="meta").named_parameters()}
     # shared layers have no queries or keys; plain layers do not refine
     assert "blocks.1.map.qk.weight" not in names and "blocks.0.map.qk.weight" in names

@@ -58,7 +58,9 @@ def test_small_variant_round_trips_to_equal_outputs_for_the_same_weights(variant
 def test_round_trip_keeps_repeat_args_and_expressions():
     text = vitgraph.load("vit").to_yaml()
     assert "repeat: $depth" in text
-    assert "drop_path: ${drop_path_rate * i / max(count - 1, 1)}" in text
+    assert "stochastic_depth: {rate: $drop_path_rate}" in text
+    assert "inputs: [blocks.small]" in vitgraph.load("crossvit").to_yaml()
+    assert "when: $distilled}" in vitgraph.load("deit").to_yaml()
     assert "  vit_l_16: {dim: 1024, depth: 24, heads: 16}" in text
     assert "default: vit_ti_16" in text
 

@@ -49,7 +49,7 @@ class _Target:
 
 def instance_kinds(graph: Validated) -> dict[str, str]:
     """Composite instances (``blocks.3``) and repeat groups (``blocks``) -> their kind."""
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str] = dict(graph.instances)
     for node in graph.nodes:
         if node.parent and node.composite_kind:
             kinds.setdefault(node.parent, node.composite_kind)
@@ -443,7 +443,7 @@ def update(
     for target in editor.targets(ids):
         node_id = editor.instance_id(target)
         for name, value in changes.items():
-            if name in NODE_KEYS and name not in ("repeat",):
+            if name in NODE_KEYS and name not in ("repeat", "when", "stochastic_depth"):
                 raise editor.fail(
                     node_id,
                     f"update sets params; '{name}' is not one",
