@@ -183,3 +183,32 @@ def test_the_old_spatial_reduction_name_keeps_its_eps_and_its_divisibility_check
     assert problem.hint == "use an sr_ratio from [1, 2, 4, 8]"
     summary = vitgraph.load(_write(tmp_path, "loose", loose)).summary()
     assert summary.output_shape == (32,)
+
+
+def test_an_init_entry_under_a_merged_name_reaches_the_new_kind():
+    text = ATTENTION.format(kind="sr_attention", params=", heads: 2, sr_ratio: 2")
+    text = text.replace("\ngraph:", "\ninit: {spatial_reduction_attention: torch_default}\ngraph:")
+    with pytest.warns(
+        SpecDeprecation,
+        match=r"init.spatial_reduction_attention: kind "
+        r"'spatial_reduction_attention' is deprecated: use 'sr_attention'",
+    ):
+        graph = vitgraph.load("old_init.yaml", text=text)
+    assert graph.expanded.init == {"sr_attention": "torch_default"}
+    torch.manual_seed(0)
+    kept = graph.build()
+    torch.manual_seed(0)
+    plain = vitgraph.load(
+        "plain.yaml", text=text.replace("init: {spatial_reduction_attention: torch_default}\n", "")
+    ).build()
+    # torch_default re-draws the q projection that sr_attention's own scheme (TN 0.02) drew
+    assert not torch.equal(
+        kept.get_submodule("attn.q").weight, plain.get_submodule("attn.q").weight
+    )
+
+
+def test_find_by_a_merged_kind_name_finds_the_new_kind():
+    graph = vitgraph.load("pvt_tiny", overrides={"depths": [1, 1, 1, 1]})
+    with pytest.warns(SpecDeprecation, match="use 'sr_attention'"):
+        found = graph.find(kind="spatial_reduction_attention")
+    assert found == graph.find(kind="sr_attention") and len(found) == 4

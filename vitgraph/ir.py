@@ -101,6 +101,8 @@ class Expanded:
     tap_marks: dict[str, tuple[Location, str]] = field(default_factory=dict)
     #: every composite instance (``layers.2``, ``layers.2.blocks.0``) -> its kind
     instances: dict[str, str] = field(default_factory=dict)
+    #: the spec's ``init:`` mapping (kind -> scheme), deprecated kind names resolved
+    init: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

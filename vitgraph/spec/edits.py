@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from vitgraph.errors import Location, SpecError
+from vitgraph.errors import Location, SpecDeprecation, SpecError
 from vitgraph.ir import Node, Source, Validated
 from vitgraph.spec.catalog import registry
 from vitgraph.spec.document import NODE_KEYS, SpecDocument
@@ -101,6 +102,12 @@ def find(
     """Ids matching an id pattern (``blocks.*.attn``), a kind and/or a predicate over the
     primitive nodes, in execution order."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    aliases = registry().aliases
+    if kind is not None and kind in aliases:  # a deprecated name finds its replacement
+        replacement = aliases[kind].kind
+        message = f"kind '{kind}' is deprecated: use '{replacement}'"
+        warnings.warn(message, SpecDeprecation, stacklevel=3)
+        kind = replacement
     found = []
     nodes = {n.id: n for n in graph.nodes}
     for node_id, node_kind in candidates(graph).items():

@@ -82,6 +82,33 @@ class _Expander:
         #: node id -> its place in the stochastic-depth schedule (see ``_Context.depth``)
         self.depth: dict[str, tuple[_Layer | None, bool]] = {}
 
+    def resolve_init(self) -> dict[str, str]:
+        """The spec's ``init:`` mapping with every key a kind: a deprecated name resolves
+        to its replacement (with a warning), an unknown one is a located error (it would
+        otherwise change nothing, silently)."""
+        resolved: dict[str, str] = {}
+        for kind, scheme in self.doc.init.items():
+            where = self.marks.at(("init", kind), key=True)
+            if kind in self.registry.aliases:
+                alias = self.registry.aliases[kind]
+                warnings.warn(
+                    f"{where}: init.{kind}: kind '{kind}' is deprecated: use '{alias.kind}'",
+                    SpecDeprecation,
+                    stacklevel=2,
+                )
+                kind = alias.kind
+            elif kind not in self.registry.primitives:
+                self.fail(
+                    where,
+                    f"init.{kind}",
+                    f"init names '{kind}', which is not a block kind"
+                    f"{did_you_mean(kind, self.registry.primitives)}",
+                    "init maps a primitive kind of the graph to a scheme",
+                )
+                continue
+            resolved[kind] = scheme
+        return resolved
+
     def fail(self, location: Location, path: str, message: str, hint: str | None = None):
         self.problems.append(Problem(location, path, message, hint))
 
@@ -797,6 +824,7 @@ def expand(
             "the graph has no nodes",
             "list the model's blocks under graph:",
         )
+    init = expander.resolve_init()
     scope: dict[str, str] = {}
     last = expander.expand_list(doc.graph, args, "", "input", scope, _Context(path=("graph",)))
     expander.schedule(args)
@@ -828,4 +856,5 @@ def expand(
         expander.failed,
         tap_marks,
         expander.instances,
+        init,
     )
