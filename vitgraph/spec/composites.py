@@ -117,7 +117,7 @@ def load_composite(text: str, file: str) -> Composite:
         raise SpecError.at(marks.at(("params",)), "params", "params maps names to declarations")
     for name, value in params.items():
         fields[str(name)] = _field(str(name), value, marks)
-    model = create_model(  # type: ignore[call-overload]
+    model = create_model(
         f"{kind.title().replace('_', '')}Params",
         __config__=ConfigDict(frozen=True, extra="forbid"),
         __doc__=data.get("doc", ""),
@@ -162,10 +162,10 @@ def _field(name: str, value: Any, marks: Marks) -> tuple[Any, Any]:
         default = value["default"] if "default" in value else ...
         return annotation, Field(default, description=doc)
     py = _PY_TYPES.get(type(value))
-    annotation: Any = Any if py is None else (py | None if py is not float else float | None)
+    shorthand: Any = Any if py is None else (py | None if py is not float else float | None)
     if py is float:
-        annotation = float | int | None
-    return annotation, value
+        shorthand = float | int | None
+    return shorthand, value
 
 
 def _annotation(written: Any, where: Location, name: str) -> Any:

@@ -382,7 +382,9 @@ class _Expander:
             self.fail(where, f"{full_id}.kind", str(exc))
             return full_id
         overrides = dict(overrides)
-        node_keys = {k: overrides.pop(k) for k in ("when", "stochastic_depth") if k in overrides}
+        node_keys: dict[str, Any] = {
+            k: overrides.pop(k) for k in ("when", "stochastic_depth") if k in overrides
+        }
         raw_params = {k: v for k, v in entry.items() if k not in NODE_KEYS}
         raw_params.update(overrides)
         field_marks: dict[str, Location] = {}
@@ -839,7 +841,7 @@ def expand(
     unique: dict[tuple[Location, str], Problem] = {}
     for problem in expander.problems:  # a mistake in a repeated entry is reported once
         unique.setdefault((problem.location, problem.message), problem)
-    tap_marks = {}
+    tap_marks: dict[str, tuple[Location, str]] = {}
     for key in ("outputs", "features"):
         for k, name in enumerate(getattr(doc, key) or []):
             tap_marks.setdefault(name, (source.marks.at((key, k)), key))
