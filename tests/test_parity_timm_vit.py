@@ -1,7 +1,6 @@
-"""from_timm on timm's ViT / DeiT: same logits (≤1e-4, fp32, eval) after re-drawing every
-weight of the timm model. Reduced depth and resolution keep the suite fast; each config
-covers a distinct block structure (class token, distillation, /32 patch, non-224 input,
-mean pooling with fc_norm, LayerScale + no_embed_class)."""
+"""from_timm on timm's ViT / DeiT: distilled training, options refused by name, and the
+full-size count of a converted spec (the logits of a reduced copy per block structure:
+tests/families.py)."""
 
 from __future__ import annotations
 
@@ -9,52 +8,15 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import assert_same_logits, redraw_
+from tests.helpers import redraw_
+from tests.references import vit_reduced
 from vitgraph import SpecError
 
 timm = pytest.importorskip("timm")
 
-CONFIGS = {
-    "vit_tiny_patch16_224": {"depth": 2, "img_size": 64},
-    "vit_small_patch16_224": {"depth": 2, "img_size": 64},
-    "vit_base_patch32_224": {"depth": 2, "img_size": 96},
-    "vit_small_patch16_384": {"depth": 2, "img_size": 80},
-    "deit_tiny_distilled_patch16_224": {"depth": 2, "img_size": 64},
-    "vit_small_patch16_224_avg": {"depth": 2, "img_size": 64},
-    "deit3_small_patch16_224": {"depth": 2, "img_size": 64},
-    "vit_tiny_patch16_224_nocls": {"depth": 2, "img_size": 48},
-}
-KWARGS = {
-    "vit_small_patch16_224_avg": (
-        "vit_small_patch16_224",
-        {"global_pool": "avg", "class_token": False, "fc_norm": True},
-    ),
-    "vit_tiny_patch16_224_nocls": (
-        "vit_tiny_patch16_224",
-        {"global_pool": "avg", "class_token": False, "fc_norm": False, "num_classes": 17},
-    ),
-}
-
-
-def make(name: str) -> torch.nn.Module:
-    base, extra = KWARGS.get(name, (name, {}))
-    return timm.create_model(base, pretrained=False, **CONFIGS[name], **extra).eval()
-
-
-@pytest.mark.parametrize("name", sorted(CONFIGS))
-def test_from_timm_gives_timm_logits(name):
-    reference = redraw_(make(name))
-    ours = vitgraph.from_timm(reference)
-    size = reference.patch_embed.img_size
-    x = torch.randn(2, 3, *size)
-    assert_same_logits(ours, reference, x)
-    assert list(ours.state_dict()) == list(reference.state_dict()) or set(ours.state_dict()) == set(
-        reference.state_dict()
-    )
-
 
 def test_distilled_model_returns_both_heads_in_training_like_timm():
-    reference = redraw_(make("deit_tiny_distilled_patch16_224"))
+    reference = redraw_(vit_reduced("deit_tiny_distilled_patch16_224"))
     reference.set_distilled_training(True)
     ours = vitgraph.from_timm(reference)
     x = torch.randn(2, 3, 64, 64)
