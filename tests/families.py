@@ -19,7 +19,7 @@ Columns of a row (``Family``):
   test`` for the families that always did (``recount_fast``), by ``make parity-all``
   for the rest.
 - ``paper_params``, ``paper_macs``: the paper's numbers, with the relative tolerance each
-  is held to (``None``: recorded, checked by a family test under tests/specs/).
+  is held to (``None``: recorded, checked by the family's own tests under tests/blocks/).
 - ``macs``: exact MACs counted by the reference's own code (torch's FlopCounterMode);
   ``counter``: a reference to run under the same counter as the summary, live.
 - ``small``: the reduced config every variant runs forward and backward at.
@@ -38,6 +38,7 @@ from functools import partial
 
 from torch import nn
 
+import vitgraph
 from tests import references as ref
 from tests.references import Parity
 
@@ -663,7 +664,7 @@ CCT = Family(
     },
 )
 
-# Counts are derived from DeiT's (tests/specs/test_cpvt.py: the same graph minus the
+# Counts are derived from DeiT's (tests/blocks/test_peg.py: the same graph minus the
 # position table, plus one PEG, minus the class token for the GAP twins)
 CPVT = Family(
     family="cpvt",
@@ -764,11 +765,11 @@ T2T = Family(
 )
 
 # Wu et al. publish no code: the counts are the spec's, torchvision's stages 1-4 plus the
-# VT stage in closed form (tests/specs/test_vt.py works them out and the gaps to Table 8)
-VT_MODULES = {"vt_r18": 2, "vt_r34": 3, "vt_r50": 3, "vt_r101": 3}
+# VT stage in closed form (tests/blocks/test_visual_tokens.py works them out, and the gaps
+# to Table 8)
 VT = Family(
     family="vt",
-    variants=tuple(VT_MODULES),
+    variants=("vt_r18", "vt_r34", "vt_r50", "vt_r101"),
     reference="paper",
     counts={
         "vt_r18": 10_398_776,
@@ -777,7 +778,7 @@ VT = Family(
         "vt_r101": 44_596_280,
     },
     # Table 8: params, GFLOPs (the paper's FLOPs are multiply-adds: its R18 is 1.814G); only
-    # VT-R34's count is met (the other rows cannot all be, tests/specs/test_vt.py)
+    # VT-R34's count is met (the rows cannot all be: tests/blocks/test_visual_tokens.py)
     paper_params={
         "vt_r18": (11.7e6, None),
         "vt_r34": (19.2e6, 0.02),
@@ -795,7 +796,7 @@ VT = Family(
     small=Small(
         {"image_size": 32, "classes": 10, "depths": [1, 1, 1], "token_dim": 64},
         no_grad=lambda variant: frozenset(
-            f"vt.{VT_MODULES[variant] - 1}.projector.{name}"
+            f"vt.{vitgraph.load(variant).args['modules'] - 1}.projector.{name}"
             for name in ("q.weight", "q.bias", "k.weight", "k.bias", "v.weight", "v.bias")
         ),
     ),
