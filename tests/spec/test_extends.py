@@ -9,13 +9,13 @@ import torch
 import yaml
 
 import vitgraph
-from tests.helpers import line_of
+from tests.helpers import ROOT, line_of
 from vitgraph import SpecError
 from vitgraph.spec.catalog import registry, shipped_specs, variant_index
 
 VIT = shipped_specs()["vit"]
 
-EXAMPLES = Path(__file__).resolve().parent.parent / "examples" / "edits"
+EXAMPLES = ROOT / "examples" / "edits"
 SMALL = {"depth": 2, "input.size": 32}
 
 #: example -> the shipped variant its ``vit_s_16`` equals, when the edits are the whole

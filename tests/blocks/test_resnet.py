@@ -4,16 +4,14 @@ weight and BatchNorm statistic."""
 
 from __future__ import annotations
 
-from pathlib import Path
-
 import pytest
 import torch
 
 import vitgraph
-from tests.helpers import assert_same_logits, redraw_
+from tests.helpers import TESTS, assert_same_logits, redraw_
 
 models = pytest.importorskip("torchvision.models")
-SPEC = str(Path(__file__).parent / "specs" / "resnet_for_tests.yaml")
+SPEC = str(TESTS / "specs" / "resnet_for_tests.yaml")
 CONFIGS = {
     "resnet18": {"block": "basic_block", "expansion": 1, "layers": [2, 2, 2, 2]},
     "resnet34": {"block": "basic_block", "expansion": 1, "layers": [3, 4, 6, 3]},

@@ -1,5 +1,6 @@
-"""LeViT (arXiv:2104.01136): counts against timm, logits against every timm ``levit_*``
-model (linear and conv modes) after a weight transplant, and the distillation heads."""
+"""LeViT (arXiv:2104.01136): the distillation heads, the bias table and its eval cache,
+and the state_dict keys (counts, the paper's MACs and parity against every timm
+``levit*`` model: tests/families.py)."""
 
 from __future__ import annotations
 
@@ -11,67 +12,6 @@ from tests.helpers import assert_same_logits, redraw_
 
 timm = pytest.importorskip("timm")
 from vitgraph.interop.timm import from_timm  # noqa: E402
-
-# timm's counts (pretrained=False, distillation head included) and the paper's MACs (Table 3)
-TIMM_PARAMS = {
-    "levit_128s": 7_777_058,
-    "levit_128": 9_213_936,
-    "levit_192": 10_947_069,
-    "levit_256": 18_893_876,
-    "levit_384": 39_128_836,
-}
-PAPER_MMACS = {
-    "levit_128s": 305,
-    "levit_128": 406,
-    "levit_192": 658,
-    "levit_256": 1120,
-    "levit_384": 2353,
-}
-TIMM_LEVITS = timm.list_models("levit*")
-
-
-@pytest.mark.parametrize("variant", sorted(TIMM_PARAMS))
-def test_levit_param_count_equals_timm_to_the_unit(variant):
-    assert vitgraph.load(variant).summary().params == TIMM_PARAMS[variant]
-
-
-@pytest.mark.parametrize("variant", sorted(PAPER_MMACS))
-def test_levit_macs_are_within_one_percent_of_the_paper(variant):
-    macs = vitgraph.load(variant).summary().macs / 1e6
-    assert abs(macs - PAPER_MMACS[variant]) / PAPER_MMACS[variant] < 0.01
-
-
-def test_every_levit_in_timm_is_covered_in_both_modes():
-    linear = {n for n in TIMM_LEVITS if "_conv" not in n}
-    conv = {n.replace("levit_conv_", "levit_") for n in TIMM_LEVITS if "_conv" in n}
-    assert linear == conv and len(linear) == 10
-
-
-@pytest.mark.parametrize("name", TIMM_LEVITS)
-def test_reduced_timm_levit_gives_the_same_logits_after_from_timm(name):
-    reference = redraw_(timm.create_model(name, pretrained=False, depth=(1, 1, 1), img_size=64))
-    ours = from_timm(reference)
-    assert_same_logits(ours, reference, torch.randn(2, 3, 64, 64))
-
-
-@pytest.mark.slow
-@pytest.mark.parametrize("name", TIMM_LEVITS)
-def test_full_size_timm_levit_gives_the_same_logits_after_from_timm(name):
-    reference = redraw_(timm.create_model(name, pretrained=False))
-    ours = from_timm(reference)
-    diff = assert_same_logits(ours, reference, torch.randn(2, 3, 224, 224))
-    print(f"{name}: max |logit diff| {diff:.2e}")  # quoted in reports (pytest -s)
-
-
-@pytest.mark.parametrize("variant", sorted(TIMM_PARAMS))
-def test_levit_variant_runs_forward_and_backward_at_64_pixels(variant):
-    model = vitgraph.build(
-        variant, overrides={"image_size": 64, "depths": [1, 1, 1], "classes": 10}
-    )
-    cls, dist = model(torch.randn(2, 3, 64, 64))
-    (cls.sum() + dist.sum()).backward()
-    assert cls.shape == dist.shape == (2, 10)
-    assert all(p.grad is not None for p in model.parameters())
 
 
 def test_levit_distilled_model_averages_its_heads_in_eval_and_returns_both_in_training():

@@ -1,4 +1,5 @@
-"""CPVT (arXiv:2102.10882): the PEG block and the cpvt specs.
+"""CPVT (arXiv:2102.10882): the PEG block and the cpvt specs (the paper's MACs:
+tests/families.py).
 
 Counts are derived from DeiT's (the same graph minus the position table, plus one PEG,
 minus the class token for the GAP twins), and the PEG computes timm's ``PosConv``.
@@ -10,14 +11,13 @@ import pytest
 import torch
 
 import vitgraph
+from tests.families import FAMILIES
 from tests.helpers import redraw_
 
-VARIANTS = ["cpvt_ti", "cpvt_s", "cpvt_b", "cpvt_ti_gap", "cpvt_s_gap", "cpvt_b_gap"]
 WIDTH = {"ti": 192, "s": 384, "b": 768}
-PAPER_GMACS = {"cpvt_ti": 1.26, "cpvt_s": 4.6, "cpvt_b": 17.6}  # Table 2 (1.3 rounded for Ti)
 
 
-@pytest.mark.parametrize("variant", VARIANTS)
+@pytest.mark.parametrize("variant", FAMILIES["cpvt"].variants)
 def test_cpvt_count_is_deit_minus_the_position_table_plus_one_peg(variant):
     size = variant.split("_")[1]
     dim = WIDTH[size]
@@ -26,26 +26,6 @@ def test_cpvt_count_is_deit_minus_the_position_table_plus_one_peg(variant):
     peg = dim * 3 * 3 + dim  # depthwise 3x3 weights + bias
     cls = dim if variant.endswith("_gap") else 0
     assert vitgraph.load(variant).summary().params == deit - table + peg - cls
-
-
-def test_cpvt_ti_has_the_reference_sizes():
-    assert vitgraph.load("cpvt_ti").summary().params == 5_681_512
-    assert vitgraph.load("cpvt_ti_gap").summary().params == 5_681_320
-
-
-@pytest.mark.parametrize("variant", sorted(PAPER_GMACS))
-def test_cpvt_macs_are_within_ten_percent_of_the_paper(variant):
-    macs = vitgraph.load(variant).summary().macs / 1e9
-    assert abs(macs - PAPER_GMACS[variant]) / PAPER_GMACS[variant] < 0.10
-
-
-@pytest.mark.parametrize("variant", VARIANTS)
-def test_cpvt_variant_runs_forward_and_backward_at_a_small_size(variant):
-    model = vitgraph.load(variant, overrides={"depth": 2, "image_size": 48}).build()
-    out = model(torch.randn(2, 3, 48, 48))
-    assert out.shape == (2, 1000)
-    out.sum().backward()
-    assert model.get_parameter("pos_block.proj.0.weight").grad is not None
 
 
 def test_peg_sits_after_the_first_layer_and_no_position_table_exists():

@@ -9,7 +9,7 @@ import torch
 import torch.nn.functional as F
 
 import vitgraph
-from tests.test_model_api_head_families import (
+from tests.model.test_api_families import (
     FAMILIES,
     conversion_of,
     image,
