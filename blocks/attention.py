@@ -11,9 +11,11 @@ from __future__ import annotations
 from typing import Literal
 
 import torch
+import torch.nn.functional as F
 from torch import nn
 
 from vitgraph.blocks._attention_common import AttentionParams, attend, merge_heads, split_fused
+from vitgraph.layers import Incremental, chunk_causal_mask
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
 
@@ -42,7 +44,7 @@ class MultiHeadSelfAttention(AttentionParams):
         )
 
 
-class Attention(nn.Module):
+class Attention(nn.Module, Incremental):
     def __init__(
         self,
         dim: int,
@@ -61,8 +63,30 @@ class Attention(nn.Module):
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
+        #: keys and values of the positions seen so far while decoding (``Incremental``)
+        self.cache: list[torch.Tensor] | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
+        if self.cache is not None:
+            return self._continue(q, k, v)
         x = attend(q, k, v, self.attn_drop, self.training, self.scale, self.causal)
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)
+
+    def decoding(self, on: bool) -> None:
+        self.cache = [] if on else None
+
+    def _continue(self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+        """New positions over the cached ones: the cost per token stays flat."""
+        assert self.cache is not None
+        past = self.cache[0].shape[2] if self.cache else 0
+        if self.cache:
+            k = torch.cat([self.cache[0], k], dim=2)
+            v = torch.cat([self.cache[1], v], dim=2)
+        self.cache[:] = [k, v]
+        mask = chunk_causal_mask(q.shape[2], past, q.device) if self.causal else None
+        causal = self.causal and past == 0 and q.shape[2] > 1
+        x = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=mask, scale=self.scale, is_causal=causal
+        )
+        return self.proj_drop(self.proj(merge_heads(x)))

@@ -207,7 +207,7 @@ def cmd_build(args: argparse.Namespace) -> int:
     start = time.perf_counter()
     model = graph.build(device=args.device, allow_large=True, weights=args.weights).eval()
     built = time.perf_counter() - start
-    x = torch.randn(args.batch, *graph.input_shape, device=args.device)
+    x = graph.example_input(args.batch, device=args.device)
     start = time.perf_counter()
     with torch.inference_mode():
         out = model(x)

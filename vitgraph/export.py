@@ -27,6 +27,7 @@ from torch import nn
 
 from vitgraph.graph import Graph
 from vitgraph.pipeline import load
+from vitgraph.shapes import TensorType, example
 
 #: DESIGN.md's parity tolerance, relative to the largest logit
 TOLERANCE = 1e-4
@@ -55,8 +56,8 @@ def resolve(
     variant: str | None = None,
     overrides: dict[str, Any] | None = None,
     seed: int = 0,
-) -> tuple[nn.Module, tuple[int, ...], str]:
-    """(model, input shape without batch, display name) for a model, Graph or spec name.
+) -> tuple[nn.Module, TensorType, str]:
+    """(model, input type, display name) for a model, Graph or spec name.
 
     A Graph or spec is built with ``torch.manual_seed(seed)`` inside ``fork_rng`` (the
     caller's random state is left as it was), so the same seed exports the same weights.
@@ -68,7 +69,7 @@ def resolve(
         with torch.random.fork_rng(devices=[]):
             torch.manual_seed(seed)
             model = graph.build()
-        return model, graph.input_shape, graph.variant or graph.name
+        return model, graph.input_type, graph.variant or graph.name
     if isinstance(model_or_graph, nn.Module):
         built = getattr(model_or_graph, "vitgraph_graph", None)
         if not isinstance(built, Graph):
@@ -78,21 +79,26 @@ def resolve(
                 "the model was not compiled by vitgraph (no vitgraph_graph): "
                 "pass the Graph, or a model from Graph.build()",
             )
-        return model_or_graph, built.input_shape, built.variant or built.name
+        return model_or_graph, built.input_type, built.variant or built.name
     raise TypeError(
         f"expected an nn.Module, a Graph or a spec name, got {type(model_or_graph).__name__}"
     )
 
 
 def example_input(
-    shape: tuple[int, ...], batch: int = 1, seed: int = 0, like: nn.Module | None = None
+    shape: tuple[int, ...] | TensorType,
+    batch: int = 1,
+    seed: int = 0,
+    like: nn.Module | None = None,
 ) -> torch.Tensor:
-    """A seeded N(0, 1) input of ``(batch, *shape)`` on the model's device and dtype."""
+    """A seeded input of ``(batch, *shape)`` on the model's device and dtype: N(0, 1)
+    values for a shape or a float type, ids of the vocabulary (int64) for ``Ids``."""
     param = next(iter(like.parameters()), None) if like is not None else None
-    x = torch.randn(batch, *shape, generator=torch.Generator().manual_seed(seed))
-    if param is not None:
-        x = x.to(device=param.device, dtype=param.dtype)
-    return x
+    where = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    generator = torch.Generator().manual_seed(seed)
+    if isinstance(shape, tuple):
+        return torch.randn(batch, *shape, generator=generator).to(**where)
+    return example(shape, batch, generator, **where)
 
 
 @contextlib.contextmanager

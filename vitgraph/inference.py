@@ -13,15 +13,14 @@ from typing import Any
 from vitgraph.checks import check_graph
 from vitgraph.errors import Problem, ShapeError, SpecError
 from vitgraph.ir import INPUT, Expanded, Inferred, Node, Source, Validated
-from vitgraph.shapes import Image, TensorType
+from vitgraph.shapes import TensorType
 from vitgraph.spec.expand import expand
 
 
 def infer(expanded: Expanded) -> Inferred:
     """Run every block's shape rule; fill omitted dims; report all mismatches."""
     order, graph, problems = check_graph(expanded)
-    height, width = expanded.input_size
-    types: dict[str, TensorType] = {INPUT: Image(expanded.input_channels, height, width)}
+    types: dict[str, TensorType] = {INPUT: expanded.input}
     resolved: list[Node] = []
     for node in order:
         if any(name not in types for name in node.inputs):

@@ -16,7 +16,7 @@ import networkx as nx
 
 from vitgraph.block import Block
 from vitgraph.errors import Location, Problem
-from vitgraph.shapes import TensorType
+from vitgraph.shapes import TensorType, example
 from vitgraph.spec.document import SpecDocument
 from vitgraph.spec.parse import Marks
 
@@ -89,8 +89,8 @@ class Expanded:
     #: composite / repeat-group id, a composite's named output (``blocks.small``) and a
     #: switched-off entry (``when: false``) -> the node id that computes it
     aliases: dict[str, str]
-    input_channels: int
-    input_size: tuple[int, int]
+    #: what the model takes: an ``Image`` or integer ``Ids``
+    input: TensorType
     args: dict[str, Any]
     outputs: list[str]
     features: list[str]
@@ -207,6 +207,20 @@ class Validated:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self._inferred.types[INPUT].shape
+
+    @property
+    def input_type(self) -> TensorType:
+        """What the model takes: an ``Image`` or integer ``Ids`` (``vitgraph.shapes``)."""
+        return self._inferred.types[INPUT]
+
+    def example_input(self, batch: int = 1, seed: int | None = None, **where: Any) -> Any:
+        """A ``(batch, *input_shape)`` input the model accepts: N(0, 1) pixels, or ids drawn
+        uniformly from the vocabulary (int64); ``seed`` makes it reproducible, ``where``
+        (``device``, ``dtype``) places it."""
+        import torch
+
+        generator = None if seed is None else torch.Generator().manual_seed(seed)
+        return example(self.input_type, batch, generator, **where)
 
     @property
     def output_shape(self) -> tuple[int, ...]:

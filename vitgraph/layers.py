@@ -31,3 +31,26 @@ _MAKERS: dict[str, Callable[[], nn.Module]] = {
 def activation_module(name: str) -> nn.Module:
     """A fresh activation module by its vocabulary name."""
     return _MAKERS[name]()
+
+
+class Incremental:
+    """A module that can run a sequence a chunk at a time, for sampling with a cache
+    (``vitgraph.sampling``): ``decoding(True)`` clears its state and makes each forward
+    continue the sequence where the previous one stopped (attention keeps its keys and
+    values, a position table its offset); ``decoding(False)`` returns to whole sequences.
+
+    Generative kinds implement it on the modules that mix or place positions; per-token
+    modules (norms, MLPs, projections) need nothing."""
+
+    def decoding(self, on: bool) -> None:
+        raise NotImplementedError
+
+
+def chunk_causal_mask(queries: int, past: int, device: torch.device) -> torch.Tensor | None:
+    """The causal mask of ``queries`` new positions over ``past`` cached ones plus
+    themselves (True = attend): new query i sees keys 0 .. past + i. None when one query
+    (it sees everything) or nothing is cached (SDPA's own ``is_causal`` applies)."""
+    if queries == 1 or past == 0:
+        return None
+    keys = torch.arange(past + queries, device=device)
+    return keys[None, :] <= (past + torch.arange(queries, device=device))[:, None]

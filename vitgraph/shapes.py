@@ -7,6 +7,7 @@ output type before any weight exists, so mistakes are reported at the node with 
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 from vitgraph.errors import ShapeError
 
@@ -74,14 +75,61 @@ class Vector:
         return f"vector {self.dim}"
 
 
-TensorType = Image | Tokens | Vector
+@dataclass(frozen=True)
+class Ids:
+    """An integer-id sequence ``(N,)`` (int64) over a vocabulary of ``vocab`` ids: the
+    palette indices of an image in raster order (iGPT), laid out on ``grid`` (rows, cols)
+    when the sequence is an image's."""
+
+    length: int
+    vocab: int
+    grid: tuple[int, int] | None = None
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.length,)
+
+    def __str__(self) -> str:
+        grid = f", grid {self.grid[0]}x{self.grid[1]}" if self.grid else ""
+        return f"ids {self.length} of {self.vocab}{grid}"
+
+
+TensorType = Image | Tokens | Vector | Ids
 
 
 def expect(value: object, cls: type, what: str) -> None:
     """Raise a ShapeError unless ``value`` is of tensor type ``cls``."""
     if not isinstance(value, cls):
-        names = {Image: "an image", Tokens: "tokens", Vector: "a vector"}
+        names = {Image: "an image", Tokens: "tokens", Vector: "a vector", Ids: "integer ids"}
         raise ShapeError(f"{what} takes {names[cls]}, but receives {value}")
+
+
+def expect_ids(t: TensorType, what: str) -> Ids:
+    expect(t, Ids, what)
+    assert isinstance(t, Ids)
+    return t
+
+
+def example(t: TensorType, batch: int, generator: Any = None, **where: Any) -> Any:
+    """A tensor of type ``t`` with a batch dim: seeded N(0, 1) values, or uniformly drawn
+    ids for ``Ids`` (int64 whatever ``dtype`` asks; ``where``: ``device``, ``dtype``)."""
+    import torch  # the types themselves are torch-free: --help and list never load torch
+
+    if isinstance(t, Ids):
+        where = {k: v for k, v in where.items() if k != "dtype"}
+        ids = torch.randint(0, t.vocab, (batch, *t.shape), generator=generator)
+        return ids.to(**where)
+    x = torch.randn(batch, *t.shape, generator=generator)
+    return x.to(**where)
+
+
+def empty(t: TensorType, batch: int) -> Any:
+    """An uninitialised tensor of type ``t`` (on the current default device: meta when
+    counting), int64 for ids."""
+    import torch
+
+    dtype = torch.int64 if isinstance(t, Ids) else None
+    return torch.empty(batch, *t.shape, dtype=dtype)
 
 
 def expect_image(t: TensorType, what: str) -> Image:

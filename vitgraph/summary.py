@@ -17,7 +17,7 @@ from torch.utils.flop_counter import flop_registry
 from vitgraph.block import Block, FunctionOp, TensorOp
 from vitgraph.errors import SpecError
 from vitgraph.ir import Segment, Validated
-from vitgraph.shapes import TensorType
+from vitgraph.shapes import TensorType, empty
 
 
 @dataclass(frozen=True)
@@ -194,7 +194,7 @@ def _count_node(params: Block, in_types: tuple[TensorType, ...], batch: int) -> 
     """(parameters, MACs) of one block, built and run on the meta device."""
     with torch.device("meta"):
         made = params.build(*in_types)
-        inputs = [torch.empty(batch, *t.shape) for t in in_types]
+        inputs = [empty(t, batch) for t in in_types]
     if isinstance(made, torch.nn.Identity):
         return 0, 0
     if isinstance(made, TensorOp):

@@ -8,7 +8,7 @@ from __future__ import annotations
 
 from typing import Any
 
-from pydantic import BaseModel, ConfigDict, field_validator
+from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
 
 from vitgraph.suggest import did_you_mean
@@ -21,14 +21,42 @@ NODE_KEYS = ("id", "kind", "inputs", "repeat", "at", "doc", "when", "stochastic_
 
 
 class InputSpec(BaseModel):
-    """The image the model takes."""
+    """What the model takes: an image (``size``, ``channels``), or a sequence of integer
+    ids (``ids``, ``vocab``: a generative model's palette tokens)."""
 
     model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
 
     channels: PosInt = 3
-    """Input channels."""
-    size: int | list[int]
+    """Input channels (images)."""
+    size: int | list[int] | None = None
     """Image side in pixels, or [height, width]."""
+    ids: PosInt | None = None
+    """Sequence length of an integer-id input (1024 for a 32x32 image in raster order)."""
+    vocab: PosInt | None = None
+    """Number of distinct ids of an integer-id input (the palette size)."""
+    grid: list[PosInt] | None = None
+    """[rows, cols] of the image an id sequence comes from (default: a square of ids)."""
+
+    @model_validator(mode="after")
+    def _one_kind_of_input(self) -> InputSpec:
+        if self.ids is None and self.size is None:
+            raise PydanticCustomError(
+                "input_kind", "the input needs size (an image) or ids and vocab (a sequence)"
+            )
+        if self.ids is not None and self.size is not None:
+            raise PydanticCustomError(
+                "input_kind",
+                "the input is an image (size) or a sequence (ids), not both",
+            )
+        if self.ids is not None and self.vocab is None:
+            raise PydanticCustomError(
+                "input_kind", "an id sequence input needs vocab (the number of distinct ids)"
+            )
+        if self.ids is None and (self.vocab is not None or self.grid is not None):
+            raise PydanticCustomError(
+                "input_kind", "vocab and grid describe an id sequence: give ids too"
+            )
+        return self
 
 
 class DataConfig(BaseModel):
@@ -73,7 +101,8 @@ class SpecDocument(BaseModel):
     default: str | None = None
     """Variant used when none is given (the paper's smallest model)."""
     input: dict[str, Any]
-    """The input image: ``{channels: 3, size: 224}`` (values may be expressions)."""
+    """The input: an image ``{channels: 3, size: 224}``, or integer ids ``{ids: 1024,
+    vocab: 512}`` (values may be expressions)."""
     args: dict[str, Any] = {}
     """Named hyper-parameters the graph refers to as ``$name`` or ``${expression}``."""
     variants: dict[str, dict[str, Any]] = {}

@@ -34,6 +34,7 @@ layers, were CaiT to ramp).
 
 from __future__ import annotations
 
+import math
 import re
 import warnings
 from dataclasses import dataclass, field
@@ -44,6 +45,7 @@ from pydantic import ValidationError
 from vitgraph.errors import Location, Problem, SpecDeprecation, SpecError
 from vitgraph.ir import Expanded, Node, Segment, Source
 from vitgraph.registry import Composite
+from vitgraph.shapes import Ids, Image, TensorType
 from vitgraph.spec.catalog import registry
 from vitgraph.spec.document import NODE_KEYS
 from vitgraph.spec.expressions import ExpressionError, names_in, substitute
@@ -186,24 +188,27 @@ class _Expander:
             return {k: self.evaluate(v, variables) for k, v in value.items()}
         return substitute(value, variables)
 
-    def resolve_input(self, args: dict[str, Any]) -> tuple[int, tuple[int, int]]:
+    def resolve_input(self, args: dict[str, Any]) -> TensorType:
         raw = dict(self.doc.input)
-        for key in ("channels", "size"):
+        for key in ("channels", "size", "ids", "vocab", "grid"):
             if f"input.{key}" in self.overrides:
                 raw[key] = self.overrides[f"input.{key}"]
         try:
             values = {k: self.evaluate(v, args) for k, v in raw.items()}
         except ExpressionError as exc:
             self.fail(self.marks.at(("input",)), "input", str(exc))
-            return 3, (1, 1)
+            return Image(3, 1, 1)
         from vitgraph.spec.document import InputSpec
 
         try:
             spec = InputSpec.model_validate(values)
         except ValidationError as exc:
             self.problems += pydantic_problems(exc, self.marks, ("input",), InputSpec)
-            return 3, (1, 1)
+            return Image(3, 1, 1)
+        if spec.ids is not None:
+            return self.resolve_ids(spec)
         size = spec.size
+        assert size is not None
         sides = size if isinstance(size, list) else [size]
         if any(side > MAX_INPUT_SIDE for side in sides) or spec.channels > MAX_INPUT_SIDE:
             self.fail(
@@ -212,7 +217,7 @@ class _Expander:
                 f"input {spec.channels} x {size} is larger than {MAX_INPUT_SIDE:,} "
                 "(channels or pixels per side)",
             )
-            return 3, (1, 1)
+            return Image(3, 1, 1)
         if isinstance(size, list):
             if len(size) != 2 or min(size) <= 0:
                 self.fail(
@@ -220,16 +225,41 @@ class _Expander:
                     "input.size",
                     f"size must be a positive int or [height, width] (got {size})",
                 )
-                return spec.channels, (1, 1)
-            return spec.channels, (size[0], size[1])
+                return Image(spec.channels, 1, 1)
+            return Image(spec.channels, size[0], size[1])
         if size <= 0:
             self.fail(
                 self.marks.at(("input", "size")),
                 "input.size",
                 f"size must be positive (got {size})",
             )
-            return spec.channels, (1, 1)
-        return spec.channels, (size, size)
+            return Image(spec.channels, 1, 1)
+        return Image(spec.channels, size, size)
+
+    def resolve_ids(self, spec: Any) -> TensorType:
+        """An integer-id input; its grid (rows x cols = ids) says which image it reads."""
+        assert spec.ids is not None and spec.vocab is not None
+        if spec.ids > MAX_INPUT_SIDE**2 or spec.vocab > MAX_INPUT_SIDE**2:
+            self.fail(
+                self.marks.at(("input",)),
+                "input",
+                f"input of {spec.ids:,} ids over {spec.vocab:,} is larger than "
+                f"{MAX_INPUT_SIDE**2:,}",
+            )
+            return Ids(1, 1)
+        grid = spec.grid
+        if grid is None:
+            side = math.isqrt(spec.ids)
+            return Ids(spec.ids, spec.vocab, (side, side) if side * side == spec.ids else None)
+        if len(grid) != 2 or grid[0] * grid[1] != spec.ids:
+            self.fail(
+                self.marks.at(("input", "grid")),
+                "input.grid",
+                f"grid {grid} does not hold {spec.ids} ids",
+                f"give [rows, cols] with rows * cols = {spec.ids}",
+            )
+            return Ids(spec.ids, spec.vocab)
+        return Ids(spec.ids, spec.vocab, (grid[0], grid[1]))
 
     # -- graph entries ------------------------------------------------------------------
 
@@ -816,7 +846,7 @@ def expand(
         )
     expander = _Expander(source, variant, dict(overrides or {}))
     args = expander.resolve_args()
-    channels, size = expander.resolve_input(args)
+    input_type = expander.resolve_input(args)
     if expander.problems:
         raise SpecError(expander.problems)
     if not doc.graph:
@@ -848,8 +878,7 @@ def expand(
     return variant, Expanded(
         expander.nodes,
         expander.aliases,
-        channels,
-        size,
+        input_type,
         args,
         outputs,
         features,
