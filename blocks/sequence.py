@@ -88,6 +88,7 @@ class ShiftRight(Block):
 
     kind: Literal["shift_right"] = "shift_right"
     role = "token"
+    objective = "next_token"  # an autoregressive model: position i predicts id i
     weight_init = "keep"
     init_std: Annotated[float, Field(gt=0)] = 0.02
     """Std of the normal init of the start vector."""

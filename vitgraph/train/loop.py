@@ -118,19 +118,22 @@ class Trainer:
         self.device = ddp.device_for(config.device, self.world)
         ckpt = load_checkpoint(config.resume) if config.resume else None
         graph = load(config.spec, config.variant, config.overrides)
+        chosen = choose(graph, config.objective)
         self.data: Dataset = load_data(
             config.data,
             graph.input_shape,
             patch=_patch_of(graph),
             val_fraction=config.val_fraction,
             seed=config.seed,
+            vocab=getattr(graph.input_type, "vocab", None),
         )
         self.classes = len(self.data.classes)
-        if "classes" in graph.args and "classes" not in config.overrides:
+        # an objective that predicts the input itself (next-token) trains no class head
+        if chosen.classifies and "classes" in graph.args and "classes" not in config.overrides:
             config.overrides = {**config.overrides, "classes": self.classes}
             graph = load(config.spec, config.variant, config.overrides)
         out = graph.output_shape[-1]
-        if out < self.classes:
+        if chosen.classifies and out < self.classes:
             raise DataError(
                 f"the data has {self.classes} classes but {graph.name} predicts "
                 f"{out}; set --set classes={self.classes}"
@@ -174,9 +177,7 @@ class Trainer:
             teacher = load_teacher(
                 config.teacher, config.teacher_checkpoint, self.classes, self.device
             )
-        self.objective = choose(graph, config.objective)(
-            graph, self.model, config, self.classes, teacher
-        )
+        self.objective = chosen(graph, self.model, config, self.classes, teacher)
         # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
         bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
         self.amp = bf16 and (

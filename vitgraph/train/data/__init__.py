@@ -44,11 +44,12 @@ def load_data(
     patch: int | None = None,
     val_fraction: float = 0.2,
     seed: int = 0,
+    vocab: int | None = None,
 ) -> Dataset:
     """The data set ``data`` names: a registered source (``digits``), or a path the first
     source that accepts it reads (an image folder)."""
     _load_sources()
-    request = DataRequest(shape, patch, val_fraction, seed)
+    request = DataRequest(shape, patch, val_fraction, seed, vocab)
     if data in SOURCES and SOURCES[data].accepts is None:
         return SOURCES[data].load(data, request)
     for source in SOURCES.values():

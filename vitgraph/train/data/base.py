@@ -27,10 +27,12 @@ class DataError(ValueError):
 
 @dataclass
 class Split:
-    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64."""
+    """Images ``(N, C, H, W)`` uint8 and labels ``(N,)`` int64; or, for a spec that takes
+    integer ids (``ids=True``), id sequences ``(N, L)`` int64 in ``images``."""
 
     images: torch.Tensor
     labels: torch.Tensor
+    ids: bool = False
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -44,6 +46,8 @@ class Split:
         """``(images, labels)`` of the samples ``idx`` on ``device``: images augmented one
         by one (uint8), then normalised."""
         images = self.images[idx]
+        if self.ids:  # sequences: no augmentation, no normalisation
+            return images.to(device), self.labels[idx].to(device)
         if augment is not None:
             images = torch.stack([augment(img) for img in images])
         return normalize(images).to(device), self.labels[idx].to(device)
@@ -66,6 +70,8 @@ class DataRequest:
     patch: int | None = None
     val_fraction: float = 0.2
     seed: int = 0
+    #: the spec takes integer ids of this vocabulary (a generative model), not images
+    vocab: int | None = None
 
 
 @dataclass(frozen=True)
@@ -128,4 +134,5 @@ def _split(
         val_idx.append(members[:held])
         train_idx.append(members[held:])
     tr, va = torch.cat(train_idx).sort().values, torch.cat(val_idx).sort().values
-    return Split(images[tr], labels[tr]), Split(images[va], labels[va])
+    ids = not images.is_floating_point() and images.dtype != torch.uint8
+    return Split(images[tr], labels[tr], ids), Split(images[va], labels[va], ids)

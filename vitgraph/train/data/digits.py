@@ -5,7 +5,17 @@ from __future__ import annotations
 
 import torch
 
-from vitgraph.train.data.base import DataRequest, Dataset, _resize, _split, data_source
+from vitgraph.train.data.base import (
+    DataError,
+    DataRequest,
+    Dataset,
+    _resize,
+    _split,
+    data_source,
+)
+
+#: the digits' grey levels: 0 (white) to 16 (black), so 17 ids
+LEVELS = 17
 
 
 def load_digits(
@@ -26,8 +36,28 @@ def load_digits(
     return Dataset(train, val, [str(d) for d in range(10)], "digits")
 
 
+def load_digit_sequences(*, val_fraction: float = 0.2, seed: int = 0) -> Dataset:
+    """The digits as sequences for a generative model (iGPT §3 on a small scale): each
+    8x8 image is 64 ids in raster order, its grey levels 0-16 as they ship (17 ids)."""
+    from sklearn.datasets import load_digits as sk_digits
+
+    bunch = sk_digits()
+    ids = torch.as_tensor(bunch.images, dtype=torch.int64).flatten(1)
+    labels = torch.as_tensor(bunch.target, dtype=torch.int64)
+    train, val = _split(ids, labels, val_fraction, seed)
+    return Dataset(train, val, [str(d) for d in range(10)], "digits")
+
+
 @data_source("digits")
 def _digits(location: str, request: DataRequest) -> Dataset:
+    if request.vocab is not None:  # the spec takes ids: the digits as sequences
+        if request.shape != (64,) or request.vocab < LEVELS:
+            raise DataError(
+                f"the digits are 64 ids (8x8) of {LEVELS} grey levels, but the spec takes "
+                f"{request.shape[0]} ids of {request.vocab}: set its input to "
+                f"--set input.ids=64 input.vocab={LEVELS}"
+            )
+        return load_digit_sequences(val_fraction=request.val_fraction, seed=request.seed)
     return load_digits(
         request.shape, patch=request.patch, val_fraction=request.val_fraction, seed=request.seed
     )

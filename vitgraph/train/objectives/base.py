@@ -20,6 +20,9 @@ class Objective:
     the model (forward hooks)."""
 
     name: ClassVar[str] = ""
+    #: the objective trains a class head on the data's labels (the loop then sizes the
+    #: spec's ``classes`` to the data); False for objectives that predict the input
+    classifies: ClassVar[bool] = True
 
     def __init__(
         self,
