@@ -121,6 +121,27 @@ def make_parser() -> argparse.ArgumentParser:
     )
     exporting.add_argument("--seed", type=int, default=0, help="seed of the random init")
     exporting.add_argument("--weights", help="load these weights (safetensors) first")
+    sampling = sub.add_parser("sample", help="sample images from a generative spec (PNG grid)")
+    _common(sampling)
+    sampling.add_argument("--weights", help="the trained weights (safetensors)")
+    sampling.add_argument("--n", type=int, default=16, help="how many samples (default 16)")
+    sampling.add_argument("--out", required=True, help="the PNG grid to write")
+    sampling.add_argument(
+        "--temperature", type=float, default=1.0, help="softmax temperature (0: greedy)"
+    )
+    sampling.add_argument("--top-k", type=int, help="draw from the k most likely ids only")
+    sampling.add_argument("--seed", type=int, default=0, help="seed of the draws")
+    sampling.add_argument(
+        "--complete",
+        metavar="DATA",
+        help="complete the lower half of held-out images of DATA (digits): the grid "
+        "shows each original above its completion",
+    )
+    sampling.add_argument("--palette", help="the colours of the ids: a .npy (colours, C)")
+    sampling.add_argument(
+        "--no-cache", action="store_true", help="recompute the prefix at every position"
+    )
+    sampling.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
     compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
     compare.add_argument("a", help="a spec file, shipped spec or variant name")
     compare.add_argument("b", help="a spec file, shipped spec or variant name")
@@ -156,7 +177,7 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
-        if args.command in ("graph", "schema", "diff"):
+        if args.command in ("graph", "schema", "diff", "sample"):
             from vitgraph import tools
 
             return getattr(tools, f"cmd_{args.command}")(args)

@@ -1,4 +1,4 @@
-"""The ``graph``, ``schema`` and ``diff`` subcommands (argument parsing lives in cli.py)."""
+"""The ``graph``, ``schema``, ``diff`` and ``sample`` subcommands (argument parsing lives in cli.py)."""
 
 from __future__ import annotations
 
@@ -60,4 +60,75 @@ def cmd_diff(args: argparse.Namespace) -> int:
         print(json.dumps(result.as_dict(), indent=2))
     else:
         print(format_diff(result))
+    return 0
+
+
+def cmd_sample(args: argparse.Namespace) -> int:
+    """``vitgraph sample``: a PNG grid of samples (or completions) of a generative spec."""
+    import time
+
+    import torch
+
+    from vitgraph.sampling import (
+        SamplingError,
+        generative_shape,
+        palette_of,
+        sample,
+        tile,
+        to_images,
+        write_png,
+    )
+
+    graph = _load(args.spec, args.variant, args.sets)
+    length, vocab = generative_shape(graph)
+    model = graph.build(device=args.device, weights=args.weights).eval()
+    grid = graph.input_type.grid or (1, length)
+    if args.palette:
+        import numpy as np
+
+        palette = torch.as_tensor(np.load(args.palette), dtype=torch.float32)
+        if palette.ndim != 2 or palette.shape[0] < vocab or palette.shape[1] not in (1, 3):
+            raise SamplingError(
+                f"{args.palette}: the palette is {tuple(palette.shape)}; {graph.name} "
+                f"needs ({vocab}, 3) or ({vocab}, 1) colours in [-1, 1]"
+            )
+    else:
+        palette = palette_of(model, vocab)
+    prefix = originals = None
+    if args.complete:
+        from vitgraph.train.data import load_data
+
+        data = load_data(args.complete, graph.input_shape, vocab=vocab, seed=args.seed)
+        originals = data.val.images[: args.n].to(args.device)
+        prefix = originals[:, : (grid[0] // 2) * grid[1]]  # the upper half, raster order
+    start = time.perf_counter()
+    ids = sample(
+        model,
+        len(prefix) if prefix is not None else args.n,
+        prefix=prefix,
+        temperature=args.temperature,
+        top_k=args.top_k,
+        seed=args.seed,
+        cache=not args.no_cache,
+    )
+    elapsed = time.perf_counter() - start
+    rows = ids if originals is None else torch.cat([originals, ids])
+    columns = len(ids) if originals is not None else min(len(ids), 8)
+    write_png(args.out, tile(to_images(rows, palette, grid), columns))
+    summary = {
+        "ok": True,
+        "spec": graph.name,
+        "variant": graph.variant,
+        "samples": len(ids),
+        "out": args.out,
+        "seconds": round(elapsed, 3),
+        "ms_per_token": round(
+            1000 * elapsed / (length - (prefix.shape[1] if prefix is not None else 0)), 3
+        ),
+    }
+    if args.json:
+        print(json.dumps(summary, indent=2))
+    else:
+        what = "completions" if originals is not None else "samples"
+        print(f"{graph.name}: {len(ids)} {what} in {elapsed:.1f} s written to {args.out}")
     return 0
