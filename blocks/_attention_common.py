@@ -12,10 +12,12 @@ call, which picks the fastest kernel the device has), the ones that edit the map
 
 from __future__ import annotations
 
-from typing import Self
+from typing import ClassVar, Self
 
 import torch
 import torch.nn.functional as F
+from pydantic import field_validator
+from pydantic_core import PydanticCustomError
 
 from vitgraph.block import Block
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
@@ -40,6 +42,23 @@ class AttentionParams(Block):
     """Dropout on the attention weights."""
     proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
+    causal: bool = False
+    """Each token attends to itself and the tokens before it only (autoregressive
+    models: iGPT, the Image Transformer); only kinds that compute it accept true."""
+
+    #: the kind computes causal attention when ``causal`` is true (SDPA's ``is_causal``)
+    computes_causal: ClassVar[bool] = False
+
+    @field_validator("causal")
+    @classmethod
+    def _causal_only_where_computed(cls, value: bool) -> bool:
+        if value and not cls.computes_causal:
+            raise PydanticCustomError(
+                "causal",
+                "{kind} computes no causal attention: causal: true needs a kind that does (mhsa)",
+                {"kind": cls.model_fields["kind"].default},
+            )
+        return value
 
     def resolve(self, tokens: Tokens) -> Self:
         """Fill ``dim`` and ``head_dim`` from the input tokens (heads must divide the width

@@ -26,9 +26,7 @@ class MultiHeadSelfAttention(AttentionParams):
 
     kind: Literal["mhsa"] = "mhsa"
     weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
-    causal: bool = False
-    """Each token attends to itself and the tokens before it only (autoregressive
-    models: iGPT, the Image Transformer)."""
+    computes_causal = True
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None

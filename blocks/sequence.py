@@ -33,14 +33,52 @@ class PaletteQuantize(Block):
     weight_init = "keep"
     colors: PosInt
     """Number of palette colours (the id vocabulary: 512 in iGPT)."""
+    palette: list[list[float]] | str | None = None
+    """The colours in [-1, 1]: a list of ``colors`` rows of one value per channel, or a
+    ``.npy`` file (``vitgraph palette`` writes one); default: evenly spaced greys until
+    weights with a fitted palette are loaded."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
+        if self.palette is not None:
+            rows = self.colours()
+            for k, row in enumerate(rows):
+                if len(row) != image.channels:
+                    raise ShapeError(
+                        f"palette row {k} has {len(row)} values, but the image has "
+                        f"{image.channels} channels",
+                        field="palette",
+                        hint=f"give every colour {image.channels} values in [-1, 1]",
+                    )
+            shape = (len(rows), image.channels)
+            if shape[0] != self.colors:
+                raise ShapeError(
+                    f"the palette holds {shape[0]} colours, but colors is {self.colors}",
+                    field="palette",
+                    hint=f"give {self.colors} rows of {image.channels} values in [-1, 1]",
+                )
         return self, Ids(image.height * image.width, self.colors, (image.height, image.width))
+
+    def colours(self) -> list[list[float]]:
+        """The palette's rows (read from the ``.npy`` file when it names one)."""
+        if not isinstance(self.palette, str):
+            return self.palette or []
+        import numpy as np
+
+        try:
+            array = np.load(self.palette)
+        except (OSError, ValueError) as exc:
+            raise ShapeError(
+                f"cannot read the palette file {self.palette}: {exc}", field="palette"
+            ) from None
+        return [list(map(float, np.atleast_1d(row))) for row in np.atleast_2d(array)]
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
-        return Palette(self.colors, image.channels)
+        palette = Palette(self.colors, image.channels)
+        if self.palette is not None:
+            palette.palette.copy_(torch.tensor(self.colours()))
+        return palette
 
 
 class Palette(nn.Module):

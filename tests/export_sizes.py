@@ -57,6 +57,7 @@ REDUCTIONS: dict[str, Reduction] = {
         "depth_large": 1,
     },
     "cvt": {"image_size": 64, "depths": [1, 1, 1]},
+    "igpt": lambda args: {"depth": 1, "dim": args["heads"] * 8, "positions": 16, "palette": 17},
     "deepvit": _deepvit,
     "deit": {"depth": 1, "image_size": 32},
     "levit": {"image_size": 64, "depths": [1, 1, 1]},

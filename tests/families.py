@@ -822,6 +822,30 @@ LVVIT = Family(
     parity={"lvvit_tlt": ref.lvvit_parity},
 )
 
+IGPT = Family(
+    family="igpt",
+    variants=("igpt_s", "igpt_m", "igpt_l", "igpt_xl"),
+    reference="official code",
+    names={v: f"openai/image-gpt {v[-1].upper()}" for v in ("igpt_s", "igpt_m", "igpt_l")},
+    # the official model (no biases), a 1024-row position table as the paper counts every
+    # size: 12 d^2 L + 2 d L + 1024 d + 512 d (wte) + 512 d (head) + d (start) + d (ln_f);
+    # paper Table: L 1362M, XL 6801M (HF's biases: tests/blocks/test_sequence.py)
+    counts={
+        "igpt_s": 76_571_648,
+        "igpt_m": 455_157_760,
+        "igpt_l": 1_362_250_752,
+        "igpt_xl": 6_801_438_720,
+    },
+    paper_params={"igpt_l": (1362e6, 0.001), "igpt_xl": (6801e6, 0.001)},
+    small=Small({"depth": 2, "dim": 32, "heads": 4, "positions": 64, "palette": 17}),
+    parity={
+        "igpt_hf_causal_lm": ref.igpt_parity,
+        "igpt_hf_classification": partial(
+            ref.igpt_parity, "ImageGPTForImageClassification", num_labels=5
+        ),
+    },
+)
+
 FAMILIES: dict[str, Family] = {
     row.family: row
     for row in (
@@ -846,6 +870,7 @@ FAMILIES: dict[str, Family] = {
         T2T,
         VT,
         LVVIT,
+        IGPT,
     )
 }
 

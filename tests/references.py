@@ -289,6 +289,32 @@ def pvt_parity() -> Parity:
     return Parity(ours, Logits(reference), torch.randn(2, 3, 64, 64))
 
 
+class ShiftedImageGPT(nn.Module):
+    """HF ImageGPT called as vitgraph's generative convention: ids in, per-position
+    logits out, position i predicting id i. HF's examples feed ``[start id, x_0 ..
+    x_{N-2}]`` (the start id is the last of its vocabulary); ours shifts inside."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        start = torch.full_like(ids[:, :1], self.model.config.vocab_size - 1)
+        return self.model(input_ids=torch.cat([start, ids[:, :-1]], dim=1)).logits
+
+
+IGPT_TINY = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 17}
+
+
+def igpt_parity(model: str = "ImageGPTForCausalImageModeling", **options) -> Parity:
+    """A tiny HF ImageGPT (palette of 16 + the start id), dropout off, re-drawn weights."""
+    config = {**IGPT_TINY, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0, **options}
+    reference = redraw_(hf_model(model, "ImageGPTConfig", **config).eval())
+    ours = vitgraph.from_hf(reference)
+    x = torch.randint(0, 16, (2, 64), generator=torch.Generator().manual_seed(0))
+    return Parity(ours, ShiftedImageGPT(reference), x, same_key_count=False)
+
+
 def pvt_full() -> Parity:
     from vitgraph.interop.hf_pvt import from_transformers_pvt
 

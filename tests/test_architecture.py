@@ -75,6 +75,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "vitgraph.export",
             "vitgraph.pictures",
             "vitgraph.render",
+            "vitgraph.sampling",
             "vitgraph.schema",
             "vitgraph.interop",
             "vitgraph.interop.*",

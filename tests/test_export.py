@@ -65,7 +65,7 @@ def test_variant_traces_exports_and_runs_the_same_in_torch_export_and_onnxruntim
     start = time.perf_counter()
     graph = vitgraph.load(variant, overrides=reduced(family, variant))
     model = graph.build().eval()
-    x = example_input(graph.input_shape, batch=3, seed=1)
+    x = example_input(graph.input_type, batch=3, seed=1)
     with torch.no_grad():
         expected = model(x)
     assert expected.shape == (3, *graph.output_shape)

@@ -110,7 +110,7 @@ def test_variant_runs_forward_and_backward_at_a_small_size(family, variant):
     small = FAMILIES[family].small
     graph = vitgraph.load(variant, overrides=small.overrides_for(variant))
     model = graph.build().train()
-    out = model(torch.randn(2, *graph.input_shape))
+    out = model(graph.example_input(2))
     outputs = tuple(out) if isinstance(out, tuple) else (out,)
     expected = small.outputs(variant) if callable(small.outputs) else small.outputs
     assert [tuple(o.shape) for o in outputs] == list(expected or [(2, *graph.output_shape)])
@@ -121,7 +121,7 @@ def test_variant_runs_forward_and_backward_at_a_small_size(family, variant):
     for name in small.moving:
         assert grads[name].abs().sum() > 0, name
     with torch.no_grad():
-        assert model.eval()(torch.randn(2, *graph.input_shape)).shape == (2, *graph.output_shape)
+        assert model.eval()(graph.example_input(2)).shape == (2, *graph.output_shape)
 
 
 # -- the same logits as the reference -----------------------------------------------------

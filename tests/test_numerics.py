@@ -40,7 +40,7 @@ def _outputs(out) -> tuple[torch.Tensor, ...]:
 def test_bf16_autocast_forward_and_backward_are_finite(family, variant):
     graph = vitgraph.load(variant, overrides=reduced(family, variant))
     model = graph.build().train()  # train mode: distilled models return both heads
-    x = torch.randn(2, *graph.input_shape)
+    x = graph.example_input(2)
     with torch.autocast("cpu", dtype=torch.bfloat16):
         outputs = _outputs(model(x))
     assert outputs[0].shape == (2, *graph.output_shape)  # LV-ViT adds token logits

@@ -242,7 +242,8 @@ def run_onnx(path: str | os.PathLike[str], x: torch.Tensor) -> list[torch.Tensor
     options = ort.SessionOptions()
     options.intra_op_num_threads = torch.get_num_threads()
     session = ort.InferenceSession(str(path), options, providers=["CPUExecutionProvider"])
-    feed = {session.get_inputs()[0].name: x.detach().cpu().float().numpy()}
+    x = x.detach().cpu()
+    feed = {session.get_inputs()[0].name: (x if not x.is_floating_point() else x.float()).numpy()}
     return [torch.from_numpy(out) for out in session.run(None, feed)]
 
 

@@ -1,4 +1,5 @@
-"""The ``graph``, ``schema``, ``diff`` and ``sample`` subcommands (argument parsing lives in cli.py)."""
+"""The ``graph``, ``schema``, ``diff`` and ``sample`` subcommands (argument parsing
+lives in cli.py)."""
 
 from __future__ import annotations
 
