@@ -58,7 +58,9 @@ class ConvEmbed(Block):
         return self.model_copy(update={"padding": padding}), Tokens(self.dim, out)
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        channels = inputs[0].channels if isinstance(inputs[0], Image) else inputs[0].dim
+        x = inputs[0]
+        assert isinstance(x, Image | Tokens)
+        channels = x.channels if isinstance(x, Image) else x.dim
         grid = None if isinstance(inputs[0], Image) else _map_size(inputs[0], self.kind)
         assert self.padding is not None
         return ConvTokenEmbed(

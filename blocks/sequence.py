@@ -82,6 +82,8 @@ class PaletteQuantize(Block):
 
 
 class Palette(nn.Module):
+    palette: torch.Tensor
+
     def __init__(self, colors: int, channels: int) -> None:
         super().__init__()
         # evenly spaced greys until a fitted palette is loaded (iGPT pixels are in [-1, 1])

@@ -94,7 +94,7 @@ def example_input(
     """A seeded input of ``(batch, *shape)`` on the model's device and dtype: N(0, 1)
     values for a shape or a float type, ids of the vocabulary (int64) for ``Ids``."""
     param = next(iter(like.parameters()), None) if like is not None else None
-    where = {"device": param.device, "dtype": param.dtype} if param is not None else {}
+    where: dict[str, Any] = {} if param is None else {"device": param.device, "dtype": param.dtype}
     generator = torch.Generator().manual_seed(seed)
     if isinstance(shape, tuple):
         return torch.randn(batch, *shape, generator=generator).to(**where)

@@ -39,9 +39,9 @@ def generative_shape(graph: Graph) -> tuple[int, int]:
 
 
 @contextlib.contextmanager
-def decoding(model: nn.Module) -> Iterator[list[nn.Module]]:
+def decoding(model: nn.Module) -> Iterator[list[Incremental]]:
     """Every ``Incremental`` module of ``model`` continues sequences inside the block."""
-    parts = [m for m in model.modules() if isinstance(m, Incremental)]
+    parts: list[Incremental] = [m for m in model.modules() if isinstance(m, Incremental)]
     for part in parts:
         part.decoding(True)
     try:
@@ -126,7 +126,7 @@ def check_cache(model: nn.Module, steps: int = 4, seed: int = 0) -> None:
     """SamplingError unless decoding with the cache gives the logits of the whole
     sequence (a model with a position-mixing module that keeps no state, or one that
     is not causal, would sample wrongly with it)."""
-    graph = model.vitgraph_graph  # type: ignore[attr-defined]
+    graph: Any = getattr(model, "vitgraph_graph", None)
     length, vocab = generative_shape(graph)
     steps = min(steps, length)
     draw = torch.Generator().manual_seed(seed)

@@ -57,7 +57,7 @@ def up_to(model: fx.GraphModule, node_id: str) -> fx.GraphModule:
 
 @torch.no_grad()
 def pooled_features(
-    model: nn.Module, graph: Any, layer: str, inputs: torch.Tensor, batch: int = 256
+    model: Any, graph: Any, layer: str, inputs: torch.Tensor, batch: int = 256
 ) -> torch.Tensor:
     """The mean over positions of ``layer``'s output tokens, for every input ``(N, D)``."""
     try:
@@ -66,7 +66,7 @@ def pooled_features(
     except KeyError:
         known = ", ".join(sorted(graph.groups))
         raise ValueError(f"no layer '{layer}' in {graph.name} (repeats: {known})") from None
-    part = up_to(model, node)  # type: ignore[arg-type]
+    part = up_to(model, node)
     was_training = model.training
     model.eval()
     try:
@@ -86,7 +86,7 @@ def linear_probe(
 ) -> ProbeResult:
     """Fit a linear classifier on ``layer``'s pooled features of ``data.train`` and score
     it on ``data.val`` (accuracy)."""
-    graph = model.vitgraph_graph  # type: ignore[attr-defined]
+    graph = model.vitgraph_graph
     layer = layer or middle_layer(graph)
     device = next(model.parameters()).device
     train = pooled_features(model, graph, layer, data.train.images.to(device))
