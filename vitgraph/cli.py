@@ -142,6 +142,14 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="recompute the prefix at every position"
     )
     sampling.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    palette = sub.add_parser("palette", help="fit a colour palette by k-means (.npy)")
+    palette.add_argument("source", help="photos (scikit-image's) or a folder of images")
+    palette.add_argument("--colors", type=int, default=512, help="palette size (default 512)")
+    palette.add_argument("--out", required=True, help="the .npy file to write (colours, 3)")
+    palette.add_argument("--seed", type=int, default=0, help="seed of k-means")
+    palette.add_argument(
+        "--max-pixels", type=int, default=200_000, help="pixels sampled for k-means"
+    )
     compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
     compare.add_argument("a", help="a spec file, shipped spec or variant name")
     compare.add_argument("b", help="a spec file, shipped spec or variant name")
@@ -177,7 +185,7 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
-        if args.command in ("graph", "schema", "diff", "sample"):
+        if args.command in ("graph", "schema", "diff", "sample", "palette"):
             from vitgraph import tools
 
             return getattr(tools, f"cmd_{args.command}")(args)

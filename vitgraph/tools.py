@@ -1,5 +1,5 @@
-"""The ``graph``, ``schema``, ``diff`` and ``sample`` subcommands (argument parsing
-lives in cli.py)."""
+"""The ``graph``, ``schema``, ``diff``, ``sample`` and ``palette`` subcommands (argument
+parsing lives in cli.py)."""
 
 from __future__ import annotations
 
@@ -101,6 +101,8 @@ def cmd_sample(args: argparse.Namespace) -> int:
 
         data = load_data(args.complete, graph.input_shape, vocab=vocab, seed=args.seed)
         originals = data.val.images[: args.n].to(args.device)
+        if data.palette is not None and not args.palette:
+            palette = data.palette
         prefix = originals[:, : (grid[0] // 2) * grid[1]]  # the upper half, raster order
     start = time.perf_counter()
     ids = sample(
@@ -132,4 +134,39 @@ def cmd_sample(args: argparse.Namespace) -> int:
     else:
         what = "completions" if originals is not None else "samples"
         print(f"{graph.name}: {len(ids)} {what} in {elapsed:.1f} s written to {args.out}")
+    return 0
+
+
+def cmd_palette(args: argparse.Namespace) -> int:
+    """``vitgraph palette``: fit a colour palette by k-means (iGPT §3.1) and save it."""
+    from pathlib import Path
+
+    import numpy as np
+    import torch
+
+    from vitgraph.train.palette import fit_palette
+
+    if args.source == "photos":
+        from vitgraph.train.data.photos import photo_tiles
+
+        pixels = photo_tiles(32)[0].reshape(-1, 3)
+    else:
+        from PIL import Image
+
+        files = [
+            f
+            for f in sorted(Path(args.source).rglob("*"))
+            if f.suffix.lower() in {".png", ".jpg", ".jpeg", ".bmp", ".webp"}
+        ]
+        if not files:
+            print(f"error: no images under {args.source}", file=sys.stderr)
+            return 1
+        arrays = [np.asarray(Image.open(f).convert("RGB"), dtype=np.float32) for f in files]
+        pixels = torch.cat([torch.from_numpy(a.reshape(-1, 3)) for a in arrays]) / 127.5 - 1
+    generator = torch.Generator().manual_seed(args.seed)
+    if len(pixels) > args.max_pixels:  # k-means on a seeded sample of the pixels
+        pixels = pixels[torch.randperm(len(pixels), generator=generator)[: args.max_pixels]]
+    palette = fit_palette(pixels, args.colors, seed=args.seed)
+    np.save(args.out, palette.numpy())
+    print(f"palette of {args.colors} colours from {len(pixels):,} pixels written to {args.out}")
     return 0

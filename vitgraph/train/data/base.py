@@ -59,6 +59,9 @@ class Dataset:
     val: Split
     classes: list[str]
     source: str
+    #: the colours of the ids ``(vocab, C)`` in [-1, 1], for id sequences quantised by
+    #: a fitted palette (None: images, or ids that are grey levels)
+    palette: torch.Tensor | None = None
 
 
 @dataclass(frozen=True)
