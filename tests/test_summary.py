@@ -74,7 +74,7 @@ def _whole_model_macs(variant: str) -> int:
     model = graph.build(device="meta").eval()
     counter = FlopCounterMode(display=False)
     with counter:
-        model(torch.empty(1, *graph.input_shape, device="meta"))
+        model(graph.example_input(1, device="meta"))
     return counter.get_total_flops() // 2
 
 

@@ -50,7 +50,7 @@ def test_small_variant_round_trips_to_equal_outputs_for_the_same_weights(variant
     original, rebuilt = graph.build().eval(), again.build().eval()
     assert _shapes(rebuilt) == _shapes(original)
     rebuilt.load_state_dict(original.state_dict(), strict=True)
-    x = torch.randn(1, *graph.input_shape)
+    x = graph.example_input(1)
     with torch.no_grad():
         assert torch.equal(rebuilt(x), original(x))
 
