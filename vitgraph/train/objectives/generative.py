@@ -13,7 +13,6 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitgraph.ir import Validated
-from vitgraph.train.config import TrainConfig
 from vitgraph.train.objectives import objective
 from vitgraph.train.objectives.base import Objective
 
@@ -38,15 +37,8 @@ class NextToken(Objective):
 
     classifies = False
 
-    def __init__(
-        self,
-        graph: Validated,
-        model: nn.Module,
-        config: TrainConfig,
-        classes: int,
-        teacher: nn.Module | None = None,
-    ) -> None:
-        super().__init__(graph, model, config, classes, teacher)
+    def __init__(self, graph: Validated, model: nn.Module, *rest: Any) -> None:
+        super().__init__(graph, model, *rest)
         _needs_logits_per_position(graph, self.name)
 
     def nats(self, model: nn.Module, ids: torch.Tensor, generator: Any = None) -> torch.Tensor:
@@ -83,15 +75,8 @@ class MaskedTokens(NextToken):
     input embeddings (no mask id), the loss on the masked positions only. The model must
     see every position (``bert: true`` in specs/igpt.yaml: no shift, no causal mask)."""
 
-    def __init__(
-        self,
-        graph: Validated,
-        model: nn.Module,
-        config: TrainConfig,
-        classes: int,
-        teacher: nn.Module | None = None,
-    ) -> None:
-        super().__init__(graph, model, config, classes, teacher)
+    def __init__(self, graph: Validated, model: nn.Module, *rest: Any) -> None:
+        super().__init__(graph, model, *rest)
         # the input embedding: the first tokenizer of the graph (iGPT's wte)
         first = next(n for n in graph.nodes if type(n.params).role == "tokenizer")
         self.embed = dict(model.named_modules())[first.id]
