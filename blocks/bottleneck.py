@@ -12,14 +12,14 @@ average pool at the end is the shared ``global_avg_pool`` (pooling.py).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, Fold
 from vitgraph.blocks.squeeze_excite import SqueezeExcite, se_width
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -41,6 +41,15 @@ class ConvNormAct(nn.Sequential):
         self.add_module("bn", nn.BatchNorm2d(out))
         if act is not None:
             self.add_module("act", activation(act))
+
+
+def conv_norm_folds(module: nn.Module) -> list[Fold]:
+    """Each ``ConvNormAct``'s BatchNorm folds into its conv."""
+    return [
+        Fold(f"{path}.bn", f"{path}.conv")
+        for path, sub in module.named_modules()
+        if isinstance(sub, ConvNormAct) and "bn" in sub._modules
+    ]
 
 
 @register
@@ -82,6 +91,9 @@ class BotStem(Block):
         if self.pool:
             stem.add_module("pool", nn.MaxPool2d(3, 2, 1))
         return stem
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return conv_norm_folds(module)
 
 
 @register
@@ -140,6 +152,16 @@ class BotBottleneck(Block):
             self.qkv_bias,
             se_width(self.out, self.se) if self.se else 0,
         )
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """Each conv's BatchNorm into the conv; the BatchNorm after the attention into the
+        value rows of its qkv projection: softmax weights sum to 1 and the 2×2 average
+        pool averages, so a per-channel ``a·x + b`` of the output is the same map of v."""
+        folds = conv_norm_folds(module)
+        if isinstance(getattr(module, "post_attn", None), nn.BatchNorm2d):
+            width = module.self_attn.qkv.out_channels // 3
+            folds.append(Fold("post_attn", "self_attn.qkv", rows=(2 * width, 3 * width)))
+        return folds
 
     def resample(
         self,

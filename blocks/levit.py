@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import fx, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
+from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier, Fold
 from vitgraph.blocks.heads import DistilledPassThrough
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -61,6 +61,25 @@ class ConvBN(nn.Module):
         return self.bn(self.linear(x))
 
 
+def wrapped_folds(module: nn.Module) -> list[Fold]:
+    """Each ``LinearBN`` / ``ConvBN`` of ``module`` becomes its map with the BatchNorm
+    folded in (§4.2: the BatchNorms "can be fused with the preceding linear layer at
+    inference"); a ``NormLinear`` head's BatchNorm folds into its Linear."""
+    folds = []
+    for path, sub in module.named_modules():
+        inner = f"{path}." if path else ""
+        if isinstance(sub, LinearBN | ConvBN) and isinstance(
+            sub.bn, nn.BatchNorm1d | nn.BatchNorm2d
+        ):
+            folds.append(Fold(f"{inner}bn", f"{inner}linear", replace=path))
+        elif isinstance(sub, NormLinear) and isinstance(sub.bn, nn.BatchNorm1d):
+            plain = type(sub) is NormLinear  # the distillation head keeps its two inputs
+            folds.append(
+                Fold(f"{inner}bn", f"{inner}linear", before=True, replace=path if plain else None)
+            )
+    return folds
+
+
 # ---------------------------------------------------------------------------- stem
 
 
@@ -95,6 +114,9 @@ class LevitStem(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
         return Stem(image.channels, self.dim, self.convs, self.act)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
 
 
 class Stem(nn.Module):
@@ -134,6 +156,7 @@ class _BiasedAttention(Block):
     role = "attention"
     weight_init = "keep"  # timm LeViT: Linear default, attention_biases 0
     no_weight_decay = frozenset({"attention_biases"})  # as timm's LeViT
+    precompute = True  # the biases gathered by offset depend on the table alone
     heads: PosInt
     """Number of heads."""
     key_dim: PosInt
@@ -166,6 +189,9 @@ class _BiasedAttention(Block):
     @property
     def value_dim(self) -> int:
         return int(self.attn_ratio * self.key_dim)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
 
     def resample(
         self,
@@ -363,6 +389,9 @@ class LevitMlpBlock(Block):
         dim = expect_tokens(inputs[0], self.kind).dim
         return LevitMlp(dim, int(dim * self.ratio), self.act, self.drop)
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
+
 
 class LevitMlp(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str, drop: float) -> None:
@@ -411,6 +440,9 @@ class BnLinearHead(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         return NormLinear(expect_vector(inputs[0], self.kind).dim, self.classes, self.drop)
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
+
 
 def reset_bn_distillation(
     block: Block, inputs: Sequence[TensorType], classes: int, old: nn.Module
@@ -453,6 +485,9 @@ class BnDistillHead(Block):
         logits = expect_vector(inputs[0], self.kind)
         pooled = expect_vector(inputs[1], self.kind)
         return DistilledNormLinear(pooled.dim, logits.dim, self.drop)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
 
 
 class DistilledNormLinear(NormLinear):

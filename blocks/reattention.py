@@ -6,11 +6,12 @@ maps in deep layers. The softmax is explicit: the map is edited, so SDPA cannot 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vitgraph.block import Fold, batchnorm_pairs
 from vitgraph.blocks._attention_common import AttentionParams, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
@@ -39,6 +40,10 @@ class ReAttentionBlock(AttentionParams):
             self.proj_drop,
             self.transform_scale,
         )
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """Norm(Θ A) of Eq. 3: the BatchNorm over heads folds into the 1×1 head mixing Θ."""
+        return batchnorm_pairs(module, ("var_norm", "reatten_matrix"))
 
 
 class ReAttention(nn.Module):

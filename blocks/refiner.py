@@ -19,13 +19,13 @@ Both edit the map, so their softmax is explicit: SDPA cannot be used.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, Fold, batchnorm_pairs
 from vitgraph.blocks._attention_common import (
     AttentionParams,
     merge_heads,
@@ -199,6 +199,12 @@ class RefinedAttentionBlock(AttentionParams):
         if len(inputs) == 2:
             return MapAttention(*args)
         return RefinedAttention(*args, self.attn_drop)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """The refiner's BatchNorms after its convs fold into them (``adapt_bn`` reads a
+        residual sum, so it stays)."""
+        pairs = [("bn1", "conv_exp"), ("bn2", "depth_sep_conv"), ("bn3", "conv_pro")]
+        return batchnorm_pairs(module, *((f"refiner.{n}", f"refiner.{c}") for n, c in pairs))
 
 
 class MapRefiner(nn.Module):

@@ -65,6 +65,7 @@ LAYERS: list[tuple[str, list[str]]] = [
             "vitgraph.summary",
         ],
     ),
+    ("inference passes", ["vitgraph.passes", "vitgraph.passes.*"]),
     ("Graph", ["vitgraph.graph"]),
     ("the orchestrator", ["vitgraph.pipeline"]),
     (
