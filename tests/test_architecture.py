@@ -71,6 +71,8 @@ LAYERS: list[tuple[str, list[str]]] = [
     (
         "features",
         [
+            "vitgraph.bench",
+            "vitgraph.bench_run",
             "vitgraph.block_catalog",
             "vitgraph.diff",
             "vitgraph.export",

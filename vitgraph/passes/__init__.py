@@ -50,7 +50,11 @@ PASSES: tuple[Pass, ...] = (
     precompute_constants,
 )
 
-__all__ = ["FORMATS", "PASSES", "optimize"]
+__all__ = ["FORMATS", "PASSES", "CompileError", "compile_model", "optimize"]
+
+
+class CompileError(RuntimeError):
+    """torch.compile cannot run here (one line: what to install or pass instead)."""
 
 
 def optimize(
@@ -80,3 +84,23 @@ def optimize(
     done["seconds"] = round(time.perf_counter() - start, 3)
     out.__dict__["vitgraph_optimized"] = done
     return out
+
+
+def compile_model(model: Any, **options: Any) -> Any:
+    """``torch.compile(model, **options)`` after checking that its default backend can
+    run: on the CPU, inductor writes C++ and needs a compiler (``$CXX``, g++, c++ or
+    clang++); a missing one is a ``CompileError`` saying what to install, instead of
+    inductor's traceback at the first call."""
+    import os
+    import shutil
+
+    backend = options.get("backend", "inductor")
+    on_gpu = any(p.is_cuda for p in model.parameters())
+    if backend == "inductor" and not on_gpu:
+        candidates = [os.environ.get("CXX", ""), "g++", "c++", "clang++"]
+        if not any(c and shutil.which(c) for c in candidates):
+            raise CompileError(
+                "torch.compile on the CPU needs a C++ compiler for its inductor backend "
+                "(Debian/Ubuntu: apt-get install g++), or pass backend='eager'"
+            )
+    return torch.compile(model, **options)

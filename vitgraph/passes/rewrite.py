@@ -17,8 +17,9 @@ from torch import fx, nn
 
 from vitgraph.passes.folding import fuse_linears
 
-#: op names that must never be computed once: random draws and in-place writes
-_NOT_CONSTANT = ("rand", "bernoulli", "dropout", "normal", "uniform", "manual_seed")
+#: op names that must never be computed once: random draws (in-place writes, ending in
+#: ``_``, are excluded apart; dropout in an eval trace is the identity it computes)
+_NOT_CONSTANT = ("rand", "bernoulli", "normal", "uniform", "manual_seed")
 
 
 def traced(module: nn.Module) -> fx.GraphModule:
