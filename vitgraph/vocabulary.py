@@ -59,16 +59,18 @@ Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
-def activation(name: str) -> nn.Module:
-    """The activation module named ``name`` (one of ``Activation``)."""
+def activation(name: str, inplace: bool = False) -> nn.Module:
+    """The activation module named ``name`` (one of ``Activation``). ``inplace``: it
+    overwrites its input where it can (ReLU, SiLU, Hardswish), so training keeps one
+    tensor fewer; only for an input nothing else reads (a BatchNorm's or a sum's output)."""
     from torch import nn
 
     makers: dict[str, Any] = {
         "gelu": lambda: nn.GELU(),
         "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "relu": lambda: nn.ReLU(),
-        "silu": lambda: nn.SiLU(),
-        "hardswish": lambda: nn.Hardswish(),
+        "relu": lambda: nn.ReLU(inplace=inplace),
+        "silu": lambda: nn.SiLU(inplace=inplace),
+        "hardswish": lambda: nn.Hardswish(inplace=inplace),
         "tanh": lambda: nn.Tanh(),
     }
     return makers[name]()
