@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import fx, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier, Fold
+from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier, Fold, ScaleFold
 from vitgraph.blocks.heads import DistilledPassThrough
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -193,6 +193,17 @@ class _BiasedAttention(Block):
     def batchnorm_folds(self, module: Any) -> list[Fold]:
         return wrapped_folds(module)
 
+    def constant_scales(self, module: Any) -> list[ScaleFold]:
+        """1/sqrt(key_dim) into the query rows, once their BatchNorm is folded (a scale
+        before a BatchNorm would be normalised away)."""
+        if module.subsample and isinstance(module.q.ln, nn.Linear):
+            return [ScaleFold("scale", "q.ln", ((0, module.q.ln.out_features),))]
+        if not module.subsample and isinstance(module.qkv, nn.Linear):
+            per = module.qkv.out_features // module.heads  # q, k, v of each head in turn
+            rows = tuple((h * per, h * per + module.key_dim) for h in range(module.heads))
+            return [ScaleFold("scale", "qkv", rows)]
+        return []
+
     def resample(
         self,
         inputs: Sequence[TensorType],
@@ -360,7 +371,10 @@ class BiasedAttention(nn.Module):
             q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         # explicit softmax: with a float mask, SDPA's CPU path spends more checking the
         # mask than these small heads (D = 16 or 32) spend multiplying
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.biases()  # (B, H, N_q, N_k)
+        attn = q @ k.transpose(-2, -1)  # (B, H, N_q, N_k)
+        if self.scale != 1.0:  # 1 once vitgraph.optimize folded it into the query rows
+            attn = attn.mul_(self.scale)
+        attn = attn.add_(self.biases())  # in place: no second N_q x N_k map per head
         x = attn.softmax(dim=-1) @ v  # (B, H, N_q, value_dim)
         return self.proj(x.transpose(1, 2).flatten(2))
 

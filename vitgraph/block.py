@@ -8,9 +8,9 @@ own ``no_weight_decay``, output format and checkpoint filter): its ``role``, its
 how its tables are resampled for another input size, which of its fields act only in
 training, which training objective its output needs, and what its module folds into at
 inference (``vitgraph.optimize``: BatchNorms into the affine map beside them, a per-channel
-scale into the projection before it, projections that read one tensor into one matmul,
-tensors that depend only on weights and the input size computed once). Core dispatches on
-these hooks and never names a kind.
+scale into the projection before it, an attention scale into the query rows, projections
+that read one tensor into one matmul, tensors that depend only on weights and the input
+size computed once). Core dispatches on these hooks and never names a kind.
 """
 
 from __future__ import annotations
@@ -109,6 +109,20 @@ class Fold:
     #: a wrapper computing exactly the map and the norm (``LinearBN``), replaced by the
     #: folded map so inference skips the wrapper's reshapes
     replace: str | None = None
+
+
+@dataclass(frozen=True)
+class ScaleFold:
+    """A constant factor a kind's forward multiplies some output rows of one of its maps
+    by (the queries' 1/sqrt(d) of attention, Vaswani et al. §3.2.1): at inference those
+    rows absorb it and the attribute holding it becomes 1.0, which the forward skips."""
+
+    #: dotted path of the float attribute holding the factor (``scale``)
+    attribute: str
+    #: the ``nn.Linear`` / ``nn.Conv`` whose output rows the factor multiplies
+    into: str
+    #: those rows, as ``[start, stop)`` ranges (LeViT's queries: a slice of each head)
+    rows: tuple[tuple[int, int], ...]
 
 
 def batchnorm_pairs(module: Any, *pairs: tuple[str, str]) -> list[Fold]:
@@ -221,6 +235,11 @@ class Block(BaseModel):
 
     def batchnorm_folds(self, module: Any) -> Sequence[Fold]:
         """The BatchNorms of the module that fold into an affine map beside them."""
+        return ()
+
+    def constant_scales(self, module: Any) -> Sequence[ScaleFold]:
+        """Constant factors the module's forward applies to some output rows of its maps
+        (an attention scale on the queries), which fold into those rows."""
         return ()
 
     def channel_scale(self, module: Any) -> torch.Tensor | None:

@@ -10,10 +10,11 @@ it runs, with every block's declaration of what its module folds into (the hooks
    CvT, CeiT, VT's ResNet, the conv stems).
 3. ``fold_channel_scales``: LayerScale and residual divisors fold into the projection
    before them.
-4. ``fuse_projections``: separate Linears that read one tensor (k and v) run as one.
-5. ``precompute_constants``: tables gathered from weights at the fixed input size (LeViT's
+4. ``fold_constant_scales``: an attention's 1/sqrt(d) folds into the query rows.
+5. ``fuse_projections``: separate Linears that read one tensor (k and v) run as one.
+6. ``precompute_constants``: tables gathered from weights at the fixed input size (LeViT's
    and Swin's relative biases, Swin's masks) are computed once.
-6. the memory format (``vitgraph.passes.memory_format``): channels-last where it is faster
+7. the memory format (``vitgraph.passes.memory_format``): channels-last where it is faster
    for a conv-heavy graph.
 
 The result is for inference only: ``train()`` on it raises (its BatchNorms are gone).
@@ -34,6 +35,7 @@ from vitgraph.passes.inference_passes import (
     finish,
     fold_batchnorm,
     fold_channel_scales,
+    fold_constant_scales,
     fuse_projections,
     precompute_constants,
 )
@@ -46,6 +48,7 @@ PASSES: tuple[Pass, ...] = (
     drop_eval_identities,
     fold_batchnorm,
     fold_channel_scales,
+    fold_constant_scales,
     fuse_projections,
     precompute_constants,
 )

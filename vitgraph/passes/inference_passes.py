@@ -4,8 +4,9 @@ rewrites it in place and returns how many rewrites it made.
 Each pass is a policy and a mechanism, as torch.fx's ``split_module(m, root, callback)``:
 the policy is what a node's kind declares about its module (``vitgraph.block.Block``'s
 hooks: ``training_only``, ``eval_identities``, ``batchnorm_folds``, ``channel_scale`` and
-``output_affine``, ``fused_projections``, ``precompute``), the mechanism is generic
-(``vitgraph.passes.folding``'s arithmetic, ``vitgraph.passes.rewrite``'s fx rewrites).
+``output_affine``, ``constant_scales``, ``fused_projections``, ``precompute``), the
+mechanism is generic (``vitgraph.passes.folding``'s arithmetic, ``vitgraph.passes.rewrite``'s
+fx rewrites).
 A pass never names a kind. fx's stock ``fuse`` (``torch.fx.experimental.optimization``)
 is not used: it matches Conv→BatchNorm call sites only, while our BatchNorms sit inside
 block modules, behind reshapes, after attention, or before a Linear.
@@ -17,6 +18,7 @@ from collections.abc import Iterator
 from dataclasses import dataclass
 from typing import Any
 
+import torch
 from torch import fx, nn
 
 from vitgraph.block import Block
@@ -140,6 +142,28 @@ def fold_channel_scales(model: fx.GraphModule) -> int:
             continue
         _bypass(model, site.fx)
         changed += 1
+    return changed
+
+
+def fold_constant_scales(model: fx.GraphModule) -> int:
+    """Policy: the ``constant_scales`` a node's kind declares (the queries' 1/sqrt(d) in
+    attention that multiplies q or the logits explicitly). Mechanism: the factor
+    multiplies the declared output rows of the map and its attribute becomes 1.0, which
+    the kind's forward skips: one pass over the logits less per layer."""
+    changed = 0
+    for site in sites(model):
+        if site.module is None:
+            continue
+        for fold in site.block.constant_scales(site.module):
+            owner_path, _, name = fold.attribute.rpartition(".")
+            owner = get(site.module, owner_path)
+            factor = float(getattr(owner, name))
+            if factor == 1.0:
+                continue
+            for rows in fold.rows:
+                scale_outputs(get(site.module, fold.into), torch.tensor(factor), rows=rows)
+            setattr(owner, name, 1.0)
+            changed += 1
     return changed
 
 
