@@ -125,7 +125,7 @@ class Stem(nn.Module):
         widths = [channels] + [dim // 2 ** (convs - 1 - i) for i in range(convs)]
         for i in range(convs):
             if i:
-                self.add_module(f"act{i}", activation(act))
+                self.add_module(f"act{i}", activation(act, inplace=True))  # on a BatchNorm output
             self.add_module(f"conv{i + 1}", ConvBN(widths[i], widths[i + 1], 3, 2, 1))
         self.convs = convs
 
@@ -331,7 +331,7 @@ class BiasedAttention(nn.Module):
         else:
             self.qkv = LinearBN(dim, heads * per_head)
         self.proj = nn.Sequential()
-        self.proj.add_module("act", activation(act))
+        self.proj.add_module("act", activation(act, inplace=True))  # on a fresh copy
         # zero-init BN on the residual branch's output (official code); not when shrinking
         self.proj.add_module("ln", LinearBN(heads * value_dim, out, 1.0 if stride > 1 else 0.0))
         self.attention_biases = nn.Parameter(torch.zeros(heads, table[0] * table[1]))
@@ -411,7 +411,7 @@ class LevitMlp(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str, drop: float) -> None:
         super().__init__()
         self.ln1 = LinearBN(dim, hidden)
-        self.act = activation(act)
+        self.act = activation(act, inplace=True)  # on the BatchNorm output
         self.drop = nn.Dropout(drop) if drop else nn.Identity()
         self.ln2 = LinearBN(hidden, dim, bn_weight_init=0.0)
 
