@@ -18,6 +18,7 @@ from vitgraph.passes import (
     drop_eval_identities,
     fold_batchnorm,
     fold_channel_scales,
+    fold_constant_scales,
     fuse_projections,
     precompute_constants,
 )
@@ -142,6 +143,23 @@ def test_a_scale_whose_projection_output_is_read_elsewhere_stays():
     out, (count,) = apply(model, fold_channel_scales)
     assert count == 0 and "ls" in {str(n.target) for n in out.graph.nodes}
     assert_same(model, out, torch.randn(2, 3, 32, 32))
+
+
+def test_fold_constant_scales_moves_levit_attention_scale_into_the_query_rows():
+    model, x = built("levit", "levit_128s")
+    out, (_, count) = apply(model, fold_batchnorm, fold_constant_scales)
+    attentions = [m for m in out.modules() if hasattr(m, "attention_biases")]
+    assert count == len(attentions) == 5 and all(m.scale == 1.0 for m in attentions)
+    assert_same(model, out, x)
+    # a scale before a BatchNorm would be normalised away: nothing folds until they are
+    assert apply(model, fold_constant_scales)[1] == [0]
+
+
+def test_fold_constant_scales_folds_cait_talking_heads_scale_into_qkv():
+    model, x = built("cait", "cait_xxs24")
+    out, (count,) = apply(model, fold_constant_scales)
+    assert count == 1 and out.get_submodule("blocks.0.attn").scale == 1.0
+    assert_same(model, out, x)
 
 
 def test_fuse_projections_runs_class_attention_k_and_v_as_one_linear():
