@@ -54,26 +54,18 @@ DropPathRate = Annotated[float, Field(ge=0.0, lt=1.0), TRAINING_ONLY, STOCHASTIC
 """A stochastic-depth probability in [0, 1): acts in training only, and a spec's
 ``stochastic_depth:`` schedule sets it."""
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu", "hardswish", "tanh"]
 """An activation by name (``vitgraph.vocabulary.activation`` builds it)."""
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def activation(name: str, inplace: bool = False) -> nn.Module:
-    """The activation module named ``name`` (one of ``Activation``). ``inplace``: it
-    overwrites its input where it can (ReLU, SiLU, Hardswish), so training keeps one
-    tensor fewer; only for an input nothing else reads (a BatchNorm's or a sum's output)."""
-    from torch import nn
+    """The activation module named ``name`` (one of ``Activation``; built by
+    ``vitgraph.layers``, imported here on first use so the vocabulary needs no torch).
+    ``inplace``: see ``vitgraph.layers.activation_module``."""
+    from vitgraph.layers import activation_module
 
-    makers: dict[str, Any] = {
-        "gelu": lambda: nn.GELU(),
-        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "relu": lambda: nn.ReLU(inplace=inplace),
-        "silu": lambda: nn.SiLU(inplace=inplace),
-        "hardswish": lambda: nn.Hardswish(inplace=inplace),
-        "tanh": lambda: nn.Tanh(),
-    }
-    return makers[name]()
+    return activation_module(name, inplace)
 
 
 #: the weight-init schemes a block kind or a spec's ``init:`` may name (vitgraph.init)

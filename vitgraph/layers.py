@@ -1,0 +1,36 @@
+"""Small torch modules the block kinds share that torch does not have, by the name the
+vocabulary gives them (``vitgraph.vocabulary.Activation``)."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+
+import torch
+from torch import nn
+
+
+class QuickGELU(nn.Module):
+    """``x * sigmoid(1.702 x)``: the sigmoid approximation of GELU (Hendrycks & Gimpel
+    2016 §2) that OpenAI's GPT-2, iGPT and CLIP train with (timm's ``QuickGELU``)."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return x * torch.sigmoid(1.702 * x)
+
+
+# each maker takes ``inplace``; the ones torch cannot run in place ignore it
+_MAKERS: dict[str, Callable[[bool], nn.Module]] = {
+    "gelu": lambda inplace: nn.GELU(),
+    "gelu_tanh": lambda inplace: nn.GELU(approximate="tanh"),
+    "quick_gelu": lambda inplace: QuickGELU(),
+    "relu": lambda inplace: nn.ReLU(inplace=inplace),
+    "silu": lambda inplace: nn.SiLU(inplace=inplace),
+    "hardswish": lambda inplace: nn.Hardswish(inplace=inplace),
+    "tanh": lambda inplace: nn.Tanh(),
+}
+
+
+def activation_module(name: str, inplace: bool = False) -> nn.Module:
+    """A fresh activation module by its vocabulary name. ``inplace``: it overwrites its
+    input where it can (ReLU, SiLU, Hardswish), so training keeps one tensor fewer; only
+    for an input nothing else reads (a BatchNorm's or a sum's output)."""
+    return _MAKERS[name](inplace)
