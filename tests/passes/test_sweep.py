@@ -17,6 +17,7 @@ from tests.export_sizes import reduced, shipped
 from tests.helpers import redraw_
 from vitgraph.cli import main
 from vitgraph.export import export_program
+from vitgraph.passes.inference_passes import sites
 
 RELATIVE = 1e-5
 VARIANTS = [
@@ -38,6 +39,32 @@ def test_optimized_variant_computes_the_same_outputs(family, variant):
             got = out(x)
             allowed = RELATIVE * max(1.0, expected.abs().max().item())
             assert (got - expected).abs().max().item() <= allowed, memory_format
+
+
+@pytest.mark.parametrize(
+    ("family", "variant"),
+    [
+        ("cait", "cait_xxs24"),
+        ("deepvit", "deepvit_s"),
+        ("lvvit", "lv_vit_t"),
+        ("refiner", "refiner_vit_s"),
+    ],
+)
+def test_every_layer_scale_and_residual_divisor_folds_into_the_projection_before_it(
+    family, variant
+):
+    # the families whose layers scale a branch (CaiT §2.1's LayerScale, LV-ViT's and
+    # DeepViT's residual divisors): no scaling node is left at inference
+    graph = vitgraph.load(variant, overrides=reduced(family, variant))
+    model = redraw_(graph.build()).eval()
+
+    def scales(m):
+        return [s.node.id for s in sites(m) if s.block.channel_scale(s.module) is not None]
+
+    before = scales(model)
+    out = vitgraph.optimize(model, memory_format="contiguous")
+    assert before and scales(out) == []
+    assert out.vitgraph_optimized["fold_channel_scales"] == len(before)
 
 
 @pytest.mark.parametrize(
