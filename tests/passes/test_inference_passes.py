@@ -23,7 +23,7 @@ from vitgraph.passes import (
     precompute_constants,
 )
 from vitgraph.passes.inference_passes import finish
-from vitgraph.passes.memory_format import choose_memory_format, conv_share
+from vitgraph.passes.memory_format import PointwiseConv2d, choose_memory_format, map_convs
 from vitgraph.passes.rewrite import fold_constants, traced
 
 #: fp32 outputs of the optimized model within this much of the built one's (relative to
@@ -207,16 +207,36 @@ def test_channels_last_keeps_the_outputs_and_lays_out_the_conv_weights():
     model, x = built("vt", "vt_r18")
     out = copy.deepcopy(model)
     assert choose_memory_format(out, "channels_last") == "channels_last"
-    conv = next(m for m in out.modules() if isinstance(m, nn.Conv2d))
+    conv = next(m for m in out.modules() if type(m) is nn.Conv2d)
     assert conv.weight.is_contiguous(memory_format=torch.channels_last)
     assert_same(model, out, x)
 
 
-def test_auto_memory_format_keeps_a_token_model_as_built_without_timing_it():
+def test_channels_last_runs_every_1x1_conv_as_a_matmul_over_channels():
+    model, x = built("ceit", "ceit_t")
+    pointwise = [
+        m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
+    ]
+    out = copy.deepcopy(model)
+    choose_memory_format(out, "channels_last")
+    assert len(pointwise) == 24  # LeFF's two per layer
+    assert sum(isinstance(m, PointwiseConv2d) for m in out.modules()) == 24
+    assert_same(model, out, x)
+    with torch.no_grad():
+        y = torch.randn(2, 8, 5, 5)
+        conv = nn.Conv2d(8, 4, 1)
+        fast = PointwiseConv2d(8, 4, 1)
+        fast.load_state_dict(conv.state_dict())
+        torch.testing.assert_close(fast(y), conv(y))
+        assert fast(y).is_contiguous(memory_format=torch.channels_last)
+
+
+def test_auto_memory_format_keeps_a_model_whose_only_conv_cuts_patches_without_timing_it():
     model, _ = built("vit", "vit_ti_16")
-    assert conv_share(model) < 0.5
+    assert map_convs(model) == []
     assert choose_memory_format(model, "auto") == "contiguous"
-    assert conv_share(built("botnet", "botnet26t_256")[0]) > 0.95  # all but the head
+    # CeiT's stem and LeFF convs run over feature maps: auto times both formats
+    assert len(map_convs(built("ceit", "ceit_t")[0])) == 1 + 12 * 3
 
 
 def test_optimize_returns_an_inference_copy_and_leaves_the_model_as_it_was():

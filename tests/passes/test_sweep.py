@@ -16,7 +16,7 @@ import vitgraph
 from tests.export_sizes import reduced, shipped
 from tests.helpers import redraw_
 from vitgraph.cli import main
-from vitgraph.export import export_program
+from vitgraph.export import export_program, export_pt2
 from vitgraph.passes.inference_passes import sites
 
 RELATIVE = 1e-5
@@ -88,3 +88,14 @@ def test_vitgraph_export_optimize_writes_a_program_of_the_optimized_model(tmp_pa
     program = torch.export.load(path)
     names = {name for name, _ in program.named_buffers()} | set(program.state_dict)
     assert not any(name.endswith("running_mean") for name in names)  # the BatchNorms folded
+
+
+def test_a_channels_last_optimized_model_saves_and_loads_back_the_same(tmp_path, recwarn):
+    graph = vitgraph.load("ceit_t", overrides=reduced("ceit", "ceit_t"))
+    model = redraw_(graph.build()).eval()
+    out = vitgraph.optimize(model, memory_format="channels_last")
+    path = export_pt2(out, tmp_path / "ceit.pt2")
+    assert not [w for w in recwarn if "complete tensor" in str(w.message)]
+    x = torch.randn(3, *graph.input_shape)
+    with torch.no_grad():
+        torch.testing.assert_close(torch.export.load(path).module()(x), model(x), rtol=0, atol=1e-4)

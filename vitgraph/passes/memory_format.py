@@ -1,13 +1,16 @@
-"""Choosing the memory format of a conv-heavy model: NCHW or channels-last (NHWC).
+"""Choosing the memory format of a model with convolutions: NCHW or channels-last (NHWC).
 
-Policy: a graph spends most of its multiply-adds on feature maps (nodes whose output is an
-image, counted by the summary on the meta device) — a ResNet, BoTNet, a conv stem that
-dominates — is conv-heavy; a transformer over tokens is not and stays as built. Which
-format is faster depends on the kernels and the machine (channels-last helps oneDNN's
-convolutions, but costs copies where a map becomes tokens: on a 2-core Xeon it makes a
-ResNet-18 1.28× faster and BoTNet26t 0.92× as fast), so ``auto`` times both on the
-example input and keeps the faster. Mechanism: conv weights are laid out channels-last
-and the input is converted once at the start of the graph.
+Policy: a graph with a convolution over feature maps (a stem conv, a depthwise conv, a
+1×1 conv: any 2-D conv but a patchify one whose kernel equals its stride) may run faster
+channels-last; a transformer whose only conv cuts the image into patches stays as built.
+Which format is faster depends on the kernels and the machine (channels-last helps
+oneDNN's convolutions and max-pool — CeiT's stem max-pool is 10× faster channels-last on
+a 2-core Xeon —, but costs copies where a map becomes tokens: BoTNet26t was 0.92× as
+fast), so ``auto`` times both on the example input and keeps the faster. Mechanism: conv
+weights are laid out channels-last, the input is converted once at the start of the
+graph, and each 1×1 conv runs as a matmul over the channel axis (``PointwiseConv2d``:
+channels-last, that axis is contiguous, so no copy; PyTorch's own 1×1 conv takes its slow
+path below batch 16 on one thread and copies its input to NCHW).
 """
 
 from __future__ import annotations
@@ -17,20 +20,45 @@ import time
 from typing import Any
 
 import torch
+import torch.nn.functional as F
 from torch import fx, nn
 
+from vitgraph.passes.folding import put
+
 FORMATS = ("auto", "contiguous", "channels_last")
-#: share of the multiply-adds on feature maps above which a graph is conv-heavy
-CONV_HEAVY = 0.5
 
 
-def conv_share(model: fx.GraphModule) -> float:
-    """The share of the model's multiply-adds spent in nodes whose output is a feature map."""
-    summary = model.vitgraph_graph.summary()
-    if not summary.macs:
-        return 0.0
-    on_maps = sum(row.macs for row in summary.rows if len(row.output_shape) == 3)
-    return on_maps / summary.macs
+def map_convs(model: nn.Module) -> list[str]:
+    """The 2-D convs of the model that run over feature maps: all but the patchify ones
+    (a kernel larger than 1 and equal to the stride, no padding), which see each pixel
+    once and make tokens."""
+    return [
+        path
+        for path, m in model.named_modules()
+        if isinstance(m, nn.Conv2d)
+        and not (m.kernel_size == m.stride != (1, 1) and m.padding in ((0, 0), "valid"))
+    ]
+
+
+class PointwiseConv2d(nn.Conv2d):
+    """A 1×1, stride-1, ungrouped, unpadded conv computed as a matmul over the channel
+    axis: the same function and parameters (an ``nn.Conv2d`` still, for anything that
+    reads its attributes); its output is laid out channels-last."""
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        weight = self.weight.flatten(1)
+        return F.linear(x.movedim(1, -1), weight, self.bias).movedim(-1, 1)
+
+
+def _pointwise(conv: nn.Module) -> bool:
+    return (
+        type(conv) is nn.Conv2d
+        and conv.kernel_size == (1, 1)
+        and conv.stride == (1, 1)
+        and conv.padding in ((0, 0), "valid")
+        and conv.dilation == (1, 1)
+        and conv.groups == 1
+    )
 
 
 def _seconds(model: fx.GraphModule, x: torch.Tensor, runs: int) -> float:
@@ -46,10 +74,21 @@ def _seconds(model: fx.GraphModule, x: torch.Tensor, runs: int) -> float:
 
 @torch.no_grad()
 def to_channels_last(model: fx.GraphModule) -> None:
-    """Lay out the 2-D convolutions' weights channels-last and convert the input once,
-    first thing (a map keeps the layout through the convs that follow)."""
-    for module in model.modules():
-        if isinstance(module, nn.Conv2d):
+    """Lay out the 2-D convolutions' weights channels-last, run the 1×1 ones as matmuls
+    over channels and convert the input once, first thing (a map keeps the layout
+    through the convs that follow)."""
+    for path, module in list(model.named_modules()):
+        if _pointwise(module):
+            pointwise = PointwiseConv2d(
+                module.in_channels,
+                module.out_channels,
+                1,
+                bias=module.bias is not None,
+                device="meta",
+            )
+            pointwise.weight, pointwise.bias = module.weight, module.bias
+            put(model, path, pointwise)
+        elif isinstance(module, nn.Conv2d):
             module.weight.data = module.weight.contiguous(memory_format=torch.channels_last)
     placeholder = next(n for n in model.graph.nodes if n.op == "placeholder")
     with model.graph.inserting_after(placeholder):
@@ -64,13 +103,13 @@ def choose_memory_format(
     model: fx.GraphModule, memory_format: str = "auto", example: torch.Tensor | None = None
 ) -> str:
     """Apply ``memory_format`` (``auto``: the faster of the two on ``example`` for a
-    conv-heavy graph, NCHW otherwise) and return the one chosen."""
+    graph with convs over feature maps, NCHW otherwise) and return the one chosen."""
     if memory_format not in FORMATS:
         raise ValueError(f"memory_format must be one of {', '.join(FORMATS)}")
     if memory_format == "contiguous":
         return memory_format
     if memory_format == "auto":
-        if conv_share(model) < CONV_HEAVY:
+        if not map_convs(model):
             return "contiguous"
         x = example if example is not None else _example(model)
         trial = copy.deepcopy(model)
