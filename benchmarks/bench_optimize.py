@@ -80,6 +80,7 @@ def main() -> None:
             "matmul_share": None if ours.gflops is None else ours.gflops / gflops,
             "compile_s": [r.compile_s for r in rows],
             "same_weights": pair.same_weights,
+            "memory_format": ours.extra.get("memory_format"),
             "other_processes_cpus": load.others,
         }
         met = "met" if value is not None and value >= results[key]["target"] else "MISSED"
@@ -89,7 +90,8 @@ def main() -> None:
         print(
             f"{key:24s} vs {library:5s}: x{value:.3f} (target {results[key]['target']}: {met}); "
             f"{ours.images_per_s:.1f} vs {rows[1].images_per_s:.1f} img/s; "
-            f"{results[key]['matmul_share']:.2f} of matmul GFLOP/s{compile_note} "
+            f"{results[key]['matmul_share']:.2f} of matmul GFLOP/s; "
+            f"{results[key]['memory_format']}{compile_note} "
             f"[{load.describe()}]",
             flush=True,
         )

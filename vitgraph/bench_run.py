@@ -248,6 +248,7 @@ def measure(
     for side, seconds in times.items():
         ips, p50, p90 = summarize_times(seconds, batch)
         ours_side = side == "vitgraph"
+        done = getattr(models[side], "vitgraph_optimized", None)
         rows.append(
             Measurement(
                 model=pair.label,
@@ -264,6 +265,7 @@ def measure(
                 compile_s=compile_s.get(side),
                 params=sum(p.numel() for p in models[side].parameters()),
                 gmacs=summary.macs / 1e9,
+                extra={} if done is None else {"memory_format": done["memory_format"]},
             )
         )
     return rows, meter.load
