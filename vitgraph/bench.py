@@ -154,9 +154,13 @@ class PeakMemory(TorchDispatchMode):
         size = storage.nbytes()
         # torch keeps a storage's Python object alive as long as the storage itself, so
         # the callback fires when the memory is released
-        self._live[key] = (weakref.ref(storage, lambda _, key=key: self._free(key)), size)
+        self._live[key] = (weakref.ref(storage, self._freer(key)), size)
         self.current += size
         self.peak = max(self.peak, self.current)
+
+    def _freer(self, key: int) -> Callable[[Any], None]:
+        """The weakref callback that forgets storage ``key``."""
+        return lambda _: self._free(key)
 
     def _free(self, key: int) -> None:
         entry = self._live.pop(key, None)

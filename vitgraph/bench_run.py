@@ -312,7 +312,7 @@ def plot(rows: Sequence[Measurement], path: str, x: str = "gmacs", title: str = 
     figure, axes = plt.subplots(figsize=(6, 4), dpi=120)
     for optimized in sorted({r.optimized for r in rows}):
         chosen = [r for r in rows if r.optimized == optimized]
-        xs = [(r.gmacs if x == "gmacs" else (r.params or 0) / 1e6) for r in chosen]
+        xs = [(r.gmacs or 0.0) if x == "gmacs" else (r.params or 0) / 1e6 for r in chosen]
         ys = [r.images_per_s for r in chosen]
         axes.plot(xs, ys, "o-" if len(xs) > 1 else "o", label="optimized" if optimized else "built")
         for r, a, b in zip(chosen, xs, ys, strict=True):

@@ -214,9 +214,7 @@ def test_channels_last_keeps_the_outputs_and_lays_out_the_conv_weights():
 
 def test_channels_last_runs_every_1x1_conv_as_a_matmul_over_channels():
     model, x = built("ceit", "ceit_t")
-    pointwise = [
-        m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)
-    ]
+    pointwise = [m for m in model.modules() if isinstance(m, nn.Conv2d) and m.kernel_size == (1, 1)]
     out = copy.deepcopy(model)
     choose_memory_format(out, "channels_last")
     assert len(pointwise) == 24  # LeFF's two per layer

@@ -41,17 +41,26 @@ def _check_affine(module: nn.Module) -> None:
         raise FoldError(f"expected a Linear or Conv, found {type(module).__name__}")
 
 
+def _weight(module: nn.Module) -> torch.Tensor:
+    weight = module.weight
+    assert isinstance(weight, torch.Tensor)  # an AFFINE module, checked by the caller
+    return weight
+
+
 def _rows(module: nn.Module, rows: tuple[int, int] | None) -> slice:
-    start, stop = rows if rows is not None else (0, module.weight.shape[0])
-    if not 0 <= start < stop <= module.weight.shape[0]:
-        raise FoldError(f"rows {start}:{stop} outside the {module.weight.shape[0]} outputs")
+    outputs = _weight(module).shape[0]
+    start, stop = rows if rows is not None else (0, outputs)
+    if not 0 <= start < stop <= outputs:
+        raise FoldError(f"rows {start}:{stop} outside the {outputs} outputs")
     return slice(start, stop)
 
 
 def _ensure_bias(module: nn.Module) -> torch.Tensor:
     if module.bias is None:
-        module.bias = nn.Parameter(module.weight.new_zeros(module.weight.shape[0]))
-    return module.bias
+        module.bias = nn.Parameter(_weight(module).new_zeros(_weight(module).shape[0]))
+    bias = module.bias
+    assert isinstance(bias, torch.Tensor)
+    return bias
 
 
 @torch.no_grad()
@@ -72,7 +81,7 @@ def scale_outputs(
             f"a {scale.numel()}-channel scale cannot fold into {count} output rows "
             f"of a {type(module).__name__}"
         )
-    weight = module.weight
+    weight = _weight(module)
     view = (-1,) + (1,) * (weight.ndim - 1)
     weight[where] = (weight[where].double() * scale.view(view)).to(weight.dtype)
     if module.bias is not None or shift is not None:

@@ -52,7 +52,8 @@ class Site:
 
 def sites(model: fx.GraphModule) -> Iterator[Site]:
     """Every fx node that computes a spec node (its ``META_ID``), in graph order."""
-    nodes = {node.id: node for node in model.vitgraph_graph.inferred.order}
+    graph: Any = model.vitgraph_graph
+    nodes = {node.id: node for node in graph.inferred.order}
     for fx_node in list(model.graph.nodes):
         spec_id = fx_node.meta.get(META_ID)
         if spec_id not in nodes or fx_node.op == "get_attr":

@@ -38,8 +38,8 @@ def fuse_group(gm: fx.GraphModule, names: tuple[str, ...]) -> bool:
         return False
     if any(n.args != calls[0].args or n.kwargs or len(n.args) != 1 for n in calls):
         return False
-    linears = [gm.get_submodule(str(n.target)) for n in calls]
-    if not all(isinstance(m, nn.Linear) for m in linears):
+    linears = [m for n in calls if isinstance(m := gm.get_submodule(str(n.target)), nn.Linear)]
+    if len(linears) != len(calls):
         return False
     name = "_".join(str(n.target).replace(".", "_") for n in calls)
     gm.add_submodule(name, fuse_linears(linears))
