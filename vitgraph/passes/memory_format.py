@@ -61,6 +61,11 @@ def _pointwise(conv: nn.Module) -> bool:
     )
 
 
+def _sync(x: torch.Tensor) -> None:
+    if x.is_cuda:  # a GPU runs asynchronously: wait for it before reading the clock
+        torch.cuda.synchronize(x.device)
+
+
 def _faster_channels_last(
     plain: fx.GraphModule, last: fx.GraphModule, x: torch.Tensor, rounds: int = 3
 ) -> bool:
@@ -71,8 +76,10 @@ def _faster_channels_last(
         plain(x), last(x)  # first calls: lazy kernels, oneDNN primitive caches
         for _ in range(rounds):
             for key, model in (("plain", plain), ("last", last)):
+                _sync(x)
                 start = time.perf_counter()
                 model(x)
+                _sync(x)
                 best[key] = min(best[key], time.perf_counter() - start)
     return best["last"] < best["plain"]
 
