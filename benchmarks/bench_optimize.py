@@ -77,7 +77,11 @@ def main() -> None:
             "target": 1.0 if compiled else target,
             "ours_images_per_s": ours.images_per_s,
             "twin_images_per_s": rows[1].images_per_s,
-            "matmul_share": None if ours.gflops is None else ours.gflops / gflops,
+            # the matmul timed in turns with the two models (else the one at the start)
+            "matmul_share": None
+            if ours.gflops is None
+            else ours.gflops / ours.extra.get("matmul_gflops", gflops),
+            "matmul_gflops": ours.extra.get("matmul_gflops"),
             "compile_s": [r.compile_s for r in rows],
             "same_weights": pair.same_weights,
             "memory_format": ours.extra.get("memory_format"),

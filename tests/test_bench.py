@@ -71,6 +71,8 @@ def test_json_has_the_machine_and_one_row_per_batch_and_dtype(capsys):
     ]
     assert all(set(r) == KEYS and r["side"] == "vitgraph" for r in rows)
     assert all(r["p50_ms"] <= r["p90_ms"] and r["peak_mib"] > 0 for r in rows)
+    # the matmul that sets the GFLOP/s ceiling is timed in turns with each setting
+    assert all(r["extra"]["matmul_gflops"] > 0 for r in rows)
     assert data["ratios"] == []  # no twin
 
 

@@ -272,6 +272,23 @@ def _own_seconds() -> float:
     return times.user + times.system
 
 
+#: multiply-adds x 2 of the ``matmul_step`` product
+MATMUL_FLOPS = 2 * 2048**3
+
+
+def matmul_step(size: int = 2048) -> Callable[[], Any]:
+    """A ``size``² fp32 matmul on the CPU (autocast off), to time in turns with a model:
+    its GFLOP/s is the machine's ceiling for a model's at the same moment, so a burst
+    from another process slows both alike."""
+    a, b = torch.randn(size, size), torch.randn(size, size)
+
+    def run() -> Any:
+        with torch.autocast("cpu", enabled=False):
+            return a @ b
+
+    return run
+
+
 def matmul_gflops(size: int = 2048, repeats: int = 5) -> float:
     """GFLOP/s of a ``size``² fp32 matmul on the CPU with the current threads (the best
     of ``repeats``): the machine's own ceiling for a model's GFLOP/s."""

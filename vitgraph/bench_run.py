@@ -11,6 +11,7 @@ reference another: ``vit_s_16`` is timm's ``vit_small_patch16_224``).
 from __future__ import annotations
 
 import copy
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -21,12 +22,14 @@ from torch import nn
 
 from vitgraph.bench import (
     DTYPES,
+    MATMUL_FLOPS,
     MODES,
     BenchError,
     LoadMeter,
     Measurement,
     alternate,
     autocast,
+    matmul_step,
     peak_bytes,
     step,
     summarize_times,
@@ -59,6 +62,8 @@ HF_TWINS = {
     "cvt_13": ("CvtConfig", "CvtForImageClassification", {"num_labels": 1000}),
     "pvt_tiny": ("PvtConfig", "PvtForImageClassification", {"num_labels": 1000}),
 }
+#: the key of the matmul timed with the models (its GFLOP/s: the machine's ceiling then)
+MATMUL = "matmul 2048^2"
 #: what ``--against`` may name
 AGAINST = ("timm", "hf", "plain")
 MISSING = {
@@ -242,7 +247,11 @@ def measure(
                 run()  # the compilation, timed apart from the run
                 compile_s[side] = time.perf_counter() - start
             runs[side] = run
+        if dev.type == "cpu" and mode == "forward":
+            runs[MATMUL] = matmul_step()
         times = alternate(runs, repeats, iters, dev)
+    matmul = times.pop(MATMUL, None)
+    matmul_gflops = None if matmul is None else MATMUL_FLOPS / statistics.median(matmul) / 1e9
     summary = pair.graph.summary()
     rows = []
     for side, seconds in times.items():
@@ -265,7 +274,10 @@ def measure(
                 compile_s=compile_s.get(side),
                 params=sum(p.numel() for p in models[side].parameters()),
                 gmacs=summary.macs / 1e9,
-                extra={} if done is None else {"memory_format": done["memory_format"]},
+                extra={
+                    **({} if done is None else {"memory_format": done["memory_format"]}),
+                    **({} if matmul_gflops is None else {"matmul_gflops": matmul_gflops}),
+                },
             )
         )
     return rows, meter.load

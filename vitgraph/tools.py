@@ -178,7 +178,8 @@ def _bench_table(rows: list, matmul: float | None) -> str:
             "-" if r.gmacs is None else f"{r.gmacs:.2f}",
             f"{(r.params or 0) / 1e6:.2f}M",
         ]
-        if matmul:
-            cells.append("-" if r.gflops is None else f"{r.gflops / matmul:.2f}")
+        if matmul:  # the matmul timed in turns with this row's model, when there was one
+            ceiling = r.extra.get("matmul_gflops") or matmul
+            cells.append("-" if r.gflops is None else f"{r.gflops / ceiling:.2f}")
         lines.append("| " + " | ".join(cells) + " |")
     return "\n".join(lines)
