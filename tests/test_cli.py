@@ -125,7 +125,8 @@ def test_build_optimize_reports_what_each_pass_did(capsys):
     assert main([*args, "--optimize", "--json"]) == 0
     data = json.loads(capsys.readouterr().out)
     assert data["optimized"]["fold_batchnorm"] == 28  # every LeViT BatchNorm of that copy
-    assert data["optimized"]["memory_format"] == "contiguous"
+    # LeViT's stem convs run over feature maps: auto times both layouts, keeps the faster
+    assert data["optimized"]["memory_format"] in ("contiguous", "channels_last")
     assert data["compile_seconds"] is None and data["forward_output_shape"] == [1, 1000]
 
 
