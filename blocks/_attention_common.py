@@ -12,12 +12,13 @@ call, which picks the fastest kernel the device has), the ones that edit the map
 
 from __future__ import annotations
 
-from typing import ClassVar, Self
+from typing import Any, ClassVar, Self
 
 import torch
 import torch.nn.functional as F
 from pydantic import field_validator
 from pydantic_core import PydanticCustomError
+from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
@@ -69,6 +70,11 @@ class AttentionParams(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         return self.resolve(tokens), tokens
+
+    def output_affine(self, module: Any) -> str | None:
+        """Every attention kind sharing these params returns its output projection
+        ``proj`` (after eval-time dropout): a LayerScale after it folds into ``proj``."""
+        return "proj" if isinstance(getattr(module, "proj", None), nn.Linear) else None
 
 
 # -- the core: the same views and reshapes every kind wrote out, one SDPA call ------------

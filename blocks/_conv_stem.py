@@ -15,6 +15,7 @@ from collections.abc import Sequence
 import torch
 from torch import nn
 
+from vitgraph.block import Fold, batchnorm_pairs
 from vitgraph.shapes import Image, conv_out
 
 
@@ -25,6 +26,13 @@ def stem_grid(image: Image, patch: int) -> tuple[int, int]:
         conv_out(conv_out(image.height, 7, 2, 3), half, half, 0),
         conv_out(conv_out(image.width, 7, 2, 3), half, half, 0),
     )
+
+
+def stem_folds(module: nn.Module) -> list[Fold]:
+    """Each conv's BatchNorm folds into the conv (a ``ConvStem``'s ``bn{i}``/``conv{i}``)."""
+    if not isinstance(module, ConvStem):
+        return []
+    return batchnorm_pairs(module, *((f"bn{i}", f"conv{i}") for i in range(1, module.convs + 1)))
 
 
 class ConvStem(nn.Module):

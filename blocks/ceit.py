@@ -9,14 +9,14 @@ Module names follow the official code (coeusguo/ceit ``ceit_model.py``).
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block, FunctionOp
+from vitgraph.block import Block, Fold, FunctionOp, batchnorm_pairs
 from vitgraph.blocks._attention_common import attend, merge_heads, split_fused, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -91,6 +91,9 @@ class ImageToTokens(Block):
             image.channels, self.channels, self.kernel, self.stride, self.pool, self.patch, self.dim
         )
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return batchnorm_pairs(module, ("backbone.bn", "backbone.conv"))
+
 
 class I2T(nn.Module):
     def __init__(
@@ -162,6 +165,9 @@ class LocallyEnhancedFeedForward(Block):
             tokens.prefix,
             self.groups,
         )
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return batchnorm_pairs(module, ("bn1", "conv1"), ("bn2", "conv2"), ("bn3", "conv3"))
 
 
 class LeFF(nn.Module):

@@ -9,7 +9,7 @@ token alone) and ``merge_prefix``.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import torch
 from torch import nn
@@ -59,6 +59,10 @@ class ClassAttention(AttentionParams):
             self.attn_drop,
             self.proj_drop,
         )
+
+    def fused_projections(self, module: Any) -> list[tuple[str, ...]]:
+        """k and v read all tokens (q only the class token): one matmul at inference."""
+        return [("k", "v")] if isinstance(module, ClassAttn) else []
 
 
 class ClassAttn(nn.Module):

@@ -9,7 +9,7 @@ patch tokens], is added back (residual, no FFN) and projected back to its own wi
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -77,6 +77,10 @@ class CrossAttentionFusion(Block):
             self.norm_eps,
             self.act,
         )
+
+    def fused_projections(self, module: Any) -> list[tuple[str, ...]]:
+        """k and v read all tokens (q only the class token): one matmul at inference."""
+        return [("attn.wk", "attn.wv")] if isinstance(module, ClassTokenFusion) else []
 
 
 def _projection(dim: int, out: int, eps: float, act: str) -> nn.Sequential:

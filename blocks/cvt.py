@@ -7,13 +7,13 @@ The class token, present in the last stage only, bypasses the conv projections (
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, Fold
 from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -176,6 +176,14 @@ class ConvProjectionAttention(Block):
             tokens.grid,
             tokens.prefix,
         )
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """Each conv projection's BatchNorm folds into its depthwise conv."""
+        return [
+            Fold(f"{path}.bn", f"{path}.conv")
+            for path, sub in module.named_modules()
+            if isinstance(sub, DepthwiseConvBN) and isinstance(sub.bn, nn.BatchNorm2d)
+        ]
 
 
 class DepthwiseConvBN(nn.Module):

@@ -11,12 +11,12 @@
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 from torch import nn
 
-from vitgraph.block import Block
-from vitgraph.blocks._conv_stem import ConvStem, stem_grid
+from vitgraph.block import Block, Fold
+from vitgraph.blocks._conv_stem import ConvStem, stem_folds, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, expect_image
@@ -54,3 +54,6 @@ class DeepVitStem(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
         return ConvStem(image.channels, (self.width,) * 2, self.dim, self.patch // 2)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return stem_folds(module)

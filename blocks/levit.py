@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import fx, nn
 from torch.fx._symbolic_trace import is_fx_symbolic_tracing
 
-from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
+from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier, Fold, ScaleFold
 from vitgraph.blocks.heads import DistilledPassThrough
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -61,6 +61,25 @@ class ConvBN(nn.Module):
         return self.bn(self.linear(x))
 
 
+def wrapped_folds(module: nn.Module) -> list[Fold]:
+    """Each ``LinearBN`` / ``ConvBN`` of ``module`` becomes its map with the BatchNorm
+    folded in (§4.2: the BatchNorms "can be fused with the preceding linear layer at
+    inference"); a ``NormLinear`` head's BatchNorm folds into its Linear."""
+    folds = []
+    for path, sub in module.named_modules():
+        inner = f"{path}." if path else ""
+        if isinstance(sub, LinearBN | ConvBN) and isinstance(
+            sub.bn, nn.BatchNorm1d | nn.BatchNorm2d
+        ):
+            folds.append(Fold(f"{inner}bn", f"{inner}linear", replace=path))
+        elif isinstance(sub, NormLinear) and isinstance(sub.bn, nn.BatchNorm1d):
+            plain = type(sub) is NormLinear  # the distillation head keeps its two inputs
+            folds.append(
+                Fold(f"{inner}bn", f"{inner}linear", before=True, replace=path if plain else None)
+            )
+    return folds
+
+
 # ---------------------------------------------------------------------------- stem
 
 
@@ -96,6 +115,9 @@ class LevitStem(Block):
         image = expect_image(inputs[0], self.kind)
         return Stem(image.channels, self.dim, self.convs, self.act)
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
+
 
 class Stem(nn.Module):
     def __init__(self, channels: int, dim: int, convs: int, act: str) -> None:
@@ -103,7 +125,7 @@ class Stem(nn.Module):
         widths = [channels] + [dim // 2 ** (convs - 1 - i) for i in range(convs)]
         for i in range(convs):
             if i:
-                self.add_module(f"act{i}", activation(act))
+                self.add_module(f"act{i}", activation(act, inplace=True))  # on a BatchNorm output
             self.add_module(f"conv{i + 1}", ConvBN(widths[i], widths[i + 1], 3, 2, 1))
         self.convs = convs
 
@@ -134,6 +156,7 @@ class _BiasedAttention(Block):
     role = "attention"
     weight_init = "keep"  # timm LeViT: Linear default, attention_biases 0
     no_weight_decay = frozenset({"attention_biases"})  # as timm's LeViT
+    precompute = True  # the biases gathered by offset depend on the table alone
     heads: PosInt
     """Number of heads."""
     key_dim: PosInt
@@ -166,6 +189,20 @@ class _BiasedAttention(Block):
     @property
     def value_dim(self) -> int:
         return int(self.attn_ratio * self.key_dim)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
+
+    def constant_scales(self, module: Any) -> list[ScaleFold]:
+        """1/sqrt(key_dim) into the query rows, once their BatchNorm is folded (a scale
+        before a BatchNorm would be normalised away)."""
+        if module.subsample and isinstance(module.q.ln, nn.Linear):
+            return [ScaleFold("scale", "q.ln", ((0, module.q.ln.out_features),))]
+        if not module.subsample and isinstance(module.qkv, nn.Linear):
+            per = module.qkv.out_features // module.heads  # q, k, v of each head in turn
+            rows = tuple((h * per, h * per + module.key_dim) for h in range(module.heads))
+            return [ScaleFold("scale", "qkv", rows)]
+        return []
 
     def resample(
         self,
@@ -294,7 +331,7 @@ class BiasedAttention(nn.Module):
         else:
             self.qkv = LinearBN(dim, heads * per_head)
         self.proj = nn.Sequential()
-        self.proj.add_module("act", activation(act))
+        self.proj.add_module("act", activation(act, inplace=True))  # on a fresh copy
         # zero-init BN on the residual branch's output (official code); not when shrinking
         self.proj.add_module("ln", LinearBN(heads * value_dim, out, 1.0 if stride > 1 else 0.0))
         self.attention_biases = nn.Parameter(torch.zeros(heads, table[0] * table[1]))
@@ -334,7 +371,10 @@ class BiasedAttention(nn.Module):
             q, k, v = qkv.split([self.key_dim, self.key_dim, self.value_dim], dim=-1)
         # explicit softmax: with a float mask, SDPA's CPU path spends more checking the
         # mask than these small heads (D = 16 or 32) spend multiplying
-        attn = (q @ k.transpose(-2, -1)) * self.scale + self.biases()  # (B, H, N_q, N_k)
+        attn = q @ k.transpose(-2, -1)  # (B, H, N_q, N_k)
+        if self.scale != 1.0:  # 1 once vitgraph.optimize folded it into the query rows
+            attn = attn.mul_(self.scale)
+        attn = attn.add_(self.biases())  # in place: no second N_q x N_k map per head
         x = attn.softmax(dim=-1) @ v  # (B, H, N_q, value_dim)
         return self.proj(x.transpose(1, 2).flatten(2))
 
@@ -363,12 +403,15 @@ class LevitMlpBlock(Block):
         dim = expect_tokens(inputs[0], self.kind).dim
         return LevitMlp(dim, int(dim * self.ratio), self.act, self.drop)
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
+
 
 class LevitMlp(nn.Module):
     def __init__(self, dim: int, hidden: int, act: str, drop: float) -> None:
         super().__init__()
         self.ln1 = LinearBN(dim, hidden)
-        self.act = activation(act)
+        self.act = activation(act, inplace=True)  # on the BatchNorm output
         self.drop = nn.Dropout(drop) if drop else nn.Identity()
         self.ln2 = LinearBN(hidden, dim, bn_weight_init=0.0)
 
@@ -410,6 +453,9 @@ class BnLinearHead(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         return NormLinear(expect_vector(inputs[0], self.kind).dim, self.classes, self.drop)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
 
 
 def reset_bn_distillation(
@@ -453,6 +499,9 @@ class BnDistillHead(Block):
         logits = expect_vector(inputs[0], self.kind)
         pooled = expect_vector(inputs[1], self.kind)
         return DistilledNormLinear(pooled.dim, logits.dim, self.drop)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return wrapped_folds(module)
 
 
 class DistilledNormLinear(NormLinear):

@@ -15,14 +15,14 @@ Vision Transformers", arXiv:2104.10858).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block, Classifier
-from vitgraph.blocks._conv_stem import ConvStem, stem_grid
+from vitgraph.block import Block, Classifier, Fold
+from vitgraph.blocks._conv_stem import ConvStem, stem_folds, stem_grid
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector, expect_image, expect_tokens, expect_vector
@@ -71,6 +71,9 @@ class LvvitStem(Block):
         image = expect_image(inputs[0], self.kind)
         widths = self.widths or (self.width,) * 3
         return ConvStem(image.channels, widths, self.dim, self.patch // 2)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return stem_folds(module)
 
 
 class ClassLogitsOnly(nn.Module):

@@ -2,7 +2,7 @@
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -51,6 +51,10 @@ class MlpBlock(Block):
         x = inputs[0]
         assert isinstance(x, Tokens | Vector) and self.hidden and self.out_dim
         return Mlp(x.dim, self.hidden, self.out_dim, self.act, self.drop, self.bias)
+
+    def output_affine(self, module: Any) -> str | None:
+        """The second layer: a LayerScale after the MLP folds into ``fc2``."""
+        return "fc2" if isinstance(module, Mlp) else None
 
 
 class Mlp(nn.Module):

@@ -6,11 +6,12 @@ maps in deep layers. The softmax is explicit: the map is edited, so SDPA cannot 
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vitgraph.block import Fold, ScaleFold, batchnorm_pairs
 from vitgraph.blocks._attention_common import AttentionParams, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
@@ -40,6 +41,16 @@ class ReAttentionBlock(AttentionParams):
             self.transform_scale,
         )
 
+    def constant_scales(self, module: Any) -> list[ScaleFold]:
+        """1/sqrt(head_dim) into the query rows of qkv (the first third of them)."""
+        if not isinstance(getattr(module, "qkv", None), nn.Linear):
+            return []
+        return [ScaleFold("scale", "qkv", ((0, module.heads * module.head_dim),))]
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """Norm(Θ A) of Eq. 3: the BatchNorm over heads folds into the 1×1 head mixing Θ."""
+        return batchnorm_pairs(module, ("var_norm", "reatten_matrix"))
+
 
 class ReAttention(nn.Module):
     def __init__(
@@ -66,7 +77,9 @@ class ReAttention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
+        if self.scale != 1.0:  # 1 once vitgraph.optimize folded it into the query rows
+            q = q * self.scale
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
         attn = self.attn_drop(attn)
         attn = self.var_norm(self.reatten_matrix(attn))
         if self.reatten_scale != 1.0:

@@ -19,13 +19,13 @@ Both edit the map, so their softmax is explicit: SDPA cannot be used.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, Fold, ScaleFold, batchnorm_pairs
 from vitgraph.blocks._attention_common import (
     AttentionParams,
     merge_heads,
@@ -105,6 +105,12 @@ class AttentionMapBlock(Block):
             self.dim, self.heads, self.head_dim, self.qkv_bias, self.attn_drop, carry
         )
 
+    def constant_scales(self, module: Any) -> list[ScaleFold]:
+        """1/sqrt(head_dim) into the query rows of qk (the first half of them)."""
+        if not isinstance(getattr(module, "qk", None), nn.Linear):
+            return []
+        return [ScaleFold("scale", "qk", ((0, module.heads * module.head_dim),))]
+
 
 class AttentionMap(nn.Module):
     def __init__(
@@ -118,7 +124,9 @@ class AttentionMap(nn.Module):
 
     def forward(self, x: torch.Tensor, earlier: torch.Tensor | None = None) -> torch.Tensor:
         q, k = split_fused(self.qk(x), 2, self.heads)  # each (B, H, N, d)
-        attn = ((q * self.scale) @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
+        if self.scale != 1.0:  # 1 once vitgraph.optimize folded it into the query rows
+            q = q * self.scale
+        attn = (q @ k.transpose(-2, -1)).softmax(dim=-1)  # (B, H, N, N)
         if earlier is not None:  # an argument left out at build time, not a tensor test
             attn = torch.add(attn, earlier, alpha=self.carry)  # one pass over the maps
         return self.attn_drop(attn)
@@ -199,6 +207,12 @@ class RefinedAttentionBlock(AttentionParams):
         if len(inputs) == 2:
             return MapAttention(*args)
         return RefinedAttention(*args, self.attn_drop)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """The refiner's BatchNorms after its convs fold into them (``adapt_bn`` reads a
+        residual sum, so it stays)."""
+        pairs = [("bn1", "conv_exp"), ("bn2", "depth_sep_conv"), ("bn3", "conv_pro")]
+        return batchnorm_pairs(module, *((f"refiner.{n}", f"refiner.{c}") for n, c in pairs))
 
 
 class MapRefiner(nn.Module):

@@ -10,12 +10,12 @@ torchvision (conv1, bn1, ..., downsample) so its state_dicts load as they are. V
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import torch
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, Fold, batchnorm_pairs
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, conv_out, expect_image
@@ -44,6 +44,9 @@ class ResNetStem(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         return Stem(expect_image(inputs[0], self.kind).channels, self.dim)
 
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        return batchnorm_pairs(module, ("bn1", "conv1"))
+
 
 class _Residual(Block):
     role = "conv"
@@ -56,6 +59,11 @@ class _Residual(Block):
         image = expect_image(inputs[0], self.kind)
         rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
         return self, Image(self.dim, rows, cols)
+
+    def batchnorm_folds(self, module: Any) -> list[Fold]:
+        """Each conv's BatchNorm (the projection shortcut's too) folds into the conv."""
+        pairs = [(f"bn{i}", f"conv{i}") for i in (1, 2, 3)] + [("downsample.1", "downsample.0")]
+        return batchnorm_pairs(module, *pairs)
 
 
 @register

@@ -7,7 +7,7 @@ sample; LayerScale (CaiT arXiv:2103.17239 §2.1) scales a branch per channel.
 from __future__ import annotations
 
 import operator
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -79,6 +79,8 @@ class DropPathBlock(_PassThrough):
 
 
 class DropPath(nn.Module):
+    training_only = True  # an identity at inference (``Block.eval_identities``)
+
     def __init__(self, rate: float) -> None:
         super().__init__()
         self.rate = rate
@@ -115,6 +117,10 @@ class LayerScaleBlock(_PassThrough):
         x = inputs[0]
         assert isinstance(x, Tokens | Vector)
         return LayerScale(x.dim, self.init) if self.init is not None else nn.Identity()
+
+    def channel_scale(self, module: Any) -> torch.Tensor | None:
+        """γ, which folds into the projection before it at inference."""
+        return module.gamma if isinstance(module, LayerScale) else None
 
 
 class LayerScale(nn.Module):
@@ -160,3 +166,7 @@ class ResidualScale(_PassThrough):
         if self.divisor == 1.0:
             return nn.Identity()
         return FunctionOp(divide, {"divisor": self.divisor})
+
+    def channel_scale(self, module: Any) -> torch.Tensor | None:
+        """1 / divisor, which folds into the projection before it at inference."""
+        return torch.tensor(1.0 / self.divisor, dtype=torch.float64)

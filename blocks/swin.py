@@ -43,6 +43,7 @@ class WindowAttention(Block):
 
     kind: Literal["shifted_window_attention"] = "shifted_window_attention"
     role = "attention"
+    precompute = True  # the bias gathered by offset and the shifted windows' mask
     weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
     no_weight_decay = frozenset({"relative_position_bias_table"})  # as timm's Swin
     heads: PosInt

@@ -6,11 +6,12 @@ heads×heads map before the softmax (``proj_l``) and the weights again after it
 
 from __future__ import annotations
 
-from typing import Literal
+from typing import Any, Literal
 
 import torch
 from torch import nn
 
+from vitgraph.block import ScaleFold
 from vitgraph.blocks._attention_common import AttentionParams, merge_heads, split_fused
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens
@@ -37,6 +38,12 @@ class TalkingHeadsAttention(AttentionParams):
             self.attn_drop,
             self.proj_drop,
         )
+
+    def constant_scales(self, module: Any) -> list[ScaleFold]:
+        """1/sqrt(head_dim) into the query rows of qkv (the first third of them)."""
+        if not isinstance(getattr(module, "qkv", None), nn.Linear):
+            return []
+        return [ScaleFold("scale", "qkv", ((0, module.heads * module.head_dim),))]
 
 
 def mix_heads(attn: torch.Tensor, mixer: nn.Linear, length: int, bias: bool = True) -> torch.Tensor:
@@ -79,7 +86,9 @@ class TalkingHeads(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
-        attn = (q * self.scale) @ k.transpose(-2, -1)  # (B, H, N, N)
+        if self.scale != 1.0:  # 1 once vitgraph.optimize folded it into the query rows
+            q = q * self.scale
+        attn = q @ k.transpose(-2, -1)  # (B, H, N, N)
         attn = mix_heads(attn, self.proj_l, self.length).softmax(dim=-1)
         if self.fold_bias:
             # (W A + b) v = (W A) v + b Σ_j v_j: the weights' bias reaches the output

@@ -9,7 +9,7 @@ the patch tokens (Eq. 4), the class token excepted.
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -144,6 +144,10 @@ class GroupedAttention(Block):
             self.attn_drop,
             self.proj_drop,
         )
+
+    def fused_projections(self, module: Any) -> list[tuple[str, ...]]:
+        """qk and v read the same tokens: one matmul at inference."""
+        return [("qk", "v")] if isinstance(module, QkVAttention) else []
 
 
 class QkVAttention(nn.Module):

@@ -23,7 +23,7 @@ softmax.
 
 from __future__ import annotations
 
-from typing import Literal, Self
+from typing import Any, Literal, Self
 
 import torch
 from torch import nn
@@ -176,6 +176,10 @@ class VTProjector(Block):
             self.heads,
             self.groups,
         )
+
+    def fused_projections(self, module: Any) -> list[tuple[str, ...]]:
+        """The keys and values both read the visual tokens: one matmul at inference."""
+        return [("k", "v")] if isinstance(module, Projector) else []
 
 
 def _to_token_dim(channels: int, dim: int) -> nn.Module:

@@ -65,11 +65,14 @@ LAYERS: list[tuple[str, list[str]]] = [
             "vitgraph.summary",
         ],
     ),
+    ("inference passes", ["vitgraph.passes", "vitgraph.passes.*"]),
     ("Graph", ["vitgraph.graph"]),
     ("the orchestrator", ["vitgraph.pipeline"]),
     (
         "features",
         [
+            "vitgraph.bench",
+            "vitgraph.bench_run",
             "vitgraph.block_catalog",
             "vitgraph.diffing",
             "vitgraph.export",

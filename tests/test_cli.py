@@ -118,3 +118,21 @@ def test_installed_console_script_runs():
     assert script is not None
     done = subprocess.run([script, "validate", "vit_ti_16"], capture_output=True, text=True)
     assert done.returncode == 0 and "valid" in done.stdout
+
+
+def test_build_optimize_reports_what_each_pass_did(capsys):
+    args = ["build", "levit_128s", "--set", "image_size=64", "--set", "depths=[1,1,1]"]
+    assert main([*args, "--optimize", "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["optimized"]["fold_batchnorm"] == 28  # every LeViT BatchNorm of that copy
+    # LeViT's stem convs run over feature maps: auto times both layouts, keeps the faster
+    assert data["optimized"]["memory_format"] in ("contiguous", "channels_last")
+    assert data["compile_seconds"] is None and data["forward_output_shape"] == [1, 1000]
+
+
+def test_build_compile_times_the_compilation_apart_from_the_forward(capsys):
+    args = ["build", "vit_ti_16", "--set", "depth=1", "--set", "image_size=32", "--compile"]
+    assert main([*args, "--json"]) == 0
+    data = json.loads(capsys.readouterr().out)
+    assert data["compile_seconds"] > 0 and data["optimized"] is not None
+    assert data["forward_seconds"] < data["compile_seconds"]

@@ -67,7 +67,6 @@ def test_validate_json_from_the_cli_has_the_contract_keys():
 
 
 def _whole_model_macs(variant: str) -> int:
-    import torch
     from torch.utils.flop_counter import FlopCounterMode
 
     graph = vitgraph.load(variant)

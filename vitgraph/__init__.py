@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
     from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.passes import optimize
     from vitgraph.pipeline import build, load
     from vitgraph.weights import WeightsError, save_weights
 
@@ -30,6 +31,7 @@ _EXPORTS = {
     "diff": "vitgraph.diffing",
     "load": "vitgraph.pipeline",
     "load_weights": "vitgraph.interop.checkpoints",
+    "optimize": "vitgraph.passes",
     "save_weights": "vitgraph.weights.format",
 }
 
@@ -43,6 +45,7 @@ __all__ = [
     "from_timm",
     "load",
     "load_weights",
+    "optimize",
     "save_weights",
     "train",
 ]

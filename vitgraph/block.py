@@ -6,8 +6,11 @@ about a kind is declared on its class, next to it (timm's habit: Swin's file dec
 own ``no_weight_decay``, output format and checkpoint filter): its ``role``, its
 ``weight_init`` scheme, what it keeps out of weight decay, how its classifier is reset,
 how its tables are resampled for another input size, which of its fields act only in
-training, which training objective its output needs. Core dispatches on these hooks and
-never names a kind.
+training, which training objective its output needs, and what its module folds into at
+inference (``vitgraph.optimize``: BatchNorms into the affine map beside them, a per-channel
+scale into the projection before it, an attention scale into the query rows, projections
+that read one tensor into one matmul, tensors that depend only on weights and the input
+size computed once). Core dispatches on these hooks and never names a kind.
 """
 
 from __future__ import annotations
@@ -81,6 +84,63 @@ def first_input(params: Any, args: Sequence[Any], graph: Any) -> Any:
 LINEAR_CLASSIFIER = Classifier(reset_by_rebuilding, first_input)
 
 
+@dataclass(frozen=True)
+class Fold:
+    """A BatchNorm inside a kind's module that an affine map beside it absorbs at inference.
+
+    In eval mode a BatchNorm is a fixed per-channel affine map, so the ``nn.Linear`` or
+    ``nn.Conv`` whose output it normalises computes both at once with rescaled weights
+    and a shifted bias (LeViT §4.2: "every linear map is followed by a BatchNorm, so it can
+    be fused at inference"). Paths are dotted, relative to the node's module ("" is the
+    module itself).
+    """
+
+    #: the BatchNorm
+    norm: str
+    #: the ``nn.Linear`` / ``nn.Conv{1,2,3}d`` on the other side of it
+    into: str
+    #: the norm normalises the map's input (BatchNorm, then Linear: LeViT's heads)
+    before: bool = False
+    #: the norm's channels are these output rows ``[start, stop)`` of ``into`` and reach
+    #: the norm only through maps that commute with a per-channel affine (attention
+    #: weights whose rows sum to 1, an average pool): BoTNet's BatchNorm after attention
+    #: folds into the value rows of its qkv projection
+    rows: tuple[int, int] | None = None
+    #: a wrapper computing exactly the map and the norm (``LinearBN``), replaced by the
+    #: folded map so inference skips the wrapper's reshapes
+    replace: str | None = None
+
+
+@dataclass(frozen=True)
+class ScaleFold:
+    """A constant factor a kind's forward multiplies some output rows of one of its maps
+    by (the queries' 1/sqrt(d) of attention, Vaswani et al. §3.2.1): at inference those
+    rows absorb it and the attribute holding it becomes 1.0, which the forward skips."""
+
+    #: dotted path of the float attribute holding the factor (``scale``)
+    attribute: str
+    #: the ``nn.Linear`` / ``nn.Conv`` whose output rows the factor multiplies
+    into: str
+    #: those rows, as ``[start, stop)`` ranges (LeViT's queries: a slice of each head)
+    rows: tuple[tuple[int, int], ...]
+
+
+def batchnorm_pairs(module: Any, *pairs: tuple[str, str]) -> list[Fold]:
+    """A ``Fold(norm, into)`` for each ``(norm, into)`` pair of ``module`` whose norm is a
+    BatchNorm (an absent or disabled norm folds nothing)."""
+    from torch import nn
+
+    folds = []
+    for norm, into in pairs:
+        try:
+            found = module.get_submodule(norm)
+        except AttributeError:
+            continue
+        if isinstance(found, nn.modules.batchnorm._BatchNorm):
+            folds.append(Fold(norm, into))
+    return folds
+
+
 class Block(BaseModel):
     """Base of every primitive block's params model, with the hooks core dispatches on."""
 
@@ -111,6 +171,10 @@ class Block(BaseModel):
     #: layout of ``forward_features`` when the features are this kind's output and the
     #: reference lays them out differently from tokens (``vitgraph.model.layout``)
     feature_layout: ClassVar[str | None] = None
+    #: the module's forward computes tensors from its weights and the fixed input size
+    #: alone (a bias table gathered by relative offset, an attention mask): inference
+    #: computes them once (``vitgraph.optimize.precompute_constants``)
+    precompute: ClassVar[bool] = False
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:
@@ -163,6 +227,55 @@ class Block(BaseModel):
         reports a mismatch). Kinds with position or relative-position tables override
         this with the shared math of ``vitgraph.resample``."""
         return None
+
+    # -- what the module folds into at inference (vitgraph.optimize) -------------------
+    # Each takes the module ``build`` returned (None for a function or tensor op) and
+    # names submodules by dotted path; the passes check every claim they rely on (types,
+    # shapes, a single user) and leave a node alone when one does not hold.
+
+    def batchnorm_folds(self, module: Any) -> Sequence[Fold]:
+        """The BatchNorms of the module that fold into an affine map beside them."""
+        return ()
+
+    def constant_scales(self, module: Any) -> Sequence[ScaleFold]:
+        """Constant factors the module's forward applies to some output rows of its maps
+        (an attention scale on the queries), which fold into those rows."""
+        return ()
+
+    def channel_scale(self, module: Any) -> torch.Tensor | None:
+        """What the node multiplies its one input by at inference, per channel of the
+        feature axis (a vector) or as a whole (a 0-d tensor): LayerScale's gamma; None
+        for a node that does not only scale. It folds into the ``output_affine`` of the
+        node before it."""
+        return None
+
+    def output_affine(self, module: Any) -> str | None:
+        """The ``nn.Linear`` / ``nn.Conv`` whose output the module returns, channels along
+        the feature axis (reshaped, never mixed; eval-time dropout after it is fine): a
+        per-channel scale after the node folds into its rows."""
+        return None
+
+    def fused_projections(self, module: Any) -> Sequence[tuple[str, ...]]:
+        """Groups of ``nn.Linear`` in the module that read the same tensor (CaiT's class
+        attention: k and v): inference runs each group as one matmul."""
+        return ()
+
+    def eval_identities(self, module: Any) -> Sequence[str]:
+        """Submodules that are identities at inference: every ``nn.Dropout`` and every
+        module whose class declares ``training_only = True`` (stochastic depth)."""
+        from torch import nn
+
+        if module is None or not isinstance(module, nn.Module):
+            return ()
+        return [
+            path
+            for path, sub in module.named_modules()
+            if path
+            and (
+                isinstance(sub, nn.modules.dropout._DropoutNd)
+                or getattr(type(sub), "training_only", False)
+            )
+        ]
 
     @classmethod
     def training_fields(cls) -> frozenset[str]:

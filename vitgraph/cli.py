@@ -58,6 +58,17 @@ def make_parser() -> argparse.ArgumentParser:
         action="store_true",
         help="build even beyond the 2e9-parameter safety limit",
     )
+    build.add_argument(
+        "--optimize",
+        action="store_true",
+        help="rewrite the built model for inference (vitgraph.optimize) before the forward",
+    )
+    build.add_argument(
+        "--compile",
+        action="store_true",
+        help="torch.compile the optimized model (implies --optimize; compile time "
+        "reported apart from the forward)",
+    )
     validate = sub.add_parser("validate", help="check a spec without allocating weights")
     _common(validate)
     from vitgraph.train.cli import add_arguments as train_arguments
@@ -150,6 +161,14 @@ def make_parser() -> argparse.ArgumentParser:
     palette.add_argument(
         "--max-pixels", type=int, default=200_000, help="pixels sampled for k-means"
     )
+    exporting.add_argument(
+        "--optimize", action="store_true", help="export the model vitgraph.optimize makes"
+    )
+    bench = sub.add_parser(
+        "bench", help="images/s, latency and peak memory, against timm or HF, per family"
+    )
+    _common(bench)
+    add_bench_arguments(bench)
     compare = sub.add_parser("diff", help="nodes, params and weights that differ from A to B")
     compare.add_argument("a", help="a spec file, shipped spec or variant name")
     compare.add_argument("b", help="a spec file, shipped spec or variant name")
@@ -172,6 +191,55 @@ def make_parser() -> argparse.ArgumentParser:
     return parser
 
 
+def add_bench_arguments(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--mode", choices=["forward", "train"], default="forward", help="default forward"
+    )
+    parser.add_argument(
+        "--batch", type=int, nargs="+", default=[8], metavar="N", help="batch sizes (default 8)"
+    )
+    parser.add_argument(
+        "--dtype",
+        nargs="+",
+        default=["fp32"],
+        choices=["fp32", "bf16", "fp16"],
+        help="precisions (bf16, fp16: autocast; default fp32)",
+    )
+    parser.add_argument(
+        "--optimize", action="store_true", help="run vitgraph.optimize first (forward only)"
+    )
+    parser.add_argument(
+        "--compile", action="store_true", help="torch.compile both models (compile timed apart)"
+    )
+    parser.add_argument(
+        "--against",
+        choices=["timm", "hf", "plain"],
+        help="time a twin alternately in this process: timm's or HF's model (same weights "
+        "where a converter exists), or plain: our model as built",
+    )
+    parser.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    parser.add_argument(
+        "--threads", type=int, default=0, help="intra-op CPU threads (default: one per CPU)"
+    )
+    parser.add_argument("--repeats", type=int, default=5, help="alternating rounds (default 5)")
+    parser.add_argument("--iters", type=int, default=2, help="steps per round (default 2)")
+    parser.add_argument("--seed", type=int, default=0, help="seed of the random weights")
+    parser.add_argument(
+        "--no-memory", action="store_true", help="skip the peak-memory count (one step less)"
+    )
+    parser.add_argument(
+        "--sweep", action="store_true", help="every variant of the spec: a table and --plot"
+    )
+    parser.add_argument("--plot", metavar="FILE", help="with --sweep: write a PNG (matplotlib)")
+    parser.add_argument(
+        "--x",
+        choices=["gmacs", "params"],
+        default="gmacs",
+        help="the plot's x axis (default gmacs)",
+    )
+    parser.add_argument("--table", metavar="FILE", help="also write the table as Markdown")
+
+
 def main(argv: list[str] | None = None) -> int:
     args = make_parser().parse_args(argv)
     try:
@@ -185,7 +253,7 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
-        if args.command in ("graph", "schema", "diff", "sample", "palette"):
+        if args.command in ("graph", "schema", "diff", "sample", "palette", "bench"):
             from vitgraph import tools
 
             return getattr(tools, f"cmd_{args.command}")(args)
@@ -237,9 +305,25 @@ def cmd_build(args: argparse.Namespace) -> int:
     model = graph.build(device=args.device, allow_large=True, weights=args.weights).eval()
     built = time.perf_counter() - start
     x = graph.example_input(args.batch, device=args.device)
+    x = torch.randn(args.batch, *graph.input_shape, device=args.device)
+    optimized, compiled = None, None
+    runnable = model
+    if args.optimize or args.compile:
+        from vitgraph.passes import optimize
+
+        runnable = optimize(model, example=x)
+        optimized = runnable.vitgraph_optimized
+    if args.compile:
+        from vitgraph.passes import compile_model
+
+        runnable = compile_model(runnable)
+        start = time.perf_counter()
+        with torch.inference_mode():
+            runnable(x)  # the first call compiles
+        compiled = time.perf_counter() - start
     start = time.perf_counter()
     with torch.inference_mode():
-        out = model(x)
+        out = runnable(x)
     forward = time.perf_counter() - start
     out_shape = list(out.shape) if isinstance(out, torch.Tensor) else [list(o.shape) for o in out]
     if args.out:
@@ -256,6 +340,8 @@ def cmd_build(args: argparse.Namespace) -> int:
                     "forward_output_shape": out_shape,
                     "build_seconds": round(built, 4),
                     "forward_seconds": round(forward, 4),
+                    "optimized": optimized,
+                    "compile_seconds": None if compiled is None else round(compiled, 3),
                     "out": args.out,
                 },
                 indent=2,
@@ -268,6 +354,11 @@ def cmd_build(args: argparse.Namespace) -> int:
         f"built on {args.device} in {built:.2f} s; forward of batch {args.batch} -> "
         f"{out_shape} in {forward * 1000:.1f} ms"
     )
+    if optimized is not None:
+        done = [f"{k} {v}" for k, v in optimized.items() if k != "seconds" and v]
+        footer += f"; optimized in {optimized['seconds']:.2f} s ({', '.join(done)})"
+    if compiled is not None:
+        footer += f"; compiled in {compiled:.1f} s (first call, apart from the forward)"
     if args.out:
         footer += f"; weights written to {args.out}"
     print_summary(graph, summary, title=_title(graph), footer=footer)
@@ -285,6 +376,10 @@ def cmd_export(args: argparse.Namespace) -> int:
         from vitgraph.interop.checkpoints import load_weights
 
         load_weights(model, args.weights)
+    if args.optimize:
+        from vitgraph.passes import optimize
+
+        model = optimize(model)
     write = export_onnx if args.format == "onnx" else export_pt2
     try:
         path = write(

@@ -156,7 +156,8 @@ def export_pt2(
     program = export_program(model, x, name=name, dynamic_batch=dynamic_batch)
     path = Path(path)
     try:
-        torch.export.save(program, path)
+        with _quiet():  # channels-last weights are "incomplete" to its packer: they load back
+            torch.export.save(program, path)
     except Exception as exc:
         raise ExportError(name, f"writing {path}", _first_lines(exc)) from None
     return path

@@ -21,6 +21,7 @@ from vitgraph.inference import validate
 from vitgraph.init import initialize
 from vitgraph.ir import Expanded, Inferred, Source, Validated
 from vitgraph.model.api import VitgraphModel
+from vitgraph.passes import optimize as optimize_model
 from vitgraph.spec import edits
 from vitgraph.spec.serialize import to_yaml
 from vitgraph.summary import Summary, summarize
@@ -65,6 +66,7 @@ class Graph(Validated):
         features: bool = False,
         weights_from: torch.nn.Module | None = None,
         weights: str | Path | None = None,
+        optimize: bool = False,
     ) -> VitgraphModel:
         """A fresh ``nn.Module`` computing this graph (``device="meta"``: no allocation),
         initialised as timm does (``vitgraph.init``).
@@ -78,7 +80,9 @@ class Graph(Validated):
         keys and shapes must all fit this graph (every mismatch is listed in a
         ``WeightsError``); loaded tensor by tensor into the fresh model.
         ``allow_large``: build beyond ``MAX_PARAMS`` parameters (counted before anything
-        is allocated; a meta build is never refused)."""
+        is allocated; a meta build is never refused).
+        ``optimize``: then rewrite it for inference (``vitgraph.optimize``: eval only,
+        BatchNorms and scales folded, tables precomputed)."""
         if not allow_large and str(device) != "meta":
             self.check_size()
         if weights is not None:  # an unreadable file is refused before anything is built
@@ -116,6 +120,10 @@ class Graph(Validated):
             load_weights(model, weights, adapt=False, spec=label)
         if weights_from is not None:
             model.vitgraph_carry = carry_weights(model, weights_from)
+        if optimize:
+            if str(device) == "meta":
+                raise ValueError("optimize=True needs weights: build on a real device")
+            model = optimize_model(model)
         return model
 
     def check_size(self, limit: int | None = None) -> None:

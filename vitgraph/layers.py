@@ -17,20 +17,16 @@ class QuickGELU(nn.Module):
         return x * torch.sigmoid(1.702 * x)
 
 
-_MAKERS: dict[str, Callable[[], nn.Module]] = {
-    "gelu": lambda: nn.GELU(),
-    "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-    "quick_gelu": QuickGELU,
-    "relu": lambda: nn.ReLU(),
-    "silu": lambda: nn.SiLU(),
-    "hardswish": lambda: nn.Hardswish(),
-    "tanh": lambda: nn.Tanh(),
+# each maker takes ``inplace``; the ones torch cannot run in place ignore it
+_MAKERS: dict[str, Callable[[bool], nn.Module]] = {
+    "gelu": lambda inplace: nn.GELU(),
+    "gelu_tanh": lambda inplace: nn.GELU(approximate="tanh"),
+    "quick_gelu": lambda inplace: QuickGELU(),
+    "relu": lambda inplace: nn.ReLU(inplace=inplace),
+    "silu": lambda inplace: nn.SiLU(inplace=inplace),
+    "hardswish": lambda inplace: nn.Hardswish(inplace=inplace),
+    "tanh": lambda inplace: nn.Tanh(),
 }
-
-
-def activation_module(name: str) -> nn.Module:
-    """A fresh activation module by its vocabulary name."""
-    return _MAKERS[name]()
 
 
 class Incremental:
@@ -54,3 +50,10 @@ def chunk_causal_mask(queries: int, past: int, device: torch.device) -> torch.Te
         return None
     keys = torch.arange(past + queries, device=device)
     return keys[None, :] <= (past + torch.arange(queries, device=device))[:, None]
+
+
+def activation_module(name: str, inplace: bool = False) -> nn.Module:
+    """A fresh activation module by its vocabulary name. ``inplace``: it overwrites its
+    input where it can (ReLU, SiLU, Hardswish), so training keeps one tensor fewer; only
+    for an input nothing else reads (a BatchNorm's or a sum's output)."""
+    return _MAKERS[name](inplace)

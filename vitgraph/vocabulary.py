@@ -59,12 +59,13 @@ Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu", "hardswi
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
-def activation(name: str) -> nn.Module:
+def activation(name: str, inplace: bool = False) -> nn.Module:
     """The activation module named ``name`` (one of ``Activation``; built by
-    ``vitgraph.layers``, imported here on first use so the vocabulary needs no torch)."""
+    ``vitgraph.layers``, imported here on first use so the vocabulary needs no torch).
+    ``inplace``: see ``vitgraph.layers.activation_module``."""
     from vitgraph.layers import activation_module
 
-    return activation_module(name)
+    return activation_module(name, inplace)
 
 
 #: the weight-init schemes a block kind or a spec's ``init:`` may name (vitgraph.init)

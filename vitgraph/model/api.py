@@ -46,6 +46,7 @@ class VitgraphModel(fx.GraphModule):
         "vitgraph_carry",
         "grad_checkpointing",
         "_vitgraph_num_classes",
+        "vitgraph_optimized",
     )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
@@ -55,6 +56,16 @@ class VitgraphModel(fx.GraphModule):
                 copied.__dict__[attr] = self.__dict__[attr]
         set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
         return copied  # type: ignore[return-value]
+
+    def train(self, mode: bool = True) -> VitgraphModel:
+        """``nn.Module.train``; a model from ``vitgraph.optimize`` refuses training mode
+        (its BatchNorms are folded and its dropout gone)."""
+        if mode and self.__dict__.get("vitgraph_optimized") is not None:
+            raise RuntimeError(
+                "this model was optimized for inference (vitgraph.optimize: BatchNorms "
+                "folded, dropout removed): train the model it was made from"
+            )
+        return super().train(mode)
 
     # timm's model API; the logic lives in the functions below (read from the spec)
 
