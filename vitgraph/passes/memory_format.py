@@ -24,6 +24,7 @@ import torch.nn.functional as F
 from torch import fx, nn
 
 from vitgraph.passes.folding import put
+from vitgraph.shapes import Image
 
 FORMATS = ("auto", "contiguous", "channels_last")
 
@@ -102,6 +103,10 @@ def to_channels_last(model: fx.GraphModule) -> None:
             put(model, path, pointwise)
         elif isinstance(module, nn.Conv2d):
             module.weight.data = module.weight.contiguous(memory_format=torch.channels_last)
+    graph = getattr(model, "vitgraph_graph", None)
+    if graph is not None and not isinstance(graph.input_type, Image):
+        model.recompile()
+        return  # ids or tokens in: no image to lay out
     placeholder = next(n for n in model.graph.nodes if n.op == "placeholder")
     with model.graph.inserting_after(placeholder):
         converted = model.graph.call_method(
