@@ -1,0 +1,134 @@
+"""The option audit (issue #22): every constructor argument of every reference class a
+converter accepts is in ``vitgraph.interop.options``'s table, and every example there
+converts to a twin computing the reference's function (eval and train logits, gradients,
+BatchNorm statistics; weights re-drawn) or is refused by a SpecError naming the option
+and the model."""
+
+from __future__ import annotations
+
+import dataclasses
+import importlib
+import inspect
+from typing import Any
+
+import pytest
+import torch
+
+import vitgraph
+from tests.helpers import redraw_
+from tests.interop.parity import compare, timm_state_map
+from vitgraph import SpecError
+from vitgraph.interop.options import tables
+
+timm = pytest.importorskip("timm")
+transformers = pytest.importorskip("transformers")
+
+TABLES = tables()
+
+#: the small configuration each class's examples override
+BASES: dict[str, dict[str, Any]] = {
+    "timm.models.vision_transformer.VisionTransformer": dict(
+        img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=10
+    ),
+    "timm.models.deit.VisionTransformerDistilled": dict(
+        img_size=32, patch_size=16, embed_dim=32, depth=2, num_heads=2, num_classes=10
+    ),
+}
+
+
+def _import(path: str) -> Any:
+    module, _, name = path.rpartition(".")
+    try:
+        return getattr(importlib.import_module(module), name)
+    except ModuleNotFoundError:  # a class path: module.Class.attribute
+        return getattr(_import(module), name)
+
+
+def _resolve(value: Any) -> Any:
+    """``"@module.Name"`` strings become that object, inside tuples and dicts too."""
+    if isinstance(value, str) and value.startswith("@"):
+        return _import(value[1:])
+    if isinstance(value, dict):
+        return {k: _resolve(v) for k, v in value.items()}
+    if isinstance(value, tuple | list):
+        return type(value)(_resolve(v) for v in value)
+    return value
+
+
+def build(path: str, example: dict[str, Any]) -> torch.nn.Module:
+    """The reference of one example: the base configuration with the example's arguments
+    (or the registered timm model the example names)."""
+    kwargs = _resolve(dict(example))
+    name = kwargs.pop("@name", None)
+    torch.manual_seed(0)
+    if name is not None:
+        return timm.create_model(name, pretrained=False, **kwargs)
+    return _import(path)(**{**BASES[path], **kwargs})
+
+
+def arguments(path: str) -> set[str]:
+    """The constructor arguments (or config fields) of a reference class today."""
+    cls = _import(path)
+    if dataclasses.is_dataclass(cls):
+        return {f.name for f in dataclasses.fields(cls)}
+    for klass in cls.__mro__:
+        params = inspect.signature(klass.__init__).parameters.values()
+        named = {p.name for p in params if p.kind not in (p.VAR_POSITIONAL, p.VAR_KEYWORD)}
+        if named - {"self"}:
+            return named - {"self"}
+    raise AssertionError(f"{path} takes no named arguments")
+
+
+def _cases(which: str) -> list[Any]:
+    cases = []
+    for path, table in TABLES.items():
+        if path not in BASES:
+            continue
+        for option, entry in table.items():
+            for index, example in enumerate(getattr(entry, which)):
+                short = path.rsplit(".", 1)[1]
+                cases.append(pytest.param(path, option, example, id=f"{short}-{option}-{index}"))
+    return cases
+
+
+@pytest.mark.parametrize("path", sorted(TABLES))
+def test_every_constructor_argument_of_the_reference_is_in_the_table(path):
+    assert arguments(path) == set(TABLES[path])
+
+
+@pytest.mark.parametrize("path", sorted(TABLES))
+def test_every_option_has_an_example_of_what_it_honours_or_refuses(path):
+    for option, entry in TABLES[path].items():
+        assert entry.honoured or entry.refused, option
+        assert not entry.refused or entry.refuse, f"{option}: no refused example"
+        assert entry.equal or entry.refuse, f"{option}: no example"
+
+
+@pytest.mark.parametrize(("path", "option", "example"), _cases("equal"))
+def test_honoured_option_converts_to_the_same_function(path, option, example):
+    reference = redraw_(build(path, example)).eval()
+    ours = vitgraph.from_timm(reference)
+    shape = ours.pretrained_cfg["input_size"]
+    x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
+    x = x.to(next(reference.parameters()).dtype)
+    assert compare(ours, reference, timm_state_map(reference), x) == []
+
+
+@pytest.mark.parametrize(("path", "option", "example"), _cases("refuse"))
+def test_refused_option_is_named_in_the_error(path, option, example):
+    reference = build(path, example)
+    with pytest.raises(SpecError) as error:
+        vitgraph.from_timm(reference)
+    message = str(error.value)
+    from vitgraph.interop.timm import model_name
+
+    assert option in message and model_name(reference) in message, message
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    """These models are tiny: one thread is faster than two on a shared machine."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(threads)
