@@ -179,7 +179,370 @@ VISION_TRANSFORMER_DISTILLED: dict[str, Option] = {
     "final_norm": honoured("True, False", {"final_norm": False}),
 }
 
+_UNPOOLED = "'' (unpooled token outputs)"
+_SQUARE_PATCH = partly(
+    "square patches", ({"patch_size": 8},), "non-square", ({"patch_size": (16, 8)},)
+)
+
+CAIT: dict[str, Option] = {
+    **_COMMON,
+    **_DROPS,
+    "img_size": honoured("any size the patch divides, square or not", {"img_size": (32, 48)}),
+    "patch_size": _SQUARE_PATCH,
+    "global_pool": partly(
+        "'token', 'avg'",
+        ({"global_pool": "avg"},),
+        _UNPOOLED,
+        ({"global_pool": ""},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "embed_dim": honoured("any width", {"embed_dim": 48, "num_heads": 3}),
+    "depth": partly("one layer or more", ({"depth": 3},), "0", ({"depth": 0},)),
+    "num_heads": honoured("any head count", {"num_heads": 4}),
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 61 / 32}),
+    "qkv_bias": honoured("True, False", {"qkv_bias": False}),
+    "block_layers": partly(
+        "LayerScaleBlock",
+        (),
+        "other classes",
+        ({"block_layers": "@tests.interop.variants.OtherLayerScaleBlock"},),
+    ),
+    "block_layers_token": partly(
+        "LayerScaleBlockClassAttn",
+        (),
+        "other classes",
+        ({"block_layers_token": "@tests.interop.variants.OtherLayerScaleBlockClassAttn"},),
+    ),
+    "patch_layer": partly(
+        "PatchEmbed",
+        (),
+        "other classes",
+        ({"patch_layer": "@tests.interop.variants.OtherPatchEmbed"},),
+    ),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@torch.nn.LayerNorm"},),
+        "RMSNorm (#23) and other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+        issue=MODERN,
+    ),
+    "act_layer": partly(
+        "GELU (exact or tanh), ReLU, SiLU, Hardswish, Tanh",
+        ({"act_layer": "@torch.nn.ReLU"}, {"act_layer": "@timm.layers.GELUTanh"}),
+        "QuickGELU (#23) and others",
+        ({"act_layer": "@timm.layers.QuickGELU"},),
+        issue=MODERN,
+    ),
+    "attn_block": partly(
+        "TalkingHeadAttn",
+        (),
+        "other attention (timm's plain Attention)",
+        ({"attn_block": "@timm.layers.Attention"},),
+    ),
+    "mlp_block": partly(
+        "Mlp", (), "gated MLPs (#23)", ({"mlp_block": "@timm.layers.GluMlp"},), issue=MODERN
+    ),
+    "init_values": honoured("LayerScale of any init", {"init_values": 0.5}),
+    "attn_block_token_only": partly(
+        "ClassAttn",
+        (),
+        "other attention",
+        ({"attn_block_token_only": "@tests.interop.variants.OtherTalkingHeadAttn"},),
+    ),
+    "mlp_block_token_only": partly(
+        "Mlp",
+        (),
+        "gated MLPs (#23)",
+        ({"mlp_block_token_only": "@timm.layers.GluMlp"},),
+        issue=MODERN,
+    ),
+    "depth_token_only": partly(
+        "one class-attention layer or more",
+        ({"depth_token_only": 2},),
+        "0 (no class-attention stage)",
+        ({"depth_token_only": 0},),
+    ),
+    "mlp_ratio_token_only": honoured("any ratio", {"mlp_ratio_token_only": 2.0}),
+}
+
+TWINS: dict[str, Option] = {
+    **_COMMON,
+    **{k: v for k, v in _DROPS.items() if k != "pos_drop_rate"},
+    "pos_drop_rate": refused("> 0", {"pos_drop_rate": 0.25}),
+    "img_size": partly(
+        "sizes whose stage grids the windows divide",
+        ({"img_size": 128},),
+        "other sizes (timm pads the windows)",
+        ({"img_size": 96},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "patch_size": honoured(
+        "an int (timm's Twins fails on a tuple)", {"patch_size": 2, "img_size": 32}
+    ),
+    "global_pool": partly(
+        "'avg'", ({"global_pool": "avg"},), _UNPOOLED, ({"global_pool": ""},), issue=DYNAMIC_SIZE
+    ),
+    "embed_dims": honoured("any widths", {"embed_dims": (8, 16, 24, 32)}),
+    "num_heads": honoured("any head counts", {"num_heads": (2, 2, 4, 4)}),
+    "mlp_ratios": honoured("any ratios", {"mlp_ratios": (4, 3, 61 / 48, 2)}),
+    "depths": partly(
+        "two layers or more per stage",
+        (
+            {"depths": (2, 3, 4, 2)},
+            {
+                "depths": (2, 2),
+                "embed_dims": (8, 16),
+                "num_heads": (1, 2),
+                "mlp_ratios": (2, 2),
+                "sr_ratios": (2, 1),
+                "wss": (4, 4),
+            },
+        ),
+        "stages of one layer",
+        ({"depths": (1, 2, 2, 2)},),
+    ),
+    "sr_ratios": honoured("any ratios the grids allow", {"sr_ratios": (2, 1, 1, 1)}),
+    "wss": honoured(
+        "None (PCPVT), or windows per stage (SVT)", {"wss": None}, {"wss": (2, 4, 1, 2)}
+    ),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@torch.nn.LayerNorm"},),
+        "other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+        issue=MODERN,
+    ),
+    "block_cls": partly(
+        "Block", (), "other classes", ({"block_cls": "@tests.interop.variants.OtherTwinsBlock"},)
+    ),
+}
+
+SWIN: dict[str, Option] = {
+    **_COMMON,
+    **{k: v for k, v in _DROPS.items() if k != "pos_drop_rate"},
+    "img_size": partly(
+        "sizes whose stage grids the windows divide (or that fit in one window)",
+        ({"img_size": 32}, {"img_size": (64, 32)}),
+        "other sizes (timm pads the windows)",
+        ({"img_size": 48},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "patch_size": partly(
+        "square patches",
+        ({"patch_size": 2, "img_size": 32},),
+        "non-square",
+        ({"patch_size": (4, 2), "img_size": (64, 32)},),
+    ),
+    "global_pool": partly(
+        "'avg'",
+        ({"global_pool": "avg"},),
+        "'max', 'avgmax' (#23), '' (#20)",
+        ({"global_pool": "max"}, {"global_pool": ""}),
+        issue=MODERN,
+    ),
+    "embed_dim": honoured("an int (timm's Swin fails on per-stage widths)", {"embed_dim": 24}),
+    "depths": honoured(
+        "any depths", {"depths": (1, 3)}, {"depths": (2, 2, 1), "num_heads": (1, 2, 2)}
+    ),
+    "num_heads": honoured("any head counts", {"num_heads": (2, 4)}),
+    "head_dim": honoured("any head width", {"head_dim": 12}),
+    "window_size": partly(
+        "square windows, per stage too",
+        ({"window_size": 8}, {"window_size": ((4, 4), (2, 2))}),
+        "non-square windows",
+        ({"window_size": (4, 2)},),
+    ),
+    "always_partition": refused("True", {"always_partition": True}, issue=DYNAMIC_SIZE),
+    "strict_img_size": refused("False", {"strict_img_size": False}, issue=DYNAMIC_SIZE),
+    "dynamic_img_size": refused("True", {"dynamic_img_size": True}, issue=DYNAMIC_SIZE),
+    "mlp_ratio": honoured(
+        "any ratio, per stage too", {"mlp_ratio": 3.0}, {"mlp_ratio": (2.0, 61 / 32)}
+    ),
+    "qkv_bias": honoured("True, False", {"qkv_bias": False}),
+    "embed_layer": partly(
+        "PatchEmbed",
+        (),
+        "other classes",
+        ({"embed_layer": "@tests.interop.variants.OtherPatchEmbed"},),
+    ),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@timm.layers.LayerNorm"},),
+        "other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+        issue=MODERN,
+    ),
+    "weight_init": honoured(_INIT, {"weight_init": "jax"}),
+}
+
+TNT: dict[str, Option] = {
+    **_COMMON,
+    **_DROPS,
+    "attn_drop_rate": honoured(
+        "dropout of attention weights (timm's own backward then fails: an inplace dropout "
+        "after its softmax; the forwards are compared)",
+        {"attn_drop_rate": 0.25, "@no_backward": True},
+    ),
+    "img_size": honoured("any size the patch divides", {"img_size": 48}),
+    "patch_size": partly(
+        "square patches",
+        ({"patch_size": 8, "img_size": 32},),
+        "non-square",
+        ({"patch_size": (16, 8)},),
+    ),
+    "global_pool": partly(
+        "'token', 'avg'",
+        ({"global_pool": "avg"},),
+        _UNPOOLED,
+        ({"global_pool": ""},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "embed_dim": honoured("any width", {"embed_dim": 48}),
+    "inner_dim": honoured("any inner width", {"inner_dim": 16}),
+    "depth": partly("one layer or more", ({"depth": 3},), "0", ({"depth": 0},)),
+    "num_heads_inner": honoured("any", {"num_heads_inner": 4}),
+    "num_heads_outer": honoured("any", {"num_heads_outer": 4}),
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 61 / 32}),
+    "qkv_bias": honoured("True, False", {"qkv_bias": True}),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@torch.nn.LayerNorm"},),
+        "other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+        issue=MODERN,
+    ),
+    "first_stride": honoured("any stride dividing the patch", {"first_stride": 2}),
+    "legacy": honoured("True, False", {"legacy": True}),
+}
+
+CROSSVIT: dict[str, Option] = {
+    **_COMMON,
+    **_DROPS,
+    "img_size": honoured("any size both patches divide", {"img_size": 64}),
+    "img_scale": honoured("each branch's resize", {"img_scale": (1.0, 32 / 48)}),
+    "patch_size": partly(
+        "two square patches",
+        ({"patch_size": (4, 8)},),
+        "one branch or three",
+        (
+            {
+                "patch_size": (8, 16, 16),
+                "img_scale": (1.0, 1.0, 1.0),
+                "embed_dim": (16, 32, 32),
+                "num_heads": (2, 2, 2),
+                "depth": ((1, 1, 1, 0),),
+            },
+        ),
+    ),
+    "embed_dim": honoured("any widths", {"embed_dim": (24, 48)}),
+    "depth": partly(
+        "alike multi-scale blocks, each branch one layer or more, fusion depth 0",
+        ({"depth": ((1, 2, 0), (1, 2, 0), (1, 2, 0))},),
+        "unlike blocks, an empty branch, fusion depth > 0",
+        ({"depth": ((1, 1, 0), (1, 2, 0))}, {"depth": ((1, 1, 1),)}, {"depth": ((0, 1, 0),)}),
+    ),
+    "num_heads": honoured("any head counts", {"num_heads": (1, 4)}),
+    "mlp_ratio": partly(
+        "one ratio for both branches (the fusion has no MLP)",
+        ({"mlp_ratio": (3.0, 3.0, 1.0)},),
+        "a ratio per branch",
+        ({"mlp_ratio": (2.0, 3.0, 4.0)},),
+    ),
+    "multi_conv": honoured(
+        "True, False", {"multi_conv": True, "patch_size": (12, 16), "img_size": 48}
+    ),
+    "crop_scale": refused("True", {"crop_scale": True, "img_scale": (1.0, 32 / 48)}),
+    "qkv_bias": honoured("True, False", {"qkv_bias": False}),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@torch.nn.LayerNorm"},),
+        "other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+        issue=MODERN,
+    ),
+    "global_pool": honoured("'token', 'avg' (timm allows no other)", {"global_pool": "avg"}),
+}
+
+LEVIT: dict[str, Option] = {
+    **_COMMON,
+    "img_size": honoured("any size", {"img_size": 96}),
+    "embed_dim": honoured("any widths", {"embed_dim": (16, 48)}),
+    "key_dim": honoured("any", {"key_dim": 4}),
+    "depth": honoured("any depths", {"depth": (2, 1)}),
+    "num_heads": honoured("any head counts", {"num_heads": (1, 2)}),
+    "attn_ratio": honoured("any", {"attn_ratio": 3.0}),
+    "mlp_ratio": honoured("any", {"mlp_ratio": 3.0}),
+    "stem_backbone": refused(
+        "a module other than timm's own stems",
+        {"stem_backbone": "@tests.interop.variants.LEVIT_STEM", "stem_stride": 16},
+    ),
+    "stem_stride": honoured("with stem_backbone only (refused)", {"stem_stride": 16}),
+    "stem_type": honoured("'s16', 's8'", {"stem_type": "s8", "img_size": 32}),
+    "down_op": honoured("'subsample' (timm builds no other)", {"down_op": "subsample"}),
+    "act_layer": partly(
+        "Hardswish, GELU, ReLU, SiLU",
+        ({"act_layer": "gelu"}, {"act_layer": "relu"}),
+        "other activations",
+        ({"act_layer": "mish"},),
+    ),
+    "attn_act_layer": partly(
+        "None or the same as act_layer",
+        ({"attn_act_layer": "hard_swish"},),
+        "another activation",
+        ({"attn_act_layer": "relu"},),
+    ),
+    "use_conv": honoured("True, False (the same function)", {"use_conv": True}),
+    "global_pool": partly(
+        "'avg'", ({"global_pool": "avg"},), _UNPOOLED, ({"global_pool": ""},), issue=DYNAMIC_SIZE
+    ),
+}
+
+PIT: dict[str, Option] = {
+    **_COMMON,
+    **_DROPS,
+    "img_size": honoured("any size", {"img_size": 80}),
+    "patch_size": honoured("any square kernel", {"patch_size": 8, "stride": 4, "img_size": 32}),
+    "stride": honoured("any stride", {"stride": 16}),
+    "stem_type": honoured("(timm's PiT never reads it)", {"stem_type": "other"}),
+    "base_dims": partly(
+        "head widths that double the width at each pooling",
+        ({"base_dims": (16, 16, 16)},),
+        "other widths",
+        ({"base_dims": (4, 8, 8)},),
+    ),
+    "depth": honoured(
+        "any depths",
+        {"depth": (2, 1, 2)},
+        {"depth": (1, 1), "base_dims": (8, 8), "heads": (1, 2)},
+    ),
+    "heads": partly(
+        "head counts that double the width at each pooling",
+        ({"heads": (2, 4, 8)},),
+        "other counts",
+        ({"heads": (2, 2, 4)},),
+    ),
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 3.0}),
+    "global_pool": partly(
+        "'token'",
+        ({"global_pool": "token"},),
+        _UNPOOLED,
+        ({"global_pool": ""},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "distilled": honoured(
+        "True, False", {"distilled": True}, {"distilled": True, "drop_rate": 0.25}
+    ),
+}
+
 TABLES: dict[str, dict[str, Option]] = {
     "timm.models.vision_transformer.VisionTransformer": VISION_TRANSFORMER,
     "timm.models.deit.VisionTransformerDistilled": VISION_TRANSFORMER_DISTILLED,
+    "timm.models.cait.Cait": CAIT,
+    "timm.models.twins.Twins": TWINS,
+    "timm.models.swin_transformer.SwinTransformer": SWIN,
+    "timm.models.tnt.TNT": TNT,
+    "timm.models.crossvit.CrossVit": CROSSVIT,
+    "timm.models.levit.Levit": LEVIT,
+    "timm.models.levit.LevitDistilled": LEVIT,
+    "timm.models.pit.PoolingVisionTransformer": PIT,
 }
