@@ -71,7 +71,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "features",
         [
             "vitgraph.block_catalog",
-                "vitgraph.diff",
+            "vitgraph.diff",
             "vitgraph.export",
             "vitgraph.pictures",
             "vitgraph.render",

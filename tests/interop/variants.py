@@ -5,9 +5,9 @@ cannot know what a user's class overrides). The option tables name these as exam
 from __future__ import annotations
 
 from timm.layers import PatchEmbed
-from torch import nn
 from timm.models.cait import LayerScaleBlock, LayerScaleBlockClassAttn, TalkingHeadAttn
 from timm.models.twins import Block as TwinsBlock
+from torch import nn
 
 
 class OtherPatchEmbed(PatchEmbed):

@@ -146,7 +146,6 @@ def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
     if type(layer).__name__ != "Block" or not isinstance(layer.ls1, nn.Identity):
         raise refuse(model, f"encoder layer {type(layer).__name__}")
     act = activation_name(model, layer.mlp.act, "mlp act_layer")
-    fusion = first.fusion[0]
     if act != "gelu" or activation_name(model, first.projs[0][1], "projection act") != "gelu":
         raise refuse(model, f"act_layer={act}")
     entry: dict[str, Any] = {
