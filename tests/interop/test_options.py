@@ -129,15 +129,54 @@ def _resolve(value: Any) -> Any:
     return value
 
 
+#: ByobNet's base: a tiered stem, two bottlenecks, two bottleneck-attention blocks
+_BYOB = timm.models.byobnet
+BYOBNET_BASE = dict(
+    cfg=_BYOB.ByoModelCfg(
+        blocks=(
+            _BYOB.ByoBlockCfg(type="bottle", d=2, c=32, s=1, br=0.25),
+            _BYOB.ByoBlockCfg(type="self_attn", d=2, c=64, s=2, br=0.25),
+        ),
+        stem_chs=16,
+        stem_type="tiered",
+        stem_pool="maxpool",
+        fixed_input_size=True,
+        self_attn_layer="bottleneck",
+        self_attn_kwargs={},
+    ),
+    img_size=64,
+    num_classes=10,
+)
+for _path in (
+    "timm.models.byobnet.ByobNet",
+    "timm.models.byobnet.ByoModelCfg",
+    "timm.models.byobnet.ByoBlockCfg",
+    "timm.models.byobnet.BottleneckBlock",
+    "timm.models.byobnet.SelfAttnBlock",
+    "timm.layers.bottleneck_attn.BottleneckAttn",
+):
+    BASES[_path] = BYOBNET_BASE
+
+
 def build(path: str, example: dict[str, Any]) -> torch.nn.Module:
     """The reference of one example: the base configuration with the example's arguments
-    (or the registered timm model the example names)."""
+    (or the registered timm model the example names). A ByobNet example's ``"@bottle"``
+    and ``"@self_attn"`` entries replace fields of the base's blocks of that type."""
     kwargs = _resolve(dict(example))
     name = kwargs.pop("@name", None)
     torch.manual_seed(0)
     if name is not None:
         return timm.create_model(name, pretrained=False, **kwargs)
-    return _import(path)(**{**BASES[path], **kwargs})
+    base = dict(BASES[path])
+    changes = {kind: kwargs.pop(f"@{kind}", None) for kind in ("bottle", "self_attn")}
+    if any(changes.values()):
+        blocks = tuple(
+            dataclasses.replace(b, **(changes[b.type] or {})) for b in base["cfg"].blocks
+        )
+        base["cfg"] = dataclasses.replace(base["cfg"], blocks=blocks)
+    if base is BYOBNET_BASE or "cfg" in base:
+        return _BYOB.ByobNet(**{**base, **kwargs})
+    return _import(path)(**{**base, **kwargs})
 
 
 def arguments(path: str) -> set[str]:

@@ -189,10 +189,11 @@ def activation_name(model: Reference, act: Reference, where: str) -> str:
     raise refuse(model, f"{where}={cls}")
 
 
-def mlp_ratio(hidden: int, dim: int) -> float:
-    """A ratio ``r`` with ``int(dim * r) == hidden`` (how vitgraph's mlp sizes its hidden
-    layer). ``hidden / dim`` does not always round-trip (dim 14, hidden 61 gives 60), so
-    half a unit is added then: ``int`` truncates ``hidden + 0.5`` to ``hidden``."""
+def width_ratio(hidden: int, dim: int) -> float:
+    """A ratio ``r`` with ``int(dim * r) == hidden`` (how vitgraph's kinds size a hidden
+    layer from a ratio: mlp, bottleneck). ``hidden / dim`` does not always round-trip
+    (dim 14, hidden 61 gives 60), so half a unit is added then: ``int`` truncates
+    ``hidden + 0.5`` to ``hidden``."""
     ratio = hidden / dim
     return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
 

@@ -18,11 +18,11 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     model_name,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 _GAMMA = re.compile(r"\.gamma_([12])$")
@@ -69,7 +69,7 @@ def _layer(
         "head_dim": dim // attn.num_heads,
         "qkv_bias": first_linear.bias is not None,
         "proj_bias": attn.proj.bias is not None,
-        "mlp_ratio": mlp_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "act": activation_name(model, mlp.act, "act_layer"),
         "norm_eps": eps1,
         "layer_scale": _layer_scale(model, block.gamma_1),

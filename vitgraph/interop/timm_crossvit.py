@@ -17,10 +17,10 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 BRANCH = {"0": "small", "1": "large"}
@@ -138,7 +138,7 @@ def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
         )
     small, large = first.blocks
     ratios = {
-        mlp_ratio(b[0].mlp.fc1.out_features, b[0].mlp.fc1.in_features) for b in (small, large)
+        width_ratio(b[0].mlp.fc1.out_features, b[0].mlp.fc1.in_features) for b in (small, large)
     }
     if len(ratios) != 1:
         raise refuse(model, f"mlp_ratio with branch ratios {sorted(ratios)}", "one ratio")

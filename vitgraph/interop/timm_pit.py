@@ -18,10 +18,10 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
@@ -121,7 +121,7 @@ def _stage(
         "heads": attn.num_heads,
         "head_dim": attn.head_dim,
         "qkv_bias": attn.qkv.bias is not None,
-        "mlp_ratio": mlp_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "attn_drop": float(attn.attn_drop.p),
         "proj_drop": float(attn.proj_drop.p),
         "norm_eps": layernorm_eps(model, block.norm1, "block norm"),

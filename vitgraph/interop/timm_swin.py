@@ -17,10 +17,10 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
@@ -133,7 +133,7 @@ def _stages(model: Reference) -> dict[str, Any]:
             "head_dim": attn.qkv.out_features // (3 * attn.num_heads),
             "window": window[0],
             "downsample": downsample,
-            "mlp_ratio": mlp_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
+            "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
             "qkv_bias": attn.qkv.bias is not None,
             "attn_drop": float(attn.attn_drop.p),
             "proj_drop": float(attn.proj_drop.p),

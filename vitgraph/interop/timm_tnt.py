@@ -18,10 +18,10 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
@@ -75,7 +75,7 @@ def convert_tnt(model: Reference) -> Conversion:
         "heads_outer": first.attn_out.num_heads,
         "words": words,
         "legacy": legacy,
-        "mlp_ratio": mlp_ratio(first.mlp.fc1.out_features, first.mlp.fc1.in_features),
+        "mlp_ratio": width_ratio(first.mlp.fc1.out_features, first.mlp.fc1.in_features),
         "qkv_bias": first.attn_in.qk.bias is not None,
         "attn_drop": float(first.attn_in.attn_drop.p),
         "proj_drop": float(first.attn_in.proj_drop.p),

@@ -20,11 +20,11 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     model_name,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 _KEY = re.compile(r"^(patch_embeds|pos_block|blocks)\.(\d+)\.(?:(\d+)\.)?(.*)$")
@@ -117,7 +117,7 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
         "dim": proj.out_channels,
         "heads": first.attn.num_heads,
         "depth": len(blocks),
-        "mlp_ratio": mlp_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "sr_ratio": sr_ratio,
         "window": window,
         "norm_eps": eps,

@@ -17,11 +17,11 @@ from vitgraph.interop.timm import (
     activation_name,
     drop_rate,
     layernorm_eps,
-    mlp_ratio,
     model_name,
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
@@ -175,7 +175,7 @@ def _blocks(model: Reference) -> dict[str, Any]:
         "head_dim": attn.head_dim,
         "qkv_bias": attn.qkv.bias is not None,
         "proj_bias": attn.proj.bias is not None,
-        "mlp_ratio": mlp_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "act": activation_name(model, mlp.act, "act_layer"),
         "norm_eps": eps,
         "layer_scale": layer_scale,
