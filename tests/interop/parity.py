@@ -30,9 +30,22 @@ def timm_state_map(reference: nn.Module) -> StateMap:
     return lambda state: {keymap.rename(k): keymap.convert(k, t) for k, t in state.items()}
 
 
+def hf_state_map(reference: nn.Module) -> StateMap:
+    """How ``from_hf`` maps the reference's keys and tensors onto ours."""
+    from vitgraph.interop.hf import converter_of
+
+    return converter_of(reference)(reference).state
+
+
 def _logits(output):
-    """A plain tensor, or a tuple of them, from a model's output (HF wraps its logits)."""
-    return output.logits if hasattr(output, "logits") else output
+    """A plain tensor, or a tuple of them (a distilled model in training)."""
+    return output
+
+
+def hf_logits(output):
+    """An HF model's logits: its output object's, or the first of its plain tuple
+    (``return_dict=False``)."""
+    return output.logits if hasattr(output, "logits") else output[0]
 
 
 def _weighted_sum(output) -> torch.Tensor:
@@ -59,15 +72,16 @@ def compare(
     x: torch.Tensor,
     seed: int = 0,
     backward: bool = True,
+    logits: Callable[[object], object] = _logits,
 ) -> list[str]:
     """Every way ``ours`` computes something other than ``reference``; [] when equal.
     ``backward=False`` compares the train-mode forward only (for a reference whose own
-    backward fails)."""
+    backward fails); ``logits`` reads the reference's logits off its output."""
     problems: list[str] = []
     ours.eval()
     reference.eval()
     with torch.no_grad():
-        diff, allowed = max_logit_diff(_logits(ours(x)), _logits(reference(x)))
+        diff, allowed = max_logit_diff(ours(x), logits(reference(x)))
     if not diff <= allowed:
         problems.append(f"eval logits differ by {diff:.2e} (allowed {allowed:.2e})")
     ours.double().train()
@@ -77,7 +91,7 @@ def compare(
     for model in (ours, reference):
         model.zero_grad(set_to_none=True)
         torch.manual_seed(seed)
-        out = _logits(model(x))
+        out = model(x) if model is ours else logits(model(x))
         if backward:
             _weighted_sum(out).backward()
         outputs.append(out)

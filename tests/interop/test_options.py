@@ -15,10 +15,11 @@ import pytest
 import torch
 
 import vitgraph
-from tests.helpers import redraw_
-from tests.interop.parity import compare, timm_state_map
+from tests.helpers import assert_same_logits, redraw_
+from tests.interop.parity import compare, hf_logits, hf_state_map, timm_state_map
 from vitgraph import SpecError
 from vitgraph.interop.options import tables
+from vitgraph.interop.timm import model_name
 
 timm = pytest.importorskip("timm")
 transformers = pytest.importorskip("transformers")
@@ -158,6 +159,29 @@ for _path in (
     BASES[_path] = BYOBNET_BASE
 
 
+BASES["transformers.PvtConfig"] = dict(
+    image_size=64,
+    hidden_sizes=[8, 16, 24, 32],
+    num_attention_heads=[1, 2, 2, 4],
+    depths=[1, 1, 1, 1],
+    sequence_reduction_ratios=[4, 2, 1, 1],
+    mlp_ratios=[2, 2, 2, 2],
+    num_labels=10,
+)
+BASES["transformers.CvtConfig"] = dict(
+    embed_dim=[16, 32, 48],
+    num_heads=[1, 2, 3],
+    depth=[1, 2, 3],
+    drop_path_rate=[0.0, 0.0, 0.0],
+    num_labels=10,
+)
+#: the model class each config builds
+MODELS = {
+    "transformers.PvtConfig": "transformers.PvtForImageClassification",
+    "transformers.CvtConfig": "transformers.CvtForImageClassification",
+}
+
+
 def build(path: str, example: dict[str, Any]) -> torch.nn.Module:
     """The reference of one example: the base configuration with the example's arguments
     (or the registered timm model the example names). A ByobNet example's ``"@bottle"``
@@ -176,7 +200,24 @@ def build(path: str, example: dict[str, Any]) -> torch.nn.Module:
         base["cfg"] = dataclasses.replace(base["cfg"], blocks=blocks)
     if base is BYOBNET_BASE or "cfg" in base:
         return _BYOB.ByobNet(**{**base, **kwargs})
+    if path in MODELS:
+        model = _import(MODELS[path])(_import(path)(**{**base, **kwargs}))
+        return model.to(kwargs["dtype"]) if "dtype" in kwargs else model
     return _import(path)(**{**base, **kwargs})
+
+
+def convert(path: str, reference: torch.nn.Module) -> torch.nn.Module:
+    return vitgraph.from_hf(reference) if path in MODELS else vitgraph.from_timm(reference)
+
+
+def drop_path_rates(model: torch.nn.Module) -> list[float]:
+    """The distinct rates of the drop-path modules (a reference may call one module on
+    both branches where the twin has two)."""
+    rates = []
+    for module in model.modules():
+        if "DropPath" in type(module).__name__:
+            rates.append(float(getattr(module, "drop_prob", getattr(module, "rate", 0.0))))
+    return sorted({round(r, 6) for r in rates if r})
 
 
 def arguments(path: str) -> set[str]:
@@ -221,23 +262,44 @@ def test_every_option_has_an_example_of_what_it_honours_or_refuses(path):
 def test_honoured_option_converts_to_the_same_function(path, option, example):
     example = dict(example)
     backward = example.pop("@no_backward", None) is None  # the reference's own fails
+    eval_only = example.pop("@eval_only", None) is not None  # masks drawn otherwise
     reference = redraw_(build(path, example)).eval()
-    ours = vitgraph.from_timm(reference)
+    ours = convert(path, reference)
     shape = ours.pretrained_cfg["input_size"]
     x = torch.randn(2, *shape, generator=torch.Generator().manual_seed(1))
     x = x.to(next(reference.parameters()).dtype)
-    assert compare(ours, reference, timm_state_map(reference), x, backward=backward) == []
+    if path in MODELS:
+        state_map, logits = hf_state_map(reference), hf_logits
+    else:
+        state_map, logits = timm_state_map(reference), (lambda out: out)
+    if eval_only:
+        with torch.no_grad():
+            assert_same_logits(ours, _Logits(reference), x)
+        assert drop_path_rates(ours) == pytest.approx(drop_path_rates(reference))
+        return
+    problems = compare(ours, reference, state_map, x, backward=backward, logits=logits)
+    assert problems == []
 
 
 @pytest.mark.parametrize(("path", "option", "example"), _cases("refuse"))
 def test_refused_option_is_named_in_the_error(path, option, example):
     reference = build(path, example)
     with pytest.raises(SpecError) as error:
-        vitgraph.from_timm(reference)
+        convert(path, reference)
     message = str(error.value)
-    from vitgraph.interop.timm import model_name
+    name = type(reference).__name__ if path in MODELS else model_name(reference)
+    assert option in message and name in message, message
 
-    assert option in message and model_name(reference) in message, message
+
+class _Logits(torch.nn.Module):
+    """An HF model returning a plain logits tensor."""
+
+    def __init__(self, model: torch.nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        return hf_logits(self.model(x))
 
 
 @pytest.fixture(autouse=True)
