@@ -3,8 +3,6 @@ logits equal to it after a weight transplant (HF keys renamed to the official on
 
 from __future__ import annotations
 
-import re
-
 import pytest
 import torch
 
@@ -22,36 +20,10 @@ HF_CONFIGS = {
 HF_PARAMS = {"cvt_13": 19_997_480, "cvt_21": 31_622_696, "cvt_w24": 277_196_392}
 PAPER_GMACS = {"cvt_13": 4.5, "cvt_21": 7.1, "cvt_w24": 193.2}  # Table 3 (W24 at 384)
 
-_HF_KEYS = [
-    (r"^cvt\.encoder\.stages\.(\d+)\.", r"stage\1."),
-    (r"embedding\.convolution_embeddings\.projection", "patch_embed.proj"),
-    (r"embedding\.convolution_embeddings\.normalization", "patch_embed.norm"),
-    (r"layers\.(\d+)\.", r"blocks.\1."),
-    (
-        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-        r"convolution",
-        r"attn.conv_proj_\1.conv",
-    ),
-    (
-        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-        r"normalization",
-        r"attn.conv_proj_\1.bn",
-    ),
-    (r"attention\.attention\.projection_(q|k|v)\w*", r"attn.proj_\1"),
-    (r"attention\.output\.dense", "attn.proj"),
-    (r"intermediate\.dense", "mlp.fc1"),
-    (r"output\.dense", "mlp.fc2"),
-    (r"layernorm_before", "norm1"),
-    (r"layernorm_after", "norm2"),
-    (r"^layernorm", "norm"),
-    (r"^classifier", "head"),
-]
-
-
 def hf_key_to_ours(key: str) -> str:
-    for pattern, replacement in _HF_KEYS:
-        key = re.sub(pattern, replacement, key)
-    return key
+    from vitgraph.interop.hf_cvt import cvt_key  # from_hf's own key map
+
+    return cvt_key(key)
 
 
 def transplant(reference, ours) -> None:
