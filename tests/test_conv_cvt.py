@@ -20,6 +20,7 @@ HF_CONFIGS = {
 HF_PARAMS = {"cvt_13": 19_997_480, "cvt_21": 31_622_696, "cvt_w24": 277_196_392}
 PAPER_GMACS = {"cvt_13": 4.5, "cvt_21": 7.1, "cvt_w24": 193.2}  # Table 3 (W24 at 384)
 
+
 def hf_key_to_ours(key: str) -> str:
     from vitgraph.interop.hf_cvt import cvt_key  # from_hf's own key map
 
