@@ -25,6 +25,7 @@ demo: .venv/.core
 lint: .venv/.test
 	.venv/bin/ruff check vitgraph blocks tests benchmarks
 	.venv/bin/ruff format --check vitgraph blocks tests benchmarks
+	$(MAKE) --no-print-directory typecheck
 
 # mypy reads the package as it is installed: a tree of links where blocks/ sits at
 # vitgraph/blocks (setuptools' editable install is an import hook mypy cannot follow)

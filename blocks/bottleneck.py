@@ -219,7 +219,22 @@ def _relative_index(rows: int, cols: int, axis: int) -> torch.Tensor:
     return (pos[None, :] - pos[:, None] + size - 1)[None, None]
 
 
+class RelativeTables(nn.Module):
+    """The two 1-D relative tables at timm's keys (``pos_embed.height_rel`` / ``width_rel``)."""
+
+    def __init__(self, size: tuple[int, int], head_dim: int, scale: float) -> None:
+        super().__init__()
+        self.height_rel = nn.Parameter(torch.randn(2 * size[0] - 1, head_dim) * scale)
+        self.width_rel = nn.Parameter(torch.randn(2 * size[1] - 1, head_dim) * scale)
+
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.height_rel, self.width_rel
+
+
 class RelPosSelfAttention(nn.Module):
+    height_index: torch.Tensor  # buffers (register_buffer below)
+    width_index: torch.Tensor
+
     """MHSA over an H×W map with logits q·k + q·r_h + q·r_w (§3, Fig. 4; the 1-D relative
     tables ``height_rel`` (2H−1, d) and ``width_rel`` (2W−1, d) are shared by the heads)."""
 
@@ -231,13 +246,7 @@ class RelPosSelfAttention(nn.Module):
         self.head_dim = dim // heads
         self.scale = self.head_dim**-0.5
         self.qkv = nn.Conv2d(dim, 3 * dim, 1, bias=qkv_bias)
-        self.pos_embed = nn.Module()
-        self.pos_embed.height_rel = nn.Parameter(
-            torch.randn(2 * size[0] - 1, self.head_dim) * self.scale
-        )
-        self.pos_embed.width_rel = nn.Parameter(
-            torch.randn(2 * size[1] - 1, self.head_dim) * self.scale
-        )
+        self.pos_embed = RelativeTables(size, self.head_dim, self.scale)
         self.register_buffer("height_index", _relative_index(*size, 0), persistent=False)
         self.register_buffer("width_index", _relative_index(*size, 1), persistent=False)
         self.pool = nn.AvgPool2d(2, 2) if stride == 2 else nn.Identity()

@@ -88,7 +88,7 @@ class ConvTokenizer(Block):
         image = expect_image(inputs[0], self.kind)
         assert self.stride is not None and self.padding is not None
         widths = [image.channels] + [self.hidden] * (self.layers - 1) + [self.dim]
-        layers = [
+        layers: list[nn.Module] = [
             nn.Sequential(
                 nn.Conv2d(c_in, c_out, self.kernel, self.stride, self.padding, bias=self.bias),
                 activation(self.act) if self.act else nn.Identity(),

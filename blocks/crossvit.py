@@ -21,7 +21,7 @@ from vitgraph.blocks.structural import DropPath
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, conv_out, expect_image, expect_tokens
-from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
+from vitgraph.vocabulary import Activation, DropPathRate, DropRate, PosInt, activation, per_head
 
 
 @register
@@ -42,7 +42,7 @@ class CrossAttentionFusion(Block):
     """Dropout on the attention weights."""
     proj_drop: DropRate = 0.0
     """Dropout after the output projection."""
-    drop_path: DropRate = 0.0
+    drop_path: DropPathRate = 0.0
     """Stochastic depth on the attention branch."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-6
     """Epsilon of the LayerNorms."""

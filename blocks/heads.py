@@ -5,7 +5,7 @@ heads; training returns both so each gets its own loss)."""
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -111,7 +111,7 @@ def reset_distillation(
     """A new distillation head for ``classes`` (0: the pass-through timm gives), keeping
     the old head's ``distilled_training`` switch."""
     index = int(getattr(block, "index", 1))
-    made: nn.Module = (
+    made: Any = (  # a module with a distilled_training switch
         DistilledPassThrough(index) if classes == 0 else block.build(Vector(classes), inputs[1])
     )
     made.distilled_training = bool(getattr(old, "distilled_training", True))

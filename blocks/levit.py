@@ -10,7 +10,7 @@ attention output goes through Hardswish before its projection (§4.2).
 from __future__ import annotations
 
 from collections.abc import Sequence
-from typing import Annotated, Literal, Self
+from typing import Annotated, Any, Literal, Self
 
 import torch
 from pydantic import Field
@@ -181,7 +181,7 @@ class _BiasedAttention(Block):
         if self.table is None or table.ndim != 2:
             return None
         try:
-            out = resize_offset_table(table, tuple(self.table), antialias)
+            out = resize_offset_table(table, (self.table[0], self.table[1]), antialias)
         except ResampleError:
             return None
         return out if tuple(out.shape) == target else None
@@ -264,6 +264,8 @@ class Subsample(nn.Module):
 
 
 class BiasedAttention(nn.Module):
+    attention_bias_idxs: torch.Tensor  # a buffer (register_buffer below)
+
     """Both LeViT attentions. ``stride`` 1: fused ``qkv``; otherwise ``kv`` from all tokens
     and ``q`` (subsample, Linear+BN) from the strided grid (timm's names)."""
 
@@ -306,7 +308,7 @@ class BiasedAttention(nn.Module):
         self._cached_bias = None
         return super().train(mode)
 
-    def _apply(self, fn, recurse=True):  # type: ignore[no-untyped-def]
+    def _apply(self, fn, recurse=True):
         self._cached_bias = None  # .to() / .half() move the table
         return super()._apply(fn, recurse)
 
@@ -415,7 +417,7 @@ def reset_bn_distillation(
 ) -> nn.Module:
     """LeViT's second head: with 0 classes both heads pass the pooled vector through, so
     timm's ``(x + x_dist) / 2`` is the pooled vector itself."""
-    made: nn.Module = (
+    made: Any = (  # a module with a distilled_training switch
         DistilledPassThrough(None) if classes == 0 else block.build(Vector(classes), inputs[1])
     )
     made.distilled_training = bool(getattr(old, "distilled_training", True))

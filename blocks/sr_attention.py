@@ -130,6 +130,8 @@ class SubsampledAttention(nn.Module):
         inner = heads * head_dim
         self.q = nn.Linear(dim, inner, bias=qkv_bias)
         self.kv = nn.Linear(dim, 2 * inner, bias=qkv_bias)
+        self.sr: nn.Module
+        self.norm: nn.Module
         if sr_ratio > 1:
             self.sr = nn.Conv2d(dim, dim, sr_ratio, sr_ratio)
             self.norm = nn.LayerNorm(dim, eps=eps)

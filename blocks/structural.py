@@ -17,7 +17,7 @@ from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector, expect_tokens
-from vitgraph.vocabulary import DropRate, PosInt
+from vitgraph.vocabulary import DropPathRate, DropRate, PosInt
 
 
 @register
@@ -71,7 +71,7 @@ class DropPathBlock(_PassThrough):
 
     kind: Literal["drop_path"] = "drop_path"
     training_only = True
-    rate: DropRate = 0.0
+    rate: DropPathRate = 0.0
     """Probability of dropping the branch in training."""
     group: PosInt | None = None
     """Drop each run of this many consecutive tokens on its own (TNT §3.1: the inner
@@ -148,8 +148,8 @@ class LayerScale(nn.Module):
 
 @register
 class IdentityBlock(Block):
-    """Passes its first input through; lets an arg switch a node off
-    (``kind: "${'dist_token' if distilled else 'identity'}"``)."""
+    """Passes its first input through (a stream's name: CrossViT's ``small``, TNT's
+    ``words``). To switch a node off with an arg, give it ``when: $distilled``."""
 
     kind: Literal["identity"] = "identity"
     arity = None

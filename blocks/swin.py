@@ -173,6 +173,9 @@ def merge(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torc
 
 
 class ShiftedWindowAttention(nn.Module):
+    relative_position_index: torch.Tensor  # buffers (register_buffer below)
+    attn_mask: torch.Tensor
+
     def __init__(
         self,
         dim: int,

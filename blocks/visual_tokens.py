@@ -205,17 +205,17 @@ class RecurrentTokenizer(nn.Module):
         self.key = nn.Conv2d(channels, channels, 1, groups=groups)
         self.value = nn.Conv2d(channels, channels, 1, groups=groups)
         self.token = _to_token_dim(channels, dim)
-        self.heads, self.half = heads, tokens // 2
+        self.heads, self.kept = heads, tokens // 2  # ("half" would hide nn.Module.half)
 
     def forward(self, x: torch.Tensor, prev: torch.Tensor) -> torch.Tensor:
         # the first half of the previous tokens guides the new ones; the second is kept
         # heads split head-major, as the pseudo-code's view(N, h, C // h, ...)
-        q = split_heads(self.query(prev[:, : self.half]), self.heads)  # (B, h, L/2, c)
+        q = split_heads(self.query(prev[:, : self.kept]), self.heads)  # (B, h, L/2, c)
         k = split_heads(self.key(x).flatten(2).transpose(1, 2), self.heads)  # (B, h, HW, c)
         v = split_heads(self.value(x).flatten(2).transpose(1, 2), self.heads)
         new = attend(q, k, v)  # softmax over the pixels
         new = self.token(merge_heads(new))  # (B, L/2, C_T)
-        return torch.cat([prev[:, self.half :], new], dim=1)
+        return torch.cat([prev[:, self.kept :], new], dim=1)
 
 
 class TokenTransformer(nn.Module):

@@ -8,6 +8,10 @@ from pathlib import Path
 import torch
 from torch import nn
 
+#: the tests folder and the repository root, for tests anywhere in the tree
+TESTS = Path(__file__).resolve().parent
+ROOT = TESTS.parent
+
 _NORMS = (nn.LayerNorm, nn.GroupNorm, nn.modules.batchnorm._BatchNorm)
 
 

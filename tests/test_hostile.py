@@ -21,9 +21,10 @@ import pytest
 
 import vitgraph
 from benchmarks.harness import PeakMemory
+from tests.helpers import line_of
 from vitgraph import SpecError
 from vitgraph.cli import main
-from vitgraph.spec.catalog import registry
+from vitgraph.spec.catalog import registry, shipped_specs
 from vitgraph.spec.composites import load_composite
 
 FAST = 1.0  # seconds: a refusal costs a parse and a few checks, never the work itself
@@ -212,8 +213,10 @@ def test_repeat_of_a_million_is_refused_before_expanding(tmp_path):
 # ---------------------------------------------------------- billions of params
 
 HUGE = {"dim": 16384, "heads": 16}  # ViT-B/16 at width 16384: 38.7 billion parameters
+#: the graph's first entry, where a size problem is located
+FIRST = f"vit.yaml:{line_of(shipped_specs()['vit'], '- {id: patch_embed')}:3"
 HUGE_MESSAGE = (
-    "vit.yaml:27:3: vit_b_16: the model would have 38,689,522,664 parameters, "
+    f"{FIRST}: vit_b_16: the model would have 38,689,522,664 parameters, "
     "more than the limit of 2,000,000,000\n"
     "  hint: pass allow_large=True (CLI: --allow-large) if you really mean it"
 )
@@ -248,7 +251,7 @@ def test_allow_large_lifts_the_limit_from_python(monkeypatch):
     with pytest.raises(SpecError) as info:
         graph.build()
     assert str(info.value).endswith(
-        "vit.yaml:27:3: vit_ti_16: the model would have 787,048 "
+        f"{FIRST}: vit_ti_16: the model would have 787,048 "
         "parameters, "
         "more than the limit of 100,000\n  hint: pass "
         "allow_large=True (CLI: --allow-large) if you really "

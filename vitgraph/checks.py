@@ -45,6 +45,7 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
                         f"{node.id}.inputs",
                         f"input '{name}' names no node"
                         f"{did_you_mean(name, [*by_id, *expanded.aliases])}",
+                        _outputs_hint(name, expanded),
                     )
                 )
                 continue
@@ -108,6 +109,17 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
 def _order(expanded, graph, position, by_id) -> list[Node]:
     order = nx.lexicographical_topological_sort(graph, key=lambda n: position.get(n, -1))
     return [by_id[n] for n in order if n in by_id]
+
+
+def _outputs_hint(name: str, expanded: Expanded) -> str | None:
+    """For ``blocks.smal``: the named outputs of the group or composite ``blocks``."""
+    prefix = name.rpartition(".")[0]
+    names = sorted(
+        alias.rpartition(".")[2]
+        for alias in expanded.aliases
+        if alias.rpartition(".")[0] == prefix and not alias.rpartition(".")[2].isdigit()
+    )
+    return f"the outputs of '{prefix}': {', '.join(names)}" if prefix and names else None
 
 
 def _failed_ids(expanded: Expanded) -> set[str]:

@@ -103,7 +103,7 @@ class Graph(Validated):
             made = compile_nodes(
                 order, self._inferred.types, outputs, self._expanded.aliases, VitgraphModel
             )
-            initialize(made, order, self.source.document.init)
+            initialize(made, order, self._expanded.init)
             return made
 
         model = build_on(device, dtype, make)

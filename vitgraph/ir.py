@@ -86,7 +86,9 @@ class Expanded:
     """The result of the expand phase."""
 
     nodes: list[Node]
-    aliases: dict[str, str]  # composite / repeat-group id -> the node id that is its output
+    #: composite / repeat-group id, a composite's named output (``blocks.small``) and a
+    #: switched-off entry (``when: false``) -> the node id that computes it
+    aliases: dict[str, str]
     input_channels: int
     input_size: tuple[int, int]
     args: dict[str, Any]
@@ -97,6 +99,10 @@ class Expanded:
     failed: set[str] = field(default_factory=set)  # ids whose entry had a problem
     #: where each name in ``outputs:`` / ``features:`` is written, as (location, key)
     tap_marks: dict[str, tuple[Location, str]] = field(default_factory=dict)
+    #: every composite instance (``layers.2``, ``layers.2.blocks.0``) -> its kind
+    instances: dict[str, str] = field(default_factory=dict)
+    #: the spec's ``init:`` mapping (kind -> scheme), deprecated kind names resolved
+    init: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -166,6 +172,11 @@ class Validated:
     def groups(self) -> dict[str, tuple[str, int]]:
         """Repeat groups and composite nodes: id -> (kind, count)."""
         return dict(self._expanded.groups)
+
+    @property
+    def instances(self) -> dict[str, str]:
+        """Composite instances, nested ones included: id -> kind."""
+        return dict(self._expanded.instances)
 
     @property
     def aliases(self) -> dict[str, str]:

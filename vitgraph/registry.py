@@ -34,11 +34,20 @@ class Composite:
     marks: Any = field(repr=False, compare=False, default=None)
     #: layout of ``forward_features`` when the features come out of this composite
     feature_layout: str | None = None
+    #: names of its inputs, in order (``input0``, ``input1``, ... inside); a repeat whose
+    #: every named input is also an output chains (repeat i takes repeat i - 1's outputs)
+    inputs: tuple[str, ...] = ()
 
     @property
     def output(self) -> str | None:
         """The inner node that is the main output (None: the last entry)."""
         return next(iter(self.outputs.values()), None)
+
+    @property
+    def chains(self) -> bool:
+        """Whether a repeat of it feeds each repeat's outputs into the next one's inputs
+        (every named input is also an output)."""
+        return bool(self.inputs) and all(name in self.outputs for name in self.inputs)
 
 
 @dataclass(frozen=True)

@@ -108,6 +108,27 @@ def _node_properties() -> dict[str, Any]:
             "additionalProperties": {"type": "object"},
         },
         "doc": {"type": "string", "description": "A note on the node."},
+        "when": {
+            "anyOf": [{"type": "boolean"}, _EXPRESSION],
+            "description": "Whether the node is there: when false it passes its first input "
+            "through (when: $distilled).",
+        },
+        "stochastic_depth": {
+            "anyOf": [
+                {"const": False},
+                {
+                    "type": "object",
+                    "properties": {
+                        "layer": {"anyOf": [{"type": "integer", "minimum": 0}, _EXPRESSION]}
+                    },
+                    "required": ["layer"],
+                    "additionalProperties": False,
+                },
+                _EXPRESSION,
+            ],
+            "description": "The node's place in the spec's stochastic-depth schedule: false "
+            "keeps its own rates; {layer: k} makes it row k of its composite instance.",
+        },
     }
 
 

@@ -220,7 +220,7 @@ def _count_node(params: Block, in_types: tuple[TensorType, ...], batch: int) -> 
 class _FlopCounter(TorchDispatchMode):
     """torch's FLOP formulas (``flop_registry``: matmuls, convolutions, attention kernels)
     without FlopCounterMode's per-module tracking, which doubled the cost of a summary; the
-    totals are the same (tests/test_counts.py compares them on whole models)."""
+    totals are the same (tests/test_summary.py compares them on whole models)."""
 
     def __init__(self) -> None:
         super().__init__()

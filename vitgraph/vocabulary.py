@@ -1,19 +1,20 @@
 """The shared parameter vocabulary of every block kind (timm's names and meanings).
 
 One definition each of the field types blocks declare (``PosInt``, ``Rate``,
-``DropRate``, ``Activation``), the markers core reads off a field (``TrainingOnly``), the
-head-width rule of the attention kinds (``head_width``, ``per_head``) and the names of
-the weight-init schemes (``vitgraph.init`` implements them). A block file imports these
-instead of declaring its own copy, so a spec's ``heads``, ``attn_drop`` or ``act`` means
-one thing everywhere.
+``DropRate``, ``DropPathRate``, ``Activation``), the markers core reads off a field
+(``TrainingOnly``, ``StochasticDepth``), the head-width rule of the attention kinds
+(``head_width``, ``per_head``) and the names of the weight-init schemes
+(``vitgraph.init`` implements them). A block file imports these instead of declaring its
+own copy, so a spec's ``heads``, ``attn_drop`` or ``act`` means one thing everywhere.
 """
 
 from __future__ import annotations
 
+import functools
 from dataclasses import dataclass
 from typing import TYPE_CHECKING, Annotated, Any, Literal, get_args
 
-from pydantic import Field
+from pydantic import BaseModel, Field
 
 from vitgraph.errors import ShapeError
 from vitgraph.shapes import Tokens
@@ -32,31 +33,38 @@ class TrainingOnly:
 
 TRAINING_ONLY = TrainingOnly()
 
+
+@dataclass(frozen=True)
+class StochasticDepth:
+    """Field marker: the value is a stochastic-depth (drop-path) rate.
+
+    A spec's ``stochastic_depth:`` schedule sets every field so marked (``vitgraph.spec
+    .expand``), and an entry that writes one itself keeps its own rates."""
+
+
+STOCHASTIC_DEPTH = StochasticDepth()
+
 PosInt = Annotated[int, Field(gt=0)]
 """A positive integer (a width, a count, a kernel side)."""
 Rate = Annotated[float, Field(ge=0.0, lt=1.0)]
 """A probability in [0, 1)."""
 DropRate = Annotated[float, Field(ge=0.0, lt=1.0), TRAINING_ONLY]
 """A dropout or stochastic-depth probability in [0, 1): acts in training only."""
+DropPathRate = Annotated[float, Field(ge=0.0, lt=1.0), TRAINING_ONLY, STOCHASTIC_DEPTH]
+"""A stochastic-depth probability in [0, 1): acts in training only, and a spec's
+``stochastic_depth:`` schedule sets it."""
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu", "hardswish", "tanh"]
 """An activation by name (``vitgraph.vocabulary.activation`` builds it)."""
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module named ``name`` (one of ``Activation``)."""
-    from torch import nn
+    """The activation module named ``name`` (one of ``Activation``; built by
+    ``vitgraph.layers``, imported here on first use so the vocabulary needs no torch)."""
+    from vitgraph.layers import activation_module
 
-    makers: dict[str, Any] = {
-        "gelu": lambda: nn.GELU(),
-        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "relu": lambda: nn.ReLU(),
-        "silu": lambda: nn.SiLU(),
-        "hardswish": lambda: nn.Hardswish(),
-        "tanh": lambda: nn.Tanh(),
-    }
-    return makers[name]()
+    return activation_module(name)
 
 
 #: the weight-init schemes a block kind or a spec's ``init:`` may name (vitgraph.init)
@@ -77,6 +85,20 @@ INIT_SCHEMES = (
 def is_training_only(metadata: list[Any]) -> bool:
     """Whether a field's metadata carries the ``TrainingOnly`` marker."""
     return any(isinstance(item, TrainingOnly) for item in metadata)
+
+
+def is_stochastic_depth(metadata: list[Any]) -> bool:
+    """Whether a field's metadata carries the ``StochasticDepth`` marker."""
+    return any(isinstance(item, StochasticDepth) for item in metadata)
+
+
+@functools.cache
+def stochastic_depth_fields(model: type[BaseModel]) -> tuple[str, ...]:
+    """The fields of a params model (a block kind's, a composite's) that are
+    stochastic-depth rates, in declaration order."""
+    return tuple(
+        name for name, info in model.model_fields.items() if is_stochastic_depth(info.metadata)
+    )
 
 
 def head_width(dim: int | None, heads: int, head_dim: int | None, tokens: Tokens) -> int:

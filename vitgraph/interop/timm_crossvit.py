@@ -64,7 +64,6 @@ def convert_crossvit(model: Reference) -> Conversion:
                 {"id": f"pos_drop_{branch}", "kind": "dropout", "rate": drop_rate(model.pos_drop)}
             )
     graph.append(_encoders(model, graph))
-    last = len(model.blocks) - 1
     for index, norm in enumerate(model.norm):
         branch = BRANCH[str(index)]
         if not isinstance(model.head[index], nn.Linear):
@@ -74,7 +73,7 @@ def convert_crossvit(model: Reference) -> Conversion:
                 "id": f"norm_{branch}",
                 "kind": "layernorm",
                 "eps": layernorm_eps(model, norm, "norm_layer"),
-                "inputs": [f"blocks.{last}.{branch}"],
+                "inputs": [f"blocks.{branch}"],  # the last encoder's output of the branch
             },
             {"id": f"pool_{branch}", "kind": pool},
             {
@@ -152,10 +151,8 @@ def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
         "id": "blocks",
         "kind": "crossvit_block",
         "repeat": len(model.blocks),
-        "inputs": [
-            f"${{'{graph_last(graph, 'small')}' if i == 0 else 'blocks.' + str(i - 1) + '.small'}}",
-            "$prev",
-        ],
+        # later encoders take the branches of the one before (crossvit_block chains)
+        "inputs": [graph_last(graph, "small"), graph_last(graph, "large")],
         "heads_small": small[0].attn.num_heads,
         "heads_large": large[0].attn.num_heads,
         "depth_small": len(small),

@@ -70,7 +70,8 @@ def convert_tnt(model: Reference) -> Conversion:
         "id": "blocks",
         "kind": "tnt_layer",
         "repeat": len(model.blocks),
-        "inputs": ["${'pixel_embed' if i == 0 else 'blocks.' + str(i - 1) + '.words'}", "$prev"],
+        # the words and the patch tokens; later blocks take the block before's (tnt_layer chains)
+        "inputs": ["pixel_embed", graph[-1]["id"]],
         "heads_inner": first.attn_in.num_heads,
         "heads_outer": first.attn_out.num_heads,
         "words": words,

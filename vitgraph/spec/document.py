@@ -17,7 +17,7 @@ from vitgraph.vocabulary import INIT_SCHEMES, PosInt
 FORMAT_VERSION = 1
 
 #: keys of a graph entry that are not block parameters
-NODE_KEYS = ("id", "kind", "inputs", "repeat", "at", "doc")
+NODE_KEYS = ("id", "kind", "inputs", "repeat", "at", "doc", "when", "stochastic_depth")
 
 
 class InputSpec(BaseModel):
@@ -40,6 +40,23 @@ class DataConfig(BaseModel):
     std: list[float] = [0.229, 0.224, 0.225]
     crop_pct: float = 0.875
     interpolation: str = "bicubic"
+
+
+class StochasticDepthSchedule(BaseModel):
+    """timm's stochastic-depth rule, once for the whole graph: the drop-path rates grow
+    linearly over the layers, ``torch.linspace(0, rate, layers)``.
+
+    A layer is a repeat or composite instance that holds drop-path rates (an encoder
+    layer), counted in graph order across stages; every rate inside layer k of L is
+    ``rate * k / (L - 1)``. An entry that writes a drop-path param keeps its own rates;
+    ``stochastic_depth: false`` on an entry leaves it out, and ``stochastic_depth:
+    {layer: k}`` on an entry of a composite makes it row k of that composite instance
+    (parallel branches share rows, as CrossViT's do)."""
+
+    model_config = ConfigDict(frozen=True, extra="forbid", use_attribute_docstrings=True)
+
+    rate: float | str
+    """The last layer's drop-path rate, in [0, 1): a number or an expression ($drop_path_rate)."""
 
 
 class SpecDocument(BaseModel):
@@ -68,6 +85,9 @@ class SpecDocument(BaseModel):
 
     For a family whose reference initialises a shared kind differently (``vitgraph.init``).
     """
+    stochastic_depth: StochasticDepthSchedule | None = None
+    """Stochastic depth as timm sets it: drop-path rates growing linearly from 0 to
+    ``rate`` over the layers (``{rate: $drop_path_rate}``)."""
     graph: list[dict[str, Any]]
     """The blocks, in order; an entry without ``inputs`` takes the previous one."""
     outputs: list[str] | None = None

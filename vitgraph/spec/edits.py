@@ -16,13 +16,14 @@ from __future__ import annotations
 import copy
 import fnmatch
 import re
+import warnings
 from collections.abc import Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
 from pydantic import ValidationError
 
-from vitgraph.errors import Location, SpecError
+from vitgraph.errors import Location, SpecDeprecation, SpecError
 from vitgraph.ir import Node, Source, Validated
 from vitgraph.spec.catalog import registry
 from vitgraph.spec.document import NODE_KEYS, SpecDocument
@@ -49,7 +50,7 @@ class _Target:
 
 def instance_kinds(graph: Validated) -> dict[str, str]:
     """Composite instances (``blocks.3``) and repeat groups (``blocks``) -> their kind."""
-    kinds: dict[str, str] = {}
+    kinds: dict[str, str] = dict(graph.instances)
     for node in graph.nodes:
         if node.parent and node.composite_kind:
             kinds.setdefault(node.parent, node.composite_kind)
@@ -101,6 +102,12 @@ def find(
     """Ids matching an id pattern (``blocks.*.attn``), a kind and/or a predicate over the
     primitive nodes, in execution order."""
     patterns = [pattern] if isinstance(pattern, str) else list(pattern or [])
+    aliases = registry().aliases
+    if kind is not None and kind in aliases:  # a deprecated name finds its replacement
+        replacement = aliases[kind].kind
+        message = f"kind '{kind}' is deprecated: use '{replacement}'"
+        warnings.warn(message, SpecDeprecation, stacklevel=3)
+        kind = replacement
     found = []
     nodes = {n.id: n for n in graph.nodes}
     for node_id, node_kind in candidates(graph).items():
@@ -443,7 +450,7 @@ def update(
     for target in editor.targets(ids):
         node_id = editor.instance_id(target)
         for name, value in changes.items():
-            if name in NODE_KEYS and name not in ("repeat",):
+            if name in NODE_KEYS and name not in ("repeat", "when", "stochastic_depth"):
                 raise editor.fail(
                     node_id,
                     f"update sets params; '{name}' is not one",

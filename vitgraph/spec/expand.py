@@ -4,6 +4,32 @@
 entry against its block kind and inlines composite blocks and ``repeat:`` groups.
 Problems are collected and raised together as one SpecError, each at its
 ``file:line:col``.
+
+Besides its params, an entry may carry (``NODE_KEYS``):
+
+- ``when: <bool>`` (``$distilled``, ``${i > 0}``, per repeat): false makes the entry a
+  pass-through of its first input. The node is not built; its id names that input, so
+  the entries that read it (or take it as their previous entry) read the input instead.
+  Its kind and params are still checked, so a typo shows in every variant.
+- named outputs: a composite with several ``outputs:`` (``vitgraph.spec.composites``) is
+  read as ``<id>.<name>`` (``blocks.3.small``; ``blocks.small`` for a repeat group's
+  last repeat); ``<id>`` alone is the main output, as before. A repeated composite whose
+  named inputs are all outputs chains: repeat 0 takes the entry's ``inputs:``, repeat
+  i > 0 the outputs of repeat i - 1 of the same names. An entry that gives its inputs per
+  index (``at: {i: {inputs: ...}}``, or ``inputs:`` reading ``i`` or ``$prev``, as specs
+  wrote them before) keeps them.
+- ``stochastic_depth: false | {layer: k}``: the entry's place in the spec's schedule.
+
+The spec's ``stochastic_depth: {rate: R}`` is applied last (``schedule``): the nodes
+whose kind marks a field as a stochastic-depth rate (``DropPathRate``) are grouped in
+layers, each layer the innermost repeat or composite instance holding them (an encoder
+layer) unless an enclosing entry says ``{layer: k}`` (row k of its composite instance:
+CrossViT's two branches and their fusion share rows). With L layers in graph order, the
+rates of layer k all become ``R * k / (L - 1)``: timm's ``linspace(0, R, L)``. A spec
+entry that writes a stochastic-depth param itself (``drop_path: 0.1``, an ``at:`` index
+or a ``--set`` that does) keeps its own rates, its layers still counted; anything under
+``stochastic_depth: false`` keeps its rates and is not counted (CaiT's class-attention
+layers, were CaiT to ramp).
 """
 
 from __future__ import annotations
@@ -25,6 +51,7 @@ from vitgraph.spec.overrides import OVERRIDE_FILE
 from vitgraph.spec.parse import Path as YPath
 from vitgraph.spec.problems import pydantic_problems
 from vitgraph.suggest import did_you_mean
+from vitgraph.vocabulary import stochastic_depth_fields
 
 MAX_REPEAT = 1000
 MAX_NODES = 20_000
@@ -48,9 +75,49 @@ class _Expander:
         self.node_overrides: dict[str, dict[str, Any]] = {}
         self.failed: set[str] = set()  # ids whose entry had a problem (dependents are skipped)
         self.registry = registry()
+        #: composite instance -> its named outputs (name -> the node computing it)
+        self.outputs_of: dict[str, dict[str, str]] = {}
+        self.instances: dict[str, str] = {}  # composite instance -> its kind
+        self.reported: set[tuple[Location, str]] = set()  # see ``fail_once``
+        #: node id -> its place in the stochastic-depth schedule (see ``_Context.depth``)
+        self.depth: dict[str, tuple[_Layer | None, bool]] = {}
+
+    def resolve_init(self) -> dict[str, str]:
+        """The spec's ``init:`` mapping with every key a kind: a deprecated name resolves
+        to its replacement (with a warning), an unknown one is a located error (it would
+        otherwise change nothing, silently)."""
+        resolved: dict[str, str] = {}
+        for kind, scheme in self.doc.init.items():
+            where = self.marks.at(("init", kind), key=True)
+            if kind in self.registry.aliases:
+                alias = self.registry.aliases[kind]
+                warnings.warn(
+                    f"{where}: init.{kind}: kind '{kind}' is deprecated: use '{alias.kind}'",
+                    SpecDeprecation,
+                    stacklevel=2,
+                )
+                kind = alias.kind
+            elif kind not in self.registry.primitives:
+                self.fail(
+                    where,
+                    f"init.{kind}",
+                    f"init names '{kind}', which is not a block kind"
+                    f"{did_you_mean(kind, self.registry.primitives)}",
+                    "init maps a primitive kind of the graph to a scheme",
+                )
+                continue
+            resolved[kind] = scheme
+        return resolved
 
     def fail(self, location: Location, path: str, message: str, hint: str | None = None):
         self.problems.append(Problem(location, path, message, hint))
+
+    def fail_once(self, location: Location, path: str, message: str, hint: str | None = None):
+        """A problem of a reserved key, reported once per entry (not once per repeat)."""
+        key = (location, path.rpartition(".")[2])
+        if key not in self.reported:
+            self.reported.add(key)
+            self.fail(location, path, message, hint)
 
     # -- arguments ----------------------------------------------------------------------
 
@@ -289,6 +356,8 @@ class _Expander:
                 changed=set(changes),
             )
         self.aliases[full_id] = previous
+        for name, node_id in self.outputs_of.get(f"{full_id}.{count - 1}", {}).items():
+            self.aliases.setdefault(f"{full_id}.{name}", node_id)  # ``blocks.small``
         return previous
 
     def expand_one(
@@ -312,6 +381,10 @@ class _Expander:
         except ExpressionError as exc:
             self.fail(where, f"{full_id}.kind", str(exc))
             return full_id
+        overrides = dict(overrides)
+        node_keys: dict[str, Any] = {
+            k: overrides.pop(k) for k in ("when", "stochastic_depth") if k in overrides
+        }
         raw_params = {k: v for k, v in entry.items() if k not in NODE_KEYS}
         raw_params.update(overrides)
         field_marks: dict[str, Location] = {}
@@ -344,12 +417,19 @@ class _Expander:
         if failed:
             self.failed.add(full_id)
             return full_id
-        inputs = self.resolve_inputs(
+        keys = {k: node_keys.get(k, entry.get(k)) for k in ("when", "stochastic_depth")}
+        marks = {k: self.key_mark(k, node_keys, changed, ctx, path, index, keys[k]) for k in keys}
+        when = self.switch(keys["when"], variables, marks["when"], full_id)
+        if when is None:
+            self.failed.add(full_id)
+            return full_id
+        kind = str(kind)
+        chained = self.chained_inputs(entry, kind, group, index, changed)
+        inputs = chained or self.resolve_inputs(
             entry, full_id, variables, previous, scope, ctx, path, index, changed
         )
         if inputs is None:
             return full_id
-        kind = str(kind)
         if kind in self.registry.aliases:  # a deprecated name: say what replaces it
             alias = self.registry.aliases[kind]
             warnings.warn(
@@ -362,6 +442,32 @@ class _Expander:
                 params = alias.translate(params)
             kind = alias.kind
         segment = _segment(full_id[len(ctx.prefix) :], index)
+        model = (
+            self.registry.primitives[kind]
+            if kind in self.registry.primitives
+            else self.registry.composites[kind].params
+            if kind in self.registry.composites
+            else None
+        )
+        if model is not None and not when:  # switched off: a pass-through of its input
+            try:
+                model.model_validate({"kind": kind, **params})
+            except ValidationError as exc:
+                composite = kind in self.registry.composites
+                self.problems += pydantic_problems(
+                    exc, self.marks, path, model, field_marks, where, full_id, composite
+                )
+                self.failed.add(full_id)
+                return full_id
+            self.aliases[full_id] = inputs[0]
+            return inputs[0]
+        layer = self.layer_of(keys["stochastic_depth"], variables, marks, full_id, ctx)
+        # an entry of the spec that writes its own rates keeps them (its layers still count)
+        keep = ctx.keep or (
+            model is not None
+            and ctx.depth == 0
+            and bool(set(raw_params) & set(stochastic_depth_fields(model)))
+        )
         if kind in self.registry.primitives:
             block_cls = self.registry.primitives[kind]
             try:
@@ -372,6 +478,8 @@ class _Expander:
                 )
                 self.failed.add(full_id)
                 return full_id
+            if layer is not None or keep:
+                self.depth[full_id] = (layer, keep)
             self.nodes.append(
                 Node(
                     full_id,
@@ -401,6 +509,8 @@ class _Expander:
                 group,
                 index,
                 segment,
+                layer,
+                keep,
             )
         self.failed.add(full_id)
         self.fail(
@@ -410,6 +520,147 @@ class _Expander:
             "run `vitgraph list blocks` to see every kind",
         )
         return full_id
+
+    def key_mark(
+        self,
+        key: str,
+        overridden: dict[str, Any],
+        changed: set[str] | frozenset[str],
+        ctx: _Context,
+        path: YPath,
+        index: int | None,
+        value: Any,
+    ) -> Location:
+        """Where an entry writes a reserved key (``when``, ``stochastic_depth``)."""
+        if key in overridden:
+            return Location(OVERRIDE_FILE)
+        if ctx.where is not None:  # inside a composite: the caller's entry (or its param)
+            if isinstance(value, str) and value.startswith("$") and "{" not in value:
+                return ctx.param_marks.get(value[1:], ctx.where)
+            return ctx.where
+        return self.marks.at(path + (("at", index, key) if key in changed else (key,)))
+
+    def switch(
+        self, value: Any, variables: dict[str, Any], where: Location, full_id: str
+    ) -> bool | None:
+        """An entry's ``when``: whether the node is on (None: a problem, reported)."""
+        if value is None:
+            return True
+        try:
+            on = self.evaluate(value, variables)
+        except ExpressionError as exc:
+            self.fail(where, f"{full_id}.when", str(exc))
+            return None
+        if not isinstance(on, bool):
+            self.fail_once(
+                where,
+                f"{full_id}.when",
+                f"when must be true or false (got {on!r})",
+                "write a condition: when: $distilled, or when: ${depth > 12}",
+            )
+            return None
+        return on
+
+    def layer_of(
+        self,
+        value: Any,
+        variables: dict[str, Any],
+        marks: dict[str, Location],
+        full_id: str,
+        ctx: _Context,
+    ) -> _Layer | None:
+        """An entry's place in the stochastic-depth schedule (``stochastic_depth:``):
+        False (left out), a row of the enclosing composite instance, or None (each layer
+        inside it counted on its own). An enclosing entry's decision holds inside it."""
+        if value is None or value is True:
+            return ctx.layer
+        try:
+            value = self.evaluate(value, variables)
+        except ExpressionError as exc:
+            self.fail(marks["stochastic_depth"], f"{full_id}.stochastic_depth", str(exc))
+            return ctx.layer
+        row = value.get("layer") if isinstance(value, dict) and set(value) == {"layer"} else None
+        if value is False:
+            decided: _Layer | None = False
+        elif isinstance(row, int) and not isinstance(row, bool) and row >= 0:
+            decided = ("row", ctx.parent or "", row)
+        elif value is True:
+            decided = None
+        else:
+            self.fail_once(
+                marks["stochastic_depth"],
+                f"{full_id}.stochastic_depth",
+                f"an entry's stochastic_depth is false or {{layer: <row>}} (got {value!r})",
+                "false keeps the rates the entry writes; {layer: $i} shares row i of the "
+                "schedule with the composite's other entries of that row",
+            )
+            return ctx.layer
+        return ctx.layer if ctx.layer is not None else decided
+
+    def chained_inputs(
+        self,
+        entry: dict[str, Any],
+        kind: str,
+        group: str | None,
+        index: int | None,
+        changed: set[str] | frozenset[str],
+    ) -> list[str] | None:
+        """A later repeat of a chaining composite takes the previous repeat's outputs of
+        its inputs' names, unless the entry gives its inputs per index (``at:``, or
+        ``inputs:`` that read ``i`` or ``$prev``: the form written before chaining)."""
+        if group is None or not index or "inputs" in changed:
+            return None
+        if kind in self.registry.aliases:
+            kind = self.registry.aliases[kind].kind
+        composite = self.registry.composites.get(kind)
+        if composite is None or not composite.chains:
+            return None
+        raw = entry.get("inputs")
+        items = raw if isinstance(raw, list) else [raw]
+        if any(names_in(item) & {"i", "prev", "count"} for item in items):
+            return None
+        before = f"{group}.{index - 1}"
+        outputs = self.outputs_of.get(before)
+        if outputs is None:  # the repeat before failed: its problem is reported
+            return [before] * len(composite.inputs)
+        return [outputs[name] for name in composite.inputs]
+
+    def schedule(self, args: dict[str, Any]) -> None:
+        """The spec's ``stochastic_depth:`` rule: every drop-path rate of layer k of L
+        (in graph order) becomes ``rate * k / (L - 1)`` (timm's linspace(0, rate, L))."""
+        spec = self.doc.stochastic_depth
+        if spec is None:
+            return
+        where = self.marks.at(("stochastic_depth", "rate"))
+        try:
+            rate = substitute(spec.rate, args)
+        except ExpressionError as exc:
+            self.fail(where, "stochastic_depth.rate", str(exc))
+            return
+        if isinstance(rate, bool) or not isinstance(rate, int | float) or not 0 <= rate < 1:
+            self.fail(
+                where,
+                "stochastic_depth.rate",
+                f"the stochastic-depth rate must be a number in [0, 1) (got {rate!r})",
+                "the last layer's drop-path rate, e.g. rate: 0.1 or rate: $drop_path_rate",
+            )
+            return
+        layers: dict[Any, int] = {}
+        targets = []
+        for node in self.nodes:
+            fields = stochastic_depth_fields(type(node.params))
+            layer, keep = self.depth.get(node.id, (None, False))
+            if not fields or layer is False:
+                continue
+            units = node.units()
+            key = layer if layer is not None else ("unit", units[0] if units else node.id)
+            k = layers.setdefault(key, len(layers))
+            if not keep:
+                targets.append((node, fields, k))
+        last = max(len(layers) - 1, 1)
+        for node, fields, k in targets:
+            node.params = node.params.model_copy(update={f: rate * k / last for f in fields})
+            node.field_marks.update({f: where for f in fields})
 
     def resolve_inputs(
         self, entry, full_id, variables, previous, scope, ctx, path, index, changed
@@ -454,6 +705,8 @@ class _Expander:
         group: str | None,
         index: int | None,
         segment: Segment,
+        layer: _Layer | None = None,
+        keep: bool = False,
     ) -> str:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
@@ -468,10 +721,11 @@ class _Expander:
             validated = composite.params.model_validate({"kind": composite.kind, **params})
         except ValidationError as exc:
             self.problems += pydantic_problems(
-                exc, self.marks, path, composite.params, field_marks, where, full_id
+                exc, self.marks, path, composite.params, field_marks, where, full_id, True
             )
             self.failed.add(full_id)
             return full_id
+        self.instances[full_id] = composite.kind
         variables = validated.model_dump(exclude={"kind"})
         scope: dict[str, str] = {"input": inputs[0]}
         for k, name in enumerate(inputs):
@@ -486,14 +740,26 @@ class _Expander:
             composite_kind=composite.kind,
             prefix=f"{full_id}.",
             segments=(*ctx.segments, segment),
+            layer=layer,
+            keep=keep,
         )
         last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope, inner)
         main = composite.output
         output = scope.get(main, last) if main else last
         self.aliases[full_id] = output
+        named = {name: scope.get(inner, inner) for name, inner in composite.outputs.items()}
+        self.outputs_of[full_id] = named
+        for name, node_id in named.items():
+            if f"{full_id}.{name}" != node_id:  # ``blocks.3.tokens`` -> its inner node
+                self.aliases[f"{full_id}.{name}"] = node_id
         if group is None:
             self.groups.setdefault(full_id, (composite.kind, 1))
         return output
+
+
+#: a node's place in the stochastic-depth schedule: False (left out, its own rates) or a
+#: row of a composite instance, ("row", instance id, row)
+_Layer = tuple[str, str, int] | bool
 
 
 @dataclass
@@ -509,6 +775,11 @@ class _Context:
     composite_kind: str | None = None
     prefix: str = ""
     segments: tuple[Segment, ...] = ()
+    #: the place in the stochastic-depth schedule that an enclosing entry decided for
+    #: everything inside it (None: each layer is counted on its own)
+    layer: _Layer | None = None
+    #: inside a spec entry that writes its own stochastic-depth rates (kept as written)
+    keep: bool = False
 
     def label(self, position: int) -> str:
         return f"{self.prefix}graph[{position}]" if self.prefix else f"graph[{position}]"
@@ -555,8 +826,10 @@ def expand(
             "the graph has no nodes",
             "list the model's blocks under graph:",
         )
+    init = expander.resolve_init()
     scope: dict[str, str] = {}
     last = expander.expand_list(doc.graph, args, "", "input", scope, _Context(path=("graph",)))
+    expander.schedule(args)
     for node_id in expander.node_overrides:
         expander.fail(
             Location(OVERRIDE_FILE),
@@ -568,7 +841,7 @@ def expand(
     unique: dict[tuple[Location, str], Problem] = {}
     for problem in expander.problems:  # a mistake in a repeated entry is reported once
         unique.setdefault((problem.location, problem.message), problem)
-    tap_marks = {}
+    tap_marks: dict[str, tuple[Location, str]] = {}
     for key in ("outputs", "features"):
         for k, name in enumerate(getattr(doc, key) or []):
             tap_marks.setdefault(name, (source.marks.at((key, k)), key))
@@ -584,4 +857,6 @@ def expand(
         list(unique.values()),
         expander.failed,
         tap_marks,
+        expander.instances,
+        init,
     )

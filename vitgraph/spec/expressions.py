@@ -47,7 +47,7 @@ _FUNCTIONS: dict[str, Callable[..., Any]] = {
     "abs": abs,
     "len": len,
     "sum": sum,
-    "str": str,  # node ids built from an index: ${"blocks." + str(i - 1) + ".small"}
+    "str": str,  # ids built from an index (older specs; now: named outputs, blocks.small)
 }
 
 

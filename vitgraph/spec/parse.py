@@ -15,7 +15,9 @@ import yaml
 
 from vitgraph.errors import Location, Problem, SpecError
 
-Path = tuple[str | int, ...]
+#: a YAML value's place: mapping keys (any scalar) and sequence indices
+Key = str | int | float | bool | None
+Path = tuple[Key, ...]
 
 MAX_NODES = 200_000
 MAX_DEPTH = 64
@@ -187,7 +189,7 @@ class _Builder:
             )
             return None
         if isinstance(node, yaml.MappingNode):
-            result: dict[str, Any] = {}
+            result: dict[Any, Any] = {}
             for key_node, value_node in node.value:
                 if key_node.tag == "tag:yaml.org,2002:merge":
                     self.problems.append(

@@ -5,12 +5,37 @@ entry against its block kind, each composite's params)."""
 
 from __future__ import annotations
 
+import typing
+
 from pydantic import BaseModel, ValidationError
 
 from vitgraph.errors import Location, Problem
 from vitgraph.spec.parse import Marks
 from vitgraph.spec.parse import Path as YPath
 from vitgraph.suggest import did_you_mean
+
+
+def _model_at(model: type[BaseModel], loc: tuple) -> type[BaseModel]:
+    """The nested model an error's location points into (``stochastic_depth.rule`` ->
+    the schedule's model), else ``model`` itself."""
+    for step in loc:
+        info = model.model_fields.get(str(step))
+        inner = (
+            next(
+                (
+                    t
+                    for t in (info.annotation, *typing.get_args(info.annotation))
+                    if isinstance(t, type) and issubclass(t, BaseModel)
+                ),
+                None,
+            )
+            if info is not None
+            else None
+        )
+        if inner is None:
+            return model
+        model = inner
+    return model
 
 
 def pydantic_problems(
@@ -21,8 +46,12 @@ def pydantic_problems(
     field_marks: dict[str, Location] | None = None,
     where: Location | None = None,
     label: str = "",
+    describe: bool = False,
 ) -> list[Problem]:
-    """Translate pydantic's errors into located problems (did-you-mean for unknown keys)."""
+    """Translate pydantic's errors into located problems (did-you-mean for unknown keys).
+
+    With ``describe``, a wrong or missing value's hint is the field's doc (a composite's
+    declared params: ``heads: Attention heads.``)."""
     problems = []
     known_fields = [k for k in model.model_fields if k != "kind"]
     suggested = {
@@ -43,7 +72,7 @@ def pydantic_problems(
         else:
             location = marks.at(base + loc, key=err["type"] == "extra_forbidden")
         if err["type"] == "extra_forbidden":
-            known = [k for k in model.model_fields if k != "kind"]
+            known = [k for k in _model_at(model, loc[:-1]).model_fields if k != "kind"]
             message = f"unknown key '{loc[-1]}'{did_you_mean(str(loc[-1]), known)}"
             hint = f"known keys: {', '.join(known)}" if len(known) <= 12 else None
         elif err["type"] == "missing":
@@ -56,5 +85,8 @@ def pydantic_problems(
                 else (err["msg"].lower())
             )
             hint = None
+        info = model.model_fields.get(first or "")
+        if describe and hint is None and info is not None and info.description:
+            hint = f"{first}: {info.description}"
         problems.append(Problem(location, path, message, hint))
     return problems

@@ -53,6 +53,7 @@ _TOP_LEVEL = (
     "args",
     "variants",
     "data",
+    "stochastic_depth",
     "graph",
     "outputs",
     "features",

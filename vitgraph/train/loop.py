@@ -61,10 +61,11 @@ def train(
     return Trainer(config, log).run()
 
 
-def parameter_groups(model: nn.Module, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
     """timm's optimizer groups: every parameter decays except what the model's blocks
     keep out of weight decay (``model.no_weight_decay()``: position tables, prefix tokens,
-    norms, LayerScale, relative-position tables, biases and other 1-D parameters)."""
+    norms, LayerScale, relative-position tables, biases and other 1-D parameters). Any
+    model with a ``no_weight_decay()`` (a timm model too)."""
     exempt = model.no_weight_decay()
     named = list(model.named_parameters())
     return [
