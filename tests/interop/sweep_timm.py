@@ -9,7 +9,7 @@ gradients, BatchNorm statistics). Each name ends in one of:
   ``vitgraph.interop.options`` says which issue builds it);
 - ``wrong`` (silently different) or ``crash`` (any other exception): both fail.
 
-    python -m tests.interop.sweep_timm [--only CLASS] [--names GLOB] [--budget SECONDS]
+    python -m tests.interop.sweep_timm [--only CLASS[,CLASS]] [--names GLOB] [--budget SECONDS]
 
 exits 1 when any name is wrong or crashed (or the budget ran out before the end).
 """
@@ -62,13 +62,14 @@ class Row:
     seconds: float = 0.0
 
 
-def candidates(only: str | None, pattern: str | None) -> list[str]:
-    """Every registered (not deprecated) timm name of the modules that may build ``only``."""
+def candidates(only: set[str] | None, pattern: str | None) -> list[str]:
+    """Every registered (not deprecated) timm name of the modules that may build a class
+    of ``only``."""
     import timm
 
     names = []
     for module, classes in MODULES.items():
-        if only is None or only in classes:
+        if only is None or only & set(classes):
             names += timm.list_models(module=module)
     if pattern:
         names = [n for n in names if fnmatch.fnmatch(n, pattern)]
@@ -186,7 +187,9 @@ def _option(message: str) -> str:
 
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
-    parser.add_argument("--only", help="one timm class (VisionTransformer, ByobNet, ...)")
+    parser.add_argument(
+        "--only", help="timm classes, comma-separated (VisionTransformer,ByobNet, ...)"
+    )
     parser.add_argument("--names", help="a glob over timm names (vit_small*)")
     parser.add_argument("--budget", type=float, default=3600.0, help="seconds (default 3600)")
     parser.add_argument("--verbose", action="store_true", help="print every name's row")
@@ -201,10 +204,14 @@ def main(argv: list[str] | None = None) -> int:
     from vitgraph.interop.timm import _CONVERTERS, load_converters
 
     load_converters()
-    supported = set(_CONVERTERS) if args.only is None else {args.only}
+    only = None if args.only is None else set(args.only.split(","))
+    unknown = sorted((only or set()) - set(_CONVERTERS))
+    if unknown:
+        parser.error(f"no converter for {', '.join(unknown)}: pick of {sorted(_CONVERTERS)}")
+    supported = set(_CONVERTERS) if only is None else only
     started = time.perf_counter()
     rows: list[Row] = []
-    names = candidates(args.only, args.names)
+    names = candidates(only, args.names)
     out_of_time = 0
     for index, name in enumerate(names):
         if time.perf_counter() - started > args.budget:

@@ -309,3 +309,18 @@ def _one_thread():
     torch.set_num_threads(1)
     yield
     torch.set_num_threads(threads)
+
+
+#: the transformers model class each audited config belongs to
+CONFIG_OF = {model.rsplit(".", 1)[1]: config for config, model in MODELS.items()}
+
+
+def test_every_class_a_converter_accepts_has_an_audit_table():
+    from vitgraph.interop import hf as hf_interop
+    from vitgraph.interop import timm as timm_interop
+
+    timm_interop.load_converters()
+    hf_interop.load_converters()
+    audited = {path.rsplit(".", 1)[1] for path in TABLES}
+    assert sorted(set(timm_interop._CONVERTERS) - audited) == []
+    assert sorted(n for n in hf_interop._CONVERTERS if CONFIG_OF.get(n) not in TABLES) == []
