@@ -253,8 +253,11 @@ def _print_table(rows: list[Row], options) -> None:
         print("\nrefused by name (option: the issue that builds it):")
     for key in sorted(refused, key=lambda k: (-len(refused[k]), k)):
         cls, option = key.split(": ", 1)
-        issue = options.issue_of(cls, option)
-        where = f"#{issue}" if issue else "no issue"
+        entry = options.option_of(cls, option)
+        if entry is None:
+            where = "not in the option table"
+        else:
+            where = f"#{entry.issue}" if entry.issue else "no issue planned"
         print(f"  {len(refused[key]):3d}  {key}  [{where}]  e.g. {refused[key][0]}")
 
 

@@ -324,3 +324,14 @@ def test_every_class_a_converter_accepts_has_an_audit_table():
     audited = {path.rsplit(".", 1)[1] for path in TABLES}
     assert sorted(set(timm_interop._CONVERTERS) - audited) == []
     assert sorted(n for n in hf_interop._CONVERTERS if CONFIG_OF.get(n) not in TABLES) == []
+
+
+def test_a_refusal_finds_its_entry_and_issue_in_the_class_table_or_its_parts():
+    from vitgraph.interop.options import option_of
+
+    assert option_of("VisionTransformer", "reg_tokens=4").issue == 23  # type: ignore[union-attr]
+    assert option_of("SwinTransformer", "strict_img_size=False").issue == 20  # type: ignore[union-attr]
+    # ByobNet's options live in the ByoModelCfg its entrypoints pass
+    byo = TABLES["timm.models.byobnet.ByoModelCfg"]
+    assert option_of("ByobNet", "stem_pool=AvgPool2d(2)") is byo["stem_pool"]
+    assert option_of("ByobNet", "no_such_option=1") is None

@@ -73,11 +73,17 @@ def tables() -> dict[str, dict[str, Option]]:
     return out
 
 
-def issue_of(cls: str, refusal: str) -> int | None:
-    """The issue that builds what a refusal names (``"reg_tokens=4"`` of class
-    ``VisionTransformer``), None when no issue plans it or the option is not listed."""
+def option_of(cls: str, refusal: str) -> Option | None:
+    """The table entry a refusal of class ``cls`` names (``"reg_tokens=4"`` of
+    ``VisionTransformer``), looked up in the class's own table, then in those of the
+    configs and blocks its module builds it from (ByobNet's ``ByoModelCfg``); None when
+    no table lists it."""
     option = refusal.split("=")[0].split(" ")[0]
-    for path, table in tables().items():
-        if path.rsplit(".", 1)[1] == cls and option in table:
-            return table[option].issue
+    every = tables()
+    own = [path for path in every if path.rsplit(".", 1)[1] == cls]
+    modules = {path.rsplit(".", 1)[0] for path in own}
+    siblings = [p for p in every if p not in own and p.rsplit(".", 1)[0] in modules]
+    for path in own + siblings:
+        if option in every[path]:
+            return every[path][option]
     return None
