@@ -121,17 +121,17 @@ VISION_TRANSFORMER: dict[str, Option] = {
         issue=MODERN,
     ),
     "act_layer": partly(
-        "GELU (exact or tanh), ReLU, SiLU, Hardswish, Tanh",
+        "GELU (exact or tanh), QuickGELU, ReLU, SiLU, Hardswish, Tanh",
         (
             {"act_layer": "gelu_tanh"},
+            {"act_layer": "quick_gelu"},
             {"act_layer": "relu"},
             {"act_layer": "silu"},
             {"act_layer": "hard_swish"},
             {"act_layer": "tanh"},
         ),
-        "quick_gelu (#23) and other activations",
-        ({"act_layer": "quick_gelu"}, {"act_layer": "mish"}),
-        issue=MODERN,
+        "other activations (Mish, ...)",
+        ({"act_layer": "mish"},),
     ),
     "block_fn": partly(
         "Block",
@@ -227,11 +227,14 @@ CAIT: dict[str, Option] = {
         issue=MODERN,
     ),
     "act_layer": partly(
-        "GELU (exact or tanh), ReLU, SiLU, Hardswish, Tanh",
-        ({"act_layer": "@torch.nn.ReLU"}, {"act_layer": "@timm.layers.GELUTanh"}),
-        "QuickGELU (#23) and others",
-        ({"act_layer": "@timm.layers.QuickGELU"},),
-        issue=MODERN,
+        "GELU (exact or tanh), QuickGELU, ReLU, SiLU, Hardswish, Tanh",
+        (
+            {"act_layer": "@torch.nn.ReLU"},
+            {"act_layer": "@timm.layers.GELUTanh"},
+            {"act_layer": "@timm.layers.QuickGELU"},
+        ),
+        "others (Mish, ...)",
+        ({"act_layer": "@timm.layers.Mish"},),
     ),
     "attn_block": partly(
         "TalkingHeadAttn",

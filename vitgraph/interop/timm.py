@@ -174,6 +174,7 @@ _ACTIVATIONS = {
     "HardSwishMe": "hardswish",
     "Tanh": "tanh",
     "GELUTanh": "gelu_tanh",
+    "QuickGELU": "quick_gelu",  # CLIP's x * sigmoid(1.702 x)
 }
 
 
