@@ -132,13 +132,28 @@ def test_hf_cvt_with_drop_path_converts_once_its_drop_paths_are_zeroed():
     assert _equal_to_hf(reference) == []
 
 
-def test_hf_cvt_key_value_stride_the_cvt_stage_cannot_carry_is_refused_by_name():
+def test_hf_cvt_key_value_stride_and_kernel_convert_to_hf_logits():
+    # the issue's case: a stride_kv the tests' transplant accepted and computed wrongly
     reference = _hf(
         "CvtConfig",
         "CvtForImageClassification",
         **CVT,
         drop_path_rate=[0.0] * 3,
         stride_kv=[1, 1, 1],
+        kernel_qkv=[3, 5, 3],
+        padding_q=[1, 2, 1],
+        padding_kv=[1, 2, 1],
     )
-    with pytest.raises(SpecError, match=r"CvtForImageClassification: .*stride_kv=\[1, 1, 1\]"):
+    assert _equal_to_hf(reference) == []
+
+
+def test_hf_cvt_padding_other_than_half_the_kernel_is_refused_by_name():
+    reference = _hf(
+        "CvtConfig",
+        "CvtForImageClassification",
+        **CVT,
+        drop_path_rate=[0.0] * 3,
+        padding_kv=[1, 0, 1],
+    )
+    with pytest.raises(SpecError, match=r"CvtForImageClassification: .*padding_kv=\[1, 0, 1\]"):
         vitgraph.from_hf(reference)

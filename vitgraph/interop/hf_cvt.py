@@ -43,10 +43,6 @@ _KEYS = [
     (r"^classifier", "head"),
 ]
 
-#: what vitgraph's conv_attention receives through the encoder layer: a 3x3 depthwise
-#: conv (padding 1) for each of q, k, v, stride 1 for q and 2 for k and v
-_PROJECTION = {"kernel_qkv": 3, "padding_q": 1, "padding_kv": 1, "stride_q": 1, "stride_kv": 2}
-
 
 def cvt_key(key: str) -> str:
     """An HF CvT key as vitgraph's (``cvt.encoder.stages.2.layers.0.attention...`` →
@@ -81,6 +77,8 @@ def cvt_spec(model: Reference) -> dict[str, Any]:
                 "mlp_ratio": float(config.mlp_ratio[i]),
                 "qkv_bias": bool(config.qkv_bias[i]),
                 "attn_drop": float(config.attention_drop_rate[i]),
+                "kernel_qkv": config.kernel_qkv[i],
+                "stride_kv": config.stride_kv[i],
             }
         )
     graph += [
@@ -108,13 +106,22 @@ def _refuse_unsupported(model: Reference, stages: int) -> None:
                 f"qkv_projection_method={list(config.qkv_projection_method)}",
                 "only 'dw_bn': HF builds no projection conv for the others and fails",
             )
-        for field, value in _PROJECTION.items():
-            if getattr(config, field)[i] != value:
+        # conv_attention pads its depthwise convs by kernel // 2 (the official code's
+        # padding for its odd kernels)
+        for field in ("padding_q", "padding_kv"):
+            if getattr(config, field)[i] != config.kernel_qkv[i] // 2:
                 raise refuse_hf(
                     model,
                     f"{field}={list(getattr(config, field))}",
-                    f"vitgraph's cvt_stage projects q, k, v with {_PROJECTION}",
+                    f"conv_attention pads its convs by kernel_qkv // 2, "
+                    f"here {[k // 2 for k in config.kernel_qkv]}",
                 )
+        if config.stride_q[i] != 1:
+            raise refuse_hf(
+                model,
+                f"stride_q={list(config.stride_q)}",
+                "a strided query shortens the sequence its residual adds to: HF's forward fails",
+            )
         if bool(config.cls_token[i]) != (i == stages - 1):
             raise refuse_hf(
                 model,

@@ -118,23 +118,28 @@ CVT: dict[str, Option] = {
         "'avg', 'linear' (HF builds no projection for them and fails)",
         ({"qkv_projection_method": ["dw_bn", "avg", "dw_bn"]},),
     ),
-    "kernel_qkv": partly(
-        "3", ({"kernel_qkv": [3, 3, 3]},), "other kernels", ({"kernel_qkv": [3, 5, 3]},)
+    "kernel_qkv": honoured(
+        _PER_STAGE + " (with paddings kernel_qkv // 2)",
+        {"kernel_qkv": [5, 3, 1], "padding_q": [2, 1, 0], "padding_kv": [2, 1, 0]},
     ),
     "padding_kv": partly(
-        "1", ({"padding_kv": [1, 1, 1]},), "other paddings", ({"padding_kv": [1, 1, 0]},)
+        "kernel_qkv // 2",
+        ({"padding_kv": [1, 1, 1]},),
+        "other paddings",
+        ({"padding_kv": [1, 1, 0]},),
     ),
-    "stride_kv": partly(
-        "2",
-        ({"stride_kv": [2, 2, 2]},),
-        "other strides (the encoder layer cannot carry them to the attention)",
-        ({"stride_kv": [1, 1, 1]},),
-    ),
+    "stride_kv": honoured(_PER_STAGE, {"stride_kv": [1, 2, 1]}),
     "padding_q": partly(
-        "1", ({"padding_q": [1, 1, 1]},), "other paddings", ({"padding_q": [0, 1, 1]},)
+        "kernel_qkv // 2",
+        ({"padding_q": [1, 1, 1]},),
+        "other paddings",
+        ({"padding_q": [0, 1, 1]},),
     ),
     "stride_q": partly(
-        "1", ({"stride_q": [1, 1, 1]},), "other strides", ({"stride_q": [2, 1, 1]},)
+        "1",
+        ({"stride_q": [1, 1, 1]},),
+        "other strides (the query's sequence no longer fits the residual: HF's forward fails)",
+        ({"stride_q": [2, 1, 1]},),
     ),
     "initializer_range": honoured(_INIT, {"initializer_range": 0.5}),
     "layer_norm_eps": honoured(
