@@ -79,7 +79,7 @@ VISION_TRANSFORMER: dict[str, Option] = {
     "pos_embed": honoured("'learn', 'none', ''", {"pos_embed": "none"}, {"pos_embed": ""}),
     "no_embed_class": honoured("True, False", {"no_embed_class": True}),
     "reg_tokens": refused("> 0 (register tokens)", {"reg_tokens": 2}, issue=MODERN),
-    "pre_norm": refused("True (CLIP's norm_pre)", {"pre_norm": True}, issue=MODERN),
+    "pre_norm": honoured("True, False (CLIP's norm_pre)", {"pre_norm": True}),
     "final_norm": honoured(
         "True, False", {"final_norm": False}, {"final_norm": False, "global_pool": "avg"}
     ),

@@ -56,6 +56,11 @@ def convert_vit(model: Reference) -> Conversion:
         )
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
+    # pre_norm=True (CLIP, Radford et al. 2021 §2.4): a LayerNorm after the position
+    # table, before the blocks
+    pre_eps = layernorm_eps(model, getattr(model, "norm_pre", nn.Identity()), "norm_layer")
+    if pre_eps is not None:
+        graph.append({"id": "norm_pre", "kind": "layernorm", "eps": pre_eps})
     graph.append(_blocks(model))
     final_eps = layernorm_eps(model, model.norm, "norm_layer")
     if final_eps is not None:
@@ -112,8 +117,6 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
         raise refuse(model, "embed_layer with an overlapping patch embedding")
     if not isinstance(getattr(model, "patch_drop", nn.Identity()), nn.Identity):
         raise refuse(model, f"patch_drop_rate={model.patch_drop.prob}", "patch dropout")
-    if not isinstance(getattr(model, "norm_pre", nn.Identity()), nn.Identity):
-        raise refuse(model, "pre_norm=True", "a norm before the blocks (CLIP)")
     if distilled and model.no_embed_class and model.pos_embed.shape[1] != embed.num_patches:
         # VisionTransformerDistilled re-creates the table with rows for the prefix tokens,
         # then adds it to the patch tokens alone: timm's own forward fails
