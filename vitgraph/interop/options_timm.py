@@ -270,8 +270,10 @@ CAIT: dict[str, Option] = {
 
 TWINS: dict[str, Option] = {
     **_COMMON,
-    **{k: v for k, v in _DROPS.items() if k != "pos_drop_rate"},
-    "pos_drop_rate": refused("> 0", {"pos_drop_rate": 0.25}),
+    **_DROPS,
+    "pos_drop_rate": honoured(
+        "dropout after each stage's patch embedding", {"pos_drop_rate": 0.25}
+    ),
     "img_size": partly(
         "sizes whose stage grids the windows divide",
         ({"img_size": 128},),

@@ -70,8 +70,6 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
         )
     if any(type(b).__name__ != "Block" for b in blocks):
         raise refuse(model, f"block_cls={type(blocks[0]).__name__}")
-    if drop_rate(model.pos_drops[k]):
-        raise refuse(model, f"pos_drop_rate={drop_rate(model.pos_drops[k])}")
     pos = model.pos_block[k]
     conv = pos.proj[0]
     if pos.stride != 1 or conv.kernel_size != (3, 3) or conv.groups != conv.in_channels:
@@ -127,6 +125,8 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
     }
     if any(rates):
         entry.update(drop_path=rates[0], drop_path_step=step)
+    if drop_rate(model.pos_drops[k]):
+        entry["pos_drop"] = drop_rate(model.pos_drops[k])
     return entry
 
 
