@@ -10,7 +10,8 @@ issue plans it. A test reads each class's current signature and fails on an argu
 this table does not classify, so a reference release that adds one fails a test
 instead of converting silently.
 
-``options_timm`` and ``options_hf`` beside this module hold the tables.
+``options_timm``, ``options_byobnet`` and ``options_hf`` beside this module hold the
+tables.
 """
 
 from __future__ import annotations
@@ -62,7 +63,11 @@ def partly(
 
 #: the modules holding the tables: ``TABLES`` in each maps a reference class (its
 #: import path) to its options
-_MODULES = ("vitgraph.interop.options_timm", "vitgraph.interop.options_hf")
+_MODULES = (
+    "vitgraph.interop.options_timm",
+    "vitgraph.interop.options_byobnet",
+    "vitgraph.interop.options_hf",
+)
 
 
 def tables() -> dict[str, dict[str, Option]]:
