@@ -20,13 +20,16 @@ import argparse
 import contextlib
 import fnmatch
 import io
+import multiprocessing
 import re
 import sys
 import time
 import traceback
 import warnings
 from collections import Counter, defaultdict
-from dataclasses import dataclass, replace
+from concurrent.futures import ProcessPoolExecutor
+from concurrent.futures.process import BrokenProcessPool
+from dataclasses import astuple, dataclass, replace
 
 import torch
 from torch import nn
@@ -189,6 +192,52 @@ def _option(message: str) -> str:
     return match.group(1) if match else message.splitlines()[0]
 
 
+def _init_worker(threads: int) -> None:
+    warnings.filterwarnings("ignore")
+    torch.set_num_threads(threads)
+
+
+def _check_quietly(name: str, supported: set[str]) -> tuple | None:
+    with contextlib.redirect_stdout(io.StringIO()):
+        row = check(name, supported)
+    return None if row is None else astuple(row)
+
+
+class _Workers:
+    """Each name is checked in a worker process, replaced after ``per_worker`` names: one
+    process for the whole registry grew past 20 GB (the giant ViTs' reduced copies) and
+    was killed; a worker killed on one name makes that name a crash, not the sweep's end."""
+
+    def __init__(self, threads: int, per_worker: int) -> None:
+        self.threads, self.per_worker = threads, per_worker
+        self.pool: ProcessPoolExecutor | None = None
+
+    def _pool(self) -> ProcessPoolExecutor:
+        if self.pool is None:
+            self.pool = ProcessPoolExecutor(
+                1,
+                mp_context=multiprocessing.get_context("spawn"),
+                initializer=_init_worker,
+                initargs=(self.threads,),
+                max_tasks_per_child=self.per_worker,
+            )
+        return self.pool
+
+    def check(self, name: str, supported: set[str]) -> Row | None:
+        start = time.perf_counter()
+        try:
+            fields = self._pool().submit(_check_quietly, name, supported).result()
+        except BrokenProcessPool:
+            self.pool = None
+            detail = "the worker process died (killed for memory?)"
+            return Row(name, "?", "crash", detail, time.perf_counter() - start)
+        return None if fields is None else Row(*fields)
+
+    def close(self) -> None:
+        if self.pool is not None:
+            self.pool.shutdown()
+
+
 def main(argv: list[str] | None = None) -> int:
     parser = argparse.ArgumentParser(description=__doc__.split("\n\n")[0])
     parser.add_argument(
@@ -200,6 +249,9 @@ def main(argv: list[str] | None = None) -> int:
     # one thread: the reduced models are small, and on a shared machine more threads
     # oversubscribe the cores (a 64-pixel CaiT step took 2.5 s with two, 0.03 s with one)
     parser.add_argument("--threads", type=int, default=1, help="torch threads (default 1)")
+    parser.add_argument(
+        "--per-worker", type=int, default=10, help="names per worker process (default 10)"
+    )
     args = parser.parse_args(argv)
     warnings.filterwarnings("ignore")
     torch.set_num_threads(args.threads)
@@ -217,18 +269,19 @@ def main(argv: list[str] | None = None) -> int:
     rows: list[Row] = []
     names = candidates(only, args.names)
     out_of_time = 0
+    workers = _Workers(args.threads, args.per_worker)
     for index, name in enumerate(names):
         if time.perf_counter() - started > args.budget:
             out_of_time = len(names) - index
             break
-        with contextlib.redirect_stdout(io.StringIO()):
-            row = check(name, supported)
+        row = workers.check(name, supported)
         if row is None:
             continue
         rows.append(row)
         if args.verbose or row.outcome in ("wrong", "crash"):
             print(f"{row.outcome:8} {row.cls:26} {row.name:48} {row.seconds:5.1f}s {row.detail}")
             sys.stdout.flush()
+    workers.close()
     elapsed = time.perf_counter() - started
     _print_table(rows, options)
     failed = [r for r in rows if r.outcome in ("wrong", "crash")]
