@@ -69,24 +69,37 @@ class BotStem(Block):
     """Activation after each conv."""
     pool: bool = True
     """3×3 stride-2 max-pool at the end."""
+    strides: list[Literal[1, 2]] | None = None
+    """Stride of each conv; default 2 for the first, 1 for the others (timm's stride-4
+    stems without a pool stride their last conv too: ``[2, 1, 2]``)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
-        rows, cols = (
-            conv_out(s, self.kernel, 2, self.kernel // 2) for s in (image.height, image.width)
-        )
+        strides = self._strides()
+        if len(strides) != len(self.channels):
+            raise ShapeError(
+                f"{len(strides)} strides for {len(self.channels)} convs", field="strides"
+            )
+        rows, cols = image.height, image.width
+        for stride in strides:
+            rows, cols = (conv_out(s, self.kernel, stride, self.kernel // 2) for s in (rows, cols))
         if self.pool:
             rows, cols = conv_out(rows, 3, 2, 1), conv_out(cols, 3, 2, 1)
         return self, Image(self.channels[-1], rows, cols)
+
+    def _strides(self) -> list[int]:
+        if self.strides is not None:
+            return list(self.strides)
+        return [2] + [1] * (len(self.channels) - 1)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
         stem = nn.Sequential()
         widths = [image.channels, *self.channels]
-        for i in range(len(self.channels)):
+        for i, stride in enumerate(self._strides()):
             stem.add_module(
                 f"conv{i + 1}",
-                ConvNormAct(widths[i], widths[i + 1], self.kernel, 2 if i == 0 else 1, self.act),
+                ConvNormAct(widths[i], widths[i + 1], self.kernel, stride, self.act),
             )
         if self.pool:
             stem.add_module("pool", nn.MaxPool2d(3, 2, 1))

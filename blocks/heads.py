@@ -15,7 +15,7 @@ from vitgraph.block import LINEAR_CLASSIFIER, Block, Classifier
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens, expect_vector
-from vitgraph.vocabulary import PosInt
+from vitgraph.vocabulary import DropRate, PosInt
 
 HeadInit = Literal["trunc_normal", "zeros"]
 
@@ -136,6 +136,9 @@ class DistillationHead(Block):
     arity = 2
     index: Annotated[int, Field(ge=0)] = 1
     """Position of the distillation token in the prefix."""
+    drop: DropRate = 0.0
+    """Dropout on the distillation token before its classifier (timm's ``head_drop``,
+    applied to each token in turn: the class head's dropout comes first)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         logits = expect_vector(inputs[0], self.kind + " (first input: the class logits)")
@@ -152,20 +155,21 @@ class DistillationHead(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         logits = expect_vector(inputs[0], self.kind)
         tokens = expect_tokens(inputs[1], self.kind)
-        return DistilledClassifier(tokens.dim, logits.dim, self.index)
+        return DistilledClassifier(tokens.dim, logits.dim, self.index, self.drop)
 
 
 class DistilledClassifier(nn.Linear):
     """An ``nn.Linear`` (so its keys are ``head_dist.weight``, as in DeiT) that merges."""
 
-    def __init__(self, dim: int, classes: int, index: int) -> None:
+    def __init__(self, dim: int, classes: int, index: int, drop: float = 0.0) -> None:
         super().__init__(dim, classes)
         init_linear(self, "trunc_normal")
         self.index = index
+        self.drop = nn.Dropout(drop) if drop else nn.Identity()
         self.distilled_training = True
 
     def forward(self, logits: torch.Tensor, tokens: torch.Tensor):  # type: ignore[override]
-        dist = super().forward(tokens[:, self.index])
+        dist = super().forward(self.drop(tokens[:, self.index]))
         if self.training and self.distilled_training:
             return logits, dist
         return (logits + dist) / 2

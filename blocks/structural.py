@@ -16,8 +16,8 @@ from torch import nn
 from vitgraph.block import Block, FunctionOp
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
-from vitgraph.shapes import TensorType, Tokens, Vector
-from vitgraph.vocabulary import DropPathRate, DropRate
+from vitgraph.shapes import TensorType, Tokens, Vector, expect_tokens
+from vitgraph.vocabulary import DropPathRate, DropRate, PosInt
 
 
 @register
@@ -73,27 +73,47 @@ class DropPathBlock(_PassThrough):
     training_only = True
     rate: DropPathRate = 0.0
     """Probability of dropping the branch in training."""
+    group: PosInt | None = None
+    """Drop each run of this many consecutive tokens on its own (TNT §3.1: the inner
+    transformer's branch is dropped per patch, as timm's per-patch batch does); null: the
+    whole sample at once."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if self.group is not None:
+            tokens = expect_tokens(x, self.kind)
+            if tokens.prefix or tokens.length % self.group:
+                raise ShapeError(
+                    f"drop_path groups of {self.group} tokens do not tile {tokens}",
+                    field="group",
+                )
+        return self, x
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return DropPath(self.rate) if self.rate else nn.Identity()
+        return DropPath(self.rate, self.group) if self.rate else nn.Identity()
 
 
 class DropPath(nn.Module):
     training_only = True  # an identity at inference (``Block.eval_identities``)
 
-    def __init__(self, rate: float) -> None:
+    def __init__(self, rate: float, group: int | None = None) -> None:
         super().__init__()
         self.rate = rate
+        self.group = group
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         if not self.training:
             return x
         keep = 1.0 - self.rate
-        mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
-        return x * mask.div_(keep)  # rescale so the expectation is unchanged
+        if self.group is None:
+            mask = x.new_empty((x.shape[0],) + (1,) * (x.ndim - 1)).bernoulli_(keep)
+            return x * mask.div_(keep)  # rescale so the expectation is unchanged
+        batch, length, dim = x.shape  # one draw per group, in (sample, group) order
+        mask = x.new_empty(batch, length // self.group, 1, 1).bernoulli_(keep)
+        return (x.unflatten(1, (-1, self.group)) * mask.div_(keep)).flatten(1, 2)
 
     def extra_repr(self) -> str:
-        return f"rate={self.rate}"
+        return f"rate={self.rate}" + (f", group={self.group}" if self.group else "")
 
 
 @register

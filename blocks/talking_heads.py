@@ -96,5 +96,9 @@ class TalkingHeads(nn.Module):
             attn = mix_heads(attn, self.proj_w, self.length, bias=False)
             x = attn @ v + self.proj_w.bias[:, None, None] * v.sum(dim=2, keepdim=True)
         else:  # dropout acts on the mixed weights, bias included
-            x = self.attn_drop(mix_heads(attn, self.proj_w, self.length)) @ v
+            mixed = mix_heads(attn, self.proj_w, self.length)
+            # laid out as timm's permute + Linear leaves them, (B, N, N, H) in memory:
+            # dropout draws its mask in memory order, so one seed drops the same weights
+            mixed = mixed.permute(0, 2, 3, 1).contiguous().permute(0, 3, 1, 2)
+            x = self.attn_drop(mixed) @ v
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)

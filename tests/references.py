@@ -323,35 +323,10 @@ def pvt_full() -> Parity:
     return Parity(ours, Logits(reference), torch.randn(1, 3, 224, 224))
 
 
-# HF keys renamed to the official CvT ones (the spec's)
-CVT_RENAMES = [
-    (r"^cvt\.encoder\.stages\.(\d+)\.", r"stage\1."),
-    (r"embedding\.convolution_embeddings\.projection", "patch_embed.proj"),
-    (r"embedding\.convolution_embeddings\.normalization", "patch_embed.norm"),
-    (r"layers\.(\d+)\.", r"blocks.\1."),
-    (
-        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-        r"convolution",
-        r"attn.conv_proj_\1.conv",
-    ),
-    (
-        r"attention\.attention\.convolution_projection_(q|k|v)\w*\.convolution_projection\."
-        r"normalization",
-        r"attn.conv_proj_\1.bn",
-    ),
-    (r"attention\.attention\.projection_(q|k|v)\w*", r"attn.proj_\1"),
-    (r"attention\.output\.dense", "attn.proj"),
-    (r"intermediate\.dense", "mlp.fc1"),
-    (r"output\.dense", "mlp.fc2"),
-    (r"layernorm_before", "norm1"),
-    (r"layernorm_after", "norm2"),
-    (r"^layernorm", "norm"),
-    (r"^classifier", "head"),
-]
-
-
 def cvt_transplant(reference: nn.Module, ours: nn.Module) -> None:
-    mapped = {rename(k, CVT_RENAMES): v for k, v in reference.state_dict().items()}
+    from vitgraph.interop.hf_cvt import cvt_state_dict  # from_hf's own key map
+
+    mapped = cvt_state_dict(reference.state_dict())
     assert set(mapped) == set(ours.state_dict())
     ours.load_state_dict(mapped)
 

@@ -32,7 +32,7 @@ def test_from_timm_handles_odd_depths_and_stochastic_depth():
 
 def test_from_timm_refuses_a_stage_with_one_layer():
     model = timm.create_model("twins_pcpvt_small", pretrained=False, depths=(1, 2, 2, 2))
-    with pytest.raises(SpecError, match="stage 0 with 1 layer"):
+    with pytest.raises(SpecError, match="depths with 1 layer"):
         vitgraph.from_timm(model)
 
 

@@ -58,3 +58,17 @@ def test_full_size_from_timm_counts_match_on_meta():
 
     graph = vitgraph.load("<timm>", text=yaml.safe_dump(spec))
     assert graph.summary().params == sum(p.numel() for p in reference.parameters())
+
+
+def test_clip_image_tower_with_pre_norm_and_quick_gelu_gives_timms_function():
+    from tests.interop.parity import compare, timm_state_map
+
+    reference = timm.create_model(
+        "vit_base_patch32_clip_quickgelu_224", pretrained=False, depth=2, img_size=64
+    )
+    assert type(reference.blocks[0].mlp.act).__name__ == "QuickGELU"
+    reference = redraw_(reference).eval()
+    ours = vitgraph.from_timm(reference)
+    assert ours.norm_pre.eps == reference.norm_pre.eps  # the norm before the blocks
+    x = torch.randn(2, 3, 64, 64)
+    assert compare(ours, reference, timm_state_map(reference), x) == []

@@ -76,19 +76,27 @@ def refuse_hf(model: Reference, option: str, why: str = "") -> SpecError:
     )
 
 
-def from_hf(model: Reference) -> nn.Module:
-    """Build the vitgraph twin of a transformers ``model`` and load its weights."""
+def converter_of(model: Reference) -> HFConverter:
+    """The converter of a transformers model's class; an unsupported class is refused."""
     load_converters()
     cls = type(model).__name__
     if cls not in _CONVERTERS:
         known = ", ".join(sorted(_CONVERTERS))
         raise refuse_hf(model, f"model class {cls}", f"supported classes: {known}")
-    conversion = _CONVERTERS[cls](model)
+    return _CONVERTERS[cls]
+
+
+def from_hf(model: Reference) -> nn.Module:
+    """Build the vitgraph twin of a transformers ``model`` and load its weights (on the
+    reference's device, in its dtype)."""
+    cls = type(model).__name__
+    conversion = converter_of(model)(model)
     if isinstance(conversion.spec, str):
         graph = load(conversion.spec, overrides=conversion.overrides)
     else:
         graph = load(f"<transformers:{cls}>", text=yaml.safe_dump(conversion.spec))
-    ours = graph.build()
+    first = next(iter(model.parameters()), None)  # built where the reference is, alike
+    ours = graph.build() if first is None else graph.build(device=first.device, dtype=first.dtype)
     load_state(
         ours,
         offers_from_state(conversion.state(model.state_dict())),

@@ -32,14 +32,25 @@ _RENAMES = [
 
 
 def pvt_overrides(model: Reference) -> dict[str, object]:
-    """The args of specs/pvt.yaml that reproduce an HF model's ``PvtConfig``."""
+    """The args of specs/pvt.yaml that reproduce an HF model's ``PvtConfig`` (each field
+    honoured or refused by name: ``vitgraph.interop.options_hf``)."""
     config = model.config
-    if config.num_encoder_blocks != 4 or list(config.strides) != list(config.patch_sizes):
-        raise refuse_hf(model, "a PvtConfig without four stages of stride = patch size")
+    if config.num_encoder_blocks != 4:
+        raise refuse_hf(model, f"num_encoder_blocks={config.num_encoder_blocks}", "PVT has 4")
+    if list(config.strides) != list(config.patch_sizes):
+        raise refuse_hf(
+            model,
+            f"strides={list(config.strides)} unlike patch_sizes={list(config.patch_sizes)}",
+            "HF's patch conv then has kernel = stride and stride = patch",
+        )
     if config.hidden_act != "gelu":
-        raise refuse_hf(model, f"hidden_act={config.hidden_act!r}")
+        raise refuse_hf(model, f"hidden_act={config.hidden_act!r}", "only 'gelu'")
+    if config.num_labels == 0:
+        raise refuse_hf(model, "num_labels=0", "a model without a classifier head")
+    _check_position_tables(model)
     return {
         "image_size": config.image_size,
+        "channels": config.num_channels,
         "patches": list(config.patch_sizes),
         "dims": list(config.hidden_sizes),
         "heads": list(config.num_attention_heads),
@@ -49,8 +60,27 @@ def pvt_overrides(model: Reference) -> dict[str, object]:
         "classes": config.num_labels,
         "norm_eps": config.layer_norm_eps,
         "dropout": config.hidden_dropout_prob,
+        "attn_drop": config.attention_probs_dropout_prob,
+        "qkv_bias": config.qkv_bias,
         "drop_path_rate": config.drop_path_rate,
     }
+
+
+def _check_position_tables(model: Reference) -> None:
+    """HF sizes stage i's position table for ``image_size // 2**(i + 1)`` (stage 0: the
+    image) and resizes it to the grid it meets: only where every table fits its grid is
+    the function a fixed table's (other patch sizes are a dynamic-size model, #20)."""
+    config = model.config
+    side = config.image_size
+    for i, embeddings in enumerate(model.pvt.encoder.patch_embeddings):
+        side //= config.patch_sizes[i]
+        if embeddings.num_patches != side * side:
+            raise refuse_hf(
+                model,
+                f"patch_sizes={list(config.patch_sizes)} with image_size={config.image_size}",
+                f"HF sizes stage {i}'s position table for {embeddings.num_patches} tokens "
+                f"and resizes it to its {side}x{side} grid",
+            )
 
 
 def pvt_state_dict(theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:

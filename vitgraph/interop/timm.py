@@ -40,9 +40,16 @@ class Conversion:
     rename: Callable[[str], str] = field(default=lambda key: key)
     convert: Callable[[str, torch.Tensor], torch.Tensor] = field(default=lambda key, t: t)
     after_build: Callable[[nn.Module, nn.Module], None] | None = None
+    #: reference keys its forward never reads (timm's distilled DeiT builds an fc_norm it
+    #: never applies): the twin holds no such parameter and the load skips them
+    unused: frozenset[str] = frozenset()
 
     def keymap(self) -> KeyMap:
         return KeyMap(self.rename, self.convert)
+
+    def state(self, theirs: dict[str, torch.Tensor]) -> dict[str, torch.Tensor]:
+        """The reference's tensors that the twin holds, reference keys kept."""
+        return {k: t for k, t in theirs.items() if k not in self.unused}
 
 
 def timm_converter(*class_names: str) -> Callable[[Converter], Converter]:
@@ -96,14 +103,19 @@ def converter_for(model: Reference) -> Converter:
 
 
 def from_timm(model: Reference) -> nn.Module:
-    """Build the vitgraph twin of ``model`` and load its weights (every key must fit)."""
+    """Build the vitgraph twin of ``model`` and load its weights (every key must fit).
+    The twin is built on the reference's device, in its dtype."""
     conversion = converter_for(model)(model)
     name = model_name(model)
     graph = load(f"<timm:{name}>", text=yaml.safe_dump(conversion.spec, sort_keys=False))
-    ours = graph.build()
+    first = next(iter(model.parameters()), None)
+    if first is None:
+        ours = graph.build()
+    else:
+        ours = graph.build(device=first.device, dtype=first.dtype)
     load_state(
         ours,
-        offers_from_state(model.state_dict(), conversion.keymap()),
+        offers_from_state(conversion.state(model.state_dict()), conversion.keymap()),
         fmt="timm",
         source=f"timm {name}",
         what=f"timm {name}'s state_dict does not fit the vitgraph model",
@@ -139,24 +151,52 @@ def spec_document(
 
 
 def layernorm_eps(model: Reference, norm: Reference, where: str) -> float | None:
-    """eps of a LayerNorm, None for Identity; other norms are refused."""
+    """eps of a LayerNorm, None for Identity; other norms are refused (``where`` names the
+    reference's option that chose the norm: ``norm_layer``)."""
     if isinstance(norm, nn.Identity):
         return None
     if type(norm).__name__ == "LayerNorm" and isinstance(norm, nn.LayerNorm):
-        if not norm.elementwise_affine:
-            raise refuse(model, f"{where} without affine parameters")
+        if not norm.elementwise_affine or norm.bias is None:
+            raise refuse(model, f"{where}=LayerNorm without a weight and bias")
         return float(norm.eps)
     raise refuse(model, f"{where}={type(norm).__name__}", "only LayerNorm is supported")
 
 
+#: timm's activation classes (timm.layers.activations*) and torch's, by class name: each
+#: computes exactly the function of vitgraph's activation of that name
+_ACTIVATIONS = {
+    "ReLU": "relu",
+    "SiLU": "silu",
+    "Swish": "silu",
+    "SwishMe": "silu",
+    "Hardswish": "hardswish",
+    "HardSwish": "hardswish",
+    "HardSwishMe": "hardswish",
+    "Tanh": "tanh",
+    "GELUTanh": "gelu_tanh",
+    "QuickGELU": "quick_gelu",  # CLIP's x * sigmoid(1.702 x)
+}
+
+
 def activation_name(model: Reference, act: Reference, where: str) -> str:
+    """vitgraph's name of an activation module (``where`` names the reference's option)."""
     if isinstance(act, nn.GELU):
         return "gelu_tanh" if act.approximate == "tanh" else "gelu"
-    names = {nn.ReLU: "relu", nn.SiLU: "silu", nn.Hardswish: "hardswish", nn.Tanh: "tanh"}
-    for cls, name in names.items():
-        if type(act) is cls:
-            return name
-    raise refuse(model, f"{where}={type(act).__name__}")
+    cls = type(act).__name__
+    if cls == "GELU" and type(act).__module__.startswith("timm."):
+        return "gelu"  # timm's GELU: F.gelu with an inplace flag it ignores
+    if cls in _ACTIVATIONS and type(act).__module__.startswith(("timm.", "torch.")):
+        return _ACTIVATIONS[cls]
+    raise refuse(model, f"{where}={cls}")
+
+
+def width_ratio(hidden: int, dim: int) -> float:
+    """A ratio ``r`` with ``int(dim * r) == hidden`` (how vitgraph's kinds size a hidden
+    layer from a ratio: mlp, bottleneck). ``hidden / dim`` does not always round-trip
+    (dim 14, hidden 61 gives 60), so half a unit is added then: ``int`` truncates
+    ``hidden + 0.5`` to ``hidden``."""
+    ratio = hidden / dim
+    return ratio if int(dim * ratio) == hidden else (hidden + 0.5) / dim
 
 
 def drop_rate(module: Reference) -> float:

@@ -20,6 +20,7 @@ from vitgraph.interop.timm import (
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 BRANCH = {"0": "small", "1": "large"}
@@ -28,11 +29,14 @@ BRANCH = {"0": "small", "1": "large"}
 @timm_converter("CrossVit")
 def convert_crossvit(model: Reference) -> Conversion:
     if model.num_branches != 2:
-        raise refuse(model, f"{model.num_branches} branches", "CrossViT's spec has two")
+        raise refuse(
+            model, f"patch_size with {model.num_branches} branches", "CrossViT's spec has two"
+        )
     if model.crop_scale:
-        raise refuse(model, "crop_scale=True")
-    if model.global_pool != "token":
-        raise refuse(model, f"global_pool='{model.global_pool}'")
+        raise refuse(model, "crop_scale=True", "center crops in place of resizing")
+    if model.global_pool not in ("token", "avg"):
+        raise refuse(model, f"global_pool='{model.global_pool}'", "unpooled token outputs")
+    pool = "take_cls" if model.global_pool == "token" else "mean_pool"
     size = tuple(model.img_size)
     graph: list[dict[str, Any]] = []
     for index, embed in enumerate(model.patch_embed):
@@ -63,15 +67,15 @@ def convert_crossvit(model: Reference) -> Conversion:
     for index, norm in enumerate(model.norm):
         branch = BRANCH[str(index)]
         if not isinstance(model.head[index], nn.Linear):
-            raise refuse(model, "num_classes=0 (no classifier head)")
+            raise refuse(model, "num_classes=0", "a model without a classifier head")
         graph += [
             {
                 "id": f"norm_{branch}",
                 "kind": "layernorm",
-                "eps": layernorm_eps(model, norm, "norm"),
+                "eps": layernorm_eps(model, norm, "norm_layer"),
                 "inputs": [f"blocks.{branch}"],  # the last encoder's output of the branch
             },
-            {"id": f"pool_{branch}", "kind": "take_cls"},
+            {"id": f"pool_{branch}", "kind": pool},
             {
                 "id": f"head_{branch}",
                 "kind": "linear_head",
@@ -110,7 +114,7 @@ def _embed(model: Reference, embed: Reference, branch: str) -> dict[str, Any]:
             "dim": proj[-1].out_channels,
         }
     if proj.kernel_size != proj.stride or proj.kernel_size[0] != proj.kernel_size[1]:
-        raise refuse(model, f"patch embedding kernel {proj.kernel_size}")
+        raise refuse(model, f"patch_size={proj.kernel_size}", "only square patches")
     return {
         "id": f"patch_embed_{branch}",
         "kind": "patch_embed",
@@ -122,14 +126,25 @@ def _embed(model: Reference, embed: Reference, branch: str) -> dict[str, Any]:
 def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
     """One ``blocks`` repeat: every multi-scale encoder's depths, widths and rates."""
     first = model.blocks[0]
-    if any(not isinstance(f, nn.Module) or isinstance(f, nn.Sequential) for f in first.fusion):
-        raise refuse(model, "depth[-1] > 0 (several cross-attention layers per fusion)")
+    if any(isinstance(f, nn.Sequential) for b in model.blocks for f in b.fusion):
+        raise refuse(model, "depth with a fusion depth > 0", "cross-attention layers in sequence")
+    shapes = {tuple(len(branch) for branch in b.blocks or ()) for b in model.blocks}
+    if len(shapes) != 1 or len(first.blocks or ()) != 2:
+        raise refuse(
+            model,
+            f"depth with branch depths {sorted(shapes)}",
+            "every multi-scale block alike, both branches at least one layer deep",
+        )
     small, large = first.blocks
+    ratios = {
+        width_ratio(b[0].mlp.fc1.out_features, b[0].mlp.fc1.in_features) for b in (small, large)
+    }
+    if len(ratios) != 1:
+        raise refuse(model, f"mlp_ratio with branch ratios {sorted(ratios)}", "one ratio")
     layer = small[0]
     if type(layer).__name__ != "Block" or not isinstance(layer.ls1, nn.Identity):
         raise refuse(model, f"encoder layer {type(layer).__name__}")
     act = activation_name(model, layer.mlp.act, "mlp act_layer")
-    fusion = first.fusion[0]
     if act != "gelu" or activation_name(model, first.projs[0][1], "projection act") != "gelu":
         raise refuse(model, f"act_layer={act}")
     entry: dict[str, Any] = {
@@ -142,14 +157,12 @@ def _encoders(model: Reference, graph: list[dict[str, Any]]) -> dict[str, Any]:
         "heads_large": large[0].attn.num_heads,
         "depth_small": len(small),
         "depth_large": len(large),
-        "mlp_ratio": layer.mlp.fc1.out_features / layer.mlp.fc1.in_features,
+        "mlp_ratio": ratios.pop(),
         "qkv_bias": layer.attn.qkv.bias is not None,
         "proj_drop": float(layer.attn.proj_drop.p),
         "attn_drop": float(layer.attn.attn_drop.p),
-        "norm_eps": layernorm_eps(model, layer.norm1, "block norm"),
+        "norm_eps": layernorm_eps(model, layer.norm1, "norm_layer"),
     }
-    if fusion.attn.wq.bias is None:
-        raise refuse(model, "cross attention without qkv bias")
     at: dict[int, dict[str, float]] = {}
     for k, block in enumerate(model.blocks):
         rates = [drop_rate(b.drop_path1) for b in block.blocks[1]]

@@ -30,9 +30,9 @@ def convert_levit(model: Reference) -> Conversion:
     if type(stem).__name__ not in ("Stem16", "Stem8"):
         raise refuse(model, f"stem_backbone={type(stem).__name__}")
     if model.global_pool != "avg":
-        raise refuse(model, f"global_pool='{model.global_pool}'")
+        raise refuse(model, f"global_pool='{model.global_pool}'", "unpooled token outputs")
     if not hasattr(model.head, "linear"):
-        raise refuse(model, "num_classes=0 (no classifier head)")
+        raise refuse(model, "num_classes=0", "a model without a classifier head")
     convs = [m for name, m in stem.named_children() if name.startswith("conv")]
     act = activation_name(model, stem.act1, "act_layer")
     stages = list(model.stages)
@@ -58,7 +58,7 @@ def convert_levit(model: Reference) -> Conversion:
             if getattr(ad.q.down, "pool", None) is not None or (
                 isinstance(ad.q.down, nn.AvgPool2d) and ad.q.down.kernel_size != 1
             ):
-                raise refuse(model, "down_op with use_pool")
+                raise refuse(model, "down_op with use_pool", "an average-pool downsampling")
             graph.append(
                 {
                     "id": f"down{i}",

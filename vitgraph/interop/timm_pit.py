@@ -21,18 +21,21 @@ from vitgraph.interop.timm import (
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
 @timm_converter("PoolingVisionTransformer")
 def convert_pit(model: Reference) -> Conversion:
     conv: nn.Conv2d = model.patch_embed.conv
-    if conv.kernel_size[0] != conv.kernel_size[1] or conv.stride[0] != conv.stride[1]:
-        raise refuse(model, f"a non-square patch conv {conv.kernel_size}/{conv.stride}")
+    if conv.kernel_size[0] != conv.kernel_size[1]:
+        raise refuse(model, f"patch_size={conv.kernel_size}", "only square patches")
+    if conv.stride[0] != conv.stride[1]:
+        raise refuse(model, f"stride={conv.stride}", "only square strides")
     if model.global_pool != "token":
-        raise refuse(model, f"global_pool='{model.global_pool}'")
+        raise refuse(model, f"global_pool='{model.global_pool}'", "unpooled token outputs")
     if not isinstance(model.head, nn.Linear):
-        raise refuse(model, "num_classes=0 (no classifier head)")
+        raise refuse(model, "num_classes=0", "a model without a classifier head")
     graph: list[dict[str, Any]] = [
         {
             "id": "patch_embed",
@@ -81,7 +84,10 @@ def convert_pit(model: Reference) -> Conversion:
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
     graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features})
     if model.head_dist is not None:
-        graph.append({"id": "head_dist", "kind": "distill_head", "inputs": ["head", "norm"]})
+        head_dist: dict[str, Any] = {"id": "head_dist", "kind": "distill_head"}
+        if drop_rate(model.head_drop):  # timm drops each token in turn: class, distillation
+            head_dist["drop"] = drop_rate(model.head_drop)
+        graph.append({**head_dist, "inputs": ["head", "norm"]})
     size = tuple(model.patch_embed.img_size)
     spec = spec_document(
         model.pretrained_cfg.get("architecture", "pit")
@@ -115,7 +121,7 @@ def _stage(
         "heads": attn.num_heads,
         "head_dim": attn.head_dim,
         "qkv_bias": attn.qkv.bias is not None,
-        "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "attn_drop": float(attn.attn_drop.p),
         "proj_drop": float(attn.proj_drop.p),
         "norm_eps": layernorm_eps(model, block.norm1, "block norm"),
@@ -130,8 +136,8 @@ def _stage(
         if pool.conv.stride[0] + 1 != pool.conv.kernel_size[0] or dim != 2 * width:
             raise refuse(
                 model,
-                f"a pooling layer of stage {index} that does not double the "
-                "width with kernel stride + 1",
+                f"base_dims and heads making stage {index} {dim} wide after {width}",
+                "PiT's pooling doubles the width",
             )
         if pool.conv.padding_mode != "zeros":
             raise refuse(model, f"pooling padding_mode='{pool.conv.padding_mode}'")

@@ -20,17 +20,26 @@ from vitgraph.interop.timm import (
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
 @timm_converter("SwinTransformer")
 def convert_swin(model: Reference) -> Conversion:
+    if getattr(model, "dynamic_img_size", False):
+        raise refuse(
+            model,
+            "strict_img_size=False (or dynamic_img_size=True)",
+            "windows and masks sized per input",
+        )
     embed = model.patch_embed
+    if type(embed).__name__ != "PatchEmbed":
+        raise refuse(model, f"embed_layer={type(embed).__name__}")
     proj: nn.Conv2d = embed.proj
     if proj.kernel_size != proj.stride or proj.padding != (0, 0):
-        raise refuse(model, "an overlapping patch embedding")
+        raise refuse(model, "embed_layer with an overlapping patch embedding")
     if proj.kernel_size[0] != proj.kernel_size[1]:
-        raise refuse(model, f"a non-square patch {proj.kernel_size}")
+        raise refuse(model, f"patch_size={proj.kernel_size}", "only square patches")
     if getattr(model, "absolute_pos_embed", None) is not None:
         raise refuse(model, "ape (absolute position embedding)")
     graph: list[dict[str, Any]] = [
@@ -42,12 +51,12 @@ def convert_swin(model: Reference) -> Conversion:
             "bias": proj.bias is not None,
         }
     ]
-    embed_eps = layernorm_eps(model, embed.norm, "patch_embed norm")
+    embed_eps = layernorm_eps(model, embed.norm, "norm_layer")
     if embed_eps is not None:
         graph[0].update(norm=True, norm_eps=embed_eps)
     graph.append(_stages(model))
     graph.append(
-        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm_layer")}
     )
     head = model.head
     if getattr(head, "global_pool", None) is None or head.global_pool.pool_type != "avg":
@@ -56,7 +65,7 @@ def convert_swin(model: Reference) -> Conversion:
     if drop_rate(head.drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(head.drop)})
     if not isinstance(head.fc, nn.Linear):
-        raise refuse(model, "num_classes=0 (no classifier head)")
+        raise refuse(model, "num_classes=0", "a model without a classifier head")
     graph.append({"id": "head", "kind": "linear_head", "classes": head.fc.out_features})
     spec = spec_document(
         _name(model),
@@ -80,7 +89,7 @@ def _name(model: Reference) -> str:
 def _stages(model: Reference) -> dict[str, Any]:
     """One ``layers`` repeat with every stage's settings under ``at``."""
     if getattr(model.layers[0].blocks[0], "always_partition", False):
-        raise refuse(model, "always_partition=True")
+        raise refuse(model, "always_partition=True", "windows larger than the grid, padded")
     per_stage: dict[int, dict[str, Any]] = {}
     for index, stage in enumerate(model.layers):
         downsample = not isinstance(stage.downsample, nn.Identity)
@@ -89,21 +98,31 @@ def _stages(model: Reference) -> dict[str, Any]:
             if merge.reduction.out_features != 2 * merge.dim:
                 raise refuse(
                     model,
-                    f"embed_dim {merge.dim} -> {merge.reduction.out_features} "
-                    "(patch merging to other than twice the width)",
+                    f"embed_dim with {merge.dim} -> {merge.reduction.out_features} in "
+                    f"layers.{index}",
+                    "patch merging to other than twice the width",
                 )
         blocks = list(stage.blocks)
         first = blocks[0]
         attn, mlp = first.attn, first.mlp
         window = first.window_size
         if window[0] != window[1]:
-            raise refuse(model, f"a non-square window {window}")
+            raise refuse(model, f"window_size={window}", "only square windows")
+        grid = tuple(first.input_resolution)
+        sizes, _ = effective_window(grid, window[0], 0)
+        if grid[0] % sizes[0] or grid[1] % sizes[1]:
+            raise refuse(
+                model,
+                f"img_size={tuple(model.patch_embed.img_size)}",
+                f"layers.{index}'s {grid[0]}x{grid[1]} grid is not a multiple of its window "
+                f"{window[0]}: timm pads it",
+            )
         for k, block in enumerate(blocks):
             _, expected = effective_window(
                 tuple(block.input_resolution), window[0], window[0] // 2 if k % 2 else 0
             )
             if tuple(block.shift_size) != expected:
-                raise refuse(model, f"shift {block.shift_size} in layers.{index}.blocks.{k}")
+                raise refuse(model, f"window_size with shift {block.shift_size} in layers.{index}")
         rates = [drop_rate(b.drop_path1) for b in blocks]
         step = (rates[-1] - rates[0]) / (len(rates) - 1) if len(rates) > 1 else 0.0
         if any(abs(r - (rates[0] + k * step)) > 1e-6 for k, r in enumerate(rates)):
@@ -114,15 +133,15 @@ def _stages(model: Reference) -> dict[str, Any]:
             "head_dim": attn.qkv.out_features // (3 * attn.num_heads),
             "window": window[0],
             "downsample": downsample,
-            "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+            "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
             "qkv_bias": attn.qkv.bias is not None,
             "attn_drop": float(attn.attn_drop.p),
             "proj_drop": float(attn.proj_drop.p),
             "drop_path_start": rates[0],
             "drop_path_step": step,
-            "norm_eps": layernorm_eps(model, first.norm1, "block norm"),
+            "norm_eps": layernorm_eps(model, first.norm1, "norm_layer"),
         }
-        if activation_name(model, mlp.act, "mlp act_layer") != "gelu":
+        if activation_name(model, mlp.act, "act_layer") != "gelu":
             raise refuse(model, f"act_layer={type(mlp.act).__name__}")
     return {
         "id": "layers",

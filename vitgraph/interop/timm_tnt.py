@@ -21,19 +21,22 @@ from vitgraph.interop.timm import (
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 
 @timm_converter("TNT")
 def convert_tnt(model: Reference) -> Conversion:
     embed = model.pixel_embed
-    if model.global_pool != "token":
-        raise refuse(model, f"global_pool='{model.global_pool}'")
+    if model.global_pool not in ("token", "avg"):
+        raise refuse(model, f"global_pool='{model.global_pool}'", "unpooled token outputs")
     if embed.patch_size[0] != embed.patch_size[1]:
-        raise refuse(model, f"a non-square patch {embed.patch_size}")
+        raise refuse(model, f"patch_size={tuple(embed.patch_size)}", "only square patches")
     conv: nn.Conv2d = embed.proj
     if conv.kernel_size != (7, 7) or conv.padding != (3, 3) or conv.stride[0] != conv.stride[1]:
-        raise refuse(model, f"pixel embedding conv {conv}")
+        raise refuse(model, f"first_stride={conv.stride}", "only square strides")
+    if not model.blocks:
+        raise refuse(model, "depth=0")
     words = embed.new_patch_size[0] * embed.new_patch_size[1]
     first = model.blocks[0]
     legacy = first.norm2_proj is None
@@ -51,18 +54,18 @@ def convert_tnt(model: Reference) -> Conversion:
             "kind": "tnt_word_projection",
             "words": words,
             "dim": model.embed_dim,
-            "norm_eps": layernorm_eps(model, model.norm1_proj, "norm"),
+            "norm_eps": layernorm_eps(model, model.norm1_proj, "norm_layer"),
         },
         {"id": "cls_token", "kind": "cls_token"},
         {"id": "patch_pos", "kind": "learned_pos"},
     ]
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
-    for name, module in (("mlp_in act", first.mlp_in.act), ("mlp act", first.mlp.act)):
-        if activation_name(model, module, name) != "gelu":
+    for module in (first.mlp_in.act, first.mlp.act):
+        if activation_name(model, module, "act_layer") != "gelu":
             raise refuse(model, f"act_layer={type(module).__name__}")
     if first.mlp_in.fc1.out_features != 4 * first.mlp_in.fc1.in_features:
-        raise refuse(model, "an inner MLP other than 4x")
+        raise refuse(model, "inner_dim with an inner MLP other than 4x")
     blocks: dict[str, Any] = {
         "id": "blocks",
         "kind": "tnt_layer",
@@ -73,24 +76,25 @@ def convert_tnt(model: Reference) -> Conversion:
         "heads_outer": first.attn_out.num_heads,
         "words": words,
         "legacy": legacy,
-        "mlp_ratio": first.mlp.fc1.out_features / first.mlp.fc1.in_features,
+        "mlp_ratio": width_ratio(first.mlp.fc1.out_features, first.mlp.fc1.in_features),
         "qkv_bias": first.attn_in.qk.bias is not None,
         "attn_drop": float(first.attn_in.attn_drop.p),
         "proj_drop": float(first.attn_in.proj_drop.p),
-        "norm_eps": layernorm_eps(model, first.norm_in, "block norm"),
+        "norm_eps": layernorm_eps(model, first.norm_in, "norm_layer"),
     }
     rates = [drop_rate(b.drop_path) for b in model.blocks]
     if any(rates):
         blocks["at"] = {i: {"drop_path": r} for i, r in enumerate(rates)}
     graph.append(blocks)
     graph.append(
-        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm_layer")}
     )
-    graph.append({"id": "pool", "kind": "take_cls"})
+    pool = "take_cls" if model.global_pool == "token" else "mean_pool"
+    graph.append({"id": "pool", "kind": pool})
     if drop_rate(model.head_drop):
         graph.append({"id": "head_drop", "kind": "dropout", "rate": drop_rate(model.head_drop)})
     if not isinstance(model.head, nn.Linear):
-        raise refuse(model, "num_classes=0 (no classifier head)")
+        raise refuse(model, "num_classes=0", "a model without a classifier head")
     graph.append({"id": "head", "kind": "linear_head", "classes": model.head.out_features})
     cfg = getattr(model, "pretrained_cfg", None) or {}
     spec = spec_document(

@@ -24,6 +24,7 @@ from vitgraph.interop.timm import (
     refuse,
     spec_document,
     timm_converter,
+    width_ratio,
 )
 
 _KEY = re.compile(r"^(patch_embeds|pos_block|blocks)\.(\d+)\.(?:(\d+)\.)?(.*)$")
@@ -51,7 +52,7 @@ def _attention(model: Reference, attn: Reference, where: str) -> tuple[str, int]
         return "window", int(attn.ws)
     if cls == "GlobalSubSampleAttn":
         return "global", int(attn.sr_ratio)
-    raise refuse(model, f"{where} attention class {cls}", "vitgraph converts LSA and GSA")
+    raise refuse(model, f"block_cls with attention {cls}", "vitgraph converts LSA and GSA")
 
 
 def _stage(model: Reference, k: int) -> dict[str, Any]:
@@ -59,16 +60,16 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
     embed = model.patch_embeds[k]
     proj: nn.Conv2d = embed.proj
     if proj.kernel_size != proj.stride or proj.kernel_size[0] != proj.kernel_size[1]:
-        raise refuse(model, f"{where} patch embedding with kernel {proj.kernel_size}")
+        raise refuse(model, f"patch_size={proj.kernel_size} in {where}", "only square patches")
     blocks = list(model.blocks[k])
     if len(blocks) < 2:
         raise refuse(
             model,
-            f"{where} with {len(blocks)} layer(s)",
+            f"depths with {len(blocks)} layer(s) in {where}",
             "a twins_stage has its first layer, the PEG and at least one more layer",
         )
-    if drop_rate(model.pos_drops[k]):
-        raise refuse(model, "pos_drop_rate")
+    if any(type(b).__name__ != "Block" for b in blocks):
+        raise refuse(model, f"block_cls={type(blocks[0]).__name__}")
     pos = model.pos_block[k]
     conv = pos.proj[0]
     if pos.stride != 1 or conv.kernel_size != (3, 3) or conv.groups != conv.in_channels:
@@ -78,6 +79,13 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
     ratios = {size for kind, size in kinds if kind == "global"}
     window = windows.pop() if len(windows) == 1 else None
     sr_ratio = ratios.pop() if len(ratios) == 1 else 1
+    rows, cols = embed.img_size[0] // proj.stride[0], embed.img_size[1] // proj.stride[1]
+    if window and (rows % window or cols % window):
+        raise refuse(
+            model,
+            f"img_size={tuple(model.patch_embeds[0].img_size)}",
+            f"{where}'s {rows}x{cols} grid is not a multiple of its window {window}: timm pads it",
+        )
     expected = [
         ("window", window) if window and j % 2 == 0 else ("global", sr_ratio)
         for j in range(len(blocks))
@@ -91,11 +99,11 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
     first = blocks[0]
     mlp = first.mlp
     if type(mlp).__name__ != "Mlp" or mlp.fc1.bias is None:
-        raise refuse(model, f"{where} mlp {type(mlp).__name__}")
-    eps = layernorm_eps(model, first.norm1, f"{where} norm_layer")
-    activation = activation_name(model, mlp.act, f"{where} act_layer")
+        raise refuse(model, f"block_cls with mlp {type(mlp).__name__}")
+    eps = layernorm_eps(model, first.norm1, "norm_layer")
+    activation = activation_name(model, mlp.act, "block_cls activation")
     if activation != "gelu":
-        raise refuse(model, f"{where} act_layer={activation}")
+        raise refuse(model, f"block_cls with act_layer={activation}")
     rates = [drop_rate(b.drop_path1) for b in blocks]
     step = rates[1] - rates[0]
     if any(not math.isclose(r, rates[0] + step * j, abs_tol=1e-6) for j, r in enumerate(rates)):
@@ -107,16 +115,18 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
         "dim": proj.out_channels,
         "heads": first.attn.num_heads,
         "depth": len(blocks),
-        "mlp_ratio": mlp.fc1.out_features / mlp.fc1.in_features,
+        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
         "sr_ratio": sr_ratio,
         "window": window,
         "norm_eps": eps,
-        "embed_norm_eps": layernorm_eps(model, embed.norm, f"{where} patch_embed norm"),
+        "embed_norm_eps": layernorm_eps(model, embed.norm, "patch embedding norm"),
         "attn_drop": float(first.attn.attn_drop.p),
         "proj_drop": float(first.attn.proj_drop.p),
     }
     if any(rates):
         entry.update(drop_path=rates[0], drop_path_step=step)
+    if drop_rate(model.pos_drops[k]):
+        entry["pos_drop"] = drop_rate(model.pos_drops[k])
     return entry
 
 
@@ -124,12 +134,12 @@ def _stage(model: Reference, k: int) -> dict[str, Any]:
 def convert_twins(model: Reference) -> Conversion:
     name = model_name(model)
     if model.global_pool != "avg":
-        raise refuse(model, f"global_pool='{model.global_pool}'")
+        raise refuse(model, f"global_pool='{model.global_pool}'", "unpooled token outputs")
     if not isinstance(model.head, nn.Linear):
-        raise refuse(model, "num_classes=0 (no classifier head)")
+        raise refuse(model, "num_classes=0", "a model without a classifier head")
     graph = [_stage(model, k) for k in range(len(model.blocks))]
     graph.append(
-        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm")}
+        {"id": "norm", "kind": "layernorm", "eps": layernorm_eps(model, model.norm, "norm_layer")}
     )
     graph.append({"id": "pool", "kind": "mean_pool"})
     if drop_rate(model.head_drop):

@@ -1,0 +1,153 @@
+"""The option audit of the transformers classes ``from_hf`` converts (see
+``vitgraph.interop.options``): the fields of each model's config. Examples are config
+keyword arguments over a small base configuration (``tests/interop/test_options.py``);
+``"@eval_only"`` marks one whose reference draws its random masks otherwise than torch's
+dropout (HF's drop path: ``floor(keep + rand)``), compared in eval mode with the
+drop-path rates checked one by one."""
+
+from __future__ import annotations
+
+from vitgraph.interop.options import DYNAMIC_SIZE, Option, honoured, partly, refused
+
+_INIT = "initialisation only: the reference's weights are copied over it"
+_OUTPUT = "the output container only: the twin returns the logits"
+
+#: PretrainedConfig's fields, every config has them
+PRETRAINED_CONFIG: dict[str, Option] = {
+    "transformers_version": honoured("metadata", {"transformers_version": "4.0.0"}),
+    "architectures": honoured("metadata", {"architectures": ["SomeClass"]}),
+    "output_hidden_states": honoured(_OUTPUT, {"output_hidden_states": True}),
+    "return_dict": honoured(_OUTPUT, {"return_dict": False}),
+    "dtype": honoured("the twin is built in the reference's dtype", {"dtype": "@torch.float64"}),
+    "chunk_size_feed_forward": honoured(
+        "(this model never chunks)", {"chunk_size_feed_forward": 2}
+    ),
+    "is_encoder_decoder": honoured("(an encoder-only model)", {"is_encoder_decoder": False}),
+    "id2label": honoured("the class count", {"id2label": {0: "a", 1: "b", 2: "c"}}),
+    "label2id": honoured("metadata", {"label2id": {"a": 0}}),
+    "problem_type": honoured(
+        "the loss only, not the logits", {"problem_type": "multi_label_classification"}
+    ),
+}
+
+PVT: dict[str, Option] = {
+    **PRETRAINED_CONFIG,
+    "image_size": honoured("any size the strides divide", {"image_size": 96}),
+    "num_channels": honoured("any channel count", {"num_channels": 1}),
+    "num_encoder_blocks": partly(
+        "4", ({"num_encoder_blocks": 4},), "other stage counts", ({"num_encoder_blocks": 3},)
+    ),
+    "depths": honoured("any depths", {"depths": [2, 1, 2, 1]}),
+    "sequence_reduction_ratios": honoured(
+        "any ratios", {"sequence_reduction_ratios": [2, 2, 2, 1]}
+    ),
+    "hidden_sizes": honoured("any widths", {"hidden_sizes": [8, 8, 16, 16]}),
+    "patch_sizes": partly(
+        "the sizes HF's position tables fit (4, 2, 2, 2)",
+        ({"patch_sizes": [4, 2, 2, 2], "strides": [4, 2, 2, 2]},),
+        "others (HF resizes its position tables, a dynamic-size model: #20)",
+        ({"patch_sizes": [2, 2, 2, 2], "strides": [2, 2, 2, 2]},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "strides": partly(
+        "strides equal to the patch sizes",
+        ({"strides": [4, 2, 2, 2]},),
+        "others (HF's patch conv then has kernel = stride, stride = patch)",
+        ({"strides": [4, 2, 2, 1]},),
+    ),
+    "num_attention_heads": honoured("any head counts", {"num_attention_heads": [2, 2, 4, 4]}),
+    "mlp_ratios": honoured("any ratios", {"mlp_ratios": [4, 3, 2, 2]}),
+    "hidden_act": partly(
+        "'gelu'", ({"hidden_act": "gelu"},), "other activations", ({"hidden_act": "relu"},)
+    ),
+    "hidden_dropout_prob": honoured(
+        "dropout after the embeddings, projections and MLP layers", {"hidden_dropout_prob": 0.25}
+    ),
+    "attention_probs_dropout_prob": honoured(
+        "dropout of the attention weights", {"attention_probs_dropout_prob": 0.25}
+    ),
+    "initializer_range": honoured(_INIT, {"initializer_range": 0.5}),
+    "drop_path_rate": honoured(
+        "the stochastic-depth schedule", {"drop_path_rate": 0.2, "@eval_only": True}
+    ),
+    "layer_norm_eps": honoured("any eps", {"layer_norm_eps": 1e-5}),
+    "qkv_bias": honoured("True, False", {"qkv_bias": False}),
+    "num_labels": partly(
+        "a classifier of any width",
+        ({"num_labels": 7},),
+        "0 (a headless model)",
+        ({"num_labels": 0},),
+        issue=DYNAMIC_SIZE,
+    ),
+}
+
+_PER_STAGE = "any, per stage"
+
+CVT: dict[str, Option] = {
+    **PRETRAINED_CONFIG,
+    "num_channels": honoured("any channel count", {"num_channels": 1}),
+    "patch_sizes": honoured(_PER_STAGE, {"patch_sizes": [5, 3, 3]}),
+    "patch_stride": honoured(_PER_STAGE, {"patch_stride": [2, 2, 2]}),
+    "patch_padding": honoured(_PER_STAGE, {"patch_padding": [1, 0, 1]}),
+    "embed_dim": honoured(_PER_STAGE, {"embed_dim": [8, 16, 24]}),
+    "num_heads": honoured(_PER_STAGE, {"num_heads": [2, 2, 4]}),
+    "depth": honoured(_PER_STAGE, {"depth": [2, 2, 3]}),
+    "mlp_ratio": honoured(_PER_STAGE, {"mlp_ratio": [2.0, 3.0, 61 / 48]}),
+    "attention_drop_rate": honoured(
+        "dropout of the attention weights", {"attention_drop_rate": [0.25, 0.25, 0.25]}
+    ),
+    "drop_rate": refused(
+        "> 0 (HF drops after the MLP's second layer only; vitgraph's layer after its "
+        "activation too)",
+        {"drop_rate": [0.1, 0.0, 0.0]},
+    ),
+    "drop_path_rate": refused(
+        "> 0 (HF drops the residual stream with the MLP branch, one rate per stage)",
+        {"drop_path_rate": [0.0, 0.0, 0.1]},
+    ),
+    "qkv_bias": honoured(_PER_STAGE, {"qkv_bias": [False, True, False]}),
+    "cls_token": partly(
+        "in the last stage only (HF's forward fails without it there)",
+        ({"cls_token": [False, False, True]},),
+        "in an earlier stage, or in none",
+        ({"cls_token": [False, True, True]}, {"cls_token": [False, False, False]}),
+    ),
+    "qkv_projection_method": partly(
+        "'dw_bn'",
+        ({"qkv_projection_method": ["dw_bn"] * 3},),
+        "'avg', 'linear' (HF builds no projection for them and fails)",
+        ({"qkv_projection_method": ["dw_bn", "avg", "dw_bn"]},),
+    ),
+    "kernel_qkv": honoured(
+        _PER_STAGE + " (with paddings kernel_qkv // 2)",
+        {"kernel_qkv": [5, 3, 1], "padding_q": [2, 1, 0], "padding_kv": [2, 1, 0]},
+    ),
+    "padding_kv": partly(
+        "kernel_qkv // 2",
+        ({"padding_kv": [1, 1, 1]},),
+        "other paddings",
+        ({"padding_kv": [1, 1, 0]},),
+    ),
+    "stride_kv": honoured(_PER_STAGE, {"stride_kv": [1, 2, 1]}),
+    "padding_q": partly(
+        "kernel_qkv // 2",
+        ({"padding_q": [1, 1, 1]},),
+        "other paddings",
+        ({"padding_q": [0, 1, 1]},),
+    ),
+    "stride_q": partly(
+        "1",
+        ({"stride_q": [1, 1, 1]},),
+        "other strides (the query's sequence no longer fits the residual: HF's forward fails)",
+        ({"stride_q": [2, 1, 1]},),
+    ),
+    "initializer_range": honoured(_INIT, {"initializer_range": 0.5}),
+    "layer_norm_eps": honoured(
+        "(HF's CvT never reads it: every LayerNorm has eps 1e-5)", {"layer_norm_eps": 1e-6}
+    ),
+}
+
+TABLES: dict[str, dict[str, Option]] = {
+    "transformers.PvtConfig": PVT,
+    "transformers.CvtConfig": CVT,
+}
