@@ -14,7 +14,7 @@ from vitgraph.checks import check_graph
 from vitgraph.errors import Problem, ShapeError, SpecError
 from vitgraph.ir import INPUT, Expanded, Inferred, Node, Source, Validated
 from vitgraph.shapes import Image, TensorType
-from vitgraph.spec.expand import expand
+from vitgraph.spec.expand import expand, hosts
 
 
 def infer(expanded: Expanded) -> Inferred:
@@ -29,7 +29,8 @@ def infer(expanded: Expanded) -> Inferred:
         try:
             params, out = node.params.infer(*(types[name] for name in node.inputs))
         except ShapeError as exc:
-            problems.append(Problem(node.mark(exc.field), node.id, exc.message, exc.hint))
+            hint = _chosen_hint(node, expanded, types) or exc.hint
+            problems.append(Problem(node.mark(exc.field), node.id, exc.message, hint))
             continue
         node.params = params
         types[node.id] = out
@@ -37,6 +38,26 @@ def infer(expanded: Expanded) -> Inferred:
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.location.line, p.location.col)))
     return Inferred(resolved, types, graph)
+
+
+def _chosen_hint(node: Node, expanded: Expanded, types: dict[str, TensorType]) -> str | None:
+    """When a node fails on what a kind chosen by its composite's param made of the tokens
+    (``attention: class_attention`` in an ``encoder_layer``: one token where the residual
+    wants all), say which choice it was and where that kind belongs."""
+    for chosen, param in expanded.chosen.items():
+        same_instance = chosen.rpartition(".")[0] == node.id.rpartition(".")[0]
+        if chosen == node.id or not same_instance or chosen not in types:
+            continue
+        made = next((n for n in expanded.nodes if n.id == chosen), None)
+        if made is None or types[chosen] == types.get(made.inputs[0]):
+            continue  # the choice kept its input's type: not the cause
+        others = hosts(made.kind, but=node.composite_kind)
+        where = f"; {made.kind} is held by {', '.join(others)}" if others else ""
+        return (
+            f"{chosen} is {made.kind} ({param}), which turns {types[made.inputs[0]]} into "
+            f"{types[chosen]}{where}"
+        )
+    return None
 
 
 def validate(

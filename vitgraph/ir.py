@@ -103,6 +103,9 @@ class Expanded:
     instances: dict[str, str] = field(default_factory=dict)
     #: the spec's ``init:`` mapping (kind -> scheme), deprecated kind names resolved
     init: dict[str, str] = field(default_factory=dict)
+    #: inner nodes whose kind a composite param chose -> that param ("encoder_layer's
+    #: attention"), so a problem the choice causes downstream can say so
+    chosen: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass

@@ -19,7 +19,7 @@ from vitgraph.spec.catalog import registry
 from vitgraph.spec.composites import load_composite
 from vitgraph.vocabulary import stochastic_depth_fields
 
-HERE = Path(__file__).parent
+HERE = Path(__file__).parent.parent  # tests/: the fixtures live in tests/specs/
 LEGACY = sorted((HERE / "specs" / "legacy").glob("*.yaml"))
 BAD_COMPOSITES = sorted((HERE / "specs" / "bad" / "composites").glob("*.yaml"))
 
