@@ -111,6 +111,9 @@ class Block(BaseModel):
     #: layout of ``forward_features`` when the features are this kind's output and the
     #: reference lays them out differently from tokens (``vitgraph.model.layout``)
     feature_layout: ClassVar[str | None] = None
+    #: of its token input the kind reads only the prefix tokens (a class-token pooling, a
+    #: distillation head): a feature layout that keeps only them (PiT's) may feed it
+    reads_prefix_only: ClassVar[bool] = False
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

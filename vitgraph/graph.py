@@ -21,6 +21,7 @@ from vitgraph.inference import validate
 from vitgraph.init import initialize
 from vitgraph.ir import Expanded, Inferred, Source, Validated
 from vitgraph.model.api import VitgraphModel
+from vitgraph.model.layout import api_problems
 from vitgraph.spec import edits
 from vitgraph.spec.serialize import to_yaml
 from vitgraph.summary import Summary, summarize
@@ -90,6 +91,10 @@ class Graph(Validated):
                 "the spec names no features to return",
                 "add `features: [node, ...]` to the spec",
             )
+        if not features:  # what timm's model API could not split, before anything is built
+            problems = api_problems(self)
+            if problems:
+                raise SpecError(problems)
         outputs = self.features if features else self.outputs
         order = self._inferred.order
         if features:  # only what the taps need: the head is left out
