@@ -72,6 +72,14 @@ class SpecError(Exception):
         return [p.as_dict() for p in self.problems]
 
 
+class UnknownNode(SpecError, KeyError):
+    """``Graph.node`` of an id the graph does not have: a SpecError (located at the spec,
+    with a did-you-mean) that is also the KeyError the lookup always raised."""
+
+    def __str__(self) -> str:
+        return SpecError.__str__(self)
+
+
 class ShapeError(Exception):
     """Raised by a block's shape rule; the infer phase locates it at the node.
 

@@ -83,6 +83,7 @@ class _Expander:
         #: inner node id -> the composite param that chose its kind ("encoder_layer's
         #: attention"), for the hints of the problems it causes
         self.chosen: dict[str, str] = {}
+        self.off: dict[str, str] = {}  # entries switched off by when: -> their kind
         #: node id -> its place in the stochastic-depth schedule (see ``_Context.depth``)
         self.depth: dict[str, tuple[_Layer | None, bool]] = {}
 
@@ -472,6 +473,7 @@ class _Expander:
                 self.failed.add(full_id)
                 return full_id
             self.aliases[full_id] = inputs[0]
+            self.off[full_id] = kind
             return inputs[0]
         layer = self.layer_of(keys["stochastic_depth"], variables, marks, full_id, ctx)
         # an entry of the spec that writes its own rates keeps them (its layers still count)
@@ -1010,4 +1012,5 @@ def expand(
         expander.instances,
         init,
         expander.chosen,
+        expander.off,
     )
