@@ -79,8 +79,12 @@ def attend(
     drop: float = 0.0,
     training: bool = False,
     scale: float | None = None,
+    causal: bool = False,
 ) -> torch.Tensor:
     """``softmax(q kᵀ · scale) v`` over ``(B, heads, N, d)`` heads, 4-D (the ONNX exporter
     translates only 4-D SDPA: fold windows or groups into the batch); dropout ``drop`` on
-    the weights in training only. ``scale``: default ``d ** -0.5``."""
-    return F.scaled_dot_product_attention(q, k, v, dropout_p=drop if training else 0.0, scale=scale)
+    the weights in training only. ``scale``: default ``d ** -0.5``. ``causal``: query i
+    attends to keys 0..i only (the upper triangle masked; Vaswani et al. 2017 §3.2.3)."""
+    return F.scaled_dot_product_attention(
+        q, k, v, dropout_p=drop if training else 0.0, scale=scale, is_causal=causal
+    )

@@ -24,6 +24,9 @@ class MultiHeadSelfAttention(AttentionParams):
 
     kind: Literal["mhsa"] = "mhsa"
     weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
+    causal: bool = False
+    """Each token attends to itself and the tokens before it only (autoregressive
+    models: iGPT, the Image Transformer)."""
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None
@@ -35,6 +38,7 @@ class MultiHeadSelfAttention(AttentionParams):
             self.proj_bias,
             self.attn_drop,
             self.proj_drop,
+            self.causal,
         )
 
 
@@ -48,9 +52,10 @@ class Attention(nn.Module):
         proj_bias: bool,
         attn_drop: float,
         proj_drop: float,
+        causal: bool = False,
     ) -> None:
         super().__init__()
-        self.heads, self.head_dim = heads, head_dim
+        self.heads, self.head_dim, self.causal = heads, head_dim, causal
         self.scale = head_dim**-0.5
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
@@ -59,5 +64,5 @@ class Attention(nn.Module):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
-        x = attend(q, k, v, self.attn_drop, self.training, self.scale)
+        x = attend(q, k, v, self.attn_drop, self.training, self.scale, self.causal)
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)

@@ -214,6 +214,9 @@ class RelativeTables(nn.Module):
         self.height_rel = nn.Parameter(torch.randn(2 * size[0] - 1, head_dim) * scale)
         self.width_rel = nn.Parameter(torch.randn(2 * size[1] - 1, head_dim) * scale)
 
+    def forward(self) -> tuple[torch.Tensor, torch.Tensor]:
+        return self.height_rel, self.width_rel
+
 
 class RelPosSelfAttention(nn.Module):
     height_index: torch.Tensor  # buffers (register_buffer below)

@@ -1,4 +1,5 @@
-"""Normalisation layers over the token width (Ba et al. 2016, LayerNorm)."""
+"""Normalisation layers over the token width: LayerNorm (Ba et al. 2016) and RMSNorm
+(Zhang & Sennrich 2019)."""
 
 from __future__ import annotations
 
@@ -38,3 +39,31 @@ class LayerNormBlock(Block):
         x = inputs[0]
         assert isinstance(x, Tokens | Vector)
         return nn.LayerNorm(x.dim, eps=self.eps, elementwise_affine=self.affine)
+
+
+@register
+class RMSNormBlock(Block):
+    """RMSNorm over the last dim (Zhang & Sennrich 2019): ``x / rms(x) * weight``, no mean
+    subtracted and no bias (iGPT's norm with eps 1e-5; timm's ``RmsNorm``)."""
+
+    kind: Literal["rmsnorm"] = "rmsnorm"
+    role = "norm"
+    weight_init = "keep"  # weight 1 (PyTorch's default), as timm and iGPT
+    eps: Annotated[float, Field(gt=0)] = 1e-6
+    """Added to the mean square (timm's default 1e-6; iGPT uses 1e-5)."""
+    affine: bool = True
+    """A learned per-channel scale."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if not isinstance(x, Tokens | Vector):
+            raise ShapeError(
+                f"rmsnorm normalises tokens or a vector, but receives {x}",
+                hint="normalise a feature map after flattening it to tokens",
+            )
+        return self, x
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        x = inputs[0]
+        assert isinstance(x, Tokens | Vector)
+        return nn.RMSNorm(x.dim, eps=self.eps, elementwise_affine=self.affine)

@@ -27,7 +27,7 @@ LAYERS: list[tuple[str, list[str]]] = [
     ("errors", ["vitgraph.errors", "vitgraph.suggest"]),
     (
         "tensor types, vocabulary, table math",
-        ["vitgraph.shapes", "vitgraph.vocabulary", "vitgraph.resample"],
+        ["vitgraph.shapes", "vitgraph.vocabulary", "vitgraph.resample", "vitgraph.layers"],
     ),
     ("the Block base and its hooks", ["vitgraph.block", "vitgraph.plugins"]),
     ("the registry", ["vitgraph.registry"]),
@@ -71,7 +71,7 @@ LAYERS: list[tuple[str, list[str]]] = [
         "features",
         [
             "vitgraph.block_catalog",
-            "vitgraph.diff",
+            "vitgraph.diffing",
             "vitgraph.export",
             "vitgraph.pictures",
             "vitgraph.render",

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from vitgraph.diff import diff
+    from vitgraph.diffing import diff
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
     from vitgraph.interop.checkpoints import load_weights
@@ -27,7 +27,7 @@ _EXPORTS = {
     "SpecError": "vitgraph.errors",
     "WeightsError": "vitgraph.weights.report",
     "build": "vitgraph.pipeline",
-    "diff": "vitgraph.diff",
+    "diff": "vitgraph.diffing",
     "load": "vitgraph.pipeline",
     "load_weights": "vitgraph.interop.checkpoints",
     "save_weights": "vitgraph.weights.format",

@@ -65,7 +65,7 @@ def live_rows() -> list[dict[str, Any]]:
                     "composite": False,
                     "doc": " ".join((cls.__doc__ or "").split()),
                     "params": _params(cls),
-                    "origin": cls.__module__,
+                    "origin": reg.origin(kind),
                 }
             )
         else:

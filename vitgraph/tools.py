@@ -53,7 +53,7 @@ def cmd_schema(args: argparse.Namespace) -> int:
 
 
 def cmd_diff(args: argparse.Namespace) -> int:
-    from vitgraph.diff import diff, format_diff
+    from vitgraph.diffing import diff, format_diff
 
     result = diff(_load(args.a, None, args.sets), _load(args.b, None, args.sets))
     if args.json:

@@ -54,24 +54,17 @@ DropPathRate = Annotated[float, Field(ge=0.0, lt=1.0), TRAINING_ONLY, STOCHASTIC
 """A stochastic-depth probability in [0, 1): acts in training only, and a spec's
 ``stochastic_depth:`` schedule sets it."""
 
-Activation = Literal["gelu", "gelu_tanh", "relu", "silu", "hardswish", "tanh"]
+Activation = Literal["gelu", "gelu_tanh", "quick_gelu", "relu", "silu", "hardswish", "tanh"]
 """An activation by name (``vitgraph.vocabulary.activation`` builds it)."""
 ACTIVATIONS: tuple[str, ...] = get_args(Activation)
 
 
 def activation(name: str) -> nn.Module:
-    """The activation module named ``name`` (one of ``Activation``)."""
-    from torch import nn
+    """The activation module named ``name`` (one of ``Activation``; built by
+    ``vitgraph.layers``, imported here on first use so the vocabulary needs no torch)."""
+    from vitgraph.layers import activation_module
 
-    makers: dict[str, Any] = {
-        "gelu": lambda: nn.GELU(),
-        "gelu_tanh": lambda: nn.GELU(approximate="tanh"),
-        "relu": lambda: nn.ReLU(),
-        "silu": lambda: nn.SiLU(),
-        "hardswish": lambda: nn.Hardswish(),
-        "tanh": lambda: nn.Tanh(),
-    }
-    return makers[name]()
+    return activation_module(name)
 
 
 #: the weight-init schemes a block kind or a spec's ``init:`` may name (vitgraph.init)

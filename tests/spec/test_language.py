@@ -13,15 +13,22 @@ import pytest
 import torch
 
 import vitgraph
+from tests.helpers import TESTS
 from vitgraph import SpecError
 from vitgraph.schema import spec_schema
 from vitgraph.spec.catalog import registry
 from vitgraph.spec.composites import load_composite
 from vitgraph.vocabulary import stochastic_depth_fields
 
-HERE = Path(__file__).parent.parent  # tests/: the fixtures live in tests/specs/
+HERE = TESTS  # the legacy specs and bad fixtures live under tests/specs/
 LEGACY = sorted((HERE / "specs" / "legacy").glob("*.yaml"))
 BAD_COMPOSITES = sorted((HERE / "specs" / "bad" / "composites").glob("*.yaml"))
+
+
+def test_the_fixture_folders_are_found():
+    # the parametrised tests below run once per file: an empty glob would run none
+    assert len(LEGACY) >= 10 and len(BAD_COMPOSITES) >= 4
+
 
 TINY = """\
 vitgraph: 1

@@ -6,7 +6,7 @@ import json
 
 import vitgraph
 from vitgraph.cli import main
-from vitgraph.diff import format_diff
+from vitgraph.diffing import format_diff
 
 
 def test_vit_s_to_deit_s_distilled_is_the_token_the_head_and_the_table():
