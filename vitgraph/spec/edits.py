@@ -334,6 +334,20 @@ class _Editor:
         inner = next(e for e in composite.graph if str(e.get("id")) == target.inner[-1])
         return inner.get("kind")
 
+    def user_set(self, target: _Target, params: dict[str, Any]) -> dict[str, Any]:
+        """Of an inner entry's ``params``, those reading a param (``$heads``) that the
+        spec entry of its composite writes (one level deep; deeper: none)."""
+        if len(target.inner) != 1:
+            return {}
+        entry = self.entries[target.entry]
+        at = (entry.get("at") or {}).get(target.index, {}) if target.index is not None else {}
+        out = {}
+        for name, value in params.items():
+            ref = _REF.match(value) if isinstance(value, str) else None
+            if ref is not None and (ref.group(1) in entry or ref.group(1) in at):
+                out[name] = value
+        return out
+
     def inner_params(self, target: _Target) -> dict[str, Any]:
         """The params a target's source entry writes (an inner entry for composites)."""
         if target.inner and target.inner[-1] == "*":
@@ -548,7 +562,9 @@ def replace(
             # loader's rule), so it does not bind the new kind either
             written = {k: v for k, v in written.items() if k in _reaching(graph, node_id, k)}
         if target.inner and _REF.match(str(editor.inner_kind(target))):
-            written = {}  # a kind the composite chooses: its params fit the new kind
+            # a kind the composite chooses gets only the params it takes, unless the user
+            # set them on the composite: those must fit the new kind
+            written = editor.user_set(target, written)
         if target.inner or target.index is not None:
             # the entry's params stay (they are shared with other repeats or fixed by the
             # composite): the new kind must take every one of them

@@ -609,7 +609,9 @@ class _Expander:
                     f"{composite}'s {source} does not reach its {chooser} {kind}, "
                     f"which takes no {name}",
                     f"leave {source} out, or choose another {chooser} that takes it: "
-                    + ", ".join(takers[:8]),
+                    + ", ".join(takers[:8])
+                    if takers
+                    else f"leave {source} out: no {model.role or 'such'} kind takes {name}",
                 )
                 return None
         return fitted
