@@ -183,7 +183,9 @@ class Graph(Validated):
 
     def update(self, pattern: str | list[str] | None = None, **kwargs: Any) -> Graph:
         """Set params of every match: ``update("head", classes=10)``."""
-        return self._edited(edits.update(self, pattern, **kwargs), _call("update", pattern, **kwargs))
+        return self._edited(
+            edits.update(self, pattern, **kwargs), _call("update", pattern, **kwargs)
+        )
 
     def rename(self, old: str, new: str, **kwargs: Any) -> Graph:
         """Rename a top-level node or repeat group."""

@@ -29,7 +29,7 @@ def infer(expanded: Expanded) -> Inferred:
         try:
             params, out = node.params.infer(*(types[name] for name in node.inputs))
         except ShapeError as exc:
-            hint = _chosen_hint(node, expanded, types) or exc.hint
+            hint = _chosen_hint(node, expanded, types) or _fits_hint(node, exc, order, types)
             problems.append(Problem(node.mark(exc.field), node.id, exc.message, hint))
             continue
         node.params = params
@@ -38,6 +38,52 @@ def infer(expanded: Expanded) -> Inferred:
     if problems:
         raise SpecError(sorted(problems, key=lambda p: (p.location.line, p.location.col)))
     return Inferred(resolved, types, graph)
+
+
+def _fits_hint(
+    node: Node, exc: ShapeError, order: list[Node], types: dict[str, TensorType]
+) -> str | None:
+    """``exc``'s hint with its ``{fits}`` narrowed to the values that fit every node
+    reading the same spec value as ``node`` (its field's mark): one value shared by all
+    Swin stages must fit the smallest grid too."""
+    if exc.fits is None or exc.field is None or exc.hint is None:
+        return exc.hint
+    field, mark = exc.field, node.mark(exc.field)
+    value = getattr(node.params, field, None)
+    readers = {
+        n.id for n in order if n.mark(field) == mark and getattr(n.params, field, None) == value
+    }
+    whole = [v for v in exc.fits if _fits_all(order, types, readers, field, v)]
+    if whole:
+        return exc.hint.replace("{fits}", ", ".join(map(str, whole)))
+    return (
+        f"no {field} fits all {len(readers)} nodes that read this one "
+        f"(each: {', '.join(map(str, exc.fits))} fit here); change the input size"
+    )
+
+
+def _fits_all(
+    order: list[Node], types: dict[str, TensorType], readers: set[str], field: str, value: Any
+) -> bool:
+    """Whether inference passes every node in ``readers`` with ``field`` set to ``value``
+    in all of them (a trial on copies: nothing is changed)."""
+    known = {INPUT: types[INPUT]}
+    for n in order:
+        if any(name not in known for name in n.inputs):
+            if n.id in readers:
+                return False
+            continue
+        params = n.params.model_copy(update={field: value}) if n.id in readers else n.params
+        try:
+            _, known[n.id] = params.infer(*(known[name] for name in n.inputs))
+        except ShapeError as exc:
+            if n.id in readers and exc.field == field:
+                return False
+            if n.id in readers:
+                # a param derived from this one in the spec (Swin's shift = window // 2)
+                # keeps its old value in the trial: not this value's fault
+                known[n.id] = known[n.inputs[0]] if n.inputs else known[INPUT]
+    return True
 
 
 def _chosen_hint(node: Node, expanded: Expanded, types: dict[str, TensorType]) -> str | None:

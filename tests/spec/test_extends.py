@@ -130,7 +130,9 @@ def test_replace_takes_its_params_in_set_as_update_does(tmp_path):
         "{dir}/spec.yaml:7:18: blocks.0.attn: heads 5 must divide the token width 192"
     )
     path = tmp_path / "ok.yaml"
-    path.write_text(edit.join(["vitgraph: 1\nextends: vit\nname: x\nedits:\n", ""]).replace("5", "4"))
+    path.write_text(
+        edit.join(["vitgraph: 1\nextends: vit\nname: x\nedits:\n", ""]).replace("5", "4")
+    )
     graph = vitgraph.load(path, "vit_s_16", overrides=SMALL)
     assert graph.node("blocks.0.attn").kind == "talking_heads"
     assert graph.node("blocks.0.attn").params.heads == 4

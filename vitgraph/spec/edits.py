@@ -511,8 +511,7 @@ def update(
             if name == "inputs" and target.inner:
                 raise editor.fail(
                     node_id,
-                    f"update: '{node_id}' is inside a composite block, whose file wires "
-                    "its inputs",
+                    f"update: '{node_id}' is inside a composite block, whose file wires its inputs",
                     "change the inputs of the whole block (its entry in the spec)",
                 )
             editor.set_param(target, name, value, node_id)

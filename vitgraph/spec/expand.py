@@ -142,7 +142,8 @@ class _Expander:
                 raw[key] = value
                 marks[key] = self.marks.at(("variants", self.variant, key))
         self.arg_marks = marks
-        node_ids = {str(e.get("id")) for e in self.doc.graph if isinstance(e, dict)}
+        entry_ids = [str(e["id"]) for e in self.doc.graph if isinstance(e, dict) and "id" in e]
+        node_ids = set(entry_ids)
         for key, value in self.overrides.items():
             head, _, rest = key.partition(".")
             if key in raw:
@@ -150,15 +151,28 @@ class _Expander:
                 marks[key] = Location(OVERRIDE_FILE)
             elif head == "input" and rest in ("channels", "size"):
                 continue  # applied in resolve_input
-            elif head in node_ids and rest:
-                self.node_overrides.setdefault(head, {})[rest] = value
-            else:
-                choices = [*raw, "input.size", "input.channels", *(f"{n}." for n in node_ids)]
+            elif head in node_ids and "." in rest:
+                inner, _, param = rest.rpartition(".")
                 self.fail(
                     Location(OVERRIDE_FILE),
                     key,
-                    f"'{key}' names no arg, input field or graph node{did_you_mean(key, choices)}",
-                    f"args of this spec: {', '.join(raw) or 'none'}",
+                    f"--set reaches the params of the spec's entries ('{head}.{param}'), "
+                    f"not of the nodes inside '{head}'",
+                    f"set '{head}.{param}' (every repeat and inner node reading it follows), "
+                    f"or edit one node with Graph.update('{head}.{inner}', {param}=...)",
+                )
+            elif head in node_ids and rest:
+                self.node_overrides.setdefault(head, {})[rest] = value
+            else:
+                # a mistyped node keeps its param: 'hed.classes' -> 'head.classes'
+                nodes = [f"{n}.{rest}" for n in entry_ids] if rest else []
+                guess = did_you_mean(key, [*raw, "input.size", "input.channels", *nodes])
+                self.fail(
+                    Location(OVERRIDE_FILE),
+                    key,
+                    f"'{key}' names no arg, input field or graph node{guess}",
+                    f"args of this spec: {', '.join(raw) or 'none'}; "
+                    f"entries: {', '.join(entry_ids)}",
                 )
         resolved: dict[str, Any] = {}
         pending = dict(raw)

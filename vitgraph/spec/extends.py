@@ -169,9 +169,7 @@ def _apply(
     source = Source(data, marks, path, document)
     # before the edits, a problem in the base file is the doing of this spec's own keys
     # (its args): located there
-    own = [
-        k for k in child_marks.keys if len(k) == 1 and k[0] not in (*_OWN, "vitgraph", "name")
-    ]
+    own = [k for k in child_marks.keys if len(k) == 1 and k[0] not in (*_OWN, "vitgraph", "name")]
     first = child_marks.at(own[0], key=True) if own else child_marks.at(("extends",))
     label = "this spec's " + ", ".join(str(k[0]) for k in own) if own else "extends"
     try:
