@@ -10,22 +10,21 @@ edit and ``extends:`` share; an edit that fails leaves the graph unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
-import torch
 
-from vitgraph.compiler import build_on, compile_nodes
 from vitgraph.errors import SpecError
 from vitgraph.inference import validate
-from vitgraph.init import initialize
 from vitgraph.ir import Expanded, Inferred, Source, Validated
-from vitgraph.model.api import VitgraphModel
-from vitgraph.model.layout import api_problems
 from vitgraph.spec import edits
 from vitgraph.spec.serialize import to_yaml
 from vitgraph.summary import Summary, summarize
-from vitgraph.weights import carry_weights, load_weights, read_header
+
+if TYPE_CHECKING:  # building is imported by build(): validate needs none of it (#24)
+    import torch
+
+    from vitgraph.model.api import VitgraphModel
 
 #: a spec whose parameter count exceeds this is refused unless ``allow_large``
 MAX_PARAMS = 2_000_000_000
@@ -84,6 +83,14 @@ class Graph(Validated):
         ``WeightsError``); loaded tensor by tensor into the fresh model.
         ``allow_large``: build beyond ``MAX_PARAMS`` parameters (counted before anything
         is allocated; a meta build is never refused)."""
+        # the compiler (torch.fx, with torch._dynamo: seconds to import), init, the model
+        # API and the weights loader are imported here, so validating pays none of them
+        from vitgraph.compiler import build_on, compile_nodes
+        from vitgraph.init import initialize
+        from vitgraph.model.api import VitgraphModel
+        from vitgraph.model.layout import api_problems
+        from vitgraph.weights import carry_weights, load_weights, read_header
+
         if not allow_large and str(device) != "meta":
             self.check_size()
         if weights is not None:  # an unreadable file is refused before anything is built

@@ -155,11 +155,6 @@ def describe(metadata: dict[str, str]) -> str:
     return name + (f" with overrides {overrides}" if overrides != "{}" else "")
 
 
-def is_weights_file(spec: object) -> bool:
-    """Whether ``spec`` (what a user named where a spec goes) is a safetensors file."""
-    return isinstance(spec, str | Path) and str(spec).endswith(".safetensors")
-
-
 def saved_spec(path: str | Path) -> tuple[str, str, str | None, dict[str, Any]]:
     """(label, spec text, variant, overrides) of the spec a vitgraph weights file or
     training checkpoint was made from (its metadata; no tensor is read). The label is
