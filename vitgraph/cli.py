@@ -76,7 +76,7 @@ def make_parser() -> argparse.ArgumentParser:
     show = sub.add_parser(
         "show", help="one block kind's doc and params, or what a weights file holds"
     )
-    show.add_argument("what", help="a block kind (see: vitgraph list blocks) or a .safetensors file")
+    show.add_argument("what", help="a block kind (vitgraph list blocks) or a .safetensors file")
     show.add_argument("--json", action="store_true", help="print JSON")
     show.add_argument(
         "--plugin",
