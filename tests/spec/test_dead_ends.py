@@ -85,3 +85,14 @@ def test_a_swin_window_hint_proposes_only_windows_that_fit_every_stage():
 def test_the_shipped_edit_example_takes_replace_params_in_set():
     text = (ROOT / "examples" / "edits" / "cct_tokenizer.yaml").read_text()
     assert "    set: {layers: 2, kernel: 7}" in text
+
+
+def test_update_sets_the_inputs_of_an_entry_and_points_other_keys_at_their_verb():
+    graph = vitgraph.load("deit_s_distilled", overrides={"depth": 2, "input.size": 32})
+    graph.update("head_dist", inputs=["head", "blocks"])
+    assert graph.node("head_dist").inputs == ["head", "blocks.1.residual2"]
+    message = message_of(lambda: graph.update("head", id="x"))
+    assert message.endswith(
+        "head: update sets params, inputs, repeat, when and stochastic_depth; 'id' is not one\n"
+        "  hint: rename a node with rename(old, new)"
+    )
