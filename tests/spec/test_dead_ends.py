@@ -96,3 +96,14 @@ def test_update_sets_the_inputs_of_an_entry_and_points_other_keys_at_their_verb(
         "head: update sets params, inputs, repeat, when and stochastic_depth; 'id' is not one\n"
         "  hint: rename a node with rename(old, new)"
     )
+
+
+def test_a_chosen_kind_no_kind_of_whose_role_takes_the_param_says_only_to_leave_it_out():
+    # before: "choose another attention that takes it: " followed by nothing
+    message = message_of(
+        lambda: vitgraph.load("vit_ti_16", overrides={"blocks.attention": "layernorm"})
+    )
+    assert message.endswith(
+        "blocks.0.heads: encoder_layer's heads does not reach its attention layernorm, which "
+        "takes no heads\n  hint: leave heads out: no norm kind takes heads"
+    )
