@@ -51,3 +51,13 @@ def test_a_safetensors_file_without_a_spec_is_a_located_error(tmp_path, capsys):
     save_file({"x": torch.zeros(2)}, str(path))
     assert main(["validate", str(path)]) == 2
     assert "holds no vitgraph spec (a file without vitgraph metadata)" in capsys.readouterr().err
+
+
+def test_the_weights_of_an_edited_graph_load_back_as_the_edited_graph(tmp_path):
+    # before, the metadata held the unedited spec file: 1000 classes came back
+    graph = vitgraph.load("vit_ti_16", overrides=SMALL).update("head", classes=10)
+    path = tmp_path / "edited.safetensors"
+    vitgraph.save_weights(graph.build(), graph, path)
+    again = vitgraph.load(str(path))
+    assert (again.name, again.variant, again.output_shape) == ("vit_edited", "vit_ti_16", (10,))
+    again.build(weights=path)  # every key and shape fits

@@ -65,21 +65,37 @@ def save_weights(model: nn.Module, graph: Validated, path: str | Path) -> None:
     """Write ``model``'s state_dict with the spec text, variant, overrides and the resolved
     spec as metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    spec_file = Path(graph.file)
     try:
         resolved = to_yaml(graph)
     except Exception as exc:
         resolved = f"# could not write the resolved spec: {type(exc).__name__}: {exc}\n"
     metadata = {
         "vitgraph_format": WEIGHTS_FORMAT,
-        "spec_name": graph.name,
-        "spec_file": str(spec_file),
-        "variant": graph.variant or "",
-        "overrides": json.dumps(graph.overrides),
-        "spec": spec_file.read_text(encoding="utf-8") if spec_file.is_file() else "",
+        **spec_metadata(graph),
         "resolved_spec": resolved,
     }
     save_file(state, str(path), metadata=metadata)
+
+
+def spec_metadata(graph: Validated) -> dict[str, str]:
+    """The spec a file's tensors were made from, as ``load`` reads it back: the spec
+    file's text with the variant and overrides; for a graph edited since it was loaded
+    (``Graph.edits``), the derived spec ``to_yaml`` writes (variant and overrides in it),
+    since the file's text no longer builds it."""
+    spec_file = Path(graph.file)
+    edited = list(getattr(graph, "edits", []))
+    if edited or not spec_file.is_file():
+        text = graph.to_yaml() if hasattr(graph, "to_yaml") else to_yaml(graph)
+        overrides: dict[str, Any] = {}
+    else:
+        text, overrides = spec_file.read_text(encoding="utf-8"), graph.overrides
+    return {
+        "spec_name": graph.name,
+        "spec_file": f"<{spec_file.name} edited>" if edited else str(spec_file),
+        "variant": graph.variant or "",
+        "overrides": json.dumps(overrides),
+        "spec": text,
+    }
 
 
 def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
