@@ -14,6 +14,7 @@ from vitgraph.errors import UnknownNode
 from vitgraph.spec.catalog import shipped_specs
 
 SWIN = shipped_specs()["swin"]
+TWINS = shipped_specs()["twins"]
 
 
 def message_of(action) -> str:
@@ -80,6 +81,17 @@ def test_a_swin_window_hint_proposes_only_windows_that_fit_every_stage():
     )
     for window in (1, 2, 3, 6, 12):
         vitgraph.load("swin_t", overrides={"image_size": 192, "window": window})
+
+
+def test_a_window_read_bare_in_every_twins_stage_is_proposed_only_if_it_fits_them_all():
+    # 192 pixels: grids 48, 24, 12, 6; before, 4, 8, 12, 16 and 24 were proposed too
+    message = message_of(lambda: vitgraph.load("twins_svt_s", overrides={"image_size": 192}))
+    assert message.endswith(
+        "stage1.first.attn: window 7 must divide the 48x48 grid it receives\n"
+        "  hint: use a window from 2, 3, 6"
+    )
+    for window in (2, 3, 6):
+        vitgraph.load("twins_svt_s", overrides={"image_size": 192, "window": window})
 
 
 def test_the_shipped_edit_example_takes_replace_params_in_set():
