@@ -185,7 +185,8 @@ class Graph(Validated):
         )
 
     def remove(self, target: str, **kwargs: Any) -> Graph:
-        """Remove a single-input node; its users take its input."""
+        """Remove a node, block or whole repeat group; its first input takes its place
+        (in its users and, for the model's output, as the output)."""
         return self._edited(edits.remove(self, target, **kwargs), _call("remove", target))
 
     def update(self, pattern: str | list[str] | None = None, **kwargs: Any) -> Graph:
