@@ -164,7 +164,7 @@ def _validate(
         try:
             _validate(source, variant, {**overrides, arg: value}, narrow=False)
         except SpecError as exc:
-            return exc.problems
+            return list(exc.problems)
         return []
 
     chosen, expanded = expand(source, variant, overrides)

@@ -422,10 +422,10 @@ class _Editor:
             if o is None:
                 marks.values[("graph", n)] = fresh
         for entry, path, where in self.written:
-            n = next((n for n, e in enumerate(self.entries) if e is entry), None)
-            if n is not None:
-                marks.values[("graph", n, *path)] = where
-                marks.keys[("graph", n, *path)] = where
+            at = next((k for k, e in enumerate(self.entries) if e is entry), None)
+            if at is not None:
+                marks.values[("graph", at, *path)] = where
+                marks.keys[("graph", at, *path)] = where
         return marks
 
 
