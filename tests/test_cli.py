@@ -118,3 +118,15 @@ def test_installed_console_script_runs():
     assert script is not None
     done = subprocess.run([script, "validate", "vit_ti_16"], capture_output=True, text=True)
     assert done.returncode == 0 and "valid" in done.stdout
+
+
+def test_validate_imports_neither_the_compiler_nor_the_model_api_nor_the_weights_loader():
+    code = (
+        "import sys\n"
+        "from vitgraph.cli import main\n"
+        "assert main(['validate', 'vit_ti_16', '--set', 'depth=1']) == 0\n"
+        "mods = ('vitgraph.compiler', 'vitgraph.model.api', 'vitgraph.weights.loader')\n"
+        "print('LOADED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "LOADED []", done.stderr
