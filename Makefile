@@ -45,8 +45,9 @@ parity-all: .venv/.test
 	$(PY) -m pytest -q -n 2 --dist loadfile -m slow
 	$(PY) -m tests.interop.sweep_timm --budget 3600
 
+# 10,000 mutated specs, then 500 generated compositions through the whole model API
 fuzz: .venv/.test
-	$(PY) -m tests.fuzz_report 10000
+	$(PY) -m tests.fuzz_report 10000 --compositions 500
 
 bench: .venv/.test
 	$(PY) benchmarks/bench_vs_timm.py

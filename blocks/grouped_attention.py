@@ -18,11 +18,8 @@ from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
 from vitgraph.vocabulary import PosInt
 
 
-def _window_hint(rows: int, cols: int) -> str:
-    common = [w for w in range(2, min(rows, cols) + 1) if rows % w == 0 and cols % w == 0]
-    if not common:
-        return "use a grid with a common divisor, or the global sr_attention"
-    return f"use a window from {', '.join(str(w) for w in common[:8])}"
+def _windows(rows: int, cols: int) -> list[int]:
+    return [w for w in range(2, min(rows, cols) + 1) if rows % w == 0 and cols % w == 0][:8]
 
 
 @register
@@ -46,7 +43,10 @@ class GroupedAttention(AttentionParams):
             raise ShapeError(
                 f"window {self.window} must divide the {rows}x{cols} grid it receives",
                 field="window",
-                hint=_window_hint(rows, cols),
+                hint="use a window from {fits}"
+                if _windows(rows, cols)
+                else "use a grid with a common divisor, or the global sr_attention",
+                fits=_windows(rows, cols) or None,
             )
         return self.resolve(tokens), tokens
 

@@ -130,6 +130,7 @@ class DistillationHead(Block):
 
     kind: Literal["distill_head"] = "distill_head"
     role = "head"
+    reads_prefix_only = True
     objective = "distillation"  # training returns (class logits, distillation logits)
     classifier = Classifier(reset_distillation, _distillation_token, features_input=1)
     weight_init = "keep"  # build draws TN(0.02)

@@ -34,6 +34,7 @@ class TakeClassToken(Block):
 
     kind: Literal["take_cls"] = "take_cls"
     role = "pooling"
+    reads_prefix_only = True
     index: Annotated[int, Field(ge=0)] = 0
     """Which prefix token to take."""
 

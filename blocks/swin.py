@@ -77,7 +77,8 @@ class WindowAttention(Block):
                     f"window {self.window} must divide the {grid[0]}x{grid[1]} "
                     f"grid it receives ({side} leaves {side % win})",
                     field="window",
-                    hint=f"use a window from {fits}, or change the input size",
+                    hint="use a window from {fits}, or change the input size",
+                    fits=fits,
                 )
         if any(s >= w for s, w in zip(shift, size, strict=True) if s):
             raise ShapeError(

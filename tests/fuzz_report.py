@@ -1,7 +1,10 @@
-"""``make fuzz``: run N fuzz cases (default 10,000) and print a summary.
+"""``make fuzz``: run N fuzz cases (default 10,000) and print a summary; with
+``--compositions M``, then M generated compositions through the whole model API
+(``tests/compositions.py``; every fifth one exported to ONNX as well).
 
-Usage: python -m tests.fuzz_report [N]; exits 1 if any exception other than SpecError
-escapes or any case takes 2 s or more.
+Usage: python -m tests.fuzz_report [N] [--compositions M]; exits 1 if any exception other
+than SpecError escapes, any fuzz case takes 2 s or more, or any composition that
+validates fails an API call.
 """
 
 from __future__ import annotations
@@ -15,7 +18,20 @@ from tests.test_fuzz import run_case
 
 
 def main() -> int:
-    total = int(sys.argv[1]) if len(sys.argv) > 1 else 10_000
+    args = sys.argv[1:]
+    compositions = 0
+    if "--compositions" in args:
+        at = args.index("--compositions")
+        compositions = int(args[at + 1])
+        del args[at : at + 2]
+    total = int(args[0]) if args else 10_000
+    failed = fuzz(total)
+    if compositions:
+        failed |= composition_report(compositions)
+    return 1 if failed else 0
+
+
+def fuzz(total: int) -> bool:
     # warm up as tests/conftest.py does: the first summary in a process pays one-time lazy
     # imports and kernel registrations (about 3 s here), which are no case's own cost
     import vitgraph
@@ -47,7 +63,52 @@ def main() -> int:
     )
     for kind, count in sorted(kinds.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {count:6d}  {kind[:110]}")
-    return 1 if escapes or slow else 0
+    return bool(escapes or slow)
+
+
+def composition_report(total: int) -> bool:
+    """Run ``total`` generated compositions (Hypothesis, derandomized) through
+    ``tests.compositions.exercise``; print the outcomes and every failure's spec."""
+    from hypothesis import HealthCheck, given, settings
+
+    from tests.compositions import as_yaml, compositions, exercise
+
+    outcomes: dict[str, int] = {}
+    failures: list[tuple[str, str]] = []
+    count = [0]
+    start = time.perf_counter()
+
+    @settings(
+        max_examples=total,
+        deadline=None,
+        database=None,
+        derandomize=True,
+        suppress_health_check=list(HealthCheck),
+    )
+    @given(compositions())
+    def run(spec: dict) -> None:
+        text = as_yaml(spec)
+        count[0] += 1
+        try:
+            outcome = exercise(text, onnx=count[0] % 5 == 0)
+        except Exception:  # an API call failed on a composition that validates
+            failures.append((text, traceback.format_exc(limit=-4)))
+            outcome = "FAILED"
+        key = f"{spec['name']}: {re.sub(r'[0-9]+', '…', outcome)[:100]}"
+        outcomes[key] = outcomes.get(key, 0) + 1
+
+    run()
+    elapsed = time.perf_counter() - start
+    ok = sum(n for k, n in outcomes.items() if k.endswith(": ok"))
+    print(
+        f"compositions: {count[0]} in {elapsed:.0f} s; through the whole API {ok}; "
+        f"located spec errors {count[0] - ok - len(failures)}; failures {len(failures)}"
+    )
+    for key, n in sorted(outcomes.items(), key=lambda kv: -kv[1]):
+        print(f"  {n:6d}  {key}")
+    for text, trace in failures[:10]:
+        print(f"FAILED composition:\n{text}{trace}", flush=True)
+    return bool(failures)
 
 
 if __name__ == "__main__":

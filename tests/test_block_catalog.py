@@ -41,6 +41,7 @@ def test_every_kind_of_the_catalog_has_its_params_with_docs():
         ["schema"],
         ["list", "--json"],
         ["list", "blocks", "--json"],
+        ["show", "mhsa"],
     ],
 )
 def test_commands_that_need_no_model_do_not_import_torch(command):
@@ -77,3 +78,16 @@ def test_list_blocks_shows_brackets_in_docs():
     assert len(bracketed) >= 2  # resize_image's [height, width], class_attention_layer's
     for row in bracketed:  # rich would eat "[h, w]" as markup without escaping
         assert first_sentence(row["doc"]).split("[")[1].split("]")[0] in done.stdout
+
+
+def test_show_prints_a_kind_whole_with_each_param_type_default_and_meaning(capsys):
+    from vitgraph.cli import main
+
+    assert main(["show", "encoder_layer"]) == 0
+    out = capsys.readouterr().out
+    assert out.startswith("encoder_layer (composite; vitgraph/blocks/encoder_layer.yaml)\n")
+    assert "null leaves them out." in out  # the doc's last sentence: whole
+    assert "  mlp_ratio    float > 0 | null, default 4.0\n" in out
+    assert "MLP hidden width over the token width." in out
+    assert main(["show", "encodr_layer"]) == 2
+    assert "no block kind 'encodr_layer' (did you mean 'encoder_layer'?)" in capsys.readouterr().err

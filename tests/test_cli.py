@@ -136,3 +136,15 @@ def test_build_compile_times_the_compilation_apart_from_the_forward(capsys):
     data = json.loads(capsys.readouterr().out)
     assert data["compile_seconds"] > 0 and data["optimized"] is not None
     assert data["forward_seconds"] < data["compile_seconds"]
+
+
+def test_validate_imports_neither_the_compiler_nor_the_model_api_nor_the_weights_loader():
+    code = (
+        "import sys\n"
+        "from vitgraph.cli import main\n"
+        "assert main(['validate', 'vit_ti_16', '--set', 'depth=1']) == 0\n"
+        "mods = ('vitgraph.compiler', 'vitgraph.model.api', 'vitgraph.weights.loader')\n"
+        "print('LOADED', [m for m in mods if m in sys.modules], file=sys.stderr)\n"
+    )
+    done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
+    assert done.stderr.strip().splitlines()[-1] == "LOADED []", done.stderr

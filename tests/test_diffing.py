@@ -50,7 +50,8 @@ def test_diff_collapses_identical_repeats_and_reports_param_changes():
     )
     text = format_diff(result)
     assert (
-        "  ~ blocks.*.attn ×3  mhsa  148,224 -> 591,360 params (+443,136)  (dim 192 -> "
+        "  ~ blocks.*.attn ×3  mhsa  148,224 -> 591,360 params each (+443,136 each, "
+        "+1,329,408 in all)  (dim 192 -> "
         "384; heads 3 -> 6;" in text
     )
     assert result.carried == ["head.bias"]  # 1000 classes either way
@@ -73,3 +74,22 @@ def test_cli_diff_json_and_spec_errors(capsys):
     assert [d["id"] for d in data["changed"]] == ["pos_embed"]
     assert main(["diff", "vit_s_16", "deit_s_distiled"]) == 2
     assert "did you mean 'deit_s_distilled'?" in capsys.readouterr().err
+
+
+def test_a_diff_prints_from_python_as_the_cli_prints_it():
+    small = {"depth": 2, "input.size": 32}
+    result = vitgraph.diff(
+        vitgraph.load("vit_ti_16", overrides=small),
+        vitgraph.load("deit_ti_distilled", overrides=small),
+    )
+    assert str(result) == format_diff(result)
+    assert str(result).startswith("vit_ti_16 (vit) -> deit_ti_distilled (deit)\nadded:")
+
+
+def test_removing_a_node_that_computes_nothing_appears_in_the_diff():
+    small = {"depth": 2, "input.size": 32}
+    before = vitgraph.load("deit_s", overrides=small)  # head_dist is there, when: false
+    after = vitgraph.load("deit_s", overrides=small).remove("head_dist")
+    result = vitgraph.diff(before, after)
+    assert result.passive == (["head_dist"], [])
+    assert "removed, computing nothing (identity or when: false): head_dist" in str(result)

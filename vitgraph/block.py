@@ -175,6 +175,9 @@ class Block(BaseModel):
     #: alone (a bias table gathered by relative offset, an attention mask): inference
     #: computes them once (``vitgraph.optimize.precompute_constants``)
     precompute: ClassVar[bool] = False
+    #: of its token input the kind reads only the prefix tokens (a class-token pooling, a
+    #: distillation head): a feature layout that keeps only them (PiT's) may feed it
+    reads_prefix_only: ClassVar[bool] = False
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

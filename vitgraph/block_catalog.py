@@ -14,19 +14,41 @@ import json
 import re
 from importlib.metadata import entry_points
 from pathlib import Path
-from typing import Any
+from types import UnionType
+from typing import Annotated, Any, Literal, Union, get_args, get_origin
 
 from vitgraph.plugins import GROUP
 
 CATALOG_PATH = Path(__file__).with_name("block_catalog.json")
 
 
+#: annotated_types constraints -> how a reader writes them
+_BOUNDS = {"gt": ">", "ge": ">=", "lt": "<", "le": "<="}
+
+
 def _type_name(annotation: Any) -> str:
-    text = getattr(annotation, "__name__", None) if isinstance(annotation, type) else None
-    text = text or str(annotation)
-    for noise in ("typing.", "Annotated[", "<class '", "'>"):
-        text = text.replace(noise, "")
-    return text
+    """A param's type as a reader writes it: ``int > 0 | null``, ``one of gelu, relu``."""
+    origin, args = get_origin(annotation), get_args(annotation)
+    if origin is Annotated:
+        base, *meta = args
+        bounds = []
+        for item in meta:
+            for constraint in [item, *getattr(item, "metadata", [])]:
+                for attr, sign in _BOUNDS.items():
+                    value = getattr(constraint, attr, None)
+                    if value is not None and type(constraint).__name__.lower() == attr:
+                        bounds.append(f"{sign} {value}")
+        return " ".join([_type_name(base), ", ".join(bounds)]).strip()
+    if origin is Literal:
+        return "one of " + ", ".join(str(a) for a in args)
+    if origin in (Union, UnionType):
+        return " | ".join("null" if a is type(None) else _type_name(a) for a in args)
+    if origin is not None:
+        inner = ", ".join(_type_name(a) for a in args)
+        return f"{getattr(origin, '__name__', str(origin))}[{inner}]"
+    if isinstance(annotation, type):
+        return annotation.__name__
+    return str(annotation).replace("typing.", "")
 
 
 def _params(model: Any) -> list[dict[str, Any]]:

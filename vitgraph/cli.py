@@ -84,6 +84,18 @@ def make_parser() -> argparse.ArgumentParser:
         metavar="MODULE",
         help="import a module that registers extra block kinds",
     )
+    show = sub.add_parser(
+        "show", help="one block kind's doc and params, or what a weights file holds"
+    )
+    show.add_argument("what", help="a block kind (vitgraph list blocks) or a .safetensors file")
+    show.add_argument("--json", action="store_true", help="print JSON")
+    show.add_argument(
+        "--plugin",
+        action="append",
+        default=[],
+        metavar="MODULE",
+        help="import a module that registers extra block kinds",
+    )
     picture = sub.add_parser("graph", help="draw the graph (mermaid, dot, svg, png)")
     _common(picture)
     picture.add_argument(
@@ -249,6 +261,8 @@ def main(argv: list[str] | None = None) -> int:
             load_plugin(module)
         if args.command == "list":
             return cmd_list(args)
+        if args.command == "show":
+            return cmd_show(args)
         if args.command == "train":
             from vitgraph.train.cli import run as cmd_train
 
@@ -432,6 +446,56 @@ def cmd_list(args: argparse.Namespace) -> int:
     if args.what == "blocks":
         return print_blocks(as_json=args.json, plugins=bool(args.plugin))
     return print_specs(as_json=args.json)
+
+
+def cmd_show(args: argparse.Namespace) -> int:
+    """A block kind from the block catalog (no torch), or a weights file's metadata."""
+    if args.what.endswith(".safetensors"):
+        from vitgraph.weights.format import metadata_text, read_header
+
+        if args.json:
+            metadata, tensors = read_header(args.what)
+            shapes = {k: list(shape) for k, (_, shape) in tensors.items()}
+            print(json.dumps({"metadata": metadata, "tensors": shapes}, indent=2))
+        else:
+            print(metadata_text(args.what), end="")
+        return 0
+    from vitgraph.block_catalog import rows
+
+    catalog = {row["kind"]: row for row in rows(bool(args.plugin))}
+    row = catalog.get(args.what)
+    if row is None:
+        from vitgraph.errors import Location
+        from vitgraph.suggest import did_you_mean
+
+        raise SpecError.at(
+            Location("<show>"),
+            args.what,
+            f"no block kind '{args.what}'{did_you_mean(args.what, catalog)}",
+            "show takes a block kind (vitgraph list blocks) or a .safetensors file",
+        )
+    if args.json:
+        print(json.dumps(row, indent=2))
+        return 0
+    print(block_text(row), end="")
+    return 0
+
+
+def block_text(row: dict[str, Any]) -> str:
+    """One block kind as text: its doc whole, then each param's type, default and doc."""
+    import textwrap
+
+    lines = [f"{row['kind']} ({row['role']}; {row['origin']})", ""]
+    lines += textwrap.wrap(row["doc"], 88) or ["(no doc)"]
+    lines += ["", "params:" if row["params"] else "params: none"]
+    width = max((len(p["name"]) for p in row["params"]), default=0)
+    for param in row["params"]:
+        default = "required" if param["required"] else f"default {json.dumps(param['default'])}"
+        head = f"  {param['name']:<{width}}  {param['type']}, {default}"
+        lines.append(head)
+        for text in textwrap.wrap(param["doc"], 84):
+            lines.append(f"  {'':<{width}}    {text}")
+    return "\n".join(lines) + "\n"
 
 
 if __name__ == "__main__":

@@ -51,6 +51,13 @@ class Diff:
     new: list[str]  # only in B
     dropped: list[str]  # only in A
     outputs: tuple[list[str], list[str]]
+    #: nodes that compute nothing (an identity, or switched off by ``when:``) found in
+    #: one spec only: (only in A, only in B); the spec changed, the function did not
+    passive: tuple[list[str], list[str]] = ([], [])
+
+    def __str__(self) -> str:
+        """The diff as ``vitgraph diff`` prints it."""
+        return format_diff(self)
 
     @property
     def param_delta(self) -> int:
@@ -161,6 +168,13 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
     new = sorted(k for k in weights_b if k not in weights_a)
     dropped = sorted(k for k in weights_a if k not in weights_b)
     sa, sb = a.summary(), b.summary()
+    spec_a = [*nodes_a, *(i for i in a.off if i not in nodes_a)]
+    spec_b = [*nodes_b, *(i for i in b.off if i not in nodes_b)]
+    computing = {*live_a, *live_b, *train_a, *train_b}
+    passive = (
+        [i for i in spec_a if i not in spec_b and i not in computing],
+        [i for i in spec_b if i not in spec_a and i not in computing],
+    )
     return Diff(
         _label(a),
         _label(b),
@@ -175,6 +189,7 @@ def diff(a: Graph | str, b: Graph | str) -> Diff:
         new,
         dropped,
         (a.outputs, b.outputs),
+        passive,
     )
 
 
@@ -194,10 +209,13 @@ def _shape(shape: list[int] | None) -> str:
     return "-" if shape is None else "x".join(str(s) for s in shape)
 
 
-def _count(before: int, after: int) -> str:
+def _count(before: int, after: int, n: int = 1) -> str:
+    """A row's params; a row of ``n`` repeats gives each one's and the total change."""
+    each = " each" if n > 1 else ""
     if before == after:
-        return f"{after:,} params"
-    return f"{before:,} -> {after:,} params ({after - before:+,})"
+        return f"{after:,} params{each}"
+    total = f", {n * (after - before):+,} in all" if n > 1 else ""
+    return f"{before:,} -> {after:,} params{each} ({after - before:+,}{each}{total})"
 
 
 def _generic(name: str) -> str:
@@ -255,9 +273,8 @@ def format_diff(result: Diff) -> str:
             ]
             detail = f"  ({'; '.join(what)})" if what else ""
             times = f" ×{n}" if n > 1 else ""
-            lines.append(
-                f"  {mark} {label}{times}  {kind}  {_count(d.count_before, d.count_after)}{detail}"
-            )
+            count = _count(d.count_before, d.count_after, n)
+            lines.append(f"  {mark} {label}{times}  {kind}  {count}{detail}")
     if result.training:
 
         def one(d: NodeDiff) -> str:
@@ -270,6 +287,9 @@ def format_diff(result: Diff) -> str:
         shown = ", ".join(one(d) for d in result.training[:3])
         more = f", ... ({len(result.training)} nodes)" if len(result.training) > 3 else ""
         lines.append(f"training-only (dropout / stochastic depth): {shown}{more}")
+    for title, ids in (("removed", result.passive[0]), ("added", result.passive[1])):
+        if ids:
+            lines.append(f"{title}, computing nothing (identity or when: false): {_names(ids)}")
     if result.outputs[0] != result.outputs[1]:
         lines.append(f"outputs: {', '.join(result.outputs[0])} -> {', '.join(result.outputs[1])}")
     (pa, pb), (ma, mb) = result.params, result.macs

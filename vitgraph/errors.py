@@ -9,6 +9,7 @@ from __future__ import annotations
 
 from collections.abc import Iterable
 from dataclasses import dataclass
+from typing import Any
 
 
 @dataclass(frozen=True)
@@ -72,6 +73,14 @@ class SpecError(Exception):
         return [p.as_dict() for p in self.problems]
 
 
+class UnknownNode(SpecError, KeyError):
+    """``Graph.node`` of an id the graph does not have: a SpecError (located at the spec,
+    with a did-you-mean) that is also the KeyError the lookup always raised."""
+
+    def __str__(self) -> str:
+        return SpecError.__str__(self)
+
+
 class ShapeError(Exception):
     """Raised by a block's shape rule; the infer phase locates it at the node.
 
@@ -79,11 +88,22 @@ class ShapeError(Exception):
     spec wrote it), so the error points at the number that is wrong.
     """
 
-    def __init__(self, message: str, *, field: str | None = None, hint: str | None = None):
+    def __init__(
+        self,
+        message: str,
+        *,
+        field: str | None = None,
+        hint: str | None = None,
+        fits: list[Any] | None = None,
+    ):
         super().__init__(message)
         self.message = message
         self.field = field
         self.hint = hint
+        #: values of ``field`` that fit this node, when ``hint`` proposes them as
+        #: ``{fits}``: the infer phase keeps those that fit every node reading the same
+        #: spec value (a Swin window valid for every stage, not only the first)
+        self.fits = fits
 
 
 class SpecDeprecation(FutureWarning):

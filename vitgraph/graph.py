@@ -10,22 +10,21 @@ edit and ``extends:`` share; an edit that fails leaves the graph unchanged.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import networkx as nx
-import torch
 
-from vitgraph.compiler import build_on, compile_nodes
 from vitgraph.errors import SpecError
 from vitgraph.inference import validate
-from vitgraph.init import initialize
 from vitgraph.ir import Expanded, Inferred, Source, Validated
-from vitgraph.model.api import VitgraphModel
-from vitgraph.passes import optimize as optimize_model
 from vitgraph.spec import edits
 from vitgraph.spec.serialize import to_yaml
 from vitgraph.summary import Summary, summarize
-from vitgraph.weights import carry_weights, load_weights, read_header
+
+if TYPE_CHECKING:  # building is imported by build(): validate needs none of it (#24)
+    import torch
+
+    from vitgraph.model.api import VitgraphModel
 
 #: a spec whose parameter count exceeds this is refused unless ``allow_large``
 MAX_PARAMS = 2_000_000_000
@@ -35,6 +34,8 @@ class Graph(Validated):
     """A validated, shape-inferred spec. Build it with :meth:`build`."""
 
     _summary: Summary | None = None
+    #: the edits applied since ``load`` (``remove('head_dist')``, ...), in order
+    edits: list[str] = []
 
     @classmethod
     def from_source(
@@ -47,12 +48,14 @@ class Graph(Validated):
     def _state(self) -> tuple[Source, str | None, dict[str, Any], Expanded, Inferred]:
         return _fields(self)
 
-    def _edited(self, source: Source) -> Graph:
+    def _edited(self, source: Source, label: str) -> Graph:
         """Take the edited ``source`` (validated with this graph's variant and overrides)
-        as this graph's spec; raises, leaving the graph as it was, if it does not validate."""
+        as this graph's spec; raises, leaving the graph as it was, if it does not validate.
+        ``label`` records the edit (``to_yaml`` names the derived spec by its edits)."""
         state = validate(source, self.variant, self.overrides)
         self._adopt(*_fields(state))
         self._summary = None
+        self.edits = [*self.edits, label]
         return self
 
     # -- building -----------------------------------------------------------------------
@@ -83,6 +86,14 @@ class Graph(Validated):
         is allocated; a meta build is never refused).
         ``optimize``: then rewrite it for inference (``vitgraph.optimize``: eval only,
         BatchNorms and scales folded, tables precomputed)."""
+        # the compiler (torch.fx, with torch._dynamo: seconds to import), init, the model
+        # API and the weights loader are imported here, so validating pays none of them
+        from vitgraph.compiler import build_on, compile_nodes
+        from vitgraph.init import initialize
+        from vitgraph.model.api import VitgraphModel
+        from vitgraph.model.layout import api_problems
+        from vitgraph.weights import carry_weights, load_weights, read_header
+
         if not allow_large and str(device) != "meta":
             self.check_size()
         if weights is not None:  # an unreadable file is refused before anything is built
@@ -94,6 +105,10 @@ class Graph(Validated):
                 "the spec names no features to return",
                 "add `features: [node, ...]` to the spec",
             )
+        if not features:  # what timm's model API could not split, before anything is built
+            problems = api_problems(self)
+            if problems:
+                raise SpecError(problems)
         outputs = self.features if features else self.outputs
         order = self._inferred.order
         if features:  # only what the taps need: the head is left out
@@ -123,6 +138,8 @@ class Graph(Validated):
         if optimize:
             if str(device) == "meta":
                 raise ValueError("optimize=True needs weights: build on a real device")
+            from vitgraph.passes import optimize as optimize_model
+
             model = optimize_model(model)
         return model
 
@@ -159,39 +176,62 @@ class Graph(Validated):
         self, pattern: str | list[str] | None = None, with_kind: str | None = None, **kwargs: Any
     ) -> Graph:
         """Swap the kind of every match, keeping the params the new kind also has."""
-        return self._edited(edits.replace(self, pattern, with_kind, **kwargs))
+        return self._edited(
+            edits.replace(self, pattern, with_kind, **kwargs),
+            _call("replace", pattern, with_kind=with_kind, **kwargs),
+        )
 
     def insert_after(self, target: str, node: dict[str, Any], **kwargs: Any) -> Graph:
         """Insert ``node`` after ``target``; the target's users take the new node."""
-        return self._edited(edits.insert_after(self, target, node, **kwargs))
+        return self._edited(
+            edits.insert_after(self, target, node, **kwargs), _call("insert_after", target, node)
+        )
 
     def insert_before(self, target: str, node: dict[str, Any], **kwargs: Any) -> Graph:
         """Insert ``node`` between ``target`` and its single input."""
-        return self._edited(edits.insert_before(self, target, node, **kwargs))
+        return self._edited(
+            edits.insert_before(self, target, node, **kwargs), _call("insert_before", target, node)
+        )
 
     def remove(self, target: str, **kwargs: Any) -> Graph:
-        """Remove a single-input node; its users take its input."""
-        return self._edited(edits.remove(self, target, **kwargs))
+        """Remove a node, block or whole repeat group; its first input takes its place
+        (in its users and, for the model's output, as the output)."""
+        return self._edited(edits.remove(self, target, **kwargs), _call("remove", target))
 
     def update(self, pattern: str | list[str] | None = None, **kwargs: Any) -> Graph:
         """Set params of every match: ``update("head", classes=10)``."""
-        return self._edited(edits.update(self, pattern, **kwargs))
+        return self._edited(
+            edits.update(self, pattern, **kwargs), _call("update", pattern, **kwargs)
+        )
 
     def rename(self, old: str, new: str, **kwargs: Any) -> Graph:
         """Rename a top-level node or repeat group."""
-        return self._edited(edits.rename(self, old, new, **kwargs))
+        return self._edited(edits.rename(self, old, new, **kwargs), _call("rename", old, new))
 
-    def to_yaml(self) -> str:
-        """A spec that rebuilds this graph (``repeat:``, args and expressions kept)."""
-        return to_yaml(self)
+    def to_yaml(self, name: str | None = None) -> str:
+        """A spec that rebuilds this graph (``repeat:``, args and expressions kept), with
+        only the variants that still validate. An edited graph is a derived spec: it is
+        named ``name`` (default ``<spec>_edited``) and says what it derives from."""
+        derived = name or (f"{self.name}_edited" if self.edits else None)
+        origin = None
+        if self.edits:
+            variant = f" ({self.variant})" if self.variant else ""
+            origin = f"derived from {self.name}{variant} by: {'; '.join(self.edits)}"
+        return to_yaml(self, name=derived, note=origin, validate=validate)
 
-    def save(self, path: str | Path) -> None:
+    def save(self, path: str | Path, name: str | None = None) -> None:
         """Write :meth:`to_yaml` to ``path``."""
-        Path(path).write_text(self.to_yaml(), encoding="utf-8")
+        Path(path).write_text(self.to_yaml(name), encoding="utf-8")
 
     def __repr__(self) -> str:
         variant = f" {self.variant}" if self.variant else ""
         return f"<Graph {self.name}{variant}: {len(self.nodes)} nodes, input {self.input_shape}>"
+
+
+def _call(verb: str, *args: Any, **kwargs: Any) -> str:
+    """An edit as it was called: ``update('head', classes=10)``."""
+    shown = [repr(a) for a in args] + [f"{k}={v!r}" for k, v in kwargs.items() if k != "location"]
+    return f"{verb}({', '.join(shown)})"
 
 
 def _fields(state: Validated) -> tuple[Source, str | None, dict[str, Any], Expanded, Inferred]:

@@ -15,10 +15,11 @@ from typing import Any
 import networkx as nx
 
 from vitgraph.block import Block
-from vitgraph.errors import Location, Problem
+from vitgraph.errors import Location, Problem, UnknownNode
 from vitgraph.shapes import TensorType, example
 from vitgraph.spec.document import SpecDocument
 from vitgraph.spec.parse import Marks
+from vitgraph.suggest import did_you_mean
 
 #: the id of the model's input in ``inputs`` lists and type tables
 INPUT = "input"
@@ -103,6 +104,11 @@ class Expanded:
     instances: dict[str, str] = field(default_factory=dict)
     #: the spec's ``init:`` mapping (kind -> scheme), deprecated kind names resolved
     init: dict[str, str] = field(default_factory=dict)
+    #: inner nodes whose kind a composite param chose -> that param ("encoder_layer's
+    #: attention"), so a problem the choice causes downstream can say so
+    chosen: dict[str, str] = field(default_factory=dict)
+    #: entries switched off by ``when:`` -> their kind (each is an alias of its input)
+    off: dict[str, str] = field(default_factory=dict)
 
 
 @dataclass
@@ -226,8 +232,32 @@ class Validated:
     def output_shape(self) -> tuple[int, ...]:
         return self.type_of(self.outputs[0]).shape
 
+    @property
+    def off(self) -> dict[str, str]:
+        """Entries switched off by ``when:`` (not built: each passes its input on) -> kind."""
+        return dict(self._expanded.off)
+
     def node(self, node_id: str) -> Node:
+        """The primitive node ``node_id`` (``blocks.3.attn``); an unknown id is an
+        ``UnknownNode`` error (a SpecError and a KeyError) with a did-you-mean."""
         for node in self._inferred.order:
             if node.id == node_id:
                 return node
-        raise KeyError(node_id)
+        ids = [n.id for n in self._inferred.order]
+        if node_id in self._expanded.off:
+            message = f"'{node_id}' is switched off by its when: (it passes its input on)"
+        elif node_id in self._expanded.aliases:
+            message = (
+                f"'{node_id}' is a repeat group or composite block, not a primitive node; "
+                f"its output is '{self.resolve(node_id)}'"
+            )
+        else:
+            message = f"no node '{node_id}'{did_you_mean(node_id, ids)}"
+        raise UnknownNode(
+            Problem(
+                Location(self.file),
+                node_id,
+                message,
+                "ids look like 'head' or 'blocks.3.attn' (Graph.find lists them)",
+            )
+        )

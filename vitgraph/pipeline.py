@@ -8,14 +8,16 @@ validates it into a ``Graph``; nothing is allocated until ``Graph.build``.
 from __future__ import annotations
 
 from pathlib import Path
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from vitgraph.graph import Graph
 from vitgraph.inference import validate
 from vitgraph.ir import Source, Validated
-from vitgraph.model.api import VitgraphModel
 from vitgraph.spec.catalog import resolve_spec
 from vitgraph.spec.source import load_source
+
+if TYPE_CHECKING:
+    from vitgraph.model.api import VitgraphModel
 
 
 def _validate_default(source: Source) -> Validated:
@@ -41,9 +43,18 @@ def load(
     *,
     text: str | None = None,
 ) -> Graph:
-    """Parse, validate, expand and shape-check a spec (a path, a shipped spec name or a
-    variant name). Raises ``SpecError`` listing every problem, each at file:line:col."""
-    source, implied = read_source(spec, text)
+    """Parse, validate, expand and shape-check a spec (a path, a shipped spec name, a
+    variant name, or a weights file or checkpoint written by vitgraph: the spec, variant
+    and overrides in its metadata; ``overrides`` add to its own). Raises ``SpecError``
+    listing every problem, each at file:line:col."""
+    if text is None and str(spec).endswith(".safetensors"):
+        from vitgraph.weights.format import saved_spec  # the loader: only for a file
+
+        label, saved, implied, held = saved_spec(spec)
+        overrides = {**held, **(overrides or {})}
+        source, _ = read_source(label, saved or None)
+    else:
+        source, implied = read_source(spec, text)
     return Graph.from_source(source, variant if variant is not None else implied, overrides)
 
 

@@ -123,7 +123,8 @@ def per_head(width: int, heads: int, what: str = "the token width", also: str = 
         raise ShapeError(
             f"heads {heads} must divide {what} {width}",
             field="heads",
-            hint=f"use heads from {divisors(width)}{also}",
+            hint="use heads from {fits}" + also,
+            fits=[d for d in range(1, min(width, 32) + 1) if width % d == 0],
         )
     return width // heads
 

@@ -114,6 +114,40 @@ def test_an_edit_that_breaks_the_graph_is_reported_at_the_edit(tmp_path):
     assert message.startswith("{dir}/spec.yaml:6:5: head_dist: remove: nothing matches 'head_dist'")
 
 
+def test_a_value_an_edit_writes_is_located_at_its_own_line(tmp_path):
+    spec = "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - update: head\n    set:\n"
+    message = error_of(tmp_path, spec + "      classes: 10\n      bogus: 3\n")
+    assert message == (
+        "{dir}/spec.yaml:8:14: head.bogus: unknown key 'bogus'\n"
+        "  hint: known keys: classes, bias, init"
+    )
+
+
+def test_replace_takes_its_params_in_set_as_update_does(tmp_path):
+    edit = "  - replace: blocks.*.attn\n    with: talking_heads\n    set: {heads: 5}\n"
+    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n" + edit)
+    assert message.startswith(
+        "{dir}/spec.yaml:7:18: blocks.0.attn: heads 5 must divide the token width 192"
+    )
+    path = tmp_path / "ok.yaml"
+    path.write_text(
+        edit.join(["vitgraph: 1\nextends: vit\nname: x\nedits:\n", ""]).replace("5", "4")
+    )
+    graph = vitgraph.load(path, "vit_s_16", overrides=SMALL)
+    assert graph.node("blocks.0.attn").kind == "talking_heads"
+    assert graph.node("blocks.0.attn").params.heads == 4
+
+
+def test_args_that_break_the_base_are_located_in_the_extending_spec(tmp_path):
+    message = error_of(tmp_path, "vitgraph: 1\nextends: vit\nname: x\nargs: {patch: 13}\n")
+    assert message == (
+        "{dir}/spec.yaml:4:1: patch_embed: patch 13 must divide the 224x224 image it "
+        "receives (height 224 leaves 3) (after this spec's args; 'patch_embed' is at "
+        f"vit.yaml:{line_of(VIT, 'id: patch_embed')}:49)\n"
+        "  hint: use a patch that divides 224, or resize the input"
+    )
+
+
 def test_unknown_verbs_and_keys_are_located_with_suggestions(tmp_path):
     message = error_of(
         tmp_path, "vitgraph: 1\nextends: vit\nname: x\nedits:\n  - remov: pos_drop\n"

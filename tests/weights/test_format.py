@@ -166,7 +166,7 @@ def test_a_bad_file_is_refused_before_the_model_is_built(tmp_path, monkeypatch):
     path = tmp_path / "w.safetensors"
     path.write_bytes(b"\x00" * 4)
     graph = vitgraph.load("vit_ti_16", overrides=SMALL)
-    monkeypatch.setattr("vitgraph.graph.compile_nodes", lambda *a, **k: pytest.fail("built"))
+    monkeypatch.setattr("vitgraph.compiler.compile_nodes", lambda *a, **k: pytest.fail("built"))
     with pytest.raises(WeightsError, match="too short for a safetensors file"):
         graph.build(weights=path)
 

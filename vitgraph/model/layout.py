@@ -1,11 +1,18 @@
 """Where timm's model API cuts a compiled model, read from its validated spec.
 
-Nothing here knows a kind by name: the roles come from each block's hooks
-(``vitgraph.block``). The features are the tokens entering each global ``pooling`` block
-(one that makes a vector; one per branch for CrossViT), laid out as the kind that
-produced them declares (``feature_layout``: Swin's NHWC maps, PiT's prefix tokens); the
-classifiers are the heads with a ``classifier`` rule; the checkpoint units are the repeat
-instances (``blocks.3``) and composite nodes used once.
+Nothing here knows a kind by name, and nothing is guessed from kinds: the cut follows
+the inferred tensor types. The features are what the model turns into vectors (the
+tokens or maps entering each node that outputs a vector from something else: a global
+pooling, a head on tokens; one per branch for CrossViT); the head is everything after
+them. The features are laid out as the kind that produced them declares
+(``feature_layout``: Swin's NHWC maps, PiT's prefix tokens) only while they are still
+what that kind produced: the type must be unchanged since (a class token added after
+Swin stages ends the NHWC layout) and fit the layout, and a layout that keeps part of
+the tokens (PiT's) only feeds a head that reads nothing else. The classifiers are the
+heads with a ``classifier`` rule; the checkpoint units are the repeat instances
+(``blocks.3``) and composite nodes used once. ``api_problems`` says, at build time, what
+of the API a validated graph could not serve (an output computed before the features),
+as located problems.
 """
 
 from __future__ import annotations
@@ -19,7 +26,8 @@ import torch
 from torch import fx, nn
 
 from vitgraph.compiler import META_ID
-from vitgraph.ir import INPUT, Validated
+from vitgraph.errors import Problem
+from vitgraph.ir import INPUT, Node, Validated
 from vitgraph.shapes import Tokens, Vector
 from vitgraph.spec.catalog import registry
 
@@ -29,11 +37,13 @@ class FeatureFormat:
     """How a reference lays out ``forward_features``'s tensor, when it differs from our
     tokens: ``out(x, **keywords(tokens_type))`` makes its layout from ours, ``back``
     (same keywords) undoes it before the head, or is None when the head reads the
-    reference's layout as it is."""
+    reference's layout as it is (then only heads that read what it keeps may follow);
+    ``fits`` says which token types the layout can take."""
 
     out: Callable[..., torch.Tensor]
     keywords: Callable[[Tokens], dict[str, Any]]
     back: Callable[..., torch.Tensor] | None = None
+    fits: Callable[[Tokens], bool] = lambda tokens: True
 
 
 def to_nhwc(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
@@ -50,10 +60,17 @@ def prefix_only(x: torch.Tensor, *, prefix: int) -> torch.Tensor:
 
 #: the layouts a kind may declare as its ``feature_layout``
 FEATURE_LAYOUTS: dict[str, FeatureFormat] = {
-    # (B, H, W, C) maps (timm's output_fmt NHWC)
-    "nhwc": FeatureFormat(to_nhwc, lambda t: {"grid": t.grid}, from_nhwc),
+    # (B, H, W, C) maps (timm's output_fmt NHWC): patch tokens on a grid, nothing else
+    "nhwc": FeatureFormat(
+        to_nhwc,
+        lambda t: {"grid": t.grid},
+        from_nhwc,
+        fits=lambda t: t.grid is not None and t.prefix == 0,
+    ),
     # the prefix tokens only, normed (the heads read nothing else)
-    "prefix_tokens": FeatureFormat(prefix_only, lambda t: {"prefix": t.prefix}),
+    "prefix_tokens": FeatureFormat(
+        prefix_only, lambda t: {"prefix": t.prefix}, fits=lambda t: t.prefix > 0
+    ),
 }
 
 
@@ -65,7 +82,8 @@ class Layout:
     classifiers: list[str]  # head nodes producing class logits, in order
     units: dict[str, str]  # spec node id -> its checkpoint unit (innermost repeat instance)
     fx_of: dict[str, fx.Node] = field(repr=False)  # spec node id -> the fx value it computes
-    fmt: FeatureFormat | None = None  # how the reference lays the features out
+    #: per feature: how the reference lays it out (None: our tokens as they are)
+    formats: list[FeatureFormat | None] = field(default_factory=list)
 
 
 def graph_of(model: nn.Module) -> Validated:
@@ -82,35 +100,136 @@ def layout(model: fx.GraphModule) -> Layout:
     fx_of: dict[str, fx.Node] = {INPUT: placeholder}
     for node in graph.nodes:  # a node built as Identity is its first input
         fx_of[node.id] = tagged.get(node.id) or fx_of[node.inputs[0]]
+    features = feature_nodes(graph)
+    classifiers = [
+        node.id
+        for node in graph.nodes
+        if type(node.params).role == "head" and type(node.params).classifier_rule() is not None
+    ]
+    formats = [feature_format(graph, name, features) for name in features]
+    return Layout(features, classifiers, _units(graph), fx_of, formats)
+
+
+def feature_nodes(graph: Validated) -> list[str]:
+    """What the model turns into vectors: the non-vector inputs of every node that
+    outputs a vector, in order, leaving out those computed from an earlier one (head
+    work); the model's output itself when nothing makes a vector (a backbone)."""
     features: list[str] = []
-    classifiers = []
+    needed = _needed(graph)
     for node in graph.nodes:
-        cls = type(node.params)
-        # a global pooling (to a vector) or a head reads the features; a pooling that
-        # keeps tokens (PiT's stage transitions) is inside the trunk
-        if (cls.role == "head" and not features) or (
-            cls.role == "pooling" and isinstance(graph.type_of(node.id), Vector)
-        ):
-            if node.inputs[0] not in features and not _after(graph, node.inputs[0], features):
-                features.append(node.inputs[0])
-        if cls.role == "head" and cls.classifier_rule() is not None:
-            classifiers.append(node.id)
-    if not features:  # no pooling or head: the whole model is features
-        features = [graph.resolve(graph.outputs[0])]
-    return Layout(features, classifiers, _units(graph), fx_of, _format(graph))
+        if node.id not in needed or not isinstance(graph.type_of(node.id), Vector):
+            continue
+        for name in node.inputs:
+            if isinstance(_type(graph, name), Vector) or name in features:
+                continue
+            if not _after(graph, name, features):
+                features.append(name)
+    return features or [graph.resolve(graph.outputs[0])]
 
 
-def _format(graph: Validated) -> FeatureFormat | None:
-    """The feature layout a kind of the graph declares (a stage composite's, or a
-    primitive's), if any."""
+def feature_format(graph: Validated, name: str, features: list[str]) -> FeatureFormat | None:
+    """The layout of feature ``name``: the one declared by the kind (or stage composite)
+    that produced it, if the tokens are still what that kind made and the layout fits."""
+    declared = _declared(graph, name)
+    kind = _type(graph, name)
+    fmt = None if declared is None else FEATURE_LAYOUTS[declared]
+    if fmt is None or not isinstance(kind, Tokens) or not fmt.fits(kind):
+        return None
+    if fmt.back is None and not all(
+        type(reader.params).reads_prefix_only for reader in _readers(graph, name, features)
+    ):
+        return None  # the head reads tokens the layout leaves out
+    return fmt
+
+
+def _declared(graph: Validated, name: str) -> str | None:
+    """The layout declared where ``name``'s tokens were made: walking back through nodes
+    that keep their input's type (a norm, a dropout), the first kind or enclosing
+    composite that declares one; None once the type changed on the way."""
     reg = registry()
-    declared: list[str | None] = []
-    for kind, _ in graph.groups.values():
-        composite = reg.composites.get(kind)
-        declared.append(composite.feature_layout if composite is not None else None)
-    declared += [type(node.params).feature_layout for node in graph.nodes]
-    name = next((d for d in declared if d is not None), None)
-    return None if name is None else FEATURE_LAYOUTS[name]
+    by_id = {n.id: n for n in graph.nodes}
+    instances = graph.instances
+    current = graph.resolve(name)
+    while current in by_id:
+        node = by_id[current]
+        declared = type(node.params).feature_layout
+        for unit in node.units():
+            composite = reg.composites.get(instances.get(unit, ""))
+            declared = declared or (composite.feature_layout if composite else None)
+        if declared is not None:
+            return declared
+        first = node.inputs[0]
+        if first == INPUT or _type(graph, first) != _type(graph, current):
+            return None
+        current = first
+    return None
+
+
+def _type(graph: Validated, name: str) -> Any:
+    return graph.inferred.types.get(graph.resolve(name))
+
+
+def _readers(graph: Validated, name: str, features: list[str]) -> list[Node]:
+    """The nodes of the head that read feature ``name`` directly."""
+    target = graph.resolve(name)
+    head = _head_ids(graph, features)
+    return [n for n in graph.nodes if n.id in head and target in n.inputs]
+
+
+def _needed(graph: Validated) -> set[str]:
+    """Every node the model's outputs are computed from."""
+    by_id = {n.id: n for n in graph.nodes}
+    stack = [graph.resolve(o) for o in graph.outputs]
+    seen: set[str] = set()
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in by_id:
+            continue
+        seen.add(current)
+        stack.extend(by_id[current].inputs)
+    return seen
+
+
+def _head_ids(graph: Validated, features: list[str]) -> set[str]:
+    """The nodes after the features: needed by the outputs, not by the features."""
+    trunk: set[str] = set()
+    by_id = {n.id: n for n in graph.nodes}
+    stack = [graph.resolve(f) for f in features]
+    while stack:
+        current = stack.pop()
+        if current in trunk or current not in by_id:
+            continue
+        trunk.add(current)
+        stack.extend(by_id[current].inputs)
+    return _needed(graph) - trunk
+
+
+def api_problems(graph: Validated) -> list[Problem]:
+    """What of timm's model API this graph could not serve, each located where the spec
+    names it. The cut itself always exists (the features are the first tokens the model
+    turns into vectors, so every vector the head reads is computed from them); what
+    cannot be served is an output computed before the features: ``forward_head`` could
+    not return it."""
+    features = feature_nodes(graph)
+    targets = {graph.resolve(f) for f in features}
+    head = _head_ids(graph, features)
+    problems = []
+    written = graph.source.document.outputs or graph.outputs
+    for name, target in zip(written, graph.outputs, strict=True):
+        if target in head or target in targets:
+            continue
+        where, key = graph.expanded.tap_marks.get(name, (graph.node(target).where, name))
+        problems.append(
+            Problem(
+                where,
+                key,
+                f"output '{name}' is computed before the features "
+                f"({', '.join(features)}), so forward_head could not return it",
+                f"name '{name}' under features: (Graph.build(features=True) returns the "
+                "taps), or output what the head computes",
+            )
+        )
+    return problems
 
 
 def _after(graph: Validated, node_id: str, features: list[str]) -> bool:

@@ -123,10 +123,10 @@ def _features_graph(model: fx.GraphModule) -> fx.Graph:
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
     outs = []
-    for name, kind in zip(lay.features, feature_types(model), strict=True):
+    for name, kind, fmt in zip(lay.features, feature_types(model), lay.formats, strict=True):
         out = env[lay.fx_of[name]]
-        if lay.fmt is not None and isinstance(kind, Tokens):
-            out = graph.call_function(lay.fmt.out, (out,), lay.fmt.keywords(kind))
+        if fmt is not None and isinstance(kind, Tokens):
+            out = graph.call_function(fmt.out, (out,), fmt.keywords(kind))
         outs.append(out)
     graph.output(outs[0] if len(outs) == 1 else outs)  # CrossViT: a list, one per branch
     _prune(graph)
@@ -143,10 +143,11 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
     graph = fx.Graph()
     x = graph.placeholder("x")
     env: dict[fx.Node, fx.Node] = {}
-    for k, (node, kind) in enumerate(zip(features, feature_types(model), strict=True)):
+    kinds = feature_types(model)
+    for k, (node, kind, fmt) in enumerate(zip(features, kinds, lay.formats, strict=True)):
         value = x if len(features) == 1 else graph.call_function(operator.getitem, (x, k))
-        if lay.fmt is not None and lay.fmt.back is not None and isinstance(kind, Tokens):
-            value = graph.call_function(lay.fmt.back, (value,), lay.fmt.keywords(kind))
+        if fmt is not None and fmt.back is not None and isinstance(kind, Tokens):
+            value = graph.call_function(fmt.back, (value,), fmt.keywords(kind))
         env[node] = value
     for node in source.nodes:
         if node not in wanted:

@@ -75,6 +75,8 @@ def candidates(graph: Validated) -> dict[str, str]:
             if prefix not in out and prefix in kinds:
                 out[prefix] = kinds[prefix]
         out[node.id] = node.kind
+    for node_id, kind in graph.off.items():  # switched off by when: still in the spec
+        out.setdefault(node_id, kind)
     return out
 
 
@@ -127,11 +129,21 @@ def find(
 class _Editor:
     """The source data of a graph being edited, its marks, and the graph it came from."""
 
-    def __init__(self, graph: Validated, where: Location | None = None) -> None:
+    def __init__(
+        self,
+        graph: Validated,
+        where: Location | None = None,
+        value_marks: dict[str, Location] | None = None,
+    ) -> None:
         self.graph = graph
         self.data = copy.deepcopy(graph.source.data)
         self.marks = graph.source.marks
         self.where = where
+        #: where the edit writes each param's value (an ``edits:`` entry's ``set:``)
+        self.value_marks = dict(value_marks or {})
+        #: values this edit wrote: (the entry, the path inside it, where the edit is), so
+        #: a problem with one is located at the edit, not at the base spec
+        self.written: list[tuple[dict[str, Any], tuple[Any, ...], Location]] = []
         self.order: list[int | None] = list(range(len(self.entries)))  # new -> old index
 
     @property
@@ -276,9 +288,11 @@ class _Editor:
             entry = self.entries[target.entry]
             if target.index is None:
                 entry[name] = value
+                self.wrote(entry, (name,), name)
             else:
                 at = entry.setdefault("at", {})
                 at.setdefault(target.index, {})[name] = value
+                self.wrote(entry, ("at", target.index, name), name)
             return
         if target.inner[-1] == "*":  # every repeat of an inner group: its entry
             self.set_param(
@@ -303,6 +317,36 @@ class _Editor:
                 f"params of {composite.kind}: {', '.join(params)}",
             )
         self.set_param(parent, ref.group(1), value, node_id)
+
+    def wrote(self, entry: dict[str, Any], path: tuple[Any, ...], name: str) -> None:
+        """Remember that this edit wrote ``entry[path]`` (param ``name``'s value)."""
+        where = self.value_marks.get(name, self.where)
+        if where is not None:
+            self.written.append((entry, path, where))
+
+    def inner_kind(self, target: _Target) -> Any:
+        """The ``kind`` a target's source entry writes (an inner entry for composites)."""
+        if target.inner and target.inner[-1] == "*":
+            return self.inner_kind(_Target(target.entry, target.index, target.inner[:-1]))
+        if not target.inner:
+            return self.entries[target.entry].get("kind")
+        composite = self.composite_of(_Target(target.entry, target.index, target.inner[:-1]))
+        inner = next(e for e in composite.graph if str(e.get("id")) == target.inner[-1])
+        return inner.get("kind")
+
+    def user_set(self, target: _Target, params: dict[str, Any]) -> dict[str, Any]:
+        """Of an inner entry's ``params``, those reading a param (``$heads``) that the
+        spec entry of its composite writes (one level deep; deeper: none)."""
+        if len(target.inner) != 1:
+            return {}
+        entry = self.entries[target.entry]
+        at = (entry.get("at") or {}).get(target.index, {}) if target.index is not None else {}
+        out = {}
+        for name, value in params.items():
+            ref = _REF.match(value) if isinstance(value, str) else None
+            if ref is not None and (ref.group(1) in entry or ref.group(1) in at):
+                out[name] = value
+        return out
 
     def inner_params(self, target: _Target) -> dict[str, Any]:
         """The params a target's source entry writes (an inner entry for composites)."""
@@ -377,6 +421,11 @@ class _Editor:
         for n, o in enumerate(self.order):
             if o is None:
                 marks.values[("graph", n)] = fresh
+        for entry, path, where in self.written:
+            at = next((k for k, e in enumerate(self.entries) if e is entry), None)
+            if at is not None:
+                marks.values[("graph", at, *path)] = where
+                marks.keys[("graph", at, *path)] = where
         return marks
 
 
@@ -432,11 +481,13 @@ def update(
     where: Callable[[Node], bool] | None = None,
     params: dict[str, Any] | None = None,
     location: Location | None = None,
+    value_marks: dict[str, Location] | None = None,
     **kwargs: Any,
 ) -> Source:
-    """Set params of every match (a repeat group's matches: written once on the entry).
-    Params named like this function's own arguments (``kind``, ``where``, ...) go in
-    ``params={...}``."""
+    """Set params of every match (a repeat group's matches: written once on the entry),
+    or a top-level entry's ``inputs``. Params named like this function's own arguments
+    (``kind``, ``where``, ...) go in ``params={...}``; ``value_marks`` locates each
+    value (an ``edits:`` entry's ``set:``)."""
     changes = {**(params or {}), **kwargs}
     if not changes:
         raise SpecError.at(
@@ -445,19 +496,35 @@ def update(
             "update: no params given",
             "for example update('head', classes=10)",
         )
-    editor = _Editor(graph, location)
+    editor = _Editor(graph, location, value_marks)
     ids = editor.select(pattern, kind, where, "update")
     for target in editor.targets(ids):
         node_id = editor.instance_id(target)
         for name, value in changes.items():
-            if name in NODE_KEYS and name not in ("repeat", "when", "stochastic_depth"):
+            if name in _OTHER_VERBS:
                 raise editor.fail(
                     node_id,
-                    f"update sets params; '{name}' is not one",
-                    "use rename for ids, replace for kinds, insert/remove for inputs",
+                    f"update sets params, inputs, repeat, when and stochastic_depth; "
+                    f"'{name}' is not one",
+                    _OTHER_VERBS[name],
+                )
+            if name == "inputs" and target.inner:
+                raise editor.fail(
+                    node_id,
+                    f"update: '{node_id}' is inside a composite block, whose file wires its inputs",
+                    "change the inputs of the whole block (its entry in the spec)",
                 )
             editor.set_param(target, name, value, node_id)
     return _commit(graph, editor)
+
+
+#: entry keys update does not set, and what does
+_OTHER_VERBS = {
+    "id": "rename a node with rename(old, new)",
+    "kind": "change a kind with replace(node, with_kind=...)",
+    "at": "update one repeat by its id ('blocks.3'): the change is written under at:",
+    "doc": "doc is a comment of the spec file: edit the file",
+}
 
 
 def replace(
@@ -469,11 +536,12 @@ def replace(
     where: Callable[[Node], bool] | None = None,
     params: dict[str, Any] | None = None,
     location: Location | None = None,
+    value_marks: dict[str, Location] | None = None,
     **kwargs: Any,
 ) -> Source:
     """Swap the kind of every match, keeping the params the new kind also has."""
     extra = {**(params or {}), **kwargs}
-    editor = _Editor(graph, location)
+    editor = _Editor(graph, location, value_marks)
     if with_kind is None:
         raise SpecError.at(
             location or Location(graph.file),
@@ -492,6 +560,10 @@ def replace(
             # a composite param that resolves to null is left out of the inner node (the
             # loader's rule), so it does not bind the new kind either
             written = {k: v for k, v in written.items() if k in _reaching(graph, node_id, k)}
+        if target.inner and _REF.match(str(editor.inner_kind(target))):
+            # a kind the composite chooses gets only the params it takes, unless the user
+            # set them on the composite: those must fit the new kind
+            written = editor.user_set(target, written)
         if target.inner or target.index is not None:
             # the entry's params stay (they are shared with other repeats or fixed by the
             # composite): the new kind must take every one of them
@@ -513,7 +585,10 @@ def replace(
         kept = {k: v for k, v in entry.items() if k in NODE_KEYS or fields is None or k in fields}
         kept["kind"] = with_kind
         kept.update(extra)
-        editor.entries[target.entry] = {k: kept[k] for k in _ordered(kept)}
+        new_entry = {k: kept[k] for k in _ordered(kept)}
+        editor.entries[target.entry] = new_entry
+        for name in ["kind", *extra]:
+            editor.wrote(new_entry, (name,), name)
     return _commit(graph, editor)
 
 
@@ -635,17 +710,12 @@ def _inputs_of(graph: Validated, node_id: str) -> list[str]:
 
 
 def remove(graph: Validated, pattern: str, *, location: Location | None = None) -> Source:
-    """Remove a single-input node; its users take its input instead."""
+    """Remove a node, a composite block or a whole repeat group; its first input takes
+    its place (its users and, for the model's output, the output read that input). A
+    node with several inputs leaves the others to their other users (DeiT's head_dist:
+    head becomes the output); one switched off by ``when:`` leaves the spec."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "remove")
-    inputs = _inputs_of(graph, node_id)
-    if len(inputs) != 1:
-        raise editor.fail(
-            node_id,
-            f"cannot remove '{node_id}': it has {len(inputs)} inputs "
-            f"({', '.join(inputs)}), so its users could not be rewired",
-            "replace it instead, or rewire its users with update",
-        )
     if target.index is not None:
         group = editor.entries[target.entry]["id"]
         raise editor.fail(
@@ -653,10 +723,12 @@ def remove(graph: Validated, pattern: str, *, location: Location | None = None) 
             f"cannot remove one repeat of '{group}'",
             f"change its count: update('{group}', repeat=...)",
         )
+    off = graph.off
+    inputs = [graph.resolve(node_id)] if node_id in off else _inputs_of(graph, node_id)
     k = target.entry
     entry = editor.entries[k]
-    source = inputs[0]
-    name = _source_name(graph, source)
+    name = _source_name(graph, inputs[0], avoid=str(entry["id"]))
+    last = k == len(editor.entries) - 1
     editor.rewire(str(entry["id"]), name)
     follower = k + 1
     if (
@@ -666,13 +738,21 @@ def remove(graph: Validated, pattern: str, *, location: Location | None = None) 
     ):
         editor.entries[follower]["inputs"] = [name]
     editor.delete(k)
+    if last and not editor.data.get("outputs") and editor.entries:
+        # the output was the last entry; now it is what the removed one read first
+        if str(editor.entries[-1].get("id")) != name:
+            editor.data["outputs"] = [name]
     return _commit(graph, editor)
 
 
-def _source_name(graph: Validated, node_id: str) -> str:
-    """How the spec names an expanded node: a group's output is named by the group."""
+def _source_name(graph: Validated, node_id: str, avoid: str = "") -> str:
+    """How the spec names an expanded node: itself, or the group whose output it is (never
+    an entry switched off by when:, which is only an alias of its input)."""
+    if node_id == "input" or "." not in node_id:
+        return node_id
+    off = graph.off
     for alias, target in graph.aliases.items():
-        if target == node_id and "." not in alias:
+        if target == node_id and "." not in alias and alias not in off and alias != avoid:
             return alias
     return node_id
 

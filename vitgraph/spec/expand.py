@@ -42,6 +42,7 @@ from typing import Any
 
 from pydantic import ValidationError
 
+from vitgraph.block import Block
 from vitgraph.errors import Location, Problem, SpecDeprecation, SpecError
 from vitgraph.ir import Expanded, Node, Segment, Source
 from vitgraph.registry import Composite
@@ -81,6 +82,10 @@ class _Expander:
         self.outputs_of: dict[str, dict[str, str]] = {}
         self.instances: dict[str, str] = {}  # composite instance -> its kind
         self.reported: set[tuple[Location, str]] = set()  # see ``fail_once``
+        #: inner node id -> the composite param that chose its kind ("encoder_layer's
+        #: attention"), for the hints of the problems it causes
+        self.chosen: dict[str, str] = {}
+        self.off: dict[str, str] = {}  # entries switched off by when: -> their kind
         #: node id -> its place in the stochastic-depth schedule (see ``_Context.depth``)
         self.depth: dict[str, tuple[_Layer | None, bool]] = {}
 
@@ -139,7 +144,8 @@ class _Expander:
                 raw[key] = value
                 marks[key] = self.marks.at(("variants", self.variant, key))
         self.arg_marks = marks
-        node_ids = {str(e.get("id")) for e in self.doc.graph if isinstance(e, dict)}
+        entry_ids = [str(e["id"]) for e in self.doc.graph if isinstance(e, dict) and "id" in e]
+        node_ids = set(entry_ids)
         for key, value in self.overrides.items():
             head, _, rest = key.partition(".")
             if key in raw:
@@ -147,15 +153,28 @@ class _Expander:
                 marks[key] = Location(OVERRIDE_FILE)
             elif head == "input" and rest in ("channels", "size"):
                 continue  # applied in resolve_input
-            elif head in node_ids and rest:
-                self.node_overrides.setdefault(head, {})[rest] = value
-            else:
-                choices = [*raw, "input.size", "input.channels", *(f"{n}." for n in node_ids)]
+            elif head in node_ids and "." in rest:
+                inner, _, param = rest.rpartition(".")
                 self.fail(
                     Location(OVERRIDE_FILE),
                     key,
-                    f"'{key}' names no arg, input field or graph node{did_you_mean(key, choices)}",
-                    f"args of this spec: {', '.join(raw) or 'none'}",
+                    f"--set reaches the params of the spec's entries ('{head}.{param}'), "
+                    f"not of the nodes inside '{head}'",
+                    f"set '{head}.{param}' (every repeat and inner node reading it follows), "
+                    f"or edit one node with Graph.update('{head}.{inner}', {param}=...)",
+                )
+            elif head in node_ids and rest:
+                self.node_overrides.setdefault(head, {})[rest] = value
+            else:
+                # a mistyped node keeps its param: 'hed.classes' -> 'head.classes'
+                nodes = [f"{n}.{rest}" for n in entry_ids] if rest else []
+                guess = did_you_mean(key, [*raw, "input.size", "input.channels", *nodes])
+                self.fail(
+                    Location(OVERRIDE_FILE),
+                    key,
+                    f"'{key}' names no arg, input field or graph node{guess}",
+                    f"args of this spec: {', '.join(raw) or 'none'}; "
+                    f"entries: {', '.join(entry_ids)}",
                 )
         resolved: dict[str, Any] = {}
         pending = dict(raw)
@@ -479,6 +498,14 @@ class _Expander:
             if kind in self.registry.composites
             else None
         )
+        chooser = param_ref(entry["kind"]) if ctx.depth > 0 else None
+        if model is not None and chooser in ctx.params:
+            fitted = self.fit(kind, model, params, entry, chooser, full_id, inputs, ctx)
+            if fitted is None:
+                self.failed.add(full_id)
+                return full_id
+            params = fitted
+            self.chosen[full_id] = f"{ctx.composite_kind}'s {chooser}"
         if model is not None and not when:  # switched off: a pass-through of its input
             try:
                 model.model_validate({"kind": kind, **params})
@@ -490,6 +517,7 @@ class _Expander:
                 self.failed.add(full_id)
                 return full_id
             self.aliases[full_id] = inputs[0]
+            self.off[full_id] = kind
             return inputs[0]
         layer = self.layer_of(keys["stochastic_depth"], variables, marks, full_id, ctx)
         # an entry of the spec that writes its own rates keeps them (its layers still count)
@@ -541,6 +569,7 @@ class _Expander:
                 segment,
                 layer,
                 keep,
+                ctx.written(raw_params),
             )
         self.failed.add(full_id)
         self.fail(
@@ -550,6 +579,91 @@ class _Expander:
             "run `vitgraph list blocks` to see every kind",
         )
         return full_id
+
+    def fit(
+        self,
+        kind: str,
+        model: Any,
+        params: dict[str, Any],
+        entry: dict[str, Any],
+        chooser: str,
+        full_id: str,
+        inputs: list[str],
+        ctx: _Context,
+    ) -> dict[str, Any] | None:
+        """The params of an inner entry whose kind a composite param chooses
+        (``kind: $attention``), fitted to the chosen kind: a param the user left at its
+        default reaches only the kinds that take it; one the user set, or one the kind
+        needs and does not get, is a problem that names the composite's param to change
+        (None: reported)."""
+        composite = ctx.composite_kind or "the composite"
+        fields = set(model.model_fields) - {"kind"}
+        choice_mark = ctx.param_marks.get(chooser, ctx.where or Location(self.source.file))
+        needed = [
+            name
+            for name, info in model.model_fields.items()
+            if name != "kind" and info.is_required() and name not in params
+        ]
+        for name in needed:
+            source = param_ref(entry.get(name))
+            if source is None or source not in ctx.params:
+                others = hosts(kind, but=ctx.composite_kind)
+                self.fail(
+                    choice_mark,
+                    f"{ctx.parent}.{chooser}",
+                    f"{composite} cannot hold {kind} as its {chooser}: {kind} needs "
+                    f"{name}, which {composite} does not pass",
+                    f"{kind} is held by {', '.join(others)}"
+                    if others
+                    else f"write {kind} as an entry of its own",
+                )
+            else:
+                self.fail(
+                    choice_mark,
+                    f"{ctx.parent}.{source}",
+                    f"{kind} needs {name}: set {composite}'s {source}",
+                    self.param_doc(ctx.composite_kind, source),
+                )
+            return None
+        arity = getattr(model, "arity", None)
+        if arity is not None and arity != len(inputs):
+            others = hosts(kind, but=ctx.composite_kind)
+            self.fail(
+                choice_mark,
+                f"{ctx.parent}.{chooser}",
+                f"{composite} cannot hold {kind} as its {chooser}: {kind} takes {arity} "
+                f"input(s), {composite} gives it {len(inputs)}",
+                f"{kind} is held by {', '.join(others)}" if others else None,
+            )
+            return None
+        fitted = {}
+        for name, value in params.items():
+            source = param_ref(entry.get(name))
+            if name in fields or source is None or source not in ctx.params:
+                fitted[name] = value  # the kind takes it, or the composite fixes it
+            elif source in ctx.explicit:
+                takers = [
+                    k
+                    for k, cls in sorted(self.registry.primitives.items())
+                    if cls.role == model.role and name in cls.model_fields
+                ]
+                self.fail(
+                    ctx.param_marks.get(source, choice_mark),
+                    f"{ctx.parent}.{source}",
+                    f"{composite}'s {source} does not reach its {chooser} {kind}, "
+                    f"which takes no {name}",
+                    f"leave {source} out, or choose another {chooser} that takes it: "
+                    + ", ".join(takers[:8])
+                    if takers
+                    else f"leave {source} out: no {model.role or 'such'} kind takes {name}",
+                )
+                return None
+        return fitted
+
+    def param_doc(self, composite: str | None, param: str) -> str | None:
+        comp = self.registry.composites.get(composite or "")
+        info = comp.params.model_fields.get(param) if comp is not None else None
+        return f"{param}: {info.description}" if info is not None and info.description else None
 
     def key_mark(
         self,
@@ -737,6 +851,7 @@ class _Expander:
         segment: Segment,
         layer: _Layer | None = None,
         keep: bool = False,
+        written: frozenset[str] = frozenset(),
     ) -> str:
         if composite.kind in ctx.stack:
             chain = " -> ".join([*ctx.stack, composite.kind])
@@ -757,6 +872,7 @@ class _Expander:
             return full_id
         self.instances[full_id] = composite.kind
         variables = validated.model_dump(exclude={"kind"})
+        declared = frozenset(variables)
         scope: dict[str, str] = {"input": inputs[0]}
         for k, name in enumerate(inputs):
             scope[f"input{k}"] = name
@@ -772,6 +888,8 @@ class _Expander:
             segments=(*ctx.segments, segment),
             layer=layer,
             keep=keep,
+            params=declared,
+            explicit=written & declared,
         )
         last = self.expand_list(composite.graph, variables, f"{full_id}.", inputs[0], scope, inner)
         main = composite.output
@@ -810,12 +928,62 @@ class _Context:
     layer: _Layer | None = None
     #: inside a spec entry that writes its own stochastic-depth rates (kept as written)
     keep: bool = False
+    #: inside a composite: its params, and those the user set (not left at a default)
+    params: frozenset[str] = frozenset()
+    explicit: frozenset[str] = frozenset()
+
+    def written(self, raw: dict[str, Any]) -> frozenset[str]:
+        """The keys of an entry the user set: at the top level every key written; inside a
+        composite, a key its author fixed or one reading a param the user set."""
+        if self.depth == 0:
+            return frozenset(raw)
+        return frozenset(
+            k for k, v in raw.items() if (ref := param_ref(v)) is None or ref in self.explicit
+        )
 
     def label(self, position: int) -> str:
         return f"{self.prefix}graph[{position}]" if self.prefix else f"graph[{position}]"
 
     def resolve_global(self, name: str, aliases: dict[str, str]) -> str:
         return aliases.get(name, name)
+
+
+def param_ref(value: Any) -> str | None:
+    """The name a bare ``$name`` reference reads (None for anything else)."""
+    match = _REF.fullmatch(value) if isinstance(value, str) else None
+    return match.group(1) if match else None
+
+
+_REF = re.compile(r"\$([A-Za-z_][A-Za-z_0-9]*)")
+
+
+def hosts(kind: str, but: str | None = None) -> list[str]:
+    """The composites written for ``kind`` (``but``: leave that one out): those that hold
+    it by name or by a kind param's default; failing those, the ones that choose their
+    kind with a param and pass every param ``kind`` requires."""
+    reg = registry()
+    required = {n for n, f in (_model(kind) or Block).model_fields.items() if f.is_required()}
+    by_name, choosing = [], []
+    for name, composite in sorted(reg.composites.items()):
+        fields = composite.params.model_fields
+        for entry in composite.graph:
+            written = entry.get("kind") if isinstance(entry, dict) else None
+            chooser = param_ref(written)
+            info = fields.get(chooser or "")
+            if written == kind or (info is not None and info.default == kind):
+                by_name.append(name)
+                break
+            if info is not None and required - {"kind"} <= set(entry) - set(NODE_KEYS):
+                choosing.append(name)
+                break
+    return [n for n in (by_name or choosing) if n != but]
+
+
+def _model(kind: str) -> Any:
+    reg = registry()
+    if kind in reg.primitives:
+        return reg.primitives[kind]
+    return reg.composites[kind].params if kind in reg.composites else None
 
 
 def _segment(local_id: str, index: int | None) -> Segment:
@@ -888,4 +1056,6 @@ def expand(
         tap_marks,
         expander.instances,
         init,
+        expander.chosen,
+        expander.off,
     )

@@ -12,7 +12,8 @@ directory or the shipped specs; chains are followed and cycles reported.
       - insert_after: cls_token
         node: {id: dist_token, kind: dist_token}
       - replace: blocks.*.attn
-        with: reattention
+        with: talking_heads
+        set: {heads: 6}           # replace and update both take params in set:
       - update: head
         set: {classes: 10}
 """
@@ -44,7 +45,9 @@ MAX_CHAIN = 16
 VERBS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
     "insert_after": (("node",), ("node",)),
     "insert_before": (("node",), ("node",)),
-    "replace": (("with", "params"), ("with",)),
+    # replace and update both take their params in ``set:`` (``params:``: replace's
+    # name before 0.2, still read)
+    "replace": (("with", "set", "params"), ("with",)),
     "update": (("set",), ("set",)),
     "remove": ((), ()),
     "rename": (("to",), ("to",)),
@@ -79,7 +82,9 @@ def resolve_extends(
     edits = data.get("edits") or []
     if not isinstance(edits, list):
         raise SpecError.at(marks.at(("edits",)), "edits", "edits must be a list of edits")
-    if edits:
+    if edits or set(data) - {"extends", "edits", "vitgraph", "name"}:
+        # validated here (not only by the caller) so that a problem this spec causes in
+        # the base is located in this spec
         merged, merged_marks = _apply(merged, merged_marks, edits, marks, path, validate)
     return merged, merged_marks
 
@@ -162,34 +167,63 @@ def _apply(
     except ValidationError as exc:
         raise SpecError(pydantic_problems(exc, marks, (), SpecDocument)) from None
     source = Source(data, marks, path, document)
-    state = validate(source)
+    # before the edits, a problem in the base file is the doing of this spec's own keys
+    # (its args): located there
+    own = [k for k in child_marks.keys if len(k) == 1 and k[0] not in (*_OWN, "vitgraph", "name")]
+    first = child_marks.at(own[0], key=True) if own else child_marks.at(("extends",))
+    label = "this spec's " + ", ".join(str(k[0]) for k in own) if own else "extends"
+    try:
+        state = validate(source)
+    except SpecError as exc:
+        raise _at_child(exc, first, label) from None
     for n, item in enumerate(edits_):
         where = child_marks.at(("edits", n))
         verb, target, args = _parse_edit(item, n, where, child_marks)
         try:
-            source = _one(state, verb, target, args, n, where)
+            source = _one(state, verb, target, args, n, where, child_marks)
             state = validate(source)
         except SpecError as exc:  # a problem in the base file is the edit's doing: say so
-            raise SpecError(
-                [
-                    p
-                    if p.location.file == where.file
-                    else Problem(
-                        where,
-                        p.path,
-                        f"{p.message} (after this edit; '{p.path}' is at {_short(p.location)})",
-                        p.hint,
-                    )
-                    for p in exc.problems
-                ]
-            ) from None
+            raise _at_child(exc, where, "this edit") from None
     return state.source.data, state.source.marks
 
 
+def _at_child(exc: SpecError, where: Location, cause: str) -> SpecError:
+    """``exc`` with each problem in a base file located at ``where`` in the extending
+    spec, saying what it follows from and where in the base it is."""
+    return SpecError(
+        [
+            p
+            if p.location.file == where.file
+            else Problem(
+                where,
+                p.path,
+                f"{p.message} (after {cause}; '{p.path}' is at {_short(p.location)})",
+                p.hint,
+            )
+            for p in exc.problems
+        ]
+    )
+
+
 def _one(
-    state: Validated, verb: str, target: Any, args: dict[str, Any], n: int, where: Location
+    state: Validated,
+    verb: str,
+    target: Any,
+    args: dict[str, Any],
+    n: int,
+    where: Location,
+    marks: Marks,
 ) -> Source:
-    """Apply one parsed edit with the editing verbs (``vitgraph.spec.edits``)."""
+    """Apply one parsed edit with the editing verbs (``vitgraph.spec.edits``); each value
+    it writes is located at its own line of the edit."""
+    key = "set" if "set" in args or verb == "update" else "params"
+    values = args.get(key) or {}
+    value_marks = {
+        str(name): marks.at(("edits", n, key, name))
+        for name in (values if isinstance(values, dict) else {})
+    }
+    if "with" in args:
+        value_marks["kind"] = marks.at(("edits", n, "with"))
     selector: dict[str, Any] = (
         {"kind": target["kind"]} if isinstance(target, dict) else {"pattern": target}
     )
@@ -205,14 +239,21 @@ def _one(
         return edits.rename(state, target, str(args["to"]), location=where)
     if verb == "update":
         return edits.update(
-            state, **selector, params=_mapping(args["set"], n, "set", where), location=where
+            state,
+            **selector,
+            params=_mapping(args["set"], n, "set", where),
+            location=where,
+            value_marks=value_marks,
         )
+    if "set" in args and "params" in args:
+        raise SpecError.at(where, f"edits[{n}].params", "replace takes its params in 'set' only")
     return edits.replace(
         state,
         with_kind=str(args["with"]),
         **selector,
-        params=_mapping(args.get("params") or {}, n, "params", where),
+        params=_mapping(values, n, key, where),
         location=where,
+        value_marks=value_marks,
     )
 
 

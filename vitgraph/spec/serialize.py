@@ -1,15 +1,22 @@
 """Writing a validated spec back as YAML: ``to_yaml`` gives a spec that rebuilds the
 same graph on its own (``repeat:``, args and expressions kept; the variant becomes the
-default and the overrides are written in)."""
+default and the overrides are written in). Given phases 3-5 (``validate``), it writes
+only the variants that still validate: an edit or an override written into a shared
+entry may not fit every variant."""
 
 from __future__ import annotations
 
 import copy
+from collections.abc import Callable
 from typing import Any
 
 import yaml
 
-from vitgraph.ir import Validated
+from vitgraph.ir import Source, Validated
+from vitgraph.spec.document import SpecDocument
+
+#: phases 3-5 of a source with a variant (``vitgraph.inference.validate``)
+Validate = Callable[[Source, str | None], Validated]
 
 
 def spec_data(graph: Validated) -> dict[str, Any]:
@@ -60,12 +67,28 @@ _TOP_LEVEL = (
 )
 
 
-def to_yaml(graph: Validated) -> str:
-    """A spec that rebuilds this graph (``repeat:``, args and expressions kept)."""
+def to_yaml(
+    graph: Validated,
+    *,
+    name: str | None = None,
+    note: str | None = None,
+    validate: Validate | None = None,
+) -> str:
+    """A spec that rebuilds this graph (``repeat:``, args and expressions kept), named
+    ``name`` when given, with ``note`` as its first comment line; with ``validate``, the
+    variants that no longer validate are left out (the graph's own always stays)."""
     data = spec_data(graph)
+    if name is not None:
+        data["name"] = name
+    if validate is not None and isinstance(data.get("variants"), dict):
+        data["variants"] = {
+            variant: values
+            for variant, values in data["variants"].items()
+            if variant == graph.variant or _validates(graph, data, variant, validate)
+        }
     ordered = {k: data[k] for k in _TOP_LEVEL if k in data}
     ordered.update({k: v for k, v in data.items() if k not in ordered})
-    lines = []
+    lines = [f"# {note}"] if note else []
     for key, value in ordered.items():
         if key in ("args", "variants") and isinstance(value, dict) and value:
             lines.append(f"{key}:")
@@ -77,6 +100,17 @@ def to_yaml(graph: Validated) -> str:
         else:
             lines.append(f"{key}: {_inline(value)}")
     return "\n".join(lines) + "\n"
+
+
+def _validates(graph: Validated, data: dict[str, Any], variant: str, validate: Validate) -> bool:
+    from vitgraph.errors import SpecError
+
+    try:
+        document = SpecDocument.model_validate(data)
+        validate(Source(data, graph.source.marks, graph.file, document), variant)
+    except (SpecError, ValueError):
+        return False
+    return True
 
 
 def _inline(value: Any) -> str:

@@ -18,6 +18,8 @@ from safetensors import safe_open
 from safetensors.torch import save_file
 from torch import nn
 
+from vitgraph.weights.format import spec_metadata
+
 FORMAT = "vitgraph-train-1"
 
 
@@ -30,18 +32,6 @@ class Checkpoint:
     @property
     def epoch(self) -> int:
         return int(self.meta["epoch"])
-
-
-def spec_metadata(graph) -> dict[str, str]:
-    """The resolved spec: its text, file, variant and overrides."""
-    file = Path(graph.file)
-    return {
-        "spec_name": graph.name,
-        "spec_file": str(file),
-        "variant": graph.variant or "",
-        "overrides": json.dumps(graph.overrides),
-        "spec": file.read_text(encoding="utf-8") if file.is_file() else "",
-    }
 
 
 def save_checkpoint(

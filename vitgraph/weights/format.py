@@ -13,11 +13,13 @@ from __future__ import annotations
 import json
 import struct
 from pathlib import Path
+from typing import Any
 
 import torch
 from safetensors.torch import save_file
 from torch import nn
 
+from vitgraph.errors import Location, SpecError
 from vitgraph.ir import Validated
 from vitgraph.spec.serialize import to_yaml
 from vitgraph.weights.report import WeightsError
@@ -63,21 +65,37 @@ def save_weights(model: nn.Module, graph: Validated, path: str | Path) -> None:
     """Write ``model``'s state_dict with the spec text, variant, overrides and the resolved
     spec as metadata."""
     state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
-    spec_file = Path(graph.file)
     try:
         resolved = to_yaml(graph)
     except Exception as exc:
         resolved = f"# could not write the resolved spec: {type(exc).__name__}: {exc}\n"
     metadata = {
         "vitgraph_format": WEIGHTS_FORMAT,
-        "spec_name": graph.name,
-        "spec_file": str(spec_file),
-        "variant": graph.variant or "",
-        "overrides": json.dumps(graph.overrides),
-        "spec": spec_file.read_text(encoding="utf-8") if spec_file.is_file() else "",
+        **spec_metadata(graph),
         "resolved_spec": resolved,
     }
     save_file(state, str(path), metadata=metadata)
+
+
+def spec_metadata(graph: Validated) -> dict[str, str]:
+    """The spec a file's tensors were made from, as ``load`` reads it back: the spec
+    file's text with the variant and overrides; for a graph edited since it was loaded
+    (``Graph.edits``), the derived spec ``to_yaml`` writes (variant and overrides in it),
+    since the file's text no longer builds it."""
+    spec_file = Path(graph.file)
+    edited = list(getattr(graph, "edits", []))
+    if edited or not spec_file.is_file():
+        text = graph.to_yaml() if hasattr(graph, "to_yaml") else to_yaml(graph)
+        overrides: dict[str, Any] = {}
+    else:
+        text, overrides = spec_file.read_text(encoding="utf-8"), graph.overrides
+    return {
+        "spec_name": graph.name,
+        "spec_file": f"<{spec_file.name} edited>" if edited else str(spec_file),
+        "variant": graph.variant or "",
+        "overrides": json.dumps(overrides),
+        "spec": text,
+    }
 
 
 def read_header(path: str | Path) -> tuple[dict[str, str], dict[str, tuple[str, tuple[int, ...]]]]:
@@ -151,6 +169,70 @@ def describe(metadata: dict[str, str]) -> str:
     overrides = metadata.get("overrides") or "{}"
     name = metadata.get("spec_name", "?") + (f" / {variant}" if variant else "")
     return name + (f" with overrides {overrides}" if overrides != "{}" else "")
+
+
+def saved_spec(path: str | Path) -> tuple[str, str, str | None, dict[str, Any]]:
+    """(label, spec text, variant, overrides) of the spec a vitgraph weights file or
+    training checkpoint was made from (its metadata; no tensor is read). The label is
+    the spec file it was read from, so problems are located by that file's lines."""
+    if not Path(path).is_file():
+        raise SpecError.at(Location(str(path)), "", f"weights file {path} does not exist")
+    metadata, _ = read_header(path)
+    check_format(path, metadata)
+    text = metadata.get("spec") or metadata.get("resolved_spec") or ""
+    if not text and metadata.get("spec_name"):
+        return metadata["spec_name"], "", metadata.get("variant") or None, _overrides(metadata)
+    if not text:
+        raise SpecError.at(
+            Location(str(path)),
+            "",
+            f"{path} holds no vitgraph spec ({describe(metadata)})",
+            "name the spec it belongs to, and load the file with --weights",
+        )
+    label = metadata.get("spec_file") or f"{path}:spec"
+    if not metadata.get("spec"):
+        label = f"{path}:resolved_spec"
+    return label, text, metadata.get("variant") or None, _overrides(metadata)
+
+
+def _overrides(metadata: dict[str, str]) -> dict[str, Any]:
+    try:
+        value = json.loads(metadata.get("overrides") or "{}")
+    except json.JSONDecodeError:
+        return {}
+    return value if isinstance(value, dict) else {}
+
+
+def metadata_text(path: str | Path) -> str:
+    """What a weights file or checkpoint holds, as text: its spec, variant, overrides,
+    tensors and (for a checkpoint) its training state, then the spec it was made from."""
+    metadata, tensors = read_header(path)
+    count = sum(_numel(shape) for _, shape in tensors.values())
+    lines = [f"{path}: {describe(metadata)}"]
+    model = [k for k in tensors if k.startswith("model.")]
+    kind = "training checkpoint" if metadata.get("format") and model else "weights"
+    lines.append(f"  {kind}: {len(tensors)} tensors, {count:,} values")
+    for key in ("vitgraph_format", "format", "spec_name", "spec_file", "variant", "overrides"):
+        if metadata.get(key):
+            lines.append(f"  {key}: {metadata[key]}")
+    for key in ("epoch", "step"):
+        if metadata.get(key):
+            lines.append(f"  {key}: {metadata[key]}")
+    shown = {"spec", "resolved_spec", "history", "param_groups", "optimizer_scalars"}
+    for key in sorted(set(metadata) - shown - {"vitgraph_format", "format", "spec_name"}):
+        if key not in ("spec_file", "variant", "overrides", "epoch", "step"):
+            lines.append(f"  {key}: {metadata[key]}")
+    text = metadata.get("spec") or metadata.get("resolved_spec")
+    if text:
+        lines += ["", "# the spec it was made from:", text.rstrip("\n")]
+    return "\n".join(lines) + "\n"
+
+
+def _numel(shape: tuple[int, ...]) -> int:
+    n = 1
+    for side in shape:
+        n *= side
+    return n
 
 
 def check_format(path: str | Path, metadata: dict[str, str]) -> None:
