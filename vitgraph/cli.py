@@ -319,7 +319,6 @@ def cmd_build(args: argparse.Namespace) -> int:
     model = graph.build(device=args.device, allow_large=True, weights=args.weights).eval()
     built = time.perf_counter() - start
     x = graph.example_input(args.batch, device=args.device)
-    x = torch.randn(args.batch, *graph.input_shape, device=args.device)
     optimized, compiled = None, None
     runnable = model
     if args.optimize or args.compile:
