@@ -300,7 +300,8 @@ class ShiftedImageGPT(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         start = torch.full_like(ids[:, :1], self.model.config.vocab_size - 1)
-        return self.model(input_ids=torch.cat([start, ids[:, :-1]], dim=1)).logits
+        out = self.model(input_ids=torch.cat([start, ids[:, :-1]], dim=1))
+        return out[0] if isinstance(out, tuple) else out.logits  # return_dict=False: a tuple
 
 
 IGPT_TINY = {"n_embd": 32, "n_layer": 2, "n_head": 4, "n_positions": 64, "vocab_size": 17}

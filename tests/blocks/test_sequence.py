@@ -194,3 +194,41 @@ def test_cli_sample_writes_a_png_grid_of_the_samples(tmp_path, capsys):
     width, height = struct.unpack(">II", data[16:24])
     assert (width, height) == (4 * (8 * 4 + 1) + 1, 8 * 4 + 2)  # 4 digits of 8x8, x4, gaps
     assert "4 samples" in capsys.readouterr().out
+
+
+def _imagegpt_cases(which: str) -> list:
+    from vitgraph.interop.options_hf import IMAGEGPT
+
+    return [
+        pytest.param(option, example, id=f"{option}-{k}")
+        for option, entry in IMAGEGPT.items()
+        for k, example in enumerate(getattr(entry, which))
+    ]
+
+
+def _imagegpt(example: dict) -> torch.nn.Module:
+    config = {**ref.IGPT_TINY, "resid_pdrop": 0.0, "embd_pdrop": 0.0, "attn_pdrop": 0.0}
+    config.update(example)
+    if config.get("dtype") == "@torch.float64":  # the option tables' spelling of a dtype
+        config["dtype"] = torch.float64
+    torch.manual_seed(0)
+    return redraw_(ref.hf_model("ImageGPTForCausalImageModeling", "ImageGPTConfig", **config))
+
+
+@pytest.mark.parametrize(("option", "example"), _imagegpt_cases("equal"))
+def test_honoured_imagegpt_option_gives_hfs_logits(option, example):
+    reference = _imagegpt(example).eval()
+    ours = vitgraph.from_hf(reference).eval()
+    graph = ours.vitgraph_graph
+    ids = graph.example_input(2, seed=1)
+    with torch.no_grad():
+        theirs = ref.ShiftedImageGPT(reference)(ids)
+        assert (ours(ids) - theirs).abs().max() <= 1e-4 * max(1.0, theirs.abs().max().item())
+
+
+@pytest.mark.parametrize(("option", "example"), _imagegpt_cases("refuse"))
+def test_refused_imagegpt_option_is_named_in_the_error(option, example):
+    reference = _imagegpt(example)
+    with pytest.raises(SpecError) as error:
+        vitgraph.from_hf(reference)
+    assert option in str(error.value) and "ImageGPTForCausalImageModeling" in str(error.value)

@@ -179,6 +179,8 @@ BASES["transformers.CvtConfig"] = dict(
 MODELS = {
     "transformers.PvtConfig": "transformers.PvtForImageClassification",
     "transformers.CvtConfig": "transformers.CvtForImageClassification",
+    # its examples run in tests/blocks/test_sequence.py (ids in, the start-id shift)
+    "transformers.ImageGPTConfig": "transformers.ImageGPTForCausalImageModeling",
 }
 
 
@@ -313,6 +315,8 @@ def _one_thread():
 
 #: the transformers model class each audited config belongs to
 CONFIG_OF = {model.rsplit(".", 1)[1]: config for config, model in MODELS.items()}
+#: a second model class of one config (its head differs, its options do not)
+CONFIG_OF["ImageGPTForImageClassification"] = "transformers.ImageGPTConfig"
 
 
 def test_every_class_a_converter_accepts_has_an_audit_table():

@@ -43,19 +43,15 @@ def igpt_overrides(model: Reference) -> dict[str, object]:
         "scale_attn_by_inverse_layer_idx=True": config.scale_attn_by_inverse_layer_idx,
         "add_cross_attention=True": config.add_cross_attention,
         "tie_word_embeddings=True": config.tie_word_embeddings,
-        # HF drops once after each branch; vitgraph's mlp also drops after its activation
-        "resid_pdrop > 0": config.resid_pdrop > 0,
         f"n_inner={config.n_inner}": config.n_inner is not None and config.n_inner % dim != 0,
     }
+    # HF drops once after each branch and after the embeddings; the spec's encoder layer
+    # also drops after the MLP's activation: only the dropout-free model is the same
+    for rate in ("resid_pdrop", "embd_pdrop", "attn_pdrop"):
+        refusals[f"{rate}={getattr(config, rate)}"] = getattr(config, rate) > 0
     for option, refused in refusals.items():
         if refused:
             raise refuse_hf(model, option)
-    if config.embd_pdrop != config.attn_pdrop:
-        raise refuse_hf(
-            model,
-            f"embd_pdrop={config.embd_pdrop} != attn_pdrop={config.attn_pdrop}",
-            "the spec has one dropout rate",
-        )
     overrides: dict[str, object] = {
         "depth": config.n_layer,
         "dim": dim,
@@ -64,7 +60,6 @@ def igpt_overrides(model: Reference) -> dict[str, object]:
         "positions": config.n_positions,
         "bias": True,  # HF's Conv1D projections always have biases
         "norm_eps": config.layer_norm_epsilon,
-        "drop": config.attn_pdrop,
     }
     if config.n_inner is not None:
         overrides["mlp_ratio"] = config.n_inner // dim

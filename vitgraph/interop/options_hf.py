@@ -147,7 +147,69 @@ CVT: dict[str, Option] = {
     ),
 }
 
+_DROPOUT = "0 (iGPT trains without dropout)"
+_DROPOUT_REFUSED = "other rates (HF drops once per branch; the spec's layer differs)"
+
+#: ImageGPTForCausalImageModeling / ImageGPTForImageClassification (#17); examples over
+#: tests.references.IGPT_TINY, compared with the start-id shift HF's examples use
+IMAGEGPT: dict[str, Option] = {
+    **PRETRAINED_CONFIG,
+    "vocab_size": honoured("any palette size (the last id is the start id)", {"vocab_size": 9}),
+    "n_positions": honoured("any sequence length", {"n_positions": 16}),
+    "n_embd": honoured("any width the heads divide", {"n_embd": 48, "n_head": 4}),
+    "n_layer": honoured("any depth", {"n_layer": 3}),
+    "n_head": honoured("any head count dividing the width", {"n_head": 2}),
+    "n_inner": partly(
+        "None or a multiple of n_embd",
+        ({"n_inner": 64},),
+        "other widths (the spec's MLP is a whole ratio of the width)",
+        ({"n_inner": 40},),
+    ),
+    "activation_function": partly(
+        "quick_gelu (iGPT's)",
+        ({"activation_function": "quick_gelu"},),
+        "others",
+        ({"activation_function": "relu"},),
+    ),
+    "resid_pdrop": partly(
+        _DROPOUT, ({"resid_pdrop": 0.0},), _DROPOUT_REFUSED, ({"resid_pdrop": 0.1},)
+    ),
+    "embd_pdrop": partly(
+        _DROPOUT, ({"embd_pdrop": 0.0},), _DROPOUT_REFUSED, ({"embd_pdrop": 0.1},)
+    ),
+    "attn_pdrop": partly(
+        _DROPOUT, ({"attn_pdrop": 0.0},), _DROPOUT_REFUSED, ({"attn_pdrop": 0.1},)
+    ),
+    "layer_norm_epsilon": honoured("any eps", {"layer_norm_epsilon": 1e-3}),
+    "initializer_range": honoured(_INIT, {"initializer_range": 0.5}),
+    "scale_attn_weights": partly(
+        "True", ({"scale_attn_weights": True},), "False", ({"scale_attn_weights": False},)
+    ),
+    "use_cache": honoured(
+        "generation in HF only; vitgraph samples with its own cache", {"use_cache": False}
+    ),
+    "tie_word_embeddings": partly(
+        "False", ({"tie_word_embeddings": False},), "True", ({"tie_word_embeddings": True},)
+    ),
+    "scale_attn_by_inverse_layer_idx": partly(
+        "False",
+        ({"scale_attn_by_inverse_layer_idx": False},),
+        "True",
+        ({"scale_attn_by_inverse_layer_idx": True},),
+    ),
+    "reorder_and_upcast_attn": honoured(
+        "numerics only: fp32 attention either way", {"reorder_and_upcast_attn": True}
+    ),
+    "add_cross_attention": partly(
+        "False", ({"add_cross_attention": False},), "True", ({"add_cross_attention": True},)
+    ),
+    "pad_token_id": honoured("generation metadata", {"pad_token_id": 3}),
+    "bos_token_id": honoured("generation metadata", {"bos_token_id": 3}),
+    "eos_token_id": honoured("generation metadata", {"eos_token_id": 3}),
+}
+
 TABLES: dict[str, dict[str, Option]] = {
     "transformers.PvtConfig": PVT,
     "transformers.CvtConfig": CVT,
+    "transformers.ImageGPTConfig": IMAGEGPT,
 }
