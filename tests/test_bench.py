@@ -117,6 +117,13 @@ def test_a_setting_that_cannot_run_is_one_line_and_exit_1(args, message, capsys)
     assert message in err and "\n" not in err
 
 
+def test_a_generative_spec_is_refused_in_one_line(capsys):
+    sets = ["--set", "depth=1", "--set", "positions=16", "--set", "palette=17"]
+    assert main(["bench", "igpt", *sets, *FAST]) == 1
+    err = capsys.readouterr().err.strip()
+    assert "bench times image models; igpt takes ids 16 of 17" in err and "\n" not in err
+
+
 def test_an_unknown_name_is_a_spec_error(capsys):
     assert main(["bench", "no_such_model_anywhere", *FAST]) == 2
 

@@ -39,6 +39,7 @@ from vitgraph.graph import Graph
 from vitgraph.passes import compile_model
 from vitgraph.passes import optimize as optimize_model
 from vitgraph.pipeline import load
+from vitgraph.shapes import Image
 
 #: shipped variant -> the timm model of the same architecture
 TIMM_TWINS = {
@@ -225,6 +226,11 @@ def measure(
         raise BenchError(f"dtype must be one of {', '.join(DTYPES)}, not {dtype!r}")
     if optimize and mode == "train":
         raise BenchError("--optimize makes an inference-only model: use it with --mode forward")
+    if not isinstance(pair.graph.input_type, Image):  # the loss and twins are a classifier's
+        raise BenchError(
+            f"bench times image models; {pair.graph.name} takes {pair.graph.input_type} "
+            "(time a generative model's sampling with benchmarks/bench_sampling.py)"
+        )
     dev = torch.device(device)
     x = torch.randn(batch, *pair.input_shape, device=dev)
     ours = pair.ours.to(dev).train(mode == "train")
