@@ -16,7 +16,7 @@ from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.layers import Incremental
+from vitgraph.layers import Incremental, nearest_colour
 from vitgraph.registry import register
 from vitgraph.shapes import Ids, TensorType, Tokens, expect_ids, expect_image, expect_tokens
 from vitgraph.vocabulary import PosInt
@@ -91,10 +91,7 @@ class Palette(nn.Module):
         self.register_buffer("palette", grey.contiguous())
 
     def forward(self, image: torch.Tensor) -> torch.Tensor:
-        pixels = image.flatten(2).transpose(1, 2)  # (B, H*W, C), raster order
-        # |p - c|² = |p|² - 2 p·c + |c|²; |p|² is the same for every colour
-        distance = (self.palette * self.palette).sum(-1) - 2 * pixels @ self.palette.T
-        return distance.argmin(-1)
+        return nearest_colour(image.flatten(2).transpose(1, 2), self.palette)  # raster order
 
 
 @register

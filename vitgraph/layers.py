@@ -42,6 +42,14 @@ class Incremental:
         raise NotImplementedError
 
 
+def nearest_colour(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
+    """The id of each pixel's nearest palette colour by squared distance (iGPT §3.1):
+    ``(..., C)`` pixels, ``(K, C)`` palette -> ``(...)`` ids."""
+    flat = pixels.reshape(-1, pixels.shape[-1])
+    distance = (palette * palette).sum(-1) - 2 * flat @ palette.T  # |p|² is common to all
+    return distance.argmin(-1).reshape(pixels.shape[:-1])
+
+
 def chunk_causal_mask(queries: int, past: int, device: torch.device) -> torch.Tensor | None:
     """The causal mask of ``queries`` new positions over ``past`` cached ones plus
     themselves (True = attend): new query i sees keys 0 .. past + i. None when one query

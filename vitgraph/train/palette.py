@@ -5,12 +5,10 @@ from __future__ import annotations
 
 import torch
 
+from vitgraph.layers import nearest_colour
 
-def nearest(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
-    """The id of each pixel's nearest colour (squared distance): ``(..., C)`` -> ``(...)``."""
-    flat = pixels.reshape(-1, pixels.shape[-1])
-    distance = (palette * palette).sum(-1) - 2 * flat @ palette.T  # |p|² is common
-    return distance.argmin(-1).reshape(pixels.shape[:-1])
+#: the id of each pixel's nearest colour (the palette_quantize block computes the same)
+nearest = nearest_colour
 
 
 def fit_palette(
