@@ -176,6 +176,11 @@ def make_parser() -> argparse.ArgumentParser:
     exporting.add_argument(
         "--optimize", action="store_true", help="export the model vitgraph.optimize makes"
     )
+    gathering = sub.add_parser(
+        "gather", help="one weights file from an FSDP run's sharded checkpoint"
+    )
+    gathering.add_argument("checkpoint", help="a sharded checkpoint folder (last.sharded)")
+    gathering.add_argument("--out", required=True, help="the .safetensors file to write")
     bench = sub.add_parser(
         "bench", help="images/s, latency and peak memory, against timm or HF, per family"
     )
@@ -267,7 +272,7 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
-        if args.command in ("graph", "schema", "diff", "sample", "palette", "bench"):
+        if args.command in ("graph", "schema", "diff", "sample", "palette", "bench", "gather"):
             from vitgraph import tools
 
             return getattr(tools, f"cmd_{args.command}")(args)

@@ -137,6 +137,16 @@ def cmd_sample(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_gather(args: argparse.Namespace) -> int:
+    """``vitgraph gather``: an FSDP run's sharded checkpoint as one weights file (the
+    model is rebuilt from the spec the checkpoint holds; one process, no torchrun)."""
+    from vitgraph.train.fsdp import gather
+
+    out = gather(args.checkpoint, args.out)
+    print(f"wrote {out}")
+    return 0
+
+
 def cmd_palette(args: argparse.Namespace) -> int:
     """``vitgraph palette``: fit a colour palette by k-means (iGPT §3.1) and save it."""
     from pathlib import Path

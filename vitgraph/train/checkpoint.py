@@ -28,6 +28,8 @@ class Checkpoint:
     model: dict[str, torch.Tensor]
     optimizer: dict[str, Any]
     meta: dict[str, Any]
+    sharded: Path | None = None
+    """A sharded (FSDP) checkpoint's folder; its tensors stay on disk until loaded."""
 
     @property
     def epoch(self) -> int:
@@ -57,12 +59,7 @@ def save_checkpoint(
             else:
                 scalars.setdefault(str(index), {})[name] = value
     meta = {
-        "format": FORMAT,
-        **spec_metadata(graph),
-        "epoch": str(epoch),
-        "step": str(step),
-        "config": json.dumps(config),
-        "history": json.dumps(history),
+        **checkpoint_meta(graph, epoch=epoch, step=step, config=config, history=history),
         "param_groups": json.dumps(opt["param_groups"]),
         "optimizer_scalars": json.dumps(scalars),
     }
@@ -72,8 +69,32 @@ def save_checkpoint(
     return path
 
 
+def checkpoint_meta(
+    graph, *, epoch: int, step: int, config: dict[str, Any], history: list[dict[str, Any]]
+) -> dict[str, str]:
+    """What a checkpoint says besides its tensors (strings, as safetensors metadata)."""
+    return {
+        "format": FORMAT,
+        **spec_metadata(graph),
+        "epoch": str(epoch),
+        "step": str(step),
+        "config": json.dumps(config),
+        "history": json.dumps(history),
+    }
+
+
 def load_checkpoint(path: str | Path) -> Checkpoint:
+    """A ``last.safetensors`` file, or a sharded checkpoint's folder (``last.sharded``:
+    only its metadata is read here; ``vitgraph.train.fsdp.load_sharded`` reads the
+    shards into a model)."""
     path = Path(path)
+    if path.is_dir():
+        from vitgraph.train.fsdp import read_meta
+
+        meta = read_meta(path)
+        for key in ("config", "history"):
+            meta[key] = json.loads(meta[key])
+        return Checkpoint({}, {}, meta, sharded=path)
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     model: dict[str, torch.Tensor] = {}

@@ -51,7 +51,23 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cpu or cuda (default cpu)")
     parser.add_argument("--out", help="folder for last.safetensors and model.safetensors")
-    parser.add_argument("--resume", help="a last.safetensors to continue from")
+    parser.add_argument(
+        "--resume", help="a last.safetensors (or an FSDP run's last.sharded) to continue from"
+    )
+    parser.add_argument(
+        "--strategy",
+        choices=["ddp", "fsdp"],
+        help="under torchrun: ddp (default) or fsdp (parameters, gradients and optimizer "
+        "state sharded over the processes; sharded checkpoints)",
+    )
+    parser.add_argument(
+        "--grad-checkpointing",
+        action="store_true",
+        default=None,
+        help="recompute each repeat unit's activations in the backward (less memory)",
+    )
+    parser.add_argument("--optimizer", choices=["adamw", "sgd"], help="default adamw")
+    parser.add_argument("--momentum", type=float, help="SGD momentum (default 0.9)")
     parser.add_argument("--stop-after", type=int, help="stop after this epoch")
     parser.add_argument("--mixup", type=float, help="MixUp alpha (0: off)")
     parser.add_argument("--randaugment", type=int, nargs=2, metavar=("OPS", "MAGNITUDE"))
@@ -90,6 +106,10 @@ _SETTINGS = [
     "out",
     "resume",
     "stop_after",
+    "strategy",
+    "grad_checkpointing",
+    "optimizer",
+    "momentum",
     "mixup",
     "randaugment",
     "teacher",
@@ -121,7 +141,7 @@ def run(args: argparse.Namespace) -> int:
     except DataError as exc:
         print(f"data error: {exc}", file=sys.stderr)
         return 1
-    if args.json:
+    if args.json and result.main:  # under torchrun, rank 0 reports
         print(
             json.dumps(
                 {

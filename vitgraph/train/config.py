@@ -44,6 +44,15 @@ class TrainConfig:
     resume: str | None = None
     stop_after: int | None = None
     """Stop after this epoch (as if killed there; the checkpoint lets ``resume`` go on)."""
+    strategy: str = "ddp"
+    """Under ``torchrun``: ``ddp`` (every rank holds the whole model) or ``fsdp`` (FSDP2:
+    parameters, gradients and optimizer state sharded over the ranks; sharded
+    checkpoints). One plain process trains unsharded either way."""
+    grad_checkpointing: bool = False
+    """Activation checkpointing per repeat unit (recompute each layer in the backward)."""
+    optimizer: str = "adamw"
+    """``adamw`` (the default of every recipe) or ``sgd`` (with ``momentum``)."""
+    momentum: float = 0.9
     progress: bool = True
     # -- augmentation ---------------------------------------------------------------------
     mixup: float = 0.0
@@ -94,7 +103,17 @@ def make_config(recipe: str | None = None, **values: Any) -> TrainConfig:
         raise ValueError(
             f"unknown training setting '{unknown[0]}'{did_you_mean(unknown[0], FIELDS)}"
         )
+    for key, allowed in CHOICES.items():
+        if key in merged and merged[key] not in allowed:
+            raise ValueError(
+                f"{key} '{merged[key]}' is not one of {', '.join(allowed)}"
+                f"{did_you_mean(str(merged[key]), allowed)}"
+            )
     return TrainConfig(**merged)
+
+
+#: settings with a fixed set of values
+CHOICES = {"strategy": ("ddp", "fsdp"), "optimizer": ("adamw", "sgd")}
 
 
 def load_recipe(recipe: str) -> dict[str, Any]:

@@ -20,8 +20,8 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitgraph.train import ddp
-from vitgraph.train.checkpoint import load_checkpoint, save_checkpoint
+from vitgraph.train import ddp, fsdp
+from vitgraph.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from vitgraph.train.config import TrainConfig, make_config
 from vitgraph.train.data import DataError, Dataset, load_data
 from vitgraph.train.objectives import choose
@@ -34,6 +34,8 @@ class TrainResult:
     history: list[dict[str, Any]] = field(default_factory=list)
     checkpoint: Path | None = None
     seconds: float = 0.0
+    main: bool = True
+    """Rank 0 (or the only process): the one that reports."""
 
     @property
     def val_accuracy(self) -> float:
@@ -72,6 +74,26 @@ def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
         {"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
         {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
     ]
+
+
+def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+    """AdamW (every recipe's) or SGD with momentum, over :func:`parameter_groups`."""
+    groups = parameter_groups(model, config.weight_decay)
+    if config.optimizer == "sgd":
+        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.lr)
+
+
+def _full_optimizer_state(
+    model: nn.Module, config: TrainConfig, saved: dict[str, Any]
+) -> dict[str, Any]:
+    """A one-file checkpoint's optimizer state keyed by parameter name, read on the
+    unsharded model (its ``state`` is keyed by position), to be sharded after it."""
+    from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
+
+    optimizer = make_optimizer(model, config)
+    optimizer.load_state_dict(saved)
+    return get_optimizer_state_dict(model, optimizer)
 
 
 def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -151,11 +173,25 @@ class Trainer:
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
-        # DistributedDataParallel (no_sync, ...) or the model itself on one process
-        self.ddp_model: Any = ddp.wrap(self.model, self.world, self.device)
-        self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, config.weight_decay), lr=config.lr
+        if config.grad_checkpointing:
+            self.model.set_grad_checkpointing(True)
+        self.sharded = config.strategy == "fsdp" and self.world.distributed
+        full_optimizer: dict[str, Any] = {}
+        if config.strategy == "fsdp" and not self.world.distributed:
+            log(
+                "one process: --strategy fsdp trains unsharded here (start it with "
+                "torchrun --nproc_per_node=N to shard over N processes)"
+            )
+        if self.sharded:
+            if ckpt is not None and ckpt.sharded is None:  # a one-file checkpoint
+                self.model.load_state_dict(ckpt.model)
+                full_optimizer = _full_optimizer_state(self.model, config, ckpt.optimizer)
+            fsdp.shard(self.model, self.world, self.device)
+        # DistributedDataParallel (no_sync, ...), the sharded model or the model itself
+        self.ddp_model: Any = (
+            self.model if self.sharded else ddp.wrap(self.model, self.world, self.device)
         )
+        self.optimizer = make_optimizer(self.model, config)
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
         if self.steps_per_epoch == 0:
             raise DataError(
@@ -166,8 +202,13 @@ class Trainer:
         self.warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
         self.start_epoch, self.step, self.history = 0, 0, []
         if ckpt is not None:
-            self.model.load_state_dict(ckpt.model)
-            self.optimizer.load_state_dict(ckpt.optimizer)
+            if ckpt.sharded is not None:  # on any number of processes, sharded or not
+                fsdp.load_sharded(ckpt.sharded, self.model, self.optimizer)
+            elif self.sharded:
+                fsdp.load_full_optimizer(self.model, self.optimizer, full_optimizer)
+            else:
+                self.model.load_state_dict(ckpt.model)
+                self.optimizer.load_state_dict(ckpt.optimizer)
             self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
             self.history = list(ckpt.meta["history"])
         teacher = None
@@ -230,7 +271,7 @@ class Trainer:
                 idx = ddp.shard(order[begin : begin + micro], world)
                 batch = self.data.train.batch(idx, self.device, self.randaugment)
                 sync = k == cfg.accumulate - 1 or not world.distributed
-                context = contextlib.nullcontext() if sync else self.ddp_model.no_sync()
+                context = contextlib.nullcontext() if sync else self._no_sync()
                 with context:
                     with self._autocast():
                         loss, metrics = self.objective.step(self.ddp_model, batch, mix_gen)
@@ -283,21 +324,34 @@ class Trainer:
                 self.history.append(stats)
                 if world.main:
                     self.log(f"epoch {epoch + 1}/{cfg.epochs}  {_describe(stats)}")
-                if out is not None and world.main:
+                if out is not None and (world.main or self.sharded):  # all ranks write shards
                     checkpoint = self.save(out, epoch + 1)
-        if out is not None and world.main:
+        if out is not None:
             from vitgraph.weights import save_weights
 
-            save_weights(self.model, self.graph, out / "model.safetensors")
+            # a sharded model's weights are gathered by every rank, written by rank 0
+            state = fsdp.full_state(self.model) if self.sharded else None
+            if world.main:
+                save_weights(self.model, self.graph, out / "model.safetensors", state=state)
         self.objective.close()
         ddp.teardown(world)
-        return TrainResult(
-            self.model, self.graph, self.history, checkpoint, time.perf_counter() - started
-        )
+        seconds = time.perf_counter() - started
+        return TrainResult(self.model, self.graph, self.history, checkpoint, seconds, world.main)
+
+    def _no_sync(self):
+        """Gradient accumulation without communication until the last micro-batch."""
+        if self.sharded:
+            return fsdp.no_sync(self.model)
+        return self.ddp_model.no_sync()
 
     def save(self, out: Path, epoch: int) -> Path:
         config = self.config.as_dict()
         config.update(resume=None, stop_after=None)
+        if self.sharded:
+            meta = checkpoint_meta(
+                self.graph, epoch=epoch, step=self.step, config=config, history=self.history
+            )
+            return fsdp.save_sharded(out / "last.sharded", self.model, self.optimizer, meta)
         return save_checkpoint(
             out / "last.safetensors",
             self.model,

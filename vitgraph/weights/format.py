@@ -61,10 +61,19 @@ _TORCH_NAMES = {
 }
 
 
-def save_weights(model: nn.Module, graph: Validated, path: str | Path) -> None:
-    """Write ``model``'s state_dict with the spec text, variant, overrides and the resolved
-    spec as metadata."""
-    state = {k: v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+def save_weights(
+    model: nn.Module | None,
+    graph: Validated,
+    path: str | Path,
+    *,
+    state: dict[str, torch.Tensor] | None = None,
+) -> None:
+    """Write ``model``'s state_dict (or ``state``, a model's state gathered from its
+    shards) with the spec text, variant, overrides and the resolved spec as metadata."""
+    if state is None:
+        assert model is not None, "save_weights needs a model or its state"
+        state = model.state_dict()
+    state = {k: v.detach().contiguous().cpu() for k, v in state.items()}
     try:
         resolved = to_yaml(graph)
     except Exception as exc:
