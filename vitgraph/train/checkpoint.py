@@ -21,6 +21,8 @@ from torch import nn
 from vitgraph.weights.format import spec_metadata
 
 FORMAT = "vitgraph-train-1"
+#: the file beside a sharded (FSDP) checkpoint's shards holding its metadata
+META_FILE = "vitgraph.json"
 
 
 @dataclass
@@ -89,8 +91,6 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     shards into a model)."""
     path = Path(path)
     if path.is_dir():
-        from vitgraph.train.fsdp import read_meta
-
         meta = read_meta(path)
         for key in ("config", "history"):
             meta[key] = json.loads(meta[key])
@@ -132,3 +132,12 @@ def rebuild_graph(meta: dict[str, Any]):
     if meta.get("spec"):
         return load(meta.get("spec_file") or "<checkpoint>", variant, overrides, text=meta["spec"])
     return load(meta["spec_name"], variant, overrides)
+
+
+def read_meta(folder: Path) -> dict[str, Any]:
+    path = folder / META_FILE
+    if not path.is_file():
+        raise FileNotFoundError(
+            f"{folder} is not a vitgraph sharded checkpoint (no {META_FILE} in it)"
+        )
+    return json.loads(path.read_text(encoding="utf-8"))

@@ -32,10 +32,8 @@ from torch import fx, nn
 
 from vitgraph.compiler import META_ID
 from vitgraph.model.layout import cached_layout
+from vitgraph.train.checkpoint import META_FILE, read_meta
 from vitgraph.train.ddp import World
-
-#: the file beside a sharded checkpoint's shards holding its metadata
-META_FILE = "vitgraph.json"
 
 
 def unit_leaves(model: fx.GraphModule) -> dict[str, list[str]]:
@@ -159,30 +157,19 @@ def save_sharded(
 def load_sharded(folder: Path, model: nn.Module, optimizer: torch.optim.Optimizer) -> None:
     """Load a sharded checkpoint into ``model`` and ``optimizer``, sharded or not, on any
     number of processes (torch.distributed.checkpoint re-slices the shards)."""
-    import torch.distributed.checkpoint as dcp
     from torch.distributed.checkpoint.state_dict import get_state_dict, set_state_dict
 
     model_state, optim_state = get_state_dict(model, optimizer)
     state = {"model": model_state, "optimizer": optim_state}
-    dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
+    _read(state, folder)
     # dcp.load fills the dicts in place (the same objects as ``state``'s values)
     set_state_dict(model, optimizer, model_state_dict=model_state, optim_state_dict=optim_state)
-
-
-def read_meta(folder: Path) -> dict[str, Any]:
-    path = folder / META_FILE
-    if not path.is_file():
-        raise FileNotFoundError(
-            f"{folder} is not a vitgraph sharded checkpoint (no {META_FILE} in it)"
-        )
-    return json.loads(path.read_text(encoding="utf-8"))
 
 
 def gather(folder: str | Path, out: str | Path) -> Path:
     """One safetensors weights file (as ``vitgraph build --out`` writes) from a sharded
     checkpoint, in one process: the model is rebuilt from the spec in the metadata and
     the shards are read into it."""
-    import torch.distributed.checkpoint as dcp
 
     from vitgraph.train.checkpoint import rebuild_graph
     from vitgraph.weights import save_weights
@@ -191,12 +178,23 @@ def gather(folder: str | Path, out: str | Path) -> Path:
     graph = rebuild_graph(read_meta(folder))
     model = graph.build()
     state = {"model": model.state_dict()}
-    dcp.load(state, checkpoint_id=str(folder), no_dist=True)
+    _read(state, folder)
     model.load_state_dict(state["model"])
     out = Path(out)
     out.parent.mkdir(parents=True, exist_ok=True)
     save_weights(model, graph, out)
     return out
+
+
+def _read(state: dict[str, Any], folder: Path) -> None:
+    """``dcp.load`` into ``state``; in one process without a process group, which it
+    warns about on every call although that is what is meant (resume or gather in one
+    process)."""
+    import torch.distributed.checkpoint as dcp
+
+    with warnings.catch_warnings():
+        warnings.filterwarnings("ignore", message="torch.distributed is disabled")
+        dcp.load(state, checkpoint_id=str(folder), no_dist=not dist.is_initialized())
 
 
 def _barrier() -> None:
