@@ -207,3 +207,13 @@ def test_an_unknown_strategy_is_refused_by_name():
         ValueError, match=r"strategy 'fdsp' is not one of ddp, fsdp \(did you mean 'fsdp'\?\)"
     ):
         vitgraph.train("vit", overrides=TINY, strategy="fdsp", progress=False)
+
+
+@pytest.mark.slow
+def test_a_sharded_run_resumed_from_its_shards_is_bit_for_bit_the_uninterrupted_one(tmp_path):
+    _train_fsdp(f"--out={tmp_path / 'whole'}")
+    _train_fsdp("--stop-after=1", f"--out={tmp_path / 'parts'}")
+    _train_fsdp(f"--resume={tmp_path / 'parts' / 'last.sharded'}", f"--out={tmp_path / 'parts'}")
+    whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
+    parts = load_file(str(tmp_path / "parts" / "model.safetensors"))
+    assert _worst(whole, parts) == 0.0
