@@ -23,7 +23,14 @@ def _one_thread():
 def test_a_tiny_vit_reaches_95_percent_on_held_out_digits_within_three_minutes(capsys):
     start = time.perf_counter()
     result = vitgraph.train(
-        "vit", overrides=TINY, data="digits", epochs=7, batch_size=32, lr=3e-3, progress=False
+        "vit",
+        overrides=TINY,
+        data="digits",
+        epochs=7,
+        batch_size=32,
+        lr=3e-3,
+        warmup_epochs=1.0,
+        progress=False,
     )
     elapsed = time.perf_counter() - start
     with capsys.disabled():

@@ -39,7 +39,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--lr", type=float)
     parser.add_argument("--min-lr", type=float)
     parser.add_argument("--weight-decay", type=float)
-    parser.add_argument("--warmup-epochs", type=float)
+    parser.add_argument(
+        "--warmup-epochs", type=float, help="default 1, or a tenth of a run under 10 epochs"
+    )
     parser.add_argument("--label-smoothing", type=float)
     parser.add_argument("--grad-clip", type=float)
     parser.add_argument(
@@ -50,6 +52,9 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     )
     parser.add_argument("--seed", type=int)
     parser.add_argument("--device", help="cpu or cuda (default cpu)")
+    parser.add_argument(
+        "--threads", type=int, help="CPU threads per process (default: cores / processes)"
+    )
     parser.add_argument("--out", help="folder for last.safetensors and model.safetensors")
     parser.add_argument(
         "--resume", help="a last.safetensors (or an FSDP run's last.sharded) to continue from"
@@ -103,6 +108,7 @@ _SETTINGS = [
     "amp",
     "seed",
     "device",
+    "threads",
     "out",
     "resume",
     "stop_after",

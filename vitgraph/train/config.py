@@ -32,13 +32,18 @@ class TrainConfig:
     lr: float = 1e-3
     min_lr: float = 1e-5
     weight_decay: float = 0.05
-    warmup_epochs: float = 1.0
+    warmup_epochs: float | None = None
+    """Linear warm-up length; default one epoch, or a tenth of the run when it is shorter
+    than ten epochs (a one-epoch run that warms up for one epoch never trains at ``lr``)."""
     label_smoothing: float = 0.1
     grad_clip: float | None = None
     amp: bool | None = None
     """Mixed precision (bfloat16 autocast); default: on for CUDA, off on CPU."""
     seed: int = 0
     device: str = "cpu"
+    threads: int | None = None
+    """CPU threads per process; default the cores this process may use divided by the
+    processes ``torchrun`` started on this machine (``OMP_NUM_THREADS`` wins if set)."""
     out: str | None = None
     """Folder for ``last.safetensors`` (full state) and ``model.safetensors`` (weights)."""
     resume: str | None = None

@@ -20,7 +20,7 @@ from typing import Any
 import torch
 from torch import nn
 
-from vitgraph.train import ddp, fsdp
+from vitgraph.train import advice, ddp, fsdp
 from vitgraph.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from vitgraph.train.config import TrainConfig, make_config
 from vitgraph.train.data import DataError, Dataset, load_data
@@ -138,6 +138,7 @@ class Trainer:
         self.log = log
         self.world = ddp.setup(config.device)
         self.device = ddp.device_for(config.device, self.world)
+        notes = [advice.set_threads(config, self.world), advice.warmup_note(config)]
         ckpt = load_checkpoint(config.resume) if config.resume else None
         graph = load(config.spec, config.variant, config.overrides)
         chosen = choose(graph, config.objective)
@@ -150,6 +151,7 @@ class Trainer:
             vocab=getattr(graph.input_type, "vocab", None),
         )
         self.classes = len(self.data.classes)
+        notes += [advice.normalisation(graph, self.data), advice.size_note(graph, self.data)]
         # an objective that predicts the input itself (next-token) trains no class head
         if chosen.classifies and "classes" in graph.args and "classes" not in config.overrides:
             config.overrides = {**config.overrides, "classes": self.classes}
@@ -199,7 +201,7 @@ class Trainer:
                 f"{config.batch_size} x {config.accumulate}"
             )
         self.total_steps = self.steps_per_epoch * config.epochs
-        self.warmup = int(round(config.warmup_epochs * self.steps_per_epoch))
+        self.warmup = int(round(advice.warmup_epochs(config) * self.steps_per_epoch))
         self.start_epoch, self.step, self.history = 0, 0, []
         if ckpt is not None:
             if ckpt.sharded is not None:  # on any number of processes, sharded or not
@@ -211,6 +213,10 @@ class Trainer:
                 self.optimizer.load_state_dict(ckpt.optimizer)
             self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
             self.history = list(ckpt.meta["history"])
+            notes.append(advice.finished_note(config, self.start_epoch))
+        for note in notes:
+            if note and self.world.main:
+                log(note)
         teacher = None
         if config.teacher:
             from vitgraph.train.teacher import load_teacher
@@ -335,6 +341,9 @@ class Trainer:
                 save_weights(self.model, self.graph, out / "model.safetensors", state=state)
         self.objective.close()
         ddp.teardown(world)
+        note = advice.stopped_note(cfg, last, checkpoint if out is not None else None)
+        if note and world.main:
+            self.log(note)
         seconds = time.perf_counter() - started
         return TrainResult(self.model, self.graph, self.history, checkpoint, seconds, world.main)
 

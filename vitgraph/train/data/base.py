@@ -33,6 +33,10 @@ class Split:
     images: torch.Tensor
     labels: torch.Tensor
     ids: bool = False
+    #: per-channel mean and std of the normalisation, in [0, 1] units (the trainer sets
+    #: the spec's ``data:`` block; 0.5 and 0.5 map [0, 255] to [-1, 1])
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
 
     def __len__(self) -> int:
         return int(self.labels.shape[0])
@@ -50,7 +54,7 @@ class Split:
             return images.to(device), self.labels[idx].to(device)
         if augment is not None:
             images = torch.stack([augment(img) for img in images])
-        return normalize(images).to(device), self.labels[idx].to(device)
+        return normalize(images, self.mean, self.std).to(device), self.labels[idx].to(device)
 
 
 @dataclass
@@ -62,6 +66,9 @@ class Dataset:
     #: the colours of the ids ``(vocab, C)`` in [-1, 1], for id sequences quantised by
     #: a fitted palette (None: images, or ids that are grey levels)
     palette: torch.Tensor | None = None
+    #: the images' size as the data ships them ``(height, width)``, before resizing to
+    #: the spec's input (None: unknown or varied)
+    native: tuple[int, int] | None = None
 
 
 @dataclass(frozen=True)
@@ -106,9 +113,14 @@ def data_source(
     return declare
 
 
-def normalize(images: torch.Tensor) -> torch.Tensor:
-    """uint8 ``[0, 255]`` -> float ``[-1, 1]`` (mean 0.5, std 0.5 per channel)."""
-    return images.float().div_(127.5).sub_(1.0)
+def normalize(
+    images: torch.Tensor, mean: tuple[float, ...] = (0.5,), std: tuple[float, ...] = (0.5,)
+) -> torch.Tensor:
+    """uint8 ``[0, 255]`` ``(N, C, H, W)`` -> float ``(x / 255 - mean) / std`` per channel
+    (the default maps to ``[-1, 1]``)."""
+    m = torch.tensor(mean, dtype=torch.float32).view(-1, 1, 1)
+    s = torch.tensor(std, dtype=torch.float32).view(-1, 1, 1)
+    return images.float().div_(255.0).sub_(m).div_(s)
 
 
 def _resize(images: torch.Tensor, shape: tuple[int, ...]) -> torch.Tensor:

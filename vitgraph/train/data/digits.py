@@ -33,7 +33,7 @@ def load_digits(
     images = torch.as_tensor(bunch.images, dtype=torch.float32)[:, None] * (255.0 / 16.0)
     labels = torch.as_tensor(bunch.target, dtype=torch.int64)
     train, val = _split(_resize(images, shape), labels, val_fraction, seed)
-    return Dataset(train, val, [str(d) for d in range(10)], "digits")
+    return Dataset(train, val, [str(d) for d in range(10)], "digits", native=(8, 8))
 
 
 def load_digit_sequences(*, val_fraction: float = 0.2, seed: int = 0) -> Dataset:

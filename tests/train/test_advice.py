@@ -1,0 +1,114 @@
+"""Defaults that learn in the run asked for, and runs that say what they did: the
+warm-up, threads, normalisation, a data set far below the spec's input, a finished or
+stopped run."""
+
+import time
+
+import pytest
+import torch
+
+import vitgraph
+from vitgraph.train.advice import warmup_epochs
+from vitgraph.train.config import make_config
+from vitgraph.train.data import load_data
+
+TINY = {"image_size": 16, "patch": 4, "dim": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+def _lines():
+    lines: list[str] = []
+    return lines, lines.append
+
+
+@pytest.mark.parametrize(
+    ("epochs", "given", "expected"),
+    [(1, None, 0.1), (5, None, 0.5), (30, None, 1.0), (1, 2.0, 2.0)],
+)
+def test_the_default_warm_up_is_one_epoch_or_a_tenth_of_a_shorter_run(epochs, given, expected):
+    assert warmup_epochs(make_config(epochs=epochs, warmup_epochs=given)) == pytest.approx(expected)
+
+
+def test_a_warm_up_as_long_as_the_run_is_said_with_the_setting_that_fits():
+    lines, log = _lines()
+    vitgraph.train("vit", overrides=TINY, epochs=1, warmup_epochs=1.0, progress=False, log=log)
+    assert (
+        "note: the warm-up (1 epochs) covers the whole run of 1: the learning rate never "
+        "reaches 0.001; --warmup-epochs 0.1 warms up for a tenth of it" in lines
+    )
+
+
+def test_digits_far_below_the_spec_s_input_get_a_note_with_a_setting_that_fits():
+    graph = vitgraph.load("deit_ti")
+    data = load_data("digits", graph.input_shape)
+    from vitgraph.train.advice import size_note
+
+    note = size_note(graph, data)
+    assert note == (
+        "note: digits images are 8x8 px and deit_ti takes 224x224: every image is upsampled "
+        "784x in pixels; to train at a size that fits: --set image_size=32 --set patch=4"
+    )
+    # the setting it names builds, with the digits unscaled in pixels per patch
+    hinted = vitgraph.load("deit_ti", overrides={"image_size": 32, "patch": 4})
+    assert hinted.input_shape == (3, 32, 32) and size_note(hinted, data) is None
+
+
+def test_images_are_normalised_with_the_spec_s_data_block():
+    _, log = _lines()
+    from vitgraph.train.loop import Trainer
+
+    trainer = Trainer(
+        make_config(spec="deit_ti", overrides={"image_size": 16, "depth": 1}, epochs=1), log
+    )
+    split = trainer.data.train
+    assert (split.mean, split.std) == ((0.485, 0.456, 0.406), (0.229, 0.224, 0.225))
+    images, _ = split.batch(torch.arange(4), "cpu")
+    raw = split.images[:4].float() / 255
+    mean = torch.tensor([0.485, 0.456, 0.406]).view(1, 3, 1, 1)
+    std = torch.tensor([0.229, 0.224, 0.225]).view(1, 3, 1, 1)
+    torch.testing.assert_close(images, (raw - mean) / std)
+
+
+def test_a_stopped_run_and_a_finished_one_say_how_to_go_on(tmp_path):
+    lines, log = _lines()
+    settings = {"overrides": TINY, "epochs": 2, "progress": False, "log": log}
+    vitgraph.train("vit", out=str(tmp_path), stop_after=1, **settings)
+    checkpoint = tmp_path / "last.safetensors"
+    assert lines[-1] == (
+        f"stopped after epoch 1 of 2 (--stop-after); continue with: vitgraph train "
+        f"--resume {checkpoint}"
+    )
+    vitgraph.train(resume=str(checkpoint), out=str(tmp_path), progress=False, log=log)
+    lines.clear()
+    vitgraph.train(resume=str(checkpoint), out=str(tmp_path), progress=False, log=log)
+    assert (
+        f"{checkpoint} is already at epoch 2 of 2: nothing left to train. To train longer: "
+        f"vitgraph train --resume {checkpoint} --epochs 3" in lines
+    )
+    assert not any(line.startswith("epoch ") for line in lines)
+
+
+def test_the_threads_a_run_uses_are_said():
+    lines, log = _lines()
+    vitgraph.train("vit", overrides=TINY, epochs=1, threads=1, progress=False, log=log)
+    assert lines[0].startswith("cpu: 1 threads per process (--threads")
+
+
+@pytest.mark.slow
+def test_one_default_epoch_of_deit_ti_on_digits_ends_well_above_chance():
+    """The newcomer's first command, ``vitgraph train deit_ti --data digits --epochs 1``,
+    at the spec's 224 px."""
+    start = time.perf_counter()
+    result = vitgraph.train("deit_ti", data="digits", epochs=1, progress=False)
+    print(
+        f"\ndeit_ti, 224 px, 1 epoch: val acc {result.val_accuracy:.3f} "
+        f"in {time.perf_counter() - start:.0f} s"
+    )
+    assert result.val_accuracy > 0.3

@@ -1,0 +1,131 @@
+"""The defaults a run settles before its first step, and what it tells the user about
+them: the warm-up, the CPU threads, the normalisation, a data set far smaller than the
+spec's input, a run that is already finished or stopped early."""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+from typing import Any
+
+import torch
+
+from vitgraph.train.config import TrainConfig
+from vitgraph.train.data import Dataset
+from vitgraph.train.ddp import World
+
+#: a spec input with more than this many times the data's pixels gets a note
+UPSAMPLED = 16
+
+
+def warmup_epochs(config: TrainConfig) -> float:
+    """One epoch, or a tenth of a run shorter than ten epochs."""
+    if config.warmup_epochs is not None:
+        return config.warmup_epochs
+    return min(1.0, 0.1 * config.epochs)
+
+
+def warmup_note(config: TrainConfig) -> str | None:
+    if config.warmup_epochs is not None and config.warmup_epochs >= config.epochs:
+        return (
+            f"note: the warm-up ({config.warmup_epochs:g} epochs) covers the whole run of "
+            f"{config.epochs}: the learning rate never reaches {config.lr:g}; "
+            f"--warmup-epochs {0.1 * config.epochs:g} warms up for a tenth of it"
+        )
+    return None
+
+
+def set_threads(config: TrainConfig, world: World) -> str | None:
+    """Set this process's CPU threads when asked (``--threads``) and say how many it
+    uses, of how many cores, and why: one process keeps torch's count (one per core);
+    under ``torchrun`` each process keeps ``OMP_NUM_THREADS`` (torchrun sets 1 unless it
+    is set), else takes its share of the cores."""
+    if not config.device.startswith("cpu"):
+        return None
+    cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
+    cores = cores or 1
+    local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world.size)))
+    if config.threads is not None:
+        torch.set_num_threads(config.threads)
+        why = "--threads"
+    elif world.distributed and os.environ.get("OMP_NUM_THREADS"):
+        torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
+        why = "OMP_NUM_THREADS"
+    elif world.distributed:
+        torch.set_num_threads(max(1, cores // local))
+        why = f"{cores} cores / {local} processes"
+    else:
+        why = "torch's default"
+    threads = torch.get_num_threads()
+    shared = f"; {local} processes share {cores} cores" if local > 1 else f" of {cores} cores"
+    return f"cpu: {threads} threads per process ({why}{shared}; --threads N sets it)"
+
+
+def normalisation(graph: Any, data: Dataset) -> str | None:
+    """Normalise with the spec's ``data:`` mean and std (as its pretrained weights
+    expect); say why not when they do not fit the images."""
+    if data.train.ids:
+        return None
+    block = graph.source.document.data
+    channels = int(graph.input_shape[0])
+    if len(block.mean) != channels or len(block.std) != channels:
+        return (
+            f"note: the spec's data block has {len(block.mean)} channel means for "
+            f"{channels} input channels; normalising with mean 0.5, std 0.5"
+        )
+    for split in (data.train, data.val):
+        split.mean, split.std = tuple(block.mean), tuple(block.std)
+    return None
+
+
+def size_note(graph: Any, data: Dataset) -> str | None:
+    """A note when the data is far smaller than the spec's input (every image upsampled:
+    slow, and nothing gained), with the ``--set`` that trains at a size that fits."""
+    if data.native is None or data.train.ids:
+        return None
+    height, width = (int(d) for d in graph.input_shape[-2:])
+    small_h, small_w = data.native
+    if height * width <= UPSAMPLED * small_h * small_w:
+        return None
+    sets = _smaller(graph, 4 * max(small_h, small_w))
+    hint = f"; to train at a size that fits: {sets}" if sets else ""
+    return (
+        f"note: {data.source} images are {small_h}x{small_w} px and "
+        f"{graph.variant or graph.name} takes "
+        f"{height}x{width}: every image is upsampled {height * width // (small_h * small_w)}x "
+        f"in pixels{hint}"
+    )
+
+
+def _smaller(graph: Any, size: int) -> str:
+    args = graph.args
+    if "image_size" not in args:
+        return ""
+    if "patch" in args and isinstance(args["patch"], int):
+        patch = 4 if size % 4 == 0 else 1
+        return f"--set image_size={size} --set patch={patch}"
+    return f"--set image_size={size}"
+
+
+def finished_note(config: TrainConfig, start_epoch: int) -> str | None:
+    if config.resume and start_epoch >= config.epochs:
+        return (
+            f"{config.resume} is already at epoch {start_epoch} of {config.epochs}: nothing "
+            f"left to train. To train longer: vitgraph train --resume {config.resume} "
+            f"--epochs {start_epoch + max(1, config.epochs // 2)}"
+        )
+    return None
+
+
+def stopped_note(config: TrainConfig, epoch: int, checkpoint: Path | None) -> str | None:
+    if config.stop_after is None or epoch >= config.epochs:
+        return None
+    if checkpoint is None:
+        return (
+            f"stopped after epoch {epoch} of {config.epochs} (--stop-after); nothing was "
+            f"saved to resume from (no --out)"
+        )
+    return (
+        f"stopped after epoch {epoch} of {config.epochs} (--stop-after); continue with: "
+        f"vitgraph train --resume {checkpoint}"
+    )
