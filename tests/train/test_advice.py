@@ -2,6 +2,7 @@
 warm-up, threads, normalisation, a data set far below the spec's input, a finished or
 stopped run."""
 
+import os
 import time
 
 import pytest
@@ -98,7 +99,11 @@ def test_a_stopped_run_and_a_finished_one_say_how_to_go_on(tmp_path):
 def test_the_threads_a_run_uses_are_said():
     lines, log = _lines()
     vitgraph.train("vit", overrides=TINY, epochs=1, threads=1, progress=False, log=log)
-    assert lines[0].startswith("cpu: 1 threads per process (--threads")
+    assert (
+        lines[0]
+        == f"cpu: 1 thread per process (--threads; {os.cpu_count()} cores; --threads N sets it)"
+    )
+    assert torch.get_num_threads() == 1  # the caller's count, given back
 
 
 @pytest.mark.slow

@@ -36,10 +36,10 @@ def warmup_note(config: TrainConfig) -> str | None:
 
 
 def set_threads(config: TrainConfig, world: World) -> str | None:
-    """Set this process's CPU threads when asked (``--threads``) and say how many it
-    uses, of how many cores, and why: one process keeps torch's count (one per core);
-    under ``torchrun`` each process keeps ``OMP_NUM_THREADS`` (torchrun sets 1 unless it
-    is set), else takes its share of the cores."""
+    """Set this process's CPU threads and say how many, of how many cores, and why:
+    ``--threads``; under ``torchrun`` each process keeps ``OMP_NUM_THREADS`` (torchrun
+    sets 1 unless it is set), else takes its share of the cores; one process takes the
+    cores the load average leaves idle (one at least)."""
     if not config.device.startswith("cpu"):
         return None
     cores = len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count()
@@ -47,18 +47,22 @@ def set_threads(config: TrainConfig, world: World) -> str | None:
     local = int(os.environ.get("LOCAL_WORLD_SIZE", str(world.size)))
     if config.threads is not None:
         torch.set_num_threads(config.threads)
-        why = "--threads"
+        why = f"--threads; {cores} cores"
     elif world.distributed and os.environ.get("OMP_NUM_THREADS"):
         torch.set_num_threads(int(os.environ["OMP_NUM_THREADS"]))
-        why = "OMP_NUM_THREADS"
+        why = f"OMP_NUM_THREADS; {cores} cores shared by {local} processes"
     elif world.distributed:
         torch.set_num_threads(max(1, cores // local))
-        why = f"{cores} cores / {local} processes"
+        why = f"{cores} cores shared by {local} processes"
     else:
-        why = "torch's default"
+        # a busy CPU: threads beyond the idle cores spin against other processes (seen:
+        # deit_ti at 2 img/s with 2 threads on 2 cores at load 7, 10x under 1 thread)
+        load = os.getloadavg()[0] if hasattr(os, "getloadavg") else 0.0
+        torch.set_num_threads(max(1, min(cores, cores - int(load))))
+        why = f"{cores} cores, load average {load:.1f}"
     threads = torch.get_num_threads()
-    shared = f"; {local} processes share {cores} cores" if local > 1 else f" of {cores} cores"
-    return f"cpu: {threads} threads per process ({why}{shared}; --threads N sets it)"
+    plural = "s" if threads > 1 else ""
+    return f"cpu: {threads} thread{plural} per process ({why}; --threads N sets it)"
 
 
 def normalisation(graph: Any, data: Dataset) -> str | None:

@@ -138,6 +138,7 @@ class Trainer:
         self.log = log
         self.world = ddp.setup(config.device)
         self.device = ddp.device_for(config.device, self.world)
+        self.threads_before = torch.get_num_threads()  # given back when the run ends
         notes = [advice.set_threads(config, self.world), advice.warmup_note(config)]
         ckpt = load_checkpoint(config.resume) if config.resume else None
         graph = load(config.spec, config.variant, config.overrides)
@@ -344,6 +345,7 @@ class Trainer:
         note = advice.stopped_note(cfg, last, checkpoint if out is not None else None)
         if note and world.main:
             self.log(note)
+        torch.set_num_threads(self.threads_before)
         seconds = time.perf_counter() - started
         return TrainResult(self.model, self.graph, self.history, checkpoint, seconds, world.main)
 
