@@ -3,6 +3,9 @@ tolerance of DESIGN.md (max |Δ| ≤ 1e-4 × max(1, max |logits|), fp32, eval mo
 
 from __future__ import annotations
 
+import os
+import subprocess
+import sys
 from pathlib import Path
 
 import torch
@@ -107,3 +110,20 @@ def checkpoint_calls(monkeypatch) -> list:
 
     monkeypatch.setattr(segments, "checkpoint", spy)
     return calls
+
+
+def torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
+    """``torchrun --standalone --nproc_per_node=2 ARGS`` on CPU, one thread a process;
+    fails with the ranks' own lines (what failed), not the launcher's summary."""
+    command = [sys.executable, "-m", "torch.distributed.run", "--standalone"]
+    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
+    done = subprocess.run(
+        [*command, "--nproc_per_node=2", *args],
+        capture_output=True,
+        text=True,
+        timeout=timeout,
+        env=env,
+    )
+    said = [line for line in done.stderr.splitlines() if "Warning" not in line]
+    assert done.returncode == 0, "\n".join(said[:40] + ["..."] + said[-40:])
+    return done

@@ -16,14 +16,6 @@ from vitgraph.train.data import load_data
 TINY = {"image_size": 16, "patch": 4, "dim": 32, "depth": 1, "heads": 2, "mlp_ratio": 2.0}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def _lines():
     lines: list[str] = []
     return lines, lines.append

@@ -1,15 +1,12 @@
 """DDP: ``torchrun --nproc_per_node=2`` on CPU (gloo) ends with the same weights as one
 process with the same global batch."""
 
-import os
-import subprocess
-import sys
-
 import pytest
 import torch
 from safetensors.torch import load_file
 
 import vitgraph
+from tests.helpers import torchrun
 
 # No qkv bias: the key bias's true gradient is exactly zero (softmax ignores a constant
 # shift), so its float gradient is rounding noise whose sign differs between a 64-sample
@@ -41,12 +38,7 @@ def test_two_gloo_processes_give_the_weights_of_one_process_with_the_same_batch(
         )
     finally:
         torch.set_num_threads(before)
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
+    done = torchrun(
         "-m",
         "vitgraph.cli",
         "train",
@@ -56,10 +48,7 @@ def test_two_gloo_processes_give_the_weights_of_one_process_with_the_same_batch(
         "--no-progress",
         *[f"--set={k}={v}" for k, v in TINY.items()],
         *[f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items()],
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=300, env=env)
-    assert done.returncode == 0, done.stderr[-3000:]
+    )
     assert done.stdout.count("epoch 1/1") == 1  # only rank 0 reports
     ours = load_file(str(tmp_path / "two" / "model.safetensors"))
     ref = {k: v for k, v in single.model.state_dict().items()}

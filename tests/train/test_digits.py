@@ -3,21 +3,11 @@ interrupted run resumed from its checkpoint ends with the same weights."""
 
 import time
 
-import pytest
 import torch
 
 import vitgraph
 
 TINY = {"image_size": 16, "patch": 4, "dim": 64, "depth": 2, "heads": 4, "mlp_ratio": 2.0}
-
-
-@pytest.fixture(autouse=True)
-def _one_thread():
-    # tiny matmuls: a second intra-op thread only adds contention on a shared 2-core box
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
 
 
 def test_a_tiny_vit_reaches_95_percent_on_held_out_digits_within_three_minutes(capsys):

@@ -23,14 +23,6 @@ STUDENT = {
 }
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 @torch.no_grad()
 def _agreement(student, teacher, images) -> float:
     student.train()  # train mode returns (class, distillation) logits; no dropout here

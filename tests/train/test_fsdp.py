@@ -3,10 +3,7 @@ step is the one-process step, sharded checkpoints resume exactly on any number o
 processes and gather into one weights file."""
 
 import json
-import os
 import shutil
-import subprocess
-import sys
 
 import pytest
 import torch
@@ -15,6 +12,7 @@ from torch import fx, nn
 
 import vitgraph
 from tests.families import FAMILIES
+from tests.helpers import torchrun
 from vitgraph.train.checkpoint import load_checkpoint, rebuild_graph
 from vitgraph.train.fsdp import in_place_steps, unit_leaves
 
@@ -45,28 +43,11 @@ SETTINGS = {
 }
 
 
-def _torchrun(*args: str, timeout: int = 300) -> subprocess.CompletedProcess:
-    command = [
-        sys.executable,
-        "-m",
-        "torch.distributed.run",
-        "--standalone",
-        "--nproc_per_node=2",
-        *args,
-    ]
-    env = {**os.environ, "OMP_NUM_THREADS": "1", "PYTHONFAULTHANDLER": "1"}
-    done = subprocess.run(command, capture_output=True, text=True, timeout=timeout, env=env)
-    # the ranks' own lines (what failed), not the launcher's summary
-    said = [line for line in done.stderr.splitlines() if "Warning" not in line]
-    assert done.returncode == 0, "\n".join(said[:40] + ["..."] + said[-40:])
-    return done
-
-
 def _train_fsdp(*args: str) -> list[dict]:
     flags = [
         f"--{k.replace('_', '-')}={v}" for k, v in SETTINGS.items() if k != "grad_checkpointing"
     ]
-    done = _torchrun(
+    done = torchrun(
         "-m",
         "vitgraph.cli",
         "train",
@@ -157,7 +138,7 @@ def test_a_one_file_checkpoint_resumes_sharded(tmp_path, one_process):
 
 def _step_report(tmp_path, variants: list[str]) -> dict:
     out = tmp_path / "steps.json"
-    _torchrun("-m", "tests.train.fsdp_step", str(out), *variants, timeout=900)
+    torchrun("-m", "tests.train.fsdp_step", str(out), *variants, timeout=900)
     return json.loads(out.read_text())
 
 

@@ -16,14 +16,6 @@ TINY = {"image_size": 8, "patch": 4, "dim": 16, "depth": 1, "heads": 2, "mlp_rat
 QUIET = {"data": "digits", "progress": False, "log": lambda line: None}
 
 
-@pytest.fixture(autouse=True)
-def _one_thread():
-    before = torch.get_num_threads()
-    torch.set_num_threads(1)
-    yield
-    torch.set_num_threads(before)
-
-
 def test_taps_find_the_patch_embedding_the_last_tokens_and_the_classifier():
     graph = vitgraph.load("simplevit", overrides=TINY)
     model = graph.build()
