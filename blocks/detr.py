@@ -61,7 +61,7 @@ class FeaturePyramid(Block):
     first, for the strides; then the taps, finest first: feature maps, or tokens on a
     grid without prefix tokens)."""
 
-    kind: Literal["pyramid"] = "pyramid"
+    kind: Literal["feature_pyramid"] = "feature_pyramid"
     role = "structural"
     arity = None
 
@@ -69,7 +69,7 @@ class FeaturePyramid(Block):
         image = expect_image(inputs[0], f"{self.kind}'s first input (the image)")
         if len(inputs) < 2:
             raise ShapeError(
-                "pyramid needs the image and at least one tap",
+                "feature_pyramid needs the image and at least one tap",
                 hint="inputs: [input, layer4] (the image first, then the backbone's taps)",
             )
         levels, strides = [], []
@@ -78,14 +78,14 @@ class FeaturePyramid(Block):
                 tap = Image(tap.dim, *tap.grid)
             if not isinstance(tap, Image):
                 raise ShapeError(
-                    f"pyramid input {k} must be a feature map or tokens on a grid without "
+                    f"feature_pyramid input {k} must be a feature map or tokens on a grid without "
                     f"prefix tokens, but is {tap}",
                     hint="tap a stage's output before its class token is added",
                 )
             stride = image.height // tap.height
             if stride * tap.height != image.height or stride * tap.width != image.width:
                 raise ShapeError(
-                    f"pyramid input {k} ({tap}) is not the {image.height}x{image.width} image "
+                    f"feature_pyramid input {k} ({tap}) is not the {image.height}x{image.width} image "
                     "at an integer stride",
                     hint="give an input size that every stage divides",
                 )
@@ -457,7 +457,7 @@ class ObjectQueries(Block):
 class Zeros(Block):
     """Zeros of its input's type: DETR's decoder target before the first layer (§3.2)."""
 
-    kind: Literal["zeros"] = "zeros"
+    kind: Literal["zeros_like"] = "zeros_like"
     role = "structural"
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:

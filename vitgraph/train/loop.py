@@ -61,16 +61,32 @@ def train(
     return Trainer(config, log).run()
 
 
-def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: Any, weight_decay: float, lr_scales: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """timm's optimizer groups: every parameter decays except what the model's blocks
     keep out of weight decay (``model.no_weight_decay()``: position tables, prefix tokens,
     norms, LayerScale, relative-position tables, biases and other 1-D parameters). Any
-    model with a ``no_weight_decay()`` (a timm model too)."""
+    model with a ``no_weight_decay()`` (a timm model too). ``lr_scales``: node id ->
+    the factor of the learning rate its parameters train at (``lr_scale`` of a group)."""
     exempt = model.no_weight_decay()
-    named = list(model.named_parameters())
+    scales = lr_scales or {}
+
+    def scale(name: str) -> float:
+        parts = name.split(".")
+        for depth in range(len(parts) - 1, 0, -1):
+            found = scales.get(".".join(parts[:depth]))
+            if found is not None:
+                return found
+        return 1.0
+
+    # the two groups of old checkpoints always exist, even empty (their resume needs them)
+    groups: dict[tuple[bool, float], list[Any]] = {(True, 1.0): [], (False, 1.0): []}
+    for name, param in model.named_parameters():
+        groups.setdefault((name not in exempt, scale(name)), []).append(param)
     return [
-        {"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": factor}
+        for (decays, factor), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
     ]
 
 
@@ -153,9 +169,6 @@ class Trainer:
         self.model = graph.build(device=self.device)
         # DistributedDataParallel (no_sync, ...) or the model itself on one process
         self.ddp_model: Any = ddp.wrap(self.model, self.world, self.device)
-        self.optimizer = torch.optim.AdamW(
-            parameter_groups(self.model, config.weight_decay), lr=config.lr
-        )
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
         if self.steps_per_epoch == 0:
             raise DataError(
@@ -167,9 +180,6 @@ class Trainer:
         self.start_epoch, self.step, self.history = 0, 0, []
         if ckpt is not None:
             self.model.load_state_dict(ckpt.model)
-            self.optimizer.load_state_dict(ckpt.optimizer)
-            self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
-            self.history = list(ckpt.meta["history"])
         teacher = None
         if config.teacher:
             from vitgraph.train.teacher import load_teacher
@@ -178,6 +188,16 @@ class Trainer:
                 config.teacher, config.teacher_checkpoint, self.classes, self.device
             )
         self.objective = chosen(graph, self.model, config, self.classes, teacher)
+        # the objective may train parts of the model at a scaled learning rate (DETR's
+        # backbone at a tenth), so the optimizer's groups come after it
+        self.optimizer = torch.optim.AdamW(
+            parameter_groups(self.model, config.weight_decay, self.objective.lr_scales()),
+            lr=config.lr,
+        )
+        if ckpt is not None:
+            self.optimizer.load_state_dict(ckpt.optimizer)
+            self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
+            self.history = list(ckpt.meta["history"])
         # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
         bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
         self.amp = bf16 and (
@@ -223,7 +243,7 @@ class Trainer:
         for step_in_epoch in range(self.steps_per_epoch):
             lr = schedule(self.step, self.total_steps, self.warmup, cfg.lr, cfg.min_lr)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             self.optimizer.zero_grad(set_to_none=True)
             for k in range(cfg.accumulate):
                 begin = (step_in_epoch * cfg.accumulate + k) * micro

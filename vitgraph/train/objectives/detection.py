@@ -20,6 +20,7 @@ import torch.nn.functional as F
 from torch import nn
 
 from vitgraph.ir import Validated
+from vitgraph.shapes import Pyramid
 from vitgraph.train.objectives import objective
 from vitgraph.train.objectives.base import Objective
 
@@ -187,6 +188,18 @@ class Detection(Objective):
         super().__init__(graph, model, *rest)
         _linear_sum_assignment()  # a missing scipy is said before the first step
 
+    def lr_scales(self) -> dict[str, float]:
+        """The backbone (every node a feature pyramid gathers from) at ``backbone_lr``."""
+        import networkx as nx
+
+        edges = self.graph.inferred.graph
+        backbone: set[str] = set()
+        for node in self.graph.nodes:
+            if isinstance(self.graph.type_of(node.id), Pyramid):
+                backbone |= nx.ancestors(edges, node.id)
+        ids = {node.id for node in self.graph.nodes}
+        return {name: self.config.backbone_lr for name in backbone & ids}
+
     def step(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, list[Target]], generator: Any
     ) -> tuple[torch.Tensor, dict[str, float]]:
@@ -199,7 +212,7 @@ class Detection(Objective):
 
     @torch.no_grad()
     def evaluate(self, model: nn.Module, split: Any, device: str, autocast: Any) -> dict[str, float]:
-        from vitgraph.train.detection_eval import coco_map
+        from vitgraph.train.coco_eval import coco_map
 
         model.eval()
         predictions = []
