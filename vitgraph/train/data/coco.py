@@ -48,6 +48,26 @@ class DetectionSplit:
         return normalize(self.images[idx]).to(device), self.masks[idx].to(device), targets
 
 
+def pil_to_tensor(pixels: Any) -> torch.Tensor:
+    """A PIL image as uint8 ``(C, H, W)``."""
+    tensor = torch.as_tensor(bytearray(pixels.tobytes()), dtype=torch.uint8)
+    return tensor.view(pixels.size[1], pixels.size[0], -1).permute(2, 0, 1)
+
+
+def letterbox(image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor, torch.Tensor]:
+    """A uint8 ``(C, h, w)`` image resized to fit ``size`` (aspect kept), top-left on a
+    zero canvas, and its valid-pixel mask (True on the image)."""
+    height, width = size
+    scale = min(height / image.shape[1], width / image.shape[2])
+    rows, cols = max(1, round(image.shape[1] * scale)), max(1, round(image.shape[2] * scale))
+    resized = F.interpolate(image[None].float(), size=(rows, cols), mode="bilinear", antialias=True)
+    canvas = torch.zeros(image.shape[0], height, width, dtype=torch.uint8)
+    canvas[:, :rows, :cols] = resized[0].round().clamp(0, 255).to(torch.uint8)
+    mask = torch.zeros(height, width, dtype=torch.bool)
+    mask[:rows, :cols] = True
+    return canvas, mask
+
+
 def _check_box(box: Any, image: dict[str, Any], ann: dict[str, Any], file: Path) -> None:
     where = f"{file}: annotation id {ann.get('id')} (image {image.get('file_name')!r})"
     if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
@@ -107,13 +127,7 @@ def read_coco(file: Path, images_dir: Path, shape: tuple[int, ...]) -> Detection
                 f"{file}: image {info['file_name']!r} is {pixels.size[0]}x{pixels.size[1]}, "
                 f"the JSON says {info['width']}x{info['height']}"
             )
-        scale = min(height / info["height"], width / info["width"])
-        rows, cols = max(1, round(info["height"] * scale)), max(1, round(info["width"] * scale))
-        tensor = torch.as_tensor(bytearray(pixels.tobytes()), dtype=torch.uint8)
-        tensor = tensor.view(info["height"], info["width"], -1).permute(2, 0, 1).float()
-        resized = F.interpolate(tensor[None], size=(rows, cols), mode="bilinear", antialias=True)
-        images[k, :, :rows, :cols] = resized[0].round().clamp(0, 255).to(torch.uint8)
-        masks[k, :rows, :cols] = True
+        images[k], masks[k] = letterbox(pil_to_tensor(pixels), (height, width))
         anns = by_image[info["id"]]
         boxes = torch.tensor([a["bbox"] for a in anns], dtype=torch.float32).view(-1, 4)
         boxes = torch.stack(
