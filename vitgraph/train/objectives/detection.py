@@ -180,6 +180,17 @@ def set_criterion(
 # -- the objective ---------------------------------------------------------------------------
 
 
+def _boxes_per_rank(targets: list[Target], images: torch.Tensor) -> float:
+    """The batch's boxes over every process, per process, at least 1 (the official
+    ``num_boxes``: DDP then averages the ranks' gradients into the global batch's)."""
+    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=images.device)
+    world = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+        world = torch.distributed.get_world_size()
+    return max(1.0, count.item() / world)
+
+
 @objective("detection")
 class Detection(Objective):
     """DETR's set loss on (images, pixel masks, targets) batches; held-out COCO mAP."""
@@ -205,7 +216,7 @@ class Detection(Objective):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks, targets = batch
         outputs = model(images, masks)
-        loss, terms = set_criterion(outputs, targets)
+        loss, terms = set_criterion(outputs, targets, num_boxes=_boxes_per_rank(targets, images))
         n = len(images)
         logged = ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error")  # the last layer's
         return loss, {key: terms[key].item() * n for key in logged}
