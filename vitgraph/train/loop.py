@@ -90,6 +90,21 @@ def parameter_groups(
     ]
 
 
+def init_from(model: nn.Module, path: str) -> list[str]:
+    """Load every entry of the safetensors file ``path`` whose name and shape fit
+    ``model`` (the rest keeps its init); return the names loaded. None fitting is an
+    error: the file is another model's."""
+    from safetensors.torch import load_file
+
+    mine = model.state_dict()
+    theirs = load_file(path)
+    fitting = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if not fitting:
+        raise DataError(f"{path}: none of its {len(theirs)} tensors fits the model by name and shape")
+    model.load_state_dict(fitting, strict=False)
+    return sorted(fitting)
+
+
 def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
     """Linear warm-up from 0 over ``warmup`` steps, then cosine from ``lr`` to ``min_lr``."""
     if step < warmup:
@@ -167,6 +182,8 @@ class Trainer:
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
+        if config.init_from and ckpt is None:
+            self.initialized = init_from(self.model, config.init_from)
         # DistributedDataParallel (no_sync, ...) or the model itself on one process
         self.ddp_model: Any = ddp.wrap(self.model, self.world, self.device)
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
