@@ -28,7 +28,12 @@ def targets(batch: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
     for _ in range(batch):
         wh = torch.rand(3, 2, generator=gen) * 0.3 + 0.1
         centre = wh / 2 + torch.rand(3, 2, generator=gen) * (1 - wh)
-        out.append({"labels": torch.randint(0, 91, (3,), generator=gen), "boxes": torch.cat([centre, wh], 1)})
+        out.append(
+            {
+                "labels": torch.randint(0, 91, (3,), generator=gen),
+                "boxes": torch.cat([centre, wh], 1),
+            }
+        )
     return out
 
 
@@ -63,6 +68,7 @@ def main() -> None:
             model.eval()
             with torch.inference_mode():
                 return model(pixel_values=x) if hf else model(x)
+
         return run
 
     def train(model, hf: bool):
@@ -78,6 +84,7 @@ def main() -> None:
             loss.backward()
             opt.step()
             opt.zero_grad(set_to_none=True)
+
         return run
 
     with LoadMeter() as meter:
@@ -86,8 +93,11 @@ def main() -> None:
             times = alternate(runs, args.repeats, args.iters, torch.device("cpu"))
             ours_ips = args.batch / statistics.median(times["ours"])
             hf_ips = args.batch / statistics.median(times["hf"])
-            print(f"{mode:8s} {args.size}px batch {args.batch}: ours {ours_ips:.2f} img/s, "
-                  f"HF {hf_ips:.2f} img/s (x{ours_ips / hf_ips:.3f})", flush=True)
+            print(
+                f"{mode:8s} {args.size}px batch {args.batch}: ours {ours_ips:.2f} img/s, "
+                f"HF {hf_ips:.2f} img/s (x{ours_ips / hf_ips:.3f})",
+                flush=True,
+            )
     print(f"[{meter.load.describe()}]")
 
 

@@ -50,7 +50,7 @@ class Gather(nn.Module):
 
     def forward(self, image: torch.Tensor, *taps: torch.Tensor) -> tuple[torch.Tensor, ...]:
         out = []
-        for tap, grid in zip(taps, self.grids):
+        for tap, grid in zip(taps, self.grids, strict=True):
             out.append(tap if grid is None else tap.transpose(1, 2).unflatten(2, grid))
         return tuple(out)
 
@@ -85,7 +85,8 @@ class FeaturePyramid(Block):
             stride = image.height // tap.height
             if stride * tap.height != image.height or stride * tap.width != image.width:
                 raise ShapeError(
-                    f"feature_pyramid input {k} ({tap}) is not the {image.height}x{image.width} image "
+                    f"feature_pyramid input {k} ({tap}) is not the "
+                    f"{image.height}x{image.width} image "
                     "at an integer stride",
                     hint="give an input size that every stage divides",
                 )
@@ -239,7 +240,9 @@ class DetrSinePos(Block):
         return self, Tokens(image.channels, (image.height, image.width))
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return SinePosition(expect_image(inputs[0], self.kind).channels, self.temperature, self.scale)
+        return SinePosition(
+            expect_image(inputs[0], self.kind).channels, self.temperature, self.scale
+        )
 
 
 # -- attention with positions on q and k ------------------------------------------------
@@ -445,7 +448,9 @@ class ObjectQueries(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]
-        width = self.dim or (x.dim if isinstance(x, Tokens) else expect_image(x, self.kind).channels)
+        width = self.dim or (
+            x.dim if isinstance(x, Tokens) else expect_image(x, self.kind).channels
+        )
         return self.model_copy(update={"dim": width}), Tokens(width, None, count=self.queries)
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -469,7 +474,9 @@ class Zeros(Block):
 
 class SharedNorm(nn.LayerNorm):
     def forward(self, *layers: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
-        return F.layer_norm(torch.stack(layers), self.normalized_shape, self.weight, self.bias, self.eps)
+        return F.layer_norm(
+            torch.stack(layers), self.normalized_shape, self.weight, self.bias, self.eps
+        )
 
 
 @register
@@ -499,7 +506,8 @@ class BoxMLP(nn.Module):
     def __init__(self, dim: int, layers: int) -> None:
         super().__init__()
         widths = [dim] * layers + [4]
-        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in zip(widths[:-1], widths[1:]))
+        pairs = zip(widths[:-1], widths[1:], strict=True)
+        self.layers = nn.ModuleList(nn.Linear(a, b) for a, b in pairs)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         for k, layer in enumerate(self.layers):

@@ -292,7 +292,14 @@ def main(argv: list[str] | None = None) -> int:
 
             return cmd_train(args)
         if args.command in (
-            "graph", "schema", "diff", "sample", "palette", "bench", "predict", "digit-boxes"
+            "graph",
+            "schema",
+            "diff",
+            "sample",
+            "palette",
+            "bench",
+            "predict",
+            "digit-boxes",
         ):
             from vitgraph import tools
 

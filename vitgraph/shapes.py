@@ -125,7 +125,10 @@ class Pyramid:
         return self.levels[-1].shape
 
     def __str__(self) -> str:
-        maps = ", ".join(f"{m.channels}x{m.height}x{m.width}/{s}" for m, s in zip(self.levels, self.strides))
+        maps = ", ".join(
+            f"{m.channels}x{m.height}x{m.width}/{s}"
+            for m, s in zip(self.levels, self.strides, strict=True)
+        )
         return f"pyramid of {len(self.levels)} level(s): {maps}"
 
 

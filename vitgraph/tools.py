@@ -170,8 +170,10 @@ def cmd_digit_boxes(args: argparse.Namespace) -> int:
     from vitgraph.train.data.coco import write_digit_boxes
 
     out = write_digit_boxes(args.out, images=args.images, size=args.size, seed=args.seed)
-    print(f"{args.images} images of digits with their boxes written to {out} "
-          "(train.json, val.json, images/): vitgraph train detr --data " + str(out))
+    print(
+        f"{args.images} images of digits with their boxes written to {out} "
+        "(train.json, val.json, images/): vitgraph train detr --data " + str(out)
+    )
     return 0
 
 

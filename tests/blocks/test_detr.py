@@ -36,7 +36,9 @@ def test_the_sine_encoding_equals_hfs_with_a_padding_mask():
     mask[1, 4:, :] = False
     mask[1, :, 5:] = False
     x = torch.randn(2, 32, 6, 9)
-    theirs = modeling.DetrSinePositionEmbedding(16, normalize=True)(x.shape, "cpu", torch.float32, mask)
+    theirs = modeling.DetrSinePositionEmbedding(16, normalize=True)(
+        x.shape, "cpu", torch.float32, mask
+    )
     ours = SinePosition(32, 10000.0, 2 * torch.pi)(x, mask)
     torch.testing.assert_close(ours, theirs.flatten(2).transpose(1, 2))
     # no mask is every pixel valid
@@ -82,8 +84,9 @@ def test_frozen_batchnorm_tensors_are_buffers_so_the_backbone_counts_only_its_co
     buffers = dict(model.named_buffers())
     assert {"layer1.0.bn1.weight", "layer1.0.bn1.running_var"} <= set(buffers)
     stem_and_layers = sum(
-        p.numel() for n, p in model.named_parameters() if n.split(".")[0] in
-        ("backbone", "layer1", "layer2", "layer3", "layer4")
+        p.numel()
+        for n, p in model.named_parameters()
+        if n.split(".")[0] in ("backbone", "layer1", "layer2", "layer3", "layer4")
     )
     assert stem_and_layers == 23_454_912  # ResNet-50's convolutions alone
 
@@ -115,7 +118,15 @@ def test_digit_boxes_and_predict_draw_a_detectors_boxes_on_a_png(tmp_path, capsy
     sets = [f"--set={k}={json.dumps(v)}" for k, v in DETR_SMALL.items()]
     out = tmp_path / "boxes.png"
     image = str(tmp_path / "set" / "images" / "00000.png")
-    argv = ["predict", "detr", image, "--weights", str(tmp_path / "w.safetensors"), "--out", str(out)]
+    argv = [
+        "predict",
+        "detr",
+        image,
+        "--weights",
+        str(tmp_path / "w.safetensors"),
+        "--out",
+        str(out),
+    ]
     assert main([*argv, "--threshold", "0", *sets]) == 0
     printed = capsys.readouterr().out
     assert "5 box(es) at probability >= 0.0 drawn on" in printed
@@ -128,7 +139,15 @@ def test_predict_prints_a_classifiers_top_five(tmp_path, capsys):
     from PIL import Image
 
     Image.new("RGB", (40, 30), (120, 20, 200)).save(tmp_path / "a.png")
-    argv = ["predict", "vit_ti_16", str(tmp_path / "a.png"), "--set", "image_size=32", "--set", "depth=1"]
+    argv = [
+        "predict",
+        "vit_ti_16",
+        str(tmp_path / "a.png"),
+        "--set",
+        "image_size=32",
+        "--set",
+        "depth=1",
+    ]
     assert main([*argv, "--set", "patch=16"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5

@@ -8,8 +8,8 @@ import pytest
 import torch
 
 import vitgraph
-from vitgraph.errors import SpecError
 from tests.helpers import max_logit_diff, redraw_
+from vitgraph.errors import SpecError
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("timm")

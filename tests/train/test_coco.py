@@ -19,7 +19,9 @@ def digit_boxes(tmp_path_factory) -> Path:
     return write_digit_boxes(tmp_path_factory.mktemp("digits") / "set", images=20, size=48)
 
 
-def test_the_digit_boxes_set_loads_as_coco_with_ten_classes_and_boxes_inside_the_images(digit_boxes):
+def test_the_digit_boxes_set_loads_as_coco_with_ten_classes_and_boxes_inside_the_images(
+    digit_boxes,
+):
     data = load_data(str(digit_boxes), (3, 48, 48))
     assert data.source == "coco" and data.classes == [str(d) for d in range(10)]
     assert (len(data.train), len(data.val)) == (16, 4)
@@ -32,7 +34,9 @@ def test_the_digit_boxes_set_loads_as_coco_with_ten_classes_and_boxes_inside_the
         assert ((boxes[:, :2] + boxes[:, 2:] / 2) <= 1 + 1e-6).all()
 
 
-def test_a_wide_image_is_letterboxed_and_its_boxes_normalised_by_its_own_size(digit_boxes, tmp_path):
+def test_a_wide_image_is_letterboxed_and_its_boxes_normalised_by_its_own_size(
+    digit_boxes, tmp_path
+):
     from PIL import Image
 
     folder = tmp_path / "wide"

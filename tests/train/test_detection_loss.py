@@ -29,7 +29,9 @@ def _boxes(n: int, gen: torch.Generator) -> torch.Tensor:
 def _case(seed: int, batch: int = 2, queries: int = 4, classes: int = 3, layers: int = 1):
     gen = torch.Generator().manual_seed(seed)
     logits = torch.randn(layers, batch, queries, classes + 1, generator=gen)
-    boxes = torch.stack([torch.stack([_boxes(queries, gen) for _ in range(batch)]) for _ in range(layers)])
+    boxes = torch.stack(
+        [torch.stack([_boxes(queries, gen) for _ in range(batch)]) for _ in range(layers)]
+    )
     targets = []
     for k in range(batch):
         count = 3 - k % 2  # 3 and 2 boxes
@@ -41,7 +43,7 @@ def _case(seed: int, batch: int = 2, queries: int = 4, classes: int = 3, layers:
 def _cost(logits, boxes, target, rows, cols) -> float:
     prob = logits.softmax(-1)
     total = 0.0
-    for q, t in zip(rows, cols):
+    for q, t in zip(rows, cols, strict=True):
         gt = target["boxes"][t]
         giou = generalized_box_iou(cxcywh_to_xyxy(boxes[q][None]), cxcywh_to_xyxy(gt[None]))[0, 0]
         total += 5 * (boxes[q] - gt).abs().sum() - prob[q, target["labels"][t]] - 2 * giou
@@ -66,10 +68,10 @@ def test_permuting_the_targets_permutes_the_assignment():
     logits, boxes, targets = _case(7)
     order = torch.tensor([2, 0, 1])
     permuted = [{"labels": targets[0]["labels"][order], "boxes": targets[0]["boxes"][order]}]
-    (rows, cols), = hungarian_match(logits[0, :1], boxes[0, :1], targets[:1])
-    (rows_p, cols_p), = hungarian_match(logits[0, :1], boxes[0, :1], permuted)
-    before = dict(zip(cols.tolist(), rows.tolist()))
-    after = dict(zip(cols_p.tolist(), rows_p.tolist()))
+    ((rows, cols),) = hungarian_match(logits[0, :1], boxes[0, :1], targets[:1])
+    ((rows_p, cols_p),) = hungarian_match(logits[0, :1], boxes[0, :1], permuted)
+    before = dict(zip(cols.tolist(), rows.tolist(), strict=True))
+    after = dict(zip(cols_p.tolist(), rows_p.tolist(), strict=True))
     assert {int(order[t]): q for t, q in after.items()} == before
 
 

@@ -53,8 +53,14 @@ def _weights(model):
 
 def test_detr_trains_an_epoch_on_digit_boxes_and_reports_coco_map(small_set):
     result = vitgraph.train(
-        "detr", overrides=TINY, data=small_set, epochs=1, batch_size=8, lr=1e-4,
-        progress=False, log=lambda line: None,
+        "detr",
+        overrides=TINY,
+        data=small_set,
+        epochs=1,
+        batch_size=8,
+        lr=1e-4,
+        progress=False,
+        log=lambda line: None,
     )
     (stats,) = result.history
     assert math.isfinite(stats["loss"]) and stats["loss"] > 0
@@ -71,13 +77,26 @@ def test_the_backbone_trains_at_a_tenth_of_the_learning_rate(small_set):
     names = {id(p): n for n, p in trainer.model.named_parameters()}
     for group in trainer.optimizer.param_groups:
         for param in group["params"]:
-            backbone = names[id(param)].split(".")[0] in ("backbone", "layer1", "layer2", "layer3", "layer4")
+            backbone = names[id(param)].split(".")[0] in (
+                "backbone",
+                "layer1",
+                "layer2",
+                "layer3",
+                "layer4",
+            )
             assert group["lr_scale"] == (0.1 if backbone else 1.0), names[id(param)]
 
 
-def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weights(small_set, tmp_path):
+def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weights(
+    small_set, tmp_path
+):
     common = dict(
-        data=small_set, epochs=2, batch_size=8, lr=1e-4, grad_clip=0.1, progress=False,
+        data=small_set,
+        epochs=2,
+        batch_size=8,
+        lr=1e-4,
+        grad_clip=0.1,
+        progress=False,
         log=lambda line: None,
     )
     spec = {**TINY, "drop": 0.1}
@@ -97,13 +116,26 @@ def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path,
     data = str(write_digit_boxes(tmp_path / "set", images=1000, size=64))
     start = time.perf_counter()
     result = vitgraph.train(
-        "detr", overrides=TINY, data=data, epochs=EPOCHS, batch_size=8, lr=5e-4, min_lr=1e-5,
-        weight_decay=1e-4, warmup_epochs=1, grad_clip=0.1, backbone_lr=1.0, progress=False,
+        "detr",
+        overrides=TINY,
+        data=data,
+        epochs=EPOCHS,
+        batch_size=8,
+        lr=5e-4,
+        min_lr=1e-5,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+        grad_clip=0.1,
+        backbone_lr=1.0,
+        progress=False,
     )
     elapsed = time.perf_counter() - start
     best = max(h["val_map50"] for h in result.history)
     with capsys.disabled():
-        print(f"\ndigit boxes: val mAP@0.5 {result.history[-1]['val_map50']:.3f} (best {best:.3f}) in {elapsed:.0f} s")
+        print(
+            f"\ndigit boxes: val mAP@0.5 {result.history[-1]['val_map50']:.3f} "
+            f"(best {best:.3f}) in {elapsed:.0f} s"
+        )
     assert result.history[-1]["val_map50"] >= MAP50
 
 

@@ -102,14 +102,23 @@ def detr_overrides(model: Reference) -> dict[str, object]:
             "the last twice, unlike the official code: convert with auxiliary_loss=False "
             "(vitgraph's training outputs carry the official auxiliary predictions)",
         )
-    for a, b in (("encoder_ffn_dim", "decoder_ffn_dim"), ("encoder_attention_heads", "decoder_attention_heads")):
+    for a, b in (
+        ("encoder_ffn_dim", "decoder_ffn_dim"),
+        ("encoder_attention_heads", "decoder_attention_heads"),
+    ):
         if getattr(config, a) != getattr(config, b):
-            raise refuse_hf(model, f"{a}={getattr(config, a)} with {b}={getattr(config, b)}", "one value for both")
+            raise refuse_hf(
+                model,
+                f"{a}={getattr(config, a)} with {b}={getattr(config, b)}",
+                "one value for both",
+            )
     for name in ("encoder_layerdrop", "decoder_layerdrop"):
         if getattr(config, name):
             raise refuse_hf(model, f"{name}={getattr(config, name)}", "no layer drop")
     if config.activation_function not in ("relu", "gelu"):
-        raise refuse_hf(model, f"activation_function={config.activation_function!r}", "relu or gelu")
+        raise refuse_hf(
+            model, f"activation_function={config.activation_function!r}", "relu or gelu"
+        )
     return {
         "channels": config.num_channels,
         "depths": depths,

@@ -15,7 +15,7 @@ def top5(p: Prediction) -> int:
     probs = logits.float().softmax(-1)[0]
     names = p.args.labels.split(",") if p.args.labels else None
     values, indices = probs.topk(min(5, probs.numel()))
-    for value, index in zip(values.tolist(), indices.tolist()):
+    for value, index in zip(values.tolist(), indices.tolist(), strict=True):
         name = names[index] if names and index < len(names) else str(index)
         print(f"{name:>20}  {value:.4f}")
     return 0

@@ -24,7 +24,8 @@ def draw_boxes(p: Prediction) -> int:
     picture = Image.fromarray(p.original.permute(1, 2, 0).numpy()).convert("RGB")
     draw = ImageDraw.Draw(picture)
     kept = 0
-    for score, label, (x, y, w, h) in zip(scores.tolist(), labels.tolist(), xywh.tolist()):
+    found = zip(scores.tolist(), labels.tolist(), xywh.tolist(), strict=True)
+    for score, label, (x, y, w, h) in found:
         if score < p.args.threshold:
             continue
         kept += 1

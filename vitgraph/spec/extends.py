@@ -231,7 +231,9 @@ def _one(
     if verb in ("insert_after", "insert_before", "remove", "rename") and (isinstance(target, dict)):
         raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
     if verb == "insert_after":
-        return edits.insert_after(state, target, args.get("node", args.get("nodes")), location=where)
+        return edits.insert_after(
+            state, target, args.get("node", args.get("nodes")), location=where
+        )
     if verb == "insert_before":
         return edits.insert_before(state, target, args["node"], location=where)
     if verb == "remove":
@@ -297,7 +299,9 @@ def _parse_edit(
         if key not in item:
             raise SpecError.at(where, label, f"{verb} needs '{key}'")
     if verb == "insert_after" and ("node" in item) == ("nodes" in item):
-        raise SpecError.at(where, label, "insert_after needs 'node' (one entry) or 'nodes' (a list)")
+        raise SpecError.at(
+            where, label, "insert_after needs 'node' (one entry) or 'nodes' (a list)"
+        )
     target = item[verb]
     if not (isinstance(target, str) or (isinstance(target, dict) and set(target) == {"kind"})):
         raise SpecError.at(

@@ -34,9 +34,9 @@ def coco_map(split: Any, predictions: list[tuple[torch.Tensor, torch.Tensor]]) -
     except ImportError as exc:
         raise ImportError(f"COCO mAP needs pycocotools: {INSTALL}") from exc
     results = []
-    for info, (logits, boxes) in zip(split.coco["images"], predictions):
+    for info, (logits, boxes) in zip(split.coco["images"], predictions, strict=True):
         scores, labels, xywh = detections(logits, boxes, info["width"], info["height"])
-        for score, label, box in zip(scores.tolist(), labels.tolist(), xywh.tolist()):
+        for score, label, box in zip(scores.tolist(), labels.tolist(), xywh.tolist(), strict=True):
             results.append(
                 {
                     "image_id": info["id"],
@@ -56,4 +56,7 @@ def coco_map(split: Any, predictions: list[tuple[torch.Tensor, torch.Tensor]]) -
         evaluator.evaluate()
         evaluator.accumulate()
         evaluator.summarize()
-    return {"val_map": float(max(evaluator.stats[0], 0.0)), "val_map50": float(max(evaluator.stats[1], 0.0))}
+    return {
+        "val_map": float(max(evaluator.stats[0], 0.0)),
+        "val_map50": float(max(evaluator.stats[1], 0.0)),
+    }

@@ -86,7 +86,9 @@ def parameter_groups(
         groups.setdefault((name not in exempt, scale(name)), []).append(param)
     return [
         {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": factor}
-        for (decays, factor), params in sorted(groups.items(), key=lambda kv: (not kv[0][0], kv[0][1]))
+        for (decays, factor), params in sorted(
+            groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])
+        )
     ]
 
 
@@ -100,7 +102,9 @@ def init_from(model: nn.Module, path: str) -> list[str]:
     theirs = load_file(path)
     fitting = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
     if not fitting:
-        raise DataError(f"{path}: none of its {len(theirs)} tensors fits the model by name and shape")
+        raise DataError(
+            f"{path}: none of its {len(theirs)} tensors fits the model by name and shape"
+        )
     model.load_state_dict(fitting, strict=False)
     return sorted(fitting)
 

@@ -70,18 +70,17 @@ def letterbox(image: torch.Tensor, size: tuple[int, int]) -> tuple[torch.Tensor,
 
 def _check_box(box: Any, image: dict[str, Any], ann: dict[str, Any], file: Path) -> None:
     where = f"{file}: annotation id {ann.get('id')} (image {image.get('file_name')!r})"
-    if not (isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)):
+    if not (
+        isinstance(box, list) and len(box) == 4 and all(isinstance(v, int | float) for v in box)
+    ):
         raise DataError(f"{where}: bbox must be [x, y, width, height] in pixels, got {box!r}")
     x, y, w, h = box
     if w <= 0 or h <= 0:
-        raise DataError(
-            f"{where}: the box {box} is degenerate (width and height must be > 0)"
-        )
+        raise DataError(f"{where}: the box {box} is degenerate (width and height must be > 0)")
     width, height = image["width"], image["height"]
     if x < 0 or y < 0 or x + w > width + 1e-3 or y + h > height + 1e-3:
         raise DataError(
-            f"{where}: the box {box} (x, y, width, height) lies outside the "
-            f"{width}x{height} image"
+            f"{where}: the box {box} (x, y, width, height) lies outside the {width}x{height} image"
         )
 
 
@@ -103,7 +102,9 @@ def read_coco(file: Path, images_dir: Path, shape: tuple[int, ...]) -> Detection
     for ann in data["annotations"]:
         image = images_by_id.get(ann.get("image_id"))
         if image is None:
-            raise DataError(f"{file}: annotation id {ann.get('id')} names no image ({ann.get('image_id')!r})")
+            raise DataError(
+                f"{file}: annotation id {ann.get('id')} names no image ({ann.get('image_id')!r})"
+            )
         if ann.get("category_id") not in label_of:
             raise DataError(
                 f"{file}: annotation id {ann.get('id')}: category {ann.get('category_id')!r} "
@@ -121,7 +122,9 @@ def read_coco(file: Path, images_dir: Path, shape: tuple[int, ...]) -> Detection
         try:
             pixels = Image.open(path).convert("RGB" if channels == 3 else "L")
         except OSError as exc:
-            raise DataError(f"{file}: image {info['file_name']!r}: cannot read {path} ({exc})") from None
+            raise DataError(
+                f"{file}: image {info['file_name']!r}: cannot read {path} ({exc})"
+            ) from None
         if pixels.size != (info["width"], info["height"]):
             raise DataError(
                 f"{file}: image {info['file_name']!r} is {pixels.size[0]}x{pixels.size[1]}, "
@@ -142,9 +145,15 @@ def read_coco(file: Path, images_dir: Path, shape: tuple[int, ...]) -> Detection
         labels = torch.tensor([label_of[a["category_id"]] for a in anns], dtype=torch.int64)
         targets.append({"labels": labels, "boxes": boxes})
     coco = {
-        "images": [{k: img[k] for k in ("id", "width", "height", "file_name")} for img in data["images"]],
+        "images": [
+            {k: img[k] for k in ("id", "width", "height", "file_name")} for img in data["images"]
+        ],
         "annotations": [
-            {**a, "area": a.get("area", a["bbox"][2] * a["bbox"][3]), "iscrowd": a.get("iscrowd", 0)}
+            {
+                **a,
+                "area": a.get("area", a["bbox"][2] * a["bbox"][3]),
+                "iscrowd": a.get("iscrowd", 0),
+            }
             for a in data["annotations"]
         ],
         "categories": data["categories"],
@@ -201,20 +210,32 @@ def write_digit_boxes(out: str | Path, images: int = 400, size: int = 64, seed: 
             side = int(torch.randint(14, 29, (1,), generator=gen))
             for _attempt in range(20):
                 x, y = (int(v) for v in torch.randint(0, size - side + 1, (2,), generator=gen))
-                if all(x + side <= a or a + c <= x or y + side <= b or b + c <= y for a, b, c, _ in placed):
+                if all(
+                    x + side <= a or a + c <= x or y + side <= b or b + c <= y
+                    for a, b, c, _ in placed
+                ):
                     break
             else:
                 continue
             pick = int(torch.randint(0, len(glyphs), (1,), generator=gen))
-            glyph = F.interpolate(glyphs[pick][None, None], size=(side, side), mode="bilinear")[0, 0]
+            glyph = F.interpolate(glyphs[pick][None, None], size=(side, side), mode="bilinear")[
+                0, 0
+            ]
             glyph = glyph.clamp(0, 1)
             region = canvas[:, y : y + side, x : x + side]
-            canvas[:, y : y + side, x : x + side] = region * (1 - glyph) + ink[:, None, None] * glyph
+            canvas[:, y : y + side, x : x + side] = (
+                region * (1 - glyph) + ink[:, None, None] * glyph
+            )
             rows = (glyph > 0.25).any(1).nonzero().flatten()
             cols = (glyph > 0.25).any(0).nonzero().flatten()
             if len(rows) == 0:
                 continue
-            box = [x + int(cols[0]), y + int(rows[0]), int(cols[-1] - cols[0]) + 1, int(rows[-1] - rows[0]) + 1]
+            box = [
+                x + int(cols[0]),
+                y + int(rows[0]),
+                int(cols[-1] - cols[0]) + 1,
+                int(rows[-1] - rows[0]) + 1,
+            ]
             placed.append((x, y, side, side))
             anns.append(
                 {

@@ -103,7 +103,9 @@ def hungarian_match(
             - giou_cost * generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt))
         )
         rows, cols = assign(cost.cpu().numpy())
-        out.append((torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64)))
+        out.append(
+            (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+        )
     return out
 
 
@@ -123,13 +125,14 @@ def set_loss_terms(
     query_idx = torch.cat([q for q, _ in matches]).to(device)
     target_classes = torch.full(logits.shape[:2], classes, dtype=torch.int64, device=device)
     target_classes[batch_idx, query_idx] = torch.cat(
-        [t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, matches)]
+        [t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, matches, strict=True)]
     ).to(device)
     weight = torch.ones(classes + 1, device=device)
     weight[-1] = eos_coef
     loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight)
     pred = boxes[batch_idx, query_idx].float()
-    gt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in zip(targets, matches)])
+    pairs = zip(targets, matches, strict=True)
+    gt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in pairs])
     gt = gt.to(device).float()
     loss_bbox = F.l1_loss(pred, gt, reduction="none").sum() / num_boxes
     giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt)))
@@ -166,7 +169,8 @@ def set_criterion(
         num_boxes = max(1.0, float(sum(len(t["labels"]) for t in targets)))
     layers = [(logits, boxes, "")]
     if len(outputs) == 4:
-        layers += [(a, b, f"_{k}") for k, (a, b) in enumerate(zip(outputs[2], outputs[3]))]
+        aux = zip(outputs[2], outputs[3], strict=True)
+        layers += [(a, b, f"_{k}") for k, (a, b) in enumerate(aux)]
     terms: dict[str, torch.Tensor] = {}
     total = logits.new_zeros((), dtype=torch.float32)
     for layer_logits, layer_boxes, suffix in layers:
@@ -212,7 +216,10 @@ class Detection(Objective):
         return {name: self.config.backbone_lr for name in backbone & ids}
 
     def step(
-        self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor, list[Target]], generator: Any
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor, list[Target]],
+        generator: Any,
     ) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks, targets = batch
         outputs = model(images, masks)
@@ -222,7 +229,9 @@ class Detection(Objective):
         return loss, {key: terms[key].item() * n for key in logged}
 
     @torch.no_grad()
-    def evaluate(self, model: nn.Module, split: Any, device: str, autocast: Any) -> dict[str, float]:
+    def evaluate(
+        self, model: nn.Module, split: Any, device: str, autocast: Any
+    ) -> dict[str, float]:
         from vitgraph.train.coco_eval import coco_map
 
         model.eval()
@@ -232,5 +241,5 @@ class Detection(Objective):
             images, masks, _ = split.batch(idx, device)
             with autocast():
                 logits, boxes = model(images, masks)
-            predictions += list(zip(logits.float().cpu(), boxes.float().cpu()))
+            predictions += list(zip(logits.float().cpu(), boxes.float().cpu(), strict=True))
         return coco_map(split, predictions)
