@@ -18,6 +18,11 @@ class FrozenBatchNorm2d(nn.Module):
     """``x * scale + (bias - mean * scale)`` with ``scale = weight * rsqrt(var + eps)``,
     all four tensors buffers (eps 1e-5, before the rsqrt, as HF's and torchvision's)."""
 
+    weight: torch.Tensor
+    bias: torch.Tensor
+    running_mean: torch.Tensor
+    running_var: torch.Tensor
+
     def __init__(self, channels: int, eps: float = 1e-5) -> None:
         super().__init__()
         self.eps = eps

@@ -190,7 +190,7 @@ class SinePosition(nn.Module):
 
     def __init__(self, dim: int, temperature: float, scale: float) -> None:
         super().__init__()
-        self.half, self.temperature, self.scale = dim // 2, temperature, scale
+        self.per_axis, self.temperature, self.scale = dim // 2, temperature, scale
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         b, _, rows, cols = x.shape
@@ -202,8 +202,8 @@ class SinePosition(nn.Module):
         xs = ones.cumsum(2)
         y = y / (y[:, -1:, :] + 1e-6) * self.scale  # normalised by the last value
         xs = xs / (xs[:, :, -1:] + 1e-6) * self.scale
-        k = torch.arange(self.half, device=x.device, dtype=x.dtype)
-        dim_t = self.temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / self.half)
+        k = torch.arange(self.per_axis, device=x.device, dtype=x.dtype)
+        dim_t = self.temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / self.per_axis)
         px, py = xs[..., None] / dim_t, y[..., None] / dim_t
         px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
         py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
@@ -473,7 +473,7 @@ class Zeros(Block):
 
 
 class SharedNorm(nn.LayerNorm):
-    def forward(self, *layers: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+    def forward(self, *layers: torch.Tensor) -> torch.Tensor:
         return F.layer_norm(
             torch.stack(layers), self.normalized_shape, self.weight, self.bias, self.eps
         )

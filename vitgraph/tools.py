@@ -154,14 +154,14 @@ def cmd_predict(args: argparse.Namespace) -> int:
         return 1
     model = graph.build(weights=args.weights).eval()
     original = pil_to_tensor(Image.open(args.image).convert("RGB" if shape[0] == 3 else "L"))
-    padded, mask = letterbox(original, (shape[1], shape[2]))
+    padded, valid = letterbox(original, (shape[1], shape[2]))
     if args.spec_norm:  # the spec's mean and std (a converted reference's weights)
         mean = torch.tensor(graph.source.document.data.mean)[:, None, None]
         std = torch.tensor(graph.source.document.data.std)[:, None, None]
         image = (padded.float() / 255 - mean) / std
     else:  # what `vitgraph train` feeds its models
         image = normalize(padded)
-    mask = mask[None] if graph.extra_inputs else None
+    mask = valid[None] if graph.extra_inputs else None
     return renderer_for(graph)(Prediction(graph, model, image[None], mask, original, args))
 
 

@@ -232,7 +232,7 @@ def _one(
         raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
     if verb == "insert_after":
         return edits.insert_after(
-            state, target, args.get("node", args.get("nodes")), location=where
+            state, target, args["node"] if "node" in args else args["nodes"], location=where
         )
     if verb == "insert_before":
         return edits.insert_before(state, target, args["node"], location=where)
