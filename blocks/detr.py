@@ -18,7 +18,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitgraph.block import Block
+from vitgraph.block import Block, FunctionOp
 from vitgraph.blocks._attention_common import attend, merge_heads, split_heads
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
@@ -41,18 +41,15 @@ from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
 # -- the pyramid of backbone taps -------------------------------------------------------
 
 
-class Gather(nn.Module):
-    """The taps as feature maps (tokens on a grid are laid out on it)."""
-
-    def __init__(self, grids: list[tuple[int, int] | None]) -> None:
-        super().__init__()
-        self.grids = grids
-
-    def forward(self, image: torch.Tensor, *taps: torch.Tensor) -> tuple[torch.Tensor, ...]:
-        out = []
-        for tap, grid in zip(taps, self.grids, strict=True):
-            out.append(tap if grid is None else tap.transpose(1, 2).unflatten(2, grid))
-        return tuple(out)
+def gather_taps(
+    image: torch.Tensor, *taps: torch.Tensor, grids: tuple[tuple[int, int] | None, ...]
+) -> tuple[torch.Tensor, ...]:
+    """The taps as feature maps (tokens on a grid laid out on it); the image gives only
+    the strides, at inference."""
+    return tuple(
+        tap if grid is None else tap.transpose(1, 2).unflatten(2, grid)
+        for tap, grid in zip(taps, grids, strict=True)
+    )
 
 
 @register
@@ -94,9 +91,9 @@ class FeaturePyramid(Block):
             strides.append(stride)
         return self, Pyramid(tuple(levels), tuple(strides))
 
-    def build(self, *inputs: TensorType) -> nn.Module:
-        grids = [t.grid if isinstance(t, Tokens) else None for t in inputs[1:]]
-        return Gather(grids)
+    def build(self, *inputs: TensorType) -> FunctionOp:
+        grids = tuple(t.grid if isinstance(t, Tokens) else None for t in inputs[1:])
+        return FunctionOp(gather_taps, {"grids": grids})
 
 
 class LastLevels(nn.Module):
@@ -193,9 +190,8 @@ class SinePosition(nn.Module):
         self.per_axis, self.temperature, self.scale = dim // 2, temperature, scale
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        b, _, rows, cols = x.shape
         if mask is None:  # every pixel valid: the cumsums are 1..rows and 1..cols
-            ones = torch.ones(1, rows, cols, device=x.device, dtype=x.dtype)
+            ones = torch.ones_like(x[:1, 0])
         else:
             ones = mask.to(x.dtype)
         y = ones.cumsum(1)
@@ -208,7 +204,7 @@ class SinePosition(nn.Module):
         px = torch.stack((px[..., 0::2].sin(), px[..., 1::2].cos()), dim=4).flatten(3)
         py = torch.stack((py[..., 0::2].sin(), py[..., 1::2].cos()), dim=4).flatten(3)
         pos = torch.cat((py, px), dim=3).flatten(1, 2)  # y block, then x block: (B', N, d)
-        return pos.expand(b, -1, -1)
+        return pos.expand(x.shape[0], -1, -1)
 
 
 @register
@@ -472,34 +468,46 @@ class Zeros(Block):
         return torch.zeros_like
 
 
-class SharedNorm(nn.LayerNorm):
-    def forward(self, *layers: torch.Tensor) -> torch.Tensor:
-        return F.layer_norm(
-            torch.stack(layers), self.normalized_shape, self.weight, self.bias, self.eps
-        )
+def stack_layers(*layers: torch.Tensor) -> torch.Tensor:
+    return torch.stack(layers)
 
 
 @register
-class SharedNormStack(Block):
-    """One LayerNorm over each of several layers' outputs, stacked ``(L, B, N, D)``: DETR's
-    decoder norm, shared by the prediction of every decoder layer (§3.2 "auxiliary
-    decoding losses ... a shared layer-norm")."""
+class StackLayers(Block):
+    """Several layers' outputs of one type stacked ``(L, B, N, D)``: every decoder
+    layer's, which the auxiliary losses read (§3.2)."""
 
-    kind: Literal["shared_norm"] = "shared_norm"
-    role = "norm"
+    kind: Literal["stack_layers"] = "stack_layers"
+    role = "structural"
     arity = None
-    eps: float = 1e-5
-    """LayerNorm epsilon."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         first = expect_tokens(inputs[0], self.kind)
         for k, t in enumerate(inputs[1:], 1):
             if expect_tokens(t, self.kind) != first:
-                raise ShapeError(f"shared_norm input {k} ({t}) differs from input 0 ({first})")
+                raise ShapeError(f"stack_layers input {k} ({t}) differs from input 0 ({first})")
         return self, Stack(len(inputs), first)
 
+    def build(self, *inputs: TensorType) -> FunctionOp:
+        return FunctionOp(stack_layers)
+
+
+@register
+class SharedNorm(Block):
+    """One LayerNorm over each of the stacked layers' outputs: DETR's decoder norm, shared
+    by the prediction of every decoder layer (§3.2 "auxiliary decoding losses ... a shared
+    layer-norm")."""
+
+    kind: Literal["shared_norm"] = "shared_norm"
+    role = "norm"
+    eps: float = 1e-5
+    """LayerNorm epsilon."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, expect_stack(inputs[0], self.kind)
+
     def build(self, *inputs: TensorType) -> nn.Module:
-        return SharedNorm(expect_tokens(inputs[0], self.kind).dim, eps=self.eps)
+        return nn.LayerNorm(expect_stack(inputs[0], self.kind).item.dim, eps=self.eps)
 
 
 class BoxMLP(nn.Module):

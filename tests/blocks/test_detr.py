@@ -62,7 +62,7 @@ def test_positions_reach_the_queries_and_keys_only():
 
 def test_the_decoder_norm_is_one_layernorm_over_every_decoder_output():
     graph = vitgraph.load("detr", overrides={**DETR_SMALL, "dec_layers": 3})
-    assert graph.node("decoder_norm").inputs == ["decoder.0", "decoder.1", "decoder.2"]
+    assert graph.node("decoder_stack").inputs == ["decoder.0", "decoder.1", "decoder.2"]
     model = graph.build()
     assert [k for k in model.state_dict() if k.startswith("decoder_norm")] == [
         "decoder_norm.weight",
