@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import math
 import time
+from pathlib import Path
 
 import pytest
 import torch
@@ -113,20 +114,35 @@ def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weight
 
 @pytest.mark.slow
 def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path, capsys):
+    """DETR's recipe at a small scale: its ResNet first trained as a digits classifier
+    (DETR starts from a pretrained backbone), then DETR with the backbone at a tenth of
+    the learning rate, frozen BatchNorm, gradient clipping 0.1 (``make train-detection``)."""
     data = str(write_digit_boxes(tmp_path / "set", images=1000, size=64))
     start = time.perf_counter()
+    backbone = {k: TINY[k] for k in ("stem", "widths", "depths", "dc5")}
+    vitgraph.train(
+        str(EXAMPLES / "detr_backbone_classifier.yaml"),
+        overrides={**backbone, "image_size": 32},
+        data="digits",
+        epochs=5,
+        batch_size=32,
+        lr=2e-3,
+        out=str(tmp_path / "backbone"),
+        progress=False,
+    )
     result = vitgraph.train(
         "detr",
-        overrides=TINY,
+        overrides={**TINY, "dim": 128, "heads": 8, "ffn": 256},
         data=data,
         epochs=EPOCHS,
         batch_size=8,
-        lr=5e-4,
+        lr=2e-4,
         min_lr=1e-5,
         weight_decay=1e-4,
         warmup_epochs=1,
         grad_clip=0.1,
-        backbone_lr=1.0,
+        backbone_lr=0.1,
+        init_from=str(tmp_path / "backbone" / "model.safetensors"),
         progress=False,
     )
     elapsed = time.perf_counter() - start
@@ -139,5 +155,7 @@ def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path,
     assert result.history[-1]["val_map50"] >= MAP50
 
 
-EPOCHS = 15
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "detection"
+EPOCHS = 60
+#: what the issue asks: well above chance. Not reached yet (see the issue's report)
 MAP50 = 0.3
