@@ -110,3 +110,33 @@ def test_options_the_spec_cannot_express_are_refused_by_name(changes, named, pla
     finally:
         for key, value in saved.items():
             setattr(config, key, value)
+
+
+def _refusals() -> list:
+    from vitgraph.interop.options_hf import DETR
+
+    return [
+        pytest.param(option, example, id=f"{option}-{k}")
+        for option, entry in DETR.items()
+        for k, example in enumerate(entry.refuse)
+    ]
+
+
+@pytest.mark.parametrize(("option", "example"), _refusals())
+def test_every_refused_option_of_the_audit_table_is_named_in_the_error(option, example, plain):
+    changes = {
+        key: transformers.ResNetConfig() if value == "@ResNetConfig" else value
+        for key, value in example.items()
+    }
+    config = plain.config
+    saved = {key: getattr(config, key) for key in changes}
+    try:
+        for key, value in changes.items():
+            setattr(config, key, value)
+        with pytest.raises(SpecError) as error:
+            vitgraph.from_hf(plain)
+    finally:
+        for key, value in saved.items():
+            setattr(config, key, value)
+    assert "DetrForObjectDetection" in str(error.value)
+    assert option.split("_config")[0] in str(error.value)
