@@ -105,11 +105,14 @@ def attend(
     training: bool = False,
     scale: float | None = None,
     causal: bool = False,
+    mask: torch.Tensor | None = None,
 ) -> torch.Tensor:
     """``softmax(q kᵀ · scale) v`` over ``(B, heads, N, d)`` heads, 4-D (the ONNX exporter
     translates only 4-D SDPA: fold windows or groups into the batch); dropout ``drop`` on
     the weights in training only. ``scale``: default ``d ** -0.5``. ``causal``: query i
-    attends to keys 0..i only (the upper triangle masked; Vaswani et al. 2017 §3.2.3)."""
+    attends to keys 0..i only (the upper triangle masked; Vaswani et al. 2017 §3.2.3).
+    ``mask``: a boolean ``(B, 1, 1, N)`` map of the keys that take part (True; DETR's
+    padded pixels are False)."""
     return F.scaled_dot_product_attention(
-        q, k, v, dropout_p=drop if training else 0.0, scale=scale, is_causal=causal
+        q, k, v, attn_mask=mask, dropout_p=drop if training else 0.0, scale=scale, is_causal=causal
     )

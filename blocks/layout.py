@@ -55,3 +55,29 @@ deprecated_alias(
     "to_image",
     "the same layout change, which also passes an image through unchanged",
 )
+
+
+def image_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    return x.flatten(2).transpose(1, 2)  # (B, C, rows, cols) -> (B, rows * cols, C)
+
+
+@register
+class ToTokens(Block):
+    """A ``C×rows×cols`` feature map as ``rows·cols`` tokens of width C on its grid, in
+    raster order (DETR's encoder reads the projected C5 map so, §3.2)."""
+
+    kind: Literal["to_tokens"] = "to_tokens"
+    role = "structural"
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        x = inputs[0]
+        if isinstance(x, Tokens) and x.grid is not None:
+            return self, x
+        if not isinstance(x, Image):
+            raise ShapeError(f"to_tokens takes an image or tokens on a grid, but receives {x}")
+        return self, Tokens(x.channels, (x.height, x.width))
+
+    def build(self, *inputs: TensorType) -> FunctionOp | nn.Identity:
+        if isinstance(inputs[0], Tokens):
+            return nn.Identity()
+        return FunctionOp(image_to_tokens, {})

@@ -16,6 +16,7 @@ import torch
 from torch import nn
 
 from vitgraph.block import Block, Fold, batchnorm_pairs
+from vitgraph.blocks._frozen_bn import FrozenBatchNorm2d
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import Image, TensorType, conv_out, expect_image
@@ -31,6 +32,8 @@ class ResNetStem(Block):
     weight_init = "kaiming_fan_out"  # torchvision ResNet
     dim: PosInt = 64
     """Output channels."""
+    norm: Literal["batch", "frozen"] = "batch"
+    """``frozen``: BatchNorm whose weight, bias and statistics are buffers (DETR §A.3)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
@@ -42,10 +45,10 @@ class ResNetStem(Block):
         return self, Image(self.dim, rows, cols)
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return Stem(expect_image(inputs[0], self.kind).channels, self.dim)
+        return Stem(expect_image(inputs[0], self.kind).channels, self.dim, self.norm == "frozen")
 
     def batchnorm_folds(self, module: Any) -> list[Fold]:
-        return batchnorm_pairs(module, ("bn1", "conv1"))
+        return [] if self.norm == "frozen" else batchnorm_pairs(module, ("bn1", "conv1"))
 
 
 class _Residual(Block):
@@ -54,14 +57,23 @@ class _Residual(Block):
     """Output channels."""
     stride: PosInt = 1
     """Stride of the block (on its 3×3 conv, and on the projection shortcut)."""
+    dilation: PosInt = 1
+    """Dilation of the 3×3 conv (padding = dilation): DETR-DC5's last stage trades its
+    stride for dilation 2 in every block but the first (torchvision's
+    ``replace_stride_with_dilation``)."""
+    norm: Literal["batch", "frozen"] = "batch"
+    """``frozen``: BatchNorm whose weight, bias and statistics are buffers (DETR §A.3)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
-        rows, cols = (conv_out(s, 3, self.stride, 1) for s in (image.height, image.width))
+        d = self.dilation
+        rows, cols = (conv_out(s, 3, self.stride, d, d) for s in (image.height, image.width))
         return self, Image(self.dim, rows, cols)
 
     def batchnorm_folds(self, module: Any) -> list[Fold]:
         """Each conv's BatchNorm (the projection shortcut's too) folds into the conv."""
+        if self.norm == "frozen":
+            return []
         pairs = [(f"bn{i}", f"conv{i}") for i in (1, 2, 3)] + [("downsample.1", "downsample.0")]
         return batchnorm_pairs(module, *pairs)
 
@@ -74,7 +86,9 @@ class BasicBlock(_Residual):
     weight_init = "kaiming_fan_out"  # torchvision ResNet
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return Basic(expect_image(inputs[0], self.kind).channels, self.dim, self.stride)
+        channels = expect_image(inputs[0], self.kind).channels
+        frozen = self.norm == "frozen"
+        return Basic(channels, self.dim, self.stride, self.dilation, frozen)
 
 
 @register
@@ -99,25 +113,29 @@ class BottleneckBlock(_Residual):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.width is not None
-        return Bottleneck(
-            expect_image(inputs[0], self.kind).channels, self.width, self.dim, self.stride
-        )
+        channels = expect_image(inputs[0], self.kind).channels
+        frozen = self.norm == "frozen"
+        return Bottleneck(channels, self.width, self.dim, self.stride, self.dilation, frozen)
 
 
-def _conv_bn(c_in: int, c_out: int, kernel: int, stride: int) -> tuple[nn.Conv2d, nn.BatchNorm2d]:
-    return (nn.Conv2d(c_in, c_out, kernel, stride, kernel // 2, bias=False), nn.BatchNorm2d(c_out))
+def _conv_bn(
+    c_in: int, c_out: int, kernel: int, stride: int, dilation: int = 1, frozen: bool = False
+) -> tuple[nn.Conv2d, nn.Module]:
+    pad = dilation * (kernel // 2)
+    conv = nn.Conv2d(c_in, c_out, kernel, stride, pad, dilation=dilation, bias=False)
+    return conv, FrozenBatchNorm2d(c_out) if frozen else nn.BatchNorm2d(c_out)
 
 
-def _shortcut(c_in: int, c_out: int, stride: int) -> nn.Module:
+def _shortcut(c_in: int, c_out: int, stride: int, frozen: bool = False) -> nn.Module:
     if stride == 1 and c_in == c_out:
         return nn.Identity()
-    return nn.Sequential(*_conv_bn(c_in, c_out, 1, stride))
+    return nn.Sequential(*_conv_bn(c_in, c_out, 1, stride, frozen=frozen))
 
 
 class Stem(nn.Module):
-    def __init__(self, channels: int, dim: int) -> None:
+    def __init__(self, channels: int, dim: int, frozen: bool = False) -> None:
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(channels, dim, 7, 2)
+        self.conv1, self.bn1 = _conv_bn(channels, dim, 7, 2, frozen=frozen)
         self.relu = nn.ReLU(inplace=True)
         self.maxpool = nn.MaxPool2d(3, 2, 1)
 
@@ -126,12 +144,14 @@ class Stem(nn.Module):
 
 
 class Basic(nn.Module):
-    def __init__(self, c_in: int, c_out: int, stride: int) -> None:
+    def __init__(
+        self, c_in: int, c_out: int, stride: int, dilation: int = 1, frozen: bool = False
+    ) -> None:
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(c_in, c_out, 3, stride)
-        self.conv2, self.bn2 = _conv_bn(c_out, c_out, 3, 1)
+        self.conv1, self.bn1 = _conv_bn(c_in, c_out, 3, stride, dilation, frozen)
+        self.conv2, self.bn2 = _conv_bn(c_out, c_out, 3, 1, dilation, frozen)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(c_in, c_out, stride)
+        self.downsample = _shortcut(c_in, c_out, stride, frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))
@@ -140,13 +160,21 @@ class Basic(nn.Module):
 
 
 class Bottleneck(nn.Module):
-    def __init__(self, c_in: int, width: int, c_out: int, stride: int) -> None:
+    def __init__(
+        self,
+        c_in: int,
+        width: int,
+        c_out: int,
+        stride: int,
+        dilation: int = 1,
+        frozen: bool = False,
+    ) -> None:
         super().__init__()
-        self.conv1, self.bn1 = _conv_bn(c_in, width, 1, 1)
-        self.conv2, self.bn2 = _conv_bn(width, width, 3, stride)
-        self.conv3, self.bn3 = _conv_bn(width, c_out, 1, 1)
+        self.conv1, self.bn1 = _conv_bn(c_in, width, 1, 1, frozen=frozen)
+        self.conv2, self.bn2 = _conv_bn(width, width, 3, stride, dilation, frozen)
+        self.conv3, self.bn3 = _conv_bn(width, c_out, 1, 1, frozen=frozen)
         self.relu = nn.ReLU(inplace=True)
-        self.downsample = _shortcut(c_in, c_out, stride)
+        self.downsample = _shortcut(c_in, c_out, stride, frozen)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         out = self.relu(self.bn1(self.conv1(x)))

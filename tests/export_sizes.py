@@ -60,6 +60,17 @@ REDUCTIONS: dict[str, Reduction] = {
     "igpt": lambda args: {"depth": 1, "dim": args["heads"] * 8, "positions": 16, "palette": 17},
     "deepvit": _deepvit,
     "deit": {"depth": 1, "image_size": 32},
+    # one bottleneck per stage (DC5 keeps its dilated second block), a 64 px image
+    "detr": {
+        "image_size": 64,
+        "depths": [1, 1, 1, 2],
+        "dim": 32,
+        "heads": 2,
+        "enc_layers": 1,
+        "dec_layers": 2,
+        "ffn": 64,
+        "queries": 5,
+    },
     "levit": {"image_size": 64, "depths": [1, 1, 1]},
     "lvvit": {"depth": 1, "image_size": 32},
     "pit": {"depths": [1, 1, 1], "image_size": 48},

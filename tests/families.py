@@ -846,6 +846,50 @@ IGPT = Family(
     },
 )
 
+# -- DETR ------------------------------------------------------------------------------
+
+DETR_SMALL = {
+    "image_size": 64,
+    "stem": 16,
+    "widths": [32, 64, 128, 256],
+    "depths": [1, 1, 1, 1],
+    "dim": 32,
+    "heads": 2,
+    "enc_layers": 1,
+    "dec_layers": 2,
+    "ffn": 64,
+    "queries": 5,
+    "classes": 3,
+}
+DETR = Family(
+    family="detr",
+    variants=("detr_r50", "detr_r101", "detr_dc5_r50"),
+    reference="transformers",
+    names={
+        "detr_r50": "DetrConfig(num_labels=91)",
+        "detr_r101": "DetrConfig(backbone='resnet101', num_labels=91)",
+        "detr_dc5_r50": "DetrConfig(dilation=True, num_labels=91)",
+    },
+    # every parameter, frozen-BN tensors being buffers (HF 5.25 with timm's ResNet = the
+    # official hubconf model); the official main.py prints requires_grad only:
+    # 41,302,368 for R50 (conv1 and layer1 frozen). Paper Table 1: 41M, 60M, 41M.
+    counts={"detr_r50": 41_524_768, "detr_r101": 60_464_672, "detr_dc5_r50": 41_524_768},
+    recount={
+        "detr_r50": ref.hf_on_meta("DetrForObjectDetection", "DetrConfig", num_labels=91),
+        "detr_r101": ref.hf_on_meta(
+            "DetrForObjectDetection", "DetrConfig", backbone="resnet101", num_labels=91
+        ),
+    },
+    paper_params={
+        "detr_r50": (41e6, 0.02),
+        "detr_r101": (60e6, 0.02),
+        "detr_dc5_r50": (41e6, 0.02),
+    },
+    # training mode: the last layer's logits and boxes, then the earlier layer's
+    small=Small(DETR_SMALL, outputs=((2, 5, 4), (2, 5, 4), (1, 2, 5, 4), (1, 2, 5, 4))),
+    parity={"detr_hf_reduced": ref.detr_parity},
+)
+
 FAMILIES: dict[str, Family] = {
     row.family: row
     for row in (
@@ -871,6 +915,7 @@ FAMILIES: dict[str, Family] = {
         VT,
         LVVIT,
         IGPT,
+        DETR,
     )
 }
 

@@ -51,10 +51,20 @@ def redraw_(model: nn.Module, seed: int = 0) -> nn.Module:
             else:
                 kind = "weight"
             param.copy_(draw(param.shape, kind).to(param.dtype))
-        if isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None:
+        if _frozen_norm(module):  # frozen BatchNorm (DETR): weight and bias are buffers too
+            module.weight.copy_(draw(module.weight.shape, "scale"))
+            module.bias.copy_(draw(module.bias.shape, "bias"))
+        if _frozen_norm(module) or (
+            isinstance(module, nn.modules.batchnorm._BatchNorm) and module.running_mean is not None
+        ):
             module.running_mean.copy_(torch.randn(module.running_mean.shape, generator=gen) * 0.1)
             module.running_var.copy_(torch.rand(module.running_var.shape, generator=gen) + 0.5)
     return model
+
+
+def _frozen_norm(module: nn.Module) -> bool:
+    """A BatchNorm whose four tensors are buffers (torchvision's, HF's, vitgraph's)."""
+    return {"weight", "bias", "running_mean", "running_var"} <= set(module._buffers)
 
 
 def max_logit_diff(a, b) -> tuple[float, float]:

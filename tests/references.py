@@ -271,6 +271,41 @@ def hf_on_meta(model: str, config: str, **kwargs) -> Callable[[], nn.Module]:
     return build
 
 
+class _Detections(nn.Module):
+    """HF's DETR called as vitgraph's: ``(logits, pred_boxes)``."""
+
+    def __init__(self, model: nn.Module) -> None:
+        super().__init__()
+        self.model = model
+
+    def forward(self, x: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        out = self.model(pixel_values=x)
+        return out.logits, out.pred_boxes
+
+
+def detr_parity() -> Parity:
+    """A tiny HF DETR on timm's resnet26 (more padding cases: tests/interop/test_hf_detr.py)."""
+    pytest.importorskip("timm")
+    reference = redraw_(
+        hf_model(
+            "DetrForObjectDetection",
+            "DetrConfig",
+            backbone="resnet26",
+            d_model=32,
+            encoder_layers=1,
+            decoder_layers=2,
+            encoder_ffn_dim=64,
+            decoder_ffn_dim=64,
+            encoder_attention_heads=2,
+            decoder_attention_heads=2,
+            num_queries=5,
+            num_labels=3,
+        ).eval()
+    )
+    ours = vitgraph.from_hf(reference)
+    return Parity(ours, _Detections(reference), torch.randn(2, 3, 64, 64))
+
+
 def pvt_parity() -> Parity:
     """Every stage structure, deeper stages and other widths than pvt_tiny."""
     from vitgraph.interop.hf_pvt import from_transformers_pvt

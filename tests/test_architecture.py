@@ -77,6 +77,8 @@ LAYERS: list[tuple[str, list[str]]] = [
             "vitgraph.diffing",
             "vitgraph.export",
             "vitgraph.pictures",
+            "vitgraph.predict",
+            "vitgraph.predict.*",
             "vitgraph.render",
             "vitgraph.sampling",
             "vitgraph.schema",

@@ -23,6 +23,8 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
     position = {n.id: k for k, n in enumerate(expanded.nodes)}
     graph: nx.DiGraph[str] = nx.DiGraph()
     graph.add_node(INPUT)
+    for name in expanded.extra_inputs:
+        graph.add_node(name)
     for node in expanded.nodes:
         graph.add_node(node.id)
     for node in expanded.nodes:
@@ -38,7 +40,7 @@ def check_graph(expanded: Expanded) -> tuple[list[Node], nx.DiGraph, list[Proble
         for name in node.inputs:
             if name in failed:
                 continue
-            if name not in by_id and name != INPUT:
+            if name not in by_id and name != INPUT and name not in expanded.extra_inputs:
                 problems.append(
                     Problem(
                         node.where,

@@ -165,6 +165,30 @@ def make_parser() -> argparse.ArgumentParser:
         "--no-cache", action="store_true", help="recompute the prefix at every position"
     )
     sampling.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    predicting = sub.add_parser(
+        "predict", help="run a model on one image: top-5 classes, or boxes drawn on a PNG"
+    )
+    _common(predicting)
+    predicting.add_argument("image", help="the image file")
+    predicting.add_argument("--weights", help="the trained weights (safetensors)")
+    predicting.add_argument("--out", help="the PNG to write (detection; default prediction.png)")
+    predicting.add_argument("--labels", help="class names, comma-separated, in label order")
+    predicting.add_argument(
+        "--threshold", type=float, default=0.5, help="least box probability drawn (default 0.5)"
+    )
+    predicting.add_argument(
+        "--spec-norm",
+        action="store_true",
+        help="normalise by the spec's data mean/std (converted weights) instead of "
+        "vitgraph train's [-1, 1]",
+    )
+    boxes = sub.add_parser(
+        "digit-boxes", help="write a small detection set: digits on canvases (COCO JSON + PNGs)"
+    )
+    boxes.add_argument("out", help="the folder to write")
+    boxes.add_argument("--images", type=int, default=400, help="how many images (default 400)")
+    boxes.add_argument("--size", type=int, default=64, help="canvas side in pixels (default 64)")
+    boxes.add_argument("--seed", type=int, default=0, help="seed of the placement")
     palette = sub.add_parser("palette", help="fit a colour palette by k-means (.npy)")
     palette.add_argument("source", help="photos (scikit-image's) or a folder of images")
     palette.add_argument("--colors", type=int, default=512, help="palette size (default 512)")
@@ -272,10 +296,20 @@ def main(argv: list[str] | None = None) -> int:
             from vitgraph.train.cli import run as cmd_train
 
             return cmd_train(args)
-        if args.command in ("graph", "schema", "diff", "sample", "palette", "bench", "gather"):
+        if args.command in (
+            "graph",
+            "schema",
+            "diff",
+            "sample",
+            "palette",
+            "bench",
+            "predict",
+            "digit-boxes",
+            "gather",
+        ):
             from vitgraph import tools
 
-            return getattr(tools, f"cmd_{args.command}")(args)
+            return getattr(tools, f"cmd_{args.command.replace('-', '_')}")(args)
         if args.command == "export":
             return cmd_export(args)
         return cmd_build(args) if args.command == "build" else cmd_validate(args)

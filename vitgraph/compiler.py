@@ -47,12 +47,17 @@ def compile_nodes(
     aliases: dict[str, str],
     model_class: type[M],
     class_name: str = "VitgraphModel",
+    extra_inputs: Sequence[str] = (),
 ) -> M:
     """Build every node's module and wire them into one ``model_class`` (a GraphModule
-    subclass: the model services layer gives the one with timm's model API)."""
+    subclass: the model services layer gives the one with timm's model API). Each of
+    the spec's ``extra_inputs`` (a pixel mask) is an optional argument after the input,
+    None when omitted."""
     root = nn.Module()
     graph = fx.Graph()
     env: dict[str, fx.Node] = {INPUT: graph.placeholder("x")}
+    for name in extra_inputs:
+        env[name] = graph.placeholder(name, default_value=None)
     non_persistent: list[str] = []
     for node in order:
         in_types = [types[name] for name in node.inputs]

@@ -120,7 +120,12 @@ class Graph(Validated):
 
         def make() -> VitgraphModel:
             made = compile_nodes(
-                order, self._inferred.types, outputs, self._expanded.aliases, VitgraphModel
+                order,
+                self._inferred.types,
+                outputs,
+                self._expanded.aliases,
+                VitgraphModel,
+                extra_inputs=list(self._expanded.extra_inputs),
             )
             initialize(made, order, self._expanded.init)
             return made

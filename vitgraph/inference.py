@@ -25,7 +25,7 @@ def infer(expanded: Expanded, source: Source | None = None, retry: Retry | None 
     """Run every block's shape rule; fill omitted dims; report all mismatches (a hint
     that proposes values keeps those that fit the whole graph: see ``_fits_hint``)."""
     order, graph, problems = check_graph(expanded)
-    types: dict[str, TensorType] = {INPUT: expanded.input}
+    types: dict[str, TensorType] = {INPUT: expanded.input, **expanded.extra_inputs}
     resolved: list[Node] = []
     for node in order:
         if any(name not in types for name in node.inputs):
@@ -108,7 +108,8 @@ def _fits_all(
 ) -> bool:
     """Whether inference passes every node in ``readers`` with ``field`` set to ``value``
     in all of them (a trial on copies: nothing is changed)."""
-    known = {INPUT: types[INPUT]}
+    ids = {n.id for n in order}
+    known = {name: t for name, t in types.items() if name not in ids}  # the inputs
     for n in order:
         if any(name not in known for name in n.inputs):
             if n.id in readers:

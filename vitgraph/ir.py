@@ -109,6 +109,8 @@ class Expanded:
     chosen: dict[str, str] = field(default_factory=dict)
     #: entries switched off by ``when:`` -> their kind (each is an alias of its input)
     off: dict[str, str] = field(default_factory=dict)
+    #: the spec's optional extra inputs (``input.extra``: a pixel mask) -> their types
+    extra_inputs: dict[str, TensorType] = field(default_factory=dict)
 
 
 @dataclass
@@ -213,6 +215,11 @@ class Validated:
     @property
     def input_shape(self) -> tuple[int, ...]:
         return self._inferred.types[INPUT].shape
+
+    @property
+    def extra_inputs(self) -> dict[str, TensorType]:
+        """The optional inputs the model takes by keyword (``input.extra``), by name."""
+        return dict(self._expanded.extra_inputs)
 
     @property
     def input_type(self) -> TensorType:

@@ -150,6 +150,7 @@ def _edit_schema() -> dict[str, Any]:
     node = {"$ref": "#/$defs/node"}
     extra = {
         "node": node,
+        "nodes": {"type": "array", "items": node, "description": "Several new entries."},
         "with": {"type": "string", "description": "The new kind."},
         "params": {"type": "object"},
         "set": {"type": "object"},

@@ -94,13 +94,95 @@ class Ids:
         return f"ids {self.length} of {self.vocab}{grid}"
 
 
-TensorType = Image | Tokens | Vector | Ids
+@dataclass(frozen=True)
+class Mask:
+    """A boolean map ``(H, W)`` of the valid pixels of a padded image (True = a pixel,
+    False = padding: HF's ``pixel_mask``), or of a feature map it was resized to. An extra
+    input the caller may omit: a block that reads one receives None then, meaning every
+    pixel is valid."""
+
+    height: int
+    width: int
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.height, self.width)
+
+    def __str__(self) -> str:
+        return f"mask {self.height}x{self.width}"
+
+
+@dataclass(frozen=True)
+class Pyramid:
+    """Feature maps at several strides (a backbone's taps, finest first): what a detector
+    neck reads. ``strides[k]`` is the input side over level k's side."""
+
+    levels: tuple[Image, ...]
+    strides: tuple[int, ...]
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return self.levels[-1].shape
+
+    def __str__(self) -> str:
+        maps = ", ".join(
+            f"{m.channels}x{m.height}x{m.width}/{s}"
+            for m, s in zip(self.levels, self.strides, strict=True)
+        )
+        return f"pyramid of {len(self.levels)} level(s): {maps}"
+
+
+@dataclass(frozen=True)
+class Stack:
+    """The outputs of ``layers`` layers of the same type stacked on a leading axis
+    ``(L, N, D)`` (a decoder's intermediate outputs, each read by the auxiliary losses)."""
+
+    layers: int
+    item: Tokens
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.layers, *self.item.shape)
+
+    def __str__(self) -> str:
+        return f"{self.layers} stacked {self.item}"
+
+
+@dataclass(frozen=True)
+class Detections:
+    """A set predictor's outputs, one per object query: class logits ``(Q, classes)``
+    (the last class is "no object") and boxes ``(Q, 4)`` (normalised cx, cy, w, h).
+    Eval returns ``(logits, boxes)``; training adds the ``layers - 1`` earlier decoder
+    layers' ``(L-1, B, Q, classes)`` logits and ``(L-1, B, Q, 4)`` boxes."""
+
+    queries: int
+    classes: int
+    layers: int = 1
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.queries, self.classes)
+
+    def __str__(self) -> str:
+        return f"detections {self.queries} queries x {self.classes} classes + boxes"
+
+
+TensorType = Image | Tokens | Vector | Ids | Mask | Pyramid | Stack | Detections
 
 
 def expect(value: object, cls: type, what: str) -> None:
     """Raise a ShapeError unless ``value`` is of tensor type ``cls``."""
     if not isinstance(value, cls):
-        names = {Image: "an image", Tokens: "tokens", Vector: "a vector", Ids: "integer ids"}
+        names = {
+            Image: "an image",
+            Tokens: "tokens",
+            Vector: "a vector",
+            Ids: "integer ids",
+            Mask: "a pixel mask",
+            Pyramid: "a feature pyramid",
+            Stack: "stacked layer outputs",
+            Detections: "detections",
+        }
         raise ShapeError(f"{what} takes {names[cls]}, but receives {value}")
 
 
@@ -119,6 +201,9 @@ def example(t: TensorType, batch: int, generator: Any = None, **where: Any) -> A
         where = {k: v for k, v in where.items() if k != "dtype"}
         ids = torch.randint(0, t.vocab, (batch, *t.shape), generator=generator)
         return ids.to(**where)
+    if isinstance(t, Mask):  # every pixel valid
+        where = {k: v for k, v in where.items() if k != "dtype"}
+        return torch.ones(batch, *t.shape, dtype=torch.bool).to(**where)
     x = torch.randn(batch, *t.shape, generator=generator)
     return x.to(**where)
 
@@ -128,7 +213,7 @@ def empty(t: TensorType, batch: int) -> Any:
     counting), int64 for ids."""
     import torch
 
-    dtype = torch.int64 if isinstance(t, Ids) else None
+    dtype = torch.int64 if isinstance(t, Ids) else torch.bool if isinstance(t, Mask) else None
     return torch.empty(batch, *t.shape, dtype=dtype)
 
 
@@ -141,6 +226,24 @@ def expect_image(t: TensorType, what: str) -> Image:
 def expect_tokens(t: TensorType, what: str) -> Tokens:
     expect(t, Tokens, what)
     assert isinstance(t, Tokens)
+    return t
+
+
+def expect_mask(t: TensorType, what: str) -> Mask:
+    expect(t, Mask, what)
+    assert isinstance(t, Mask)
+    return t
+
+
+def expect_pyramid(t: TensorType, what: str) -> Pyramid:
+    expect(t, Pyramid, what)
+    assert isinstance(t, Pyramid)
+    return t
+
+
+def expect_stack(t: TensorType, what: str) -> Stack:
+    expect(t, Stack, what)
+    assert isinstance(t, Stack)
     return t
 
 

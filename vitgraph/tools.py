@@ -147,6 +147,46 @@ def cmd_gather(args: argparse.Namespace) -> int:
     return 0
 
 
+def cmd_predict(args: argparse.Namespace) -> int:
+    """``vitgraph predict``: one image through a model, shown by its task's renderer
+    (``vitgraph.predict``: a classifier's top five, a detector's boxes on a PNG)."""
+    import torch
+    from PIL import Image
+
+    from vitgraph.predict import Prediction, renderer_for
+    from vitgraph.train.data.base import normalize
+    from vitgraph.train.data.coco import letterbox, pil_to_tensor
+
+    graph = _load(args.spec, args.variant, args.sets)
+    shape = graph.input_shape
+    if len(shape) != 3:
+        print(f"error: {graph.name} takes {graph.input_type}, not an image", file=sys.stderr)
+        return 1
+    model = graph.build(weights=args.weights).eval()
+    original = pil_to_tensor(Image.open(args.image).convert("RGB" if shape[0] == 3 else "L"))
+    padded, valid = letterbox(original, (shape[1], shape[2]))
+    if args.spec_norm:  # the spec's mean and std (a converted reference's weights)
+        mean = torch.tensor(graph.source.document.data.mean)[:, None, None]
+        std = torch.tensor(graph.source.document.data.std)[:, None, None]
+        image = (padded.float() / 255 - mean) / std
+    else:  # what `vitgraph train` feeds its models
+        image = normalize(padded)
+    mask = valid[None] if graph.extra_inputs else None
+    return renderer_for(graph)(Prediction(graph, model, image[None], mask, original, args))
+
+
+def cmd_digit_boxes(args: argparse.Namespace) -> int:
+    """``vitgraph digit-boxes OUT``: write the small detection set (COCO JSON + PNGs)."""
+    from vitgraph.train.data.coco import write_digit_boxes
+
+    out = write_digit_boxes(args.out, images=args.images, size=args.size, seed=args.seed)
+    print(
+        f"{args.images} images of digits with their boxes written to {out} "
+        "(train.json, val.json, images/): vitgraph train detr --data " + str(out)
+    )
+    return 0
+
+
 def cmd_palette(args: argparse.Namespace) -> int:
     """``vitgraph palette``: fit a colour palette by k-means (iGPT §3.1) and save it."""
     from pathlib import Path

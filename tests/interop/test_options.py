@@ -181,6 +181,8 @@ MODELS = {
     "transformers.CvtConfig": "transformers.CvtForImageClassification",
     # its examples run in tests/blocks/test_sequence.py (ids in, the start-id shift)
     "transformers.ImageGPTConfig": "transformers.ImageGPTForCausalImageModeling",
+    # its examples run in tests/interop/test_hf_detr.py (a detector: logits and boxes)
+    "transformers.DetrConfig": "transformers.DetrForObjectDetection",
 }
 
 

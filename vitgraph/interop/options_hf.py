@@ -208,8 +208,91 @@ IMAGEGPT: dict[str, Option] = {
     "eos_token_id": honoured("generation metadata", {"eos_token_id": 3}),
 }
 
+_LOSS = "the loss only: the logits and boxes do not depend on it"
+
+#: DetrForObjectDetection (#15); its examples run in tests/interop/test_hf_detr.py over a
+#: tiny base (timm's resnet26, d_model 32, one encoder and two decoder layers)
+DETR: dict[str, Option] = {
+    **PRETRAINED_CONFIG,
+    "is_encoder_decoder": honoured("(metadata)", {"is_encoder_decoder": True}),
+    "backbone_config": partly(
+        "timm's ResNet-50/101-style bottleneck ResNets (torchvision's layout)",
+        ({"backbone": "resnet26"},),
+        "HF's native ResNet (other keys; it ignores dilation) and other backbones",
+        ({"backbone_config": "@ResNetConfig"},),
+    ),
+    "num_channels": honoured("any channel count", {"num_channels": 1}),
+    "num_queries": honoured("any count", {"num_queries": 7}),
+    "encoder_layers": honoured("any depth", {"encoder_layers": 2}),
+    "decoder_layers": honoured("any depth", {"decoder_layers": 3}),
+    "encoder_ffn_dim": partly(
+        "equal to decoder_ffn_dim",
+        ({"encoder_ffn_dim": 48, "decoder_ffn_dim": 48},),
+        "different widths (the spec has one ffn)",
+        ({"encoder_ffn_dim": 48},),
+    ),
+    "decoder_ffn_dim": partly(
+        "equal to encoder_ffn_dim",
+        ({"encoder_ffn_dim": 48, "decoder_ffn_dim": 48},),
+        "different widths (the spec has one ffn)",
+        ({"decoder_ffn_dim": 48},),
+    ),
+    "encoder_attention_heads": partly(
+        "equal to decoder_attention_heads",
+        ({"encoder_attention_heads": 4, "decoder_attention_heads": 4},),
+        "different head counts",
+        ({"encoder_attention_heads": 4},),
+    ),
+    "decoder_attention_heads": partly(
+        "equal to encoder_attention_heads",
+        ({"encoder_attention_heads": 4, "decoder_attention_heads": 4},),
+        "different head counts",
+        ({"decoder_attention_heads": 4},),
+    ),
+    "encoder_layerdrop": partly(
+        "0", ({"encoder_layerdrop": 0.0},), "layer drop", ({"encoder_layerdrop": 0.1},)
+    ),
+    "decoder_layerdrop": partly(
+        "0", ({"decoder_layerdrop": 0.0},), "layer drop", ({"decoder_layerdrop": 0.1},)
+    ),
+    "activation_function": partly(
+        "relu, gelu",
+        ({"activation_function": "gelu"},),
+        "others",
+        ({"activation_function": "silu"},),
+    ),
+    "d_model": honoured("any width the heads divide (a multiple of 4)", {"d_model": 16}),
+    "dropout": honoured("dropout after attention and FFN", {"dropout": 0.2}),
+    "attention_dropout": honoured("dropout on the attention weights", {"attention_dropout": 0.1}),
+    "activation_dropout": honoured("dropout after the FFN activation", {"activation_dropout": 0.1}),
+    "init_std": honoured(_INIT, {"init_std": 0.5}),
+    "init_xavier_std": honoured(_INIT, {"init_xavier_std": 0.5}),
+    "auxiliary_loss": partly(
+        "False (the twin's training outputs carry the official auxiliary predictions)",
+        ({"auxiliary_loss": False},),
+        "True (HF then feeds each decoder layer the previous one's normed output)",
+        ({"auxiliary_loss": True},),
+    ),
+    "position_embedding_type": partly(
+        "sine",
+        ({"position_embedding_type": "sine"},),
+        "learned",
+        ({"position_embedding_type": "learned"},),
+    ),
+    "dilation": honoured("DC5 (timm's output_stride 16)", {"dilation": True}),
+    "class_cost": honoured(_LOSS, {"class_cost": 2}),
+    "bbox_cost": honoured(_LOSS, {"bbox_cost": 2}),
+    "giou_cost": honoured(_LOSS, {"giou_cost": 1}),
+    "mask_loss_coefficient": honoured(_LOSS, {"mask_loss_coefficient": 2}),
+    "dice_loss_coefficient": honoured(_LOSS, {"dice_loss_coefficient": 2}),
+    "bbox_loss_coefficient": honoured(_LOSS, {"bbox_loss_coefficient": 2}),
+    "giou_loss_coefficient": honoured(_LOSS, {"giou_loss_coefficient": 1}),
+    "eos_coefficient": honoured(_LOSS, {"eos_coefficient": 0.2}),
+}
+
 TABLES: dict[str, dict[str, Option]] = {
     "transformers.PvtConfig": PVT,
     "transformers.CvtConfig": CVT,
     "transformers.ImageGPTConfig": IMAGEGPT,
+    "transformers.DetrConfig": DETR,
 }

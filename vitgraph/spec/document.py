@@ -6,7 +6,7 @@ validated per block kind only after the expand phase has evaluated them.
 
 from __future__ import annotations
 
-from typing import Any
+from typing import Any, Literal
 
 from pydantic import BaseModel, ConfigDict, field_validator, model_validator
 from pydantic_core import PydanticCustomError
@@ -36,6 +36,11 @@ class InputSpec(BaseModel):
     """Number of distinct ids of an integer-id input (the palette size)."""
     grid: list[PosInt] | None = None
     """[rows, cols] of the image an id sequence comes from (default: a square of ids)."""
+    extra: dict[str, Literal["mask"]] = {}
+    """Optional extra inputs the model takes by keyword, by name and type: ``{pixel_mask:
+    mask}`` is a boolean valid-pixel map of the image (HF's convention: True = pixel, False
+    = padding). Graph entries read one by its name in ``inputs:``; when the caller omits
+    it the reading block receives None (every pixel valid)."""
 
     @model_validator(mode="after")
     def _one_kind_of_input(self) -> InputSpec:

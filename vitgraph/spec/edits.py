@@ -638,11 +638,20 @@ def _single(editor: _Editor, pattern: str, verb: str) -> tuple[str, _Target]:
 
 
 def insert_after(
-    graph: Validated, pattern: str, node: dict[str, Any], *, location: Location | None = None
+    graph: Validated,
+    pattern: str,
+    node: dict[str, Any] | list[dict[str, Any]],
+    *,
+    location: Location | None = None,
 ) -> Source:
-    """Insert ``node`` taking ``pattern``'s output; its users take the new node instead."""
+    """Insert ``node`` taking ``pattern``'s output; its users take the new node instead.
+    A list of nodes is inserted in one edit (checked once, so a node may be used only by
+    a later one of them): the first takes ``pattern``'s output, each one without
+    ``inputs`` the one before, and ``pattern``'s users take the last."""
     editor = _Editor(graph, location)
     node_id, target = _single(editor, pattern, "insert_after")
+    if isinstance(node, list):
+        return _insert_chain(graph, editor, node_id, target, node)
     new = editor.check_new_entry(node, "insert_after")
     new_id = str(new["id"])
     k = target.entry
@@ -665,6 +674,25 @@ def insert_after(
     at.setdefault(target.index + 1, {})["inputs"] = [new_id]  # type: ignore[operator]
     new.setdefault("inputs", [node_id])
     editor.insert(follower, {"id": new_id, "kind": new.pop("kind"), **new})
+    return _commit(graph, editor)
+
+
+def _insert_chain(
+    graph: Validated, editor: _Editor, node_id: str, target: _Target, nodes: list[Any]
+) -> Source:
+    if not nodes:
+        raise editor.fail(node_id, "insert_after: nodes is an empty list")
+    k = target.entry
+    if not (target.index is None or target.index == editor.repeat_count(k) - 1):
+        raise editor.fail(node_id, "insert_after: several nodes go after a whole entry")
+    new = [editor.check_new_entry(n, "insert_after") for n in nodes]
+    ids = [str(n["id"]) for n in new]
+    if len(set(ids)) != len(ids):
+        raise editor.fail(node_id, f"insert_after: the new ids repeat ({', '.join(ids)})")
+    editor.rewire(str(editor.entries[k]["id"]), ids[-1])
+    editor.rewire(node_id, ids[-1])
+    for offset, entry in enumerate(new, 1):
+        editor.insert(k + offset, {"id": str(entry.pop("id")), "kind": entry.pop("kind"), **entry})
     return _commit(graph, editor)
 
 

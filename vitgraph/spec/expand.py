@@ -46,7 +46,7 @@ from vitgraph.block import Block
 from vitgraph.errors import Location, Problem, SpecDeprecation, SpecError
 from vitgraph.ir import Expanded, Node, Segment, Source
 from vitgraph.registry import Composite
-from vitgraph.shapes import Ids, Image, TensorType
+from vitgraph.shapes import Ids, Image, Mask, TensorType
 from vitgraph.spec.catalog import registry
 from vitgraph.spec.document import NODE_KEYS
 from vitgraph.spec.expressions import ExpressionError, names_in, substitute
@@ -225,6 +225,12 @@ class _Expander:
             self.problems += pydantic_problems(exc, self.marks, ("input",), InputSpec)
             return Image(3, 1, 1)
         if spec.ids is not None:
+            if spec.extra:
+                self.fail(
+                    self.marks.at(("input", "extra")),
+                    "input.extra",
+                    "extra inputs (pixel masks) describe an image input, not ids",
+                )
             return self.resolve_ids(spec)
         size = spec.size
         assert size is not None
@@ -254,6 +260,24 @@ class _Expander:
             )
             return Image(spec.channels, 1, 1)
         return Image(spec.channels, size, size)
+
+    def resolve_extra(self, image: TensorType) -> dict[str, TensorType]:
+        """The spec's extra inputs (``input.extra``), typed against the image they go with."""
+        raw = self.doc.input.get("extra") or {}
+        if not isinstance(image, Image) or not isinstance(raw, dict):
+            return {}
+        out: dict[str, TensorType] = {}
+        for name in raw:
+            if not _ID.fullmatch(str(name)) or name == "input":
+                self.fail(
+                    self.marks.at(("input", "extra", name), key=True),
+                    "input.extra",
+                    f"extra input name {str(name)[:80]!r} must be a plain word other than 'input'",
+                    "for example: pixel_mask",
+                )
+                continue
+            out[str(name)] = Mask(image.height, image.width)
+        return out
 
     def resolve_ids(self, spec: Any) -> TensorType:
         """An integer-id input; its grid (rows x cols = ids) says which image it reads."""
@@ -830,6 +854,11 @@ class _Expander:
             if value is None:  # an optional input switched off: "${'input1' if c else None}"
                 continue
             name = str(value)
+            group = ctx.prefix + name[:-2] if name.endswith(".*") else None
+            if group is not None and group in self.groups:  # every member: ``decoder.*``
+                count = self.groups[group][1]
+                resolved += [self.aliases.get(f"{group}.{k}", f"{group}.{k}") for k in range(count)]
+                continue
             resolved.append(scope.get(name, ctx.resolve_global(name, self.aliases)))
         if not resolved:
             self.fail(mark, f"{full_id}.inputs", "every input evaluates to null")
@@ -1015,6 +1044,7 @@ def expand(
     expander = _Expander(source, variant, dict(overrides or {}))
     args = expander.resolve_args()
     input_type = expander.resolve_input(args)
+    extra_inputs = expander.resolve_extra(input_type)
     if expander.problems:
         raise SpecError(expander.problems)
     if not doc.graph:
@@ -1058,4 +1088,5 @@ def expand(
         init,
         expander.chosen,
         expander.off,
+        extra_inputs,
     )

@@ -43,7 +43,8 @@ MAX_CHAIN = 16
 
 #: verb -> (keys it takes besides its target, keys it requires)
 VERBS: dict[str, tuple[tuple[str, ...], tuple[str, ...]]] = {
-    "insert_after": (("node",), ("node",)),
+    # node: one new entry; nodes: several, inserted (and checked) together
+    "insert_after": (("node", "nodes"), ()),
     "insert_before": (("node",), ("node",)),
     # replace and update both take their params in ``set:`` (``params:``: replace's
     # name before 0.2, still read)
@@ -230,7 +231,9 @@ def _one(
     if verb in ("insert_after", "insert_before", "remove", "rename") and (isinstance(target, dict)):
         raise SpecError.at(where, f"edits[{n}].{verb}", f"{verb} takes one node id")
     if verb == "insert_after":
-        return edits.insert_after(state, target, args["node"], location=where)
+        return edits.insert_after(
+            state, target, args["node"] if "node" in args else args["nodes"], location=where
+        )
     if verb == "insert_before":
         return edits.insert_before(state, target, args["node"], location=where)
     if verb == "remove":
@@ -295,6 +298,10 @@ def _parse_edit(
     for key in needs:
         if key not in item:
             raise SpecError.at(where, label, f"{verb} needs '{key}'")
+    if verb == "insert_after" and ("node" in item) == ("nodes" in item):
+        raise SpecError.at(
+            where, label, "insert_after needs 'node' (one entry) or 'nodes' (a list)"
+        )
     target = item[verb]
     if not (isinstance(target, str) or (isinstance(target, dict) and set(target) == {"kind"})):
         raise SpecError.at(

@@ -90,6 +90,12 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
         "--contrastive-weight", type=float, help="over-smoothing: patch contrastive loss"
     )
     parser.add_argument("--patch-mix-weight", type=float, help="over-smoothing: patch mixing loss")
+    parser.add_argument(
+        "--init-from", help="start from these weights (safetensors; what fits by name and shape)"
+    )
+    parser.add_argument(
+        "--backbone-lr", type=float, help="detection: the backbone's lr over --lr (default 0.1)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the history as JSON")
 
@@ -128,6 +134,8 @@ _SETTINGS = [
     "cosine_weight",
     "contrastive_weight",
     "patch_mix_weight",
+    "init_from",
+    "backbone_lr",
 ]
 
 

@@ -85,6 +85,13 @@ class TrainConfig:
     """Gong et al.'s patch contrastive loss (last layer vs first-layer embedding)."""
     patch_mix_weight: float = 0.0
     """Gong et al.'s patch mixing loss (patch-aligned CutMix, per-patch labels)."""
+    init_from: str | None = None
+    """Start from these weights (a safetensors file, e.g. another run's ``model.safetensors``):
+    every entry whose name and shape fit the model is loaded, the rest keeps its fresh
+    init (DETR from a backbone trained as a classifier with the same node ids)."""
+    backbone_lr: float = 0.1
+    """The detection objective's backbone learning rate over ``lr`` (DETR's recipe: 1e-5
+    over 1e-4); the backbone is every node a feature pyramid is gathered from."""
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

@@ -63,37 +63,74 @@ def train(
     return Trainer(config, log).run()
 
 
-def parameter_groups(model: Any, weight_decay: float) -> list[dict[str, Any]]:
+def parameter_groups(
+    model: Any, weight_decay: float, lr_scales: dict[str, float] | None = None
+) -> list[dict[str, Any]]:
     """timm's optimizer groups: every parameter decays except what the model's blocks
     keep out of weight decay (``model.no_weight_decay()``: position tables, prefix tokens,
     norms, LayerScale, relative-position tables, biases and other 1-D parameters). Any
-    model with a ``no_weight_decay()`` (a timm model too)."""
+    model with a ``no_weight_decay()`` (a timm model too). ``lr_scales``: node id ->
+    the factor of the learning rate its parameters train at (``lr_scale`` of a group)."""
     exempt = model.no_weight_decay()
-    named = list(model.named_parameters())
+    scales = lr_scales or {}
+
+    def scale(name: str) -> float:
+        parts = name.split(".")
+        for depth in range(len(parts) - 1, 0, -1):
+            found = scales.get(".".join(parts[:depth]))
+            if found is not None:
+                return found
+        return 1.0
+
+    # the two groups of old checkpoints always exist, even empty (their resume needs them)
+    groups: dict[tuple[bool, float], list[Any]] = {(True, 1.0): [], (False, 1.0): []}
+    for name, param in model.named_parameters():
+        groups.setdefault((name not in exempt, scale(name)), []).append(param)
     return [
-        {"params": [p for n, p in named if n not in exempt], "weight_decay": weight_decay},
-        {"params": [p for n, p in named if n in exempt], "weight_decay": 0.0},
+        {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": factor}
+        for (decays, factor), params in sorted(
+            groups.items(), key=lambda kv: (not kv[0][0], kv[0][1])
+        )
     ]
 
 
-def make_optimizer(model: nn.Module, config: TrainConfig) -> torch.optim.Optimizer:
+def make_optimizer(
+    model: nn.Module, config: TrainConfig, lr_scales: dict[str, float] | None = None
+) -> torch.optim.Optimizer:
     """AdamW (every recipe's) or SGD with momentum, over :func:`parameter_groups`."""
-    groups = parameter_groups(model, config.weight_decay)
+    groups = parameter_groups(model, config.weight_decay, lr_scales)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.lr)
 
 
 def _full_optimizer_state(
-    model: nn.Module, config: TrainConfig, saved: dict[str, Any]
+    model: nn.Module, config: TrainConfig, lr_scales: dict[str, float], saved: dict[str, Any]
 ) -> dict[str, Any]:
     """A one-file checkpoint's optimizer state keyed by parameter name, read on the
     unsharded model (its ``state`` is keyed by position), to be sharded after it."""
     from torch.distributed.checkpoint.state_dict import get_optimizer_state_dict
 
-    optimizer = make_optimizer(model, config)
+    optimizer = make_optimizer(model, config, lr_scales)
     optimizer.load_state_dict(saved)
     return get_optimizer_state_dict(model, optimizer)
+
+
+def init_from(model: nn.Module, path: str) -> list[str]:
+    """Load every entry of the safetensors file ``path`` whose name and shape fit
+    ``model`` (the rest keeps its init); return the names loaded. None fitting is an
+    error: the file is another model's."""
+    from safetensors.torch import load_file
+
+    mine = model.state_dict()
+    theirs = load_file(path)
+    fitting = {k: v for k, v in theirs.items() if k in mine and mine[k].shape == v.shape}
+    if not fitting:
+        raise DataError(
+            f"{path}: none of its {len(theirs)} tensors fits the model by name and shape"
+        )
+    model.load_state_dict(fitting, strict=False)
+    return sorted(fitting)
 
 
 def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
@@ -176,8 +213,21 @@ class Trainer:
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
         self.model = graph.build(device=self.device)
+        if config.init_from and ckpt is None:
+            self.initialized = init_from(self.model, config.init_from)
         if config.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
+        teacher = None
+        if config.teacher:
+            from vitgraph.train.teacher import load_teacher
+
+            teacher = load_teacher(
+                config.teacher, config.teacher_checkpoint, self.classes, self.device
+            )
+        self.objective = chosen(graph, self.model, config, self.classes, teacher)
+        # the objective may train parts of the model at a scaled learning rate (DETR's
+        # backbone at a tenth), so the optimizer's groups come after it
+        lr_scales = self.objective.lr_scales()
         self.sharded = config.strategy == "fsdp" and self.world.distributed
         full_optimizer: dict[str, Any] = {}
         if config.strategy == "fsdp" and not self.world.distributed:
@@ -188,13 +238,15 @@ class Trainer:
         if self.sharded:
             if ckpt is not None and ckpt.sharded is None:  # a one-file checkpoint
                 self.model.load_state_dict(ckpt.model)
-                full_optimizer = _full_optimizer_state(self.model, config, ckpt.optimizer)
+                full_optimizer = _full_optimizer_state(
+                    self.model, config, lr_scales, ckpt.optimizer
+                )
             fsdp.shard(self.model, self.world, self.device)
         # DistributedDataParallel (no_sync, ...), the sharded model or the model itself
         self.ddp_model: Any = (
             self.model if self.sharded else ddp.wrap(self.model, self.world, self.device)
         )
-        self.optimizer = make_optimizer(self.model, config)
+        self.optimizer = make_optimizer(self.model, config, lr_scales)
         self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
         if self.steps_per_epoch == 0:
             raise DataError(
@@ -218,14 +270,6 @@ class Trainer:
         for note in notes:
             if note and self.world.main:
                 log(note)
-        teacher = None
-        if config.teacher:
-            from vitgraph.train.teacher import load_teacher
-
-            teacher = load_teacher(
-                config.teacher, config.teacher_checkpoint, self.classes, self.device
-            )
-        self.objective = chosen(graph, self.model, config, self.classes, teacher)
         # bfloat16 autocast needs no loss scaling; a GPU without bf16 trains in fp32
         bf16 = not self.device.startswith("cuda") or torch.cuda.is_bf16_supported()
         self.amp = bf16 and (
@@ -271,7 +315,7 @@ class Trainer:
         for step_in_epoch in range(self.steps_per_epoch):
             lr = schedule(self.step, self.total_steps, self.warmup, cfg.lr, cfg.min_lr)
             for group in self.optimizer.param_groups:
-                group["lr"] = lr
+                group["lr"] = lr * group.get("lr_scale", 1.0)
             self.optimizer.zero_grad(set_to_none=True)
             for k in range(cfg.accumulate):
                 begin = (step_in_epoch * cfg.accumulate + k) * micro

@@ -52,7 +52,8 @@ def load_data(
     request = DataRequest(shape, patch, val_fraction, seed, vocab)
     if data in SOURCES and SOURCES[data].accepts is None:
         return SOURCES[data].load(data, request)
-    for source in SOURCES.values():
+    # any folder is an image-class folder: the sources that ask for more go first
+    for source in sorted(SOURCES.values(), key=lambda s: s.name == "folder"):
         if source.accepts is not None and source.accepts(data):
             return source.load(data, request)
     names = [name for name, s in SOURCES.items() if s.accepts is None]

@@ -44,5 +44,10 @@ class Objective:
     ) -> dict[str, float]:
         raise NotImplementedError
 
+    def lr_scales(self) -> dict[str, float]:
+        """Node id -> the factor of the learning rate its parameters train at (default:
+        none, every parameter at the run's rate)."""
+        return {}
+
     def close(self) -> None:
         """Remove hooks the objective put on the model."""

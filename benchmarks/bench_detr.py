@@ -1,0 +1,105 @@
+"""DETR vs HF ``DetrForObjectDetection`` with the same weights, in one process: forward
+(inference mode) and training step (forward, DETR's set loss with its auxiliary layers,
+backward, SGD step) images/s, measured alternately, median of ``--repeats`` rounds. A
+ratio > 1 means vitgraph is faster. HF's training step computes its own loss (labels
+given, ``auxiliary_loss`` on, as the official recipe); ours ``set_criterion`` on the same
+targets.
+
+Usage: python benchmarks/bench_detr.py [--size 320] [--batch 2] [--threads 2]
+"""
+
+from __future__ import annotations
+
+import argparse
+import statistics
+import sys
+from pathlib import Path
+
+import torch
+
+sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
+import vitgraph
+from vitgraph.bench import LoadMeter, alternate, set_threads
+from vitgraph.train.objectives.detection import set_criterion
+
+
+def targets(batch: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
+    out = []
+    for _ in range(batch):
+        wh = torch.rand(3, 2, generator=gen) * 0.3 + 0.1
+        centre = wh / 2 + torch.rand(3, 2, generator=gen) * (1 - wh)
+        out.append(
+            {
+                "labels": torch.randint(0, 91, (3,), generator=gen),
+                "boxes": torch.cat([centre, wh], 1),
+            }
+        )
+    return out
+
+
+def main() -> None:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--size", type=int, default=320)
+    parser.add_argument("--batch", type=int, default=2)
+    parser.add_argument("--threads", type=int, default=2)
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--iters", type=int, default=2)
+    parser.add_argument("--backbone", default="resnet50")
+    args = parser.parse_args()
+    set_threads(args.threads)
+    from transformers import DetrConfig, DetrForObjectDetection
+
+    torch.manual_seed(0)
+    reference = DetrForObjectDetection(
+        DetrConfig(backbone=args.backbone, num_labels=91, dropout=0.0)
+    )
+    ours = vitgraph.from_hf(reference)
+    # the same trainable parameters in both (HF 5.25 with timm's ResNet freezes none)
+    for name, param in reference.named_parameters():
+        if not param.requires_grad:
+            raise SystemExit(f"HF froze {name}: freeze the same in ours first")
+    x = torch.randn(args.batch, 3, args.size, args.size)
+    gen = torch.Generator().manual_seed(0)
+    truth = targets(args.batch, gen)
+    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in truth]
+
+    def forward(model, hf: bool):
+        def run():
+            model.eval()
+            with torch.inference_mode():
+                return model(pixel_values=x) if hf else model(x)
+
+        return run
+
+    def train(model, hf: bool):
+        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
+
+        def run():
+            model.train()
+            if hf:
+                model.config.auxiliary_loss = True
+                loss = model(pixel_values=x, labels=labels).loss
+            else:
+                loss, _ = set_criterion(model(x), truth)
+            loss.backward()
+            opt.step()
+            opt.zero_grad(set_to_none=True)
+
+        return run
+
+    with LoadMeter() as meter:
+        for mode, make in (("forward", forward), ("train", train)):
+            runs = {"ours": make(ours, False), "hf": make(reference, True)}
+            times = alternate(runs, args.repeats, args.iters, torch.device("cpu"))
+            ours_ips = args.batch / statistics.median(times["ours"])
+            hf_ips = args.batch / statistics.median(times["hf"])
+            print(
+                f"{mode:8s} {args.size}px batch {args.batch}: ours {ours_ips:.2f} img/s, "
+                f"HF {hf_ips:.2f} img/s (x{ours_ips / hf_ips:.3f})",
+                flush=True,
+            )
+    print(f"[{meter.load.describe()}]")
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,161 @@
+"""DETR trains on the shipped digit-boxes set through the ordinary loop (the detection
+objective and the COCO source), resumes exactly, and — the slow target, ``make
+train-detection`` — reaches an mAP@0.5 well above chance in a fixed CPU budget."""
+
+from __future__ import annotations
+
+import math
+import time
+from pathlib import Path
+
+import pytest
+import torch
+
+import vitgraph
+from vitgraph.train.data.coco import write_digit_boxes
+
+pytest.importorskip("scipy")
+pytest.importorskip("pycocotools")
+
+#: a small DETR: a 4-stage ResNet of one bottleneck each, DC5 (a 4x4 map at 64 px)
+TINY = {
+    "image_size": 64,
+    "stem": 16,
+    "widths": [32, 64, 128, 256],
+    "depths": [1, 1, 1, 1],
+    "dc5": True,
+    "dim": 64,
+    "heads": 4,
+    "enc_layers": 2,
+    "dec_layers": 2,
+    "ffn": 128,
+    "queries": 8,
+    "drop": 0.0,
+    "act_drop": 0.0,
+}
+
+
+@pytest.fixture(autouse=True)
+def _one_thread():
+    before = torch.get_num_threads()
+    torch.set_num_threads(1)
+    yield
+    torch.set_num_threads(before)
+
+
+@pytest.fixture(scope="module")
+def small_set(tmp_path_factory):
+    return str(write_digit_boxes(tmp_path_factory.mktemp("boxes") / "set", images=20, size=64))
+
+
+def _weights(model):
+    return {k: v.detach().clone() for k, v in model.state_dict().items()}
+
+
+def test_detr_trains_an_epoch_on_digit_boxes_and_reports_coco_map(small_set):
+    result = vitgraph.train(
+        "detr",
+        overrides=TINY,
+        data=small_set,
+        epochs=1,
+        batch_size=8,
+        lr=1e-4,
+        progress=False,
+        log=lambda line: None,
+    )
+    (stats,) = result.history
+    assert math.isfinite(stats["loss"]) and stats["loss"] > 0
+    assert {"loss_ce", "loss_bbox", "loss_giou", "val_map", "val_map50"} <= set(stats)
+    assert result.model.vitgraph_graph.args["classes"] == 10  # sized to the data
+
+
+def test_the_backbone_trains_at_a_tenth_of_the_learning_rate(small_set):
+    from vitgraph.train.config import make_config
+    from vitgraph.train.loop import Trainer
+
+    config = make_config(spec="detr", overrides=TINY, data=small_set, batch_size=8, progress=False)
+    trainer = Trainer(config)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    for group in trainer.optimizer.param_groups:
+        for param in group["params"]:
+            backbone = names[id(param)].split(".")[0] in (
+                "backbone",
+                "layer1",
+                "layer2",
+                "layer3",
+                "layer4",
+            )
+            assert group["lr_scale"] == (0.1 if backbone else 1.0), names[id(param)]
+
+
+def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weights(
+    small_set, tmp_path
+):
+    common = dict(
+        data=small_set,
+        epochs=2,
+        batch_size=8,
+        lr=1e-4,
+        grad_clip=0.1,
+        progress=False,
+        log=lambda line: None,
+    )
+    spec = {**TINY, "drop": 0.1}
+    whole = vitgraph.train("detr", overrides=spec, out=str(tmp_path / "whole"), **common)
+    vitgraph.train("detr", overrides=spec, out=str(tmp_path / "cut"), stop_after=1, **common)
+    torch.manual_seed(1234)
+    resumed = vitgraph.train(
+        resume=str(tmp_path / "cut" / "last.safetensors"), progress=False, log=lambda line: None
+    )
+    a, b = _weights(whole.model), _weights(resumed.model)
+    assert a.keys() == b.keys()
+    assert max((a[k] - b[k]).abs().max().item() for k in a) <= 1e-6
+
+
+@pytest.mark.slow
+def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path, capsys):
+    """DETR's recipe at a small scale: its ResNet first trained as a digits classifier
+    (DETR starts from a pretrained backbone), then DETR with the backbone at a tenth of
+    the learning rate, frozen BatchNorm, gradient clipping 0.1 (``make train-detection``)."""
+    data = str(write_digit_boxes(tmp_path / "set", images=1000, size=64))
+    start = time.perf_counter()
+    backbone = {k: TINY[k] for k in ("stem", "widths", "depths", "dc5")}
+    vitgraph.train(
+        str(EXAMPLES / "detr_backbone_classifier.yaml"),
+        overrides={**backbone, "image_size": 32},
+        data="digits",
+        epochs=5,
+        batch_size=32,
+        lr=2e-3,
+        out=str(tmp_path / "backbone"),
+        progress=False,
+    )
+    result = vitgraph.train(
+        "detr",
+        overrides={**TINY, "dim": 128, "heads": 8, "ffn": 256},
+        data=data,
+        epochs=EPOCHS,
+        batch_size=8,
+        lr=2e-4,
+        min_lr=1e-5,
+        weight_decay=1e-4,
+        warmup_epochs=1,
+        grad_clip=0.1,
+        backbone_lr=0.1,
+        init_from=str(tmp_path / "backbone" / "model.safetensors"),
+        progress=False,
+    )
+    elapsed = time.perf_counter() - start
+    best = max(h["val_map50"] for h in result.history)
+    with capsys.disabled():
+        print(
+            f"\ndigit boxes: val mAP@0.5 {result.history[-1]['val_map50']:.3f} "
+            f"(best {best:.3f}) in {elapsed:.0f} s"
+        )
+    assert result.history[-1]["val_map50"] >= MAP50
+
+
+EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "detection"
+EPOCHS = 60
+#: what the issue asks: well above chance. Not reached yet (see the issue's report)
+MAP50 = 0.3

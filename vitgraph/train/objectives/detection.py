@@ -1,0 +1,245 @@
+"""DETR's set prediction loss (Carion et al., arXiv:2005.12872 §3.1) as a training
+objective, and COCO mAP as its held-out metric.
+
+Each image's predictions are matched one-to-one to its ground-truth boxes by the
+Hungarian algorithm (``scipy.optimize.linear_sum_assignment``, eq. 1) on the cost
+``class_cost · (−p̂(c)) + bbox_cost · L1 + giou_cost · (−GIoU)``; the loss (eq. 2) is
+cross-entropy over every query (the unmatched ones against "no object", weighted
+``eos_coef`` = 0.1) plus, over the matched pairs, L1 and 1 − GIoU of the boxes, each
+divided by the number of boxes. Every earlier decoder layer's predictions are matched
+again and add the same terms (§3.2 "auxiliary decoding losses"). scipy and pycocotools
+are the optional ``detection`` extra.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+import torch.nn.functional as F
+from torch import nn
+
+from vitgraph.ir import Validated
+from vitgraph.shapes import Pyramid
+from vitgraph.train.objectives import objective
+from vitgraph.train.objectives.base import Objective
+
+INSTALL = "pip install 'vitgraph[detection]'"
+
+
+def _linear_sum_assignment():
+    try:
+        from scipy.optimize import linear_sum_assignment
+    except ImportError as exc:  # pragma: no cover - the extra is installed in tests
+        raise ImportError(f"DETR's Hungarian matching needs scipy: {INSTALL}") from exc
+    return linear_sum_assignment
+
+
+# -- boxes ---------------------------------------------------------------------------------
+
+
+def cxcywh_to_xyxy(boxes: torch.Tensor) -> torch.Tensor:
+    cx, cy, w, h = boxes.unbind(-1)
+    return torch.stack((cx - w / 2, cy - h / 2, cx + w / 2, cy + h / 2), dim=-1)
+
+
+def xyxy_to_cxcywh(boxes: torch.Tensor) -> torch.Tensor:
+    x0, y0, x1, y1 = boxes.unbind(-1)
+    return torch.stack(((x0 + x1) / 2, (y0 + y1) / 2, x1 - x0, y1 - y0), dim=-1)
+
+
+def box_iou(a: torch.Tensor, b: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+    """Pairwise IoU ``(N, M)`` of xyxy boxes, and the union areas."""
+    area_a = (a[:, 2] - a[:, 0]) * (a[:, 3] - a[:, 1])
+    area_b = (b[:, 2] - b[:, 0]) * (b[:, 3] - b[:, 1])
+    lt = torch.max(a[:, None, :2], b[None, :, :2])
+    rb = torch.min(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    inter = wh[..., 0] * wh[..., 1]
+    union = area_a[:, None] + area_b[None, :] - inter
+    return inter / union, union
+
+
+def generalized_box_iou(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
+    """Pairwise generalised IoU ``(N, M)`` of xyxy boxes (Rezatofighi et al. 2019):
+    IoU − (enclosing area − union) / enclosing area."""
+    iou, union = box_iou(a, b)
+    lt = torch.min(a[:, None, :2], b[None, :, :2])
+    rb = torch.max(a[:, None, 2:], b[None, :, 2:])
+    wh = (rb - lt).clamp(min=0)
+    area = wh[..., 0] * wh[..., 1]
+    return iou - (area - union) / area
+
+
+# -- matching and the loss -------------------------------------------------------------------
+
+Target = dict[str, torch.Tensor]  # "labels" (T,) int64 and "boxes" (T, 4) cx, cy, w, h
+
+
+@torch.no_grad()
+def hungarian_match(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    targets: list[Target],
+    class_cost: float = 1.0,
+    bbox_cost: float = 5.0,
+    giou_cost: float = 2.0,
+) -> list[tuple[torch.Tensor, torch.Tensor]]:
+    """Per image, (query indices, target indices) of the assignment of least total cost
+    (eq. 1; the official ``HungarianMatcher``)."""
+    assign = _linear_sum_assignment()
+    out = []
+    prob = logits.float().softmax(-1)
+    for k, target in enumerate(targets):
+        labels, gt = target["labels"], target["boxes"].float()
+        if len(labels) == 0:
+            empty = torch.zeros(0, dtype=torch.int64)
+            out.append((empty, empty))
+            continue
+        pred = boxes[k].float()
+        cost = (
+            bbox_cost * torch.cdist(pred, gt, p=1)
+            - class_cost * prob[k][:, labels]
+            - giou_cost * generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt))
+        )
+        rows, cols = assign(cost.cpu().numpy())
+        out.append(
+            (torch.as_tensor(rows, dtype=torch.int64), torch.as_tensor(cols, dtype=torch.int64))
+        )
+    return out
+
+
+def set_loss_terms(
+    logits: torch.Tensor,
+    boxes: torch.Tensor,
+    targets: list[Target],
+    matches: list[tuple[torch.Tensor, torch.Tensor]],
+    num_boxes: float,
+    eos_coef: float = 0.1,
+) -> dict[str, torch.Tensor]:
+    """``loss_ce``, ``loss_bbox``, ``loss_giou`` and the logged ``cardinality_error`` of one
+    layer's predictions under ``matches`` (eq. 2; HF's ``loss_dict`` keys)."""
+    classes = logits.shape[-1] - 1  # the last is "no object"
+    device = logits.device
+    batch_idx = torch.cat([torch.full_like(q, k) for k, (q, _) in enumerate(matches)]).to(device)
+    query_idx = torch.cat([q for q, _ in matches]).to(device)
+    target_classes = torch.full(logits.shape[:2], classes, dtype=torch.int64, device=device)
+    target_classes[batch_idx, query_idx] = torch.cat(
+        [t["labels"][j.to(t["labels"].device)] for t, (_, j) in zip(targets, matches, strict=True)]
+    ).to(device)
+    weight = torch.ones(classes + 1, device=device)
+    weight[-1] = eos_coef
+    loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight)
+    pred = boxes[batch_idx, query_idx].float()
+    pairs = zip(targets, matches, strict=True)
+    gt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in pairs])
+    gt = gt.to(device).float()
+    loss_bbox = F.l1_loss(pred, gt, reduction="none").sum() / num_boxes
+    giou = torch.diag(generalized_box_iou(cxcywh_to_xyxy(pred), cxcywh_to_xyxy(gt)))
+    loss_giou = (1 - giou).sum() / num_boxes
+    with torch.no_grad():
+        count = (logits.argmax(-1) != classes).sum(1).float()
+        lengths = torch.as_tensor([len(t["labels"]) for t in targets], device=device).float()
+        cardinality = F.l1_loss(count, lengths)
+    return {
+        "loss_ce": loss_ce,
+        "loss_bbox": loss_bbox,
+        "loss_giou": loss_giou,
+        "cardinality_error": cardinality,
+    }
+
+
+#: eq. 2's weights (official ``main.py``: ce 1, bbox 5, giou 2)
+WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+
+
+def set_criterion(
+    outputs: tuple[torch.Tensor, ...],
+    targets: list[Target],
+    weights: dict[str, float] | None = None,
+    eos_coef: float = 0.1,
+    num_boxes: float | None = None,
+) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
+    """The weighted total and every term, the last layer's and (training outputs) each
+    earlier layer's re-matched ones with the suffix ``_k``. ``num_boxes``: the boxes of
+    the whole (distributed) batch; default this batch's, at least 1."""
+    weights = weights or WEIGHTS
+    logits, boxes = outputs[0], outputs[1]
+    if num_boxes is None:
+        num_boxes = max(1.0, float(sum(len(t["labels"]) for t in targets)))
+    layers = [(logits, boxes, "")]
+    if len(outputs) == 4:
+        aux = zip(outputs[2], outputs[3], strict=True)
+        layers += [(a, b, f"_{k}") for k, (a, b) in enumerate(aux)]
+    terms: dict[str, torch.Tensor] = {}
+    total = logits.new_zeros((), dtype=torch.float32)
+    for layer_logits, layer_boxes, suffix in layers:
+        matches = hungarian_match(layer_logits, layer_boxes, targets)
+        found = set_loss_terms(layer_logits, layer_boxes, targets, matches, num_boxes, eos_coef)
+        terms.update({key + suffix: value for key, value in found.items()})
+        total = total + sum(weight * found[key] for key, weight in weights.items())
+    return total, terms
+
+
+# -- the objective ---------------------------------------------------------------------------
+
+
+def _boxes_per_rank(targets: list[Target], images: torch.Tensor) -> float:
+    """The batch's boxes over every process, per process, at least 1 (the official
+    ``num_boxes``: DDP then averages the ranks' gradients into the global batch's)."""
+    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=images.device)
+    world = 1
+    if torch.distributed.is_available() and torch.distributed.is_initialized():
+        torch.distributed.all_reduce(count)
+        world = torch.distributed.get_world_size()
+    return max(1.0, count.item() / world)
+
+
+@objective("detection")
+class Detection(Objective):
+    """DETR's set loss on (images, pixel masks, targets) batches; held-out COCO mAP."""
+
+    def __init__(self, graph: Validated, model: nn.Module, *rest: Any) -> None:
+        super().__init__(graph, model, *rest)
+        _linear_sum_assignment()  # a missing scipy is said before the first step
+
+    def lr_scales(self) -> dict[str, float]:
+        """The backbone (every node a feature pyramid gathers from) at ``backbone_lr``."""
+        import networkx as nx
+
+        edges = self.graph.inferred.graph
+        backbone: set[str] = set()
+        for node in self.graph.nodes:
+            if isinstance(self.graph.type_of(node.id), Pyramid):
+                backbone |= nx.ancestors(edges, node.id)
+        ids = {node.id for node in self.graph.nodes}
+        return {name: self.config.backbone_lr for name in backbone & ids}
+
+    def step(
+        self,
+        model: nn.Module,
+        batch: tuple[torch.Tensor, torch.Tensor, list[Target]],
+        generator: Any,
+    ) -> tuple[torch.Tensor, dict[str, float]]:
+        images, masks, targets = batch
+        outputs = model(images, masks)
+        loss, terms = set_criterion(outputs, targets, num_boxes=_boxes_per_rank(targets, images))
+        n = len(images)
+        logged = ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error")  # the last layer's
+        return loss, {key: terms[key].item() * n for key in logged}
+
+    @torch.no_grad()
+    def evaluate(
+        self, model: nn.Module, split: Any, device: str, autocast: Any
+    ) -> dict[str, float]:
+        from vitgraph.train.coco_eval import coco_map
+
+        model.eval()
+        predictions = []
+        for begin in range(0, len(split), 8):
+            idx = torch.arange(begin, min(begin + 8, len(split)))
+            images, masks, _ = split.batch(idx, device)
+            with autocast():
+                logits, boxes = model(images, masks)
+            predictions += list(zip(logits.float().cpu(), boxes.float().cpu(), strict=True))
+        return coco_map(split, predictions)
