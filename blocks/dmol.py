@@ -67,9 +67,8 @@ class Dmol(nn.Module):
         self.half = 1.0 / (vocab - 1)
 
     def forward(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
-        n = ids.shape[1]
-        if n < 3 * tokens.shape[1]:  # a prefix (sampling without the cache)
-            ids = F.pad(ids, (0, 3 * tokens.shape[1] - n))
+        n = ids.shape[1]  # a prefix when sampling without the cache: padded, then cut
+        ids = F.pad(ids, (0, 3 * tokens.shape[1] - n))
         return self.log_probs(self.proj(tokens), ids)[:, :n]
 
     def log_probs(self, params: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
@@ -89,8 +88,7 @@ class Dmol(nn.Module):
             ],
             dim=-2,
         )  # (B, P, 3, m)
-        bins = self.bins.to(params.device)  # (V,)
-        centred = bins[:, None, None, None, None] - mean  # (V, B, P, 3, m)
+        centred = self.bins[:, None, None, None, None] - mean  # (V, B, P, 3, m)
         inv = torch.exp(-log_scales)
         upper, lower = inv * (centred + self.half), inv * (centred - self.half)
         # log(σ(upper) - σ(lower)), exact: the bins telescope to a distribution
@@ -109,7 +107,8 @@ class Dmol(nn.Module):
         true = ids.unflatten(1, (-1, 3))  # (B, P, 3)
         at_true = per_bin.gather(-1, true[..., None, None].expand(-1, -1, -1, m, 1))[..., 0]
         weight = F.log_softmax(logit, dim=-1)[..., None, :]  # (B, P, 1, m)
-        before = torch.cumsum(at_true, dim=-2) - at_true  # channels before c, log-sum
+        # the channels before c, summed (never reading channel c itself)
+        before = F.pad(torch.cumsum(at_true[..., :2, :], dim=-2), (0, 0, 1, 0))
         joint = weight + before  # (B, P, 3, m)
         out = torch.logsumexp(joint[..., None] + per_bin, dim=-2)  # (B, P, 3, V)
         out = out - torch.logsumexp(joint, dim=-1)[..., None]

@@ -70,12 +70,10 @@ def _grid(tokens: Tokens | Ids, kind: str) -> tuple[int, int]:
 
 def _fill(x: torch.Tensor, length: int) -> tuple[torch.Tensor, int]:
     """A prefix (``vitgraph sample --no-cache`` feeds those) padded to the whole length;
-    the kinds here are causal, so what stands after the prefix changes none of it."""
+    the kinds here are causal, so what stands after the prefix changes none of it. (No
+    branch on the length: the module stays symbolically traceable.)"""
     n = x.shape[1]
-    if n == length:
-        return x, n
-    pad = [0, 0] * (x.ndim - 2) + [0, length - n]
-    return F.pad(x, pad), n
+    return F.pad(x, [0, 0] * (x.ndim - 2) + [0, length - n]), n
 
 
 # -- input --------------------------------------------------------------------------------
@@ -129,7 +127,7 @@ class ChannelEmbedding(nn.Module, Incremental):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         start = self.position or 0
-        rows = ids + self.offset[start : start + ids.shape[1]]
+        rows = ids + torch.narrow(self.offset, 0, start, ids.shape[1])  # fx-traceable
         if self.position is not None:
             self.position += ids.shape[1]
         return F.embedding(rows, self.weight) * self.scale
@@ -141,7 +139,8 @@ class ChannelEmbedding(nn.Module, Incremental):
 @register
 class PixelEmbed(Block):
     """A pixel's sub-pixels as one token (the DMOL model, §3.3: it predicts whole pixels):
-    intensities scaled to [-1, 1], a linear map of the channels to the width."""
+    intensities scaled to [-1, 1], a linear map of the channels to the width and a ReLU
+    (t2t ``image_channel_compress_bottom``: a 1x3 stride-3 convolution)."""
 
     kind: Literal["pixel_embed"] = "pixel_embed"
     role = "tokenizer"
@@ -175,7 +174,7 @@ class PixelLinear(nn.Module):
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, _ = _fill(ids, self.length)
         pixels = ids.unflatten(1, (-1, self.channels)).float() / self.half - 1
-        return self.proj(pixels)
+        return F.relu(self.proj(pixels))
 
 
 @register
@@ -284,7 +283,7 @@ class TimingAdd(nn.Module, Incremental):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = self.position or 0
-        out = x + self.signal[start : start + x.shape[1]].to(x.dtype)
+        out = x + torch.narrow(self.signal, 0, start, x.shape[1]).to(x.dtype)
         if self.position is not None:
             self.position += x.shape[1]
         return out

@@ -138,10 +138,15 @@ def check_cache(model: nn.Module, steps: int = 4, seed: int = 0) -> None:
         with torch.no_grad():
             whole = model(ids)
             with decoding(model):
-                parts = [model(ids[:, :1])]  # the start position and position 1
-                for position in range(2, steps):
-                    parts.append(model(ids[:, position - 1 : position]))
-            stepped = torch.cat(parts, dim=1)
+                try:
+                    parts = [model(ids[:, :1])]  # the start position and position 1
+                    for position in range(2, steps):
+                        parts.append(model(ids[:, position - 1 : position]))
+                    stepped = torch.cat(parts, dim=1)
+                except (RuntimeError, ValueError, IndexError):
+                    # a module that cannot take a chunk at a time (the Image
+                    # Transformer's DMOL reads whole pixels): the same answer as wrong logits
+                    stepped = whole[:, :0]
     finally:
         model.train(was_training)
     if whole.shape != stepped.shape or not torch.allclose(whole, stepped, atol=1e-4, rtol=1e-4):
