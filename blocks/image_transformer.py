@@ -181,13 +181,15 @@ class PixelLinear(nn.Module):
 class BlockShift(Block):
     """The decoder input shift (t2t ``shift_right_3d``): a zero first, every token one
     place later, the last dropped, so position i has seen positions before i only. With
-    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, 2-D)."""
+    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, 2-D: a
+    block's last token then reaches no position; the shipped spec shifts once)."""
 
     kind: Literal["block_shift"] = "block_shift"
     role = "token"
     objective = "next_token"  # an autoregressive model: position i predicts id i
     blocks: Pair | None = None
-    """The 2-D generation order's query shape (null: one shift over the sequence)."""
+    """Restart the shift in every query block of this shape, in the 2-D generation order
+    (null: one shift over the sequence)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
