@@ -482,3 +482,118 @@ class LocalAttention(nn.Module, Incremental):
         mask = self.cache[2][past : past + q.shape[2], : past + q.shape[2]]
         out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
         return self.proj_drop(self.proj(merge_heads(out)))
+
+
+# -- class-conditional generation ---------------------------------------------------------
+# The graph has one input, so the class-conditional model reads the class as id 0 before
+# the sub-pixels: ids (B, 1 + N) in, logits (B, 1 + N, V) out. Row 0 is a learned prior
+# over the classes (the joint model p(class) p(image | class), so the convention holds:
+# position t sees ids before t only); `vitgraph sample` with a one-id prefix draws images
+# of that class.
+
+
+@register
+class ClassFirst(Block):
+    """The sub-pixel ids of a class-conditional input: id 0 (the class) dropped, the rest
+    laid out on ``grid``."""
+
+    kind: Literal["class_first"] = "class_first"
+    role = "structural"
+    classes: PosInt
+    """Number of classes (id 0 is one of them)."""
+    grid: Pair
+    """[rows, cols] of the sub-pixels after the class."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        ids = expect_ids(inputs[0], self.kind)
+        rows, cols = self.grid
+        if ids.length != 1 + rows * cols:
+            raise ShapeError(
+                f"a class and a {rows}x{cols} grid are {1 + rows * cols} ids, but the input "
+                f"has {ids.length}",
+                field="grid",
+                hint=f"give input.ids {1 + rows * cols}",
+            )
+        if ids.vocab < self.classes:
+            raise ShapeError(
+                f"{self.classes} classes do not fit {ids.vocab} ids", field="classes"
+            )
+        return self, Ids(rows * cols, ids.vocab, (rows, cols))
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        return DropFirst()
+
+
+class DropFirst(nn.Module):
+    def forward(self, ids: torch.Tensor) -> torch.Tensor:
+        return ids[:, 1:]
+
+
+@register
+class ClassEmbed(Block):
+    """The class embedding added to every decoder input position (§4, class-conditional
+    generation; t2t adds it after the shift and the positions). Inputs: the tokens and
+    the ids whose id 0 is the class."""
+
+    kind: Literal["class_embed"] = "class_embed"
+    role = "token"
+    weight_init = "keep"  # build draws N(0, dim^-1/2), as the intensity table
+    arity = 2
+    classes: PosInt
+    """Number of classes."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        expect_ids(inputs[1], self.kind)
+        return self, tokens
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = expect_tokens(inputs[0], self.kind)
+        return ClassTable(self.classes, tokens.dim)
+
+
+class ClassTable(nn.Module):
+    def __init__(self, classes: int, dim: int) -> None:
+        super().__init__()
+        self.weight = nn.Parameter(torch.empty(classes, dim).normal_(std=dim**-0.5))
+
+    def forward(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
+        # an id past the classes wraps (example inputs draw ids over all 256 intensities;
+        # the prior row never samples one)
+        return tokens + F.embedding(ids[:, :1] % self.weight.shape[0], self.weight)
+
+
+@register
+class ClassPrior(Block):
+    """Row 0 of a class-conditional model's logits: a learned prior over the classes
+    (ids from ``classes`` on can never be drawn), before the sub-pixels' rows."""
+
+    kind: Literal["class_prior"] = "class_prior"
+    role = "head"
+    classes: PosInt
+    """Number of classes."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        logits = expect_tokens(inputs[0], self.kind)
+        if logits.dim < self.classes:
+            raise ShapeError(
+                f"{self.classes} classes do not fit {logits.dim} logits", field="classes"
+            )
+        return self, Tokens(logits.dim, None, count=1 + logits.length)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        logits = expect_tokens(inputs[0], self.kind)
+        return PriorRow(self.classes, logits.dim)
+
+
+class PriorRow(nn.Module):
+    never: torch.Tensor
+
+    def __init__(self, classes: int, vocab: int) -> None:
+        super().__init__()
+        self.prior = nn.Parameter(torch.zeros(classes))
+        self.register_buffer("never", torch.full((vocab - classes,), -1e4), persistent=False)
+
+    def forward(self, logits: torch.Tensor) -> torch.Tensor:
+        row = torch.cat([self.prior, self.never]).to(logits.dtype)
+        return torch.cat([row.expand(logits.shape[0], 1, -1), logits], dim=1)

@@ -853,6 +853,7 @@ IMAGE_TRANSFORMER = Family(
         "image_transformer_imagenet32",
         "image_transformer_cifar10_2d",
         "image_transformer_cifar10_dmol",
+        "image_transformer_cifar10_cond",
     ),
     reference="paper",  # tensor2tensor (TF1) cannot run here: tests/blocks/test_image_transformer.py
     # by hand (the paper gives none; the arithmetic is in specs/image_transformer.yaml):
@@ -862,6 +863,7 @@ IMAGE_TRANSFORMER = Family(
         "image_transformer_imagenet32": 38_328_576,
         "image_transformer_cifar10_2d": 38_328_576,
         "image_transformer_cifar10_dmol": 9_747_556,
+        "image_transformer_cifar10_cond": 38_333_706,  # + 10·512 classes + a 10-way prior
     },
     small=Small(
         {

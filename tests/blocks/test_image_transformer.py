@@ -27,6 +27,7 @@ VARIANTS = [
     "image_transformer_imagenet32",
     "image_transformer_cifar10_2d",
     "image_transformer_cifar10_dmol",
+    "image_transformer_cifar10_cond",
 ]
 #: an 8x8 RGB image: 192 sub-pixels on an 8x24 grid
 TINY = {
@@ -191,6 +192,25 @@ def test_the_dmol_model_samples_without_the_cache_and_refuses_it_by_name():
     upper = torch.randint(0, 256, (1, 24), generator=torch.Generator().manual_seed(0))
     done = sample(model, 1, prefix=upper, seed=0, cache=False)
     assert torch.equal(done[:, :24], upper) and done.shape == (1, 48)
+
+
+def test_the_class_conditional_model_reads_the_class_first_and_samples_that_class():
+    model = tiny("image_transformer_cifar10_cond", size=4, depth=1)  # ids: 1 + 48
+    ids = torch.randint(0, 256, (2, 49), generator=torch.Generator().manual_seed(0))
+    ids[:, 0] = torch.tensor([3, 7])
+    other = ids.clone()
+    other[:, 0] = torch.tensor([4, 2])
+    with torch.no_grad():
+        logits, changed = model(ids), model(other)
+    assert logits.shape == (2, 49, 256)
+    # row 0 is the prior over the 10 classes; every sub-pixel row sees the class
+    assert torch.equal(logits[:, 0], changed[:, 0]) and (logits[0, 0, 10:] <= -1e4).all()
+    assert not torch.isclose(logits[:, 1:], changed[:, 1:]).all(-1).any()
+    cls = torch.tensor([[5]])
+    drawn = sample(model, 1, prefix=cls, seed=0, cache=False)
+    assert drawn[0, 0] == 5 and drawn.shape == (1, 49)
+    unprompted = sample(model, 4, seed=0, cache=False)
+    assert (unprompted[:, 0] < 10).all()  # the class drawn from the prior
 
 
 def test_the_timing_signal_puts_rows_in_the_first_half_and_columns_in_the_second():
