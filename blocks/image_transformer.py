@@ -111,8 +111,13 @@ class IntensityEmbed(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         ids = expect_ids(inputs[0], self.kind)
-        _, col = cells(_grid(ids, self.kind), self.blocks)
-        return ChannelEmbedding(ids.vocab, self.channels, self.dim, col % self.channels)
+        grid = _grid(ids, self.kind)
+        row, col = cells(grid, self.blocks)
+        embed = ChannelEmbedding(ids.vocab, self.channels, self.dim, col % self.channels)
+        if self.blocks is not None:  # pictures of samples: each cell's sequence position
+            embed.order = torch.empty_like(row)
+            embed.order[row * grid[1] + col] = torch.arange(len(row))
+        return embed
 
 
 class ChannelEmbedding(nn.Module, Incremental):
@@ -122,8 +127,13 @@ class ChannelEmbedding(nn.Module, Incremental):
         super().__init__()
         self.weight = nn.Parameter(torch.empty(channels * vocab, dim).normal_(std=dim**-0.5))
         self.register_buffer("offset", channel * vocab, persistent=False)
-        self.scale = dim**0.5
+        self.scale, self.channels = dim**0.5, channels
+        self.order: torch.Tensor | None = None  # the 2-D generation order (cell -> position)
         self.position: int | None = None
+
+    def picture_layout(self) -> dict:
+        """For ``vitgraph.sampling.to_images``: pixels of ``channels`` sub-pixels."""
+        return {"channels": self.channels, "order": self.order}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         start = self.position or 0
@@ -170,6 +180,9 @@ class PixelLinear(nn.Module):
         super().__init__()
         self.length, self.half, self.channels = length, (vocab - 1) / 2, channels
         self.proj = nn.Linear(channels, dim)
+
+    def picture_layout(self) -> dict:
+        return {"channels": self.channels}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, _ = _fill(ids, self.length)
@@ -521,10 +534,17 @@ class ClassFirst(Block):
         return self, Ids(rows * cols, ids.vocab, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return DropFirst()
+        return DropFirst((self.grid[0], self.grid[1]))
 
 
 class DropFirst(nn.Module):
+    def __init__(self, grid: tuple[int, int]) -> None:
+        super().__init__()
+        self.grid = grid
+
+    def picture_layout(self) -> dict:
+        return {"skip": 1, "grid": self.grid}
+
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         return ids[:, 1:]
 

@@ -213,6 +213,37 @@ def test_the_class_conditional_model_reads_the_class_first_and_samples_that_clas
     assert (unprompted[:, 0] < 10).all()  # the class drawn from the prior
 
 
+def test_pictures_of_2d_samples_put_each_sub_pixel_back_on_its_cell_in_rgb():
+    from vitgraph.sampling import layout_of, palette_of, to_images
+
+    model = tiny("image_transformer_cifar10_2d", size=4, depth=1)  # two 4x6 blocks
+    order = [(r, left + c) for left in (0, 6) for r in range(4) for c in range(6)]
+    ids = torch.arange(48)[None] * 5  # sequence position p holds intensity 5p
+    images = to_images(ids, palette_of(model, 256), (4, 12), layout_of(model))
+    assert images.shape == (1, 4, 4, 3)
+    for p, (r, col) in enumerate(order):
+        assert images[0, r, col // 3, col % 3] == 5 * p  # the grey palette: id v is v
+
+
+def test_cli_sample_of_the_2d_variant_writes_an_rgb_png(tmp_path, capsys):
+    import struct
+
+    from vitgraph.cli import main
+
+    sets = ["--variant", "image_transformer_cifar10_2d", "--set", "size=4", "--set", "depth=1"]
+    sets += [x for k in ("dim", "heads", "head_dim", "ffn") for x in ("--set", f"{k}={TINY[k]}")]
+    sets += ["--set", "query_shape=[4, 6]", "--set", "memory_flange=[2, 6]"]
+    weights = tmp_path / "w.safetensors"
+    assert main(["build", "image_transformer", *sets, "--out", str(weights)]) == 0
+    out = tmp_path / "grid.png"
+    args = ["--weights", str(weights), "--n", "2", "--out", str(out)]
+    assert main(["sample", "image_transformer", *sets, *args]) == 0
+    data = out.read_bytes()
+    width, height, depth, colour = struct.unpack(">IIBB", data[16:26])
+    assert (width, height, depth, colour) == (2 * (4 * 4 + 1) + 1, 4 * 4 + 2, 8, 2)  # RGB
+    assert "2 samples" in capsys.readouterr().out
+
+
 def test_the_timing_signal_puts_rows_in_the_first_half_and_columns_in_the_second():
     signal = timing_signal((4, 6), 16)  # raster order: position p is (p // 6, p % 6)
     rows, cols = torch.arange(24) // 6, torch.arange(24) % 6
