@@ -64,7 +64,7 @@ class Dmol(nn.Module):
         self.proj = nn.Linear(dim, 10 * mixtures)
         # bin centres in [-1, 1] and the half width (PixelCNN++: 1/255 for 256 bins)
         self.register_buffer("bins", torch.linspace(-1.0, 1.0, vocab), persistent=False)
-        self.half = 1.0 / (vocab - 1)
+        self.half_bin = 1.0 / (vocab - 1)
 
     def forward(self, tokens: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         n = ids.shape[1]  # a prefix when sampling without the cache: padded, then cut
@@ -77,7 +77,7 @@ class Dmol(nn.Module):
         means, log_scales, coeffs = rest.unflatten(-1, (3, 3, m)).unbind(-3)  # (B, P, 3, m)
         log_scales = log_scales.clamp(min=-7.0)  # PixelCNN++'s floor
         coeffs = torch.tanh(coeffs)
-        x = ids.unflatten(1, (-1, 3)).float() * (2 * self.half) - 1  # the true values
+        x = ids.unflatten(1, (-1, 3)).float() * (2 * self.half_bin) - 1  # the true values
         r, g = x[..., 0:1], x[..., 1:2]
         # channel means are linear in the channels before them (PixelCNN++ §2.2)
         mean = torch.stack(
@@ -90,13 +90,10 @@ class Dmol(nn.Module):
         )  # (B, P, 3, m)
         centred = self.bins[:, None, None, None, None] - mean  # (V, B, P, 3, m)
         inv = torch.exp(-log_scales)
-        upper, lower = inv * (centred + self.half), inv * (centred - self.half)
+        upper, lower = inv * (centred + self.half_bin), inv * (centred - self.half_bin)
         # log(σ(upper) - σ(lower)), exact: the bins telescope to a distribution
         middle = (
-            upper
-            + torch.log(-torch.expm1(lower - upper))
-            - F.softplus(upper)
-            - F.softplus(lower)
+            upper + torch.log(-torch.expm1(lower - upper)) - F.softplus(upper) - F.softplus(lower)
         )
         first = upper - F.softplus(upper)  # log σ(upper): everything below the first bin
         last = -F.softplus(lower)  # log(1 - σ(lower)): everything above the last bin

@@ -28,6 +28,11 @@ from vitgraph.shapes import Ids, TensorType, Tokens, expect_ids, expect_tokens
 from vitgraph.vocabulary import PosInt
 
 Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
+Flange = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
+
+
+def _divisors(n: int, near: int) -> str:
+    return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0 and d <= 2 * near)
 
 
 def _tiles(grid: tuple[int, int], shape: list[int] | None, field: str) -> None:
@@ -36,13 +41,12 @@ def _tiles(grid: tuple[int, int], shape: list[int] | None, field: str) -> None:
         return
     (rows, cols), (qh, qw) = grid, shape
     if rows % qh or cols % qw:
-        fit = [d for d in range(1, cols + 1) if cols % d == 0 and abs(d - qw) <= qw]
         raise ShapeError(
             f"query blocks of {qh}x{qw} do not tile the {rows}x{cols} grid "
             f"({rows} rows / {qh} = {rows / qh:g}, {cols} columns / {qw} = {cols / qw:g})",
             field=field,
-            hint=f"give a shape whose sides divide {rows} and {cols} "
-            f"(widths that divide {cols}: {', '.join(map(str, fit[-4:]))})",
+            hint=f"give [rows, cols] with rows from {_divisors(rows, qh)} and cols "
+            f"from {_divisors(cols, qw)}",
         )
 
 
@@ -178,7 +182,7 @@ class PixelEmbed(Block):
 class PixelLinear(nn.Module):
     def __init__(self, length: int, vocab: int, channels: int, dim: int) -> None:
         super().__init__()
-        self.length, self.half, self.channels = length, (vocab - 1) / 2, channels
+        self.length, self.middle, self.channels = length, (vocab - 1) / 2, channels
         self.proj = nn.Linear(channels, dim)
 
     def picture_layout(self) -> dict:
@@ -186,7 +190,7 @@ class PixelLinear(nn.Module):
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, _ = _fill(ids, self.length)
-        pixels = ids.unflatten(1, (-1, self.channels)).float() / self.half - 1
+        pixels = ids.unflatten(1, (-1, self.channels)).float() / self.middle - 1
         return F.relu(self.proj(pixels))
 
 
@@ -391,9 +395,7 @@ class LocalAttention2d(_LocalAttention):
     kind: Literal["local_attention_2d"] = "local_attention_2d"
     query_shape: Pair = Field(default_factory=lambda: [8, 16])
     """Rows and columns of a query block (sub-pixel columns)."""
-    memory_flange: Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)] = (
-        Field(default_factory=lambda: [8, 16])
-    )  # fmt: skip
+    memory_flange: Flange = Field(default_factory=lambda: [8, 16])
     """Memory rows above and columns on each side of a query block."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
@@ -528,9 +530,7 @@ class ClassFirst(Block):
                 hint=f"give input.ids {1 + rows * cols}",
             )
         if ids.vocab < self.classes:
-            raise ShapeError(
-                f"{self.classes} classes do not fit {ids.vocab} ids", field="classes"
-            )
+            raise ShapeError(f"{self.classes} classes do not fit {ids.vocab} ids", field="classes")
         return self, Ids(rows * cols, ids.vocab, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -855,7 +855,8 @@ IMAGE_TRANSFORMER = Family(
         "image_transformer_cifar10_dmol",
         "image_transformer_cifar10_cond",
     ),
-    reference="paper",  # tensor2tensor (TF1) cannot run here: tests/blocks/test_image_transformer.py
+    # tensor2tensor (TF1) cannot run here: tests/blocks/test_image_transformer.py
+    reference="paper",
     # by hand (the paper gives none; the arithmetic is in specs/image_transformer.yaml):
     # 3·256·512 + 12 · 3,150,336 + 512·256 + 256; DMOL: this spec's count, no reference
     counts={

@@ -88,9 +88,7 @@ def test_local_1d_attention_is_dense_attention_under_the_band_and_causal_mask():
 
 def test_local_2d_attention_is_dense_attention_under_the_flange_and_causal_mask():
     (rows, cols), (qh, qw), (fh, fw) = (8, 12), (4, 6), (2, 3)
-    module, x = _local(
-        LocalAttention2d, (rows, cols), query_shape=[qh, qw], memory_flange=[fh, fw]
-    )
+    module, x = _local(LocalAttention2d, (rows, cols), query_shape=[qh, qw], memory_flange=[fh, fw])
     # the generation order: blocks in raster order, raster order inside each
     order = [
         (top + r, left + c)
