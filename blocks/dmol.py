@@ -32,6 +32,7 @@ class DmolLogits(Block):
 
     kind: Literal["dmol_logits"] = "dmol_logits"
     role = "head"
+    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
     arity = 2
     mixtures: PosInt = 10
     """Logistic components per pixel (PixelCNN++ and the paper: 10)."""

@@ -35,14 +35,15 @@ def _divisors(n: int, near: int) -> str:
     return ", ".join(str(d) for d in range(1, n + 1) if n % d == 0 and d <= 2 * near)
 
 
-def _tiles(grid: tuple[int, int], shape: list[int] | None, field: str) -> None:
+def _tiles(grid: tuple[int, int], shape: list[int] | None, field: str, kind: str) -> None:
     """ShapeError unless blocks of ``shape`` tile the ``grid`` exactly."""
     if shape is None:
         return
     (rows, cols), (qh, qw) = grid, shape
     if rows % qh or cols % qw:
         raise ShapeError(
-            f"query blocks of {qh}x{qw} do not tile the {rows}x{cols} grid "
+            f"{kind}'s {'query blocks' if field == 'query_shape' else 'blocks (the 2-D order)'} "
+            f"of {qh}x{qw} do not tile the {rows}x{cols} grid "
             f"({rows} rows / {qh} = {rows / qh:g}, {cols} columns / {qw} = {cols / qw:g})",
             field=field,
             hint=f"give [rows, cols] with rows from {_divisors(rows, qh)} and cols "
@@ -110,7 +111,7 @@ class IntensityEmbed(Block):
                 hint=f"the width holds pixels x channels: grid [{rows}, "
                 f"{cols // self.channels * self.channels or self.channels}]",
             )
-        _tiles((rows, cols), self.blocks, "blocks")
+        _tiles((rows, cols), self.blocks, "blocks", self.kind)
         return self, Tokens(self.dim, (rows, cols))
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -158,6 +159,7 @@ class PixelEmbed(Block):
 
     kind: Literal["pixel_embed"] = "pixel_embed"
     role = "tokenizer"
+    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
     dim: PosInt
     """Token width."""
     channels: PosInt = 3
@@ -211,7 +213,7 @@ class BlockShift(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         if self.blocks is not None:
-            _tiles(_grid(tokens, self.kind), self.blocks, "blocks")
+            _tiles(_grid(tokens, self.kind), self.blocks, "blocks", self.kind)
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -266,7 +268,7 @@ class TimingSignal2d(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
-        _tiles(_grid(tokens, self.kind), self.blocks, "blocks")
+        _tiles(_grid(tokens, self.kind), self.blocks, "blocks", self.kind)
         if tokens.dim < 4:
             raise ShapeError(f"the timing signal needs a width of 4 or more, not {tokens.dim}")
         return self, tokens
@@ -364,7 +366,7 @@ class LocalAttention1d(_LocalAttention):
             n, block = tokens.length, self.block_length
             fit = [d for d in range(1, n + 1) if n % d == 0 and d <= 2 * block][-3:]
             raise ShapeError(
-                f"query blocks of {block} do not tile the {n} positions "
+                f"{self.kind}'s query blocks of {block} do not tile the {n} positions "
                 f"({n} / {block} = {n / block:g})",
                 field="block_length",
                 hint=f"give a block length that divides {n}: {', '.join(map(str, fit))}",
@@ -401,7 +403,7 @@ class LocalAttention2d(_LocalAttention):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         self._check_causal()
-        _tiles(_grid(tokens, self.kind), self.query_shape, "query_shape")
+        _tiles(_grid(tokens, self.kind), self.query_shape, "query_shape", self.kind)
         return self.resolve(tokens), tokens
 
     def memory(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -590,6 +592,7 @@ class ClassPrior(Block):
 
     kind: Literal["class_prior"] = "class_prior"
     role = "head"
+    weight_init = "keep"  # zeros: a uniform prior until trained
     classes: PosInt
     """Number of classes."""
 

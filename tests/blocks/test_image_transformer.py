@@ -266,7 +266,7 @@ def test_a_block_length_that_does_not_tile_the_image_is_located_with_the_numbers
         vitgraph.load("image_transformer_cifar10", overrides={"block_length": 500})
     (problem,) = {p.message: p for p in info.value.problems}.values()
     assert problem.message == (
-        "query blocks of 500 do not tile the 3072 positions (3072 / 500 = 6.144)"
+        "local_attention_1d's query blocks of 500 do not tile the 3072 positions (3072 / 500 = 6.144)"
     )
     assert problem.hint == "give a block length that divides 3072: 384, 512, 768"
     assert problem.location.file.endswith("image_transformer.yaml")
@@ -275,11 +275,17 @@ def test_a_block_length_that_does_not_tile_the_image_is_located_with_the_numbers
 def test_a_query_shape_that_does_not_tile_the_grid_is_located_with_the_numbers():
     with pytest.raises(SpecError) as info:
         vitgraph.load("image_transformer_cifar10_2d", overrides={"query_shape": [8, 20]})
-    messages = {p.message for p in info.value.problems}
-    assert (
-        "query blocks of 8x20 do not tile the 32x96 grid (32 rows / 8 = 4, "
-        "96 columns / 20 = 4.8)" in messages
+    (problem,) = info.value.problems  # the first node in the 2-D order speaks
+    assert problem.path == "embed"
+    assert problem.message == (
+        "intensity_embed's blocks (the 2-D order) of 8x20 do not tile the 32x96 grid "
+        "(32 rows / 8 = 4, 96 columns / 20 = 4.8)"
     )
+    assert problem.hint == (
+        "give [rows, cols] with rows from 1, 2, 4, 8, 16 and cols from "
+        "1, 2, 3, 4, 6, 8, 12, 16, 24, 32"
+    )
+    assert problem.location.file.endswith("image_transformer.yaml")
 
 
 def test_the_next_token_objective_learns_grey_digits_well_below_the_uniform_rate():
