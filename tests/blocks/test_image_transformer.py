@@ -266,7 +266,8 @@ def test_a_block_length_that_does_not_tile_the_image_is_located_with_the_numbers
         vitgraph.load("image_transformer_cifar10", overrides={"block_length": 500})
     (problem,) = {p.message: p for p in info.value.problems}.values()
     assert problem.message == (
-        "local_attention_1d's query blocks of 500 do not tile the 3072 positions (3072 / 500 = 6.144)"
+        "local_attention_1d's query blocks of 500 do not tile the 3072 positions "
+        "(3072 / 500 = 6.144)"
     )
     assert problem.hint == "give a block length that divides 3072: 384, 512, 768"
     assert problem.location.file.endswith("image_transformer.yaml")
