@@ -588,7 +588,8 @@ class ClassTable(nn.Module):
 @register
 class ClassPrior(Block):
     """Row 0 of a class-conditional model's logits: a learned prior over the classes
-    (ids from ``classes`` on can never be drawn), before the sub-pixels' rows."""
+    (ids from ``classes`` on get logit -100: together below 1e-41 of the probability, and
+    finite, so exports compare closely), before the sub-pixels' rows."""
 
     kind: Literal["class_prior"] = "class_prior"
     role = "head"
@@ -615,7 +616,7 @@ class PriorRow(nn.Module):
     def __init__(self, classes: int, vocab: int) -> None:
         super().__init__()
         self.prior = nn.Parameter(torch.zeros(classes))
-        self.register_buffer("never", torch.full((vocab - classes,), -1e4), persistent=False)
+        self.register_buffer("never", torch.full((vocab - classes,), -100.0), persistent=False)
 
     def forward(self, logits: torch.Tensor) -> torch.Tensor:
         row = torch.cat([self.prior, self.never]).to(logits.dtype)
