@@ -21,7 +21,7 @@ import torch.nn.functional as F
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 from vitgraph.bench import LoadMeter, alternate, set_threads
-from vitgraph.blocks.image_transformer import LocalAttention1d, LocalAttention2d
+from vitgraph.blocks.local_attention import LocalAttention1d, LocalAttention2d
 from vitgraph.shapes import Tokens
 
 

@@ -13,11 +13,8 @@ import torch.nn.functional as F
 
 import vitgraph
 from tests.helpers import redraw_
-from vitgraph.blocks.image_transformer import (
-    LocalAttention1d,
-    LocalAttention2d,
-    timing_signal,
-)
+from vitgraph.blocks.image_transformer import timing_signal
+from vitgraph.blocks.local_attention import LocalAttention1d, LocalAttention2d
 from vitgraph.errors import SpecError
 from vitgraph.sampling import SamplingError, check_cache, sample
 from vitgraph.shapes import Tokens
