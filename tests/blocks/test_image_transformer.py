@@ -201,6 +201,8 @@ def test_the_class_conditional_model_reads_the_class_first_and_samples_that_clas
     # row 0 is the prior over the 10 classes; every sub-pixel row sees the class
     assert torch.equal(logits[:, 0], changed[:, 0]) and (logits[0, 0, 10:] == -100).all()
     assert not torch.isclose(logits[:, 1:], changed[:, 1:]).all(-1).any()
+    with pytest.raises(SamplingError, match="does not decode with a cache"):
+        check_cache(model)  # the class id arrives before any sub-pixel: no cache (yet)
     cls = torch.tensor([[5]])
     drawn = sample(model, 1, prefix=cls, seed=0, cache=False)
     assert drawn[0, 0] == 5 and drawn.shape == (1, 49)
