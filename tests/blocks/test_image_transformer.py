@@ -306,6 +306,27 @@ def test_the_next_token_objective_learns_grey_digits_well_below_the_uniform_rate
     assert result.history[-1]["val_bits_per_token"] < 0.75 * math.log2(17)
 
 
+def test_the_class_conditional_model_learns_digits_given_as_their_class_then_64_ids():
+    from vitgraph.train import train
+    from vitgraph.train.data.digits import load_digit_sequences
+
+    torch.set_num_threads(1)
+    data = load_digit_sequences(class_first=True)
+    assert data.train.images.shape[1] == 65
+    assert torch.equal(data.train.images[:, 0], data.train.labels)
+    result = train(
+        "image_transformer_cifar10_cond",
+        overrides={**DIGITS, "depth": 1},
+        data="digits",
+        epochs=1,
+        batch_size=64,
+        lr=3e-3,
+        warmup_epochs=0.2,
+        log=lambda line: None,
+    )
+    assert result.history[-1]["val_bits_per_token"] < 0.75 * math.log2(17)
+
+
 #: the digits' source: 64 ids of 17 grey levels; one channel, so the grid is 8x8
 DIGITS = {
     "size": 8,
