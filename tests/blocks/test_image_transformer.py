@@ -110,7 +110,7 @@ def test_local_2d_attention_is_dense_attention_under_the_flange_and_causal_mask(
 def test_changing_the_sub_pixel_at_t_changes_no_output_up_to_t(variant):
     model = tiny(variant)
     ids = model.vitgraph_graph.example_input(2, seed=0)
-    for t in (0, 4, 47, 100, 190):
+    for t in (0, 47, 100, 190):  # 47: the last position of a 1-D and of a 2-D block
         changed = ids.clone()
         changed[:, t] = (changed[:, t] + 101) % 256
         with torch.no_grad():
@@ -286,6 +286,26 @@ def test_a_query_shape_that_does_not_tile_the_grid_is_located_with_the_numbers()
         "1, 2, 3, 4, 6, 8, 12, 16, 24, 32"
     )
     assert problem.location.file.endswith("image_transformer.yaml")
+
+
+def test_unmasked_local_attention_is_refused_by_name_at_the_users_key():
+    text = """\
+vitgraph: 1
+name: unmasked
+input: {ids: 192, vocab: 256, grid: [8, 24]}
+graph:
+  - {id: embed, kind: intensity_embed, dim: 32}
+  - {id: attn, kind: local_attention_1d, heads: 4, block_length: 16, causal: false}
+"""
+    with pytest.raises(SpecError) as info:
+        vitgraph.load("unmasked.yaml", text=text)
+    (problem,) = info.value.problems
+    assert (problem.location.line, problem.location.col) == (6, 78)  # at the false
+    assert problem.message == (
+        "local_attention_1d is the decoder's masked local attention; the unmasked form "
+        "(t2t's encoder, super-resolution) is not built"
+    )
+    assert problem.hint == "remove causal: false"
 
 
 def test_the_next_token_objective_learns_grey_digits_well_below_the_uniform_rate():
