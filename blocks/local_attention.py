@@ -247,15 +247,22 @@ class LocalAttention(nn.Module, Incremental):
         self.cache = [] if on else None
 
     def _continue(self, x: torch.Tensor) -> torch.Tensor:
-        """New positions over the cached keys and values, masked as the blocks are."""
+        """New positions over the cached keys and values, masked as the blocks are; keys
+        before the chunk's first visible one are skipped, so a token costs its memory's
+        work, not the prefix's."""
         assert self.cache is not None
         q, k, v = split_fused(self.qkv(x), 3, self.heads)
         if not self.cache:
-            self.cache[:] = [k[:, :, :0], v[:, :, :0], self.dense_mask().to(x.device)]
-        past = self.cache[0].shape[2]
+            dense = self.dense_mask()
+            first = dense.to(torch.uint8).argmax(1)  # each query's first visible key
+            self.cache[:] = [k[:, :, :0], v[:, :, :0], dense.to(x.device), first]
+        past, end = self.cache[0].shape[2], self.cache[0].shape[2] + q.shape[2]
         k = torch.cat([self.cache[0], k], dim=2)
         v = torch.cat([self.cache[1], v], dim=2)
         self.cache[:2] = [k, v]
-        mask = self.cache[2][past : past + q.shape[2], : past + q.shape[2]]
-        out = F.scaled_dot_product_attention(q, k, v, attn_mask=mask, scale=self.scale)
+        low = int(self.cache[3][past:end].min()) if end > past else past
+        mask = self.cache[2][past:end, low:end]
+        out = F.scaled_dot_product_attention(
+            q, k[:, :, low:], v[:, :, low:], attn_mask=mask, scale=self.scale
+        )
         return self.proj_drop(self.proj(merge_heads(out)))
