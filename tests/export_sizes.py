@@ -57,6 +57,13 @@ REDUCTIONS: dict[str, Reduction] = {
         "depth_large": 1,
     },
     "cvt": {"image_size": 64, "depths": [1, 1, 1]},
+    "image_transformer": {
+        "size": 8,
+        "depth": 1,
+        "block_length": 16,
+        "query_shape": [4, 6],
+        "memory_flange": [2, 6],
+    },
     "igpt": lambda args: {"depth": 1, "dim": args["heads"] * 8, "positions": 16, "palette": 17},
     "deepvit": _deepvit,
     "deit": {"depth": 1, "image_size": 32},

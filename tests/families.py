@@ -890,6 +890,42 @@ DETR = Family(
     parity={"detr_hf_reduced": ref.detr_parity},
 )
 
+
+IMAGE_TRANSFORMER = Family(
+    family="image_transformer",
+    variants=(
+        "image_transformer_cifar10",
+        "image_transformer_imagenet32",
+        "image_transformer_cifar10_2d",
+        "image_transformer_cifar10_dmol",
+        "image_transformer_cifar10_cond",
+    ),
+    # tensor2tensor (TF1) cannot run here: tests/blocks/test_image_transformer.py
+    reference="paper",
+    # by hand (the paper gives none; the arithmetic is in specs/image_transformer.yaml):
+    # 3·256·512 + 12 · 3,150,336 + 512·256 + 256; DMOL: this spec's count, no reference
+    counts={
+        "image_transformer_cifar10": 38_328_576,
+        "image_transformer_imagenet32": 38_328_576,
+        "image_transformer_cifar10_2d": 38_328_576,
+        "image_transformer_cifar10_dmol": 9_747_556,
+        "image_transformer_cifar10_cond": 38_333_706,  # + 10·512 classes + a 10-way prior
+    },
+    small=Small(
+        {
+            "size": 8,
+            "depth": 2,
+            "dim": 32,
+            "heads": 4,
+            "head_dim": 8,
+            "ffn": 64,
+            "block_length": 16,
+            "query_shape": [4, 6],
+            "memory_flange": [2, 6],
+        }
+    ),
+)
+
 FAMILIES: dict[str, Family] = {
     row.family: row
     for row in (
@@ -916,6 +952,7 @@ FAMILIES: dict[str, Family] = {
         LVVIT,
         IGPT,
         DETR,
+        IMAGE_TRANSFORMER,
     )
 }
 

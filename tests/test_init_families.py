@@ -341,6 +341,9 @@ def test_every_shipped_kind_that_owns_parameters_declares_its_init_scheme():
 
 PARAMETER_FREE = {
     "add",
+    "block_shift",
+    "class_first",
+    "timing_signal_2d",
     "add_prefix",
     "average",
     "drop_path",

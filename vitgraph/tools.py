@@ -73,6 +73,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     from vitgraph.sampling import (
         SamplingError,
         generative_shape,
+        layout_of,
         palette_of,
         sample,
         tile,
@@ -117,7 +118,7 @@ def cmd_sample(args: argparse.Namespace) -> int:
     elapsed = time.perf_counter() - start
     rows = ids if originals is None else torch.cat([originals, ids])
     columns = len(ids) if originals is not None else min(len(ids), 8)
-    write_png(args.out, tile(to_images(rows, palette, grid), columns))
+    write_png(args.out, tile(to_images(rows, palette, grid, layout_of(model)), columns))
     summary = {
         "ok": True,
         "spec": graph.name,

@@ -51,6 +51,7 @@ LAYERS = {
     "encoder_layer": {"heads": 2},
     "deepvit_layer": {"heads": 2},
     "t2t_layer": {"out_dim": 32},
+    "image_transformer_layer": {"heads": 2, "ffn": 64},
 }
 
 
@@ -106,8 +107,8 @@ def test_a_param_the_user_set_that_the_chosen_kind_lacks_is_located_at_the_users
         f"chosen.yaml:{ENTRY_LINE}:{col}: blocks.0.proj_bias: encoder_layer's proj_bias does "
         "not reach its attention shifted_window_attention, which takes no proj_bias\n"
         "  hint: leave proj_bias out, or choose another attention that takes it: "
-        "class_attention, conv_attention, grouped_attention, mhsa, reattention, "
-        "refined_attention, sr_attention, talking_heads"
+        "class_attention, conv_attention, grouped_attention, local_attention_1d, "
+        "local_attention_2d, mhsa, reattention, refined_attention"
     )
 
 

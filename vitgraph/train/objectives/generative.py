@@ -1,7 +1,8 @@
 """Generative pre-training on id sequences (iGPT, Chen et al. ICML 2020 §2): the
 autoregressive next-token objective and BERT's masked-token objective, each reported as
-bits per token (the model's negative log-likelihood in base 2, per palette id: not per
-RGB sub-pixel, so not comparable with PixelCNN's bits per dimension)."""
+bits per token (the model's negative log-likelihood in base 2, per id: per palette colour
+for iGPT, not comparable with PixelCNN's bits per dimension; per sub-pixel for the Image
+Transformer, whose ids are sub-pixels: there it is bits per dimension)."""
 
 from __future__ import annotations
 
@@ -31,6 +32,12 @@ def _needs_logits_per_position(graph: Validated, name: str) -> None:
         )
 
 
+def _at_least_float32(logits: torch.Tensor) -> torch.Tensor:
+    """Half-precision logits in float32; float64 kept (a model run in double scores
+    exact bits: a uniform predictor over 256 intensities, 8.0 per sub-pixel)."""
+    return logits if logits.dtype == torch.float64 else logits.float()
+
+
 @objective("next_token")
 class NextToken(Objective):
     """Position i predicts id i from the ids before it (the model shifts its input)."""
@@ -44,7 +51,7 @@ class NextToken(Objective):
     def nats(self, model: nn.Module, ids: torch.Tensor, generator: Any = None) -> torch.Tensor:
         """Mean negative log-likelihood per id, in nats."""
         logits = model(ids)
-        return F.cross_entropy(logits.flatten(0, 1).float(), ids.flatten())
+        return F.cross_entropy(_at_least_float32(logits).flatten(0, 1), ids.flatten())
 
     def step(
         self, model: nn.Module, batch: tuple[torch.Tensor, torch.Tensor], generator: Any
@@ -96,7 +103,7 @@ class MaskedTokens(NextToken):
             logits = model(ids)
         finally:
             mask, self.mask = self.mask, None
-        return F.cross_entropy(logits[mask].float(), ids[mask])
+        return F.cross_entropy(_at_least_float32(logits[mask]), ids[mask])
 
     def close(self) -> None:
         self.hook.remove()
