@@ -200,3 +200,18 @@ def test_a_sharded_run_resumed_from_its_shards_is_bit_for_bit_the_uninterrupted_
     whole = load_file(str(tmp_path / "whole" / "model.safetensors"))
     parts = load_file(str(tmp_path / "parts" / "model.safetensors"))
     assert _worst(whole, parts) == 0.0
+
+
+def test_a_model_with_a_mask_input_keeps_it_under_activation_checkpointing():
+    from tests.families import DETR_SMALL
+
+    model = vitgraph.build("detr_r50", overrides=DETR_SMALL).eval()
+    images = torch.randn(2, 3, 64, 64, generator=torch.Generator().manual_seed(0))
+    mask = torch.ones(2, 64, 64, dtype=torch.bool)
+    mask[0, :, 40:] = False
+    plain, unmasked = model(images, mask), model(images)
+    model.set_grad_checkpointing(True)
+    for ours, ref in ((model(images, pixel_mask=mask), plain), (model(images), unmasked)):
+        assert all(torch.equal(a, b) for a, b in zip(ours, ref, strict=True))
+    with pytest.raises(TypeError, match="the model takes no input 'mask'"):
+        model(images, mask=mask)

@@ -133,10 +133,10 @@ def _checkpointing(model: nn.Module) -> bool:
     return bool(getattr(model, "grad_checkpointing", False))
 
 
-def checkpointed_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:
+def checkpointed_forward(model: fx.GraphModule, x: torch.Tensor, *args: Any, **kwargs: Any) -> Any:
     if _headless(model):
         return headless_forward(model, x)
-    return get_plan(model, FORWARD, True).run(model, x)
+    return get_plan(model, FORWARD, True).run(model, x, *args, **kwargs)
 
 
 def headless_forward(model: fx.GraphModule, x: torch.Tensor) -> Any:

@@ -50,8 +50,21 @@ class _Plan:
     segments: list[_Segment]
     result: Any  # the output node's argument (an fx.Node or a tuple of them)
 
-    def run(self, model: nn.Module, *args: Any) -> Any:
-        env: dict[fx.Node, Any] = dict(zip(self.placeholders, args, strict=True))
+    def run(self, model: nn.Module, *args: Any, **kwargs: Any) -> Any:
+        """Inputs by position, then by name, then the graph's defaults (an optional
+        ``pixel_mask``: None)."""
+        if len(args) > len(self.placeholders):
+            raise TypeError(f"{len(args)} inputs given, the model takes {len(self.placeholders)}")
+        env: dict[fx.Node, Any] = dict(zip(self.placeholders, args, strict=False))
+        for node in self.placeholders[len(args) :]:
+            if node.target in kwargs:
+                env[node] = kwargs.pop(str(node.target))
+            elif node.args:  # a placeholder with a default value
+                env[node] = node.args[0]
+            else:
+                raise TypeError(f"the model's input '{node.target}' is missing")
+        if kwargs:
+            raise TypeError(f"the model takes no input '{next(iter(kwargs))}'")
         for seg in self.segments:
             values = [env[n] for n in seg.inputs]
             if seg.checkpointed and torch.is_grad_enabled():
