@@ -162,6 +162,23 @@ def layernorm_eps(model: Reference, norm: Reference, where: str) -> float | None
     raise refuse(model, f"{where}={type(norm).__name__}", "only LayerNorm is supported")
 
 
+def norm_of(model: Reference, norm: Reference, where: str) -> tuple[str, float] | None:
+    """vitgraph's norm kind and eps of a LayerNorm or an RMSNorm (timm's ``RmsNorm``,
+    torch's ``nn.RMSNorm``), each with its learned scale (and a LayerNorm's shift); None
+    for Identity; other norms are refused (``where`` names the reference's option)."""
+    if type(norm).__name__ in ("RmsNorm", "RMSNorm") and isinstance(norm, nn.Module):
+        if getattr(norm, "weight", None) is None:
+            raise refuse(model, f"{where}={type(norm).__name__} without a weight")
+        return "rmsnorm", float(norm.eps or 0.0) or _refused_eps(model, where)
+    eps = layernorm_eps(model, norm, where)
+    return None if eps is None else ("layernorm", eps)
+
+
+def _refused_eps(model: Reference, where: str) -> float:
+    # torch's nn.RMSNorm(eps=None) takes the dtype's machine epsilon: not carried
+    raise refuse(model, f"{where}=RMSNorm with eps=None")
+
+
 #: timm's activation classes (timm.layers.activations*) and torch's, by class name: each
 #: computes exactly the function of vitgraph's activation of that name
 _ACTIVATIONS = {
