@@ -101,9 +101,7 @@ class AttentionParams(Block):
         return "proj" if isinstance(getattr(module, "proj", None), nn.Linear) else None
 
 
-def qk_norms(
-    kind: str | None, head_dim: int, eps: float
-) -> tuple[nn.Module, nn.Module]:
+def qk_norms(kind: str | None, head_dim: int, eps: float) -> tuple[nn.Module, nn.Module]:
     """The query and key norms of ``qk_norm`` (``nn.Identity`` twice when none), each
     over one head's ``head_dim`` channels, as timm's ``Attention.q_norm``/``k_norm``."""
     if kind is None:

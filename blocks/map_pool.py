@@ -65,7 +65,9 @@ class AttentionPool(Block):
         elif self.norm == "rmsnorm":
             norm = nn.RMSNorm(tokens.dim, eps=self.norm_eps)
         hidden = int(tokens.dim * self.mlp_ratio)
-        return AttentionPoolLatent(tokens.dim, self.heads, hidden, self.qkv_bias, norm, self.act, skip)
+        return AttentionPoolLatent(
+            tokens.dim, self.heads, hidden, self.qkv_bias, norm, self.act, skip
+        )
 
 
 class AttentionPoolLatent(nn.Module):

@@ -127,6 +127,22 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
     patch_drop = getattr(model, "patch_drop", nn.Identity())
     if not isinstance(patch_drop, nn.Identity) and type(patch_drop).__name__ != "PatchDropout":
         raise refuse(model, f"patch_drop_rate with {type(patch_drop).__name__}")
+    if distilled and getattr(model, "reg_token", None) is not None:
+        # VisionTransformerDistilled's _pos_embed concatenates the class and
+        # distillation tokens only: the registers it builds never reach the blocks
+        raise refuse(
+            model,
+            f"reg_tokens={model.reg_token.shape[1]}",
+            "timm's distilled model never adds them",
+        )
+    if distilled and not isinstance(patch_drop, nn.Identity):
+        # built before the distilled model sets two prefix tokens: timm may drop the
+        # distillation token its head reads
+        raise refuse(
+            model,
+            f"patch_drop_rate={patch_drop.prob}",
+            "timm's distilled model may drop its distillation token",
+        )
     if distilled and model.no_embed_class and model.pos_embed.shape[1] != embed.num_patches:
         # VisionTransformerDistilled re-creates the table with rows for the prefix tokens,
         # then adds it to the patch tokens alone: timm's own forward fails
