@@ -43,7 +43,11 @@ def _same(ours: nn.Module, reference: nn.Module) -> float:
 def test_qk_norm_attention_computes_timms_attention_with_qk_norm(kind, norm):
     eps = {"eps": 1e-5}
     reference = layers.Attention(
-        32, num_heads=4, qkv_bias=True, qk_norm=True, norm_layer=lambda d, **dd: norm(d, **eps, **dd)
+        32,
+        num_heads=4,
+        qkv_bias=True,
+        qk_norm=True,
+        norm_layer=lambda d, **dd: norm(d, **eps, **dd),
     )
     ours = _twin(MultiHeadSelfAttention(heads=4, qk_norm=kind, qk_norm_eps=1e-5), reference)
     assert _same(ours, reference) <= 1e-5
