@@ -144,6 +144,35 @@ def vit_parity(name: str) -> Parity:
     return _from_timm(reference, 2, reference.patch_embed.img_size, keys=lambda keys: keys)
 
 
+# The modern timm ViTs (#23): each shipped variant's reduced copy (two blocks, a small
+# image), built from the spec with the reduced timm model's re-drawn weights loaded under
+# their own names (the spec's ids are timm's), and from_timm's twin of the same model
+MODERN_SIZES = {14: 28, 16: 32, 32: 64}
+
+
+def modern_reduced(name: str, **kwargs) -> nn.Module:
+    patch = timm_on_meta(name)().patch_embed.patch_size[0]
+    size = MODERN_SIZES[patch]
+    return timm_model(name, depth=2, img_size=size, num_classes=10, **kwargs).eval()
+
+
+def modern_spec_parity(variant: str, name: str) -> Parity:
+    """The spec's variant at two blocks, a small image and ten classes, holding the timm
+    model's re-drawn weights key for key."""
+    reference = redraw_(modern_reduced(name))
+    size = reference.patch_embed.img_size
+    overrides = {"depth": 2, "image_size": size[0], "classes": 10}
+    ours = vitgraph.load(variant, overrides=overrides).build()
+    ours.load_state_dict(reference.state_dict())
+    return Parity(ours.eval(), reference, torch.randn(2, 3, *size), keys=lambda keys: keys)
+
+
+def modern_twin_parity(name: str) -> Parity:
+    """from_timm's twin of the reduced timm model."""
+    reference = redraw_(modern_reduced(name))
+    return _from_timm(reference, 2, reference.patch_embed.img_size, keys=lambda keys: keys)
+
+
 CAIT_HEADS = {"xxs": 4, "xs": 6, "s": 8, "m": 16}
 
 
