@@ -157,12 +157,20 @@ VISION_TRANSFORMER: dict[str, Option] = {
         ({"act_layer": "mish"},),
     ),
     "block_fn": partly(
-        "Block",
-        (),
-        "parallel and res-post-norm blocks",
+        "Block; ParallelThingsBlock with two branches (Touvron et al. 2022 §3: parallel_layer)",
+        (
+            {"block_fn": "@timm.models.vision_transformer.ParallelThingsBlock"},
+            {
+                "block_fn": "@timm.models.vision_transformer.ParallelThingsBlock",
+                "init_values": 0.1,
+                "qk_norm": True,
+                "drop_path_rate": 0.2,
+                "mlp_layer": "@timm.layers.SwiGLU",
+            },
+        ),
+        "the fused ParallelScalingBlock, the res-post-norm ResPostBlock",
         (
             {"block_fn": "@timm.models.vision_transformer.ParallelScalingBlock"},
-            {"block_fn": "@timm.models.vision_transformer.ParallelThingsBlock"},
             {"block_fn": "@timm.models.vision_transformer.ResPostBlock"},
         ),
         issue=MODERN,

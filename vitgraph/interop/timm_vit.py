@@ -9,6 +9,7 @@ Every constructor argument is read off the module and honoured, or refused namin
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from torch import nn
@@ -101,7 +102,12 @@ def convert_vit(model: Reference) -> Conversion:
     def after_build(theirs: Reference, ours: Reference) -> None:
         ours.set_distilled_training(bool(getattr(theirs, "distilled_training", False)))
 
-    return Conversion(spec, after_build=after_build, unused=unused)
+    rename = _parallel_key if graph_has(graph, "parallel_layer") else (lambda key: key)
+    return Conversion(spec, rename=rename, after_build=after_build, unused=unused)
+
+
+def graph_has(graph: list[dict[str, Any]], kind: str) -> bool:
+    return any(entry["kind"] == kind for entry in graph)
 
 
 def _refuse_unsupported(model: Reference, distilled: bool) -> None:
@@ -216,12 +222,39 @@ def _head(model: Reference) -> list[dict[str, Any]]:
     return graph
 
 
+#: timm's ParallelThingsBlock keys (``blocks.3.attns.1.norm.weight``) and parallel_layer's
+_PARALLEL_KEYS = re.compile(r"^(blocks\.\d+)\.(attn|ffn)s\.(\d)\.(norm|ls|attn|mlp)\.")
+
+
+def _parallel_key(key: str) -> str:
+    def ours(match: re.Match[str]) -> str:
+        branch = f"{match[1]}.{match[2]}{match[3]}"
+        return f"{branch}." if match[4] in ("attn", "mlp") else f"{branch}_{match[4]}."
+
+    return _PARALLEL_KEYS.sub(ours, key)
+
+
+def _branches(model: Reference, block: Reference) -> tuple[Any, Any, Any, Any, Any]:
+    """A block's attention, MLP, first norm, first LayerScale and first drop-path: those
+    of timm's Block, or of the first branches of a ParallelThingsBlock (Touvron et al.
+    2022 §3: its branches are alike)."""
+    cls = type(block).__name__
+    if cls == "Block":
+        return block.attn, block.mlp, block.norm1, block.ls1, block.drop_path1
+    if cls == "ParallelThingsBlock":
+        if block.num_parallel != 2:
+            raise refuse(
+                model, f"block_fn=ParallelThingsBlock with num_parallel={block.num_parallel}"
+            )
+        attn, ffn = block.attns[0], block.ffns[0]
+        return attn.attn, ffn.mlp, attn.norm, attn.ls, attn.drop_path
+    raise refuse(model, f"block_fn={cls}")
+
+
 def _blocks(model: Reference) -> dict[str, Any]:
     blocks = list(model.blocks)
     first = blocks[0]
-    if type(first).__name__ != "Block":
-        raise refuse(model, f"block_fn={type(first).__name__}")
-    attn, mlp = first.attn, first.mlp
+    attn, mlp, norm1, ls1, _ = _branches(model, first)
     if type(attn).__name__ != "Attention":
         raise refuse(model, f"attn_layer={type(attn).__name__}")
     if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
@@ -230,17 +263,16 @@ def _blocks(model: Reference) -> dict[str, Any]:
         raise refuse(model, "attn_layer with gated=True", "a sigmoid-gated attention output")
     if not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
         raise refuse(model, "scale_mlp_norm=True", "a norm inside the MLP")
-    norm = norm_of(model, first.norm1, "norm_layer")
-    assert norm is not None  # timm's Block always builds its norms
+    norm = norm_of(model, norm1, "norm_layer")
+    assert norm is not None  # timm's blocks always build their norms
     qk_norm = norm_of(model, getattr(attn, "q_norm", nn.Identity()), "norm_layer")
-    if qk_norm is not None and qk_norm[1] != norm[1]:
-        raise refuse(model, "qk_norm=True with another eps than the block's norms")
     layer_scale = None
-    if not isinstance(first.ls1, nn.Identity):
+    if not isinstance(ls1, nn.Identity):
         layer_scale = 1e-5  # any value: the weights are copied over it
+    parallel = type(first).__name__ == "ParallelThingsBlock"
     entry: dict[str, Any] = {
         "id": "blocks",
-        "kind": "encoder_layer",
+        "kind": "parallel_layer" if parallel else "encoder_layer",
         "repeat": len(blocks),
         "heads": attn.num_heads,
         "head_dim": attn.head_dim,
@@ -250,11 +282,12 @@ def _blocks(model: Reference) -> dict[str, Any]:
         "norm": norm[0],
         "norm_eps": norm[1],
         "qk_norm": None if qk_norm is None else qk_norm[0],
+        "qk_norm_eps": None if qk_norm is None else qk_norm[1],
         "layer_scale": layer_scale,
         "attn_drop": float(attn.attn_drop.p),
         "proj_drop": float(attn.proj_drop.p),
     }
-    rates = [drop_rate(b.drop_path1) for b in blocks]
+    rates = [drop_rate(_branches(model, b)[4]) for b in blocks]
     if any(rates):
         entry["at"] = {i: {"drop_path": r} for i, r in enumerate(rates)}
     return entry
