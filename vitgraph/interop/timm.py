@@ -169,14 +169,12 @@ def norm_of(model: Reference, norm: Reference, where: str) -> tuple[str, float] 
     if type(norm).__name__ in ("RmsNorm", "RMSNorm") and isinstance(norm, nn.Module):
         if getattr(norm, "weight", None) is None:
             raise refuse(model, f"{where}={type(norm).__name__} without a weight")
-        return "rmsnorm", float(norm.eps or 0.0) or _refused_eps(model, where)
-    eps = layernorm_eps(model, norm, where)
-    return None if eps is None else ("layernorm", eps)
-
-
-def _refused_eps(model: Reference, where: str) -> float:
-    # torch's nn.RMSNorm(eps=None) takes the dtype's machine epsilon: not carried
-    raise refuse(model, f"{where}=RMSNorm with eps=None")
+        eps = getattr(norm, "eps", None)
+        if eps is None:  # torch's nn.RMSNorm(eps=None): the dtype's machine epsilon
+            raise refuse(model, f"{where}=RMSNorm with eps=None")
+        return "rmsnorm", float(eps)
+    ln_eps = layernorm_eps(model, norm, where)
+    return None if ln_eps is None else ("layernorm", ln_eps)
 
 
 #: timm's activation classes (timm.layers.activations*) and torch's, by class name: each

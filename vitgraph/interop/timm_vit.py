@@ -300,7 +300,7 @@ def _mlp(model: Reference, mlp: Reference) -> dict[str, Any]:
     act = activation_name(model, mlp.act, "act_layer")
     if cls == "Mlp":
         first = mlp.fc1
-        entry = {"mlp_ratio": width_ratio(first.out_features, first.in_features)}
+        entry: dict[str, Any] = {"mlp_ratio": width_ratio(first.out_features, first.in_features)}
     elif cls in ("GluMlp", "SwiGLU"):
         first = mlp.fc1 if cls == "GluMlp" else mlp.fc1_g
         if not isinstance(first, nn.Linear):
