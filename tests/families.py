@@ -203,6 +203,7 @@ def _modern(
         counts=counts,
         recount=_timm_recount(names, {v: IN1K for v in names}),
         timm_kwargs={v: IN1K for v in names},
+        counter={v: partial(ref.timm_counter_at_own_size, names[v], **IN1K) for v in parity[:1]},
         small=Small(
             lambda v: {
                 "depth": 1,

@@ -105,6 +105,12 @@ def timm_counter(name: str) -> tuple[nn.Module, torch.Tensor, bool]:
     return timm_on_meta(name)(), torch.empty(1, 3, 224, 224, device="meta"), False
 
 
+def timm_counter_at_own_size(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor, bool]:
+    """As ``timm_counter``, at the model's own resolution (DINOv2's 518, SigLIP's 256)."""
+    model = timm_on_meta(name, **kwargs)()
+    return model, torch.empty(1, 3, *model.patch_embed.img_size, device="meta"), False
+
+
 def _from_timm(reference: nn.Module, batch: int, size, **extra) -> Parity:
     ours = vitgraph.from_timm(reference)
     return Parity(ours, reference, torch.randn(batch, 3, *size), **extra)
