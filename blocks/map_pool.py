@@ -77,7 +77,8 @@ class AttentionPoolLatent(nn.Module):
         super().__init__()
         self.heads, self.skip = heads, skip
         self.latent = nn.Parameter(torch.empty(1, 1, dim))
-        nn.init.trunc_normal_(self.latent, std=dim**-0.5)
+        std = dim**-0.5  # timm's trunc_normal_tf_: cut at two standard deviations
+        nn.init.trunc_normal_(self.latent, std=std, a=-2 * std, b=2 * std)
         self.q = nn.Linear(dim, dim, bias=bias)
         self.kv = nn.Linear(dim, 2 * dim, bias=bias)
         self.proj = nn.Linear(dim, dim)
