@@ -360,13 +360,16 @@ PARAMETER_FREE = {
     "add",
     "add_prefix",
     "average",
+    "avgmax_pool",
     "drop_path",
     "dropout",
     "global_avg_pool",
     "identity",
     "last_token",
+    "max_pool",
     "mean_pool",
     "merge_prefix",
+    "patch_dropout",
     "resize_image",
     "sincos2d_pos",
     "sinusoid_pos",
@@ -374,7 +377,12 @@ PARAMETER_FREE = {
     "take_cls",
     "to_image",
 }
-TENSORS = {"cls_token", "dist_token", "learned_pos"}  # drawn by build from their fields
+TENSORS = {
+    "cls_token",
+    "dist_token",
+    "reg_token",
+    "learned_pos",
+}  # drawn by build from their fields
 
 
 def _owns_parameters(kind: str) -> bool:
