@@ -8,15 +8,19 @@ Not a block family: it registers no kind. Every attention kind of this project s
 the kinds whose reference computes plain softmax attention call ``attend`` (one 4-D SDPA
 call, which picks the fastest kernel the device has), the ones that edit the map
 (talking heads, re-attention, the refiner's) only share the head layout helpers.
+
+qk-norm (Dehghani et al. 2023, ViT-22B §2 "QK normalization"; timm's ``qk_norm``): a
+norm over each head's queries and keys before their product, which bounds the logits;
+``qk_norms`` builds the pair a kind applies to its heads.
 """
 
 from __future__ import annotations
 
-from typing import Any, ClassVar, Self
+from typing import Annotated, Any, ClassVar, Literal, Self
 
 import torch
 import torch.nn.functional as F
-from pydantic import field_validator
+from pydantic import Field, field_validator
 from pydantic_core import PydanticCustomError
 from torch import nn
 
@@ -47,8 +51,28 @@ class AttentionParams(Block):
     """Each token attends to itself and the tokens before it only (autoregressive
     models: iGPT, the Image Transformer); only kinds that compute it accept true."""
 
+    qk_norm: Literal["layernorm", "rmsnorm"] | None = None
+    """Norm of each head's queries and keys before their product (ViT-22B §2; timm's
+    ``qk_norm``), learned per head channel; null: none. Only kinds that compute it
+    accept one."""
+    qk_norm_eps: Annotated[float, Field(gt=0)] = 1e-6
+    """Epsilon of the qk-norm (timm's ViT: 1e-6)."""
+
     #: the kind computes causal attention when ``causal`` is true (SDPA's ``is_causal``)
     computes_causal: ClassVar[bool] = False
+    #: the kind normalises its queries and keys when ``qk_norm`` is set
+    computes_qk_norm: ClassVar[bool] = False
+
+    @field_validator("qk_norm")
+    @classmethod
+    def _qk_norm_only_where_computed(cls, value: str | None) -> str | None:
+        if value is not None and not cls.computes_qk_norm:
+            raise PydanticCustomError(
+                "qk_norm",
+                "{kind} computes no qk-norm: qk_norm needs a kind that does (mhsa)",
+                {"kind": cls.model_fields["kind"].default},
+            )
+        return value
 
     @field_validator("causal")
     @classmethod
@@ -75,6 +99,15 @@ class AttentionParams(Block):
         """Every attention kind sharing these params returns its output projection
         ``proj`` (after eval-time dropout): a LayerScale after it folds into ``proj``."""
         return "proj" if isinstance(getattr(module, "proj", None), nn.Linear) else None
+
+
+def qk_norms(kind: str | None, head_dim: int, eps: float) -> tuple[nn.Module, nn.Module]:
+    """The query and key norms of ``qk_norm`` (``nn.Identity`` twice when none), each
+    over one head's ``head_dim`` channels, as timm's ``Attention.q_norm``/``k_norm``."""
+    if kind is None:
+        return nn.Identity(), nn.Identity()
+    norm = nn.LayerNorm if kind == "layernorm" else nn.RMSNorm
+    return norm(head_dim, eps=eps), norm(head_dim, eps=eps)
 
 
 # -- the core: the same views and reshapes every kind wrote out, one SDPA call ------------

@@ -14,7 +14,13 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitgraph.blocks._attention_common import AttentionParams, attend, merge_heads, split_fused
+from vitgraph.blocks._attention_common import (
+    AttentionParams,
+    attend,
+    merge_heads,
+    qk_norms,
+    split_fused,
+)
 from vitgraph.layers import Incremental, chunk_causal_mask
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType
@@ -27,6 +33,7 @@ class MultiHeadSelfAttention(AttentionParams):
     kind: Literal["mhsa"] = "mhsa"
     weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
     computes_causal = True
+    computes_qk_norm = True
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None
@@ -39,6 +46,8 @@ class MultiHeadSelfAttention(AttentionParams):
             self.attn_drop,
             self.proj_drop,
             self.causal,
+            self.qk_norm,
+            self.qk_norm_eps,
         )
 
 
@@ -53,12 +62,15 @@ class Attention(nn.Module, Incremental):
         attn_drop: float,
         proj_drop: float,
         causal: bool = False,
+        qk_norm: str | None = None,
+        qk_norm_eps: float = 1e-6,
     ) -> None:
         super().__init__()
         self.heads, self.head_dim, self.causal = heads, head_dim, causal
         self.scale = head_dim**-0.5
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
+        self.q_norm, self.k_norm = qk_norms(qk_norm, head_dim, qk_norm_eps)
         self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
         #: keys and values of the positions seen so far while decoding (``Incremental``)
@@ -66,6 +78,7 @@ class Attention(nn.Module, Incremental):
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
+        q, k = self.q_norm(q), self.k_norm(k)
         if self.cache is not None:
             return self._continue(q, k, v)
         x = attend(q, k, v, self.attn_drop, self.training, self.scale, self.causal)

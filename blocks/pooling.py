@@ -5,7 +5,8 @@ BoTNet and VT end their CNN stages with it)."""
 
 from __future__ import annotations
 
-from typing import Annotated, Literal, Self
+from collections.abc import Callable
+from typing import Annotated, ClassVar, Literal, Self
 
 import torch
 from pydantic import Field
@@ -22,6 +23,15 @@ def take_token(x: torch.Tensor, *, index: int) -> torch.Tensor:
 
 def mean_tokens(x: torch.Tensor, *, skip: int) -> torch.Tensor:
     return (x[:, skip:] if skip else x).mean(dim=1)
+
+
+def max_tokens(x: torch.Tensor, *, skip: int) -> torch.Tensor:
+    return (x[:, skip:] if skip else x).amax(dim=1)
+
+
+def avgmax_tokens(x: torch.Tensor, *, skip: int) -> torch.Tensor:
+    x = x[:, skip:] if skip else x
+    return 0.5 * (x.amax(dim=1) + x.mean(dim=1))  # timm's 'avgmax', in its order
 
 
 def mean_positions(x: torch.Tensor) -> torch.Tensor:
@@ -53,24 +63,50 @@ class TakeClassToken(Block):
         return FunctionOp(take_token, {"index": self.index})
 
 
-@register
-class MeanPool(Block):
-    """Mean over the patch tokens (prefix tokens excluded unless ``include_prefix``)."""
+class _TokenReduce(Block):
+    """A reduction over the patch tokens (prefix tokens excluded unless
+    ``include_prefix``)."""
 
-    kind: Literal["mean_pool"] = "mean_pool"
     role = "pooling"
     include_prefix: bool = False
-    """Average the class/distillation tokens too."""
+    """Reduce over the class/distillation/register tokens too."""
+    _reduce: ClassVar[Callable[..., torch.Tensor]]
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         if tokens.patches == 0 and not self.include_prefix:
-            raise ShapeError(f"mean_pool has no patch tokens to average in {tokens}")
+            raise ShapeError(f"{self.kind} has no patch tokens to reduce in {tokens}")
         return self, Vector(tokens.dim)
 
     def build(self, *inputs: TensorType):
         tokens = expect_tokens(inputs[0], self.kind)
-        return FunctionOp(mean_tokens, {"skip": 0 if self.include_prefix else tokens.prefix})
+        skip = 0 if self.include_prefix else tokens.prefix
+        return FunctionOp(type(self)._reduce, {"skip": skip})
+
+
+@register
+class MeanPool(_TokenReduce):
+    """Mean over the patch tokens (prefix tokens excluded unless ``include_prefix``)."""
+
+    kind: Literal["mean_pool"] = "mean_pool"
+    _reduce = staticmethod(mean_tokens)
+
+
+@register
+class MaxPool(_TokenReduce):
+    """Channel-wise maximum over the patch tokens (timm's ``global_pool='max'``)."""
+
+    kind: Literal["max_pool"] = "max_pool"
+    _reduce = staticmethod(max_tokens)
+
+
+@register
+class AvgMaxPool(_TokenReduce):
+    """The mean of the average and the maximum over the patch tokens (timm's
+    ``global_pool='avgmax'``)."""
+
+    kind: Literal["avgmax_pool"] = "avgmax_pool"
+    _reduce = staticmethod(avgmax_tokens)
 
 
 @register

@@ -190,3 +190,46 @@ class ResidualScale(_PassThrough):
     def channel_scale(self, module: Any) -> torch.Tensor | None:
         """1 / divisor, which folds into the projection before it at inference."""
         return torch.tensor(1.0 / self.divisor, dtype=torch.float64)
+
+
+@register
+class PatchDropoutBlock(_PassThrough):
+    """Patch dropout (Li et al. 2023 "FLIP" arXiv:2212.00794 §3; Liu et al. 2022
+    arXiv:2208.07220): in training each sample keeps a random ``int(N * (1 - rate))`` of
+    its N patch tokens (prefix tokens always), so the blocks after it see fewer tokens;
+    identity in eval. timm's ``patch_drop_rate``, drawn the way timm draws it (the
+    argsort of one normal draw per token), so a seeded run keeps the same tokens."""
+
+    kind: Literal["patch_dropout"] = "patch_dropout"
+    training_only = True
+    rate: DropRate = 0.0
+    """Fraction of the patch tokens dropped per sample in training."""
+    ordered: bool = False
+    """Keep the kept tokens in their original order (timm's ``ordered``)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        return self, expect_tokens(inputs[0], self.kind)
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = expect_tokens(inputs[0], self.kind)
+        if not self.rate:
+            return nn.Identity()
+        return PatchDropout(self.rate, tokens.prefix, self.ordered)
+
+
+class PatchDropout(nn.Module):
+    def __init__(self, rate: float, prefix: int, ordered: bool) -> None:
+        super().__init__()
+        self.rate, self.prefix, self.ordered = rate, prefix, ordered
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if not self.training:
+            return x
+        prefix, x = x[:, : self.prefix], x[:, self.prefix :]  # (B, P, D), (B, L, D)
+        b, length = x.shape[:2]
+        keep = max(1, int(length * (1.0 - self.rate)))
+        index = torch.argsort(torch.randn(b, length, device=x.device), dim=-1)[:, :keep]
+        if self.ordered:
+            index = index.sort(dim=-1)[0]
+        x = x.gather(1, index.unsqueeze(-1).expand(-1, -1, x.shape[-1]))  # (B, keep, D)
+        return torch.cat((prefix, x), dim=1)

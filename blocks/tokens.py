@@ -1,6 +1,7 @@
-"""Extra tokens prepended to the patch tokens: class (ViT §3.1) and distillation (DeiT
-arXiv:2012.12877 §4). Each joins the end of the existing prefix, so a distillation
-token placed after a class token sits at index 1, as in DeiT."""
+"""Extra tokens prepended to the patch tokens: class (ViT §3.1), distillation (DeiT
+arXiv:2012.12877 §4) and registers (Darcet et al. 2023 arXiv:2309.16588 §2.2). Each
+joins the end of the existing prefix, so a distillation token placed after a class
+token sits at index 1, as in DeiT, and registers after the class token as in DINOv2."""
 
 from __future__ import annotations
 
@@ -56,3 +57,14 @@ class DistillationToken(_PrefixToken):
 
     kind: Literal["dist_token"] = "dist_token"
     init_std: float = 0.02
+
+
+@register
+class RegisterTokens(_PrefixToken):
+    """Learned register tokens joining the prefix (Darcet et al. 2023 §2.2: extra tokens
+    no output reads, which take over the high-norm "artifact" tokens' role); timm's
+    ``reg_tokens``, one (1, tokens, dim) parameter."""
+
+    kind: Literal["reg_token"] = "reg_token"
+    tokens: Annotated[int, Field(gt=0, le=16)] = 4
+    """How many registers (the paper's models use 4)."""

@@ -66,6 +66,7 @@ REDUCTIONS: dict[str, Reduction] = {
     },
     "igpt": lambda args: {"depth": 1, "dim": args["heads"] * 8, "positions": 16, "palette": 17},
     "deepvit": _deepvit,
+    "clip_vit": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "deit": {"depth": 1, "image_size": 32},
     # one bottleneck per stage (DC5 keeps its dilated second block), a 64 px image
     "detr": {
@@ -78,11 +79,14 @@ REDUCTIONS: dict[str, Reduction] = {
         "ffn": 64,
         "queries": 5,
     },
+    "deit3": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
+    "dinov2": {"depth": 1, "image_size": 28},
     "levit": {"image_size": 64, "depths": [1, 1, 1]},
     "lvvit": {"depth": 1, "image_size": 32},
     "pit": {"depths": [1, 1, 1], "image_size": 48},
     "pvt": {"depths": [1, 1, 1, 1], "image_size": 64},
     "refiner": {"depth": 2, "image_size": 32},  # a refining layer, then a sharing one
+    "siglip": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "simplevit": {"depth": 1, "image_size": 32},
     "swin": {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]},  # 2: a shifted layer
     "t2t_vit": {"depth": 1, "image_size": 32},

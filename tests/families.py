@@ -183,6 +183,138 @@ SIMPLEVIT = Family(
     parity={"simplevit_vit_pytorch": ref.simplevit_parity},
 )
 
+# -- the modern timm ViTs (#23): DeiT III, DINOv2 (+ registers), SigLIP, CLIP ------------
+
+#: the 1000-class head on models timm registers without one (DINOv2, SigLIP, CLIP towers)
+IN1K = {"num_classes": 1000}
+
+
+def _modern(
+    family: str, names: dict[str, str], counts: dict[str, int], parity: tuple[str, ...]
+) -> Family:
+    """A row of the modern ViTs: counts against timm's model on the meta device (with a
+    1000-class head), the spec's reduced copies (two blocks, a small image) holding timm's
+    weights key for key, and from_timm's twin of the smallest."""
+    return Family(
+        family=family,
+        variants=tuple(names),
+        reference="timm",
+        names=names,
+        counts=counts,
+        recount=_timm_recount(names, {v: IN1K for v in names}),
+        timm_kwargs={v: IN1K for v in names},
+        counter={v: partial(ref.timm_counter_at_own_size, names[v], **IN1K) for v in parity[:1]},
+        small=Small(
+            lambda v: {
+                "depth": 1,
+                "image_size": 28 if "patch14" in names[v] else 32,
+                "classes": 10,
+            },
+            outputs=((2, 10),),
+        ),
+        # the smallest variant's spec and twin in make test, the larger structures
+        # (SwiGLU giant, /14 huge, So400m's MLP ratio) in make parity-all
+        parity={
+            f"{parity[0]}_spec": partial(ref.modern_spec_parity, parity[0], names[parity[0]]),
+            f"{names[parity[0]]}_twin": partial(ref.modern_twin_parity, names[parity[0]]),
+        },
+        full={f"{v}_spec": partial(ref.modern_spec_parity, v, names[v]) for v in parity[1:]},
+    )
+
+
+DEIT3_NAMES = {
+    "deit3_s": "deit3_small_patch16_224",
+    "deit3_s_384": "deit3_small_patch16_384",
+    "deit3_m": "deit3_medium_patch16_224",
+    "deit3_b": "deit3_base_patch16_224",
+    "deit3_b_384": "deit3_base_patch16_384",
+    "deit3_l": "deit3_large_patch16_224",
+    "deit3_l_384": "deit3_large_patch16_384",
+    "deit3_h": "deit3_huge_patch14_224",
+}
+DEIT3 = _modern(
+    "deit3",
+    DEIT3_NAMES,
+    {  # timm, the model in names, counted on the meta device
+        "deit3_s": 22_059_496,
+        "deit3_s_384": 22_205_416,
+        "deit3_m": 38_849_512,
+        "deit3_b": 86_585_320,
+        "deit3_b_384": 86_877_160,
+        "deit3_l": 304_374_760,
+        "deit3_l_384": 304_763_880,
+        "deit3_h": 632_126_440,
+    },
+    ("deit3_s", "deit3_h"),
+)
+DINOV2_NAMES = {
+    "dinov2_vit_s_14": "vit_small_patch14_dinov2",
+    "dinov2_vit_b_14": "vit_base_patch14_dinov2",
+    "dinov2_vit_l_14": "vit_large_patch14_dinov2",
+    "dinov2_vit_g_14": "vit_giant_patch14_dinov2",
+    "dinov2_vit_s_14_reg4": "vit_small_patch14_reg4_dinov2",
+    "dinov2_vit_b_14_reg4": "vit_base_patch14_reg4_dinov2",
+    "dinov2_vit_l_14_reg4": "vit_large_patch14_reg4_dinov2",
+    "dinov2_vit_g_14_reg4": "vit_giant_patch14_reg4_dinov2",
+}
+DINOV2 = _modern(
+    "dinov2",
+    DINOV2_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "dinov2_vit_s_14": 22_441_192,
+        "dinov2_vit_b_14": 87_348_712,
+        "dinov2_vit_l_14": 305_392_616,
+        "dinov2_vit_g_14": 1_138_016_232,
+        "dinov2_vit_s_14_reg4": 22_442_344,
+        "dinov2_vit_b_14_reg4": 87_351_016,
+        "dinov2_vit_l_14_reg4": 305_395_688,
+        "dinov2_vit_g_14_reg4": 1_138_020_840,
+    },
+    ("dinov2_vit_s_14_reg4", "dinov2_vit_s_14", "dinov2_vit_g_14", "dinov2_vit_g_14_reg4"),
+)
+SIGLIP_NAMES = {
+    "siglip_b_16": "vit_base_patch16_siglip_224",
+    "siglip_b_16_256": "vit_base_patch16_siglip_256",
+    "siglip_b_16_384": "vit_base_patch16_siglip_384",
+    "siglip_b_16_512": "vit_base_patch16_siglip_512",
+    "siglip_l_16_256": "vit_large_patch16_siglip_256",
+    "siglip_l_16_384": "vit_large_patch16_siglip_384",
+    "siglip_so400m_14": "vit_so400m_patch14_siglip_224",
+    "siglip_so400m_14_378": "vit_so400m_patch14_siglip_378",
+}
+SIGLIP = _modern(
+    "siglip",
+    SIGLIP_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "siglip_b_16": 93_653_224,
+        "siglip_b_16_256": 93_699_304,
+        "siglip_b_16_384": 93_945_064,
+        "siglip_b_16_512": 94_289_128,
+        "siglip_l_16_256": 316_981_224,
+        "siglip_l_16_384": 317_308_904,
+        "siglip_so400m_14": 428_833_704,
+        "siglip_so400m_14_378": 429_378_600,
+    },
+    ("siglip_b_16", "siglip_so400m_14"),
+)
+CLIP_VIT_NAMES = {  # OpenAI's towers: quick-GELU (timm's *_clip_quickgelu_*)
+    "clip_vit_b_32": "vit_base_patch32_clip_quickgelu_224",
+    "clip_vit_b_16": "vit_base_patch16_clip_quickgelu_224",
+    "clip_vit_l_14": "vit_large_patch14_clip_quickgelu_224",
+    "clip_vit_l_14_336px": "vit_large_patch14_clip_quickgelu_336",
+}
+CLIP_VIT = _modern(
+    "clip_vit",
+    CLIP_VIT_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "clip_vit_b_32": 88_225_000,
+        "clip_vit_b_16": 86_568_424,
+        "clip_vit_l_14": 304_204_776,
+        "clip_vit_l_14_336px": 304_532_456,
+    },
+    ("clip_vit_b_32", "clip_vit_l_14"),
+)
+
 # -- attention families -------------------------------------------------------------------
 
 CAIT_NAMES = {  # our variant -> timm's model of the same architecture
@@ -932,6 +1064,10 @@ FAMILIES: dict[str, Family] = {
         VIT,
         DEIT,
         SIMPLEVIT,
+        DEIT3,
+        DINOV2,
+        SIGLIP,
+        CLIP_VIT,
         CAIT,
         DEEPVIT,
         REFINER,

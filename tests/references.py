@@ -105,6 +105,12 @@ def timm_counter(name: str) -> tuple[nn.Module, torch.Tensor, bool]:
     return timm_on_meta(name)(), torch.empty(1, 3, 224, 224, device="meta"), False
 
 
+def timm_counter_at_own_size(name: str, **kwargs) -> tuple[nn.Module, torch.Tensor, bool]:
+    """As ``timm_counter``, at the model's own resolution (DINOv2's 518, SigLIP's 256)."""
+    model = timm_on_meta(name, **kwargs)()
+    return model, torch.empty(1, 3, *model.patch_embed.img_size, device="meta"), False
+
+
 def _from_timm(reference: nn.Module, batch: int, size, **extra) -> Parity:
     ours = vitgraph.from_timm(reference)
     return Parity(ours, reference, torch.randn(batch, 3, *size), **extra)
@@ -141,6 +147,35 @@ def vit_reduced(name: str) -> nn.Module:
 
 def vit_parity(name: str) -> Parity:
     reference = redraw_(vit_reduced(name))
+    return _from_timm(reference, 2, reference.patch_embed.img_size, keys=lambda keys: keys)
+
+
+# The modern timm ViTs (#23): each shipped variant's reduced copy (two blocks, a small
+# image), built from the spec with the reduced timm model's re-drawn weights loaded under
+# their own names (the spec's ids are timm's), and from_timm's twin of the same model
+MODERN_SIZES = {14: 28, 16: 32, 32: 64}
+
+
+def modern_reduced(name: str, **kwargs) -> nn.Module:
+    patch = timm_on_meta(name)().patch_embed.patch_size[0]
+    size = MODERN_SIZES[patch]
+    return timm_model(name, depth=2, img_size=size, num_classes=10, **kwargs).eval()
+
+
+def modern_spec_parity(variant: str, name: str) -> Parity:
+    """The spec's variant at two blocks, a small image and ten classes, holding the timm
+    model's re-drawn weights key for key."""
+    reference = redraw_(modern_reduced(name))
+    size = reference.patch_embed.img_size
+    overrides = {"depth": 2, "image_size": size[0], "classes": 10}
+    ours = vitgraph.load(variant, overrides=overrides).build()
+    ours.load_state_dict(reference.state_dict())
+    return Parity(ours.eval(), reference, torch.randn(2, 3, *size), keys=lambda keys: keys)
+
+
+def modern_twin_parity(name: str) -> Parity:
+    """from_timm's twin of the reduced timm model."""
+    reference = redraw_(modern_reduced(name))
     return _from_timm(reference, 2, reference.patch_embed.img_size, keys=lambda keys: keys)
 
 

@@ -38,6 +38,7 @@ DISTINCT = {
     "t2t_vit_t_14": "T2T's soft split with full attention instead of Performer",
     "crossvit_9_dagger": "CrossViT's convolutional patch embedding",
     "cct_7_3x1": "CCT with a one-layer convolutional tokenizer",
+    "dinov2_vit_g_14_reg4": "DINOv2-g's packed SwiGLU after four register tokens",
 }
 VARIANTS = [
     pytest.param(

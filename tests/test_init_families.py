@@ -173,6 +173,23 @@ def lvvit() -> nn.Module:
 
 
 TWINS: dict[str, Callable[[], Pair]] = {
+    # the modern ViTs (#23): LayerScale, registers, the MAP head's latent, CLIP's pre-norm
+    "deit3": lambda: (
+        ours("deit3_s", depth=2, image_size=64),
+        timm_model("deit3_small_patch16_224", depth=2, img_size=64),
+    ),
+    "dinov2": lambda: (
+        ours("dinov2_vit_s_14_reg4", depth=2, image_size=56),
+        timm_model("vit_small_patch14_reg4_dinov2", depth=2, img_size=56),
+    ),
+    "siglip": lambda: (
+        ours("siglip_b_16", depth=2, image_size=64),
+        timm_model("vit_base_patch16_siglip_224", depth=2, img_size=64),
+    ),
+    "clip_vit": lambda: (
+        ours("clip_vit_b_32", depth=2, image_size=64),
+        timm_model("vit_base_patch32_clip_quickgelu_224", depth=2, img_size=64),
+    ),
     "cait": lambda: (ours("cait_xxs24", depth=2), timm_model("cait_xxs24_224", depth=2)),
     "pit": lambda: (
         ours("pit_ti", depths=[1, 1, 1], distilled=True),
@@ -346,13 +363,16 @@ PARAMETER_FREE = {
     "timing_signal_2d",
     "add_prefix",
     "average",
+    "avgmax_pool",
     "drop_path",
     "dropout",
     "global_avg_pool",
     "identity",
     "last_token",
+    "max_pool",
     "mean_pool",
     "merge_prefix",
+    "patch_dropout",
     "resize_image",
     "sincos2d_pos",
     "sinusoid_pos",
@@ -360,7 +380,12 @@ PARAMETER_FREE = {
     "take_cls",
     "to_image",
 }
-TENSORS = {"cls_token", "dist_token", "learned_pos"}  # drawn by build from their fields
+TENSORS = {
+    "cls_token",
+    "dist_token",
+    "reg_token",
+    "learned_pos",
+}  # drawn by build from their fields
 
 
 def _owns_parameters(kind: str) -> bool:

@@ -35,9 +35,9 @@ def test_distilled_model_returns_both_heads_in_training_like_timm():
 @pytest.mark.parametrize(
     ("kwargs", "option"),
     [
-        ({"reg_tokens": 4}, "register tokens"),
-        ({"qk_norm": True}, "qk_norm"),
-        ({"global_pool": "map"}, "attention pooling"),
+        ({"scale_attn_norm": True}, "scale_attn_norm"),
+        ({"block_fn": timm.models.vision_transformer.ParallelScalingBlock}, "block_fn"),
+        ({"global_pool": "prr"}, "attention pooling"),
     ],
 )
 def test_unsupported_timm_option_is_refused_by_name(kwargs, option):

@@ -50,9 +50,12 @@ ATTENTION_KINDS = sorted(k for k, c in registry().primitives.items() if c.role =
 LAYERS = {
     "encoder_layer": {"heads": 2},
     "deepvit_layer": {"heads": 2},
+    "parallel_layer": {"heads": 2},
     "t2t_layer": {"out_dim": 32},
     "image_transformer_layer": {"heads": 2, "ffn": 64},
 }
+#: the inner node holding the chosen kind (parallel_layer: the first of its two branches)
+CHOSEN_NODE = {"parallel_layer": "attn0"}
 
 
 def _choosing_composites() -> set[str]:
@@ -75,6 +78,7 @@ def test_the_table_holds_every_composite_whose_param_chooses_an_inner_kind():
 def test_every_attention_kind_builds_in_every_layer_composite_or_the_error_says_why(layer, kind):
     fields = registry().primitives[kind].model_fields
     params = dict(LAYERS[layer])
+    node = f"blocks.0.{CHOSEN_NODE.get(layer, 'attn')}"
     if "window" in fields and layer != "t2t_layer":
         params["window"] = 4  # a window of the 8x8 grid
     try:
@@ -82,13 +86,13 @@ def test_every_attention_kind_builds_in_every_layer_composite_or_the_error_says_
     except SpecError as exc:
         text = str(exc)
         # the chosen node's own shape rule speaks for itself; anything else names both
-        own = exc.problems[0].path == "blocks.0.attn" and kind in exc.problems[0].message
+        own = exc.problems[0].path == node and kind in exc.problems[0].message
         assert own or (layer in text and kind in text), text
         assert exc.problems[0].location.line == ENTRY_LINE
         return
     model = graph.build().eval()
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 3)
-    assert graph.node("blocks.0.attn").kind == kind
+    assert graph.node(node).kind == kind
 
 
 def test_a_param_left_at_its_default_does_not_reach_a_kind_without_it():

@@ -82,8 +82,9 @@ def test_update_of_a_param_the_composite_fixes_is_located_with_the_composite_par
         f"{AT_LAYER}: blocks.0.norm1: 'affine' of 'norm1' is not set inside composite "
         "'encoder_layer', not one of its params\n"
         "  hint: params of encoder_layer: heads, attention, mlp_ratio, qkv_bias, proj_bias, "
-        "head_dim, attn_drop, proj_drop, drop_path, norm, norm_eps, mlp_bias, causal, layer_scale, "
-        "act, window, shift, sr_ratio, kernel, stride_kv"
+        "head_dim, attn_drop, proj_drop, drop_path, norm, norm_eps, mlp_bias, qk_norm, "
+        "qk_norm_eps, mlp, mlp_packed, mlp_gate_last, causal, layer_scale, act, window, shift, "
+        "sr_ratio, kernel, stride_kv"
     )
 
 

@@ -49,17 +49,20 @@ VISION_TRANSFORMER: dict[str, Option] = {
         ({"patch_size": (16, 8)},),
     ),
     "global_pool": partly(
-        "'token', 'avg'",
-        ({"global_pool": "avg"}, {"global_pool": "avg", "class_token": False}),
-        "'map', 'max', 'avgmax' (#23), 'prr', '' (unpooled tokens, #20)",
+        "'token', 'avg', 'max', 'avgmax', 'map' (SigLIP's attention pooling)",
         (
-            {"global_pool": "map"},
+            {"global_pool": "avg"},
+            {"global_pool": "avg", "class_token": False},
             {"global_pool": "max"},
-            {"global_pool": "avgmax"},
-            {"global_pool": "prr"},
-            {"global_pool": ""},
+            {"global_pool": "avgmax", "reg_tokens": 2},
+            {"global_pool": "max", "pool_include_prefix": True},
+            {"global_pool": "map"},
+            {"global_pool": "map", "class_token": False, "reg_tokens": 1},
+            {"global_pool": "map", "pool_include_prefix": True, "norm_layer": "rmsnorm"},
         ),
-        issue=MODERN,
+        "'prr' (attention pooling of a later timm), '' (unpooled tokens, #20)",
+        ({"global_pool": "prr"}, {"global_pool": ""}),
+        issue=DYNAMIC_SIZE,
     ),
     "embed_dim": honoured("any width", {"embed_dim": 48, "num_heads": 3}),
     "depth": partly("one block or more", ({"depth": 3},), "0", ({"depth": 0},)),
@@ -70,15 +73,28 @@ VISION_TRANSFORMER: dict[str, Option] = {
         {"embed_dim": 28, "num_heads": 2, "mlp_ratio": 61 / 28},
     ),
     "qkv_bias": honoured("True, False", {"qkv_bias": False}),
-    "qk_norm": refused("True", {"qk_norm": True}, issue=MODERN),
+    "qk_norm": honoured(
+        "True (a LayerNorm or RMSNorm per head, ViT-22B §2)",
+        {"qk_norm": True},
+        {"qk_norm": True, "norm_layer": "rmsnorm"},
+    ),
     "scale_attn_norm": refused("True (a norm inside the attention)", {"scale_attn_norm": True}),
     "scale_mlp_norm": refused("True (a norm inside the MLP)", {"scale_mlp_norm": True}),
-    "proj_bias": refused("False (bias-free linears)", {"proj_bias": False}, issue=MODERN),
+    "proj_bias": honoured(
+        "True, False (bias-free projections and MLPs)",
+        {"proj_bias": False},
+        {"proj_bias": False, "qkv_bias": False, "mlp_layer": "@timm.layers.SwiGLU"},
+    ),
     "init_values": honoured("None, or LayerScale of any init", {"init_values": 0.1}),
     "class_token": honoured("True, False", {"class_token": False, "global_pool": "avg"}),
     "pos_embed": honoured("'learn', 'none', ''", {"pos_embed": "none"}, {"pos_embed": ""}),
     "no_embed_class": honoured("True, False", {"no_embed_class": True}),
-    "reg_tokens": refused("> 0 (register tokens)", {"reg_tokens": 2}, issue=MODERN),
+    "reg_tokens": honoured(
+        "any count (register tokens, Darcet et al. 2023)",
+        {"reg_tokens": 2},
+        {"reg_tokens": 4, "no_embed_class": True},
+        {"reg_tokens": 1, "class_token": False, "global_pool": "avg"},
+    ),
     "pre_norm": honoured("True, False (CLIP's norm_pre)", {"pre_norm": True}),
     "final_norm": honoured(
         "True, False", {"final_norm": False}, {"final_norm": False, "global_pool": "avg"}
@@ -97,7 +113,11 @@ VISION_TRANSFORMER: dict[str, Option] = {
     ),
     "dynamic_img_size": refused("True", {"dynamic_img_size": True}, issue=DYNAMIC_SIZE),
     "dynamic_img_pad": refused("True", {"dynamic_img_pad": True}, issue=DYNAMIC_SIZE),
-    "patch_drop_rate": refused("> 0 (patch dropout)", {"patch_drop_rate": 0.25}, issue=MODERN),
+    "patch_drop_rate": honoured(
+        "any rate (patch dropout in training, drawn as timm draws it)",
+        {"patch_drop_rate": 0.25},
+        {"patch_drop_rate": 0.5, "reg_tokens": 2, "global_pool": "avg"},
+    ),
     "weight_init": honoured(INIT, {"weight_init": "jax"}, {"weight_init": "moco"}),
     "fix_init": honoured(INIT, {"fix_init": True}),
     "embed_layer": partly(
@@ -114,11 +134,14 @@ VISION_TRANSFORMER: dict[str, Option] = {
         issue=MODERN,
     ),
     "norm_layer": partly(
-        "LayerNorm of any eps",
-        ({"norm_layer": "@timm.layers.LayerNorm"},),
-        "RMSNorm (#23) and other norms",
-        ({"norm_layer": "rmsnorm"},),
-        issue=MODERN,
+        "LayerNorm, RMSNorm (timm's and torch's), of any eps",
+        (
+            {"norm_layer": "@timm.layers.LayerNorm"},
+            {"norm_layer": "rmsnorm"},
+            {"norm_layer": "@timm.layers.RmsNorm", "pre_norm": True, "fc_norm": True},
+        ),
+        "other norms, torch's RMSNorm with eps=None (the dtype's epsilon)",
+        ({"norm_layer": "groupnorm1"}, {"norm_layer": "@torch.nn.RMSNorm"}),
     ),
     "act_layer": partly(
         "GELU (exact or tanh), QuickGELU, ReLU, SiLU, Hardswish, Tanh",
@@ -134,22 +157,34 @@ VISION_TRANSFORMER: dict[str, Option] = {
         ({"act_layer": "mish"},),
     ),
     "block_fn": partly(
-        "Block",
-        (),
-        "parallel and res-post-norm blocks",
+        "Block; ParallelThingsBlock with two branches (Touvron et al. 2022 §3: parallel_layer)",
+        (
+            {"block_fn": "@timm.models.vision_transformer.ParallelThingsBlock"},
+            {
+                "block_fn": "@timm.models.vision_transformer.ParallelThingsBlock",
+                "init_values": 0.1,
+                "qk_norm": True,
+                "drop_path_rate": 0.2,
+                "mlp_layer": "@timm.layers.SwiGLU",
+            },
+        ),
+        "the fused ParallelScalingBlock, the res-post-norm ResPostBlock",
         (
             {"block_fn": "@timm.models.vision_transformer.ParallelScalingBlock"},
-            {"block_fn": "@timm.models.vision_transformer.ParallelThingsBlock"},
             {"block_fn": "@timm.models.vision_transformer.ResPostBlock"},
         ),
         issue=MODERN,
     ),
     "mlp_layer": partly(
-        "Mlp",
-        (),
-        "gated MLPs (SwiGLU, GluMlp)",
-        ({"mlp_layer": "@timm.layers.SwiGLU"}, {"mlp_layer": "@timm.layers.GluMlp"}),
-        issue=MODERN,
+        "Mlp, and the gated SwiGLU, SwiGLUPacked, GluMlp (Shazeer 2020)",
+        (
+            {"mlp_layer": "@timm.layers.SwiGLU"},
+            {"mlp_layer": "@timm.layers.SwiGLUPacked", "act_layer": "silu"},
+            {"mlp_layer": "@timm.layers.GluMlp"},
+            {"mlp_layer": "@timm.layers.GluMlp", "act_layer": "gelu_tanh"},
+        ),
+        "other MLPs (GatedMlp, ...)",
+        ({"mlp_layer": "@timm.layers.GatedMlp"},),
     ),
     "attn_layer": partly(
         "Attention",
@@ -177,6 +212,13 @@ VISION_TRANSFORMER_DISTILLED: dict[str, Option] = {
         "True, False: timm's distilled head never pools", {"pool_include_prefix": True}
     ),
     "final_norm": honoured("True, False", {"final_norm": False}),
+    "reg_tokens": refused(
+        "> 0 (timm's distilled forward never adds the registers it builds)", {"reg_tokens": 2}
+    ),
+    "patch_drop_rate": refused(
+        "> 0 (timm's PatchDropout keeps one prefix token: it may drop the distillation token)",
+        {"patch_drop_rate": 0.25},
+    ),
 }
 
 _UNPOOLED = "'' (unpooled token outputs)"

@@ -162,6 +162,21 @@ def layernorm_eps(model: Reference, norm: Reference, where: str) -> float | None
     raise refuse(model, f"{where}={type(norm).__name__}", "only LayerNorm is supported")
 
 
+def norm_of(model: Reference, norm: Reference, where: str) -> tuple[str, float] | None:
+    """vitgraph's norm kind and eps of a LayerNorm or an RMSNorm (timm's ``RmsNorm``,
+    torch's ``nn.RMSNorm``), each with its learned scale (and a LayerNorm's shift); None
+    for Identity; other norms are refused (``where`` names the reference's option)."""
+    if type(norm).__name__ in ("RmsNorm", "RMSNorm") and isinstance(norm, nn.Module):
+        if getattr(norm, "weight", None) is None:
+            raise refuse(model, f"{where}={type(norm).__name__} without a weight")
+        eps = getattr(norm, "eps", None)
+        if eps is None:  # torch's nn.RMSNorm(eps=None): the dtype's machine epsilon
+            raise refuse(model, f"{where}=RMSNorm with eps=None")
+        return "rmsnorm", float(eps)
+    ln_eps = layernorm_eps(model, norm, where)
+    return None if ln_eps is None else ("layernorm", ln_eps)
+
+
 #: timm's activation classes (timm.layers.activations*) and torch's, by class name: each
 #: computes exactly the function of vitgraph's activation of that name
 _ACTIVATIONS = {

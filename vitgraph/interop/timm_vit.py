@@ -1,5 +1,7 @@
 """timm's VisionTransformer and VisionTransformerDistilled (ViT, DeiT, DeiT III, the
-avg-pooled and no-class-token configurations) as vitgraph specs.
+avg-pooled and no-class-token configurations, and the modern options of #23: register
+tokens, qk-norm, RMSNorm, bias-free linears, gated MLPs, MAP / max / avgmax pooling,
+patch dropout) as vitgraph specs.
 
 Every constructor argument is read off the module and honoured, or refused naming it
 (``vitgraph.interop.options`` lists each and the issue that builds what is refused).
@@ -7,6 +9,7 @@ Every constructor argument is read off the module and honoured, or refused namin
 
 from __future__ import annotations
 
+import re
 from typing import Any
 
 from torch import nn
@@ -18,6 +21,7 @@ from vitgraph.interop.timm import (
     drop_rate,
     layernorm_eps,
     model_name,
+    norm_of,
     refuse,
     spec_document,
     timm_converter,
@@ -50,22 +54,33 @@ def convert_vit(model: Reference) -> Conversion:
         graph.append({"id": "cls_token", "kind": "cls_token"})
     if distilled:
         graph.append({"id": "dist_token", "kind": "dist_token"})
+    if getattr(model, "reg_token", None) is not None:
+        # registers (Darcet et al. 2023 §2.2) after the class token, as timm's _pos_embed
+        graph.append({"id": "reg_token", "kind": "reg_token", "tokens": model.reg_token.shape[1]})
     if getattr(model, "pos_embed", None) is not None:
         graph.append(
             {"id": "pos_embed", "kind": "learned_pos", "include_prefix": not model.no_embed_class}
         )
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
-    # pre_norm=True (CLIP, Radford et al. 2021 §2.4): a LayerNorm after the position
+    patch_drop = getattr(model, "patch_drop", nn.Identity())
+    if not isinstance(patch_drop, nn.Identity):
+        # training only: the patch tokens each sample keeps (prefix tokens always)
+        graph.append(
+            {
+                "id": "patch_drop",
+                "kind": "patch_dropout",
+                "rate": float(patch_drop.prob),
+                "ordered": bool(patch_drop.ordered),
+            }
+        )
+    # pre_norm=True (CLIP, Radford et al. 2021 §2.4): a norm after the position
     # table, before the blocks
-    pre_eps = layernorm_eps(model, getattr(model, "norm_pre", nn.Identity()), "norm_layer")
-    if pre_eps is not None:
-        graph.append({"id": "norm_pre", "kind": "layernorm", "eps": pre_eps})
+    graph += _norm(model, getattr(model, "norm_pre", nn.Identity()), "norm_pre")
     graph.append(_blocks(model))
-    final_eps = layernorm_eps(model, model.norm, "norm_layer")
-    if final_eps is not None:
-        graph.append({"id": "norm", "kind": "layernorm", "eps": final_eps})
-    features = "norm" if final_eps is not None else "blocks"
+    final = _norm(model, model.norm, "norm")
+    graph += final
+    features = "norm" if final else "blocks"
     unused: frozenset[str] = frozenset()
     if distilled:
         # timm's distilled head reads the class and distillation tokens straight from the
@@ -80,26 +95,26 @@ def convert_vit(model: Reference) -> Conversion:
         graph.append({**head_dist, "inputs": ["head", features]})
     else:
         graph += _pool(model)
-        fc_eps = layernorm_eps(model, model.fc_norm, "norm_layer")
-        if fc_eps is not None:
-            graph.append({"id": "fc_norm", "kind": "layernorm", "eps": fc_eps})
+        graph += _norm(model, model.fc_norm, "fc_norm")
         graph += _head(model)
     spec = spec_document(model_name(model), tuple(embed.img_size), proj.in_channels, graph)
 
     def after_build(theirs: Reference, ours: Reference) -> None:
         ours.set_distilled_training(bool(getattr(theirs, "distilled_training", False)))
 
-    return Conversion(spec, after_build=after_build, unused=unused)
+    rename = _parallel_key if graph_has(graph, "parallel_layer") else (lambda key: key)
+    return Conversion(spec, rename=rename, after_build=after_build, unused=unused)
+
+
+def graph_has(graph: list[dict[str, Any]], kind: str) -> bool:
+    return any(entry["kind"] == kind for entry in graph)
 
 
 def _refuse_unsupported(model: Reference, distilled: bool) -> None:
     """The options vitgraph has no block for yet, by the module they build."""
-    if getattr(model, "reg_token", None) is not None:
-        raise refuse(model, f"reg_tokens={model.reg_token.shape[1]}", "register tokens")
     pool = getattr(model, "attn_pool", None)
-    if pool is not None:
-        kind = "map" if type(pool).__name__ == "AttentionPoolLatent" else "prr"
-        raise refuse(model, f"global_pool='{kind}'", f"attention pooling {type(pool).__name__}")
+    if pool is not None and type(pool).__name__ != "AttentionPoolLatent":
+        raise refuse(model, "global_pool='prr'", f"attention pooling {type(pool).__name__}")
     if getattr(model, "dynamic_img_size", False):
         raise refuse(model, "dynamic_img_size=True", "position table resampled per input")
     embed = model.patch_embed
@@ -115,8 +130,25 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
     proj = embed.proj
     if proj.kernel_size != proj.stride or proj.padding != (0, 0) or proj.dilation != (1, 1):
         raise refuse(model, "embed_layer with an overlapping patch embedding")
-    if not isinstance(getattr(model, "patch_drop", nn.Identity()), nn.Identity):
-        raise refuse(model, f"patch_drop_rate={model.patch_drop.prob}", "patch dropout")
+    patch_drop = getattr(model, "patch_drop", nn.Identity())
+    if not isinstance(patch_drop, nn.Identity) and type(patch_drop).__name__ != "PatchDropout":
+        raise refuse(model, f"patch_drop_rate with {type(patch_drop).__name__}")
+    if distilled and getattr(model, "reg_token", None) is not None:
+        # VisionTransformerDistilled's _pos_embed concatenates the class and
+        # distillation tokens only: the registers it builds never reach the blocks
+        raise refuse(
+            model,
+            f"reg_tokens={model.reg_token.shape[1]}",
+            "timm's distilled model never adds them",
+        )
+    if distilled and not isinstance(patch_drop, nn.Identity):
+        # built before the distilled model sets two prefix tokens: timm may drop the
+        # distillation token its head reads
+        raise refuse(
+            model,
+            f"patch_drop_rate={patch_drop.prob}",
+            "timm's distilled model may drop its distillation token",
+        )
     if distilled and model.no_embed_class and model.pos_embed.shape[1] != embed.num_patches:
         # VisionTransformerDistilled re-creates the table with rows for the prefix tokens,
         # then adds it to the patch tokens alone: timm's own forward fails
@@ -125,17 +157,59 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
         raise refuse(model, "depth=0")
 
 
+def _norm(model: Reference, norm: Reference, node: str) -> list[dict[str, Any]]:
+    """The node of one of the model's norms (``norm_pre``, ``norm``, ``fc_norm``): none for
+    Identity; LayerNorm and RMSNorm as timm's ``norm_layer`` builds them."""
+    found = norm_of(model, norm, "norm_layer")
+    return [] if found is None else [{"id": node, "kind": found[0], "eps": found[1]}]
+
+
+#: timm's global_pool names of the token reductions, and vitgraph's kinds
+_REDUCTIONS = {"avg": "mean_pool", "max": "max_pool", "avgmax": "avgmax_pool"}
+
+
 def _pool(model: Reference) -> list[dict[str, Any]]:
     pool = model.global_pool
+    # pool_include_prefix: timm reduces over the class (and other prefix) tokens too
+    include = bool(getattr(model, "pool_include_prefix", False))
     if pool == "token":
         return [{"id": "pool", "kind": "take_cls"}]
-    if pool == "avg":
-        # pool_include_prefix: timm averages the class (and other prefix) tokens too
-        include = bool(getattr(model, "pool_include_prefix", False))
-        return [{"id": "pool", "kind": "mean_pool", "include_prefix": include}]
+    if pool in _REDUCTIONS:
+        return [{"id": "pool", "kind": _REDUCTIONS[pool], "include_prefix": include}]
+    if pool == "map":
+        return [_map_pool(model, model.attn_pool, include)]
     if pool == "":
         raise refuse(model, "global_pool=''", "unpooled token outputs")
     raise refuse(model, f"global_pool='{pool}'")
+
+
+def _map_pool(model: Reference, pool: Reference, include: bool) -> dict[str, Any]:
+    """timm's AttentionPoolLatent as VisionTransformer builds it (one latent, a query
+    projection, no qk-norm, no position table; SigLIP's head)."""
+    if (
+        pool.latent_len != 1
+        or pool.pos_embed is not None
+        or not isinstance(pool.q, nn.Linear)
+        or not isinstance(pool.q_norm, nn.Identity)
+        or pool.mlp is None
+        or pool.q.in_features != pool.kv.in_features
+        or pool.pool != "token"
+    ):
+        raise refuse(model, "global_pool='map' with an AttentionPoolLatent of other settings")
+    entry: dict[str, Any] = {
+        "id": "attn_pool",
+        "kind": "map_pool",
+        "heads": pool.num_heads,
+        "mlp_ratio": width_ratio(pool.mlp.fc1.out_features, pool.mlp.fc1.in_features),
+        "qkv_bias": pool.kv.bias is not None,
+        "act": activation_name(model, pool.mlp.act, "act_layer"),
+        "include_prefix": include,
+    }
+    found = norm_of(model, pool.norm, "norm_layer")
+    entry.update(norm=None, norm_eps=1e-6) if found is None else entry.update(
+        norm=found[0], norm_eps=found[1]
+    )
+    return entry
 
 
 def _head(model: Reference) -> list[dict[str, Any]]:
@@ -148,44 +222,95 @@ def _head(model: Reference) -> list[dict[str, Any]]:
     return graph
 
 
+#: timm's ParallelThingsBlock keys (``blocks.3.attns.1.norm.weight``) and parallel_layer's
+_PARALLEL_KEYS = re.compile(r"^(blocks\.\d+)\.(attn|ffn)s\.(\d)\.(norm|ls|attn|mlp)\.")
+
+
+def _parallel_key(key: str) -> str:
+    def ours(match: re.Match[str]) -> str:
+        branch = f"{match[1]}.{match[2]}{match[3]}"
+        return f"{branch}." if match[4] in ("attn", "mlp") else f"{branch}_{match[4]}."
+
+    return _PARALLEL_KEYS.sub(ours, key)
+
+
+def _branches(model: Reference, block: Reference) -> tuple[Any, Any, Any, Any, Any]:
+    """A block's attention, MLP, first norm, first LayerScale and first drop-path: those
+    of timm's Block, or of the first branches of a ParallelThingsBlock (Touvron et al.
+    2022 §3: its branches are alike)."""
+    cls = type(block).__name__
+    if cls == "Block":
+        return block.attn, block.mlp, block.norm1, block.ls1, block.drop_path1
+    if cls == "ParallelThingsBlock":
+        if block.num_parallel != 2:
+            raise refuse(
+                model, f"block_fn=ParallelThingsBlock with num_parallel={block.num_parallel}"
+            )
+        attn, ffn = block.attns[0], block.ffns[0]
+        return attn.attn, ffn.mlp, attn.norm, attn.ls, attn.drop_path
+    raise refuse(model, f"block_fn={cls}")
+
+
 def _blocks(model: Reference) -> dict[str, Any]:
     blocks = list(model.blocks)
     first = blocks[0]
-    if type(first).__name__ != "Block":
-        raise refuse(model, f"block_fn={type(first).__name__}")
-    attn, mlp = first.attn, first.mlp
+    attn, mlp, norm1, ls1, _ = _branches(model, first)
     if type(attn).__name__ != "Attention":
         raise refuse(model, f"attn_layer={type(attn).__name__}")
-    if not isinstance(getattr(attn, "q_norm", nn.Identity()), nn.Identity):
-        raise refuse(model, "qk_norm=True", "normalized queries and keys")
     if not isinstance(getattr(attn, "norm", nn.Identity()), nn.Identity):
         raise refuse(model, "scale_attn_norm=True", "a norm inside the attention")
-    if type(mlp).__name__ != "Mlp":
-        raise refuse(model, f"mlp_layer={type(mlp).__name__}")
+    if getattr(attn, "gate", None) is not None:
+        raise refuse(model, "attn_layer with gated=True", "a sigmoid-gated attention output")
     if not isinstance(getattr(mlp, "norm", nn.Identity()), nn.Identity):
         raise refuse(model, "scale_mlp_norm=True", "a norm inside the MLP")
-    if mlp.fc1.bias is None or attn.proj.bias is None:
-        raise refuse(model, "proj_bias=False", "bias-free projection and MLP layers")
-    eps = layernorm_eps(model, first.norm1, "norm_layer")
+    norm = norm_of(model, norm1, "norm_layer")
+    assert norm is not None  # timm's blocks always build their norms
+    qk_norm = norm_of(model, getattr(attn, "q_norm", nn.Identity()), "norm_layer")
     layer_scale = None
-    if not isinstance(first.ls1, nn.Identity):
+    if not isinstance(ls1, nn.Identity):
         layer_scale = 1e-5  # any value: the weights are copied over it
+    parallel = type(first).__name__ == "ParallelThingsBlock"
     entry: dict[str, Any] = {
         "id": "blocks",
-        "kind": "encoder_layer",
+        "kind": "parallel_layer" if parallel else "encoder_layer",
         "repeat": len(blocks),
         "heads": attn.num_heads,
         "head_dim": attn.head_dim,
         "qkv_bias": attn.qkv.bias is not None,
         "proj_bias": attn.proj.bias is not None,
-        "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
-        "act": activation_name(model, mlp.act, "act_layer"),
-        "norm_eps": eps,
+        **_mlp(model, mlp),
+        "norm": norm[0],
+        "norm_eps": norm[1],
+        "qk_norm": None if qk_norm is None else qk_norm[0],
+        "qk_norm_eps": None if qk_norm is None else qk_norm[1],
         "layer_scale": layer_scale,
         "attn_drop": float(attn.attn_drop.p),
         "proj_drop": float(attn.proj_drop.p),
     }
-    rates = [drop_rate(b.drop_path1) for b in blocks]
+    rates = [drop_rate(_branches(model, b)[4]) for b in blocks]
     if any(rates):
         entry["at"] = {i: {"drop_path": r} for i, r in enumerate(rates)}
     return entry
+
+
+def _mlp(model: Reference, mlp: Reference) -> dict[str, Any]:
+    """encoder_layer's MLP options for timm's ``Mlp``, ``GluMlp`` (``SwiGLUPacked``: the
+    gated product's halves packed in one ``fc1``) and ``SwiGLU`` (``fc1_g``, ``fc1_x``)."""
+    cls = type(mlp).__name__
+    act = activation_name(model, mlp.act, "act_layer")
+    if cls == "Mlp":
+        first = mlp.fc1
+        entry: dict[str, Any] = {"mlp_ratio": width_ratio(first.out_features, first.in_features)}
+    elif cls in ("GluMlp", "SwiGLU"):
+        first = mlp.fc1 if cls == "GluMlp" else mlp.fc1_g
+        if not isinstance(first, nn.Linear):
+            raise refuse(model, f"mlp_layer={cls} with use_conv=True")
+        hidden = mlp.fc2.in_features
+        entry = {"mlp": "glu_mlp", "mlp_ratio": width_ratio(hidden, first.in_features)}
+        if cls == "GluMlp":
+            entry.update(mlp_packed=True, mlp_gate_last=bool(mlp.gate_last))
+    else:
+        raise refuse(model, f"mlp_layer={cls}")
+    if (first.bias is None) != (mlp.fc2.bias is None):
+        raise refuse(model, f"mlp_layer={cls} with a bias in one layer only")
+    return {**entry, "act": act, "mlp_bias": first.bias is not None}
