@@ -176,12 +176,6 @@ def make_parser() -> argparse.ArgumentParser:
     predicting.add_argument(
         "--threshold", type=float, default=0.5, help="least box probability drawn (default 0.5)"
     )
-    predicting.add_argument(
-        "--spec-norm",
-        action="store_true",
-        help="normalise by the spec's data mean/std (converted weights) instead of "
-        "vitgraph train's [-1, 1]",
-    )
     boxes = sub.add_parser(
         "digit-boxes", help="write a small detection set: digits on canvases (COCO JSON + PNGs)"
     )

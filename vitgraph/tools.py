@@ -151,7 +151,6 @@ def cmd_gather(args: argparse.Namespace) -> int:
 def cmd_predict(args: argparse.Namespace) -> int:
     """``vitgraph predict``: one image through a model, shown by its task's renderer
     (``vitgraph.predict``: a classifier's top five, a detector's boxes on a PNG)."""
-    import torch
     from PIL import Image
 
     from vitgraph.predict import Prediction, renderer_for
@@ -166,12 +165,10 @@ def cmd_predict(args: argparse.Namespace) -> int:
     model = graph.build(weights=args.weights).eval()
     original = pil_to_tensor(Image.open(args.image).convert("RGB" if shape[0] == 3 else "L"))
     padded, valid = letterbox(original, (shape[1], shape[2]))
-    if args.spec_norm:  # the spec's mean and std (a converted reference's weights)
-        mean = torch.tensor(graph.source.document.data.mean)[:, None, None]
-        std = torch.tensor(graph.source.document.data.std)[:, None, None]
-        image = (padded.float() / 255 - mean) / std
-    else:  # what `vitgraph train` feeds its models
-        image = normalize(padded)
+    # the spec's mean and std: what `vitgraph train` feeds and converted weights expect
+    data = graph.source.document.data
+    fits = len(data.mean) == shape[0]
+    image = normalize(padded, *((tuple(data.mean), tuple(data.std)) if fits else ()))
     mask = valid[None] if graph.extra_inputs else None
     return renderer_for(graph)(Prediction(graph, model, image[None], mask, original, args))
 

@@ -68,7 +68,7 @@ def set_threads(config: TrainConfig, world: World) -> str | None:
 def normalisation(graph: Any, data: Dataset) -> str | None:
     """Normalise with the spec's ``data:`` mean and std (as its pretrained weights
     expect); say why not when they do not fit the images."""
-    if data.train.ids:
+    if getattr(data.train, "ids", False):
         return None
     block = graph.source.document.data
     channels = int(graph.input_shape[0])
@@ -85,7 +85,7 @@ def normalisation(graph: Any, data: Dataset) -> str | None:
 def size_note(graph: Any, data: Dataset) -> str | None:
     """A note when the data is far smaller than the spec's input (every image upsampled:
     slow, and nothing gained), with the ``--set`` that trains at a size that fits."""
-    if data.native is None or data.train.ids:
+    if data.native is None or getattr(data.train, "ids", False):
         return None
     height, width = (int(d) for d in graph.input_shape[-2:])
     small_h, small_w = data.native

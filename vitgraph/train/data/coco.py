@@ -36,6 +36,9 @@ class DetectionSplit:
     coco: dict[str, Any]
     #: label index -> the JSON's category id
     category_ids: list[int] = field(default_factory=list)
+    #: the normalisation's per-channel mean and std (the trainer sets the spec's)
+    mean: tuple[float, ...] = (0.5,)
+    std: tuple[float, ...] = (0.5,)
 
     def __len__(self) -> int:
         return int(self.images.shape[0])
@@ -45,7 +48,8 @@ class DetectionSplit:
     ) -> tuple[torch.Tensor, torch.Tensor, list[Target]]:
         """``(images, pixel_masks, targets)`` of the samples ``idx`` on ``device``."""
         targets = [{k: v.to(device) for k, v in self.targets[int(i)].items()} for i in idx]
-        return normalize(self.images[idx]).to(device), self.masks[idx].to(device), targets
+        images = normalize(self.images[idx], self.mean, self.std)
+        return images.to(device), self.masks[idx].to(device), targets
 
 
 def pil_to_tensor(pixels: Any) -> torch.Tensor:
