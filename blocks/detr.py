@@ -500,6 +500,7 @@ class SharedNorm(Block):
 
     kind: Literal["shared_norm"] = "shared_norm"
     role = "norm"
+    weight_init = "keep"  # nn.LayerNorm's ones and zeros, as the official decoder norm
     eps: float = 1e-5
     """LayerNorm epsilon."""
 

@@ -358,6 +358,12 @@ def test_every_shipped_kind_that_owns_parameters_declares_its_init_scheme():
 
 PARAMETER_FREE = {
     "add",
+    "detr_sine_pos",
+    "feature_mask",
+    "feature_pyramid",
+    "stack_layers",
+    "to_tokens",
+    "zeros_like",
     "block_shift",
     "class_first",
     "timing_signal_2d",
