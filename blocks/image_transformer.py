@@ -259,6 +259,58 @@ class TimingAdd(nn.Module, Incremental):
         self.position = 0 if on else None
 
 
+@register
+class AxisPositions(Block):
+    """Learned positions, one table per axis of the grid (t2t ``add_positional_embedding_nd``,
+    the DMOL config's ``pos: emb``): the token at row r, column c gets rows[r] + cols[c],
+    each table drawn N(0, dim^-1/2) and read times √dim. t2t allocates ``max_length``
+    rows per axis and reads the first rows/cols of them; ``length`` reproduces that."""
+
+    kind: Literal["axis_pos"] = "axis_pos"
+    role = "position"
+    weight_init = "keep"  # build draws N(0, dim^-1/2): unit variance after the √dim
+    length: PosInt | None = None
+    """Rows of each table (null: that axis's size; t2t's image hparams: 3075)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = grid_of(tokens, self.kind)
+        if self.length is not None and self.length < max(rows, cols):
+            raise ShapeError(
+                f"the grid is {rows}x{cols} but each position table has {self.length} rows",
+                field="length",
+                hint=f"set length: {max(rows, cols)} or more (or null: the grid's sides)",
+            )
+        return self, tokens
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = grid_of(tokens, self.kind)
+        return AxisTables((rows, cols), tokens.dim, self.length)
+
+
+class AxisTables(nn.Module, Incremental):
+    def __init__(self, grid: tuple[int, int], dim: int, length: int | None) -> None:
+        super().__init__()
+        self.grid, self.scale = grid, dim**0.5
+        self.rows = nn.Parameter(torch.empty(length or grid[0], dim).normal_(std=dim**-0.5))
+        self.cols = nn.Parameter(torch.empty(length or grid[1], dim).normal_(std=dim**-0.5))
+        self.position: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.grid
+        table = self.rows[:rows, None] + self.cols[None, :cols]  # (rows, cols, D)
+        signal = table.flatten(0, 1) * self.scale
+        start = self.position or 0
+        out = x + torch.narrow(signal, 0, start, x.shape[1]).to(x.dtype)
+        if self.position is not None:
+            self.position += x.shape[1]
+        return out
+
+    def decoding(self, on: bool) -> None:
+        self.position = 0 if on else None
+
+
 # -- class-conditional generation ---------------------------------------------------------
 # The graph has one input, so the class-conditional model reads the class as id 0 before
 # the sub-pixels: ids (B, 1 + N) in, logits (B, 1 + N, V) out. Row 0 is a learned prior

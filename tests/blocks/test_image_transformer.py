@@ -53,6 +53,48 @@ def test_the_cifar10_config_counts_the_hand_arithmetic_on_the_meta_device():
     assert graph.summary().params == embeddings + 12 * layer + output == 38_328_576
 
 
+def test_the_dmol_config_counts_t2t_cifar10_base_dmol_arithmetic():
+    # 1x3 stride-3 conv; a 32-row table per axis; 12 layers of q, k, v 256->512, o
+    # 512->256, FFN 256->512->256, two norms; 100 mixture numbers without a bias
+    pixels, positions, head = 3 * 256 + 256, 2 * 32 * 256, 256 * 100
+    layer = 3 * 256 * 512 + 512 * 256 + 256 * 512 + 512 + 512 * 256 + 256 + 2 * 512
+    assert (pixels, positions, layer, head) == (1_024, 16_384, 788_224, 25_600)
+    graph = vitgraph.load("image_transformer_cifar10_dmol")
+    assert graph.summary().params == pixels + positions + 12 * layer + head == 9_501_696
+    attn = graph.node("layers.0.attn").params
+    assert (attn.heads, attn.head_dim) == (8, 64)
+    # t2t's own variables: max_length 3075 rows per axis table, 32 of them read
+    t2t = vitgraph.load("image_transformer_cifar10_dmol", overrides={"pos_length": 3075})
+    assert t2t.summary().params == 9_501_696 - positions + 2 * 3075 * 256 == 11_059_712
+
+
+def test_the_dmol_layers_are_post_norm_as_t2t_dan():
+    graph = vitgraph.load("image_transformer_cifar10_dmol")
+    kinds = [n.kind for n in graph.nodes if n.id.startswith("layers.0.")]
+    assert kinds == ["local_attention_1d", "dropout", "add", "layernorm"] + [
+        "mlp",
+        "dropout",
+        "add",
+        "layernorm",
+    ]
+
+
+def test_the_learned_positions_are_one_table_per_axis_read_times_root_width():
+    model = tiny("image_transformer_cifar10_dmol")  # 8x8 pixels, width 32
+    table = model.pos_embed
+    assert (table.rows.shape, table.cols.shape) == ((8, 32), (8, 32))
+    with torch.no_grad():
+        added = table(torch.zeros(1, 64, 32))[0]
+    r, c = 5, 3
+    expected = (table.rows[r] + table.cols[c]) * 32**0.5
+    torch.testing.assert_close(added[r * 8 + c], expected, rtol=0, atol=1e-6)
+
+
+def test_the_2d_variant_takes_t2t_image_transformer2d_base_query_and_flange():
+    attn = vitgraph.load("image_transformer_cifar10_2d").node("layers.0.attn").params
+    assert (attn.query_shape, attn.memory_flange) == ([16, 16], [16, 32])
+
+
 def _dense(module: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The same projections with one dense SDPA under ``mask`` (True = attend)."""
     heads = module.heads
@@ -144,12 +186,13 @@ def test_the_dmol_rows_are_distributions_whose_nll_is_pixelcnn_pp_loss():
 
 
 def _pixelcnn_pp_nll(params: torch.Tensor, ids: torch.Tensor, m: int = 10) -> torch.Tensor:
-    """PixelCNN++'s discretized_mix_logistic_loss (Salimans et al. 2017, its public
-    code), summed over the batch: the mixture's joint NLL of each pixel."""
+    """tensor2tensor's discretized_mix_logistic_loss (PixelCNN++'s, Salimans et al. 2017),
+    summed over the batch: the mixture's joint NLL of each pixel. The numbers are split
+    as t2t splits them: m logits, then means, log-scales, coefficients, each m x 3."""
     x = ids.unflatten(1, (-1, 3)).double() / 127.5 - 1  # (B, P, 3)
     params = params.double()
     logit_probs = params[..., :m]
-    rest = params[..., m:].unflatten(-1, (3, 3, m))
+    rest = params[..., m:].unflatten(-1, (3, m, 3)).transpose(-1, -2)  # (B, P, 3, 3, m)
     means, log_scales, coeffs = rest[..., 0, :, :], rest[..., 1, :, :], rest[..., 2, :, :]
     log_scales, coeffs = log_scales.clamp(min=-7.0), torch.tanh(coeffs)
     x = x[..., None].expand(-1, -1, -1, m)
