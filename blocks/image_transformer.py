@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
-from vitgraph.blocks.local_attention import Pair, cells, fill, grid_of, tiles
+from vitgraph.blocks.local_attention import Ordered, Pair, cells, fill, grid_of, same_order, tiles
 from vitgraph.errors import ShapeError
 from vitgraph.layers import Incremental
 from vitgraph.registry import register
@@ -58,7 +58,8 @@ class IntensityEmbed(Block):
                 f"{cols // self.channels * self.channels or self.channels}]",
             )
         tiles((rows, cols), self.blocks, "blocks", self.kind)
-        return self, Tokens(self.dim, (rows, cols))
+        order = None if self.blocks is None else (self.blocks[0], self.blocks[1])
+        return self, Ordered(self.dim, (rows, cols), order=order)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         ids = expect_ids(inputs[0], self.kind)
@@ -120,7 +121,7 @@ class PixelEmbed(Block):
                 f"{self.channels} channels",
                 field="channels",
             )
-        return self, Tokens(self.dim, (rows, cols // self.channels))
+        return self, Ordered(self.dim, (rows, cols // self.channels))  # raster order
 
     def build(self, *inputs: TensorType) -> nn.Module:
         ids = expect_ids(inputs[0], self.kind)
@@ -160,6 +161,7 @@ class BlockShift(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         if self.blocks is not None:
             tiles(grid_of(tokens, self.kind), self.blocks, "blocks", self.kind)
+            same_order(tokens, self.blocks, "blocks", self.kind, "restarts its shift in")
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -215,6 +217,7 @@ class TimingSignal2d(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         tiles(grid_of(tokens, self.kind), self.blocks, "blocks", self.kind)
+        same_order(tokens, self.blocks, "blocks", self.kind, "places its signal in")
         if tokens.dim < 4:
             raise ShapeError(f"the timing signal needs a width of 4 or more, not {tokens.dim}")
         return self, tokens
@@ -275,6 +278,7 @@ class AxisPositions(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         rows, cols = grid_of(tokens, self.kind)
+        same_order(tokens, None, None, self.kind, "places its tables in")
         if self.length is not None and self.length < max(rows, cols):
             raise ShapeError(
                 f"the grid is {rows}x{cols} but each position table has {self.length} rows",
