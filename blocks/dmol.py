@@ -35,7 +35,7 @@ class DmolLogits(Block):
 
     kind: Literal["dmol_logits"] = "dmol_logits"
     role = "head"
-    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer (image_transformer_base)
     arity = 2
     mixtures: PosInt = 10
     """Logistic components per pixel (PixelCNN++ and the paper: 10)."""

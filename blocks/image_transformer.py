@@ -38,7 +38,9 @@ class IntensityEmbed(Block):
 
     kind: Literal["intensity_embed"] = "intensity_embed"
     role = "tokenizer"
-    weight_init = "keep"  # build draws N(0, dim^-1/2): unit variance after the √dim
+    # t2t's get_channel_embeddings gives the table no initializer of its own: the model's
+    # uniform_unit_scaling at gain 0.2 (image_transformer_base) draws it
+    weight_init = "uniform_fan_avg_0.2"
     dim: PosInt
     """Token width."""
     channels: PosInt = 3
@@ -101,12 +103,12 @@ class ChannelEmbedding(nn.Module, Incremental):
 @register
 class PixelEmbed(Block):
     """A pixel's sub-pixels as one token (the DMOL model, §3.3: it predicts whole pixels):
-    intensities scaled to [-1, 1], a linear map of the channels to the width and a ReLU
-    (t2t ``image_channel_compress_bottom``: a 1x3 stride-3 convolution)."""
+    intensities scaled to [-1, 1], a 1x3 stride-3 convolution over the sub-pixels to the
+    width and a ReLU (t2t ``image_channel_compress_bottom``)."""
 
     kind: Literal["pixel_embed"] = "pixel_embed"
     role = "tokenizer"
-    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer, the conv's fans
     dim: PosInt
     """Token width."""
     channels: PosInt = 3
@@ -132,15 +134,15 @@ class PixelLinear(nn.Module):
     def __init__(self, length: int, vocab: int, channels: int, dim: int) -> None:
         super().__init__()
         self.length, self.middle, self.channels = length, (vocab - 1) / 2, channels
-        self.proj = nn.Linear(channels, dim)
+        self.proj = nn.Conv1d(1, dim, channels, stride=channels)
 
     def picture_layout(self) -> dict:
         return {"channels": self.channels}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, _ = fill(ids, self.length)
-        pixels = ids.unflatten(1, (-1, self.channels)).float() / self.middle - 1
-        return F.relu(self.proj(pixels))
+        sub_pixels = ids[:, None].float() / self.middle - 1  # (B, 1, N·C)
+        return F.relu(self.proj(sub_pixels)).transpose(1, 2)
 
 
 @register

@@ -129,7 +129,7 @@ class _LocalAttention(AttentionParams):
     """The shared part of the two local kinds: bias-free q, k, v and output projections
     (t2t's ``multihead_attention``), each query block over its own memory."""
 
-    weight_init = "keep"
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer; q, k, v three kernels
     qkv_bias: bool = False
     proj_bias: bool = False
     causal: bool = True
@@ -245,6 +245,8 @@ class LocalAttention(nn.Module, Incremental):
 
     index: torch.Tensor
     mask: torch.Tensor
+    #: t2t holds q, k and v as three kernels (the initializer's fans are each one's)
+    stacked: ClassVar[dict[str, int]] = {"qkv.weight": 3}
 
     def __init__(
         self,

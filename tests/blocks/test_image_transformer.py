@@ -95,6 +95,47 @@ def test_the_2d_variant_takes_t2t_image_transformer2d_base_query_and_flange():
     assert (attn.query_shape, attn.memory_flange) == ([16, 16], [16, 32])
 
 
+def _t2t_bound(fan_in: int, fan_out: int) -> float:
+    """t2t's uniform_unit_scaling at its image hparams' gain 0.2: U(±sqrt(3·0.2/fan_avg))."""
+    return math.sqrt(3 * 0.2 / ((fan_in + fan_out) / 2))
+
+
+@pytest.mark.parametrize(
+    ("variant", "kernels"),
+    [
+        (
+            "image_transformer_cifar10",
+            {
+                "embed.weight": (768, 512),  # the 3·256-row channel table
+                "layers.0.attn.qkv.weight": (512, 512),  # each of q, k, v
+                "layers.0.attn.proj.weight": (512, 512),
+                "layers.0.mlp.fc1.weight": (512, 2048),
+                "layers.0.mlp.fc2.weight": (2048, 512),
+                "head.weight": (512, 256),
+            },
+        ),
+        (
+            "image_transformer_cifar10_dmol",
+            {
+                "pixels.proj.weight": (3, 3 * 256),  # a 1x3 conv from one channel
+                "layers.0.attn.qkv.weight": (256, 512),
+                "layers.0.attn.proj.weight": (512, 256),
+                "dmol.proj.weight": (256, 100),
+            },
+        ),
+    ],
+)
+def test_the_kernels_are_drawn_as_t2t_uniform_unit_scaling_at_gain_0_2(variant, kernels):
+    torch.manual_seed(0)
+    params = dict(vitgraph.load(variant, overrides={"depth": 1}).build().named_parameters())
+    for name, fans in kernels.items():
+        w, bound = params[name].detach(), _t2t_bound(*fans)
+        assert 0.99 * bound < w.abs().max().item() <= bound, name
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05), name
+    biases = [n for n in params if n.endswith("bias") and "norm" not in n]
+    assert biases and all(not params[n].any() for n in biases)
+
+
 def _dense(module: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The same projections with one dense SDPA under ``mask`` (True = attend)."""
     heads = module.heads
