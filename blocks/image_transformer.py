@@ -149,8 +149,8 @@ class PixelLinear(nn.Module):
 class BlockShift(Block):
     """The decoder input shift (t2t ``shift_right_3d``): a zero first, every token one
     place later, the last dropped, so position i has seen positions before i only. With
-    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, 2-D: a
-    block's last token then reaches no position; the shipped spec shifts once)."""
+    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, its 2-D
+    models' shift: a block's last token then reaches no position)."""
 
     kind: Literal["block_shift"] = "block_shift"
     role = "token"

@@ -199,7 +199,11 @@ def test_changing_the_sub_pixel_at_t_changes_no_output_up_to_t(variant):
         with torch.no_grad():
             before, after = model(ids), model(changed)
         assert torch.equal(before[:, : t + 1], after[:, : t + 1])  # t has not seen itself
-        assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
+        if variant.endswith("_2d") and (t + 1) % (4 * 6) == 0:
+            # t2t's right_shift_blockwise: no position reads a query block's last sub-pixel
+            assert torch.equal(before, after)
+        else:
+            assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
 
 
 def test_a_uniform_predictor_scores_exactly_eight_bits_per_sub_pixel():
