@@ -360,6 +360,21 @@ def test_a_block_length_that_does_not_tile_the_image_is_located_with_the_numbers
     assert problem.location.file.endswith("image_transformer.yaml")
 
 
+def test_a_later_layer_whose_query_shape_is_not_the_generation_order_is_located():
+    # the embedding's order rides through every layer (adds, norms, the feed-forward)
+    graph = vitgraph.load("image_transformer_cifar10_2d", overrides=TINY)
+    with pytest.raises(SpecError) as info:
+        graph.update("layers.1.attn", query_shape=[4, 12])
+    (problem,) = info.value.problems
+    assert problem.path == "layers.1.attn"
+    assert problem.message == (
+        "local_attention_2d attends in 4x12 blocks, but the tokens come in 4x6 blocks (set "
+        "by the embedding's blocks): the model would generate in one order and attend in "
+        "another"
+    )
+    assert problem.hint.startswith("give query_shape: [4, 6], or the same blocks")
+
+
 def test_a_query_shape_that_does_not_tile_the_grid_is_located_with_the_numbers():
     with pytest.raises(SpecError) as info:
         vitgraph.load("image_transformer_cifar10_2d", overrides={"query_shape": [8, 20]})
