@@ -27,12 +27,15 @@ from vitgraph.vocabulary import PosInt
 @register
 class DmolLogits(Block):
     """Pixel tokens and the ids → per-sub-pixel log-probabilities over the intensities:
-    a linear map to the mixture's 10 numbers per component (3 channels: a logit, 3 means,
-    3 log-scales, 3 coefficients), then the binned likelihood of every intensity."""
+    a bias-free linear map to the mixture's 10 numbers per component (t2t
+    ``postprocess_image``'s ``output_conv`` for DMOL), then the binned likelihood of every
+    intensity. The 10·m numbers are laid out as t2t's
+    ``split_to_discretized_mix_logistic_params`` reads them: m mixture logits, then m x 3
+    means, m x 3 log-scales, m x 3 coefficients (component-major, channel-minor)."""
 
     kind: Literal["dmol_logits"] = "dmol_logits"
     role = "head"
-    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer (image_transformer_base)
     arity = 2
     mixtures: PosInt = 10
     """Logistic components per pixel (PixelCNN++ and the paper: 10)."""
@@ -62,7 +65,7 @@ class Dmol(nn.Module):
     def __init__(self, dim: int, mixtures: int, vocab: int) -> None:
         super().__init__()
         self.mixtures, self.vocab = mixtures, vocab
-        self.proj = nn.Linear(dim, 10 * mixtures)
+        self.proj = nn.Linear(dim, 10 * mixtures, bias=False)  # t2t: use_bias=False
         # bin centres in [-1, 1] and the half width (PixelCNN++: 1/255 for 256 bins)
         self.register_buffer("bins", torch.linspace(-1.0, 1.0, vocab), persistent=False)
         self.half_bin = 1.0 / (vocab - 1)
@@ -75,7 +78,8 @@ class Dmol(nn.Module):
     def log_probs(self, params: torch.Tensor, ids: torch.Tensor) -> torch.Tensor:
         m = self.mixtures
         logit, rest = params.float().split([m, 9 * m], dim=-1)
-        means, log_scales, coeffs = rest.unflatten(-1, (3, 3, m)).unbind(-3)  # (B, P, 3, m)
+        # t2t's layout (3 kinds, m components, 3 channels) → (B, P, 3 channels, m) each
+        means, log_scales, coeffs = rest.unflatten(-1, (3, m, 3)).transpose(-1, -2).unbind(-3)
         log_scales = log_scales.clamp(min=-7.0)  # PixelCNN++'s floor
         coeffs = torch.tanh(coeffs)
         x = ids.unflatten(1, (-1, 3)).float() * (2 * self.half_bin) - 1  # the true values

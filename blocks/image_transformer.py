@@ -20,7 +20,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
-from vitgraph.blocks.local_attention import Pair, cells, fill, grid_of, tiles
+from vitgraph.blocks.local_attention import Ordered, Pair, cells, fill, grid_of, same_order, tiles
 from vitgraph.errors import ShapeError
 from vitgraph.layers import Incremental
 from vitgraph.registry import register
@@ -38,7 +38,9 @@ class IntensityEmbed(Block):
 
     kind: Literal["intensity_embed"] = "intensity_embed"
     role = "tokenizer"
-    weight_init = "keep"  # build draws N(0, dim^-1/2): unit variance after the √dim
+    # t2t's get_channel_embeddings gives the table no initializer of its own: the model's
+    # uniform_unit_scaling at gain 0.2 (image_transformer_base) draws it
+    weight_init = "uniform_fan_avg_0.2"
     dim: PosInt
     """Token width."""
     channels: PosInt = 3
@@ -58,7 +60,8 @@ class IntensityEmbed(Block):
                 f"{cols // self.channels * self.channels or self.channels}]",
             )
         tiles((rows, cols), self.blocks, "blocks", self.kind)
-        return self, Tokens(self.dim, (rows, cols))
+        order = None if self.blocks is None else (self.blocks[0], self.blocks[1])
+        return self, Ordered(self.dim, (rows, cols), order=order)
 
     def build(self, *inputs: TensorType) -> nn.Module:
         ids = expect_ids(inputs[0], self.kind)
@@ -100,12 +103,12 @@ class ChannelEmbedding(nn.Module, Incremental):
 @register
 class PixelEmbed(Block):
     """A pixel's sub-pixels as one token (the DMOL model, §3.3: it predicts whole pixels):
-    intensities scaled to [-1, 1], a linear map of the channels to the width and a ReLU
-    (t2t ``image_channel_compress_bottom``: a 1x3 stride-3 convolution)."""
+    intensities scaled to [-1, 1], a 1x3 stride-3 convolution over the sub-pixels to the
+    width and a ReLU (t2t ``image_channel_compress_bottom``)."""
 
     kind: Literal["pixel_embed"] = "pixel_embed"
     role = "tokenizer"
-    weight_init = "keep"  # PyTorch's Linear default (t2t's initializer is not reproduced)
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer, the conv's fans
     dim: PosInt
     """Token width."""
     channels: PosInt = 3
@@ -120,7 +123,7 @@ class PixelEmbed(Block):
                 f"{self.channels} channels",
                 field="channels",
             )
-        return self, Tokens(self.dim, (rows, cols // self.channels))
+        return self, Ordered(self.dim, (rows, cols // self.channels))  # raster order
 
     def build(self, *inputs: TensorType) -> nn.Module:
         ids = expect_ids(inputs[0], self.kind)
@@ -131,23 +134,23 @@ class PixelLinear(nn.Module):
     def __init__(self, length: int, vocab: int, channels: int, dim: int) -> None:
         super().__init__()
         self.length, self.middle, self.channels = length, (vocab - 1) / 2, channels
-        self.proj = nn.Linear(channels, dim)
+        self.proj = nn.Conv1d(1, dim, channels, stride=channels)
 
     def picture_layout(self) -> dict:
         return {"channels": self.channels}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
         ids, _ = fill(ids, self.length)
-        pixels = ids.unflatten(1, (-1, self.channels)).float() / self.middle - 1
-        return F.relu(self.proj(pixels))
+        sub_pixels = ids[:, None].float() / self.middle - 1  # (B, 1, N·C)
+        return F.relu(self.proj(sub_pixels)).transpose(1, 2)
 
 
 @register
 class BlockShift(Block):
     """The decoder input shift (t2t ``shift_right_3d``): a zero first, every token one
     place later, the last dropped, so position i has seen positions before i only. With
-    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, 2-D: a
-    block's last token then reaches no position; the shipped spec shifts once)."""
+    ``blocks`` it restarts in every query block (t2t ``right_shift_blockwise``, its 2-D
+    models' shift: a block's last token then reaches no position)."""
 
     kind: Literal["block_shift"] = "block_shift"
     role = "token"
@@ -160,6 +163,7 @@ class BlockShift(Block):
         tokens = expect_tokens(inputs[0], self.kind)
         if self.blocks is not None:
             tiles(grid_of(tokens, self.kind), self.blocks, "blocks", self.kind)
+            same_order(tokens, self.blocks, "blocks", self.kind, "restarts its shift in")
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
@@ -215,6 +219,7 @@ class TimingSignal2d(Block):
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
         tiles(grid_of(tokens, self.kind), self.blocks, "blocks", self.kind)
+        same_order(tokens, self.blocks, "blocks", self.kind, "places its signal in")
         if tokens.dim < 4:
             raise ShapeError(f"the timing signal needs a width of 4 or more, not {tokens.dim}")
         return self, tokens
@@ -251,6 +256,59 @@ class TimingAdd(nn.Module, Incremental):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         start = self.position or 0
         out = x + torch.narrow(self.signal, 0, start, x.shape[1]).to(x.dtype)
+        if self.position is not None:
+            self.position += x.shape[1]
+        return out
+
+    def decoding(self, on: bool) -> None:
+        self.position = 0 if on else None
+
+
+@register
+class AxisPositions(Block):
+    """Learned positions, one table per axis of the grid (t2t ``add_positional_embedding_nd``,
+    the DMOL config's ``pos: emb``): the token at row r, column c gets rows[r] + cols[c],
+    each table drawn N(0, dim^-1/2) and read times √dim. t2t allocates ``max_length``
+    rows per axis and reads the first rows/cols of them; ``length`` reproduces that."""
+
+    kind: Literal["axis_pos"] = "axis_pos"
+    role = "position"
+    weight_init = "keep"  # build draws N(0, dim^-1/2): unit variance after the √dim
+    length: PosInt | None = None
+    """Rows of each table (null: that axis's size; t2t's image hparams: 3075)."""
+
+    def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = grid_of(tokens, self.kind)
+        same_order(tokens, None, None, self.kind, "places its tables in")
+        if self.length is not None and self.length < max(rows, cols):
+            raise ShapeError(
+                f"the grid is {rows}x{cols} but each position table has {self.length} rows",
+                field="length",
+                hint=f"set length: {max(rows, cols)} or more (or null: the grid's sides)",
+            )
+        return self, tokens
+
+    def build(self, *inputs: TensorType) -> nn.Module:
+        tokens = expect_tokens(inputs[0], self.kind)
+        rows, cols = grid_of(tokens, self.kind)
+        return AxisTables((rows, cols), tokens.dim, self.length)
+
+
+class AxisTables(nn.Module, Incremental):
+    def __init__(self, grid: tuple[int, int], dim: int, length: int | None) -> None:
+        super().__init__()
+        self.grid, self.scale = grid, dim**0.5
+        self.rows = nn.Parameter(torch.empty(length or grid[0], dim).normal_(std=dim**-0.5))
+        self.cols = nn.Parameter(torch.empty(length or grid[1], dim).normal_(std=dim**-0.5))
+        self.position: int | None = None
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        rows, cols = self.grid
+        table = self.rows[:rows, None] + self.cols[None, :cols]  # (rows, cols, D)
+        signal = table.flatten(0, 1) * self.scale
+        start = self.position or 0
+        out = x + torch.narrow(signal, 0, start, x.shape[1]).to(x.dtype)
         if self.position is not None:
             self.position += x.shape[1]
         return out

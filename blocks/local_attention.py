@@ -3,11 +3,14 @@ sequence split into query blocks, each attending to a memory around it, masked s
 position sees the ones generated before it only. 1-D: blocks of the raster sequence over
 the previous block; 2-D: rectangles with flanges above, left and right, generated in the
 raster order of the blocks. Helpers shared with blocks/image_transformer.py: the grid
-cells of a generation order, the tiling check, the prefix padding.
+cells of a generation order, the tiling check, the prefix padding, and ``Ordered``: the
+tokens' type that carries the generation order from the embedding to every kind that
+places positions, so a hand-written spec whose orders disagree is a located error.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Annotated, ClassVar, Literal, Self
 
 import torch
@@ -24,6 +27,52 @@ from vitgraph.vocabulary import PosInt
 
 Pair = Annotated[list[PosInt], Field(min_length=2, max_length=2)]
 Flange = Annotated[list[Annotated[int, Field(ge=0)]], Field(min_length=2, max_length=2)]
+
+
+@dataclass(frozen=True)
+class Ordered(Tokens):
+    """Tokens whose sequence order the embedding set: ``order`` None is raster order, a
+    pair (qh, qw) the raster order of qh x qw blocks, raster inside each (§3.2). Kinds
+    that keep their input's type pass it on; plain ``Tokens`` is an order nobody stated,
+    and nobody checks it."""
+
+    order: tuple[int, int] | None = None
+
+    def __str__(self) -> str:
+        blocks = "raster order" if self.order is None else "in {}x{} blocks".format(*self.order)
+        return f"{super().__str__()}, {blocks}"
+
+
+def _order(order: tuple[int, int] | list[int] | None) -> str:
+    return "raster order" if order is None else "{}x{} blocks".format(*order)
+
+
+def same_order(
+    tokens: Tokens, blocks: list[int] | None, field: str | None, kind: str, what: str
+) -> None:
+    """ShapeError when ``tokens`` carry a generation order other than ``blocks`` — the
+    positions, the shift or the attention's causal mask would read another order than
+    the one the ids come in (``field`` None: the kind reads raster order only)."""
+    if not isinstance(tokens, Ordered):
+        return
+    have = None if tokens.order is None else list(tokens.order)
+    if have == (None if blocks is None else list(blocks)):
+        return
+    if field is None:
+        hint = "give intensity_embed, block_shift and timing_signal_2d no blocks"
+    else:
+        hint = (
+            f"give {field}: {'null' if have is None else have}, or the same blocks to "
+            "intensity_embed, block_shift, timing_signal_2d and local_attention_2d's "
+            "query_shape"
+        )
+    raise ShapeError(
+        f"{kind} {what} {_order(blocks)}, but the tokens come in {_order(have)} (set by "
+        "the embedding's blocks): the model would generate in one order and "
+        f"{'attend' if field == 'query_shape' else 'place positions'} in another",
+        field=field,
+        hint=hint,
+    )
 
 
 def _divisors(n: int, near: int) -> str:
@@ -80,7 +129,7 @@ class _LocalAttention(AttentionParams):
     """The shared part of the two local kinds: bias-free q, k, v and output projections
     (t2t's ``multihead_attention``), each query block over its own memory."""
 
-    weight_init = "keep"
+    weight_init = "uniform_fan_avg_0.2"  # t2t's model initializer; q, k, v three kernels
     qkv_bias: bool = False
     proj_bias: bool = False
     causal: bool = True
@@ -164,6 +213,7 @@ class LocalAttention2d(_LocalAttention):
         tokens = expect_tokens(inputs[0], self.kind)
         self._check_causal()
         tiles(grid_of(tokens, self.kind), self.query_shape, "query_shape", self.kind)
+        same_order(tokens, self.query_shape, "query_shape", self.kind, "attends in")
         return self.resolve(tokens), tokens
 
     def memory(self, tokens: Tokens) -> tuple[torch.Tensor, torch.Tensor]:
@@ -195,6 +245,8 @@ class LocalAttention(nn.Module, Incremental):
 
     index: torch.Tensor
     mask: torch.Tensor
+    #: t2t holds q, k and v as three kernels (the initializer's fans are each one's)
+    stacked: ClassVar[dict[str, int]] = {"qkv.weight": 3}
 
     def __init__(
         self,

@@ -30,7 +30,11 @@ class Add(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         first, second = inputs
-        if first.shape != second.shape or type(first) is not type(second):
+        # tokens add to tokens whatever they carry (the Image Transformer's generation
+        # order rides on a Tokens subclass); the first input's type passes on
+        tokens = isinstance(first, Tokens) and isinstance(second, Tokens)
+        same = type(first) is type(second) or tokens
+        if first.shape != second.shape or not same:
             raise ShapeError(
                 f"cannot add {first} and {second}: shapes "
                 f"{_fmt(first.shape)} and {_fmt(second.shape)} differ"

@@ -181,6 +181,24 @@ def _xavier_uniform_normal_bias(module: nn.Module) -> None:
     _xavier(module, 1e-6)
 
 
+def _uniform_fan_avg_02(module: nn.Module, gain: float = 0.2) -> None:
+    """tensor2tensor's default initializer ``uniform_unit_scaling`` (utils/optimize.py:
+    variance scaling, fan_avg, uniform) at its image hparams' gain 0.2: every weight of
+    two or more dims ~ U(±sqrt(3·gain / fan_avg)), fan_avg = (fan_in + fan_out) / 2 times
+    the kernel's window; biases zero; 1-D weights (norms) kept. A module's ``stacked``
+    mapping (parameter path -> n) names fused projections that t2t holds as n kernels."""
+    stacked: Mapping[str, int] = getattr(module, "stacked", {})
+    with torch.no_grad():
+        for path, p in module.named_parameters():
+            if p.dim() == 1:
+                if path.rsplit(".", 1)[-1] == "bias":
+                    p.zero_()
+                continue
+            out, fan_in = p.shape[0] // stacked.get(path, 1), p.shape[1]
+            window = math.prod(p.shape[2:])
+            p.uniform_(-1.0, 1.0).mul_(math.sqrt(3 * gain / ((out + fan_in) * window / 2)))
+
+
 def _keep(module: nn.Module) -> None:
     """What ``build`` drew (PyTorch's defaults unless the block drew its own)."""
 
@@ -195,6 +213,7 @@ SCHEMES: dict[str, Scheme] = {
     "lecun_normal": _lecun_normal,
     "xavier_uniform": _xavier_uniform,
     "xavier_uniform_normal_bias": _xavier_uniform_normal_bias,
+    "uniform_fan_avg_0.2": _uniform_fan_avg_02,
     "keep": _keep,
 }
 

@@ -79,6 +79,7 @@ INIT_SCHEMES = (
     "lecun_normal",
     "xavier_uniform",
     "xavier_uniform_normal_bias",
+    "uniform_fan_avg_0.2",
     "keep",
 )
 

@@ -53,6 +53,89 @@ def test_the_cifar10_config_counts_the_hand_arithmetic_on_the_meta_device():
     assert graph.summary().params == embeddings + 12 * layer + output == 38_328_576
 
 
+def test_the_dmol_config_counts_t2t_cifar10_base_dmol_arithmetic():
+    # 1x3 stride-3 conv; a 32-row table per axis; 12 layers of q, k, v 256->512, o
+    # 512->256, FFN 256->512->256, two norms; 100 mixture numbers without a bias
+    pixels, positions, head = 3 * 256 + 256, 2 * 32 * 256, 256 * 100
+    layer = 3 * 256 * 512 + 512 * 256 + 256 * 512 + 512 + 512 * 256 + 256 + 2 * 512
+    assert (pixels, positions, layer, head) == (1_024, 16_384, 788_224, 25_600)
+    graph = vitgraph.load("image_transformer_cifar10_dmol")
+    assert graph.summary().params == pixels + positions + 12 * layer + head == 9_501_696
+    attn = graph.node("layers.0.attn").params
+    assert (attn.heads, attn.head_dim) == (8, 64)
+    # t2t's own variables: max_length 3075 rows per axis table, 32 of them read
+    t2t = vitgraph.load("image_transformer_cifar10_dmol", overrides={"pos_length": 3075})
+    assert t2t.summary().params == 9_501_696 - positions + 2 * 3075 * 256 == 11_059_712
+
+
+def test_the_dmol_layers_are_post_norm_as_t2t_dan():
+    graph = vitgraph.load("image_transformer_cifar10_dmol")
+    kinds = [n.kind for n in graph.nodes if n.id.startswith("layers.0.")]
+    assert kinds == ["local_attention_1d", "dropout", "add", "layernorm"] + [
+        "mlp",
+        "dropout",
+        "add",
+        "layernorm",
+    ]
+
+
+def test_the_learned_positions_are_one_table_per_axis_read_times_root_width():
+    model = tiny("image_transformer_cifar10_dmol")  # 8x8 pixels, width 32
+    table = model.pos_embed
+    assert (table.rows.shape, table.cols.shape) == ((8, 32), (8, 32))
+    with torch.no_grad():
+        added = table(torch.zeros(1, 64, 32))[0]
+    r, c = 5, 3
+    expected = (table.rows[r] + table.cols[c]) * 32**0.5
+    torch.testing.assert_close(added[r * 8 + c], expected, rtol=0, atol=1e-6)
+
+
+def test_the_2d_variant_takes_t2t_image_transformer2d_base_query_and_flange():
+    attn = vitgraph.load("image_transformer_cifar10_2d").node("layers.0.attn").params
+    assert (attn.query_shape, attn.memory_flange) == ([16, 16], [16, 32])
+
+
+def _t2t_bound(fan_in: int, fan_out: int) -> float:
+    """t2t's uniform_unit_scaling at its image hparams' gain 0.2: U(±sqrt(3·0.2/fan_avg))."""
+    return math.sqrt(3 * 0.2 / ((fan_in + fan_out) / 2))
+
+
+@pytest.mark.parametrize(
+    ("variant", "kernels"),
+    [
+        (
+            "image_transformer_cifar10",
+            {
+                "embed.weight": (768, 512),  # the 3·256-row channel table
+                "layers.0.attn.qkv.weight": (512, 512),  # each of q, k, v
+                "layers.0.attn.proj.weight": (512, 512),
+                "layers.0.mlp.fc1.weight": (512, 2048),
+                "layers.0.mlp.fc2.weight": (2048, 512),
+                "head.weight": (512, 256),
+            },
+        ),
+        (
+            "image_transformer_cifar10_dmol",
+            {
+                "pixels.proj.weight": (3, 3 * 256),  # a 1x3 conv from one channel
+                "layers.0.attn.qkv.weight": (256, 512),
+                "layers.0.attn.proj.weight": (512, 256),
+                "dmol.proj.weight": (256, 100),
+            },
+        ),
+    ],
+)
+def test_the_kernels_are_drawn_as_t2t_uniform_unit_scaling_at_gain_0_2(variant, kernels):
+    torch.manual_seed(0)
+    params = dict(vitgraph.load(variant, overrides={"depth": 1}).build().named_parameters())
+    for name, fans in kernels.items():
+        w, bound = params[name].detach(), _t2t_bound(*fans)
+        assert 0.99 * bound < w.abs().max().item() <= bound, name
+        assert w.std().item() == pytest.approx(bound / math.sqrt(3), rel=0.05), name
+    biases = [n for n in params if n.endswith("bias") and "norm" not in n]
+    assert biases and all(not params[n].any() for n in biases)
+
+
 def _dense(module: torch.nn.Module, x: torch.Tensor, mask: torch.Tensor) -> torch.Tensor:
     """The same projections with one dense SDPA under ``mask`` (True = attend)."""
     heads = module.heads
@@ -116,7 +199,11 @@ def test_changing_the_sub_pixel_at_t_changes_no_output_up_to_t(variant):
         with torch.no_grad():
             before, after = model(ids), model(changed)
         assert torch.equal(before[:, : t + 1], after[:, : t + 1])  # t has not seen itself
-        assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
+        if variant.endswith("_2d") and (t + 1) % (4 * 6) == 0:
+            # t2t's right_shift_blockwise: no position reads a query block's last sub-pixel
+            assert torch.equal(before, after)
+        else:
+            assert not torch.allclose(before[:, t + 1 :], after[:, t + 1 :])
 
 
 def test_a_uniform_predictor_scores_exactly_eight_bits_per_sub_pixel():
@@ -144,12 +231,13 @@ def test_the_dmol_rows_are_distributions_whose_nll_is_pixelcnn_pp_loss():
 
 
 def _pixelcnn_pp_nll(params: torch.Tensor, ids: torch.Tensor, m: int = 10) -> torch.Tensor:
-    """PixelCNN++'s discretized_mix_logistic_loss (Salimans et al. 2017, its public
-    code), summed over the batch: the mixture's joint NLL of each pixel."""
+    """tensor2tensor's discretized_mix_logistic_loss (PixelCNN++'s, Salimans et al. 2017),
+    summed over the batch: the mixture's joint NLL of each pixel. The numbers are split
+    as t2t splits them: m logits, then means, log-scales, coefficients, each m x 3."""
     x = ids.unflatten(1, (-1, 3)).double() / 127.5 - 1  # (B, P, 3)
     params = params.double()
     logit_probs = params[..., :m]
-    rest = params[..., m:].unflatten(-1, (3, 3, m))
+    rest = params[..., m:].unflatten(-1, (3, m, 3)).transpose(-1, -2)  # (B, P, 3, 3, m)
     means, log_scales, coeffs = rest[..., 0, :, :], rest[..., 1, :, :], rest[..., 2, :, :]
     log_scales, coeffs = log_scales.clamp(min=-7.0), torch.tanh(coeffs)
     x = x[..., None].expand(-1, -1, -1, m)
@@ -270,6 +358,21 @@ def test_a_block_length_that_does_not_tile_the_image_is_located_with_the_numbers
     )
     assert problem.hint == "give a block length that divides 3072: 384, 512, 768"
     assert problem.location.file.endswith("image_transformer.yaml")
+
+
+def test_a_later_layer_whose_query_shape_is_not_the_generation_order_is_located():
+    # the embedding's order rides through every layer (adds, norms, the feed-forward)
+    graph = vitgraph.load("image_transformer_cifar10_2d", overrides=TINY)
+    with pytest.raises(SpecError) as info:
+        graph.update("layers.1.attn", query_shape=[4, 12])
+    (problem,) = info.value.problems
+    assert problem.path == "layers.1.attn"
+    assert problem.message == (
+        "local_attention_2d attends in 4x12 blocks, but the tokens come in 4x6 blocks (set "
+        "by the embedding's blocks): the model would generate in one order and attend in "
+        "another"
+    )
+    assert problem.hint.startswith("give query_shape: [4, 6], or the same blocks")
 
 
 def test_a_query_shape_that_does_not_tile_the_grid_is_located_with_the_numbers():
