@@ -7,7 +7,7 @@ output type before any weight exists, so mistakes are reported at the node with 
 from __future__ import annotations
 
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, TypeVar
 
 from vitgraph.errors import ShapeError
 
@@ -170,8 +170,11 @@ class Detections:
 TensorType = Image | Tokens | Vector | Ids | Mask | Pyramid | Stack | Detections
 
 
-def expect(value: object, cls: type, what: str) -> None:
-    """Raise a ShapeError unless ``value`` is of tensor type ``cls``."""
+T = TypeVar("T")
+
+
+def expect(value: object, cls: type[T], what: str) -> T:
+    """``value`` as tensor type ``cls``; a ShapeError unless it is one."""
     if not isinstance(value, cls):
         names = {
             Image: "an image",
@@ -184,6 +187,7 @@ def expect(value: object, cls: type, what: str) -> None:
             Detections: "detections",
         }
         raise ShapeError(f"{what} takes {names[cls]}, but receives {value}")
+    return value
 
 
 def expect_ids(t: TensorType, what: str) -> Ids:
@@ -218,39 +222,27 @@ def empty(t: TensorType, batch: int) -> Any:
 
 
 def expect_image(t: TensorType, what: str) -> Image:
-    expect(t, Image, what)
-    assert isinstance(t, Image)
-    return t
+    return expect(t, Image, what)
 
 
 def expect_tokens(t: TensorType, what: str) -> Tokens:
-    expect(t, Tokens, what)
-    assert isinstance(t, Tokens)
-    return t
+    return expect(t, Tokens, what)
 
 
 def expect_mask(t: TensorType, what: str) -> Mask:
-    expect(t, Mask, what)
-    assert isinstance(t, Mask)
-    return t
+    return expect(t, Mask, what)
 
 
 def expect_pyramid(t: TensorType, what: str) -> Pyramid:
-    expect(t, Pyramid, what)
-    assert isinstance(t, Pyramid)
-    return t
+    return expect(t, Pyramid, what)
 
 
 def expect_stack(t: TensorType, what: str) -> Stack:
-    expect(t, Stack, what)
-    assert isinstance(t, Stack)
-    return t
+    return expect(t, Stack, what)
 
 
 def expect_vector(t: TensorType, what: str) -> Vector:
-    expect(t, Vector, what)
-    assert isinstance(t, Vector)
-    return t
+    return expect(t, Vector, what)
 
 
 def expect_grid(t: Tokens, what: str) -> tuple[int, int]:
