@@ -22,7 +22,7 @@ from torch import nn
 from vitgraph.block import Block
 from vitgraph.blocks.local_attention import Ordered, Pair, cells, fill, grid_of, same_order, tiles
 from vitgraph.errors import ShapeError
-from vitgraph.layers import Incremental
+from vitgraph.layers import ChunkPositions, Incremental
 from vitgraph.registry import register
 from vitgraph.shapes import Ids, TensorType, Tokens, expect_ids, expect_tokens
 from vitgraph.vocabulary import PosInt
@@ -74,7 +74,7 @@ class IntensityEmbed(Block):
         return embed
 
 
-class ChannelEmbedding(nn.Module, Incremental):
+class ChannelEmbedding(nn.Module, ChunkPositions):
     offset: torch.Tensor
 
     def __init__(self, vocab: int, channels: int, dim: int, channel: torch.Tensor) -> None:
@@ -83,21 +83,14 @@ class ChannelEmbedding(nn.Module, Incremental):
         self.register_buffer("offset", channel * vocab, persistent=False)
         self.scale, self.channels = dim**0.5, channels
         self.order: torch.Tensor | None = None  # the 2-D generation order (cell -> position)
-        self.position: int | None = None
 
     def picture_layout(self) -> dict:
         """For ``vitgraph.sampling.to_images``: pixels of ``channels`` sub-pixels."""
         return {"channels": self.channels, "order": self.order}
 
     def forward(self, ids: torch.Tensor) -> torch.Tensor:
-        start = self.position or 0
-        rows = ids + torch.narrow(self.offset, 0, start, ids.shape[1])  # fx-traceable
-        if self.position is not None:
-            self.position += ids.shape[1]
+        rows = ids + self.read(self.offset, ids.shape[1])
         return F.embedding(rows, self.weight) * self.scale
-
-    def decoding(self, on: bool) -> None:
-        self.position = 0 if on else None
 
 
 @register
@@ -245,23 +238,15 @@ def timing_signal(
     return signal
 
 
-class TimingAdd(nn.Module, Incremental):
+class TimingAdd(nn.Module, ChunkPositions):
     signal: torch.Tensor
 
     def __init__(self, signal: torch.Tensor) -> None:
         super().__init__()
         self.register_buffer("signal", signal, persistent=False)
-        self.position: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start = self.position or 0
-        out = x + torch.narrow(self.signal, 0, start, x.shape[1]).to(x.dtype)
-        if self.position is not None:
-            self.position += x.shape[1]
-        return out
-
-    def decoding(self, on: bool) -> None:
-        self.position = 0 if on else None
+        return x + self.read(self.signal, x.shape[1]).to(x.dtype)
 
 
 @register
@@ -295,26 +280,17 @@ class AxisPositions(Block):
         return AxisTables((rows, cols), tokens.dim, self.length)
 
 
-class AxisTables(nn.Module, Incremental):
+class AxisTables(nn.Module, ChunkPositions):
     def __init__(self, grid: tuple[int, int], dim: int, length: int | None) -> None:
         super().__init__()
         self.grid, self.scale = grid, dim**0.5
         self.rows = nn.Parameter(torch.empty(length or grid[0], dim).normal_(std=dim**-0.5))
         self.cols = nn.Parameter(torch.empty(length or grid[1], dim).normal_(std=dim**-0.5))
-        self.position: int | None = None
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = self.grid
         table = self.rows[:rows, None] + self.cols[None, :cols]  # (rows, cols, D)
-        signal = table.flatten(0, 1) * self.scale
-        start = self.position or 0
-        out = x + torch.narrow(signal, 0, start, x.shape[1]).to(x.dtype)
-        if self.position is not None:
-            self.position += x.shape[1]
-        return out
-
-    def decoding(self, on: bool) -> None:
-        self.position = 0 if on else None
+        return x + self.read(table.flatten(0, 1) * self.scale, x.shape[1]).to(x.dtype)
 
 
 # -- class-conditional generation ---------------------------------------------------------

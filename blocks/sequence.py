@@ -16,7 +16,7 @@ from torch import nn
 
 from vitgraph.block import Block
 from vitgraph.errors import ShapeError
-from vitgraph.layers import Incremental, nearest_colour
+from vitgraph.layers import ChunkPositions, Incremental, nearest_colour
 from vitgraph.registry import register
 from vitgraph.shapes import Ids, TensorType, Tokens, expect_ids, expect_image, expect_tokens
 from vitgraph.vocabulary import PosInt
@@ -189,21 +189,13 @@ class SequencePosition(Block):
         return PositionTable(self.rows, tokens.dim, self.init_std)
 
 
-class PositionTable(nn.Module, Incremental):
+class PositionTable(nn.Module, ChunkPositions):
     def __init__(self, rows: int, dim: int, std: float) -> None:
         super().__init__()
         self.weight = nn.Parameter(torch.empty(rows, dim).normal_(std=std))
-        self.offset: int | None = None  # decoding: positions seen so far
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
-        start = self.offset or 0
-        out = x + self.weight[start : start + x.shape[1]]
-        if self.offset is not None:
-            self.offset += x.shape[1]
-        return out
-
-    def decoding(self, on: bool) -> None:
-        self.offset = 0 if on else None
+        return x + self.read(self.weight, x.shape[1])
 
 
 @register

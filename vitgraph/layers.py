@@ -42,6 +42,24 @@ class Incremental:
         raise NotImplementedError
 
 
+class ChunkPositions(Incremental):
+    """An ``Incremental`` module that reads a per-position signal (a table, a timing
+    signal, per-channel offsets): whole sequences read its rows from 0; while decoding,
+    each chunk reads the rows after the previous chunk's."""
+
+    position: int | None = None  # decoding: positions read so far
+
+    def read(self, signal: torch.Tensor, length: int) -> torch.Tensor:
+        """The ``length`` rows of ``signal`` (along dim 0) this chunk's positions read."""
+        start = self.position or 0
+        if self.position is not None:
+            self.position += length
+        return torch.narrow(signal, 0, start, length)  # fx-traceable with an int start
+
+    def decoding(self, on: bool) -> None:
+        self.position = 0 if on else None
+
+
 def nearest_colour(pixels: torch.Tensor, palette: torch.Tensor) -> torch.Tensor:
     """The id of each pixel's nearest palette colour by squared distance (iGPT §3.1):
     ``(..., C)`` pixels, ``(K, C)`` palette -> ``(...)`` ids."""
