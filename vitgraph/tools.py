@@ -6,6 +6,7 @@ from __future__ import annotations
 import argparse
 import json
 import sys
+from pathlib import Path
 
 
 def _load(spec: str, variant: str | None, sets: list[str]):
@@ -157,6 +158,9 @@ def cmd_predict(args: argparse.Namespace) -> int:
     from vitgraph.train.data.base import normalize
     from vitgraph.train.data.coco import letterbox, pil_to_tensor
 
+    if not Path(args.image).is_file():
+        print(f"error: no image file {args.image}", file=sys.stderr)
+        return 1
     graph = _load(args.spec, args.variant, args.sets)
     shape = graph.input_shape
     if len(shape) != 3:
@@ -187,7 +191,6 @@ def cmd_digit_boxes(args: argparse.Namespace) -> int:
 
 def cmd_palette(args: argparse.Namespace) -> int:
     """``vitgraph palette``: fit a colour palette by k-means (iGPT §3.1) and save it."""
-    from pathlib import Path
 
     import numpy as np
     import torch

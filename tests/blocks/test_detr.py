@@ -151,3 +151,9 @@ def test_predict_prints_a_classifiers_top_five(tmp_path, capsys):
     assert main([*argv, "--set", "patch=16"]) == 0
     lines = capsys.readouterr().out.strip().splitlines()
     assert len(lines) == 5
+
+
+def test_predict_on_a_missing_image_file_says_so_in_one_line(tmp_path, capsys):
+    missing = tmp_path / "nothere.png"
+    assert main(["predict", "vit_ti_16", str(missing)]) == 1
+    assert capsys.readouterr().err == f"error: no image file {missing}\n"

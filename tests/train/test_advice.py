@@ -9,7 +9,7 @@ import pytest
 import torch
 
 import vitgraph
-from vitgraph.train.advice import warmup_epochs
+from vitgraph.train.advice import settle_batch, warmup_epochs
 from vitgraph.train.config import make_config
 from vitgraph.train.data import load_data
 
@@ -29,9 +29,54 @@ def test_the_default_warm_up_is_one_epoch_or_a_tenth_of_a_shorter_run(epochs, gi
     assert warmup_epochs(make_config(epochs=epochs, warmup_epochs=given)) == pytest.approx(expected)
 
 
+@pytest.mark.parametrize(
+    ("epochs", "images", "processes", "batch", "lr"),
+    [
+        (1, 1438, 1, 8, 1.25e-4),  # one epoch of digits: 22 steps at 64, 179 at 8
+        (5, 1438, 1, 32, 5e-4),  # 44 steps a run at 64, 224 at 32
+        (10, 1438, 1, 64, 1e-3),  # 220 steps: the default batch
+        (1, 100, 1, 8, 1.25e-4),  # never below 8
+        (1, 1438, 3, 6, 9.375e-5),  # a multiple of the processes
+    ],
+)
+def test_a_short_run_trains_at_a_batch_that_makes_enough_steps_and_a_linearly_scaled_lr(
+    epochs, images, processes, batch, lr
+):
+    config = make_config(epochs=epochs)
+    note = settle_batch(config, images, processes)
+    assert (config.batch_size, config.lr) == (batch, pytest.approx(lr))
+    assert (note is None) == (batch == 64)
+
+
+def test_the_batch_and_lr_the_user_gives_are_kept_and_the_lr_follows_a_given_batch():
+    config = make_config(epochs=1, batch_size=64, lr=3e-4)
+    assert settle_batch(config, 1438, 1) is None
+    assert (config.batch_size, config.lr) == (64, 3e-4)
+    config = make_config(epochs=1, batch_size=16)
+    assert settle_batch(config, 1438, 1) is None
+    assert (config.batch_size, config.lr) == (16, pytest.approx(2.5e-4))
+
+
+def test_the_chosen_batch_is_said_with_the_steps_it_avoids_and_the_flags_that_set_it():
+    note = settle_batch(make_config(epochs=1), 1438, 1)
+    assert note == (
+        "batch 8, lr 0.000125: 1 epoch of 1438 images at batch 64 would be 22 optimizer "
+        "steps, too few to learn in; --batch-size and --lr set them"
+    )
+
+
 def test_a_warm_up_as_long_as_the_run_is_said_with_the_setting_that_fits():
     lines, log = _lines()
-    vitgraph.train("vit", overrides=TINY, epochs=1, warmup_epochs=1.0, progress=False, log=log)
+    vitgraph.train(
+        "vit",
+        overrides=TINY,
+        epochs=1,
+        warmup_epochs=1.0,
+        batch_size=64,
+        lr=1e-3,
+        progress=False,
+        log=log,
+    )
     assert (
         "note: the warm-up (1 epochs) covers the whole run of 1: the learning rate never "
         "reaches 0.001; --warmup-epochs 0.1 warms up for a tenth of it" in lines

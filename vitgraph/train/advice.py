@@ -25,11 +25,48 @@ def warmup_epochs(config: TrainConfig) -> float:
     return min(1.0, 0.1 * config.epochs)
 
 
+#: the default batch, and the learning rate the defaults use at that batch
+BATCH, LR = 64, 1e-3
+#: a run shorter than this many optimizer steps at the default batch gets a smaller one
+MIN_STEPS = 150
+#: the smallest batch the defaults choose
+SMALLEST_BATCH = 8
+
+
+def settle_batch(config: TrainConfig, images: int, processes: int) -> str | None:
+    """Fill in the batch and learning rate the user left to the defaults. A short run on
+    a small data set at batch 64 makes a handful of steps (one epoch of digits: 22), too
+    few for a transformer trained from scratch to leave chance; the default batch halves
+    until the run makes ``MIN_STEPS`` steps (8 at least, a multiple of the processes),
+    and the learning rate follows the batch linearly (Goyal et al. 2017, the rule DeiT's
+    ``lr = 5e-4 * batch / 512`` follows)."""
+    chose_batch = config.batch_size is None
+    if chose_batch:
+        batch = BATCH
+        while batch > SMALLEST_BATCH and _steps(images, batch, config) < MIN_STEPS:
+            batch //= 2
+        config.batch_size = max(processes, batch // processes * processes)
+    if config.lr is None:
+        config.lr = LR * config.batch / BATCH
+    if not chose_batch or config.batch == BATCH:
+        return None
+    return (
+        f"batch {config.batch}, lr {config.peak_lr:g}: {config.epochs} epoch"
+        f"{'s' if config.epochs > 1 else ''} of {images} images at batch {BATCH} would be "
+        f"{_steps(images, BATCH, config)} optimizer steps, too few to learn in; "
+        f"--batch-size and --lr set them"
+    )
+
+
+def _steps(images: int, batch: int, config: TrainConfig) -> int:
+    return images // batch // config.accumulate * config.epochs
+
+
 def warmup_note(config: TrainConfig) -> str | None:
     if config.warmup_epochs is not None and config.warmup_epochs >= config.epochs:
         return (
             f"note: the warm-up ({config.warmup_epochs:g} epochs) covers the whole run of "
-            f"{config.epochs}: the learning rate never reaches {config.lr:g}; "
+            f"{config.epochs}: the learning rate never reaches {config.peak_lr:g}; "
             f"--warmup-epochs {0.1 * config.epochs:g} warms up for a tenth of it"
         )
     return None

@@ -26,10 +26,13 @@ class TrainConfig:
     """``digits`` (scikit-learn's, upsampled) or a folder with one sub-folder per class."""
     val_fraction: float = 0.2
     epochs: int = 10
-    batch_size: int = 64
-    """Global micro-batch (split over DDP ranks); one optimizer step every ``accumulate``."""
+    batch_size: int | None = None
+    """Global micro-batch (split over DDP ranks); one optimizer step every ``accumulate``.
+    Default 64, or a smaller batch when 64 would leave a short run too few optimizer
+    steps to learn in (:func:`vitgraph.train.advice.settle_batch`; the run says so)."""
     accumulate: int = 1
-    lr: float = 1e-3
+    lr: float | None = None
+    """Peak learning rate; default 1e-3 at batch 64, scaled linearly with the batch."""
     min_lr: float = 1e-5
     weight_decay: float = 0.05
     warmup_epochs: float | None = None
@@ -92,6 +95,20 @@ class TrainConfig:
     backbone_lr: float = 0.1
     """The detection objective's backbone learning rate over ``lr`` (DETR's recipe: 1e-5
     over 1e-4); the backbone is every node a feature pyramid is gathered from."""
+
+    @property
+    def batch(self) -> int:
+        """The batch once the run has settled it (:func:`vitgraph.train.advice.settle_batch`)."""
+        if self.batch_size is None:
+            raise RuntimeError("the batch is settled when the run starts")
+        return self.batch_size
+
+    @property
+    def peak_lr(self) -> float:
+        """The learning rate once the run has settled it."""
+        if self.lr is None:
+            raise RuntimeError("the learning rate is settled when the run starts")
+        return self.lr
 
     def as_dict(self) -> dict[str, Any]:
         return dataclasses.asdict(self)

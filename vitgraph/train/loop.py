@@ -100,8 +100,8 @@ def make_optimizer(
     """AdamW (every recipe's) or SGD with momentum, over :func:`parameter_groups`."""
     groups = parameter_groups(model, config.weight_decay, lr_scales)
     if config.optimizer == "sgd":
-        return torch.optim.SGD(groups, lr=config.lr, momentum=config.momentum)
-    return torch.optim.AdamW(groups, lr=config.lr)
+        return torch.optim.SGD(groups, lr=config.peak_lr, momentum=config.momentum)
+    return torch.optim.AdamW(groups, lr=config.peak_lr)
 
 
 def _full_optimizer_state(
@@ -176,7 +176,7 @@ class Trainer:
         self.world = ddp.setup(config.device)
         self.device = ddp.device_for(config.device, self.world)
         self.threads_before = torch.get_num_threads()  # given back when the run ends
-        notes = [advice.set_threads(config, self.world), advice.warmup_note(config)]
+        notes = [advice.set_threads(config, self.world)]
         ckpt = load_checkpoint(config.resume) if config.resume else None
         graph = load(config.spec, config.variant, config.overrides)
         chosen = choose(graph, config.objective)
@@ -200,15 +200,17 @@ class Trainer:
                 f"the data has {self.classes} classes but {graph.name} predicts "
                 f"{out}; set --set classes={self.classes}"
             )
-        per_rank, rest = divmod(config.batch_size, self.world.size)
+        notes.append(advice.settle_batch(config, len(self.data.train), self.world.size))
+        notes.append(advice.warmup_note(config))
+        per_rank, rest = divmod(config.batch, self.world.size)
         if rest:
             raise DataError(
-                f"batch {config.batch_size} does not split over {self.world.size} processes"
+                f"batch {config.batch} does not split over {self.world.size} processes"
             )
-        if len(self.data.train) < config.batch_size:
+        if len(self.data.train) < config.batch:
             raise DataError(
                 f"{len(self.data.train)} training images are fewer than one "
-                f"batch of {config.batch_size}"
+                f"batch of {config.batch}"
             )
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
@@ -247,11 +249,11 @@ class Trainer:
             self.model if self.sharded else ddp.wrap(self.model, self.world, self.device)
         )
         self.optimizer = make_optimizer(self.model, config, lr_scales)
-        self.steps_per_epoch = len(self.data.train) // config.batch_size // config.accumulate
+        self.steps_per_epoch = len(self.data.train) // config.batch // config.accumulate
         if self.steps_per_epoch == 0:
             raise DataError(
                 f"{len(self.data.train)} training images make no optimizer step of "
-                f"{config.batch_size} x {config.accumulate}"
+                f"{config.batch} x {config.accumulate}"
             )
         self.total_steps = self.steps_per_epoch * config.epochs
         self.warmup = int(round(advice.warmup_epochs(config) * self.steps_per_epoch))
@@ -297,7 +299,7 @@ class Trainer:
         torch.manual_seed(_epoch_seed(cfg.seed, epoch, world.rank))  # dropout, RandAugment
         mix_gen = torch.Generator().manual_seed(_epoch_seed(cfg.seed, epoch, world.rank) + 1)
         self.ddp_model.train()
-        micro = cfg.batch_size
+        micro = cfg.batch
         total_loss = seen = 0.0
         sums: dict[str, float] = {}  # the objective's running metrics (e.g. correct)
         start = time.perf_counter()
@@ -313,7 +315,7 @@ class Trainer:
             else None
         )
         for step_in_epoch in range(self.steps_per_epoch):
-            lr = schedule(self.step, self.total_steps, self.warmup, cfg.lr, cfg.min_lr)
+            lr = schedule(self.step, self.total_steps, self.warmup, cfg.peak_lr, cfg.min_lr)
             for group in self.optimizer.param_groups:
                 group["lr"] = lr * group.get("lr_scale", 1.0)
             self.optimizer.zero_grad(set_to_none=True)
