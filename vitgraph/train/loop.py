@@ -204,13 +204,10 @@ class Trainer:
         notes.append(advice.warmup_note(config))
         per_rank, rest = divmod(config.batch, self.world.size)
         if rest:
-            raise DataError(
-                f"batch {config.batch} does not split over {self.world.size} processes"
-            )
+            raise DataError(f"batch {config.batch} does not split over {self.world.size} processes")
         if len(self.data.train) < config.batch:
             raise DataError(
-                f"{len(self.data.train)} training images are fewer than one "
-                f"batch of {config.batch}"
+                f"{len(self.data.train)} training images are fewer than one batch of {config.batch}"
             )
         self.graph = graph
         torch.manual_seed(config.seed)  # the initial weights
