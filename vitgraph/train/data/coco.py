@@ -189,9 +189,10 @@ def load_coco(location: str, request: DataRequest) -> Dataset:
 
 def write_digit_boxes(out: str | Path, images: int = 400, size: int = 64, seed: int = 0) -> Path:
     """Write ``images`` canvases of ``size`` px, each with 1-3 of scikit-learn's 8x8
-    handwritten digits scaled to 14-28 px at random places (not overlapping) on a tinted
-    background, as COCO JSON (the tight box of each digit's ink; category ids 1-10 for
-    digits 0-9) and PNGs; 80% in train.json, 20% in val.json."""
+    handwritten digits scaled to 14-28 px at random places (not overlapping), light ink
+    on a dark tinted background (the polarity of ``--data digits``, on which a backbone
+    is pretrained), as COCO JSON (the tight box of each digit's ink; category ids 1-10
+    for digits 0-9) and PNGs; 80% in train.json, 20% in val.json."""
     from PIL import Image
     from sklearn.datasets import load_digits
 
@@ -205,8 +206,8 @@ def write_digit_boxes(out: str | Path, images: int = 400, size: int = 64, seed: 
     records: list[tuple[dict[str, Any], list[dict[str, Any]]]] = []
     ann_id = 1
     for k in range(images):
-        background = 160 + torch.rand(3, generator=gen) * 95
-        ink = torch.rand(3, generator=gen) * 90
+        background = torch.rand(3, generator=gen) * 90
+        ink = 160 + torch.rand(3, generator=gen) * 95
         canvas = background[:, None, None].expand(3, size, size).clone()
         placed: list[tuple[int, int, int, int]] = []
         anns = []
