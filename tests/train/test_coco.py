@@ -120,3 +120,24 @@ def test_the_evaluator_scores_the_ground_truth_one_and_a_shifted_label_zero(digi
 
     assert coco_map(val, predictions(0)) == pytest.approx({"val_map": 1.0, "val_map50": 1.0})
     assert coco_map(val, predictions(1)) == {"val_map": 0.0, "val_map50": 0.0}
+
+
+def test_the_held_out_canvases_draw_the_digits_that_the_digits_source_holds_out():
+    """Val canvases and val patches carry handwriting that no training canvas, training
+    patch or ``--data digits`` classifier saw."""
+    from vitgraph.train.data.coco import _glyphs
+    from vitgraph.train.data.digits import load_digits
+
+    digits = load_digits((1, 8, 8))
+    for held_out, split in ((False, digits.train), (True, digits.val)):
+        glyphs, labels = _glyphs(held_out)
+        assert torch.equal((glyphs * 255).round().to(torch.uint8)[:, None], split.images)
+        assert torch.equal(labels, split.labels)
+
+
+def test_digit_patches_are_an_image_class_folder_the_classifier_reads(tmp_path):
+    from vitgraph.train.data.coco import write_digit_patches
+
+    data = load_data(str(write_digit_patches(tmp_path / "patches", images=60)), (3, 32, 32))
+    assert data.classes == [str(d) for d in range(10)]
+    assert (len(data.train), len(data.val)) == (48, 12)
