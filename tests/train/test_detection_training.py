@@ -166,5 +166,7 @@ EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "detection"
 #: 3,200 training canvases, 800 held out; 4,000 pretraining patches
 CANVASES, PATCHES = 4000, 4000
 EPOCHS = 20
-#: what the issue asks: well above chance
+#: what the issue asks: well above chance. Measured (2026-12-05, 1 thread at load average
+#: 11-12 from other work on the 2 cores): val mAP@0.5 0.443 (AP 0.156) after 20 epochs,
+#: 841 s for pretraining and DETR together; 0.232 after 5 epochs, 0.381 after 10
 MAP50 = 0.3
