@@ -45,6 +45,9 @@ SETTINGS = {
 }
 
 
+# slow: 29-37 s measured at load average 11 on the 2 shared cores (the brief's bar for
+# make test is ~20 s); the normalisers' arithmetic is checked in-process below
+@pytest.mark.slow
 def test_two_gloo_processes_give_detr_the_weights_of_one_process_with_the_same_batch(tmp_path):
     data = str(write_digit_boxes(tmp_path / "set", images=20, size=32))
     single = vitgraph.train(
