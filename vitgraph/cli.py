@@ -180,9 +180,19 @@ def make_parser() -> argparse.ArgumentParser:
         "digit-boxes", help="write a small detection set: digits on canvases (COCO JSON + PNGs)"
     )
     boxes.add_argument("out", help="the folder to write")
-    boxes.add_argument("--images", type=int, default=400, help="how many images (default 400)")
-    boxes.add_argument("--size", type=int, default=64, help="canvas side in pixels (default 64)")
+    boxes.add_argument(
+        "--images", type=int, help="how many images (default 400; 4000 with --patches)"
+    )
+    boxes.add_argument(
+        "--size", type=int, help="canvas side in pixels (default 64; 32 with --patches)"
+    )
     boxes.add_argument("--seed", type=int, default=0, help="seed of the placement")
+    boxes.add_argument(
+        "--patches",
+        action="store_true",
+        help="write one-digit patches as an image-class folder instead: the set a "
+        "backbone is pretrained on before DETR (--init-from)",
+    )
     palette = sub.add_parser("palette", help="fit a colour palette by k-means (.npy)")
     palette.add_argument("source", help="photos (scikit-image's) or a folder of images")
     palette.add_argument("--colors", type=int, default=512, help="palette size (default 512)")

@@ -178,12 +178,22 @@ def cmd_predict(args: argparse.Namespace) -> int:
 
 
 def cmd_digit_boxes(args: argparse.Namespace) -> int:
-    """``vitgraph digit-boxes OUT``: write the small detection set (COCO JSON + PNGs)."""
-    from vitgraph.train.data.coco import write_digit_boxes
+    """``vitgraph digit-boxes OUT``: write the small detection set (COCO JSON + PNGs), or
+    with ``--patches`` its one-digit patches (an image-class folder) for pretraining."""
+    from vitgraph.train.data.coco import write_digit_boxes, write_digit_patches
 
-    out = write_digit_boxes(args.out, images=args.images, size=args.size, seed=args.seed)
+    if args.patches:
+        images, size = args.images or 4000, args.size or 32
+        out = write_digit_patches(args.out, images=images, size=size, seed=args.seed)
+        print(
+            f"{images} one-digit patches written to {out} (train/, val/): vitgraph train "
+            f"examples/detection/detr_backbone_classifier.yaml --data {out}"
+        )
+        return 0
+    images, size = args.images or 400, args.size or 64
+    out = write_digit_boxes(args.out, images=images, size=size, seed=args.seed)
     print(
-        f"{args.images} images of digits with their boxes written to {out} "
+        f"{images} images of digits with their boxes written to {out} "
         "(train.json, val.json, images/): vitgraph train detr --data " + str(out)
     )
     return 0

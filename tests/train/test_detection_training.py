@@ -5,6 +5,7 @@ train-detection`` — reaches an mAP@0.5 well above chance in a fixed CPU budget
 from __future__ import annotations
 
 import math
+import os
 import time
 from pathlib import Path
 
@@ -12,7 +13,7 @@ import pytest
 import torch
 
 import vitgraph
-from vitgraph.train.data.coco import write_digit_boxes
+from vitgraph.train.data.coco import write_digit_boxes, write_digit_patches
 
 pytest.importorskip("scipy")
 pytest.importorskip("pycocotools")
@@ -114,16 +115,21 @@ def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weight
 
 @pytest.mark.slow
 def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path, capsys):
-    """DETR's recipe at a small scale: its ResNet first trained as a digits classifier
-    (DETR starts from a pretrained backbone), then DETR with the backbone at a tenth of
-    the learning rate, frozen BatchNorm, gradient clipping 0.1 (``make train-detection``)."""
-    data = str(write_digit_boxes(tmp_path / "set", images=1000, size=64))
+    """DETR's recipe at a small scale (``make train-detection``): its ResNet first trained
+    as a classifier of one-digit patches drawn as the canvases (DETR starts from an
+    ImageNet classifier, §3.2), then DETR with the backbone at a tenth of the learning
+    rate, frozen BatchNorm, gradient clipping 0.1, AdamW, loss weights 1/5/2 and
+    no-object 0.1. The val canvases carry handwriting no training image showed. Threads:
+    the trainer's choice (2 on an idle 2-core machine, 1 when the load leaves one core:
+    a second thread then spins against other processes)."""
+    boxes = str(write_digit_boxes(tmp_path / "set", images=CANVASES, size=64))
+    patches = str(write_digit_patches(tmp_path / "patches", images=PATCHES, size=32))
     start = time.perf_counter()
     backbone = {k: TINY[k] for k in ("stem", "widths", "depths", "dc5")}
     vitgraph.train(
         str(EXAMPLES / "detr_backbone_classifier.yaml"),
         overrides={**backbone, "image_size": 32},
-        data="digits",
+        data=patches,
         epochs=5,
         batch_size=32,
         lr=2e-3,
@@ -133,7 +139,7 @@ def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path,
     result = vitgraph.train(
         "detr",
         overrides={**TINY, "dim": 128, "heads": 8, "ffn": 256},
-        data=data,
+        data=boxes,
         epochs=EPOCHS,
         batch_size=8,
         lr=2e-4,
@@ -147,15 +153,20 @@ def test_detr_reaches_map50_on_held_out_digit_boxes_in_ten_cpu_minutes(tmp_path,
     )
     elapsed = time.perf_counter() - start
     best = max(h["val_map50"] for h in result.history)
+    load = os.getloadavg()[0]
     with capsys.disabled():
         print(
             f"\ndigit boxes: val mAP@0.5 {result.history[-1]['val_map50']:.3f} "
-            f"(best {best:.3f}) in {elapsed:.0f} s"
+            f"(best {best:.3f}) in {elapsed:.0f} s of training, load average {load:.1f}"
         )
     assert result.history[-1]["val_map50"] >= MAP50
 
 
 EXAMPLES = Path(__file__).resolve().parents[2] / "examples" / "detection"
-EPOCHS = 60
-#: what the issue asks: well above chance. Not reached yet (see the issue's report)
+#: 3,200 training canvases, 800 held out; 4,000 pretraining patches
+CANVASES, PATCHES = 4000, 4000
+EPOCHS = 20
+#: what the issue asks: well above chance. Measured (2026-12-05, 1 thread at load average
+#: 11-12 from other work on the 2 cores): val mAP@0.5 0.443 (AP 0.156) after 20 epochs,
+#: 841 s for pretraining and DETR together; 0.232 after 5 epochs, 0.381 after 10
 MAP50 = 0.3

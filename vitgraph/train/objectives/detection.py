@@ -116,9 +116,12 @@ def set_loss_terms(
     matches: list[tuple[torch.Tensor, torch.Tensor]],
     num_boxes: float,
     eos_coef: float = 0.1,
+    class_weight: float | None = None,
 ) -> dict[str, torch.Tensor]:
     """``loss_ce``, ``loss_bbox``, ``loss_giou`` and the logged ``cardinality_error`` of one
-    layer's predictions under ``matches`` (eq. 2; HF's ``loss_dict`` keys)."""
+    layer's predictions under ``matches`` (eq. 2; HF's ``loss_dict`` keys). ``class_weight``
+    divides the weighted cross-entropy sum (default: this batch's total class weight, i.e.
+    ``F.cross_entropy``'s weighted mean, as the official code and HF)."""
     classes = logits.shape[-1] - 1  # the last is "no object"
     device = logits.device
     batch_idx = torch.cat([torch.full_like(q, k) for k, (q, _) in enumerate(matches)]).to(device)
@@ -129,7 +132,11 @@ def set_loss_terms(
     ).to(device)
     weight = torch.ones(classes + 1, device=device)
     weight[-1] = eos_coef
-    loss_ce = F.cross_entropy(logits.float().transpose(1, 2), target_classes, weight)
+    per_query = F.cross_entropy(
+        logits.float().transpose(1, 2), target_classes, weight, reduction="none"
+    )
+    norm = weight[target_classes].sum() if class_weight is None else class_weight
+    loss_ce = per_query.sum() / norm
     pred = boxes[batch_idx, query_idx].float()
     pairs = zip(targets, matches, strict=True)
     gt = torch.cat([t["boxes"][j.to(t["boxes"].device)] for t, (_, j) in pairs])
@@ -151,18 +158,22 @@ def set_loss_terms(
 
 #: eq. 2's weights (official ``main.py``: ce 1, bbox 5, giou 2)
 WEIGHTS = {"loss_ce": 1.0, "loss_bbox": 5.0, "loss_giou": 2.0}
+#: the "no object" class's weight in the cross-entropy (official ``eos_coef``)
+EOS_COEF = 0.1
 
 
 def set_criterion(
     outputs: tuple[torch.Tensor, ...],
     targets: list[Target],
     weights: dict[str, float] | None = None,
-    eos_coef: float = 0.1,
+    eos_coef: float = EOS_COEF,
     num_boxes: float | None = None,
+    class_weight: float | None = None,
 ) -> tuple[torch.Tensor, dict[str, torch.Tensor]]:
     """The weighted total and every term, the last layer's and (training outputs) each
     earlier layer's re-matched ones with the suffix ``_k``. ``num_boxes``: the boxes of
-    the whole (distributed) batch; default this batch's, at least 1."""
+    the whole (distributed) batch per process; default this batch's, at least 1.
+    ``class_weight``: the cross-entropy's normaliser, likewise (default: this batch's)."""
     weights = weights or WEIGHTS
     logits, boxes = outputs[0], outputs[1]
     if num_boxes is None:
@@ -175,7 +186,9 @@ def set_criterion(
     total = logits.new_zeros((), dtype=torch.float32)
     for layer_logits, layer_boxes, suffix in layers:
         matches = hungarian_match(layer_logits, layer_boxes, targets)
-        found = set_loss_terms(layer_logits, layer_boxes, targets, matches, num_boxes, eos_coef)
+        found = set_loss_terms(
+            layer_logits, layer_boxes, targets, matches, num_boxes, eos_coef, class_weight
+        )
         terms.update({key + suffix: value for key, value in found.items()})
         total = total + sum(weight * found[key] for key, weight in weights.items())
     return total, terms
@@ -184,15 +197,25 @@ def set_criterion(
 # -- the objective ---------------------------------------------------------------------------
 
 
-def _boxes_per_rank(targets: list[Target], images: torch.Tensor) -> float:
-    """The batch's boxes over every process, per process, at least 1 (the official
-    ``num_boxes``: DDP then averages the ranks' gradients into the global batch's)."""
-    count = torch.tensor([float(sum(len(t["labels"]) for t in targets))], device=images.device)
+def _normalisers_per_rank(
+    targets: list[Target], queries: int, eos_coef: float, device: torch.device
+) -> tuple[float, float]:
+    """The set loss's two normalisers over every process, per process: the boxes (at
+    least 1; the official ``num_boxes``) and the queries' total class weight (1 for a
+    matched query, ``eos_coef`` for the others). DDP averages the ranks' gradients, so
+    with both all-reduced a step over N processes is the one-process step of the global
+    batch. The official code all-reduces only the boxes: its cross-entropy is each
+    rank's own weighted mean, which differs from the global one when the ranks hold
+    different numbers of boxes; in one process the two are the same."""
+    matched = sum(min(len(t["labels"]), queries) for t in targets)
+    weight = len(targets) * queries * eos_coef + (1.0 - eos_coef) * matched
+    count = torch.tensor([float(sum(len(t["labels"]) for t in targets)), weight], device=device)
     world = 1
     if torch.distributed.is_available() and torch.distributed.is_initialized():
         torch.distributed.all_reduce(count)
         world = torch.distributed.get_world_size()
-    return max(1.0, count.item() / world)
+    boxes, weights = (v / world for v in count.tolist())
+    return max(1.0, boxes), weights
 
 
 @objective("detection")
@@ -223,7 +246,12 @@ class Detection(Objective):
     ) -> tuple[torch.Tensor, dict[str, float]]:
         images, masks, targets = batch
         outputs = model(images, masks)
-        loss, terms = set_criterion(outputs, targets, num_boxes=_boxes_per_rank(targets, images))
+        num_boxes, class_weight = _normalisers_per_rank(
+            targets, outputs[0].shape[1], EOS_COEF, images.device
+        )
+        loss, terms = set_criterion(
+            outputs, targets, num_boxes=num_boxes, class_weight=class_weight
+        )
         n = len(images)
         logged = ("loss_ce", "loss_bbox", "loss_giou", "cardinality_error")  # the last layer's
         return loss, {key: terms[key].item() * n for key in logged}
