@@ -60,7 +60,7 @@ def test_the_guide_s_commands_run_in_order(tmp_path, monkeypatch, capsys):
     torch.set_num_threads(threads)
     out = capsys.readouterr().out
     # what section 1 says the first run prints
-    assert "batch 8, lr 0.000125: 1 epoch of 1438 images at batch 64 would be 22" in out
+    assert "batch 4, lr 6.25e-05: 1 epoch of 1438 images at batch 64 would be 22" in out
     # the resumed run went on from epoch 1 to 2; the files section's files exist
     assert "epoch 2/2" in out
     for run in ("run1", "run2", "run3"):

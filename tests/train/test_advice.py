@@ -32,11 +32,11 @@ def test_the_default_warm_up_is_one_epoch_or_a_tenth_of_a_shorter_run(epochs, gi
 @pytest.mark.parametrize(
     ("epochs", "images", "processes", "batch", "lr"),
     [
-        (1, 1438, 1, 8, 1.25e-4),  # one epoch of digits: 22 steps at 64, 179 at 8
-        (5, 1438, 1, 32, 5e-4),  # 44 steps a run at 64, 224 at 32
-        (10, 1438, 1, 64, 1e-3),  # 220 steps: the default batch
-        (1, 100, 1, 8, 1.25e-4),  # never below 8
-        (1, 1438, 3, 6, 9.375e-5),  # a multiple of the processes
+        (1, 1438, 1, 4, 6.25e-5),  # one epoch of digits: 22 steps at 64, 359 at 4
+        (5, 1438, 1, 16, 2.5e-4),  # 110 steps a run at 64, 445 at 16
+        (20, 1438, 1, 64, 1e-3),  # 440 steps: the default batch
+        (1, 100, 1, 4, 6.25e-5),  # never below 4
+        (1, 1438, 3, 3, 4.6875e-5),  # a multiple of the processes
     ],
 )
 def test_a_short_run_trains_at_a_batch_that_makes_enough_steps_and_a_linearly_scaled_lr(
@@ -60,7 +60,7 @@ def test_the_batch_and_lr_the_user_gives_are_kept_and_the_lr_follows_a_given_bat
 def test_the_chosen_batch_is_said_with_the_steps_it_avoids_and_the_flags_that_set_it():
     note = settle_batch(make_config(epochs=1), 1438, 1)
     assert note == (
-        "batch 8, lr 0.000125: 1 epoch of 1438 images at batch 64 would be 22 optimizer "
+        "batch 4, lr 6.25e-05: 1 epoch of 1438 images at batch 64 would be 22 optimizer "
         "steps, too few to learn in; --batch-size and --lr set them"
     )
 
