@@ -5,6 +5,7 @@ one-process gradient of the same global batch."""
 
 from __future__ import annotations
 
+import gc
 import os
 from dataclasses import dataclass
 
@@ -76,6 +77,11 @@ def mean(value: float, world: World, device: str) -> float:
 
 
 def teardown(world: World) -> None:
+    """Leave the process group. The caller drops what holds it first (a sharded model,
+    its device mesh); the collection after ``destroy_process_group`` frees the groups
+    kept only by reference cycles now, while gloo's threads can still take the GIL (at
+    interpreter exit they cannot, and the process aborts)."""
     if world.distributed and dist.is_initialized():
         dist.barrier()
         dist.destroy_process_group()
+        gc.collect()

@@ -115,12 +115,13 @@ def sharded(model: nn.Module) -> bool:
     return isinstance(model, FSDPModule)
 
 
-def full_state(model: nn.Module) -> dict[str, torch.Tensor]:
-    """The model's whole state_dict as plain CPU tensors (a collective: every rank calls
-    it; rank 0 receives the tensors, the others an empty dict)."""
+def full_state(model: nn.Module, every_rank: bool = False) -> dict[str, torch.Tensor]:
+    """The model's whole state_dict as plain tensors (a collective: every rank calls it).
+    Rank 0 receives them on the CPU and the others an empty dict, or, ``every_rank``,
+    every rank receives them on the model's device."""
     from torch.distributed.checkpoint.state_dict import StateDictOptions, get_model_state_dict
 
-    options = StateDictOptions(full_state_dict=True, cpu_offload=True)
+    options = StateDictOptions(full_state_dict=True, cpu_offload=not every_rank)
     state = get_model_state_dict(model, options=options)
     return {name: value for name, value in state.items() if isinstance(value, torch.Tensor)}
 

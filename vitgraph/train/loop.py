@@ -11,6 +11,7 @@ step counter — no RNG state — and an interrupted run continues bit for bit.
 from __future__ import annotations
 
 import contextlib
+import gc
 import math
 import time
 from dataclasses import dataclass, field
@@ -376,14 +377,15 @@ class Trainer:
                     self.log(f"epoch {epoch + 1}/{cfg.epochs}  {_describe(stats)}")
                 if out is not None and (world.main or self.sharded):  # all ranks write shards
                     checkpoint = self.save(out, epoch + 1)
-        if out is not None:
+        # a sharded model's weights are gathered by every rank, written by rank 0
+        state = fsdp.full_state(self.model, every_rank=True) if self.sharded else None
+        if out is not None and world.main:
             from vitgraph.weights import save_weights
 
-            # a sharded model's weights are gathered by every rank, written by rank 0
-            state = fsdp.full_state(self.model) if self.sharded else None
-            if world.main:
-                save_weights(self.model, self.graph, out / "model.safetensors", state=state)
+            save_weights(self.model, self.graph, out / "model.safetensors", state=state)
         self.objective.close()
+        if state is not None:
+            self._unshard(state)
         ddp.teardown(world)
         note = advice.stopped_note(cfg, last, checkpoint if out is not None else None)
         if note and world.main:
@@ -391,6 +393,20 @@ class Trainer:
         torch.set_num_threads(self.threads_before)
         seconds = time.perf_counter() - started
         return TrainResult(self.model, self.graph, self.history, checkpoint, seconds, world.main)
+
+    def _unshard(self, state: dict[str, torch.Tensor]) -> None:
+        """The result of a sharded run is one plain model with the gathered weights on
+        every rank, and nothing is left that holds the process group (FSDP's state, the
+        device mesh, the optimizer's sharded state): they must go, and gloo's worker
+        threads with them, while the interpreter runs. Kept to interpreter exit, a gloo
+        thread that frees a tensor cannot take the GIL; Python 3.11 ends the thread inside
+        a noexcept destructor and the process aborts ("terminate called without an active
+        exception", about one torchrun launch in 20 before this)."""
+        model = self.graph.build(device=self.device)
+        model.load_state_dict(state)
+        del self.optimizer, self.ddp_model, self.objective
+        self.model = model
+        gc.collect()
 
     def _no_sync(self):
         """Gradient accumulation without communication until the last micro-batch."""
