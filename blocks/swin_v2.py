@@ -108,7 +108,9 @@ class CosineShiftedWindowAttention(nn.Module):
         self.v_bias = nn.Parameter(torch.zeros(inner)) if qkv_bias else None
         self.logit_scale = nn.Parameter(torch.full((heads, 1, 1), math.log(10.0)))
         self.cpb_mlp = nn.Sequential(
-            nn.Linear(2, CPB_HIDDEN), nn.ReLU(inplace=True), nn.Linear(CPB_HIDDEN, heads, bias=False)
+            nn.Linear(2, CPB_HIDDEN),
+            nn.ReLU(inplace=True),
+            nn.Linear(CPB_HIDDEN, heads, bias=False),
         )
         self.proj = nn.Linear(inner, dim)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()

@@ -46,6 +46,7 @@ MODULES = {
     "cait": ("Cait",),
     "twins": ("Twins",),
     "swin_transformer": ("SwinTransformer",),
+    "swin_transformer_v2": ("SwinTransformerV2",),
     "tnt": ("TNT",),
     "crossvit": ("CrossVit",),
     "levit": ("Levit", "LevitDistilled"),
@@ -100,7 +101,7 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
         kwargs.update(depth=2, img_size=4 * meta.pixel_embed.patch_size[0])
     elif cls in ("Twins",):
         kwargs["depths"] = tuple(min(len(b), 2) for b in meta.blocks)
-    elif cls == "SwinTransformer":
+    elif cls in ("SwinTransformer", "SwinTransformerV2"):
         kwargs["depths"] = tuple(min(len(layer.blocks), 2) for layer in meta.layers)
     elif cls in ("Levit", "LevitDistilled"):
         kwargs["depth"] = tuple(1 for _ in meta.stages)

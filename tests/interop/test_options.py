@@ -64,6 +64,16 @@ BASES: dict[str, dict[str, Any]] = {
         num_classes=10,
         drop_path_rate=0.0,
     ),
+    "timm.models.swin_transformer_v2.SwinTransformerV2": dict(
+        img_size=64,
+        patch_size=4,
+        embed_dim=16,
+        depths=(2, 2),
+        num_heads=(1, 2),
+        window_size=4,
+        num_classes=10,
+        drop_path_rate=0.0,
+    ),
     "timm.models.tnt.TNT": dict(
         img_size=32,
         patch_size=16,

@@ -422,6 +422,29 @@ SWIN: dict[str, Option] = {
     "weight_init": honoured(INIT, {"weight_init": "jax"}),
 }
 
+#: Swin v2 shares v1's constructor but for ``head_dim`` and ``embed_layer``, and adds the
+#: activation and the windows its position-bias MLPs were pre-trained at
+SWIN_V2: dict[str, Option] = {
+    **{k: v for k, v in SWIN.items() if k not in ("head_dim", "embed_layer", "weight_init")},
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 3.0}, {"mlp_ratio": 61 / 16}),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@timm.layers.LayerNorm"},),
+        "other norms (a bias-free one fails in timm's own res-post-norm init)",
+        ({"norm_layer": "@timm.layers.LayerNormFp32"},),
+        issue=None,
+    ),
+    "act_layer": partly(
+        "'gelu'", ({"act_layer": "gelu"},), "other activations", ({"act_layer": "relu"},)
+    ),
+    "pretrained_window_sizes": partly(
+        "square windows per stage (the CPB MLP's coordinates scaled by them, §3.3)",
+        ({"pretrained_window_sizes": (8, 2)}, {"pretrained_window_sizes": (0, 6)}),
+        "non-square windows",
+        ({"pretrained_window_sizes": ((8, 4), 0)},),
+    ),
+}
+
 TNT: dict[str, Option] = {
     **COMMON,
     **_DROPS,
@@ -588,6 +611,7 @@ TABLES: dict[str, dict[str, Option]] = {
     "timm.models.cait.Cait": CAIT,
     "timm.models.twins.Twins": TWINS,
     "timm.models.swin_transformer.SwinTransformer": SWIN,
+    "timm.models.swin_transformer_v2.SwinTransformerV2": SWIN_V2,
     "timm.models.tnt.TNT": TNT,
     "timm.models.crossvit.CrossVit": CROSSVIT,
     "timm.models.levit.Levit": LEVIT,
