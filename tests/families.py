@@ -315,6 +315,33 @@ CLIP_VIT = _modern(
     ("clip_vit_b_32", "clip_vit_l_14"),
 )
 
+EVA02_NAMES = {  # the MIM-pretrained backbones at 224, their ImageNet fine-tunings
+    "eva02_ti_14": "eva02_tiny_patch14_224",
+    "eva02_ti_14_336": "eva02_tiny_patch14_336",
+    "eva02_s_14": "eva02_small_patch14_224",
+    "eva02_s_14_336": "eva02_small_patch14_336",
+    "eva02_b_14": "eva02_base_patch14_224",
+    "eva02_b_14_448": "eva02_base_patch14_448",
+    "eva02_l_14": "eva02_large_patch14_224",
+    "eva02_l_14_448": "eva02_large_patch14_448",
+}
+EVA02 = _modern(
+    "eva02",
+    EVA02_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "eva02_ti_14": 5_695_144,
+        "eva02_ti_14_336": 5_756_584,
+        "eva02_s_14": 22_006_120,
+        "eva02_s_14_336": 22_129_000,
+        "eva02_b_14": 86_527_720,
+        "eva02_b_14_448": 87_117_544,
+        "eva02_l_14": 304_293_800,
+        "eva02_l_14_448": 305_080_232,
+    },
+    # Ti: fused qkv and packed SwiGLU; B and L: separate projections, SwiGLU with sub-LN
+    ("eva02_ti_14_336", "eva02_b_14_448", "eva02_l_14"),
+)
+
 # -- attention families -------------------------------------------------------------------
 
 CAIT_NAMES = {  # our variant -> timm's model of the same architecture
@@ -1121,6 +1148,7 @@ FAMILIES: dict[str, Family] = {
         DINOV2,
         SIGLIP,
         CLIP_VIT,
+        EVA02,
         CAIT,
         DEEPVIT,
         REFINER,

@@ -47,6 +47,7 @@ MODULES = {
     "twins": ("Twins",),
     "swin_transformer": ("SwinTransformer",),
     "swin_transformer_v2": ("SwinTransformerV2",),
+    "eva": ("Eva",),
     "tnt": ("TNT",),
     "crossvit": ("CrossVit",),
     "levit": ("Levit", "LevitDistilled"),
@@ -90,7 +91,7 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
         # a headless entrypoint (DINOv2, ...): a classifier added so the rest of the model
         # is checked; headless twins themselves are refused by name (#20)
         kwargs["num_classes"] = 10
-    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait"):
+    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait", "Eva"):
         kwargs["depth"] = min(len(meta.blocks), 2)
         embed = meta.patch_embed
         if type(embed).__name__ == "PatchEmbed" and embed.patch_size[0] == embed.patch_size[1]:

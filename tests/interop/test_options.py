@@ -74,6 +74,18 @@ BASES: dict[str, dict[str, Any]] = {
         num_classes=10,
         drop_path_rate=0.0,
     ),
+    "timm.models.eva.Eva": dict(
+        img_size=56,
+        patch_size=14,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=10,
+        mlp_ratio=4 * 2 / 3,
+        swiglu_mlp=True,
+        use_rot_pos_emb=True,
+        ref_feat_shape=(6, 6),
+    ),
     "timm.models.tnt.TNT": dict(
         img_size=32,
         patch_size=16,

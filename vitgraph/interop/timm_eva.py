@@ -81,16 +81,25 @@ def _refuse_unsupported(model: Reference) -> None:
     if proj.kernel_size[0] != proj.kernel_size[1]:
         raise refuse(model, f"patch_size={proj.kernel_size}", "only square patches")
     if model.patch_drop is not None:
-        raise refuse(model, f"patch_drop_rate={model.patch_drop.prob}", "RoPE gathered per kept patch")
+        raise refuse(
+            model, f"patch_drop_rate={model.patch_drop.prob}", "RoPE gathered per kept patch"
+        )
     if model.attn_pool is not None:
-        raise refuse(model, "global_pool='map'", "Eva's attention pooling")
+        raise refuse(
+            model,
+            "global_pool='map' (with attn_pool_num_heads, attn_pool_mlp_ratio)",
+            "Eva's attention pooling",
+        )
     if not model.blocks:
         raise refuse(model, "depth=0")
     block = model.blocks[0]
     if type(block).__name__ == "EvaBlockPostNorm":
         raise refuse(model, "use_post_norm=True", "EVA's post-norm blocks")
     if type(block.attn).__name__ != "EvaAttention":
-        raise refuse(model, f"attn_type='{getattr(model, 'attn_type', 'rope')}'", "AttentionRope")
+        kv_heads = getattr(block.attn, "num_kv_heads", block.attn.num_heads)
+        if kv_heads != block.attn.num_heads:
+            raise refuse(model, f"num_kv_heads={kv_heads}", "grouped-query attention")
+        raise refuse(model, "attn_type='rope'", "timm's AttentionRope")
     if block.attn.gate is not None:
         raise refuse(model, "gated_attn=True", "a sigmoid-gated attention output")
     if block.gamma_1 is not None and block.gamma_2 is None:
@@ -103,8 +112,11 @@ def _rope(model: Reference) -> dict[str, Any]:
     rope = model.rope
     if rope is None:
         return {}
-    if type(rope).__name__ != "RotaryEmbeddingCat":
-        raise refuse(model, f"rope_type={type(rope).__name__}", "only rope_type='cat'")
+    cls = type(rope).__name__
+    if cls == "RotaryEmbeddingMRope":
+        raise refuse(model, "rope_type='mrope' (and its rope_mrope_section)", "multimodal RoPE")
+    if cls != "RotaryEmbeddingCat":
+        raise refuse(model, f"rope_type={cls}", "only rope_type='cat'")
     if rope.grid_type != "index":
         raise refuse(model, f"rope_type='cat' with grid_type='{rope.grid_type}'")
     if rope.grid_offset:
