@@ -98,6 +98,10 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
             kwargs["img_size"] = 4 * embed.patch_size[0]
         if cls == "Cait":
             kwargs["depth_token_only"] = 1
+        if cls == "Eva" and hasattr(meta.blocks[0].attn, "num_kv_heads"):
+            # per-block key/value heads (Sapiens2): one entry per kept block
+            heads = [b.attn.num_kv_heads for b in meta.blocks]
+            kwargs["num_kv_heads"] = tuple(heads[: kwargs["depth"]])
     elif cls == "TNT":
         kwargs.update(depth=2, img_size=4 * meta.pixel_embed.patch_size[0])
     elif cls in ("Twins",):
