@@ -187,7 +187,7 @@ def rope_tables(
 
 
 class Rope(nn.Module):
-    """Rotates ``(B, heads, N, d)`` queries or keys at absolute positions ``start..``:
+    """Rotates ``(B, heads, N, d)`` queries or keys (a chunk from ``start`` when decoding):
     prefix rows have sine 0 and cosine 1 (no rotation), patch rows timm's tables."""
 
     sin: torch.Tensor  # buffers (register_buffer below)
@@ -209,9 +209,17 @@ class Rope(nn.Module):
         self.register_buffer("sin", sin, persistent=False)
         self.register_buffer("cos", cos, persistent=False)
 
-    def forward(self, x: torch.Tensor, start: int = 0) -> torch.Tensor:
-        n = x.shape[-2]
-        sin, cos = self.sin[start : start + n], self.cos[start : start + n]
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A whole sequence: every row of the tables."""
+        return self._rotate(x, self.sin, self.cos)
+
+    def chunk(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Decoding: a chunk's rows, after the ``start`` positions already cached."""
+        end = start + x.shape[-2]
+        return self._rotate(x, self.sin[start:end], self.cos[start:end])
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
         # the pair (x0, x1) -> (-x1, x0): a quarter turn of each channel pair
         turned = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
         return (x * cos + turned * sin).to(x.dtype)

@@ -16,6 +16,7 @@ from torch import nn
 
 from vitgraph.blocks._attention_common import (
     AttentionParams,
+    Rope,
     attend,
     merge_heads,
     qk_norms,
@@ -84,18 +85,23 @@ class Attention(nn.Module, Incremental):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
         q, k = self.q_norm(q), self.k_norm(k)
-        start = self.cache[0].shape[2] if self.cache else 0  # positions already decoded
-        q, k = self._rotate(q, k, start)
-        if self.cache is not None:
-            return self._continue(q, k, v)
+        if self.cache is not None:  # decoding: RoPE after the positions already cached
+            start = self.cache[0].shape[2] if self.cache else 0
+            return self._continue(*self._rotate(q, k, start), v)
+        q, k = self._rotate(q, k, None)
         x = attend(q, k, v, self.attn_drop, self.training, self.scale, self.causal)
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)
 
-    def _rotate(self, q: torch.Tensor, k: torch.Tensor, start: int) -> tuple[torch.Tensor, ...]:
-        """RoPE at absolute positions from ``start`` (the cached positions come first)."""
-        if isinstance(self.rope, nn.Identity):
+    def _rotate(
+        self, q: torch.Tensor, k: torch.Tensor, start: int | None
+    ) -> tuple[torch.Tensor, ...]:
+        """RoPE of whole sequences (``start`` None) or of a chunk after ``start`` cached
+        positions."""
+        if not isinstance(self.rope, Rope):
             return q, k
-        return self.rope(q, start), self.rope(k, start)
+        if start is None:
+            return self.rope(q), self.rope(k)
+        return self.rope.chunk(q, start), self.rope.chunk(k, start)
 
     def decoding(self, on: bool) -> None:
         self.cache = [] if on else None
