@@ -94,7 +94,7 @@ class Attention(nn.Module, Incremental):
 
     def _rotate(
         self, q: torch.Tensor, k: torch.Tensor, start: int | None
-    ) -> tuple[torch.Tensor, ...]:
+    ) -> tuple[torch.Tensor, torch.Tensor]:
         """RoPE of whole sequences (``start`` None) or of a chunk after ``start`` cached
         positions."""
         if not isinstance(self.rope, Rope):
