@@ -12,6 +12,13 @@ call, which picks the fastest kernel the device has), the ones that edit the map
 qk-norm (Dehghani et al. 2023, ViT-22B §2 "QK normalization"; timm's ``qk_norm``): a
 norm over each head's queries and keys before their product, which bounds the logits;
 ``qk_norms`` builds the pair a kind applies to its heads.
+
+RoPE (Su et al. 2021, "RoFormer" §3.4; 2-D axial as EVA-02, arXiv:2303.11331 §2, and
+timm's ``RotaryEmbeddingCat``): each patch token's queries and keys are rotated by
+angles proportional to its row (first half of the frequency pairs) and column (second
+half), so their product depends on the offset between tokens; prefix tokens are not
+rotated. ``Rope`` holds the tables of a kind's fixed grid; it rotates after the qk-norm
+and before the KV cache, at each token's absolute position.
 """
 
 from __future__ import annotations
@@ -25,6 +32,7 @@ from pydantic_core import PydanticCustomError
 from torch import nn
 
 from vitgraph.block import Block
+from vitgraph.errors import ShapeError
 from vitgraph.shapes import TensorType, Tokens, expect_tokens
 from vitgraph.vocabulary import DropRate, PosInt, head_width
 
@@ -57,11 +65,34 @@ class AttentionParams(Block):
     accept one."""
     qk_norm_eps: Annotated[float, Field(gt=0)] = 1e-6
     """Epsilon of the qk-norm (timm's ViT: 1e-6)."""
+    rope: bool = False
+    """Rotary position embedding of the patch tokens' queries and keys, 2-D axial (EVA-02
+    §2; timm's ``RotaryEmbeddingCat``); only kinds that compute it accept true."""
+    rope_ref_grid: PosInt | None = None
+    """RoPE positions scaled so the grid spans this square grid (timm's
+    ``ref_feat_shape``: the pre-training grid of a model fine-tuned larger); null: the
+    token positions themselves."""
+    rope_temperature: Annotated[float, Field(gt=0)] = 10000.0
+    """Base of RoPE's frequencies: ``1 / temperature ** (i / bands)``."""
 
     #: the kind computes causal attention when ``causal`` is true (SDPA's ``is_causal``)
     computes_causal: ClassVar[bool] = False
     #: the kind normalises its queries and keys when ``qk_norm`` is set
     computes_qk_norm: ClassVar[bool] = False
+    #: the kind rotates its queries and keys when ``rope`` is true
+    computes_rope: ClassVar[bool] = False
+
+    @field_validator("rope")
+    @classmethod
+    def _rope_only_where_computed(cls, value: bool) -> bool:
+        if value and not cls.computes_rope:
+            raise PydanticCustomError(
+                "rope",
+                "{kind} computes no rotary embedding: rope: true needs a kind that does "
+                "(mhsa, eva_attention)",
+                {"kind": cls.model_fields["kind"].default},
+            )
+        return value
 
     @field_validator("qk_norm")
     @classmethod
@@ -93,7 +124,18 @@ class AttentionParams(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
-        return self.resolve(tokens), tokens
+        resolved = self.resolve(tokens)
+        if self.rope:
+            check_rope(tokens, resolved.head_dim)
+        return resolved, tokens
+
+    def rope_for(self, tokens: TensorType) -> nn.Module:
+        """The kind's ``Rope`` for its input tokens (``nn.Identity`` when ``rope`` is off)."""
+        if not self.rope:
+            return nn.Identity()
+        assert isinstance(tokens, Tokens) and tokens.grid is not None and self.head_dim
+        ref = (self.rope_ref_grid,) * 2 if self.rope_ref_grid else None
+        return Rope(tokens.grid, tokens.prefix, self.head_dim, ref, self.rope_temperature)
 
     def output_affine(self, module: Any) -> str | None:
         """Every attention kind sharing these params returns its output projection
@@ -108,6 +150,79 @@ def qk_norms(kind: str | None, head_dim: int, eps: float) -> tuple[nn.Module, nn
         return nn.Identity(), nn.Identity()
     norm = nn.LayerNorm if kind == "layernorm" else nn.RMSNorm
     return norm(head_dim, eps=eps), norm(head_dim, eps=eps)
+
+
+def check_rope(tokens: Tokens, head_dim: int | None) -> None:
+    """RoPE needs a grid of patch tokens and heads whose width four divides (two axes,
+    each a set of (cos, sin) pairs)."""
+    if tokens.grid is None:
+        raise ShapeError(
+            f"rope rotates tokens by their grid position, but receives {tokens} without a grid",
+            field="rope",
+            hint="use rope on patch tokens, or a learned position table",
+        )
+    if head_dim is None or head_dim % 4:
+        raise ShapeError(
+            f"rope needs a head width that 4 divides (two axes of frequency pairs), got {head_dim}",
+            field="rope",
+            hint="change heads or head_dim so each head's width is a multiple of 4",
+        )
+
+
+def rope_tables(
+    grid: tuple[int, int], head_dim: int, ref: tuple[int, int] | None, temperature: float
+) -> tuple[torch.Tensor, torch.Tensor]:
+    """(H*W, head_dim) sines and cosines of timm's ``RotaryEmbeddingCat`` (in_pixels
+    False): ``head_dim / 4`` frequencies ``1 / T ** (i / bands)``, angles row * f for the
+    first half and column * f for the second, each repeated for its pair of channels."""
+    bands = head_dim // 4
+    freqs = 1.0 / temperature ** (torch.arange(bands, dtype=torch.float32) / bands)
+    axes = [torch.arange(side, dtype=torch.float32) for side in grid]
+    if ref is not None:  # EVA's fine-tuning rule: positions on the pre-training grid
+        axes = [t / side * r for t, side, r in zip(axes, grid, ref, strict=True)]
+    positions = torch.stack(torch.meshgrid(*axes, indexing="ij"), dim=-1)  # (H, W, 2)
+    angles = (positions[..., None] * freqs).flatten(-2).flatten(0, -2)  # (H*W, head_dim / 2)
+    angles = angles.repeat_interleave(2, dim=-1)  # interleaved pairs: (x0, x1) share one
+    return angles.sin(), angles.cos()
+
+
+class Rope(nn.Module):
+    """Rotates ``(B, heads, N, d)`` queries or keys (a chunk from ``start`` when decoding):
+    prefix rows have sine 0 and cosine 1 (no rotation), patch rows timm's tables."""
+
+    sin: torch.Tensor  # buffers (register_buffer below)
+    cos: torch.Tensor
+
+    def __init__(
+        self,
+        grid: tuple[int, int],
+        prefix: int,
+        head_dim: int,
+        ref: tuple[int, int] | None,
+        temperature: float,
+    ) -> None:
+        super().__init__()
+        sin, cos = rope_tables(grid, head_dim, ref, temperature)
+        sin = torch.cat([torch.zeros(prefix, head_dim), sin])
+        cos = torch.cat([torch.ones(prefix, head_dim), cos])
+        # tables of the fixed grid: rebuilt with the module, never saved
+        self.register_buffer("sin", sin, persistent=False)
+        self.register_buffer("cos", cos, persistent=False)
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        """A whole sequence: every row of the tables."""
+        return self._rotate(x, self.sin, self.cos)
+
+    def chunk(self, x: torch.Tensor, start: int) -> torch.Tensor:
+        """Decoding: a chunk's rows, after the ``start`` positions already cached."""
+        end = start + x.shape[-2]
+        return self._rotate(x, self.sin[start:end], self.cos[start:end])
+
+    @staticmethod
+    def _rotate(x: torch.Tensor, sin: torch.Tensor, cos: torch.Tensor) -> torch.Tensor:
+        # the pair (x0, x1) -> (-x1, x0): a quarter turn of each channel pair
+        turned = torch.stack([-x[..., 1::2], x[..., ::2]], dim=-1).flatten(-2)
+        return (x * cos + turned * sin).to(x.dtype)
 
 
 # -- the core: the same views and reshapes every kind wrote out, one SDPA call ------------

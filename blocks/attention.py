@@ -16,6 +16,7 @@ from torch import nn
 
 from vitgraph.blocks._attention_common import (
     AttentionParams,
+    Rope,
     attend,
     merge_heads,
     qk_norms,
@@ -34,10 +35,11 @@ class MultiHeadSelfAttention(AttentionParams):
     weight_init = "trunc_normal_linear"  # timm init_weights_vit_timm (most families)
     computes_causal = True
     computes_qk_norm = True
+    computes_rope = True
 
     def build(self, *inputs: TensorType) -> nn.Module:
         assert self.dim is not None and self.head_dim is not None
-        return Attention(
+        attention = Attention(
             self.dim,
             self.heads,
             self.head_dim,
@@ -49,6 +51,8 @@ class MultiHeadSelfAttention(AttentionParams):
             self.qk_norm,
             self.qk_norm_eps,
         )
+        attention.rope = self.rope_for(inputs[0])
+        return attention
 
 
 class Attention(nn.Module, Incremental):
@@ -71,6 +75,8 @@ class Attention(nn.Module, Incremental):
         self.attn_drop = attn_drop
         self.qkv = nn.Linear(dim, 3 * heads * head_dim, bias=qkv_bias)
         self.q_norm, self.k_norm = qk_norms(qk_norm, head_dim, qk_norm_eps)
+        #: rotary embedding of queries and keys (``Rope``; ``rope`` off: Identity)
+        self.rope: nn.Module = nn.Identity()
         self.proj = nn.Linear(heads * head_dim, dim, bias=proj_bias)
         self.proj_drop = nn.Dropout(proj_drop) if proj_drop else nn.Identity()
         #: keys and values of the positions seen so far while decoding (``Incremental``)
@@ -79,10 +85,23 @@ class Attention(nn.Module, Incremental):
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         q, k, v = split_fused(self.qkv(x), 3, self.heads)  # each (B, H, N, d)
         q, k = self.q_norm(q), self.k_norm(k)
-        if self.cache is not None:
-            return self._continue(q, k, v)
+        if self.cache is not None:  # decoding: RoPE after the positions already cached
+            start = self.cache[0].shape[2] if self.cache else 0
+            return self._continue(*self._rotate(q, k, start), v)
+        q, k = self._rotate(q, k, None)
         x = attend(q, k, v, self.attn_drop, self.training, self.scale, self.causal)
         return self.proj_drop(self.proj(merge_heads(x)))  # (B, N, C)
+
+    def _rotate(
+        self, q: torch.Tensor, k: torch.Tensor, start: int | None
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """RoPE of whole sequences (``start`` None) or of a chunk after ``start`` cached
+        positions."""
+        if not isinstance(self.rope, Rope):
+            return q, k
+        if start is None:
+            return self.rope(q), self.rope(k)
+        return self.rope.chunk(q, start), self.rope.chunk(k, start)
 
     def decoding(self, on: bool) -> None:
         self.cache = [] if on else None

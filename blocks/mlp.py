@@ -100,6 +100,11 @@ class GluMlpBlock(Block):
     gate_last: bool = False
     """With ``packed``: the second half of ``fc1`` is the gate (timm's ``GluMlp``
     default); false: the first half (``SwiGLUPacked``)."""
+    norm: bool = False
+    """A LayerNorm over the gated product before ``fc2`` (the sub-LN of EVA-02 §2, after
+    NormFormer; timm's ``scale_mlp``)."""
+    norm_eps: Annotated[float, Field(gt=0)] = 1e-6
+    """Epsilon of that LayerNorm (timm's EVA: 1e-6)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]
@@ -115,11 +120,16 @@ class GluMlpBlock(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         x = inputs[0]
         assert isinstance(x, Tokens | Vector) and self.hidden and self.out_dim
+        module: GluMlp | PackedGluMlp
         if self.packed:
-            return PackedGluMlp(
+            module = PackedGluMlp(
                 x.dim, self.hidden, self.out_dim, self.act, self.drop, self.bias, self.gate_last
             )
-        return GluMlp(x.dim, self.hidden, self.out_dim, self.act, self.drop, self.bias)
+        else:
+            module = GluMlp(x.dim, self.hidden, self.out_dim, self.act, self.drop, self.bias)
+        if self.norm:
+            module.norm = nn.LayerNorm(self.hidden, eps=self.norm_eps)
+        return module
 
     def output_affine(self, module: Any) -> str | None:
         """The output layer: a LayerScale after the MLP folds into ``fc2``."""
@@ -133,12 +143,13 @@ class GluMlp(nn.Module):
         self.fc1_x = nn.Linear(dim, hidden, bias=bias)
         self.act = activation(act)
         self.drop1 = nn.Dropout(drop) if drop else nn.Identity()
+        self.norm: nn.Module = nn.Identity()  # the sub-LN (``norm``), set by the block
         self.fc2 = nn.Linear(hidden, out, bias=bias)
         self.drop2 = nn.Dropout(drop) if drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x = self.act(self.fc1_g(x)) * self.fc1_x(x)  # (..., hidden)
-        return self.drop2(self.fc2(self.drop1(x)))
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))
 
 
 class PackedGluMlp(nn.Module):
@@ -150,10 +161,11 @@ class PackedGluMlp(nn.Module):
         self.fc1 = nn.Linear(dim, 2 * hidden, bias=bias)
         self.act = activation(act)
         self.drop1 = nn.Dropout(drop) if drop else nn.Identity()
+        self.norm: nn.Module = nn.Identity()  # the sub-LN (``norm``), set by the block
         self.fc2 = nn.Linear(hidden, out, bias=bias)
         self.drop2 = nn.Dropout(drop) if drop else nn.Identity()
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         x1, x2 = self.fc1(x).chunk(2, dim=-1)  # each (..., hidden)
         x = x1 * self.act(x2) if self.gate_last else self.act(x1) * x2
-        return self.drop2(self.fc2(self.drop1(x)))
+        return self.drop2(self.fc2(self.norm(self.drop1(x))))

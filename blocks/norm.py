@@ -25,6 +25,9 @@ class LayerNormBlock(Block):
     """Added to the variance (ViT and DeiT use 1e-6; torch's default is 1e-5)."""
     affine: bool = True
     """Learned scale and shift."""
+    zero_init: bool = False
+    """Scale and shift start at 0: a residual branch ending in this norm starts switched
+    off (Swin v2's res-post-norm, timm's ``_init_respostnorm``)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]
@@ -38,7 +41,11 @@ class LayerNormBlock(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         x = inputs[0]
         assert isinstance(x, Tokens | Vector)
-        return nn.LayerNorm(x.dim, eps=self.eps, elementwise_affine=self.affine)
+        norm = nn.LayerNorm(x.dim, eps=self.eps, elementwise_affine=self.affine)
+        if self.zero_init and self.affine:
+            nn.init.zeros_(norm.weight)
+            nn.init.zeros_(norm.bias)
+        return norm
 
 
 @register

@@ -35,17 +35,11 @@ def effective_window(
     return (sizes[0], sizes[1]), (shifts[0], shifts[1])
 
 
-@register
-class WindowAttention(Block):
-    """Multi-head self-attention inside non-overlapping windows, with a learned relative
-    position bias per head; ``shift`` > 0 rolls the map first (SW-MSA) and masks the pairs
-    that the roll brought together from opposite borders."""
+class _Windowed(Block):
+    """The fields and shape rule both Swin window attentions share."""
 
-    kind: Literal["shifted_window_attention"] = "shifted_window_attention"
     role = "attention"
-    precompute = True  # the bias gathered by offset and the shifted windows' mask
     weight_init = "trunc_normal_linear"  # timm Swin init_weights_vit_timm
-    no_weight_decay = frozenset({"relative_position_bias_table"})  # as timm's Swin
     heads: PosInt
     """Number of heads."""
     window: PosInt = 7
@@ -88,6 +82,17 @@ class WindowAttention(Block):
             )
         head_dim = head_width(None, self.heads, self.head_dim, tokens)
         return self.model_copy(update={"head_dim": head_dim}), tokens
+
+
+@register
+class WindowAttention(_Windowed):
+    """Multi-head self-attention inside non-overlapping windows, with a learned relative
+    position bias per head; ``shift`` > 0 rolls the map first (SW-MSA) and masks the pairs
+    that the roll brought together from opposite borders."""
+
+    kind: Literal["shifted_window_attention"] = "shifted_window_attention"
+    precompute = True  # the bias gathered by offset and the shifted windows' mask
+    no_weight_decay = frozenset({"relative_position_bias_table"})  # as timm's Swin
 
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
@@ -241,7 +246,9 @@ class ShiftedWindowAttention(nn.Module):
 @register
 class PatchMerging(Block):
     """Concatenate each 2x2 group of neighbouring tokens (4C), LayerNorm, and project
-    linearly without bias to ``out_dim`` (§3.1): the grid halves, the width doubles."""
+    linearly without bias to ``out_dim`` (§3.1): the grid halves, the width doubles.
+    ``norm_last``: project first, then LayerNorm the output width (Swin v2,
+    arXiv:2111.09883, timm's ``swin_transformer_v2.PatchMerging``)."""
 
     kind: Literal["patch_merging"] = "patch_merging"
     role = "tokenizer"
@@ -249,7 +256,9 @@ class PatchMerging(Block):
     out_dim: PosInt | None = None
     """Output width; default: twice the input's."""
     norm_eps: Annotated[float, Field(gt=0)] = 1e-5
-    """Epsilon of the LayerNorm over the 4C concatenation."""
+    """Epsilon of the LayerNorm."""
+    norm_last: bool = False
+    """LayerNorm after the projection, over ``out_dim`` (Swin v2) instead of before it."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
@@ -264,14 +273,16 @@ class PatchMerging(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and tokens.grid is not None and self.out_dim
-        return MergePatches(tokens.dim, self.out_dim, tokens.grid, self.norm_eps)
+        return MergePatches(tokens.dim, self.out_dim, tokens.grid, self.norm_eps, self.norm_last)
 
 
 class MergePatches(nn.Module):
-    def __init__(self, dim: int, out_dim: int, grid: tuple[int, int], eps: float) -> None:
+    def __init__(
+        self, dim: int, out_dim: int, grid: tuple[int, int], eps: float, norm_last: bool = False
+    ) -> None:
         super().__init__()
-        self.grid = grid
-        self.norm = nn.LayerNorm(4 * dim, eps=eps)
+        self.grid, self.norm_last = grid, norm_last
+        self.norm = nn.LayerNorm(out_dim if norm_last else 4 * dim, eps=eps)
         self.reduction = nn.Linear(4 * dim, out_dim, bias=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -283,4 +294,6 @@ class MergePatches(nn.Module):
         x = x.reshape(-1, rows // 2, 2, cols // 2, 2, x.shape[-1])  # (B, H/2, dh, W/2, dw, C)
         # Concatenation order (dh, dw) = (0,0), (1,0), (0,1), (1,1): the paper's x0..x3.
         x = x.permute(0, 1, 3, 4, 2, 5).reshape(-1, (rows // 2) * (cols // 2), 4 * x.shape[-1])
+        if self.norm_last:
+            return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))

@@ -80,6 +80,7 @@ REDUCTIONS: dict[str, Reduction] = {
         "queries": 5,
     },
     "deit3": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
+    "eva02": {"depth": 1, "image_size": 28},
     "dinov2": {"depth": 1, "image_size": 28},
     "levit": {"image_size": 64, "depths": [1, 1, 1]},
     "lvvit": {"depth": 1, "image_size": 32},
@@ -89,6 +90,7 @@ REDUCTIONS: dict[str, Reduction] = {
     "siglip": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "simplevit": {"depth": 1, "image_size": 32},
     "swin": {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]},  # 2: a shifted layer
+    "swinv2": {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]},
     "t2t_vit": {"depth": 1, "image_size": 32},
     "tnt": {"depth": 1, "image_size": 32},
     "twins": _twins,

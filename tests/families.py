@@ -315,6 +315,33 @@ CLIP_VIT = _modern(
     ("clip_vit_b_32", "clip_vit_l_14"),
 )
 
+EVA02_NAMES = {  # the MIM-pretrained backbones at 224, their ImageNet fine-tunings
+    "eva02_ti_14": "eva02_tiny_patch14_224",
+    "eva02_ti_14_336": "eva02_tiny_patch14_336",
+    "eva02_s_14": "eva02_small_patch14_224",
+    "eva02_s_14_336": "eva02_small_patch14_336",
+    "eva02_b_14": "eva02_base_patch14_224",
+    "eva02_b_14_448": "eva02_base_patch14_448",
+    "eva02_l_14": "eva02_large_patch14_224",
+    "eva02_l_14_448": "eva02_large_patch14_448",
+}
+EVA02 = _modern(
+    "eva02",
+    EVA02_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "eva02_ti_14": 5_695_144,
+        "eva02_ti_14_336": 5_756_584,
+        "eva02_s_14": 22_006_120,
+        "eva02_s_14_336": 22_129_000,
+        "eva02_b_14": 86_527_720,
+        "eva02_b_14_448": 87_117_544,
+        "eva02_l_14": 304_293_800,
+        "eva02_l_14_448": 305_080_232,
+    },
+    # Ti: fused qkv and packed SwiGLU; B and L: separate projections, SwiGLU with sub-LN
+    ("eva02_ti_14_336", "eva02_b_14_448", "eva02_l_14"),
+)
+
 # -- attention families -------------------------------------------------------------------
 
 CAIT_NAMES = {  # our variant -> timm's model of the same architecture
@@ -738,6 +765,59 @@ SWIN = Family(
     timm_models=SWIN_MODELS,
 )
 
+SWINV2_NAMES = {
+    "swinv2_t_w8": "swinv2_tiny_window8_256",
+    "swinv2_t_w16": "swinv2_tiny_window16_256",
+    "swinv2_s_w8": "swinv2_small_window8_256",
+    "swinv2_s_w16": "swinv2_small_window16_256",
+    "swinv2_b_w8": "swinv2_base_window8_256",
+    "swinv2_b_w16": "swinv2_base_window16_256",
+    "swinv2_b_w12_192": "swinv2_base_window12_192",
+    "swinv2_b_w12to16_256": "swinv2_base_window12to16_192to256",
+    "swinv2_b_w12to24_384": "swinv2_base_window12to24_192to384",
+    "swinv2_l_w12_192": "swinv2_large_window12_192",
+    "swinv2_l_w12to16_256": "swinv2_large_window12to16_192to256",
+    "swinv2_l_w12to24_384": "swinv2_large_window12to24_192to384",
+}
+SWINV2_MODELS = tuple(sorted(SWINV2_NAMES.values()))  # every one a variant's reference
+SWINV2 = Family(
+    family="swinv2",
+    variants=tuple(SWINV2_NAMES),
+    reference="timm",
+    names=SWINV2_NAMES,
+    counts={  # timm, the model in names (ImageNet-22k's 21841 classes at 192), on meta
+        "swinv2_t_w8": 28_347_154,
+        "swinv2_t_w16": 28_347_154,
+        "swinv2_s_w8": 49_728_418,
+        "swinv2_s_w16": 49_728_418,
+        "swinv2_b_w8": 87_918_816,
+        "swinv2_b_w16": 87_918_816,
+        "swinv2_b_w12_192": 109_280_841,
+        "swinv2_b_w12to16_256": 87_918_816,
+        "swinv2_b_w12to24_384": 87_918_816,
+        "swinv2_l_w12_192": 228_772_549,
+        "swinv2_l_w12to16_256": 196_739_932,
+        "swinv2_l_w12to24_384": 196_739_932,
+    },
+    recount=_timm_recount(SWINV2_NAMES),
+    # the official repository's table (SwinV2-T/B at 256, window 8; T at window 16)
+    paper_macs={
+        "swinv2_t_w8": (5.9e9, 0.02),
+        "swinv2_t_w16": (6.6e9, 0.02),
+        "swinv2_b_w8": (20.4e9, 0.02),
+    },
+    counter={"swinv2_t_w8": partial(ref.timm_counter_at_own_size, "swinv2_tiny_window8_256")},
+    small=Small(
+        lambda v: {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1], "classes": 10},
+        outputs=((2, 10),),
+    ),
+    parity=_sweep(ref.swinv2_parity, SWINV2_MODELS),
+    full=_full(SWINV2_MODELS, 1, lambda m: m.patch_embed.img_size),
+    timm_pattern="swinv2_[!c]*",  # swinv2_cr_*: timm's SwinTransformerV2Cr, another class
+    timm_models=SWINV2_MODELS,
+    timm_complete=True,
+)
+
 TNT_NAMES = {"tnt_s": "tnt_s_patch16_224", "tnt_b": "tnt_b_patch16_224"}
 TNT_MODELS = ("tnt_b_patch16_224", "tnt_s_legacy_patch16_224", "tnt_s_patch16_224")
 TNT = Family(
@@ -1068,6 +1148,7 @@ FAMILIES: dict[str, Family] = {
         DINOV2,
         SIGLIP,
         CLIP_VIT,
+        EVA02,
         CAIT,
         DEEPVIT,
         REFINER,
@@ -1079,6 +1160,7 @@ FAMILIES: dict[str, Family] = {
         CROSSVIT,
         PVT,
         SWIN,
+        SWINV2,
         TNT,
         CCT,
         CPVT,

@@ -254,6 +254,25 @@ def swin_parity(name: str) -> Parity:
     )
 
 
+#: the reduced image of a timm swinv2_* per window: stage grids the windows divide, the
+#: last stages' grids below the window (one window, unshifted: the clamp)
+SWINV2_SIZES = {8: 128, 16: 128, 12: 192, 24: 192}
+
+
+def swinv2_parity(name: str) -> Parity:
+    """A small copy of a timm swinv2_*: its windows and pre-training windows, fewer and
+    narrower blocks (stage 2 holds a shifted block)."""
+    window = timm_on_meta(name)().layers[0].blocks[0].window_size[0]
+    small = {"depths": (1, 2, 2, 1), "embed_dim": 32, "num_heads": (1, 2, 4, 8)}
+    reference = redraw_(timm_model(name, img_size=SWINV2_SIZES[window], **small).eval())
+    return _from_timm(
+        reference,
+        2,
+        reference.patch_embed.img_size,
+        keys=lambda keys: {k.replace("head.fc.", "head.") for k in keys},
+    )
+
+
 def tnt_parity(name: str) -> Parity:
     reference = redraw_(timm_model(name, depth=2, img_size=64, drop_path_rate=0.1).eval())
     return _from_timm(reference, 2, (64, 64), same_key_count=True)

@@ -87,7 +87,7 @@ def test_show_prints_a_kind_whole_with_each_param_type_default_and_meaning(capsy
     out = capsys.readouterr().out
     assert out.startswith("encoder_layer (composite; vitgraph/blocks/encoder_layer.yaml)\n")
     assert "null leaves them out." in out  # the doc's last sentence: whole
-    assert "  mlp_ratio      float > 0 | null, default 4.0\n" in out
+    assert "  mlp_ratio         float > 0 | null, default 4.0\n" in out
     assert "MLP hidden width over the token width." in out
     assert main(["show", "encodr_layer"]) == 2
     assert "no block kind 'encodr_layer' (did you mean 'encoder_layer'?)" in capsys.readouterr().err

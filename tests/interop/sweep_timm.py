@@ -46,6 +46,8 @@ MODULES = {
     "cait": ("Cait",),
     "twins": ("Twins",),
     "swin_transformer": ("SwinTransformer",),
+    "swin_transformer_v2": ("SwinTransformerV2",),
+    "eva": ("Eva",),
     "tnt": ("TNT",),
     "crossvit": ("CrossVit",),
     "levit": ("Levit", "LevitDistilled"),
@@ -89,18 +91,22 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
         # a headless entrypoint (DINOv2, ...): a classifier added so the rest of the model
         # is checked; headless twins themselves are refused by name (#20)
         kwargs["num_classes"] = 10
-    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait"):
+    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait", "Eva"):
         kwargs["depth"] = min(len(meta.blocks), 2)
         embed = meta.patch_embed
         if type(embed).__name__ == "PatchEmbed" and embed.patch_size[0] == embed.patch_size[1]:
             kwargs["img_size"] = 4 * embed.patch_size[0]
         if cls == "Cait":
             kwargs["depth_token_only"] = 1
+        if cls == "Eva" and hasattr(meta.blocks[0].attn, "num_kv_heads"):
+            # per-block key/value heads (Sapiens2): one entry per kept block
+            heads = [b.attn.num_kv_heads for b in meta.blocks]
+            kwargs["num_kv_heads"] = tuple(heads[: kwargs["depth"]])
     elif cls == "TNT":
         kwargs.update(depth=2, img_size=4 * meta.pixel_embed.patch_size[0])
     elif cls in ("Twins",):
         kwargs["depths"] = tuple(min(len(b), 2) for b in meta.blocks)
-    elif cls == "SwinTransformer":
+    elif cls in ("SwinTransformer", "SwinTransformerV2"):
         kwargs["depths"] = tuple(min(len(layer.blocks), 2) for layer in meta.layers)
     elif cls in ("Levit", "LevitDistilled"):
         kwargs["depth"] = tuple(1 for _ in meta.stages)

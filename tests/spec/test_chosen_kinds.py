@@ -54,6 +54,9 @@ LAYERS = {
     "t2t_layer": {"out_dim": 32},
     "image_transformer_layer": {"heads": 2, "ffn": 64},
 }
+#: composites whose param chooses another inner kind than an attention: swin_stage's
+#: `layer`, its block (swin_layer, or Swin v2's swinv2_layer)
+OTHER_CHOICES = {"swin_stage": "layer"}
 #: the inner node holding the chosen kind (parallel_layer: the first of its two branches)
 CHOSEN_NODE = {"parallel_layer": "attn0"}
 
@@ -70,7 +73,18 @@ def _choosing_composites() -> set[str]:
 
 def test_the_table_holds_every_composite_whose_param_chooses_an_inner_kind():
     # t2t_module passes its attention on to t2t_layer, which chooses with it
-    assert _choosing_composites() == set(LAYERS)
+    assert _choosing_composites() == set(LAYERS) | set(OTHER_CHOICES)
+
+
+@pytest.mark.parametrize(
+    ("layer", "attention"),
+    [("swin_layer", "shifted_window_attention"), ("swinv2_layer", "cosine_window_attention")],
+)
+def test_swin_stage_builds_the_block_kind_its_layer_param_chooses(layer, attention):
+    overrides = {"image_size": 32, "window": 4, "depths": [2, 1, 1, 1], "layers.layer": layer}
+    graph = vitgraph.load("swin_t", overrides=overrides)
+    assert graph.node("layers.0.blocks.1.attn").kind == attention
+    assert graph.build()(torch.randn(1, 3, 32, 32)).shape == (1, 1000)
 
 
 @pytest.mark.parametrize("layer", sorted(LAYERS))
@@ -111,8 +125,8 @@ def test_a_param_the_user_set_that_the_chosen_kind_lacks_is_located_at_the_users
         f"chosen.yaml:{ENTRY_LINE}:{col}: blocks.0.proj_bias: encoder_layer's proj_bias does "
         "not reach its attention shifted_window_attention, which takes no proj_bias\n"
         "  hint: leave proj_bias out, or choose another attention that takes it: "
-        "class_attention, conv_attention, grouped_attention, local_attention_1d, "
-        "local_attention_2d, mhsa, reattention, refined_attention"
+        "class_attention, conv_attention, eva_attention, grouped_attention, "
+        "local_attention_1d, local_attention_2d, mhsa, reattention"
     )
 
 

@@ -422,6 +422,136 @@ SWIN: dict[str, Option] = {
     "weight_init": honoured(INIT, {"weight_init": "jax"}),
 }
 
+#: Swin v2 shares v1's constructor but for ``head_dim`` and ``embed_layer``, and adds the
+#: activation and the windows its position-bias MLPs were pre-trained at
+SWIN_V2: dict[str, Option] = {
+    **{k: v for k, v in SWIN.items() if k not in ("head_dim", "embed_layer", "weight_init")},
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 3.0}, {"mlp_ratio": 61 / 16}),
+    "norm_layer": partly(
+        "LayerNorm of any eps",
+        ({"norm_layer": "@timm.layers.LayerNorm"},),
+        "other norms (a bias-free one fails in timm's own res-post-norm init)",
+        ({"norm_layer": "@timm.layers.LayerNormFp32"},),
+        issue=None,
+    ),
+    "act_layer": partly(
+        "'gelu'", ({"act_layer": "gelu"},), "other activations", ({"act_layer": "relu"},)
+    ),
+    "pretrained_window_sizes": partly(
+        "square windows per stage (the CPB MLP's coordinates scaled by them, §3.3)",
+        ({"pretrained_window_sizes": (8, 2)}, {"pretrained_window_sizes": (0, 6)}),
+        "non-square windows",
+        ({"pretrained_window_sizes": ((8, 4), 0)},),
+    ),
+}
+
+#: timm's Eva (EVA-02): the base configuration of the examples is EVA-02's block (SwiGLU,
+#: RoPE scaled to a reference grid)
+EVA: dict[str, Option] = {
+    **COMMON,
+    **_DROPS,
+    "img_size": honoured("any size the patch divides", {"img_size": 42}),
+    "patch_size": partly(
+        "square patches", ({"patch_size": 7},), "non-square", ({"patch_size": (14, 7)},)
+    ),
+    "global_pool": partly(
+        "'avg', 'token', 'max', 'avgmax'",
+        ({"global_pool": "token"}, {"global_pool": "max"}, {"global_pool": "avgmax"}),
+        "'map' (Eva's attention pooling), '' (unpooled tokens, #20)",
+        ({"global_pool": "map"}, {"global_pool": ""}),
+    ),
+    "embed_dim": honoured("any width", {"embed_dim": 48, "num_heads": 3}),
+    "depth": partly("one block or more", ({"depth": 3},), "0", ({"depth": 0},)),
+    "num_heads": honoured("any head count (RoPE: head widths four divides)", {"num_heads": 4}),
+    "num_kv_heads": refused(
+        "grouped-query attention (attn_type='rope' only)",
+        {"num_kv_heads": 1, "attn_type": "rope", "qkv_fused": False},
+    ),
+    "qkv_bias": honoured(
+        "True, False (q and v biases; k has none)",
+        {"qkv_bias": False},
+        {"qkv_bias": False, "qkv_fused": False},
+    ),
+    "qkv_fused": honoured("True, False (q_proj, k_proj, v_proj)", {"qkv_fused": False}),
+    "qk_norm": honoured("True", {"qk_norm": True}),
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 3.0}),
+    "swiglu_mlp": honoured("True, False", {"swiglu_mlp": False}),
+    "swiglu_align_to": honoured("any alignment of SwiGLU's width", {"swiglu_align_to": 24}),
+    "scale_mlp": partly(
+        "True with swiglu_mlp (EVA-02's sub-LN)",
+        ({"scale_mlp": True},),
+        "True with a plain MLP",
+        ({"scale_mlp": True, "swiglu_mlp": False},),
+    ),
+    "scale_attn_inner": honoured(
+        "True (a LayerNorm of the merged heads)", {"scale_attn_inner": True}
+    ),
+    "attn_type": partly("'eva'", (), "'rope' (AttentionRope)", ({"attn_type": "rope"},)),
+    "patch_drop_rate": refused(
+        "any rate (RoPE gathered per kept patch)", {"patch_drop_rate": 0.25}
+    ),
+    "norm_layer": partly(
+        "LayerNorm and RmsNorm of any eps (the inner norms: LayerNorm of eps 1e-6)",
+        ({"norm_layer": "@torch.nn.LayerNorm"}, {"norm_layer": "@timm.layers.RmsNorm"}),
+        "other inner norms",
+        ({"norm_layer": "@timm.layers.RmsNorm", "scale_mlp": True},),
+    ),
+    "init_values": honoured("None, or LayerScale of any init", {"init_values": 0.1}),
+    "attn_only_layer_scale": refused(
+        "True (LayerScale on the attention branch only)",
+        {"init_values": 0.1, "attn_only_layer_scale": True},
+    ),
+    "class_token": honoured("True, False", {"class_token": False}),
+    "num_reg_tokens": honoured(
+        "any count", {"num_reg_tokens": 2}, {"num_reg_tokens": 2, "no_embed_class": True}
+    ),
+    "no_embed_class": honoured("True, False", {"no_embed_class": True}),
+    "use_abs_pos_emb": honoured("True, False", {"use_abs_pos_emb": False}),
+    "use_rot_pos_emb": honoured("True, False", {"use_rot_pos_emb": False}),
+    "rope_type": partly(
+        "'cat' (RotaryEmbeddingCat)",
+        (),
+        "'mixed', 'dinov3', 'mrope', 'base'",
+        ({"rope_type": "mixed"}, {"rope_type": "dinov3"}),
+    ),
+    "rope_grid_offset": partly(
+        "0", ({"rope_grid_offset": 0.0},), "other offsets", ({"rope_grid_offset": 0.5},)
+    ),
+    "rope_grid_indexing": partly(
+        "'ij'", ({"rope_grid_indexing": "ij"},), "'xy'", ({"rope_grid_indexing": "xy"},)
+    ),
+    "rope_temperature": honoured("any temperature", {"rope_temperature": 100.0}),
+    "rope_rotate_half": refused("True (the half-split pairs)", {"rope_rotate_half": True}),
+    "rope_shift_coords": refused("any (train-time RoPE noise)", {"rope_shift_coords": 0.5}),
+    "rope_jitter_coords": refused("any (train-time RoPE noise)", {"rope_jitter_coords": 1.5}),
+    "rope_rescale_coords": refused("any (train-time RoPE noise)", {"rope_rescale_coords": 1.5}),
+    "rope_mrope_section": refused(
+        "any (rope_type='mrope')", {"rope_type": "mrope", "rope_mrope_section": (0, 2, 2)}
+    ),
+    "use_post_norm": refused("True (EVA's post-norm blocks)", {"use_post_norm": True}),
+    "use_pre_transformer_norm": honoured(
+        "True, False (a norm before the blocks, a bias-free patch embedding)",
+        {"use_pre_transformer_norm": True},
+    ),
+    "use_post_transformer_norm": honoured("None, True, False", {"use_post_transformer_norm": True}),
+    "use_fc_norm": honoured("None, True, False", {"use_fc_norm": False}),
+    "attn_pool_num_heads": refused(
+        "any (global_pool='map')", {"global_pool": "map", "attn_pool_num_heads": 1}
+    ),
+    "attn_pool_mlp_ratio": refused(
+        "any (global_pool='map')", {"global_pool": "map", "attn_pool_mlp_ratio": 2.0}
+    ),
+    "dynamic_img_size": refused("True", {"dynamic_img_size": True}, issue=DYNAMIC_SIZE),
+    "dynamic_img_pad": refused("True", {"dynamic_img_pad": True}, issue=DYNAMIC_SIZE),
+    "ref_feat_shape": partly(
+        "None or a square grid (RoPE positions scaled to it)",
+        ({"ref_feat_shape": 2}, {"ref_feat_shape": None}),
+        "non-square grids",
+        ({"ref_feat_shape": (4, 2)},),
+    ),
+    "head_init_scale": honoured(INIT, {"head_init_scale": 0.5}),
+}
+
 TNT: dict[str, Option] = {
     **COMMON,
     **_DROPS,
@@ -588,6 +718,8 @@ TABLES: dict[str, dict[str, Option]] = {
     "timm.models.cait.Cait": CAIT,
     "timm.models.twins.Twins": TWINS,
     "timm.models.swin_transformer.SwinTransformer": SWIN,
+    "timm.models.swin_transformer_v2.SwinTransformerV2": SWIN_V2,
+    "timm.models.eva.Eva": EVA,
     "timm.models.tnt.TNT": TNT,
     "timm.models.crossvit.CrossVit": CROSSVIT,
     "timm.models.levit.Levit": LEVIT,

@@ -1,7 +1,8 @@
-"""timm's SwinTransformer (Swin v1 and Swin-S3) as a vitgraph spec.
+"""timm's SwinTransformer (Swin v1 and Swin-S3) and SwinTransformerV2 as vitgraph specs.
 
 Node ids follow timm's module names (``layers.2.blocks.5.attn.qkv``), so every key maps
-to itself except the classifier, ``head.fc`` in timm and ``head`` here.
+to itself except the classifier, ``head.fc`` in timm and ``head`` here. Swin v2's stages
+are v1's with the ``swinv2_layer`` block and patch merging that normalises last.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from vitgraph.interop.timm import (
 )
 
 
-@timm_converter("SwinTransformer")
+@timm_converter("SwinTransformer", "SwinTransformerV2")
 def convert_swin(model: Reference) -> Conversion:
     if getattr(model, "dynamic_img_size", False):
         raise refuse(
@@ -90,6 +91,7 @@ def _stages(model: Reference) -> dict[str, Any]:
     """One ``layers`` repeat with every stage's settings under ``at``."""
     if getattr(model.layers[0].blocks[0], "always_partition", False):
         raise refuse(model, "always_partition=True", "windows larger than the grid, padded")
+    v2 = type(model).__name__ == "SwinTransformerV2"
     per_stage: dict[int, dict[str, Any]] = {}
     for index, stage in enumerate(model.layers):
         downsample = not isinstance(stage.downsample, nn.Identity)
@@ -134,13 +136,15 @@ def _stages(model: Reference) -> dict[str, Any]:
             "window": window[0],
             "downsample": downsample,
             "mlp_ratio": width_ratio(mlp.fc1.out_features, mlp.fc1.in_features),
-            "qkv_bias": attn.qkv.bias is not None,
+            "qkv_bias": (attn.q_bias if v2 else attn.qkv.bias) is not None,
             "attn_drop": float(attn.attn_drop.p),
             "proj_drop": float(attn.proj_drop.p),
             "drop_path_start": rates[0],
             "drop_path_step": step,
             "norm_eps": layernorm_eps(model, first.norm1, "norm_layer"),
         }
+        if v2:
+            per_stage[index].update(_v2_stage(model, first.attn, index))
         if activation_name(model, mlp.act, "act_layer") != "gelu":
             raise refuse(model, f"act_layer={type(mlp.act).__name__}")
     return {
@@ -151,3 +155,18 @@ def _stages(model: Reference) -> dict[str, Any]:
         "heads": 1,
         "at": per_stage,
     }
+
+
+def _v2_stage(model: Reference, attn: Reference, index: int) -> dict[str, Any]:
+    """A Swin v2 stage's settings beyond v1's: its block kind, patch merging that
+    normalises last, and the window its position-bias MLP was pre-trained at (timm's
+    ``pretrained_window_sizes``; 0: the window itself)."""
+    pretrained = tuple(attn.pretrained_window_size)
+    if pretrained[0] != pretrained[1]:
+        raise refuse(
+            model, f"pretrained_window_sizes with {pretrained} in layers.{index}", "only square"
+        )
+    settings: dict[str, Any] = {"layer": "swinv2_layer", "merge_norm_last": True}
+    if pretrained[0] > 0:
+        settings["pretrained_window"] = pretrained[0]
+    return settings
