@@ -17,6 +17,7 @@ import torch
 from torch import fx, nn
 
 from vitgraph.ir import Validated
+from vitgraph.model import intermediates
 from vitgraph.model.layout import cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
@@ -27,7 +28,7 @@ from vitgraph.model.segments import (
     get_plan,
     widths,
 )
-from vitgraph.shapes import Tokens, Vector
+from vitgraph.shapes import Image, Tokens, Vector
 
 
 class VitgraphModel(fx.GraphModule):
@@ -86,6 +87,37 @@ class VitgraphModel(fx.GraphModule):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         set_grad_checkpointing(self, enable)
+
+    # timm's current contract (vitgraph.model.intermediates)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        return intermediates.forward_intermediates(
+            self, x, indices, norm, stop_early, output_fmt, intermediates_only
+        )
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        return intermediates.prune_intermediate_layers(self, indices, prune_norm, prune_head)
+
+    @property
+    def feature_info(self) -> intermediates.FeatureInfo:
+        return intermediates.feature_info(self)
+
+    @property
+    def head_hidden_size(self) -> int:
+        return head_hidden_size(self)
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
@@ -179,8 +211,13 @@ def reset_classifier(
     model: fx.GraphModule, num_classes: int, global_pool: str | None = None
 ) -> None:
     """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
-    (``forward`` then returns the pre-logits features), as timm. Another pooling is a
-    graph edit, not a reset: ``global_pool`` is refused."""
+    (``forward`` then returns the pre-logits features), as timm. ``reset_classifier(0,
+    '')`` removes the pooling too: ``forward`` then returns the unpooled features, laid out
+    as ``forward_features``. Another pooling is a graph edit, not a reset: any other
+    ``global_pool`` is refused."""
+    if global_pool == "" and num_classes == 0:
+        intermediates.remove_head(model)
+        return
     if global_pool is not None:
         raise NotImplementedError(
             f"reset_classifier(global_pool={global_pool!r}): the pooling is a node of the "
@@ -228,6 +265,20 @@ def num_features(model: fx.GraphModule) -> int:
     return out.dim if isinstance(out, Vector | Tokens) else 0
 
 
+def head_hidden_size(model: fx.GraphModule) -> int:
+    """Width of what ``forward_head(pre_logits=True)`` returns (timm's
+    ``head_hidden_size``): the classifiers' input (their mean for a distilled pair, their
+    concatenation for CrossViT's branches), else the features' width."""
+    found = widths(model)
+    if found:
+        return sum(found) if len(set(found)) > 1 else found[0]
+    graph = graph_of(model)
+    out = graph.type_of(graph.outputs[0])
+    if isinstance(out, Vector):  # a headless model: the pooled features
+        return out.dim
+    return num_features(model)
+
+
 def num_prefix_tokens(model: fx.GraphModule) -> int:
     out = feature_types(model)[0]
     return out.prefix if isinstance(out, Tokens) else 0
@@ -264,10 +315,18 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
         (name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)), ""
     )
     classifiers = classifier_ids(model)
+    features = feature_types(model)[0]
+    pool_size: tuple[int, ...] = ()
+    if isinstance(features, Tokens) and features.grid is not None:
+        pool_size = tuple(features.grid)
+    elif isinstance(features, Image):
+        pool_size = (features.height, features.width)
     return {
         "architecture": graph.variant or graph.name,
         "input_size": tuple(graph.input_shape[-3:]),
+        # the position and relative tables are sized for this input (no dynamic size yet)
         "fixed_input_size": True,
+        "pool_size": pool_size,
         "interpolation": data.interpolation,
         "mean": tuple(data.mean),
         "std": tuple(data.std),

@@ -1,0 +1,502 @@
+"""timm's current model contract on a compiled model: ``forward_intermediates``,
+``prune_intermediate_layers`` and ``feature_info`` (timm's ``_features.py``), read from the
+validated spec.
+
+What an *intermediate* is follows timm's choice for each family, derived from the inferred
+types alone (nothing here knows a kind or a spec by name). The candidates are the
+top-level repeat instances and composite nodes on the trunk (what ``forward_features``
+is computed from) whose output is spatial (tokens on a grid, or a map); a unit whose
+output passes its input's patch tokens on unchanged (CaiT's class-attention layers:
+the kind declares ``patch_tokens_from``) is left out. When every candidate outputs the
+same type the model is *plain* and each unit is an intermediate (ViT, DeiT, CaiT, TNT:
+timm's ``blocks.{i}``); otherwise the model is *hierarchical* and the intermediates are
+the last unit at each resolution and width (Swin's ``layers.{i}``, PVT's ``stages.{i}``,
+Twins' four stages, PiT's ``transformers.{i}``, LeViT's three stages: timm's stage
+outputs).
+
+Intermediates are returned as timm does: the prefix tokens removed, as ``(B, C, H, W)``
+maps (``output_fmt='NCHW'``) or ``(B, L, C)`` tokens (``'NLC'``); ``norm=True`` passes
+each through the model's final norm where that norm fits it (its width, and a feature
+layout that keeps the patch tokens: not PiT's, whose norm only ever sees the class
+tokens), as timm's ViT (every intermediate) and Swin / Twins (the last stage only).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+from collections.abc import Sequence
+from typing import Any
+
+import torch
+from torch import fx, nn
+
+from vitgraph.compiler import META_ID
+from vitgraph.ir import INPUT, Inferred, Validated
+from vitgraph.model.layout import cache, cached_layout, graph_of
+from vitgraph.model.segments import _plan, _prune, _unit_fn, feature_types
+from vitgraph.shapes import Image, TensorType, Tokens
+
+OUTPUT_FORMATS = ("NCHW", "NLC")
+
+
+# ------------------------------------------------------------------ what the units are
+
+
+def intermediate_units(graph: Validated) -> list[str]:
+    """The ids of the units whose outputs are the model's intermediates (module docstring),
+    in execution order; empty when the model has none (a model on integer ids)."""
+    from vitgraph.model.layout import feature_nodes
+
+    by_id = {n.id: n for n in graph.nodes}
+    trunk: set[str] = set()
+    stack = [graph.resolve(f) for f in feature_nodes(graph)]
+    while stack:
+        current = stack.pop()
+        if current in trunk or current not in by_id:
+            continue
+        trunk.add(current)
+        stack.extend(by_id[current].inputs)
+    units: list[str] = []
+    for node in graph.nodes:
+        if node.id not in trunk or not node.path or len(node.path) < 2:
+            continue
+        unit = node.top
+        if unit not in units and _is_unit(graph, unit):
+            units.append(unit)
+    candidates = [u for u in units if _spatial(graph.type_of(u)) and not _passes_patches(graph, u)]
+    signatures = [_signature(graph.type_of(u)) for u in candidates]
+    if len(set(signatures)) <= 1:
+        return candidates
+    return [
+        unit
+        for k, unit in enumerate(candidates)
+        if k + 1 == len(candidates) or signatures[k + 1] != signatures[k]
+    ]
+
+
+def _is_unit(graph: Validated, unit: str) -> bool:
+    """A repeat instance (``blocks.3``) or a composite node used once (``stage1``)."""
+    return unit in graph.aliases
+
+
+def _spatial(kind: TensorType) -> bool:
+    if isinstance(kind, Image):
+        return True
+    return isinstance(kind, Tokens) and _grid(kind) is not None
+
+
+def _grid(kind: Tokens) -> tuple[int, int] | None:
+    """The patch grid; a square one for tokens that lost theirs on the way but count a
+    square number of patches (TNT's)."""
+    if kind.grid is not None:
+        return kind.grid
+    side = math.isqrt(kind.patches)
+    return (side, side) if kind.patches and side * side == kind.patches else None
+
+
+def _signature(kind: TensorType) -> tuple[int, ...]:
+    """Resolution and width (not the prefix count: PVT's class token joins a stage)."""
+    if isinstance(kind, Image):
+        return kind.shape
+    assert isinstance(kind, Tokens)
+    return (*(_grid(kind) or ()), kind.dim)
+
+
+def _passes_patches(graph: Validated, unit: str) -> bool:
+    """The unit's output node passes its input's patch tokens on unchanged (its kind's
+    ``patch_tokens_from`` input lies outside the unit)."""
+    node = graph.node(graph.resolve(unit))
+    index = type(node.params).patch_tokens_from
+    if index is None:
+        return False
+    source = node.inputs[index]
+    return source == INPUT or not source.startswith(unit + ".")
+
+
+def take_indices(count: int, indices: int | Sequence[int] | None) -> tuple[list[int], int]:
+    """timm's ``feature_take_indices``: None takes every one, an int the last n, a sequence
+    those (negative from the end); returns the indices and the largest."""
+    if indices is None:
+        indices = count
+    if isinstance(indices, int):
+        if not 0 < indices <= count:
+            raise ValueError(f"last-n ({indices}) is out of range (1 to {count})")
+        taken = [count - indices + i for i in range(indices)]
+    else:
+        taken = []
+        for i in indices:
+            index = count + i if i < 0 else i
+            if not 0 <= index < count:
+                raise ValueError(f"feature index {index} is out of range (0 to {count - 1})")
+            taken.append(index)
+        if not taken:
+            raise ValueError("indices is an empty sequence: name at least one unit")
+    return taken, max(taken)
+
+
+def units_of(model: fx.GraphModule) -> list[str]:
+    entry = cache(model)
+    if "units" not in entry:
+        entry["units"] = intermediate_units(graph_of(model))
+    return entry["units"]
+
+
+def _units_or_refuse(model: fx.GraphModule) -> list[str]:
+    units = units_of(model)
+    if not units:
+        raise NotImplementedError(
+            f"{graph_of(model).name}: this model has no repeated units on a spatial grid "
+            "to take intermediates from"
+        )
+    return units
+
+
+# ------------------------------------------------------------------ feature_info
+
+
+class FeatureInfo(list):  # type: ignore[type-arg]
+    """timm's feature info: a list of ``{num_chs, reduction, module}`` dicts (what timm's
+    models hold as ``feature_info``) with the accessors of timm's ``FeatureInfo``
+    (``channels()``, ``reduction()``, ``module_name()``) that ``features_only`` models
+    answer."""
+
+    def __init__(self, infos: Sequence[dict[str, Any]], out_indices: Sequence[int] = ()) -> None:
+        super().__init__(infos)
+        self.out_indices = tuple(out_indices) or tuple(range(len(infos)))
+
+    def _get(self, key: str, idx: int | Sequence[int] | None) -> Any:
+        if idx is None:
+            return [self[i][key] for i in range(len(self))]
+        if isinstance(idx, int):
+            return self[idx][key]
+        return [self[i][key] for i in idx]
+
+    def channels(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("num_chs", idx)
+
+    def reduction(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("reduction", idx)
+
+    def module_name(self, idx: int | Sequence[int] | None = None) -> Any:
+        return self._get("module", idx)
+
+    def get_dicts(self, keys: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        return [dict(d) if keys is None else {k: d[k] for k in keys} for d in self]
+
+
+def feature_info(model: fx.GraphModule) -> FeatureInfo:
+    """One entry per intermediate: its width, its stride from the input, its unit."""
+    graph = graph_of(model)
+    source = graph.input_type
+    height = source.shape[-2] if isinstance(source, Image) else None
+    infos: list[dict[str, Any]] = []
+    previous: tuple[int, int] | None = None  # (rows, reduction) of the unit before
+    for unit in units_of(model):
+        kind = graph.type_of(unit)
+        rows = kind.height if isinstance(kind, Image) else _grid(kind)[0]  # type: ignore[union-attr,index]
+        channels = kind.channels if isinstance(kind, Image) else kind.dim  # type: ignore[union-attr]
+        if previous is None:
+            reduction = _reduction(height, rows) if height else 1
+        else:  # a stage halves the grid: timm's nominal stride, even where it padded
+            reduction = previous[1] * max(1, round(previous[0] / rows))
+        previous = (rows, reduction)
+        infos.append({"num_chs": channels, "reduction": reduction, "module": unit})
+    return FeatureInfo(infos)
+
+
+def _reduction(height: int, rows: int) -> int:
+    """The stride of a grid of ``rows`` over ``height`` pixels: exact when it divides,
+    else the nominal power of two (a stage that padded: Swin's last at 112 px, 4 rows
+    for stride 32)."""
+    if height % rows == 0:
+        return height // rows
+    return 2 ** round(math.log2(height / rows))
+
+
+# ------------------------------------------------------------------ the fx pieces
+
+
+def tokens_to_map(x: torch.Tensor, *, prefix: int, grid: tuple[int, int]) -> torch.Tensor:
+    """Patch tokens (B, prefix + H*W, C) as a (B, C, H, W) map."""
+    return x[:, prefix:].unflatten(1, grid).permute(0, 3, 1, 2).contiguous()
+
+
+def drop_prefix(x: torch.Tensor, *, prefix: int) -> torch.Tensor:
+    """Patch tokens (B, H*W, C) without the prefix tokens."""
+    return x[:, prefix:]
+
+
+def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
+    """A (B, C, H, W) map as (B, H*W, C) tokens."""
+    return x.flatten(2).transpose(1, 2)
+
+
+def _emit_format(graph: fx.Graph, value: fx.Node, kind: TensorType, fmt: str) -> fx.Node:
+    if isinstance(kind, Image):
+        return value if fmt == "NCHW" else graph.call_function(map_to_tokens, (value,))
+    assert isinstance(kind, Tokens)
+    if fmt == "NLC":
+        return graph.call_function(drop_prefix, (value,), {"prefix": kind.prefix})
+    return graph.call_function(
+        tokens_to_map, (value,), {"prefix": kind.prefix, "grid": _grid(kind)}
+    )
+
+
+def final_norm(model: fx.GraphModule) -> str | None:
+    """The spec node of the model's final norm: the (one) feature node when its kind is a
+    norm and the feature layout keeps the patch tokens; None otherwise."""
+    graph = graph_of(model)
+    lay = cached_layout(model)
+    if len(lay.features) != 1:
+        return None
+    node = graph.node(graph.resolve(lay.features[0]))
+    fmt = lay.formats[0]
+    if type(node.params).role != "norm" or (fmt is not None and fmt.back is None):
+        return None
+    return node.id
+
+
+def _norm_fits(graph: Validated, norm: str | None, unit: str) -> bool:
+    if norm is None:
+        return False
+    before = graph.type_of(graph.node(norm).inputs[0])
+    kind = graph.type_of(unit)
+    return isinstance(before, Tokens) and isinstance(kind, Tokens) and before.dim == kind.dim
+
+
+def _emit_norm(model: fx.GraphModule, graph: fx.Graph, env: dict, norm: str, value: fx.Node):
+    """A copy of the final norm's fx node applied to ``value``."""
+    lay = cached_layout(model)
+    spec = graph_of(model)
+    original = lay.fx_of[norm]
+    data = lay.fx_of[spec.node(norm).inputs[0]]
+    return graph.node_copy(original, lambda arg: value if arg is data else env[arg])
+
+
+def _intermediates_graph(
+    model: fx.GraphModule, taken: tuple[int, ...], norm: bool, fmt: str, only: bool
+) -> fx.Graph:
+    spec = graph_of(model)
+    lay = cached_layout(model)
+    units = units_of(model)
+    graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    graph.graph_copy(model.graph, env)
+    norm_id = final_norm(model) if norm else None
+    taps = []
+    for index in taken:
+        unit = units[index]
+        value = env[lay.fx_of[spec.resolve(unit)]]
+        if norm_id is not None and _norm_fits(spec, norm_id, unit):
+            value = _emit_norm(model, graph, env, norm_id, value)
+        taps.append(_emit_format(graph, value, spec.type_of(unit), fmt))
+    if only:
+        graph.output(taps)
+    else:
+        outs = []
+        for name, kind, layout in zip(lay.features, feature_types(model), lay.formats, strict=True):
+            out = env[lay.fx_of[name]]
+            if layout is not None and isinstance(kind, Tokens):
+                out = graph.call_function(layout.out, (out,), layout.keywords(kind))
+            outs.append(out)
+        graph.output((outs[0] if len(outs) == 1 else outs, taps))
+    _prune(graph)
+    return graph
+
+
+def forward_intermediates(
+    model: fx.GraphModule,
+    x: torch.Tensor,
+    indices: int | Sequence[int] | None = None,
+    norm: bool = False,
+    stop_early: bool = False,
+    output_fmt: str = "NCHW",
+    intermediates_only: bool = False,
+) -> Any:
+    """timm's ``forward_intermediates``: ``(forward_features(x), intermediates)``, or the
+    intermediates alone. ``indices``: an int takes the last n units, a sequence those
+    (negative from the end), None every one. With ``intermediates_only`` the run always
+    stops after the last unit asked for (``stop_early`` changes nothing then); without
+    it the final features need the whole trunk, so ``stop_early`` is accepted and the run
+    goes on (timm's families disagree on what a stopped run's final output is)."""
+    if output_fmt not in OUTPUT_FORMATS:
+        raise ValueError(f"output_fmt must be one of {', '.join(OUTPUT_FORMATS)}, got {output_fmt!r}")
+    units = _units_or_refuse(model)
+    taken, _ = take_indices(len(units), indices)
+    checkpointing = bool(getattr(model, "grad_checkpointing", False))
+    key = ("intermediates", tuple(taken), bool(norm), output_fmt, bool(intermediates_only))
+    entry = cache(model)
+    plans = entry.setdefault("intermediate_plans", {})
+    if (key, checkpointing) not in plans:
+        graph = _intermediates_graph(model, tuple(taken), bool(norm), output_fmt, intermediates_only)
+        plans[(key, checkpointing)] = _plan(graph, _unit_fn(model, checkpointing), "intermediates")
+    del stop_early  # see the docstring
+    return plans[(key, checkpointing)].run(model, x)
+
+
+# ------------------------------------------------------------------ cutting the model
+
+
+def _set_spec(model: fx.GraphModule, order: list[Any], types: dict[str, Any], outputs: list[str]) -> None:
+    """Give ``model`` the validated spec of ``order`` (its nodes now), so every part of the
+    API reads the cut model."""
+    spec = graph_of(model)
+    kept = {n.id for n in order}
+    expanded = dataclasses.replace(
+        spec.expanded,
+        nodes=[n for n in spec.expanded.nodes if n.id in kept],
+        outputs=outputs,
+        features=[f for f in spec.features if spec.resolve(f) in kept],
+    )
+    graph = spec.inferred.graph.subgraph(kept).copy()
+    for node in order:  # the edges of rewired inputs
+        graph.add_edges_from((name, node.id) for name in node.inputs if name in kept)
+    inferred = Inferred(order, types, graph)
+    graph_class: Any = type(spec)
+    model.vitgraph_graph = graph_class(spec.source, spec.variant, spec.overrides, expanded, inferred)
+    cache(model).clear()
+
+
+def cut(model: fx.GraphModule, last: str, norm: str | None = None) -> None:
+    """Rewrite ``model`` in place to end at node ``last``, followed by the final norm
+    ``norm`` when given (applied to ``last``'s output); whatever came after is removed,
+    parameters included."""
+    spec = graph_of(model)
+    lay = cached_layout(model)
+    by_id = {n.id: n for n in spec.nodes}
+    end = spec.resolve(last)
+    kept = _ancestors(by_id, end)
+    order = [n for n in spec.nodes if n.id in kept]
+    types = dict(spec.inferred.types)
+    fx_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    fx_graph.graph_copy(model.graph, env)
+    value = env[lay.fx_of[end]]
+    outputs = [end]
+    if norm is not None and norm != end:
+        order.append(dataclasses.replace(by_id[norm], inputs=[end]))
+        types[norm] = types[end]
+        value = _emit_norm(model, fx_graph, env, norm, value)
+        value.meta[META_ID] = norm
+        outputs = [norm]
+    fx_graph.output(value)
+    _prune(fx_graph)
+    _replace_graph(model, fx_graph)
+    _set_spec(model, order, types, outputs)
+
+
+def bypass(model: fx.GraphModule, old: str, new: str) -> None:
+    """Rewrite ``model`` in place so that what read node ``old`` reads ``new`` (of the
+    same type) instead; what computed ``old`` from ``new`` is removed."""
+    spec = graph_of(model)
+    lay = cached_layout(model)
+    by_id = {n.id: n for n in spec.nodes}
+    old, new = spec.resolve(old), spec.resolve(new)
+    dropped = _ancestors(by_id, old) - _ancestors(by_id, new)
+    order = [
+        dataclasses.replace(n, inputs=[new if i == old else i for i in n.inputs])
+        for n in spec.nodes
+        if n.id not in dropped
+    ]
+    fx_graph = fx.Graph()
+    env: dict[fx.Node, fx.Node] = {}
+    result = fx_graph.graph_copy(model.graph, env)
+    env[lay.fx_of[old]].replace_all_uses_with(env[lay.fx_of[new]])
+    before, after = env[lay.fx_of[old]], env[lay.fx_of[new]]
+    fx_graph.output(fx.node.map_arg(result, lambda n: after if n is before else n))
+    _prune(fx_graph)
+    _replace_graph(model, fx_graph)
+    _set_spec(model, order, dict(spec.inferred.types), list(spec.outputs))
+
+
+def _ancestors(by_id: dict[str, Any], target: str) -> set[str]:
+    seen: set[str] = set()
+    stack = [target]
+    while stack:
+        current = stack.pop()
+        if current in seen or current not in by_id:
+            continue
+        seen.add(current)
+        stack.extend(by_id[current].inputs)
+    return seen
+
+
+def _replace_graph(model: fx.GraphModule, graph: fx.Graph) -> None:
+    """Give ``model`` the fx graph ``graph``, dropping every submodule, parameter and
+    buffer it no longer reads."""
+    model.graph = graph
+    model.delete_all_unused_submodules()
+    used = {str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")}
+    for name, _ in list(model.named_parameters()) + list(model.named_buffers()):
+        if any(name == u or name.startswith(u + ".") for u in used):
+            continue
+        owner_path, _, leaf = name.rpartition(".")
+        owner: nn.Module = model.get_submodule(owner_path) if owner_path else model
+        owner._parameters.pop(leaf, None)
+        owner._buffers.pop(leaf, None)
+    model.recompile()
+
+
+def prune_intermediate_layers(
+    model: fx.GraphModule,
+    indices: int | Sequence[int] = 1,
+    prune_norm: bool = False,
+    prune_head: bool = True,
+) -> list[int]:
+    """timm's ``prune_intermediate_layers``: the units after the last one ``indices`` asks
+    for are removed; ``prune_head`` removes the head (pooling and classifiers: ``forward``
+    then returns the unpooled tokens, as timm's after ``reset_classifier(0, '')``);
+    ``prune_norm`` the final norm. As timm's hierarchical models, a model cut before its
+    last stage loses its head and final norm too (they are sized for the last stage), and
+    so does a model whose head reads more than the units' output (CaiT's class
+    attention: its head goes with the units, as timm's ``prune_head``)."""
+    units = _units_or_refuse(model)
+    taken, max_index = take_indices(len(units), indices)
+    spec = graph_of(model)
+    last = units[max_index]
+    norm = final_norm(model)
+    keep_norm = not prune_norm and _norm_fits(spec, norm, last)
+    # a plain model whose final norm reads the last unit: the head can stay
+    plain = norm is not None and spec.node(norm).inputs[0] == spec.resolve(units[-1])
+    if not prune_head and plain and _norm_fits(spec, norm, last):
+        bypass(model, units[-1], last)
+        if prune_norm:
+            assert norm is not None
+            bypass(model, norm, last)
+    else:
+        cut(model, last, norm if keep_norm else None)
+        model.__dict__["_vitgraph_num_classes"] = 0
+    _refresh(model)
+    return taken
+
+
+def remove_head(model: fx.GraphModule) -> None:
+    """``reset_classifier(0, '')``: the pooling and the classifiers go; ``forward`` returns
+    the features as ``forward_features`` does."""
+    lay = cached_layout(model)
+    if len(lay.features) != 1:
+        raise NotImplementedError(
+            f"reset_classifier(0, ''): this model has {len(lay.features)} feature outputs "
+            f"({', '.join(lay.features)}); remove the head by a graph edit"
+        )
+    spec = graph_of(model)
+    feature = spec.resolve(lay.features[0])
+    node = spec.node(feature)
+    fmt, kind = lay.formats[0], feature_types(model)[0]
+    cut(model, feature)
+    if fmt is not None and isinstance(kind, Tokens):  # the reference's layout (Swin: NHWC)
+        output = next(n for n in model.graph.nodes if n.op == "output")
+        with model.graph.inserting_before(output):
+            laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
+        output.args = (laid,)
+        model.recompile()
+        cache(model)["output_layout"] = fmt
+    model.__dict__["_vitgraph_num_classes"] = 0
+    _refresh(model)
+
+
+def _refresh(model: fx.GraphModule) -> None:
+    from vitgraph.model.api import set_grad_checkpointing
+
+    set_grad_checkpointing(model, bool(getattr(model, "grad_checkpointing", False)))
