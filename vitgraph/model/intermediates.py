@@ -456,16 +456,15 @@ def prune_intermediate_layers(
     spec = graph_of(model)
     last = units[max_index]
     norm = final_norm(model)
-    keep_norm = not prune_norm and _norm_fits(spec, norm, last)
-    # a plain model whose final norm reads the last unit: the head can stay
-    plain = norm is not None and spec.node(norm).inputs[0] == spec.resolve(units[-1])
-    if not prune_head and plain and _norm_fits(spec, norm, last):
+    if not prune_head and spec.type_of(units[-1]) == spec.type_of(last):
+        # a plain model keeps its head: what read the last unit reads the kept one
         bypass(model, units[-1], last)
-        if prune_norm:
-            assert norm is not None
-            bypass(model, norm, last)
+        if prune_norm and norm is not None:
+            bypass(model, norm, spec.node(norm).inputs[0])
     else:
+        keep_norm = not prune_norm and _norm_fits(spec, norm, last)
         cut(model, last, norm if keep_norm else None)
+        _lay_out_output(model)
         model.__dict__["_vitgraph_num_classes"] = 0
     _refresh(model)
     return taken
@@ -480,20 +479,24 @@ def remove_head(model: fx.GraphModule) -> None:
             f"reset_classifier(0, ''): this model has {len(lay.features)} feature outputs "
             f"({', '.join(lay.features)}); remove the head by a graph edit"
         )
-    spec = graph_of(model)
-    feature = spec.resolve(lay.features[0])
-    node = spec.node(feature)
-    fmt, kind = lay.formats[0], feature_types(model)[0]
-    cut(model, feature)
-    if fmt is not None and isinstance(kind, Tokens):  # the reference's layout (Swin: NHWC)
-        output = next(n for n in model.graph.nodes if n.op == "output")
-        with model.graph.inserting_before(output):
-            laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
-        output.args = (laid,)
-        model.recompile()
-        cache(model)["output_layout"] = fmt
+    cut(model, graph_of(model).resolve(lay.features[0]))
+    _lay_out_output(model)
     model.__dict__["_vitgraph_num_classes"] = 0
     _refresh(model)
+
+
+def _lay_out_output(model: fx.GraphModule) -> None:
+    """A model cut to its features returns them as ``forward_features`` lays them out, as
+    timm's (Swin's NHWC maps, PiT's class tokens)."""
+    lay = cached_layout(model)
+    fmt, kind = lay.formats[0], feature_types(model)[0]
+    if fmt is None or not isinstance(kind, Tokens):
+        return
+    output = next(n for n in model.graph.nodes if n.op == "output")
+    with model.graph.inserting_before(output):
+        laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
+    output.args = (laid,)
+    model.recompile()
 
 
 def _refresh(model: fx.GraphModule) -> None:
