@@ -18,7 +18,7 @@ from torch import fx, nn
 
 from vitgraph.ir import Validated
 from vitgraph.model import intermediates
-from vitgraph.model.layout import cached_layout, graph_of
+from vitgraph.model.layout import FEATURE_LAYOUTS, cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
     FORWARD,
@@ -118,6 +118,10 @@ class VitgraphModel(fx.GraphModule):
     @property
     def head_hidden_size(self) -> int:
         return head_hidden_size(self)
+
+    @property
+    def output_fmt(self) -> str:
+        return output_fmt(self)
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
@@ -279,6 +283,15 @@ def head_hidden_size(model: fx.GraphModule) -> int:
     return num_features(model)
 
 
+def output_fmt(model: fx.GraphModule) -> str:
+    """timm's ``output_fmt`` of ``forward_features``: NHWC maps where the features are
+    laid out so (Swin), NCHW for maps, NLC for tokens."""
+    fmt = cached_layout(model).formats[0]
+    if fmt is not None and fmt is FEATURE_LAYOUTS["nhwc"]:
+        return "NHWC"
+    return "NCHW" if isinstance(feature_types(model)[0], Image) else "NLC"
+
+
 def num_prefix_tokens(model: fx.GraphModule) -> int:
     out = feature_types(model)[0]
     return out.prefix if isinstance(out, Tokens) else 0
@@ -307,6 +320,17 @@ def no_weight_decay(model: fx.GraphModule) -> set[str]:
     return names
 
 
+def _linear_in(model: fx.GraphModule, node_id: str) -> str:
+    """The classifier module's own name when it is a Linear, else that of its last
+    Linear (a BatchNorm-then-Linear head)."""
+    try:
+        module = model.get_submodule(node_id)
+    except AttributeError:
+        return node_id
+    inner = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return node_id if not inner or inner[-1] == "" else f"{node_id}.{inner[-1]}"
+
+
 def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` keys, from the spec's ``data:`` section and its input."""
     graph = graph_of(model)
@@ -314,7 +338,8 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     first_conv = next(
         (name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)), ""
     )
-    classifiers = classifier_ids(model)
+    # timm names the Linear of a classifier (LeViT's ``head.linear``)
+    names = [_linear_in(model, node_id) for node_id in classifier_ids(model)]
     features = feature_types(model)[0]
     pool_size: tuple[int, ...] = ()
     if isinstance(features, Tokens) and features.grid is not None:
@@ -334,5 +359,5 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
         "crop_mode": "center",
         "num_classes": num_classes(model),
         "first_conv": first_conv,
-        "classifier": classifiers[0] if len(classifiers) == 1 else tuple(classifiers),
+        "classifier": names[0] if len(names) == 1 else tuple(names),
     }

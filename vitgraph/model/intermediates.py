@@ -59,11 +59,11 @@ def intermediate_units(graph: Validated) -> list[str]:
         stack.extend(by_id[current].inputs)
     units: list[str] = []
     for node in graph.nodes:
-        if node.id not in trunk or not node.path or len(node.path) < 2:
+        if node.id not in trunk:
             continue
         unit = node.top
-        if unit not in units and _is_unit(graph, unit):
-            units.append(unit)
+        if unit not in units and (unit in graph.aliases or node.group is not None):
+            units.append(unit)  # a repeat instance, a composite node (used once)
     candidates = [u for u in units if _spatial(graph.type_of(u)) and not _passes_patches(graph, u)]
     signatures = [_signature(graph.type_of(u)) for u in candidates]
     if len(set(signatures)) <= 1:
@@ -73,11 +73,6 @@ def intermediate_units(graph: Validated) -> list[str]:
         for k, unit in enumerate(candidates)
         if k + 1 == len(candidates) or signatures[k + 1] != signatures[k]
     ]
-
-
-def _is_unit(graph: Validated, unit: str) -> bool:
-    """A repeat instance (``blocks.3``) or a composite node used once (``stage1``)."""
-    return unit in graph.aliases
 
 
 def _spatial(kind: TensorType) -> bool:
