@@ -8,8 +8,9 @@ top-level repeat instances and composite nodes on the trunk (what ``forward_feat
 is computed from) whose output is spatial (tokens on a grid, or a map); a unit whose
 output passes its input's patch tokens on unchanged (CaiT's class-attention layers:
 the kind declares ``patch_tokens_from``) is left out. When every candidate outputs the
-same type the model is *plain* and each unit is an intermediate (ViT, DeiT, CaiT, TNT:
-timm's ``blocks.{i}``); otherwise the model is *hierarchical* and the intermediates are
+same type the model is *plain* and each instance of its largest repeat group is an
+intermediate (ViT, DeiT, CaiT, TNT: timm's ``blocks.{i}``; T2T-ViT's blocks, not its
+tokens-to-token module); otherwise the model is *hierarchical* and the intermediates are
 the last unit at each resolution and width (Swin's ``layers.{i}``, PVT's ``stages.{i}``,
 Twins' four stages, PiT's ``transformers.{i}``, LeViT's three stages: timm's stage
 outputs).
@@ -67,12 +68,25 @@ def intermediate_units(graph: Validated) -> list[str]:
     candidates = [u for u in units if _spatial(graph.type_of(u)) and not _passes_patches(graph, u)]
     signatures = [_signature(graph.type_of(u)) for u in candidates]
     if len(set(signatures)) <= 1:
-        return candidates
+        return _largest_group(candidates)
     return [
         unit
         for k, unit in enumerate(candidates)
         if k + 1 == len(candidates) or signatures[k + 1] != signatures[k]
     ]
+
+
+def _largest_group(units: list[str]) -> list[str]:
+    """Of a plain model's units, the instances of its largest repeat group (the blocks,
+    not T2T-ViT's tokens-to-token module before them); all of them if none repeats."""
+    groups: dict[str, list[str]] = {}
+    for unit in units:
+        group, _, index = unit.rpartition(".")
+        if group and index.isdigit():
+            groups.setdefault(group, []).append(unit)
+    if not groups:
+        return units
+    return max(groups.values(), key=len)
 
 
 def _spatial(kind: TensorType) -> bool:
@@ -87,7 +101,7 @@ def _grid(kind: Tokens) -> tuple[int, int] | None:
     if kind.grid is not None:
         return kind.grid
     side = math.isqrt(kind.patches)
-    return (side, side) if kind.patches and side * side == kind.patches else None
+    return (side, side) if kind.patches > 1 and side * side == kind.patches else None
 
 
 def _signature(kind: TensorType) -> tuple[int, ...]:
