@@ -74,7 +74,6 @@ LAYERS: list[tuple[str, list[str]]] = [
             "vitgraph.bench",
             "vitgraph.bench_run",
             "vitgraph.block_catalog",
-            "vitgraph.create",
             "vitgraph.diffing",
             "vitgraph.export",
             "vitgraph.pictures",

@@ -14,7 +14,7 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from vitgraph.create import create_model
+    from vitgraph.interop.create import create_model
     from vitgraph.diffing import diff
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
@@ -29,7 +29,7 @@ _EXPORTS = {
     "SpecError": "vitgraph.errors",
     "WeightsError": "vitgraph.weights.report",
     "build": "vitgraph.pipeline",
-    "create_model": "vitgraph.create",
+    "create_model": "vitgraph.interop.create",
     "diff": "vitgraph.diffing",
     "load": "vitgraph.pipeline",
     "load_weights": "vitgraph.interop.checkpoints",

@@ -109,7 +109,9 @@ class VitgraphModel(fx.GraphModule):
         prune_norm: bool = False,
         prune_head: bool = True,
     ) -> list[int]:
-        return intermediates.prune_intermediate_layers(self, indices, prune_norm, prune_head)
+        taken = intermediates.prune_intermediate_layers(self, indices, prune_norm, prune_head)
+        set_grad_checkpointing(self, _checkpointing(self))  # the forward of the cut model
+        return taken
 
     @property
     def feature_info(self) -> intermediates.FeatureInfo:
@@ -221,6 +223,7 @@ def reset_classifier(
     ``global_pool`` is refused."""
     if global_pool == "" and num_classes == 0:
         intermediates.remove_head(model)
+        set_grad_checkpointing(model, _checkpointing(model))
         return
     if global_pool is not None:
         raise NotImplementedError(

@@ -475,7 +475,6 @@ def prune_intermediate_layers(
         cut(model, last, norm if keep_norm else None)
         _lay_out_output(model)
         model.__dict__["_vitgraph_num_classes"] = 0
-    _refresh(model)
     return taken
 
 
@@ -491,7 +490,6 @@ def remove_head(model: fx.GraphModule) -> None:
     cut(model, graph_of(model).resolve(lay.features[0]))
     _lay_out_output(model)
     model.__dict__["_vitgraph_num_classes"] = 0
-    _refresh(model)
 
 
 def _lay_out_output(model: fx.GraphModule) -> None:
@@ -506,9 +504,3 @@ def _lay_out_output(model: fx.GraphModule) -> None:
         laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
     output.args = (laid,)
     model.recompile()
-
-
-def _refresh(model: fx.GraphModule) -> None:
-    from vitgraph.model.api import set_grad_checkpointing
-
-    set_grad_checkpointing(model, bool(getattr(model, "grad_checkpointing", False)))

@@ -1,4 +1,5 @@
-"""``vitgraph.create_model``: timm's entry point, for timm users.
+"""``vitgraph.create_model``: timm's entry point, for timm users (interop: it reads timm's
+argument names onto a spec's).
 
 timm's arguments map onto the spec's own knobs (its ``args`` where the spec names them,
 else its ``input:``): ``num_classes`` -> ``classes`` (0: the classifier removed, as
