@@ -39,7 +39,9 @@ def test_num_classes_zero_gives_pooled_features_and_no_pooling_the_tokens():
     pooled = vitgraph.create_model("vit_s_16", num_classes=0, img_size=32, depth=1)
     assert pooled(torch.randn(2, 3, 32, 32)).shape == (2, 384)
     assert pooled.num_classes == 0
-    unpooled = vitgraph.create_model("vit_s_16", num_classes=0, global_pool="", img_size=32, depth=1)
+    unpooled = vitgraph.create_model(
+        "vit_s_16", num_classes=0, global_pool="", img_size=32, depth=1
+    )
     assert unpooled(torch.randn(2, 3, 32, 32)).shape == (2, 5, 384)
 
 

@@ -14,11 +14,11 @@ import importlib
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
-    from vitgraph.interop.create import create_model
     from vitgraph.diffing import diff
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
     from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.interop.create import create_model
     from vitgraph.passes import optimize
     from vitgraph.pipeline import build, load
     from vitgraph.weights import WeightsError, save_weights

@@ -218,5 +218,7 @@ def test_features_only_returns_the_last_three_blocks_of_a_plain_model_as_timm():
     taps = features_only(copy.deepcopy(ours))
     assert taps.feature_info.out_indices == (0, 1, 2)
     assert taps.feature_info.channels() == [384] * 3
-    for a, b in zip(taps(x), reference.forward_intermediates(x, intermediates_only=True), strict=True):
+    for a, b in zip(
+        taps(x), reference.forward_intermediates(x, intermediates_only=True), strict=True
+    ):
         assert_close(a, b)

@@ -51,7 +51,9 @@ def default_out_indices(model: fx.GraphModule) -> tuple[int, ...]:
     return tuple(range(len(units) - count, len(units)))
 
 
-def features_only(model: fx.GraphModule, out_indices: int | Sequence[int] | None = None) -> FeatureTaps:
+def features_only(
+    model: fx.GraphModule, out_indices: int | Sequence[int] | None = None
+) -> FeatureTaps:
     """The features-only model of ``model`` (which it shares its parameters with)."""
     units = units_of(model)
     if not units:

@@ -330,7 +330,9 @@ def forward_intermediates(
     it the final features need the whole trunk, so ``stop_early`` is accepted and the run
     goes on (timm's families disagree on what a stopped run's final output is)."""
     if output_fmt not in OUTPUT_FORMATS:
-        raise ValueError(f"output_fmt must be one of {', '.join(OUTPUT_FORMATS)}, got {output_fmt!r}")
+        raise ValueError(
+            f"output_fmt must be one of {', '.join(OUTPUT_FORMATS)}, got {output_fmt!r}"
+        )
     units = _units_or_refuse(model)
     taken, _ = take_indices(len(units), indices)
     checkpointing = bool(getattr(model, "grad_checkpointing", False))
@@ -338,7 +340,9 @@ def forward_intermediates(
     entry = cache(model)
     plans = entry.setdefault("intermediate_plans", {})
     if (key, checkpointing) not in plans:
-        graph = _intermediates_graph(model, tuple(taken), bool(norm), output_fmt, intermediates_only)
+        graph = _intermediates_graph(
+            model, tuple(taken), bool(norm), output_fmt, intermediates_only
+        )
         plans[(key, checkpointing)] = _plan(graph, _unit_fn(model, checkpointing), "intermediates")
     del stop_early  # see the docstring
     return plans[(key, checkpointing)].run(model, x)
@@ -347,7 +351,9 @@ def forward_intermediates(
 # ------------------------------------------------------------------ cutting the model
 
 
-def _set_spec(model: fx.GraphModule, order: list[Any], types: dict[str, Any], outputs: list[str]) -> None:
+def _set_spec(
+    model: fx.GraphModule, order: list[Any], types: dict[str, Any], outputs: list[str]
+) -> None:
     """Give ``model`` the validated spec of ``order`` (its nodes now), so every part of the
     API reads the cut model."""
     spec = graph_of(model)
@@ -363,7 +369,9 @@ def _set_spec(model: fx.GraphModule, order: list[Any], types: dict[str, Any], ou
         graph.add_edges_from((name, node.id) for name in node.inputs if name in kept)
     inferred = Inferred(order, types, graph)
     graph_class: Any = type(spec)
-    model.vitgraph_graph = graph_class(spec.source, spec.variant, spec.overrides, expanded, inferred)
+    model.vitgraph_graph = graph_class(
+        spec.source, spec.variant, spec.overrides, expanded, inferred
+    )
     cache(model).clear()
 
 
