@@ -149,11 +149,8 @@ def _from_headless(model: Reference) -> nn.Module:
     """The twin of a headless timm model: converted with a one-class head (``headed``),
     then reset as the model was."""
     with headed(model) as pooled:
-        ours = _convert(model)
-    if pooled:
-        ours.reset_classifier(0)
-    else:
-        ours.reset_classifier(0, "")
+        ours: Any = _convert(model)  # a VitgraphModel
+    ours.reset_classifier(0, None if pooled else "")
     return ours
 
 

@@ -164,7 +164,7 @@ def _units_or_refuse(model: fx.GraphModule) -> list[str]:
 # ------------------------------------------------------------------ feature_info
 
 
-class FeatureInfo(list):  # type: ignore[type-arg]
+class FeatureInfo(list[dict[str, Any]]):
     """timm's feature info: a list of ``{num_chs, reduction, module}`` dicts (what timm's
     models hold as ``feature_info``) with the accessors of timm's ``FeatureInfo``
     (``channels()``, ``reduction()``, ``module_name()``) that ``features_only`` models
@@ -203,8 +203,11 @@ def feature_info(model: fx.GraphModule) -> FeatureInfo:
     previous: tuple[int, int] | None = None  # (rows, reduction) of the unit before
     for unit in units_of(model):
         kind = graph.type_of(unit)
-        rows = kind.height if isinstance(kind, Image) else _grid(kind)[0]  # type: ignore[union-attr,index]
-        channels = kind.channels if isinstance(kind, Image) else kind.dim  # type: ignore[union-attr]
+        if isinstance(kind, Image):
+            rows, channels = kind.height, kind.channels
+        else:
+            assert isinstance(kind, Tokens)  # a unit is spatial: a map or tokens on a grid
+            rows, channels = (_grid(kind) or (1, 1))[0], kind.dim
         if previous is None:
             reduction = _reduction(height, rows) if height else 1
         else:  # a stage halves the grid: timm's nominal stride, even where it padded
