@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from vitgraph.ir import Validated
-from vitgraph.model import intermediates
+from vitgraph.model import intermediates, pruning
 from vitgraph.model.layout import FEATURE_LAYOUTS, cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
@@ -109,7 +109,7 @@ class VitgraphModel(fx.GraphModule):
         prune_norm: bool = False,
         prune_head: bool = True,
     ) -> list[int]:
-        taken = intermediates.prune_intermediate_layers(self, indices, prune_norm, prune_head)
+        taken = pruning.prune_intermediate_layers(self, indices, prune_norm, prune_head)
         set_grad_checkpointing(self, _checkpointing(self))  # the forward of the cut model
         return taken
 
@@ -222,7 +222,7 @@ def reset_classifier(
     as ``forward_features``. Another pooling is a graph edit, not a reset: any other
     ``global_pool`` is refused."""
     if global_pool == "" and num_classes == 0:
-        intermediates.remove_head(model)
+        pruning.remove_head(model)
         set_grad_checkpointing(model, _checkpointing(model))
         return
     if global_pool is not None:

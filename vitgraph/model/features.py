@@ -13,9 +13,9 @@ from torch import fx
 
 from vitgraph.model.intermediates import (
     FeatureInfo,
-    _intermediates_graph,
-    _signature,
     feature_info,
+    intermediates_graph,
+    signature,
     take_indices,
     units_of,
 )
@@ -46,7 +46,7 @@ def default_out_indices(model: fx.GraphModule) -> tuple[int, ...]:
     plain one (its ``out_indices=3`` of ViT, CaiT, TNT)."""
     units = units_of(model)
     spec = graph_of(model)
-    plain = len({_signature(spec.type_of(u)) for u in units}) <= 1
+    plain = len({signature(spec.type_of(u)) for u in units}) <= 1
     count = len(units) if not plain else min(3, len(units))
     return tuple(range(len(units) - count, len(units)))
 
@@ -63,7 +63,7 @@ def features_only(
         )
     wanted = default_out_indices(model) if out_indices is None else out_indices
     taken, _ = take_indices(len(units), wanted)
-    graph = _intermediates_graph(model, tuple(taken), False, "NCHW", True)
+    graph = intermediates_graph(model, tuple(taken), False, "NCHW", True)
     cfg = dict(getattr(model, "pretrained_cfg", {}))
     infos = feature_info(model)
     taps = FeatureTaps(model, graph, class_name="FeatureTaps")

@@ -1,6 +1,6 @@
-"""timm's current model contract on a compiled model: ``forward_intermediates``,
-``prune_intermediate_layers`` and ``feature_info`` (timm's ``_features.py``), read from the
-validated spec.
+"""timm's current model contract on a compiled model: ``forward_intermediates`` and
+``feature_info`` (timm's ``_features.py``), read from the validated spec
+(``prune_intermediate_layers`` cuts the model: ``vitgraph.model.pruning``).
 
 What an *intermediate* is follows timm's choice for each family, derived from the inferred
 types alone (nothing here knows a kind or a spec by name). The candidates are the
@@ -24,17 +24,15 @@ tokens), as timm's ViT (every intermediate) and Swin / Twins (the last stage onl
 
 from __future__ import annotations
 
-import dataclasses
 import math
 from collections.abc import Sequence
 from typing import Any
 
 import torch
-from torch import fx, nn
+from torch import fx
 
-from vitgraph.compiler import META_ID
-from vitgraph.ir import INPUT, Inferred, Validated
-from vitgraph.model.layout import cache, cached_layout, graph_of
+from vitgraph.ir import INPUT, Validated
+from vitgraph.model.layout import cache, cached_layout, feature_nodes, graph_of
 from vitgraph.model.segments import _plan, _prune, _unit_fn, feature_types
 from vitgraph.shapes import Image, TensorType, Tokens
 
@@ -46,9 +44,7 @@ OUTPUT_FORMATS = ("NCHW", "NLC")
 
 def intermediate_units(graph: Validated) -> list[str]:
     """The ids of the units whose outputs are the model's intermediates (module docstring),
-    in execution order; empty when the model has none (a model on integer ids)."""
-    from vitgraph.model.layout import feature_nodes
-
+    in execution order; empty when the model has none."""
     by_id = {n.id: n for n in graph.nodes}
     trunk: set[str] = set()
     stack = [graph.resolve(f) for f in feature_nodes(graph)]
@@ -66,7 +62,7 @@ def intermediate_units(graph: Validated) -> list[str]:
         if unit not in units and (unit in graph.aliases or node.group is not None):
             units.append(unit)  # a repeat instance, a composite node (used once)
     candidates = [u for u in units if _spatial(graph.type_of(u)) and not _passes_patches(graph, u)]
-    signatures = [_signature(graph.type_of(u)) for u in candidates]
+    signatures = [signature(graph.type_of(u)) for u in candidates]
     if len(set(signatures)) <= 1:
         return _largest_group(candidates)
     return [
@@ -104,7 +100,7 @@ def _grid(kind: Tokens) -> tuple[int, int] | None:
     return (side, side) if kind.patches > 1 and side * side == kind.patches else None
 
 
-def _signature(kind: TensorType) -> tuple[int, ...]:
+def signature(kind: TensorType) -> tuple[int, ...]:
     """Resolution and width (not the prefix count: PVT's class token joins a stage)."""
     if isinstance(kind, Image):
         return kind.shape
@@ -151,7 +147,7 @@ def units_of(model: fx.GraphModule) -> list[str]:
     return entry["units"]
 
 
-def _units_or_refuse(model: fx.GraphModule) -> list[str]:
+def units_or_refuse(model: fx.GraphModule) -> list[str]:
     units = units_of(model)
     if not units:
         raise NotImplementedError(
@@ -269,7 +265,7 @@ def final_norm(model: fx.GraphModule) -> str | None:
     return node.id
 
 
-def _norm_fits(graph: Validated, norm: str | None, unit: str) -> bool:
+def norm_fits(graph: Validated, norm: str | None, unit: str) -> bool:
     if norm is None:
         return False
     before = graph.type_of(graph.node(norm).inputs[0])
@@ -277,7 +273,7 @@ def _norm_fits(graph: Validated, norm: str | None, unit: str) -> bool:
     return isinstance(before, Tokens) and isinstance(kind, Tokens) and before.dim == kind.dim
 
 
-def _emit_norm(model: fx.GraphModule, graph: fx.Graph, env: dict, norm: str, value: fx.Node):
+def emit_norm(model: fx.GraphModule, graph: fx.Graph, env: dict, norm: str, value: fx.Node):
     """A copy of the final norm's fx node applied to ``value``."""
     lay = cached_layout(model)
     spec = graph_of(model)
@@ -286,7 +282,7 @@ def _emit_norm(model: fx.GraphModule, graph: fx.Graph, env: dict, norm: str, val
     return graph.node_copy(original, lambda arg: value if arg is data else env[arg])
 
 
-def _intermediates_graph(
+def intermediates_graph(
     model: fx.GraphModule, taken: tuple[int, ...], norm: bool, fmt: str, only: bool
 ) -> fx.Graph:
     spec = graph_of(model)
@@ -300,8 +296,8 @@ def _intermediates_graph(
     for index in taken:
         unit = units[index]
         value = env[lay.fx_of[spec.resolve(unit)]]
-        if norm_id is not None and _norm_fits(spec, norm_id, unit):
-            value = _emit_norm(model, graph, env, norm_id, value)
+        if norm_id is not None and norm_fits(spec, norm_id, unit):
+            value = emit_norm(model, graph, env, norm_id, value)
         taps.append(_emit_format(graph, value, spec.type_of(unit), fmt))
     if only:
         graph.output(taps)
@@ -336,182 +332,14 @@ def forward_intermediates(
         raise ValueError(
             f"output_fmt must be one of {', '.join(OUTPUT_FORMATS)}, got {output_fmt!r}"
         )
-    units = _units_or_refuse(model)
+    units = units_or_refuse(model)
     taken, _ = take_indices(len(units), indices)
     checkpointing = bool(getattr(model, "grad_checkpointing", False))
     key = ("intermediates", tuple(taken), bool(norm), output_fmt, bool(intermediates_only))
     entry = cache(model)
     plans = entry.setdefault("intermediate_plans", {})
     if (key, checkpointing) not in plans:
-        graph = _intermediates_graph(
-            model, tuple(taken), bool(norm), output_fmt, intermediates_only
-        )
+        graph = intermediates_graph(model, tuple(taken), bool(norm), output_fmt, intermediates_only)
         plans[(key, checkpointing)] = _plan(graph, _unit_fn(model, checkpointing), "intermediates")
     del stop_early  # see the docstring
     return plans[(key, checkpointing)].run(model, x)
-
-
-# ------------------------------------------------------------------ cutting the model
-
-
-def _set_spec(
-    model: fx.GraphModule, order: list[Any], types: dict[str, Any], outputs: list[str]
-) -> None:
-    """Give ``model`` the validated spec of ``order`` (its nodes now), so every part of the
-    API reads the cut model."""
-    spec = graph_of(model)
-    kept = {n.id for n in order}
-    expanded = dataclasses.replace(
-        spec.expanded,
-        nodes=[n for n in spec.expanded.nodes if n.id in kept],
-        outputs=outputs,
-        features=[f for f in spec.features if spec.resolve(f) in kept],
-    )
-    graph = spec.inferred.graph.subgraph(kept).copy()
-    for node in order:  # the edges of rewired inputs
-        graph.add_edges_from((name, node.id) for name in node.inputs if name in kept)
-    inferred = Inferred(order, types, graph)
-    graph_class: Any = type(spec)
-    model.vitgraph_graph = graph_class(
-        spec.source, spec.variant, spec.overrides, expanded, inferred
-    )
-    cache(model).clear()
-
-
-def cut(model: fx.GraphModule, last: str, norm: str | None = None) -> None:
-    """Rewrite ``model`` in place to end at node ``last``, followed by the final norm
-    ``norm`` when given (applied to ``last``'s output); whatever came after is removed,
-    parameters included."""
-    spec = graph_of(model)
-    lay = cached_layout(model)
-    by_id = {n.id: n for n in spec.nodes}
-    end = spec.resolve(last)
-    kept = _ancestors(by_id, end)
-    order = [n for n in spec.nodes if n.id in kept]
-    types = dict(spec.inferred.types)
-    fx_graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    fx_graph.graph_copy(model.graph, env)
-    value = env[lay.fx_of[end]]
-    outputs = [end]
-    if norm is not None and norm != end:
-        order.append(dataclasses.replace(by_id[norm], inputs=[end]))
-        types[norm] = types[end]
-        value = _emit_norm(model, fx_graph, env, norm, value)
-        value.meta[META_ID] = norm
-        outputs = [norm]
-    fx_graph.output(value)
-    _prune(fx_graph)
-    _replace_graph(model, fx_graph)
-    _set_spec(model, order, types, outputs)
-
-
-def bypass(model: fx.GraphModule, old: str, new: str) -> None:
-    """Rewrite ``model`` in place so that what read node ``old`` reads ``new`` (of the
-    same type) instead; what computed ``old`` from ``new`` is removed."""
-    spec = graph_of(model)
-    lay = cached_layout(model)
-    by_id = {n.id: n for n in spec.nodes}
-    old, new = spec.resolve(old), spec.resolve(new)
-    dropped = _ancestors(by_id, old) - _ancestors(by_id, new)
-    order = [
-        dataclasses.replace(n, inputs=[new if i == old else i for i in n.inputs])
-        for n in spec.nodes
-        if n.id not in dropped
-    ]
-    fx_graph = fx.Graph()
-    env: dict[fx.Node, fx.Node] = {}
-    result = fx_graph.graph_copy(model.graph, env)
-    env[lay.fx_of[old]].replace_all_uses_with(env[lay.fx_of[new]])
-    before, after = env[lay.fx_of[old]], env[lay.fx_of[new]]
-    fx_graph.output(fx.node.map_arg(result, lambda n: after if n is before else n))
-    _prune(fx_graph)
-    _replace_graph(model, fx_graph)
-    _set_spec(model, order, dict(spec.inferred.types), list(spec.outputs))
-
-
-def _ancestors(by_id: dict[str, Any], target: str) -> set[str]:
-    seen: set[str] = set()
-    stack = [target]
-    while stack:
-        current = stack.pop()
-        if current in seen or current not in by_id:
-            continue
-        seen.add(current)
-        stack.extend(by_id[current].inputs)
-    return seen
-
-
-def _replace_graph(model: fx.GraphModule, graph: fx.Graph) -> None:
-    """Give ``model`` the fx graph ``graph``, dropping every submodule, parameter and
-    buffer it no longer reads."""
-    model.graph = graph
-    model.delete_all_unused_submodules()
-    used = {str(n.target) for n in graph.nodes if n.op in ("get_attr", "call_module")}
-    for name, _ in list(model.named_parameters()) + list(model.named_buffers()):
-        if any(name == u or name.startswith(u + ".") for u in used):
-            continue
-        owner_path, _, leaf = name.rpartition(".")
-        owner: nn.Module = model.get_submodule(owner_path) if owner_path else model
-        owner._parameters.pop(leaf, None)
-        owner._buffers.pop(leaf, None)
-    model.recompile()
-
-
-def prune_intermediate_layers(
-    model: fx.GraphModule,
-    indices: int | Sequence[int] = 1,
-    prune_norm: bool = False,
-    prune_head: bool = True,
-) -> list[int]:
-    """timm's ``prune_intermediate_layers``: the units after the last one ``indices`` asks
-    for are removed; ``prune_head`` removes the head (pooling and classifiers: ``forward``
-    then returns the unpooled tokens, as timm's after ``reset_classifier(0, '')``);
-    ``prune_norm`` the final norm. As timm's hierarchical models, a model cut before its
-    last stage loses its head and final norm too (they are sized for the last stage), and
-    so does a model whose head reads more than the units' output (CaiT's class
-    attention: its head goes with the units, as timm's ``prune_head``)."""
-    units = _units_or_refuse(model)
-    taken, max_index = take_indices(len(units), indices)
-    spec = graph_of(model)
-    last = units[max_index]
-    norm = final_norm(model)
-    if not prune_head and spec.type_of(units[-1]) == spec.type_of(last):
-        # a plain model keeps its head: what read the last unit reads the kept one
-        bypass(model, units[-1], last)
-        if prune_norm and norm is not None:
-            bypass(model, norm, spec.node(norm).inputs[0])
-    else:
-        keep_norm = not prune_norm and _norm_fits(spec, norm, last)
-        cut(model, last, norm if keep_norm else None)
-        _lay_out_output(model)
-        model.__dict__["_vitgraph_num_classes"] = 0
-    return taken
-
-
-def remove_head(model: fx.GraphModule) -> None:
-    """``reset_classifier(0, '')``: the pooling and the classifiers go; ``forward`` returns
-    the features as ``forward_features`` does."""
-    lay = cached_layout(model)
-    if len(lay.features) != 1:
-        raise NotImplementedError(
-            f"reset_classifier(0, ''): this model has {len(lay.features)} feature outputs "
-            f"({', '.join(lay.features)}); remove the head by a graph edit"
-        )
-    cut(model, graph_of(model).resolve(lay.features[0]))
-    _lay_out_output(model)
-    model.__dict__["_vitgraph_num_classes"] = 0
-
-
-def _lay_out_output(model: fx.GraphModule) -> None:
-    """A model cut to its features returns them as ``forward_features`` lays them out, as
-    timm's (Swin's NHWC maps, PiT's class tokens)."""
-    lay = cached_layout(model)
-    fmt, kind = lay.formats[0], feature_types(model)[0]
-    if fmt is None or not isinstance(kind, Tokens):
-        return
-    output = next(n for n in model.graph.nodes if n.op == "output")
-    with model.graph.inserting_before(output):
-        laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
-    output.args = (laid,)
-    model.recompile()
