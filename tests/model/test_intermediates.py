@@ -14,7 +14,7 @@ import torch
 import vitgraph
 from tests.families import FAMILIES
 from tests.helpers import redraw_
-from tests.model.timm_contract import assert_close
+from tests.model.timm_contract import _fx_model, assert_close
 from vitgraph.model.features import features_only
 from vitgraph.model.intermediates import intermediate_units
 
@@ -222,3 +222,34 @@ def test_features_only_returns_the_last_three_blocks_of_a_plain_model_as_timm():
         taps(x), reference.forward_intermediates(x, intermediates_only=True), strict=True
     ):
         assert_close(a, b)
+
+
+def _cat(out) -> torch.Tensor:
+    return torch.cat([t.flatten(1) for t in _flat(out)], dim=1)
+
+
+@pytest.mark.parametrize("family", list(FAMILIES))
+def test_timms_model_checks_that_need_no_reference_pass_on_every_shipped_spec(family):
+    """timm's forward (with grad checkpointing), backward with 42 classes, features_only
+    and torchvision fx checks, on each spec's reduced default variant."""
+    pytest.importorskip("torchvision.models.feature_extraction")
+    graph, model = small(family)
+    x = graph.example_input(2, seed=0)
+    with torch.no_grad():
+        out = _cat(model(x))
+        model.set_grad_checkpointing()
+        assert torch.allclose(out, _cat(model(x)), rtol=1e-4, atol=1e-5)
+        model.set_grad_checkpointing(False)
+        if not graph.extra_inputs:  # torchvision's tracer drops DETR's pixel_mask=None default
+            traced = _fx_model(model)  # timm's own torchvision feature extractor
+            assert torch.equal(_cat(tuple(traced(x).values())), out)
+    taps = features_only(model)
+    assert [t.shape[1] for t in taps(x)] == taps.feature_info.channels()
+    if model.num_classes:
+        model.reset_classifier(42)
+        model.train()
+        logits = model(x)
+        _cat(logits).mean().backward()
+        free = FAMILIES[family].small.no_grad_for(graph.variant)  # off-path by design
+        assert [n for n, p in model.named_parameters() if p.grad is None and n not in free] == []
+        assert _flat(logits)[0].shape[-1] == 42
