@@ -139,6 +139,7 @@ class MergePrefix(Block):
     kind: Literal["merge_prefix"] = "merge_prefix"
     role = "structural"
     arity = 2
+    patch_tokens_from = 1  # the sequence's patches pass through
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         new = expect_tokens(inputs[0], self.kind + " (first input: the new prefix tokens)")

@@ -19,3 +19,21 @@ def test_every_public_name_is_the_function_or_class_after_all_submodules_are_imp
         assert callable(value), name
         if name != "train":  # the training package is callable: vitgraph.train(...)
             assert not isinstance(value, types.ModuleType), name
+
+
+def test_the_public_names_are_designs_contract():
+    assert set(vitgraph.__all__) == {
+        "Graph",
+        "SpecError",
+        "WeightsError",
+        "build",
+        "create_model",
+        "diff",
+        "from_hf",
+        "from_timm",
+        "load",
+        "load_weights",
+        "optimize",
+        "save_weights",
+        "train",
+    }

@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
     from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.interop.create import create_model
     from vitgraph.passes import optimize
     from vitgraph.pipeline import build, load
     from vitgraph.weights import WeightsError, save_weights
@@ -28,6 +29,7 @@ _EXPORTS = {
     "SpecError": "vitgraph.errors",
     "WeightsError": "vitgraph.weights.report",
     "build": "vitgraph.pipeline",
+    "create_model": "vitgraph.interop.create",
     "diff": "vitgraph.diffing",
     "load": "vitgraph.pipeline",
     "load_weights": "vitgraph.interop.checkpoints",
@@ -40,6 +42,7 @@ __all__ = [
     "SpecError",
     "WeightsError",
     "build",
+    "create_model",
     "diff",
     "from_hf",
     "from_timm",

@@ -178,6 +178,11 @@ class Block(BaseModel):
     #: of its token input the kind reads only the prefix tokens (a class-token pooling, a
     #: distillation head): a feature layout that keeps only them (PiT's) may feed it
     reads_prefix_only: ClassVar[bool] = False
+    #: the output's patch tokens are this input's, unchanged (CaiT's class-attention
+    #: layer puts its new class token back in front of its input's patches): a unit
+    #: ending in such a node is not one of the model's intermediates
+    #: (``vitgraph.model.intermediates``)
+    patch_tokens_from: ClassVar[int | None] = None
 
     @classmethod
     def __pydantic_init_subclass__(cls, **kwargs: Any) -> None:

@@ -32,10 +32,12 @@ def test_from_timm_keeps_avg_pooling_and_a_reduced_width():
     assert_same_logits(vitgraph.from_timm(reference), reference, torch.randn(2, 3, 32, 32))
 
 
-def test_from_timm_refuses_a_model_without_a_classifier():
+def test_from_timm_of_a_model_without_a_classifier_gives_its_pooled_features():
     model = timm.create_model("cait_xxs24_224", pretrained=False, depth=1, num_classes=0)
-    with pytest.raises(SpecError, match="num_classes=0"):
-        vitgraph.from_timm(model)
+    reference = redraw_(model.eval())
+    ours = vitgraph.from_timm(reference)
+    assert ours.num_classes == 0
+    assert_same_logits(ours, reference, torch.randn(2, 3, 224, 224))
 
 
 def test_class_attention_layer_updates_only_the_class_token():

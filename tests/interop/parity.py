@@ -24,9 +24,9 @@ StateMap = Callable[[dict[str, torch.Tensor]], dict[str, torch.Tensor]]
 
 def timm_state_map(reference: nn.Module) -> StateMap:
     """How ``from_timm`` maps the reference's keys and tensors onto ours."""
-    from vitgraph.interop.timm import converter_for
+    from vitgraph.interop.timm import keymap_of
 
-    keymap = converter_for(reference)(reference).keymap()
+    keymap = keymap_of(reference)
     return lambda state: {keymap.rename(k): keymap.convert(k, t) for k, t in state.items()}
 
 

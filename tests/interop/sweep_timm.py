@@ -88,8 +88,8 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
     cls = type(meta).__name__
     kwargs: dict[str, object] = {"drop_rate": 0.0, "drop_path_rate": 0.0}
     if getattr(meta, "num_classes", None) == 0:
-        # a headless entrypoint (DINOv2, ...): a classifier added so the rest of the model
-        # is checked; headless twins themselves are refused by name (#20)
+        # a headless entrypoint (DINOv2, ...): a classifier added so the sweep compares
+        # logits; headless twins themselves are checked by tests/model/test_intermediates.py
         kwargs["num_classes"] = 10
     if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait", "Eva"):
         kwargs["depth"] = min(len(meta.blocks), 2)

@@ -20,12 +20,10 @@ INIT = "initialisation only: the reference's weights are copied over it"
 #: options every timm class takes with the same meaning
 COMMON = {
     "in_chans": honoured("any channel count", {"in_chans": 1}),
-    "num_classes": partly(
-        "a classifier of any width",
-        ({"num_classes": 7},),
-        "0 (a headless model)",
-        ({"num_classes": 0},),
-        issue=DYNAMIC_SIZE,
+    "num_classes": honoured(
+        "a classifier of any width; 0 (a headless model: the twin is reset to 0 classes)",
+        {"num_classes": 7},
+        {"num_classes": 0},
     ),
     "drop_rate": honoured("the dropout before the classifier", {"drop_rate": 0.25}),
     "drop_path_rate": honoured("the stochastic-depth schedule", {"drop_path_rate": 0.2}),
@@ -59,8 +57,10 @@ VISION_TRANSFORMER: dict[str, Option] = {
             {"global_pool": "map"},
             {"global_pool": "map", "class_token": False, "reg_tokens": 1},
             {"global_pool": "map", "pool_include_prefix": True, "norm_layer": "rmsnorm"},
+            {"global_pool": "", "num_classes": 0},
         ),
-        "'prr' (attention pooling of a later timm), '' (unpooled tokens, #20)",
+        "'prr' (attention pooling of a later timm), '' with a classifier (per-token "
+        "logits); '' with num_classes=0 (unpooled tokens) is honoured",
         ({"global_pool": "prr"}, {"global_pool": ""}),
         issue=DYNAMIC_SIZE,
     ),

@@ -11,9 +11,10 @@ Each family adds a converter in ``vitgraph/interop/timm_<family>.py`` with
 
 from __future__ import annotations
 
+import contextlib
 import importlib
 import pkgutil
-from collections.abc import Callable
+from collections.abc import Callable, Iterator
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -104,7 +105,63 @@ def converter_for(model: Reference) -> Converter:
 
 def from_timm(model: Reference) -> nn.Module:
     """Build the vitgraph twin of ``model`` and load its weights (every key must fit).
-    The twin is built on the reference's device, in its dtype."""
+    The twin is built on the reference's device, in its dtype. A headless model
+    (``num_classes=0``: pooled features; with ``global_pool=''``: unpooled tokens) gives a
+    twin reset the same way (``reset_classifier(0)`` / ``reset_classifier(0, '')``)."""
+    if getattr(model, "num_classes", None) == 0:
+        return _from_headless(model)
+    return _convert(model)
+
+
+def _pool_of(model: Reference) -> str | None:
+    pool = getattr(model, "global_pool", None)
+    if pool is None and hasattr(model, "head"):
+        pool = getattr(model.head, "pool_type", None)  # timm's ClassifierHead (Swin)
+    return pool if isinstance(pool, str) else None
+
+
+@contextlib.contextmanager
+def headed(model: Reference) -> Iterator[bool]:
+    """A headless timm model (``num_classes=0``) with a one-class classifier put on it for
+    the while, so a converter reads it as it reads any model (its random draw under a
+    forked RNG; the model's own head restored after). Yields whether the model pools
+    (False: ``global_pool=''``, unpooled tokens); a model with a head is left alone."""
+    if getattr(model, "num_classes", None) != 0:
+        yield True
+        return
+    unpooled = _pool_of(model) == ""
+    default_pool = "token" if getattr(model, "cls_token", None) is not None else "avg"
+    with torch.random.fork_rng(devices=[]):
+        try:
+            if unpooled:
+                model.reset_classifier(1, default_pool)
+            else:
+                model.reset_classifier(1)
+        except Exception as error:  # a timm class whose head cannot be put back
+            raise refuse(model, "num_classes=0", f"its head cannot be rebuilt: {error}") from None
+        try:
+            yield not unpooled
+        finally:
+            model.reset_classifier(0, "" if unpooled else None)
+
+
+def _from_headless(model: Reference) -> nn.Module:
+    """The twin of a headless timm model: converted with a one-class head (``headed``),
+    then reset as the model was."""
+    with headed(model) as pooled:
+        ours: Any = _convert(model)  # a VitgraphModel
+    ours.reset_classifier(0, None if pooled else "")
+    return ours
+
+
+def keymap_of(model: Reference) -> KeyMap:
+    """How ``from_timm`` maps ``model``'s keys and tensors onto its twin's (a headless
+    model's too)."""
+    with headed(model):
+        return converter_for(model)(model).keymap()
+
+
+def _convert(model: Reference) -> nn.Module:
     conversion = converter_for(model)(model)
     name = model_name(model)
     graph = load(f"<timm:{name}>", text=yaml.safe_dump(conversion.spec, sort_keys=False))

@@ -17,7 +17,8 @@ import torch
 from torch import fx, nn
 
 from vitgraph.ir import Validated
-from vitgraph.model.layout import cached_layout, graph_of
+from vitgraph.model import intermediates, pruning
+from vitgraph.model.layout import FEATURE_LAYOUTS, cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
     FORWARD,
@@ -27,7 +28,7 @@ from vitgraph.model.segments import (
     get_plan,
     widths,
 )
-from vitgraph.shapes import Tokens, Vector
+from vitgraph.shapes import Image, Tokens, Vector
 
 
 class VitgraphModel(fx.GraphModule):
@@ -86,6 +87,43 @@ class VitgraphModel(fx.GraphModule):
 
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         set_grad_checkpointing(self, enable)
+
+    # timm's current contract (vitgraph.model.intermediates)
+
+    def forward_intermediates(
+        self,
+        x: torch.Tensor,
+        indices: int | list[int] | tuple[int, ...] | None = None,
+        norm: bool = False,
+        stop_early: bool = False,
+        output_fmt: str = "NCHW",
+        intermediates_only: bool = False,
+    ) -> Any:
+        return intermediates.forward_intermediates(
+            self, x, indices, norm, stop_early, output_fmt, intermediates_only
+        )
+
+    def prune_intermediate_layers(
+        self,
+        indices: int | list[int] | tuple[int, ...] = 1,
+        prune_norm: bool = False,
+        prune_head: bool = True,
+    ) -> list[int]:
+        taken = pruning.prune_intermediate_layers(self, indices, prune_norm, prune_head)
+        set_grad_checkpointing(self, _checkpointing(self))  # the forward of the cut model
+        return taken
+
+    @property
+    def feature_info(self) -> intermediates.FeatureInfo:
+        return intermediates.feature_info(self)
+
+    @property
+    def head_hidden_size(self) -> int:
+        return head_hidden_size(self)
+
+    @property
+    def output_fmt(self) -> str:
+        return output_fmt(self)
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:
@@ -179,8 +217,14 @@ def reset_classifier(
     model: fx.GraphModule, num_classes: int, global_pool: str | None = None
 ) -> None:
     """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
-    (``forward`` then returns the pre-logits features), as timm. Another pooling is a
-    graph edit, not a reset: ``global_pool`` is refused."""
+    (``forward`` then returns the pre-logits features), as timm. ``reset_classifier(0,
+    '')`` removes the pooling too: ``forward`` then returns the unpooled features, laid out
+    as ``forward_features``. Another pooling is a graph edit, not a reset: any other
+    ``global_pool`` is refused."""
+    if global_pool == "" and num_classes == 0:
+        pruning.remove_head(model)
+        set_grad_checkpointing(model, _checkpointing(model))
+        return
     if global_pool is not None:
         raise NotImplementedError(
             f"reset_classifier(global_pool={global_pool!r}): the pooling is a node of the "
@@ -228,6 +272,29 @@ def num_features(model: fx.GraphModule) -> int:
     return out.dim if isinstance(out, Vector | Tokens) else 0
 
 
+def head_hidden_size(model: fx.GraphModule) -> int:
+    """Width of what ``forward_head(pre_logits=True)`` returns (timm's
+    ``head_hidden_size``): the classifiers' input (their mean for a distilled pair, their
+    concatenation for CrossViT's branches), else the features' width."""
+    found = widths(model)
+    if found:
+        return sum(found) if len(set(found)) > 1 else found[0]
+    graph = graph_of(model)
+    out = graph.type_of(graph.outputs[0])
+    if isinstance(out, Vector):  # a headless model: the pooled features
+        return out.dim
+    return num_features(model)
+
+
+def output_fmt(model: fx.GraphModule) -> str:
+    """timm's ``output_fmt`` of ``forward_features``: NHWC maps where the features are
+    laid out so (Swin), NCHW for maps, NLC for tokens."""
+    fmt = cached_layout(model).formats[0]
+    if fmt is not None and fmt is FEATURE_LAYOUTS["nhwc"]:
+        return "NHWC"
+    return "NCHW" if isinstance(feature_types(model)[0], Image) else "NLC"
+
+
 def num_prefix_tokens(model: fx.GraphModule) -> int:
     out = feature_types(model)[0]
     return out.prefix if isinstance(out, Tokens) else 0
@@ -256,6 +323,17 @@ def no_weight_decay(model: fx.GraphModule) -> set[str]:
     return names
 
 
+def _linear_in(model: fx.GraphModule, node_id: str) -> str:
+    """The classifier module's own name when it is a Linear, else that of its last
+    Linear (a BatchNorm-then-Linear head)."""
+    try:
+        module = model.get_submodule(node_id)
+    except AttributeError:
+        return node_id
+    inner = [name for name, m in module.named_modules() if isinstance(m, nn.Linear)]
+    return node_id if not inner or inner[-1] == "" else f"{node_id}.{inner[-1]}"
+
+
 def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     """timm's ``pretrained_cfg`` keys, from the spec's ``data:`` section and its input."""
     graph = graph_of(model)
@@ -263,11 +341,20 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     first_conv = next(
         (name for name, m in model.named_modules() if isinstance(m, nn.Conv2d | nn.Linear)), ""
     )
-    classifiers = classifier_ids(model)
+    # timm names the Linear of a classifier (LeViT's ``head.linear``)
+    names = [_linear_in(model, node_id) for node_id in classifier_ids(model)]
+    features = feature_types(model)[0]
+    pool_size: tuple[int, ...] = ()
+    if isinstance(features, Tokens) and features.grid is not None:
+        pool_size = tuple(features.grid)
+    elif isinstance(features, Image):
+        pool_size = (features.height, features.width)
     return {
         "architecture": graph.variant or graph.name,
         "input_size": tuple(graph.input_shape[-3:]),
+        # the position and relative tables are sized for this input (no dynamic size yet)
         "fixed_input_size": True,
+        "pool_size": pool_size,
         "interpolation": data.interpolation,
         "mean": tuple(data.mean),
         "std": tuple(data.std),
@@ -275,5 +362,5 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
         "crop_mode": "center",
         "num_classes": num_classes(model),
         "first_conv": first_conv,
-        "classifier": classifiers[0] if len(classifiers) == 1 else tuple(classifiers),
+        "classifier": names[0] if len(names) == 1 else tuple(names),
     }

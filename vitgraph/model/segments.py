@@ -190,7 +190,8 @@ def _head_graph(model: fx.GraphModule, pre_logits: bool) -> fx.Graph:
             if len(found) == 1
             else graph.call_function(_combiner(model), tuple(found))
             if found
-            else x
+            # no classifier (a headless spec): what the head computes is its pre-logits
+            else fx.node.map_arg(output.args[0], lambda n: env[n])
         )
     else:
         result = fx.node.map_arg(output.args[0], lambda n: env[n])

@@ -1,0 +1,91 @@
+"""``vitgraph.create_model``: timm's arguments reach the spec's knobs, and a wrong
+argument is one clear error before anything is built."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitgraph
+from vitgraph.model.features import FeatureTaps
+
+
+def test_timms_arguments_set_the_specs_classes_channels_size_and_rates():
+    model = vitgraph.create_model(
+        "vit_s_16",
+        num_classes=42,
+        in_chans=1,
+        img_size=64,
+        drop_rate=0.1,
+        drop_path_rate=0.2,
+        depth=2,
+    )
+    graph = model.vitgraph_graph
+    assert graph.args["classes"] == 42
+    assert graph.args["image_size"] == 64
+    assert graph.args["dropout"] == 0.1
+    assert graph.args["drop_path_rate"] == 0.2
+    assert graph.input_shape == (1, 64, 64)
+    assert model(torch.randn(2, 1, 64, 64)).shape == (2, 42)
+
+
+def test_in_chans_reaches_a_spec_without_a_channels_arg_through_its_input():
+    model = vitgraph.create_model("swin_t", in_chans=4, img_size=64, window=2, depths=[1, 1, 1, 1])
+    assert model.vitgraph_graph.input_shape == (4, 64, 64)
+    assert model.patch_embed.proj.weight.shape[1] == 4
+
+
+def test_num_classes_zero_gives_pooled_features_and_no_pooling_the_tokens():
+    pooled = vitgraph.create_model("vit_s_16", num_classes=0, img_size=32, depth=1)
+    assert pooled(torch.randn(2, 3, 32, 32)).shape == (2, 384)
+    assert pooled.num_classes == 0
+    unpooled = vitgraph.create_model(
+        "vit_s_16", num_classes=0, global_pool="", img_size=32, depth=1
+    )
+    assert unpooled(torch.randn(2, 3, 32, 32)).shape == (2, 5, 384)
+
+
+def test_features_only_gives_the_taps_at_out_indices_as_maps():
+    model = vitgraph.create_model(
+        "swin_t", features_only=True, out_indices=(1, 3), img_size=64, window=2, depths=[1, 1, 1, 1]
+    )
+    assert isinstance(model, FeatureTaps)
+    assert model.feature_info.channels() == [192, 768]
+    assert model.feature_info.reduction() == [8, 32]
+    assert [tuple(t.shape) for t in model(torch.randn(1, 3, 64, 64))] == [
+        (1, 192, 8, 8),
+        (1, 768, 2, 2),
+    ]
+    assert not any(name.startswith("head") for name, _ in model.named_parameters())
+
+
+def test_an_unknown_argument_is_one_error_naming_what_is_accepted():
+    with pytest.raises(TypeError) as error:
+        vitgraph.create_model("vit_s_16", num_clases=10)
+    assert str(error.value) == (
+        "create_model() got unknown argument(s) num_clases: it takes pretrained, num_classes, "
+        "in_chans, img_size, drop_rate, drop_path_rate, features_only, out_indices, "
+        "global_pool, and as spec overrides the args of vit_s_16 (classes, depth, dim, "
+        "drop_path_rate, dropout, heads, image_size, mlp_ratio, patch) or dotted node.param / "
+        "input.size / input.channels keys"
+    )
+
+
+def test_a_rate_the_spec_has_no_arg_for_is_refused_by_name():
+    with pytest.raises(TypeError, match="swin_t has no arg for drop_rate"):
+        vitgraph.create_model("swin_t", drop_rate=0.1)
+
+
+def test_pretrained_weights_are_refused_naming_what_is_missing():
+    with pytest.raises(NotImplementedError, match=r"pretrained weights yet \(issue #20, item 3\)"):
+        vitgraph.create_model("vit_s_16", pretrained=True)
+
+
+def test_another_pooling_is_refused_as_a_graph_edit():
+    with pytest.raises(TypeError, match="the pooling is a node of the spec"):
+        vitgraph.create_model("vit_s_16", global_pool="avg")
+
+
+def test_a_dotted_override_reaches_a_node():
+    model = vitgraph.create_model("vit_s_16", img_size=32, depth=1, **{"head.classes": 7})
+    assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
