@@ -4,12 +4,16 @@ made, and a composition the API cannot split is a located SpecError at build tim
 
 from __future__ import annotations
 
+import copy
+import gc
+import weakref
+
 import pytest
 import torch
 
 import vitgraph
 from vitgraph import SpecError
-from vitgraph.model.layout import FEATURE_LAYOUTS, cached_layout
+from vitgraph.model.layout import FEATURE_LAYOUTS, cache, cached_layout
 
 SWIN_THEN_CAIT = """\
 vitgraph: 1
@@ -139,3 +143,22 @@ def test_an_output_computed_before_the_features_is_a_located_error_at_build_time
         "  hint: name 'blocks' under features: (Graph.build(features=True) returns the "
         "taps), or output what the head computes"
     )
+
+
+def test_a_model_is_freed_once_unreferenced_after_its_cached_plans_were_made():
+    model = vitgraph.build("vit_ti_16", overrides={"image_size": 32, "depth": 2})
+    model.forward_intermediates(torch.randn(1, 3, 32, 32))
+    model.set_grad_checkpointing(True)
+    model.train()
+    model(torch.randn(2, 3, 32, 32)).sum().backward()
+    alive = weakref.ref(model)
+    del model
+    gc.collect()
+    assert alive() is None
+
+
+def test_a_copy_of_a_model_does_not_share_its_cached_plans():
+    model = vitgraph.build("vit_ti_16", overrides={"image_size": 32, "depth": 2})
+    cached_layout(model)
+    assert cache(copy.deepcopy(model)) == {} and cache(copy.copy(model)) == {}
+    assert "layout" in cache(model)

@@ -17,7 +17,6 @@ as located problems.
 
 from __future__ import annotations
 
-import weakref
 from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
@@ -264,15 +263,27 @@ def _units(graph: Validated) -> dict[str, str]:
     return units
 
 
-#: per model: its Layout and compiled plans (kept out of the module, so deepcopy and
-#: state_dict never see them)
-_CACHE: weakref.WeakKeyDictionary[nn.Module, dict[Any, Any]] = weakref.WeakKeyDictionary()
+class _Cache(dict):
+    """A model's Layout and compiled plans, kept in the model's ``__dict__`` (it dies with
+    the model: a global weak-keyed table could not free a model, since the plans' fx
+    nodes refer back to it). A copy or a pickle of the model starts empty: its plans
+    would name the original's nodes."""
+
+    owner = 0  # id() of the model it belongs to: a shallow copy does not share it
+
+    def __deepcopy__(self, memo: dict[int, Any]) -> _Cache:
+        return _Cache()
+
+    def __reduce__(self) -> tuple[type, tuple[()]]:
+        return (_Cache, ())
 
 
 def cache(model: nn.Module) -> dict[Any, Any]:
-    if model not in _CACHE:
-        _CACHE[model] = {}
-    return _CACHE[model]
+    found = model.__dict__.get("_vitgraph_cache")
+    if not isinstance(found, _Cache) or found.owner != id(model):
+        found = model.__dict__["_vitgraph_cache"] = _Cache()
+        found.owner = id(model)
+    return found
 
 
 def cached_layout(model: fx.GraphModule) -> Layout:
