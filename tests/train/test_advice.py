@@ -55,6 +55,10 @@ def test_the_batch_and_lr_the_user_gives_are_kept_and_the_lr_follows_a_given_bat
     config = make_config(epochs=1, batch_size=16)
     assert settle_batch(config, 1438, 1) is None
     assert (config.batch_size, config.lr) == (16, pytest.approx(2.5e-4))
+    # the lr follows the images per optimizer step: 32 x 2 accumulated trains as 64
+    config = make_config(epochs=1, batch_size=32, accumulate=2)
+    assert settle_batch(config, 1438, 1) is None
+    assert config.lr == pytest.approx(1e-3)
 
 
 def test_the_chosen_batch_is_said_with_the_steps_it_avoids_and_the_flags_that_set_it():

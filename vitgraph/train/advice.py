@@ -52,7 +52,7 @@ def settle_batch(config: TrainConfig, images: int, processes: int) -> str | None
             batch //= 2
         config.batch_size = max(processes, batch // processes * processes)
     if config.lr is None:
-        config.lr = LR * config.batch / BATCH
+        config.lr = LR * config.batch * config.accumulate / BATCH  # per optimizer step
     if not chose_batch or config.batch == BATCH:
         return None
     return (
