@@ -337,6 +337,21 @@ class _Detections(nn.Module):
         return out.logits, out.pred_boxes
 
 
+#: a tiny HF DetrConfig: timm's resnet26 (bottlenecks 2-2-2-2, ResNet-50's widths)
+DETR_TINY = dict(
+    backbone="resnet26",
+    d_model=32,
+    encoder_layers=1,
+    decoder_layers=2,
+    encoder_ffn_dim=64,
+    decoder_ffn_dim=64,
+    encoder_attention_heads=2,
+    decoder_attention_heads=2,
+    num_queries=5,
+    num_labels=3,
+)
+
+
 def detr_parity() -> Parity:
     """A tiny HF DETR on timm's resnet26 (more padding cases: tests/interop/test_hf_detr.py)."""
     pytest.importorskip("timm")
@@ -344,16 +359,7 @@ def detr_parity() -> Parity:
         hf_model(
             "DetrForObjectDetection",
             "DetrConfig",
-            backbone="resnet26",
-            d_model=32,
-            encoder_layers=1,
-            decoder_layers=2,
-            encoder_ffn_dim=64,
-            decoder_ffn_dim=64,
-            encoder_attention_heads=2,
-            decoder_attention_heads=2,
-            num_queries=5,
-            num_labels=3,
+            **DETR_TINY,
         ).eval()
     )
     ours = vitgraph.from_hf(reference)

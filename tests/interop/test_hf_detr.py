@@ -9,24 +9,14 @@ import torch
 
 import vitgraph
 from tests.helpers import max_logit_diff, redraw_
+from tests.references import DETR_TINY
 from vitgraph.errors import SpecError
 
 transformers = pytest.importorskip("transformers")
 pytest.importorskip("timm")
 
 #: timm's resnet26 (bottlenecks 2-2-2-2, ResNet-50's widths) keeps the reference small
-TINY = dict(
-    backbone="resnet26",
-    d_model=32,
-    encoder_layers=1,
-    decoder_layers=2,
-    encoder_ffn_dim=64,
-    decoder_ffn_dim=64,
-    encoder_attention_heads=2,
-    decoder_attention_heads=2,
-    num_queries=5,
-    num_labels=3,
-)
+TINY = DETR_TINY
 
 
 def _reference(**changes):
