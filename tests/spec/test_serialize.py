@@ -17,14 +17,17 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _small(variant: str) -> vitgraph.Graph:
-    """The variant with its depth args down to 1 and a 64-pixel image where the spec
-    allows it (so building for real stays quick), else at full size."""
+    """The variant with its depth args (and per-stage depth lists) down to 1 and a
+    64-pixel image where the spec allows it (so building for real stays quick)."""
     graph = vitgraph.load(variant)
-    depths = {
-        name: 1
-        for name, value in graph.args.items()
-        if "depth" in name and isinstance(value, int) and not isinstance(value, bool)
-    }
+    depths: dict[str, object] = {}
+    for name, value in graph.args.items():
+        if "depth" not in name or isinstance(value, bool):
+            continue
+        if isinstance(value, int):
+            depths[name] = 1
+        elif isinstance(value, list) and all(isinstance(v, int) for v in value):
+            depths[name] = [1] * len(value)  # per-stage depths (Swin, PVT, CvT, Twins)
     for overrides in ({**depths, "input.size": 64}, depths):
         try:
             return vitgraph.load(variant, overrides=overrides)
