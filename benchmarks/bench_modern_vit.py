@@ -1,7 +1,8 @@
 """vitgraph vs timm on the modern ViTs (#23): DINOv2-S/14 with registers (qk-free,
 LayerScale, 4 registers), SigLIP B/16 (MAP head), OpenAI CLIP B/16 (pre-norm,
-quick-GELU), each with a 1000-class head: forward and training step, side by side in one
-process.
+quick-GELU), Swin v2-T (cosine window attention, continuous position bias), EVA-02-Ti
+(RoPE, SwiGLU) and the relative-position ViT-S (a bias MLP in every attention), each
+with a 1000-class head: forward and training step, side by side in one process.
 
 Usage: python benchmarks/bench_modern_vit.py [--device cuda] [--bf16] [--batch 8]
 """
@@ -20,6 +21,9 @@ MODELS = [
     "vit_small_patch14_reg4_dinov2",
     "vit_base_patch16_siglip_224",
     "vit_base_patch16_clip_quickgelu_224",
+    "swinv2_tiny_window8_256",
+    "eva02_tiny_patch14_224",
+    "vit_relpos_small_patch16_224",
 ]
 
 
@@ -37,12 +41,16 @@ def main() -> None:
             name,
             ours,
             reference,
-            (3, *reference.patch_embed.img_size),
+            (3, *_image_size(reference)),
             batch=args.batch,
             repeats=args.repeats,
             device=args.device,
             autocast=torch.bfloat16 if args.bf16 else None,
         )
+
+
+def _image_size(model: torch.nn.Module) -> tuple[int, int]:
+    return tuple(model.pretrained_cfg["input_size"][1:])  # type: ignore[return-value]
 
 
 if __name__ == "__main__":

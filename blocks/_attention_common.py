@@ -239,10 +239,18 @@ def split_fused(x: torch.Tensor, parts: int, heads: int) -> tuple[torch.Tensor, 
     return x.unflatten(-1, (parts, heads, -1)).permute(2, 0, 3, 1, 4).unbind(0)
 
 
-def merge_heads(x: torch.Tensor) -> torch.Tensor:
+def merge_heads(x: torch.Tensor, copy: bool = False) -> torch.Tensor:
     """``'b h n d -> b n (h d)'``: the heads side by side again, for the output
-    projection (a view where SDPA's output is laid out heads-inner, else one copy)."""
-    return x.transpose(1, 2).flatten(2)
+    projection (a view where SDPA's output is laid out heads-inner, else one copy).
+
+    ``copy``: always an explicit copy, for the output of SDPA with an additive mask: ONNX
+    export re-traces masked SDPA (with a symbolic batch) into a layout where the
+    transposed output is not viewable, and ``contiguous()`` is elided there on stale
+    strides; a clone keeps the flatten valid in every trace."""
+    x = x.transpose(1, 2)
+    if copy:
+        x = x.clone(memory_format=torch.contiguous_format)
+    return x.flatten(2)
 
 
 def attend(

@@ -28,6 +28,9 @@ class LayerNormBlock(Block):
     zero_init: bool = False
     """Scale and shift start at 0: a residual branch ending in this norm starts switched
     off (Swin v2's res-post-norm, timm's ``_init_respostnorm``)."""
+    scale_init: Annotated[float, Field(gt=0)] | None = None
+    """Scale starts at this value, shift at 0 (timm's ``ResPostRelPosBlock``: its
+    ``init_values``); null: 1."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         x = inputs[0]
@@ -45,6 +48,8 @@ class LayerNormBlock(Block):
         if self.zero_init and self.affine:
             nn.init.zeros_(norm.weight)
             nn.init.zeros_(norm.bias)
+        elif self.scale_init is not None and self.affine:
+            nn.init.constant_(norm.weight, self.scale_init)
         return norm
 
 

@@ -17,7 +17,7 @@ from pydantic import Field
 from torch import nn
 
 from vitgraph.block import Block
-from vitgraph.blocks._attention_common import split_fused
+from vitgraph.blocks._attention_common import merge_heads, split_fused
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import ResampleError, resize_relative_bias_table
@@ -232,11 +232,7 @@ class ShiftedWindowAttention(nn.Module):
         out = F.scaled_dot_product_attention(
             q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
         )
-        # an explicit copy: ONNX export re-traces SDPA (masked, symbolic batch) into a
-        # layout where the transposed output is not viewable, and ``contiguous()`` is
-        # elided there on stale strides; a clone keeps the flatten valid in every trace
-        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)
-        out = self.proj_drop(self.proj(out.flatten(2)))  # (B*nW, N, C)
+        out = self.proj_drop(self.proj(merge_heads(out, copy=True)))  # (B*nW, N, C)
         out = merge(out, self.grid, self.size)
         if self.shifted:
             out = torch.roll(out, shifts=self.shift, dims=(1, 2))

@@ -14,7 +14,7 @@ import torch
 import torch.nn.functional as F
 from torch import nn
 
-from vitgraph.blocks._attention_common import split_fused
+from vitgraph.blocks._attention_common import merge_heads, split_fused
 from vitgraph.blocks.swin import (
     _Windowed,
     effective_window,
@@ -155,9 +155,7 @@ class CosineShiftedWindowAttention(nn.Module):
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=1.0,
         )
-        # a copy, not a view: see ShiftedWindowAttention (ONNX re-traces SDPA)
-        out = out.transpose(1, 2).clone(memory_format=torch.contiguous_format)
-        out = self.proj_drop(self.proj(out.flatten(2)))  # (B*nW, N, C)
+        out = self.proj_drop(self.proj(merge_heads(out, copy=True)))  # (B*nW, N, C)
         out = merge(out, self.grid, self.size)
         if self.shifted:
             out = torch.roll(out, shifts=self.shift, dims=(1, 2))

@@ -81,6 +81,7 @@ REDUCTIONS: dict[str, Reduction] = {
     },
     "deit3": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "eva02": {"depth": 1, "image_size": 28},
+    "vit_relpos": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "dinov2": {"depth": 1, "image_size": 28},
     "levit": {"image_size": 64, "depths": [1, 1, 1]},
     "lvvit": {"depth": 1, "image_size": 32},

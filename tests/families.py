@@ -342,6 +342,39 @@ EVA02 = _modern(
     ("eva02_ti_14_336", "eva02_b_14_448", "eva02_l_14"),
 )
 
+VIT_RELPOS_NAMES = {  # timm's VisionTransformerRelPos models (the srelpos ones refused)
+    "vit_relpos_s_16": "vit_relpos_small_patch16_224",
+    "vit_relpos_m_16": "vit_relpos_medium_patch16_224",
+    "vit_relpos_b_16": "vit_relpos_base_patch16_224",
+    "vit_relpos_b_16_plus_240": "vit_relpos_base_patch16_plus_240",
+    "vit_relpos_m_16_cls": "vit_relpos_medium_patch16_cls_224",
+    "vit_relpos_b_16_cls": "vit_relpos_base_patch16_cls_224",
+    "vit_relpos_b_16_clsgap": "vit_relpos_base_patch16_clsgap_224",
+    "vit_relpos_s_16_rpn": "vit_relpos_small_patch16_rpn_224",
+    "vit_relpos_m_16_rpn": "vit_relpos_medium_patch16_rpn_224",
+    "vit_relpos_b_16_rpn": "vit_relpos_base_patch16_rpn_224",
+    "vit_relpos_b_32_plus_rpn_256": "vit_relpos_base_patch32_plus_rpn_256",
+}
+VIT_RELPOS = _modern(
+    "vit_relpos",
+    VIT_RELPOS_NAMES,
+    {  # timm, the model in names with a 1000-class head, counted on the meta device
+        "vit_relpos_s_16": 21_983_920,
+        "vit_relpos_m_16": 38_747_208,
+        "vit_relpos_b_16": 86_429_560,
+        "vit_relpos_b_16_plus_240": 117_380_880,
+        "vit_relpos_m_16_cls": 38_764_616,
+        "vit_relpos_b_16_cls": 86_430_328,
+        "vit_relpos_b_16_clsgap": 86_430_328,
+        "vit_relpos_s_16_rpn": 21_974_704,
+        "vit_relpos_m_16_rpn": 38_734_920,
+        "vit_relpos_b_16_rpn": 86_411_128,
+        "vit_relpos_b_32_plus_rpn_256": 119_423_760,
+    },
+    # S: pre-norm, mean pool, fc_norm; the class-token, clsgap and res-post-norm forms
+    ("vit_relpos_s_16_rpn", "vit_relpos_m_16_cls", "vit_relpos_b_16_clsgap", "vit_relpos_s_16"),
+)
+
 # -- attention families -------------------------------------------------------------------
 
 CAIT_NAMES = {  # our variant -> timm's model of the same architecture
@@ -1149,6 +1182,7 @@ FAMILIES: dict[str, Family] = {
         SIGLIP,
         CLIP_VIT,
         EVA02,
+        VIT_RELPOS,
         CAIT,
         DEEPVIT,
         REFINER,

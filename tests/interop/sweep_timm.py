@@ -48,6 +48,7 @@ MODULES = {
     "swin_transformer": ("SwinTransformer",),
     "swin_transformer_v2": ("SwinTransformerV2",),
     "eva": ("Eva",),
+    "vision_transformer_relpos": ("VisionTransformerRelPos",),
     "tnt": ("TNT",),
     "crossvit": ("CrossVit",),
     "levit": ("Levit", "LevitDistilled"),
@@ -91,7 +92,13 @@ def reduced_kwargs(meta: nn.Module) -> dict[str, object]:
         # a headless entrypoint (DINOv2, ...): a classifier added so the sweep compares
         # logits; headless twins themselves are checked by tests/model/test_intermediates.py
         kwargs["num_classes"] = 10
-    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait", "Eva"):
+    if cls in (
+        "VisionTransformer",
+        "VisionTransformerDistilled",
+        "Cait",
+        "Eva",
+        "VisionTransformerRelPos",
+    ):
         kwargs["depth"] = min(len(meta.blocks), 2)
         embed = meta.patch_embed
         if type(embed).__name__ == "PatchEmbed" and embed.patch_size[0] == embed.patch_size[1]:

@@ -86,6 +86,14 @@ BASES: dict[str, dict[str, Any]] = {
         use_rot_pos_emb=True,
         ref_feat_shape=(6, 6),
     ),
+    "timm.models.vision_transformer_relpos.VisionTransformerRelPos": dict(
+        img_size=32,
+        patch_size=8,
+        embed_dim=32,
+        depth=2,
+        num_heads=2,
+        num_classes=10,
+    ),
     "timm.models.tnt.TNT": dict(
         img_size=32,
         patch_size=16,

@@ -66,7 +66,13 @@ def contract_kwargs(meta: nn.Module) -> dict[str, object]:
 
     kwargs = reduced_kwargs(meta)
     cls = type(meta).__name__
-    if cls in ("VisionTransformer", "VisionTransformerDistilled", "Cait", "TNT"):
+    if cls in (
+        "VisionTransformer",
+        "VisionTransformerDistilled",
+        "Cait",
+        "TNT",
+        "VisionTransformerRelPos",
+    ):
         kwargs["depth"] = min(len(meta.blocks), 3)
     return kwargs
 

@@ -53,6 +53,7 @@ LAYERS = {
     "parallel_layer": {"heads": 2},
     "t2t_layer": {"out_dim": 32},
     "image_transformer_layer": {"heads": 2, "ffn": 64},
+    "res_post_layer": {"heads": 2},
 }
 #: composites whose param chooses another inner kind than an attention: swin_stage's
 #: `layer`, its block (swin_layer, or Swin v2's swinv2_layer)

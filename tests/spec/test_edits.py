@@ -84,8 +84,8 @@ def test_update_of_a_param_the_composite_fixes_is_located_with_the_composite_par
         "  hint: params of encoder_layer: heads, attention, mlp_ratio, qkv_bias, proj_bias, "
         "head_dim, attn_drop, proj_drop, drop_path, norm, norm_eps, mlp_bias, qk_norm, "
         "qk_norm_eps, mlp, mlp_packed, mlp_gate_last, causal, rope, rope_ref_grid, "
-        "rope_temperature, qkv_fused, inner_norm, mlp_norm, layer_scale, act, window, shift, "
-        "sr_ratio, kernel, stride_kv"
+        "rope_temperature, qkv_fused, inner_norm, rel_pos, rel_pos_hidden, mlp_norm, "
+        "layer_scale, act, window, shift, sr_ratio, kernel, stride_kv"
     )
 
 
@@ -136,7 +136,7 @@ def test_replacing_with_an_incompatible_kind_is_an_error_naming_the_params():
     assert message == (
         f"{AT_LAYER}: blocks.0.attn: cannot replace mhsa with layernorm: layernorm has no "
         "param 'heads', 'proj_drop'\n"
-        "  hint: params of layernorm: affine, eps, zero_init"
+        "  hint: params of layernorm: affine, eps, scale_init, zero_init"
     )
 
 

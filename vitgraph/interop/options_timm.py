@@ -712,6 +712,80 @@ PIT: dict[str, Option] = {
 }
 
 
+#: timm's VisionTransformerRelPos: ViT with a relative position bias in every attention
+#: (relpos_attention) and no absolute position table
+VIT_RELPOS: dict[str, Option] = {
+    **COMMON,
+    "proj_drop_rate": _DROPS["proj_drop_rate"],
+    "attn_drop_rate": _DROPS["attn_drop_rate"],
+    "img_size": honoured("any size the patch divides, square or not", {"img_size": (32, 48)}),
+    "patch_size": partly(
+        "square patches", ({"patch_size": 8},), "non-square", ({"patch_size": (16, 8)},)
+    ),
+    "global_pool": partly(
+        "'avg', 'token'",
+        ({"global_pool": "token", "class_token": True}, {"global_pool": "avg"}),
+        "'' with a classifier (per-token logits); '' with num_classes=0 (unpooled tokens)",
+        ({"global_pool": ""},),
+        issue=DYNAMIC_SIZE,
+    ),
+    "embed_dim": honoured("any width", {"embed_dim": 48, "num_heads": 3}),
+    "depth": honoured("one block or more", {"depth": 3}),
+    "num_heads": honoured("any head count", {"num_heads": 4}),
+    "mlp_ratio": honoured("any ratio", {"mlp_ratio": 3.0}),
+    "qkv_bias": honoured("True, False", {"qkv_bias": False}),
+    "qk_norm": honoured("True (a LayerNorm per head)", {"qk_norm": True}),
+    "init_values": honoured(
+        "None, or LayerScale (res-post-norm: the norms' scale) of any init",
+        {"init_values": None},
+        {
+            "init_values": 0.1,
+            "block_fn": "@timm.models.vision_transformer_relpos.ResPostRelPosBlock",
+        },
+    ),
+    "class_token": honoured(
+        "True, False", {"class_token": True}, {"class_token": True, "global_pool": "token"}
+    ),
+    "fc_norm": honoured("True, False", {"fc_norm": True}, {"fc_norm": True, "class_token": True}),
+    "rel_pos_type": honoured(
+        "'mlp' (RelPosMlp 'cr'), 'mlp_swin' (Swin v2's CPB), 'bias' (a learned table)",
+        {"rel_pos_type": "mlp_swin"},
+        {"rel_pos_type": "bias"},
+        {"rel_pos_type": "bias", "class_token": True, "global_pool": "token"},
+    ),
+    "rel_pos_dim": honoured("any hidden width of the bias MLP", {"rel_pos_dim": 24}),
+    "shared_rel_pos": refused(
+        "True (one bias module shared by every block: timm's vit_srelpos_*)",
+        {"shared_rel_pos": True},
+    ),
+    "weight_init": honoured(INIT, {"weight_init": "jax"}),
+    "fix_init": honoured(INIT, {"fix_init": True}),
+    "embed_layer": honoured("PatchEmbed", {"embed_layer": "@timm.layers.PatchEmbed"}),
+    "norm_layer": partly(
+        "LayerNorm of any eps (res-post-norm blocks: eps 1e-6)",
+        ({"norm_layer": "@torch.nn.LayerNorm"},),
+        "other norms",
+        ({"norm_layer": "@timm.layers.RmsNorm"},),
+    ),
+    "act_layer": partly(
+        "GELU (exact or tanh), QuickGELU, ReLU, SiLU",
+        ({"act_layer": "@timm.layers.GELUTanh"}, {"act_layer": "@torch.nn.ReLU"}),
+        "other activations (Mish, ...)",
+        ({"act_layer": "@torch.nn.Mish"},),
+    ),
+    "block_fn": honoured(
+        "RelPosBlock (pre-norm), ResPostRelPosBlock (res-post-norm: res_post_layer)",
+        {"block_fn": "@timm.models.vision_transformer_relpos.ResPostRelPosBlock"},
+        {
+            "block_fn": "@timm.models.vision_transformer_relpos.ResPostRelPosBlock",
+            "class_token": True,
+            "global_pool": "token",
+            "drop_path_rate": 0.2,
+        },
+    ),
+}
+
+
 TABLES: dict[str, dict[str, Option]] = {
     "timm.models.vision_transformer.VisionTransformer": VISION_TRANSFORMER,
     "timm.models.deit.VisionTransformerDistilled": VISION_TRANSFORMER_DISTILLED,
@@ -720,6 +794,7 @@ TABLES: dict[str, dict[str, Option]] = {
     "timm.models.swin_transformer.SwinTransformer": SWIN,
     "timm.models.swin_transformer_v2.SwinTransformerV2": SWIN_V2,
     "timm.models.eva.Eva": EVA,
+    "timm.models.vision_transformer_relpos.VisionTransformerRelPos": VIT_RELPOS,
     "timm.models.tnt.TNT": TNT,
     "timm.models.crossvit.CrossVit": CROSSVIT,
     "timm.models.levit.Levit": LEVIT,
