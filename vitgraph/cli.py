@@ -176,6 +176,23 @@ def make_parser() -> argparse.ArgumentParser:
     predicting.add_argument(
         "--threshold", type=float, default=0.5, help="least box probability drawn (default 0.5)"
     )
+    evaluating = sub.add_parser(
+        "eval",
+        help="a model's numbers on data: top-1/top-5 on an image folder, or a training "
+        "checkpoint on its own validation split",
+    )
+    _common(evaluating)
+    evaluating.add_argument(
+        "--weights", help="the weights (safetensors) of the spec; not with a checkpoint"
+    )
+    evaluating.add_argument(
+        "--data", help="an image folder (one sub-folder per class; its val/ when it has one)"
+    )
+    evaluating.add_argument(
+        "--batch-size", type=int, default=64, help="images per forward (default 64)"
+    )
+    evaluating.add_argument("--device", default="cpu", help="cpu, cuda, ... (default cpu)")
+    evaluating.add_argument("--no-progress", action="store_true", help="no progress bar")
     boxes = sub.add_parser(
         "digit-boxes", help="write a small detection set: digits on canvases (COCO JSON + PNGs)"
     )
@@ -308,6 +325,7 @@ def main(argv: list[str] | None = None) -> int:
             "palette",
             "bench",
             "predict",
+            "eval",
             "digit-boxes",
             "gather",
         ):

@@ -177,6 +177,60 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return renderer_for(graph)(Prediction(graph, model, image[None], mask, original, args))
 
 
+def cmd_eval(args: argparse.Namespace) -> int:
+    """``vitgraph eval``: a spec with weights on an image folder (timm's evaluation
+    pre-processing, top-1/top-5), or a training checkpoint on its own validation split
+    (``vitgraph.train.evaluate``)."""
+    import json
+
+    from vitgraph.train.data.base import DataError
+    from vitgraph.train.evaluate import evaluate_checkpoint, evaluate_folder, is_checkpoint
+
+    try:
+        if is_checkpoint(args.spec) and not args.data:
+            if args.weights or args.sets or args.variant:
+                print(
+                    "error: a checkpoint brings its own spec and weights: leave out "
+                    "--weights, --set and --variant (or give --data to evaluate it on a folder)",
+                    file=sys.stderr,
+                )
+                return 1
+            numbers = evaluate_checkpoint(args.spec)
+        else:
+            if not args.data:
+                print(
+                    "error: --data DIR is needed: an image folder with one sub-folder per class",
+                    file=sys.stderr,
+                )
+                return 1
+            if args.spec.endswith(".safetensors") and Path(args.spec).is_file():
+                # a checkpoint or a weights file: the spec travels in its metadata
+                from vitgraph.train.checkpoint import load_checkpoint, rebuild_graph
+
+                ckpt = load_checkpoint(args.spec)
+                model = rebuild_graph(ckpt.meta).build()
+                model.load_state_dict(ckpt.model)
+            else:
+                graph = _load(args.spec, args.variant, args.sets)
+                model = graph.build(weights=args.weights)
+            progress = not (args.no_progress or args.json)
+            numbers = evaluate_folder(
+                model, args.data, batch=args.batch_size, device=args.device, progress=progress
+            )
+    except DataError as exc:
+        print(f"error: {exc}", file=sys.stderr)
+        return 1
+    if args.json:
+        print(json.dumps(numbers, indent=2))
+    else:
+        print(
+            "  ".join(
+                f"{k} {v:.4f}" if isinstance(v, float) else f"{k} {v}" for k, v in numbers.items()
+            )
+        )
+    return 0
+
+
 def cmd_digit_boxes(args: argparse.Namespace) -> int:
     """``vitgraph digit-boxes OUT``: write the small detection set (COCO JSON + PNGs), or
     with ``--patches`` its one-digit patches (an image-class folder) for pretraining."""

@@ -164,7 +164,10 @@ def keymap_of(model: Reference) -> KeyMap:
 def _convert(model: Reference) -> nn.Module:
     conversion = converter_for(model)(model)
     name = model_name(model)
-    graph = load(f"<timm:{name}>", text=yaml.safe_dump(conversion.spec, sort_keys=False))
+    spec = conversion.spec
+    if "data" not in spec:
+        spec = {**spec, **_data_of(model, spec["input"].get("channels", 3))}
+    graph = load(f"<timm:{name}>", text=yaml.safe_dump(spec, sort_keys=False))
     first = next(iter(model.parameters()), None)
     if first is None:
         ours = graph.build()
@@ -181,6 +184,24 @@ def _convert(model: Reference) -> nn.Module:
         conversion.after_build(model, ours)
     ours.train(model.training)
     return ours
+
+
+def _data_of(model: Reference, channels: int) -> dict[str, Any]:
+    """The reference's pre-processing (its ``pretrained_cfg``) as the twin's ``data:``
+    block, so the twin is evaluated and fed as timm feeds the reference (left to the
+    defaults where its mean and std do not fit the input's channels)."""
+    cfg = getattr(model, "pretrained_cfg", None) or {}
+    keys = ("mean", "std", "crop_pct", "interpolation")
+    if not all(cfg.get(k) is not None for k in keys) or len(cfg["mean"]) != channels:
+        return {}
+    return {
+        "data": {
+            "mean": [float(v) for v in cfg["mean"]],
+            "std": [float(v) for v in cfg["std"]],
+            "crop_pct": float(cfg["crop_pct"]),
+            "interpolation": str(cfg["interpolation"]),
+        }
+    }
 
 
 def timm_keymap(timm_name: str) -> KeyMap:

@@ -85,6 +85,13 @@ class VitgraphModel(fx.GraphModule):
     def no_weight_decay(self) -> set[str]:
         return no_weight_decay(self)
 
+    def group_matcher(self, coarse: bool = False) -> Any:
+        """timm's layer grouping (``vitgraph.model.groups``): a parameter name → its depth
+        ordinal, for layer-wise learning-rate decay."""
+        from vitgraph.model.groups import group_matcher
+
+        return group_matcher(self, coarse)
+
     def set_grad_checkpointing(self, enable: bool = True) -> None:
         set_grad_checkpointing(self, enable)
 

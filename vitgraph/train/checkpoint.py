@@ -9,7 +9,7 @@ and optimizer step reached, the optimizer's param groups and the history. No pic
 from __future__ import annotations
 
 import json
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -32,6 +32,8 @@ class Checkpoint:
     meta: dict[str, Any]
     sharded: Path | None = None
     """A sharded (FSDP) checkpoint's folder; its tensors stay on disk until loaded."""
+    ema: dict[str, torch.Tensor] = field(default_factory=dict)
+    """The run's weight average (``--ema-decay``), empty without one."""
 
     @property
     def epoch(self) -> int:
@@ -48,10 +50,15 @@ def save_checkpoint(
     step: int,
     config: dict[str, Any],
     history: list[dict[str, Any]],
+    ema: nn.Module | None = None,
 ) -> Path:
     path = Path(path)
     path.parent.mkdir(parents=True, exist_ok=True)
     tensors = {f"model.{k}": v.detach().contiguous().cpu() for k, v in model.state_dict().items()}
+    if ema is not None:
+        tensors.update(
+            {f"ema.{k}": v.detach().contiguous().cpu() for k, v in ema.state_dict().items()}
+        )
     opt = optimizer.state_dict()
     scalars: dict[str, dict[str, Any]] = {}
     for index, state in opt["state"].items():
@@ -98,12 +105,15 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     if not path.is_file():
         raise FileNotFoundError(f"checkpoint {path} does not exist")
     model: dict[str, torch.Tensor] = {}
+    ema: dict[str, torch.Tensor] = {}
     state: dict[int, dict[str, Any]] = {}
     with safe_open(str(path), framework="pt") as f:
         meta = dict(f.metadata() or {})
         for key in f.keys():
             if key.startswith("model."):
                 model[key[len("model.") :]] = f.get_tensor(key)
+            elif key.startswith("ema."):
+                ema[key[len("ema.") :]] = f.get_tensor(key)
             elif key.startswith("optimizer."):
                 _, index, name = key.split(".", 2)
                 state.setdefault(int(index), {})[name] = f.get_tensor(key)
@@ -114,7 +124,7 @@ def load_checkpoint(path: str | Path) -> Checkpoint:
     optimizer = {"state": state, "param_groups": json.loads(meta["param_groups"])}
     for key in ("config", "history"):
         meta[key] = json.loads(meta[key])
-    return Checkpoint(model, optimizer, meta)
+    return Checkpoint(model, optimizer, meta, ema=ema)
 
 
 def _plain(path: Path) -> dict[str, torch.Tensor]:

@@ -96,6 +96,19 @@ def add_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument(
         "--backbone-lr", type=float, help="detection: the backbone's lr over --lr (default 0.1)"
     )
+    parser.add_argument(
+        "--pretrained",
+        help="fine-tune from these weights (safetensors): tables resampled to the spec's "
+        "size, a classifier of another class count started fresh",
+    )
+    parser.add_argument(
+        "--layer-decay",
+        type=float,
+        help="layer-wise lr decay (e.g. 0.65): each layer's lr is this factor times the one above",
+    )
+    parser.add_argument(
+        "--ema-decay", type=float, help="keep an EMA of the weights with this decay (e.g. 0.9998)"
+    )
     parser.add_argument("--no-progress", action="store_true", help="no progress bar")
     parser.add_argument("--json", action="store_true", help="print the history as JSON")
 
@@ -136,6 +149,9 @@ _SETTINGS = [
     "patch_mix_weight",
     "init_from",
     "backbone_lr",
+    "pretrained",
+    "layer_decay",
+    "ema_decay",
 ]
 
 

@@ -95,6 +95,20 @@ class TrainConfig:
     backbone_lr: float = 0.1
     """The detection objective's backbone learning rate over ``lr`` (DETR's recipe: 1e-5
     over 1e-4); the backbone is every node a feature pyramid is gathered from."""
+    pretrained: str | None = None
+    """Fine-tune from these weights (a safetensors file: ``vitgraph build --out``, a run's
+    ``model.safetensors``, or a timm checkpoint in timm's key names): every tensor must
+    load, except that position and relative-position tables of another size are
+    resampled to the spec's (each block's ``resample`` hook) and a classifier of another
+    class count starts fresh, as timm's fine-tuning does."""
+    layer_decay: float | None = None
+    """Layer-wise learning-rate decay (BEiT §2.4, timm's ``--layer-decay``): the head
+    trains at the full rate, each layer below at this factor times the one above (the
+    layers of ``model.group_matcher()``)."""
+    ema_decay: float | None = None
+    """Keep an exponential moving average of the weights with this decay (timm's
+    ``--model-ema-decay``, e.g. 0.9998): evaluated every epoch (``ema_val_*``), saved as
+    ``model_ema.safetensors`` and in the checkpoint."""
 
     @property
     def batch(self) -> int:

@@ -14,6 +14,7 @@ import contextlib
 import gc
 import math
 import time
+import warnings
 from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
@@ -25,6 +26,8 @@ from vitgraph.train import advice, ddp, fsdp
 from vitgraph.train.checkpoint import checkpoint_meta, load_checkpoint, save_checkpoint
 from vitgraph.train.config import TrainConfig, make_config
 from vitgraph.train.data import DataError, Dataset, load_data
+from vitgraph.train.ema import WeightAverage
+from vitgraph.train.metrics import write_metrics
 from vitgraph.train.objectives import choose
 
 
@@ -65,15 +68,27 @@ def train(
 
 
 def parameter_groups(
-    model: Any, weight_decay: float, lr_scales: dict[str, float] | None = None
+    model: Any,
+    weight_decay: float,
+    lr_scales: dict[str, float] | None = None,
+    layer_decay: float | None = None,
 ) -> list[dict[str, Any]]:
     """timm's optimizer groups: every parameter decays except what the model's blocks
     keep out of weight decay (``model.no_weight_decay()``: position tables, prefix tokens,
     norms, LayerScale, relative-position tables, biases and other 1-D parameters). Any
     model with a ``no_weight_decay()`` (a timm model too). ``lr_scales``: node id ->
-    the factor of the learning rate its parameters train at (``lr_scale`` of a group)."""
+    the factor of the learning rate its parameters train at (``lr_scale`` of a group).
+    ``layer_decay``: layer-wise learning-rate decay (BEiT §2.4, timm's
+    ``--layer-decay``): the head trains at the full rate, each layer below it at
+    ``layer_decay`` times the one above (``vitgraph.model.groups``), times its
+    ``lr_scales`` factor."""
     exempt = model.no_weight_decay()
     scales = lr_scales or {}
+    by_layer: dict[str, float] = {}
+    if layer_decay is not None:
+        from vitgraph.model.groups import layer_scales
+
+        by_layer = layer_scales(model, layer_decay)
 
     def scale(name: str) -> float:
         parts = name.split(".")
@@ -86,7 +101,8 @@ def parameter_groups(
     # the two groups of old checkpoints always exist, even empty (their resume needs them)
     groups: dict[tuple[bool, float], list[Any]] = {(True, 1.0): [], (False, 1.0): []}
     for name, param in model.named_parameters():
-        groups.setdefault((name not in exempt, scale(name)), []).append(param)
+        factor = scale(name) * by_layer.get(name, 1.0)
+        groups.setdefault((name not in exempt, factor), []).append(param)
     return [
         {"params": params, "weight_decay": weight_decay if decays else 0.0, "lr_scale": factor}
         for (decays, factor), params in sorted(
@@ -99,7 +115,7 @@ def make_optimizer(
     model: nn.Module, config: TrainConfig, lr_scales: dict[str, float] | None = None
 ) -> torch.optim.Optimizer:
     """AdamW (every recipe's) or SGD with momentum, over :func:`parameter_groups`."""
-    groups = parameter_groups(model, config.weight_decay, lr_scales)
+    groups = parameter_groups(model, config.weight_decay, lr_scales, config.layer_decay)
     if config.optimizer == "sgd":
         return torch.optim.SGD(groups, lr=config.peak_lr, momentum=config.momentum)
     return torch.optim.AdamW(groups, lr=config.peak_lr)
@@ -134,6 +150,23 @@ def init_from(model: nn.Module, path: str) -> list[str]:
     return sorted(fitting)
 
 
+def finetune_from(model: nn.Module, path: str, spec: str) -> str:
+    """Load pretrained weights for fine-tuning (``--pretrained``): every tensor must fit,
+    tables of another size are resampled and a classifier of another class count starts
+    fresh (``vitgraph.load_weights`` with ``adapt``); a line saying what was adapted."""
+    from vitgraph.weights.loader import load_weights
+
+    with warnings.catch_warnings():  # the reset is said in the returned line
+        warnings.simplefilter("ignore")
+        report = load_weights(model, path, strict=True, adapt=True, spec=spec)
+    parts = [f"fine-tuning from {path}"]
+    if report.resampled:
+        parts.append(f"resampled to this size: {', '.join(report.resampled)}")
+    if report.reset:
+        parts.append(f"classifier started fresh: {', '.join(report.reset)}")
+    return "; ".join(parts)
+
+
 def schedule(step: int, total: int, warmup: int, lr: float, min_lr: float) -> float:
     """Linear warm-up from 0 over ``warmup`` steps, then cosine from ``lr`` to ``min_lr``."""
     if step < warmup:
@@ -150,7 +183,7 @@ def _patch_of(graph) -> int | None:
     return None
 
 
-_LABELS = {"accuracy": "train acc", "val_accuracy": "val acc"}
+_LABELS = {"accuracy": "train acc", "val_accuracy": "val acc", "val_top5": "val top-5"}
 
 
 def _describe(stats: dict[str, float]) -> str:
@@ -215,6 +248,8 @@ class Trainer:
         self.model = graph.build(device=self.device)
         if config.init_from and ckpt is None:
             self.initialized = init_from(self.model, config.init_from)
+        if config.pretrained and ckpt is None:
+            notes.append(finetune_from(self.model, config.pretrained, graph.name))
         if config.grad_checkpointing:
             self.model.set_grad_checkpointing(True)
         teacher = None
@@ -267,6 +302,16 @@ class Trainer:
             self.start_epoch, self.step = ckpt.epoch, int(ckpt.meta["step"])
             self.history = list(ckpt.meta["history"])
             notes.append(advice.finished_note(config, self.start_epoch))
+        self.ema: WeightAverage | None = None
+        if config.ema_decay is not None:
+            if self.sharded:
+                raise DataError(
+                    "--ema-decay with --strategy fsdp: an average of sharded weights is not "
+                    "built; train with --strategy ddp, or without --ema-decay"
+                )
+            self.ema = WeightAverage(self.model, config.ema_decay)
+            if ckpt is not None and ckpt.ema:  # the run's average, as it was saved
+                self.ema.model.load_state_dict(ckpt.ema)
         for note in notes:
             if note and self.world.main:
                 log(note)
@@ -334,6 +379,8 @@ class Trainer:
             if cfg.grad_clip:
                 nn.utils.clip_grad_norm_(self.model.parameters(), cfg.grad_clip)
             self.optimizer.step()
+            if self.ema is not None:
+                self.ema.update(self.model)
             self.step += 1
             if progress:
                 rate = seen * world.size / (time.perf_counter() - start)
@@ -371,18 +418,27 @@ class Trainer:
             for epoch in range(self.start_epoch, last):
                 stats = self.train_epoch(epoch, progress)
                 stats.update(self.evaluate())
+                if self.ema is not None:
+                    ema = self.objective.evaluate(
+                        self.ema.model, self.data.val, self.device, self._autocast
+                    )
+                    stats.update({f"ema_{k}": v for k, v in ema.items()})
                 stats["epoch"] = epoch + 1
                 self.history.append(stats)
                 if world.main:
                     self.log(f"epoch {epoch + 1}/{cfg.epochs}  {_describe(stats)}")
                 if out is not None and (world.main or self.sharded):  # all ranks write shards
                     checkpoint = self.save(out, epoch + 1)
+                if out is not None and world.main:
+                    write_metrics(out, self.history)
         # a sharded model's weights are gathered by every rank, written by rank 0
         state = fsdp.full_state(self.model, every_rank=True) if self.sharded else None
         if out is not None and world.main:
             from vitgraph.weights import save_weights
 
             save_weights(self.model, self.graph, out / "model.safetensors", state=state)
+            if self.ema is not None:
+                save_weights(self.ema.model, self.graph, out / "model_ema.safetensors")
         self.objective.close()
         if state is not None:
             self._unshard(state)
@@ -431,6 +487,7 @@ class Trainer:
             step=self.step,
             config=config,
             history=self.history,
+            ema=self.ema.model if self.ema is not None else None,
         )
 
     def _progress(self):

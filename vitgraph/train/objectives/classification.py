@@ -55,16 +55,18 @@ class Classification(Objective):
     def evaluate(
         self, model: nn.Module, split: Any, device: str, autocast: Any
     ) -> dict[str, float]:
-        """Top-1 accuracy on ``split`` (eval mode)."""
+        """Top-1 and top-5 accuracy on ``split`` (eval mode)."""
         model.eval()
-        correct = 0
+        correct = top5 = 0
         for begin in range(0, len(split), 256):
             idx = torch.arange(begin, min(begin + 256, len(split)))
             images, labels = split.batch(idx, device)
             with autocast():
                 logits = model(images)
-            correct += (logits.float().argmax(-1) == labels).sum().item()
-        return {"val_accuracy": correct / len(split)}
+            best = logits.float().topk(min(5, logits.shape[-1]), dim=-1).indices
+            correct += (best[:, 0] == labels).sum().item()
+            top5 += (best == labels[:, None]).any(-1).sum().item()
+        return {"val_accuracy": correct / len(split), "val_top5": top5 / len(split)}
 
     def close(self) -> None:
         if self.taps is not None:
