@@ -54,6 +54,15 @@ def make_parser() -> argparse.ArgumentParser:
         help="load this safetensors file (every key and shape checked against the spec)",
     )
     build.add_argument(
+        "--pretrained",
+        action="store_true",
+        help="load the variant's published weights (its spec's pretrained: table; timm's "
+        "or HF's hub, or their local cache)",
+    )
+    build.add_argument(
+        "--pretrained-file", help="with --pretrained: read the published weights from this file"
+    )
+    build.add_argument(
         "--allow-large",
         action="store_true",
         help="build even beyond the 2e9-parameter safety limit",
@@ -378,6 +387,10 @@ def cmd_build(args: argparse.Namespace) -> int:
     torch.manual_seed(args.seed)
     start = time.perf_counter()
     model = graph.build(device=args.device, allow_large=True, weights=args.weights).eval()
+    if args.pretrained or args.pretrained_file:
+        from vitgraph.interop.pretrained import load_pretrained
+
+        load_pretrained(model, graph, args.pretrained_file)
     built = time.perf_counter() - start
     x = graph.example_input(args.batch, device=args.device)
     optimized, compiled = None, None

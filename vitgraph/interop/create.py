@@ -23,6 +23,8 @@ from vitgraph.pipeline import load
 #: timm's keywords create_model takes besides the spec's overrides
 ACCEPTED = (
     "pretrained",
+    "pretrained_file",
+    "pretrained_cfg_overlay",
     "num_classes",
     "in_chans",
     "img_size",
@@ -54,20 +56,28 @@ def create_model(
     features_only: bool = False,
     out_indices: int | Sequence[int] | None = None,
     global_pool: str | None = None,
+    pretrained_file: str | Path | None = None,
+    pretrained_cfg_overlay: dict[str, Any] | None = None,
     **spec_overrides: Any,
 ) -> nn.Module:
     """A fresh model of ``name_or_spec`` (a variant, a shipped spec, a spec file) with
     timm's ``create_model`` arguments: see the module docstring. ``features_only`` gives
     the intermediates at ``out_indices`` as NCHW maps (``vitgraph.model.features``);
     ``global_pool=''`` with ``num_classes=0`` a model returning the unpooled features.
-    ``pretrained=True`` is not served yet (issue #20, item 3)."""
-    if pretrained:
-        raise NotImplementedError(
-            f"create_model({str(name_or_spec)!r}, pretrained=True): vitgraph does not download "
-            "or convert pretrained weights yet (issue #20, item 3). Build it with "
-            "pretrained=False and load a safetensors file (Graph.build(weights=...)), or "
-            "convert a timm model you have with vitgraph.from_timm"
-        )
+    ``pretrained=True``: the variant's published weights (its spec's ``pretrained:``
+    table, ``vitgraph.interop.pretrained``), from the hub or its cache, or from
+    ``pretrained_file`` (timm's ``pretrained_cfg_overlay=dict(file=...)`` is read the
+    same way); at another size or class count the tables are resampled and the
+    classifier starts fresh, as timm does."""
+    if pretrained_cfg_overlay is not None:
+        extra = sorted(set(pretrained_cfg_overlay) - {"file"})
+        if extra:
+            raise TypeError(
+                f"create_model(pretrained_cfg_overlay=...): only 'file' is taken, not {extra}"
+            )
+        pretrained_file = pretrained_file or pretrained_cfg_overlay.get("file")
+    if pretrained_file is not None and not pretrained:
+        raise TypeError("create_model(): pretrained_file is only read with pretrained=True")
     base = load(name_or_spec)
     args = base.args
     unknown = sorted(k for k in spec_overrides if "." not in k and k not in args)
@@ -108,6 +118,10 @@ def create_model(
         )
     graph = load(name_or_spec, base.variant, overrides)
     model = graph.build()
+    if pretrained:
+        from vitgraph.interop.pretrained import load_pretrained
+
+        load_pretrained(model, graph, pretrained_file)
     if features_only:
         from vitgraph.model.features import features_only as taps_of
 

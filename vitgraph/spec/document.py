@@ -119,6 +119,11 @@ class SpecDocument(BaseModel):
 
     For a family whose reference initialises a shared kind differently (``vitgraph.init``).
     """
+    pretrained: dict[str, str] = {}
+    """Where each variant's published weights live: ``timm:<model>.<tag>`` (timm's hub
+    loading, then ``from_timm``) or ``hf:<repo>`` (transformers' ``from_pretrained``,
+    then ``from_hf``); ``create_model(..., pretrained=True)`` and ``vitgraph build
+    --pretrained`` read it."""
     stochastic_depth: StochasticDepthSchedule | None = None
     """Stochastic depth as timm sets it: drop-path rates growing linearly from 0 to
     ``rate`` over the layers (``{rate: $drop_path_rate}``)."""

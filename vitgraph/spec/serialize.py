@@ -59,6 +59,7 @@ _TOP_LEVEL = (
     "input",
     "args",
     "variants",
+    "pretrained",
     "data",
     "stochastic_depth",
     "graph",
@@ -90,7 +91,7 @@ def to_yaml(
     ordered.update({k: v for k, v in data.items() if k not in ordered})
     lines = [f"# {note}"] if note else []
     for key, value in ordered.items():
-        if key in ("args", "variants") and isinstance(value, dict) and value:
+        if key in ("args", "variants", "pretrained") and isinstance(value, dict) and value:
             lines.append(f"{key}:")
             lines += [f"  {_inline(name)}: {_inline(item)}" for name, item in value.items()]
         elif key == "graph" and isinstance(value, list):
