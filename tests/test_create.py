@@ -63,9 +63,9 @@ def test_an_unknown_argument_is_one_error_naming_what_is_accepted():
     with pytest.raises(TypeError) as error:
         vitgraph.create_model("vit_s_16", num_clases=10)
     assert str(error.value) == (
-        "create_model() got unknown argument(s) num_clases: it takes pretrained, num_classes, "
-        "in_chans, img_size, drop_rate, drop_path_rate, features_only, out_indices, "
-        "global_pool, and as spec overrides the args of vit_s_16 (classes, depth, dim, "
+        "create_model() got unknown argument(s) num_clases: it takes pretrained, "
+        "pretrained_file, pretrained_cfg_overlay, num_classes, in_chans, img_size, drop_rate, "
+        "drop_path_rate, features_only, out_indices, global_pool, and as spec overrides the args of vit_s_16 (classes, depth, dim, "
         "drop_path_rate, dropout, heads, image_size, mlp_ratio, patch) or dotted node.param / "
         "input.size / input.channels keys"
     )
@@ -76,9 +76,11 @@ def test_a_rate_the_spec_has_no_arg_for_is_refused_by_name():
         vitgraph.create_model("swin_t", drop_rate=0.1)
 
 
-def test_pretrained_weights_are_refused_naming_what_is_missing():
-    with pytest.raises(NotImplementedError, match=r"pretrained weights yet \(issue #20, item 3\)"):
-        vitgraph.create_model("vit_s_16", pretrained=True)
+def test_a_pretrained_file_without_pretrained_or_another_overlay_key_is_refused():
+    with pytest.raises(TypeError, match="pretrained_file is only read with pretrained=True"):
+        vitgraph.create_model("vit_s_16", pretrained_file="w.pth")
+    with pytest.raises(TypeError, match=r"only 'file' is taken, not \['url'\]"):
+        vitgraph.create_model("vit_s_16", pretrained=True, pretrained_cfg_overlay={"url": "x"})
 
 
 def test_another_pooling_is_refused_as_a_graph_edit():
