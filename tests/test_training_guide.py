@@ -35,12 +35,13 @@ def test_the_guide_covers_digits_folders_files_resume_recipes_distillation_threa
     assert headings == [
         "Digits, the first run",
         "Your own images",
-        "The two files a run writes",
+        "The files a run writes",
         "Stop and resume",
         "Recipes",
         "Distillation",
         "CPU threads",
         "Several processes or GPUs",
+        "Fine-tuning and evaluation",
     ]
     assert len(commands("$ torchrun ")) == 1
 
@@ -63,11 +64,11 @@ def test_the_guide_s_commands_run_in_order(tmp_path, monkeypatch, capsys):
     assert "batch 4, lr 6.25e-05: 1 epoch of 1438 images at batch 64 would be 22" in out
     # the resumed run went on from epoch 1 to 2; the files section's files exist
     assert "epoch 2/2" in out
+    files = {"last.safetensors", "model.safetensors", "metrics.csv", "metrics.jsonl"}
     for run in ("run1", "run2", "run3"):
-        assert {p.name for p in (tmp_path / run).iterdir()} == {
-            "last.safetensors",
-            "model.safetensors",
-        }
+        assert {p.name for p in (tmp_path / run).iterdir()} == files
+    assert {p.name for p in (tmp_path / "run5").iterdir()} == files | {"model_ema.safetensors"}
+    assert "fine-tuning from pretrained.safetensors" in out and "top1 " in out
 
 
 @pytest.mark.slow

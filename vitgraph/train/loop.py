@@ -183,7 +183,13 @@ def _patch_of(graph) -> int | None:
     return None
 
 
-_LABELS = {"accuracy": "train acc", "val_accuracy": "val acc", "val_top5": "val top-5"}
+_LABELS = {
+    "accuracy": "train acc",
+    "val_accuracy": "val acc",
+    "val_top5": "val top-5",
+    "ema_val_accuracy": "ema val acc",
+    "ema_val_top5": "ema val top-5",
+}
 
 
 def _describe(stats: dict[str, float]) -> str:
