@@ -65,7 +65,8 @@ def test_an_unknown_argument_is_one_error_naming_what_is_accepted():
     assert str(error.value) == (
         "create_model() got unknown argument(s) num_clases: it takes pretrained, "
         "pretrained_file, pretrained_cfg_overlay, num_classes, in_chans, img_size, drop_rate, "
-        "drop_path_rate, features_only, out_indices, global_pool, and as spec overrides the args of vit_s_16 (classes, depth, dim, "
+        "drop_path_rate, features_only, out_indices, global_pool, and as spec overrides the "
+        "args of vit_s_16 (classes, depth, dim, "
         "drop_path_rate, dropout, heads, image_size, mlp_ratio, patch) or dotted node.param / "
         "input.size / input.channels keys"
     )

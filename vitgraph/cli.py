@@ -185,6 +185,27 @@ def make_parser() -> argparse.ArgumentParser:
     predicting.add_argument(
         "--threshold", type=float, default=0.5, help="least box probability drawn (default 0.5)"
     )
+    converting = sub.add_parser(
+        "convert",
+        help="a reference's checkpoint (timm .pth/.safetensors, a saved HF model folder) "
+        "as a vitgraph weights file of a spec",
+    )
+    converting.add_argument("checkpoint", help="the checkpoint file, or a saved HF model folder")
+    converting.add_argument("--spec", required=True, help="the spec (or variant) it is for")
+    converting.add_argument("--variant", help="variant of the spec (default: its smallest)")
+    converting.add_argument(
+        "--set",
+        dest="sets",
+        action="append",
+        default=[],
+        metavar="KEY=VALUE",
+        help="override an arg (another size or class count: tables resampled, head fresh)",
+    )
+    converting.add_argument(
+        "--timm",
+        help="the timm model the checkpoint was saved from (default: the spec's pretrained: entry)",
+    )
+    converting.add_argument("--out", required=True, help="the safetensors file to write")
     evaluating = sub.add_parser(
         "eval",
         help="a model's numbers on data: top-1/top-5 on an image folder, or a training "
@@ -335,6 +356,7 @@ def main(argv: list[str] | None = None) -> int:
             "bench",
             "predict",
             "eval",
+            "convert",
             "digit-boxes",
             "gather",
         ):

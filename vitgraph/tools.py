@@ -177,6 +177,29 @@ def cmd_predict(args: argparse.Namespace) -> int:
     return renderer_for(graph)(Prediction(graph, model, image[None], mask, original, args))
 
 
+def cmd_convert(args: argparse.Namespace) -> int:
+    """``vitgraph convert``: a reference's checkpoint as a vitgraph weights file
+    (``vitgraph.interop.pretrained.convert_checkpoint``), the spec in its metadata."""
+    import warnings
+
+    from vitgraph.interop.pretrained import convert_checkpoint
+    from vitgraph.weights import save_weights
+
+    if not Path(args.checkpoint).exists():
+        print(f"error: no checkpoint {args.checkpoint}", file=sys.stderr)
+        return 1
+    graph = _load(args.spec, args.variant, args.sets)
+    model = graph.build()
+    with warnings.catch_warnings():
+        warnings.simplefilter("ignore")  # the report below says what was adapted
+        report = convert_checkpoint(model, graph, args.checkpoint, args.timm)
+    save_weights(model, graph, args.out)
+    adapted = [f"resampled: {', '.join(report.resampled)}"] if report.resampled else []
+    adapted += [f"classifier started fresh: {', '.join(report.reset)}"] if report.reset else []
+    print(f"{args.checkpoint} -> {args.out} ({graph.variant or graph.name})", *adapted, sep="; ")
+    return 0
+
+
 def cmd_eval(args: argparse.Namespace) -> int:
     """``vitgraph eval``: a spec with weights on an image folder (timm's evaluation
     pre-processing, top-1/top-5), or a training checkpoint on its own validation split

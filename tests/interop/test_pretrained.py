@@ -98,3 +98,27 @@ def test_without_a_network_or_cache_build_pretrained_says_what_to_do_in_one_line
     assert len(lines) == 1, done.stderr
     assert "timm:deit_tiny_patch16_224.fb_in1k could not be fetched" in lines[0]
     assert "huggingface-cli download timm/deit_tiny_patch16_224.fb_in1k" in lines[0]
+
+
+def test_convert_writes_a_timm_checkpoint_as_weights_that_give_timms_logits(tmp_path, capsys):
+    from vitgraph.cli import main
+
+    reference = redraw_(timm.create_model("deit_tiny_patch16_224", depth=2)).eval()
+    torch.save({"model": reference.state_dict()}, tmp_path / "deit.pth")  # DeiT's layout
+    out = tmp_path / "deit.safetensors"
+    argv = ["convert", str(tmp_path / "deit.pth"), "--spec", "deit_ti", "--set", "depth=2"]
+    assert main([*argv, "--out", str(out)]) == 0
+    assert "deit.pth -> " in capsys.readouterr().out
+    ours = vitgraph.load("deit_ti", overrides={"depth": 2}).build(weights=out).eval()
+    x = torch.randn(1, 3, 224, 224)
+    with torch.no_grad():
+        torch.testing.assert_close(ours(x), reference(x), atol=1e-4, rtol=0)
+
+
+def test_convert_of_a_layout_without_a_key_map_names_the_gap(tmp_path, capsys):
+    from vitgraph.cli import main
+
+    torch.save({"w": torch.zeros(1)}, tmp_path / "t2t.pth")
+    argv = ["convert", str(tmp_path / "t2t.pth"), "--spec", "t2t_vit_7", "--out", "x.safetensors"]
+    assert main(argv) == 1
+    assert "no converter for t2t_vit_7's checkpoint layout" in capsys.readouterr().err

@@ -47,7 +47,7 @@ def _reference(source: str, file: str | Path | None) -> nn.Module:
             import timm
         except ImportError:
             raise PretrainedError(f"{source} needs timm: pip install 'vitgraph[timm]'") from None
-        overlay = {"pretrained_cfg_overlay": {"file": str(file)}} if file else {}
+        overlay: dict[str, Any] = {"pretrained_cfg_overlay": {"file": str(file)}} if file else {}
         try:
             return timm.create_model(ref, pretrained=True, **overlay)
         except Exception as exc:  # hub, network, cache: one line says which
@@ -114,3 +114,81 @@ def load_pretrained(
             strict=True,
             adapt=True,
         )
+
+
+def read_state(path: str | Path) -> dict[str, Any]:
+    """A checkpoint file's tensors: safetensors, or a ``.pth``/``.bin`` read with
+    ``weights_only=True`` (a nested ``model``/``state_dict``/``module`` entry unwrapped,
+    as the reference repositories save them)."""
+    path = Path(path)
+    if path.suffix == ".safetensors":
+        from safetensors.torch import load_file
+
+        return dict(load_file(str(path)))
+    import torch
+
+    state: Any = torch.load(path, map_location="cpu", weights_only=True)
+    for key in ("model", "state_dict", "module", "model_ema"):
+        if isinstance(state, dict) and isinstance(state.get(key), dict):
+            state = state[key]
+            break
+    if not isinstance(state, dict):
+        raise PretrainedError(f"{path} holds no state_dict (a {type(state).__name__})")
+    return {k: v for k, v in state.items() if hasattr(v, "shape")}
+
+
+def convert_checkpoint(
+    model: nn.Module, graph: Validated, path: str | Path, timm_name: str | None = None
+) -> LoadReport:
+    """Load a reference's checkpoint into ``model``: a saved Hugging Face model folder
+    (through ``from_hf``), or a timm checkpoint file (keys through the converter of
+    ``timm_name``, else of the variant's ``pretrained:`` timm model)."""
+    path = Path(path)
+    if path.is_dir():
+        if not (path / "config.json").is_file():
+            raise PretrainedError(f"{path} is a folder without config.json (not a saved HF model)")
+        return _hf_folder(model, graph, path)
+    from vitgraph.interop.timm import timm_keymap
+    from vitgraph.weights.loader import load_state, offers_from_state
+
+    if timm_name is None and _scheme(graph) == "timm":
+        timm_name = source_of(graph).split(":", 1)[1].split(".")[0]
+    if timm_name is None:
+        raise PretrainedError(
+            f"no converter for {graph.variant or graph.name}'s checkpoint layout: give the "
+            "timm model it was saved from (--timm NAME); the official layouts of T2T-ViT, "
+            "CeiT, DeepViT, Refiner, LV-ViT and CCT have no key map yet (#20)"
+        )
+    return load_state(
+        model,
+        offers_from_state(read_state(path), timm_keymap(timm_name)),
+        fmt="timm",
+        source=f"timm {timm_name} ({path.name})",
+        what=f"{path} (timm {timm_name}) does not fit {graph.variant or graph.name}",
+        strict=True,
+        adapt=True,
+    )
+
+
+def _scheme(graph: Validated) -> str | None:
+    table = dict(graph.source.document.pretrained)
+    source = table.get(graph.variant or graph.name)
+    return source.split(":", 1)[0] if source else None
+
+
+def _hf_folder(model: nn.Module, graph: Validated, path: Path) -> LoadReport:
+    from transformers import AutoModelForImageClassification
+
+    from vitgraph.interop.hf import from_hf
+    from vitgraph.weights.loader import load_state, offers_from_state
+
+    twin = from_hf(AutoModelForImageClassification.from_pretrained(str(path)))
+    return load_state(
+        model,
+        offers_from_state(twin.state_dict()),
+        fmt="vitgraph",
+        source=f"transformers {path.name}",
+        what=f"{path} does not fit {graph.variant or graph.name}",
+        strict=True,
+        adapt=True,
+    )
