@@ -26,6 +26,7 @@ from torch import nn
 
 import vitgraph
 from tests.helpers import max_logit_diff, redraw_
+from vitgraph.interop.official import cct_key, simplevit_key, t2t_key
 
 
 @dataclass
@@ -482,12 +483,6 @@ def cct_reference(variant: str, **changes) -> nn.Module:
     return cct._cct(**{**CCT_WIDTHS[factory], **kwargs, **CCT_POOLING, **changes})
 
 
-def cct_key(key: str) -> str:
-    key = key.removeprefix("classifier.")
-    key = re.sub(r"\.linear1\.", ".mlp.fc1.", key)
-    return re.sub(r"\.linear2\.", ".mlp.fc2.", key)
-
-
 def cct_parity(variant: str, depth: int, size: int) -> Parity:
     theirs = redraw_(cct_reference(variant, num_layers=depth, img_size=size)).eval()
     ours = vitgraph.load(variant, overrides={"depth": depth, "image_size": size}).build()
@@ -513,19 +508,6 @@ SIMPLEVIT_LIKE_VIT_PYTORCH = {
     "heads": 4,
     "classes": 10,
 }
-SIMPLEVIT_RENAMES = [
-    (r"to_patch_embedding\.1\.", "patch_embed.patch_norm."),
-    (r"to_patch_embedding\.2\.", "patch_embed.proj."),
-    (r"to_patch_embedding\.3\.", "patch_embed.norm."),
-    (r"transformer\.layers\.(\d+)\.0\.norm\.", r"blocks.\1.norm1."),
-    (r"transformer\.layers\.(\d+)\.0\.to_qkv\.", r"blocks.\1.attn.qkv."),
-    (r"transformer\.layers\.(\d+)\.0\.to_out\.", r"blocks.\1.attn.proj."),
-    (r"transformer\.layers\.(\d+)\.1\.net\.0\.", r"blocks.\1.norm2."),
-    (r"transformer\.layers\.(\d+)\.1\.net\.1\.", r"blocks.\1.mlp.fc1."),
-    (r"transformer\.layers\.(\d+)\.1\.net\.3\.", r"blocks.\1.mlp.fc2."),
-    (r"transformer\.norm\.", "norm."),
-    (r"linear_head\.", "head."),
-]
 
 
 def simplevit_parity() -> Parity:
@@ -543,9 +525,7 @@ def simplevit_parity() -> Parity:
         )
     )
     ours = vitgraph.build("simplevit_s_16", overrides=SIMPLEVIT_LIKE_VIT_PYTORCH)
-    state = {
-        rename(k, SIMPLEVIT_RENAMES, first_only=True): v for k, v in reference.state_dict().items()
-    }
+    state = {simplevit_key(k): v for k, v in reference.state_dict().items()}
     ours.load_state_dict(state, strict=True)
     return Parity(ours, reference, torch.randn(2, 3, 64, 64))
 
@@ -689,13 +669,6 @@ def t2t_official(name: str, **kwargs) -> nn.Module:
     finally:
         sys.path.remove(root)
     return getattr(t2t_vit, name)(**kwargs)
-
-
-def t2t_key(key: str) -> str:
-    key = re.sub(r"(attention\d)\.(kqv|w)\b", r"\1.attn.\2", key)
-    key = re.sub(r"(attention\d)\.proj\.", r"\1.attn.proj.", key)
-    key = re.sub(r"(attention\d)\.mlp\.0\.", r"\1.mlp.fc1.", key)
-    return re.sub(r"(attention\d)\.mlp\.2\.", r"\1.mlp.fc2.", key)
 
 
 # the official factories' settings with depth 2, built through its T2T_ViT class

@@ -118,7 +118,27 @@ def test_convert_writes_a_timm_checkpoint_as_weights_that_give_timms_logits(tmp_
 def test_convert_of_a_layout_without_a_key_map_names_the_gap(tmp_path, capsys):
     from vitgraph.cli import main
 
-    torch.save({"w": torch.zeros(1)}, tmp_path / "t2t.pth")
-    argv = ["convert", str(tmp_path / "t2t.pth"), "--spec", "t2t_vit_7", "--out", "x.safetensors"]
+    torch.save({"w": torch.zeros(1)}, tmp_path / "dvit.pth")
+    argv = ["convert", str(tmp_path / "dvit.pth"), "--spec", "deepvit_s", "--out", "x.safetensors"]
     assert main(argv) == 1
-    assert "no converter for t2t_vit_7's checkpoint layout" in capsys.readouterr().err
+    assert "no converter for deepvit_s's checkpoint layout" in capsys.readouterr().err
+
+
+def test_convert_reads_vit_pytorchs_cct_checkpoint_as_vit_pytorch_computes(tmp_path):
+    from tests.references import cct_reference
+    from vitgraph.cli import main
+
+    reference = redraw_(cct_reference("cct_7_3x1", num_layers=2, img_size=32)).eval()
+    torch.save(reference.state_dict(), tmp_path / "cct.pth")
+    out = tmp_path / "cct.safetensors"
+    sets = ["--set", "depth=2", "--set", "image_size=32"]
+    assert (
+        main(
+            ["convert", str(tmp_path / "cct.pth"), "--spec", "cct_7_3x1", *sets, "--out", str(out)]
+        )
+        == 0
+    )
+    ours = vitgraph.load("cct_7_3x1", overrides={"depth": 2, "image_size": 32}).build(weights=out)
+    x = torch.randn(2, 3, 32, 32)
+    with torch.no_grad():
+        torch.testing.assert_close(ours.eval()(x), reference(x), atol=1e-4, rtol=0)

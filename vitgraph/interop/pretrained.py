@@ -142,22 +142,35 @@ def convert_checkpoint(
 ) -> LoadReport:
     """Load a reference's checkpoint into ``model``: a saved Hugging Face model folder
     (through ``from_hf``), or a timm checkpoint file (keys through the converter of
-    ``timm_name``, else of the variant's ``pretrained:`` timm model)."""
+    ``timm_name``, else of the variant's ``pretrained:`` timm model), or the family's
+    official checkpoint (``vitgraph.interop.official``)."""
     path = Path(path)
     if path.is_dir():
         if not (path / "config.json").is_file():
             raise PretrainedError(f"{path} is a folder without config.json (not a saved HF model)")
         return _hf_folder(model, graph, path)
+    from vitgraph.interop.official import OFFICIAL
     from vitgraph.interop.timm import timm_keymap
     from vitgraph.weights.loader import load_state, offers_from_state
 
+    name = graph.variant or graph.name
     if timm_name is None and _scheme(graph) == "timm":
         timm_name = source_of(graph).split(":", 1)[1].split(".")[0]
+    if timm_name is None and graph.name in OFFICIAL:  # the official repository's layout
+        return load_state(
+            model,
+            offers_from_state(read_state(path), OFFICIAL[graph.name]),
+            fmt="official",
+            source=f"the official {graph.name} code ({path.name})",
+            what=f"{path} (the official {graph.name} layout) does not fit {name}",
+            strict=True,
+            adapt=True,
+        )
     if timm_name is None:
         raise PretrainedError(
-            f"no converter for {graph.variant or graph.name}'s checkpoint layout: give the "
-            "timm model it was saved from (--timm NAME); the official layouts of T2T-ViT, "
-            "CeiT, DeepViT, Refiner, LV-ViT and CCT have no key map yet (#20)"
+            f"no converter for {name}'s checkpoint layout: give the timm model it was "
+            "saved from (--timm NAME); the official layouts of DeepViT and Refiner have no "
+            "key map yet (#20)"
         )
     return load_state(
         model,
