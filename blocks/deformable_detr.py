@@ -322,7 +322,9 @@ class _DeformLayer(Block):
     act: Activation = "relu"
     """FFN activation."""
     drop: DropRate = 0.1
-    """Dropout after each attention and in the FFN."""
+    """Dropout after each attention and after the FFN."""
+    act_drop: DropRate = 0.1
+    """Dropout after the FFN activation (official: the same 0.1; HF: activation_dropout)."""
     eps: float = 1e-5
     """LayerNorm epsilon."""
 
@@ -362,7 +364,7 @@ class EncoderLayer(nn.Module):
         self.self_attn = DeformAttn(dim, p.heads, p.levels, p.points)
         self.drop1 = nn.Dropout(p.drop)
         self.norm1 = nn.LayerNorm(dim, eps=p.eps)
-        self.mlp = FFN(dim, p.ffn, p.act, p.drop, p.drop)
+        self.mlp = FFN(dim, p.ffn, p.act, p.act_drop, p.drop)
         self.norm2 = nn.LayerNorm(dim, eps=p.eps)
         _xavier(self)
 
@@ -554,7 +556,7 @@ class DecoderLayer(nn.Module):
         self.cross_attn = DeformAttn(dim, p.heads, p.levels, p.points)
         self.drop2 = nn.Dropout(p.drop)
         self.norm2 = nn.LayerNorm(dim, eps=p.eps)
-        self.mlp = FFN(dim, p.ffn, p.act, p.drop, p.drop)
+        self.mlp = FFN(dim, p.ffn, p.act, p.act_drop, p.drop)
         self.norm3 = nn.LayerNorm(dim, eps=p.eps)
         _xavier(self)
         self.bbox_embed = BoxDelta(dim, p.box_bias) if p.refine else None

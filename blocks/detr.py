@@ -132,8 +132,7 @@ class InputProj(Block):
             )
         if self.levels != 1:
             raise ShapeError(
-                f"input_proj projects one level (DETR); {self.levels} levels are Deformable "
-                "DETR's",
+                f"input_proj projects one level (DETR); {self.levels} levels are Deformable DETR's",
                 field="levels",
                 hint="levels: 1, or kind: deformable_input_proj",
             )
