@@ -293,17 +293,34 @@ class DeformAttn(nn.Module):
         else:  # offsets relative to the reference box's half size
             half = reference[:, :, None, :, None, 2:] * 0.5
             where = reference[:, :, None, :, None, :2] + offsets / p * half
-        grids = 2 * where - 1  # grid_sample's [-1, 1]
-        per_head = v.shape[-1] // h
-        sampled = []
-        values = v.split([rows * cols for rows, cols in shapes], dim=1)
-        for k, (part, (rows, cols)) in enumerate(zip(values, shapes, strict=True)):
-            level = part.transpose(1, 2).reshape(b * h, per_head, rows, cols)
-            grid = grids[:, :, :, k].transpose(1, 2).flatten(0, 1)  # (B*h, Q, P, 2)
-            sampled.append(F.grid_sample(level, grid, align_corners=False))  # (B*h, c, Q, P)
-        weights = weights.transpose(1, 2).reshape(b * h, 1, q, lv * p)
-        out = (torch.stack(sampled, -2).flatten(-2) * weights).sum(-1)  # (B*h, c, Q)
-        return self.output_proj(out.view(b, h * per_head, q).transpose(1, 2))
+        out = deformable_sample(
+            v.unflatten(-1, (h, -1)), shapes, where, weights.view(b, q, h, lv, p)
+        )
+        return self.output_proj(out)
+
+
+def deformable_sample(
+    value: torch.Tensor,
+    shapes: list[tuple[int, int]],
+    where: torch.Tensor,
+    weights: torch.Tensor,
+) -> torch.Tensor:
+    """The sampling core of eq. 3: ``value`` ``(B, S, heads, c)``, ``where`` ``(B, Q, heads,
+    L, P, 2)`` in [0, 1] (x, y), ``weights`` ``(B, Q, heads, L, P)`` -> ``(B, Q, heads·c)``:
+    each level's values bilinearly sampled (zero outside, pixel centres at (i + 0.5) / side)
+    and summed with the weights."""
+    b, _, h, c = value.shape
+    q, lv, p = where.shape[1], where.shape[3], where.shape[4]
+    grids = 2 * where - 1  # grid_sample's [-1, 1]
+    sampled = []
+    values = value.split([rows * cols for rows, cols in shapes], dim=1)
+    for k, (part, (rows, cols)) in enumerate(zip(values, shapes, strict=True)):
+        level = part.flatten(2).transpose(1, 2).reshape(b * h, c, rows, cols)
+        grid = grids[:, :, :, k].transpose(1, 2).flatten(0, 1)  # (B*h, Q, P, 2)
+        sampled.append(F.grid_sample(level, grid, align_corners=False))  # (B*h, c, Q, P)
+    weights = weights.transpose(1, 2).reshape(b * h, 1, q, lv * p)
+    out = (torch.stack(sampled, -2).flatten(-2) * weights).sum(-1)  # (B*h, c, Q)
+    return out.view(b, h * c, q).transpose(1, 2)
 
 
 class _DeformLayer(Block):

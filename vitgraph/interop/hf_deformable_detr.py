@@ -38,7 +38,7 @@ _RENAMES = [
 
 
 def _conv(match: re.Match[str]) -> str:
-    """HF's ``layer.j.convolution`` / ``normalization`` -> torchvision's ``conv{j+1}`` / ``bn{j+1}``."""
+    """HF's ``layer.j.convolution`` / ``normalization`` -> ``conv{j+1}`` / ``bn{j+1}``."""
     name = "conv" if match.group(2) == "convolution" else "bn"
     return f".{name}{int(match.group(1)) + 1}."
 
@@ -94,11 +94,11 @@ def _backbone(model: Reference) -> dict[str, object]:
     config = model.config
     backbone = config.backbone_config
     kind = getattr(backbone, "model_type", None)
-    if config.use_timm_backbone or kind != "resnet":
+    if kind != "resnet":
         raise refuse_hf(
             model,
             f"backbone {getattr(backbone, 'backbone', None) or kind!r}"
-            + (" (use_timm_backbone=True)" if config.use_timm_backbone else ""),
+            + (" (use_timm_backbone=True)" if kind == "timm_backbone" else ""),
             "HF's native ResNet only: ResNetConfig(layer_type='bottleneck', out_features="
             "['stage2', 'stage3', 'stage4']) with use_timm_backbone=False",
         )
@@ -168,9 +168,22 @@ def deformable_detr_overrides(model: Reference) -> dict[str, object]:
             "the decoder's queries are the proposals kept: set them equal",
         )
     tied = model.class_embed[0].weight is model.class_embed[-1].weight
+    boxes_tied = model.bbox_embed[0].layers[0].weight is model.bbox_embed[-1].layers[0].weight
+    untied = not config.with_box_refine and not (tied and boxes_tied)
+    decoder_heads = getattr(model.model.decoder, "bbox_embed", None)
+    if decoder_heads is not None:  # refinement: the decoder must refine with the heads
+        first = decoder_heads[0].layers[0].weight  # that predict
+        untied = untied or first is not model.bbox_embed[0].layers[0].weight
+    if untied:
+        raise refuse_hf(
+            model,
+            f"tie_word_embeddings={config.tie_word_embeddings}",
+            "HF then predicts with other heads than its decoder refines with, or with a "
+            "head pair per layer without refinement; the spec ties them as officially",
+        )
     return {
         **args,
-        "channels": config.num_channels,
+        "channels": config.backbone_config.num_channels,  # HF's ResNet reads its own
         "levels": config.num_feature_levels,
         "dim": config.d_model,
         "heads": config.encoder_attention_heads,
