@@ -136,7 +136,8 @@ class DeformableInputProj(Block):
                     "least 2x2 pixels (a 1x1 level has no layout for the deformable "
                     "attention to sample around, and GroupNorm sees d/32 values a group)",
                     field="levels",
-                    hint=f"an input of at least {side}x{side}, or levels: {k}",
+                    hint=f"a larger input ({side}x{side} keeps this level at least 2x2)"
+                    + (f", or levels: {k}" if k >= taps else ""),
                 )
         return self.model_copy(update={"taps": taps}), Pyramid(tuple(maps), tuple(strides))
 
