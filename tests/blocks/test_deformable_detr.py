@@ -1,7 +1,7 @@
 """Deformable DETR's blocks (blocks/deformable_detr.py): the counts of
 specs/deformable_detr.yaml to the unit on the meta device, in the official convention and
 HF's tied one; multi-scale deformable attention against HF's; the degenerate one-point,
-zero-offset case; the multi-scale sine encoding; the located errors; training outputs."""
+zero-offset case; the multi-scale sine encoding; the located errors; the focal prior."""
 
 from __future__ import annotations
 
@@ -11,25 +11,14 @@ import pytest
 import torch
 
 import vitgraph
+from tests.families import DEFORMABLE_DETR_SMALL
 from tests.helpers import line_of
 from vitgraph.blocks.deformable_detr import DeformAttn, deformable_sample
 from vitgraph.cli import main
 
 SPEC = "specs/deformable_detr.yaml"
-#: a small model: ResNet widths / 8, one block a stage, d = 32
-SMALL = {
-    "stem": 16,
-    "widths": [32, 64, 128, 256],
-    "depths": [1, 1, 1, 1],
-    "dim": 32,
-    "heads": 2,
-    "ffn": 64,
-    "queries": 5,
-    "enc_layers": 1,
-    "dec_layers": 2,
-    "image_size": 128,
-    "classes": 3,
-}
+#: (training outputs at a small size: tests/families.py's DEFORMABLE_DETR row)
+SMALL = DEFORMABLE_DETR_SMALL
 
 
 @pytest.mark.parametrize(
@@ -176,19 +165,6 @@ def test_an_input_too_small_for_a_2x2_top_level_is_located_with_the_size_that_wo
     assert "input_proj: level 3 is 1x1 (stride 64)" in message
     assert "hint: a larger input (128x128 keeps this level at least 2x2), or levels: 3" in message
     vitgraph.load("deformable_detr", overrides={"image_size": 96})  # C5 3x3 -> C6 2x2
-
-
-def test_training_adds_every_earlier_layer_and_two_stage_the_proposals():
-    model = vitgraph.load("deformable_detr_two_stage", overrides=SMALL).build().train()
-    x = torch.randn(2, 3, 128, 128)
-    logits, boxes, aux_logits, aux_boxes, enc_logits, enc_boxes = model(x)
-    assert logits.shape == (2, 5, 3) and boxes.shape == (2, 5, 4)
-    assert aux_logits.shape == (1, 2, 5, 3) and aux_boxes.shape == (1, 2, 5, 4)
-    proposals = 16 * 16 + 8 * 8 + 4 * 4 + 2 * 2  # every pixel of every level
-    assert enc_logits.shape == (2, proposals, 3) and enc_boxes.shape == (2, proposals, 4)
-    model.eval()
-    with torch.no_grad():
-        assert [t.shape for t in model(x)] == [(2, 5, 3), (2, 5, 4)]
 
 
 def test_the_focal_heads_start_at_the_prior_probability():

@@ -22,9 +22,9 @@ VARIANTS = {
 }
 
 
-def _padded_batch(size: int = 128) -> tuple[torch.Tensor, torch.Tensor]:
-    """Two images, the second padded on the right half and the bottom third (the 4th
-    level is then 2x2 with one valid pixel)."""
+def _padded_batch(size: int = 96) -> tuple[torch.Tensor, torch.Tensor]:
+    """Two images, the second padded on the right half and the bottom third (its 2x2
+    fourth level then holds one valid pixel)."""
     x = torch.randn(2, 3, size, size, generator=torch.Generator().manual_seed(1))
     mask = torch.ones(2, size, size, dtype=torch.long)
     mask[1, :, size // 2 :] = 0
