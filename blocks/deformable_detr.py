@@ -71,8 +71,8 @@ class MultiLevelProj(nn.Module):
         self.taps = len(channels)
 
     def forward(self, levels: tuple[torch.Tensor, ...]) -> tuple[torch.Tensor, ...]:
-        levels = levels[len(levels) - self.taps :]
-        out = [proj(x) for proj, x in zip(self.levels, levels, strict=False)]
+        # the pyramid's last taps (negative indices: a proxy has no len when traced)
+        out = [self.levels[k](levels[k - self.taps]) for k in range(self.taps)]
         last = levels[-1]  # the first extra level reads the raw last tap, the next ones
         for proj in self.levels[self.taps :]:  # the previous extra level
             last = proj(last)
@@ -153,39 +153,43 @@ class DeformableInputProj(Block):
 def valid_ratios(mask: torch.Tensor) -> torch.Tensor:
     """The valid share of a level's width and height ``(B, 2)``, from its first row and
     column (official ``get_valid_ratio``: images are padded right and down)."""
-    h, w = mask.shape[1:]
+    h, w = mask.shape[1], mask.shape[2]
     return torch.stack((mask[:, 0, :].sum(1) / w, mask[:, :, 0].sum(1) / h), -1)
 
 
-def encoder_references(shapes: list[tuple[int, int]], ratios: torch.Tensor) -> torch.Tensor:
-    """Every pixel's centre, normalised by its level's valid size, then seen from every
-    level through that level's valid ratio ``(B, S, L, 2)`` (official
-    ``get_reference_points``)."""
-    points = []
-    for level, (h, w) in enumerate(shapes):
-        ys = torch.linspace(0.5, h - 0.5, h, dtype=ratios.dtype, device=ratios.device)
-        xs = torch.linspace(0.5, w - 0.5, w, dtype=ratios.dtype, device=ratios.device)
-        y, x = torch.meshgrid(ys, xs, indexing="ij")
-        y = y.reshape(1, -1) / (ratios[:, None, level, 1] * h)
-        x = x.reshape(1, -1) / (ratios[:, None, level, 0] * w)
-        points.append(torch.stack((x, y), -1))
-    return torch.cat(points, 1)[:, :, None] * ratios[:, None]
+def level_geometry(x: torch.Tensor, level: int) -> tuple[torch.Tensor, ...]:
+    """One level's geometry from its map ``(B, C, h, w)``, by tensor ops only (the module
+    traces with symbolic sizes): each pixel's centre ``(h·w, 2)`` in pixels (x + 0.5,
+    y + 0.5), the level's (w, h) per pixel ``(h·w, 2)`` and once ``(2,)``, and the level's
+    index per pixel."""
+    ones = torch.ones_like(x[0, 0])  # (h, w)
+    xs, ys = ones.cumsum(1), ones.cumsum(0)
+    size = torch.stack((xs[-1:, -1:], ys[-1:, -1:]), -1).flatten()  # (w, h)
+    centres = torch.stack((xs - 0.5, ys - 0.5), -1).flatten(0, 1)
+    return centres, size.expand_as(centres), size, (ones.flatten() * level).long()
 
 
 class Memory(nn.Module):
     """Flatten the levels finest first; positions = sine encoding + the level's embedding.
-    Returns ``(tokens, pos, valid (B, S) or None, ratios (B, L, 2), references, shapes)``."""
+    Returns the ``MultiScale`` tuple: tokens, positions, valid (B, S) or None, ratios
+    (B, L, 2), references (B, S, L, 2) — each pixel's centre normalised by its level's
+    valid size, then seen from every level through that level's valid ratio (official
+    ``get_reference_points``) —, the levels' (h, w), their (w, h) ``(L, 2)``, and per
+    pixel its centre, its level's (w, h) and its level."""
 
     def __init__(self, dim: int, levels: int, temperature: float) -> None:
         super().__init__()
+        self.levels = levels
         self.level_embed = nn.Parameter(torch.randn(levels, dim))  # official normal_
         self.sine = SinePosition(dim, temperature, 2 * math.pi, offset=0.5)
 
-    def forward(self, levels: tuple[torch.Tensor, ...], mask: torch.Tensor | None):
-        tokens, pos, valid, ratios, shapes = [], [], [], [], []
-        for k, x in enumerate(levels):
+    def forward(self, maps: tuple[torch.Tensor, ...], mask: torch.Tensor | None):
+        tokens, pos, valid, ratios, shapes, geometry = [], [], [], [], [], []
+        for k in range(self.levels):
+            x = maps[k]
             m = resize_mask(x, mask)  # every level's mask from the pixel mask
             shapes.append((x.shape[-2], x.shape[-1]))
+            geometry.append(level_geometry(x, k))
             tokens.append(x.flatten(2).transpose(1, 2))
             pos.append(self.sine(x, m) + self.level_embed[k])
             if m is not None:
@@ -193,11 +197,15 @@ class Memory(nn.Module):
                 ratios.append(valid_ratios(m).to(x.dtype))
         x = torch.cat(tokens, 1)
         if mask is None:
-            ratio = x.new_ones(x.shape[0], len(levels), 2)
+            ratio = x.new_ones(x.shape[0], self.levels, 2)
+            keep = None
         else:
-            ratio = torch.stack(ratios, 1)
-        keep = torch.cat(valid, 1) if mask is not None else None
-        return x, torch.cat(pos, 1), keep, ratio, encoder_references(shapes, ratio), shapes
+            ratio, keep = torch.stack(ratios, 1), torch.cat(valid, 1)
+        centres, sizes, size, level_of = (torch.cat(parts) for parts in zip(*geometry, strict=True))
+        own = ratio[:, level_of]  # (B, S, 2): each pixel's own level's ratio
+        references = (centres / sizes / own)[:, :, None] * ratio[:, None]
+        size = size.view(self.levels, 2)
+        return x, torch.cat(pos, 1), keep, ratio, references, shapes, size, centres, sizes, level_of
 
 
 @register
@@ -242,11 +250,13 @@ class DeformAttn(nn.Module):
     """Multi-scale deformable attention (eq. 3): each query samples ``points`` values per
     head and level at its reference point plus learned offsets (bilinear, zero outside),
     weighted by a softmax over the levels × points. The pure PyTorch path (official
-    ``ms_deform_attn_core_pytorch``): one ``grid_sample`` per level."""
+    ``ms_deform_attn_core_pytorch``): one ``grid_sample`` per level. ``coords`` of the
+    references: 2 (points; offsets in pixels of each level) or 4 (boxes; offsets in half
+    box sides)."""
 
-    def __init__(self, dim: int, heads: int, levels: int, points: int) -> None:
+    def __init__(self, dim: int, heads: int, levels: int, points: int, coords: int = 2) -> None:
         super().__init__()
-        self.heads, self.levels, self.points = heads, levels, points
+        self.heads, self.levels, self.points, self.coords = heads, levels, points, coords
         self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj = nn.Linear(dim, dim)
@@ -276,46 +286,49 @@ class DeformAttn(nn.Module):
         query: torch.Tensor,
         reference: torch.Tensor,
         value: torch.Tensor,
-        shapes: list[tuple[int, int]],
         valid: torch.Tensor | None,
+        shapes: list[tuple[int, int]],
+        sizes: torch.Tensor,
     ) -> torch.Tensor:
-        b, q, _ = query.shape
+        """``shapes``: each level's (h, w); ``sizes``: ``(L, 2)`` their (w, h)."""
+        b, q = query.shape[0], query.shape[1]
         h, lv, p = self.heads, self.levels, self.points
         v = self.value_proj(value)
         if valid is not None:  # padded pixels give zero values
             v = v.masked_fill(~valid[..., None], 0.0)
         offsets = self.sampling_offsets(query).view(b, q, h, lv, p, 2)
         weights = self.attention_weights(query).view(b, q, h, lv * p).softmax(-1)
-        if reference.shape[-1] == 2:  # offsets in pixels of each level
-            size = torch.tensor(
-                [[w, hh] for hh, w in shapes], dtype=query.dtype, device=query.device
-            )
-            where = reference[:, :, None, :, None, :] + offsets / size[None, None, None, :, None]
+        if self.coords == 2:  # offsets in pixels of each level
+            size = sizes[None, None, None, :, None]
+            where = reference[:, :, None, :, None, :] + offsets / size
         else:  # offsets relative to the reference box's half size
             half = reference[:, :, None, :, None, 2:] * 0.5
             where = reference[:, :, None, :, None, :2] + offsets / p * half
         out = deformable_sample(
-            v.unflatten(-1, (h, -1)), shapes, where, weights.view(b, q, h, lv, p)
+            v.unflatten(-1, (h, -1)), shapes, where, weights.view(b, q, h, lv, p), lv
         )
         return self.output_proj(out)
 
 
 def deformable_sample(
     value: torch.Tensor,
-    shapes: list[tuple[int, int]],
+    shapes: tuple[tuple[int, int], ...] | list[tuple[int, int]],
     where: torch.Tensor,
     weights: torch.Tensor,
+    levels: int | None = None,
 ) -> torch.Tensor:
     """The sampling core of eq. 3: ``value`` ``(B, S, heads, c)``, ``where`` ``(B, Q, heads,
     L, P, 2)`` in [0, 1] (x, y), ``weights`` ``(B, Q, heads, L, P)`` -> ``(B, Q, heads·c)``:
     each level's values bilinearly sampled (zero outside, pixel centres at (i + 0.5) / side)
-    and summed with the weights."""
-    b, _, h, c = value.shape
+    and summed with the weights. ``levels``: how many (when ``shapes`` is symbolic)."""
+    b, h, c = value.shape[0], value.shape[2], value.shape[3]
     q, lv, p = where.shape[1], where.shape[3], where.shape[4]
     grids = 2 * where - 1  # grid_sample's [-1, 1]
-    sampled = []
-    values = value.split([rows * cols for rows, cols in shapes], dim=1)
-    for k, (part, (rows, cols)) in enumerate(zip(values, shapes, strict=True)):
+    sampled, start = [], 0
+    for k in range(len(shapes) if levels is None else levels):
+        rows, cols = shapes[k][0], shapes[k][1]
+        part = value[:, start : start + rows * cols]
+        start = start + rows * cols
         level = part.flatten(2).transpose(1, 2).reshape(b * h, c, rows, cols)
         grid = grids[:, :, :, k].transpose(1, 2).flatten(0, 1)  # (B*h, Q, P, 2)
         sampled.append(F.grid_sample(level, grid, align_corners=False))  # (B*h, c, Q, P)
@@ -376,10 +389,10 @@ def _xavier(module: nn.Module) -> None:
 
 
 class EncoderLayer(nn.Module):
-    def __init__(self, p: _DeformLayer, dim: int) -> None:
+    def __init__(self, p: _DeformLayer, memory: MultiScale) -> None:
         super().__init__()
-        assert p.levels is not None
-        self.self_attn = DeformAttn(dim, p.heads, p.levels, p.points)
+        dim = memory.dim
+        self.self_attn = DeformAttn(dim, p.heads, len(memory.shapes), p.points)
         self.drop1 = nn.Dropout(p.drop)
         self.norm1 = nn.LayerNorm(dim, eps=p.eps)
         self.mlp = FFN(dim, p.ffn, p.act, p.act_drop, p.drop)
@@ -387,10 +400,12 @@ class EncoderLayer(nn.Module):
         _xavier(self)
 
     def forward(self, memory: tuple) -> tuple:
-        x, pos, valid, ratios, ref, shapes = memory
-        x = self.norm1(x + self.drop1(self.self_attn(x + pos, ref, x, shapes, valid)))
+        # indexed, not unpacked: a traced tuple input is one proxy
+        x, pos, valid, ref = memory[0], memory[1], memory[2], memory[4]
+        attn = self.self_attn(x + pos, ref, x, valid, memory[5], memory[6])
+        x = self.norm1(x + self.drop1(attn))
         x = self.norm2(x + self.mlp(x))
-        return x, pos, valid, ratios, ref, shapes
+        return (x, *(memory[i] for i in range(1, 10)))  # the rest unchanged (indexed: traced)
 
 
 @register
@@ -405,7 +420,7 @@ class DeformableEncoderLayer(_DeformLayer):
         return self._memory(inputs[0], self.kind)
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return EncoderLayer(self, expect_multi_scale(inputs[0], self.kind).dim)
+        return EncoderLayer(self, expect_multi_scale(inputs[0], self.kind))
 
 
 # -- object queries ------------------------------------------------------------------------
@@ -431,9 +446,10 @@ def inverse_sigmoid(x: torch.Tensor, eps: float = 1e-5) -> torch.Tensor:
     return torch.log(x.clamp(min=eps) / (1 - x).clamp(min=eps))
 
 
-def refine(delta: torch.Tensor, reference: torch.Tensor) -> torch.Tensor:
-    """A box from a predicted delta and its reference (centres: only cx, cy move)."""
-    if reference.shape[-1] == 4:
+def refine(delta: torch.Tensor, reference: torch.Tensor, coords: int) -> torch.Tensor:
+    """A box from a predicted delta and its reference (``coords`` 2, centres: only cx, cy
+    move)."""
+    if coords == 4:
         return (delta + inverse_sigmoid(reference)).sigmoid()
     centre = delta[..., :2] + inverse_sigmoid(reference)
     return torch.cat((centre, delta[..., 2:]), -1).sigmoid()
@@ -451,14 +467,15 @@ class LearnedQueries(nn.Module):
 
     def __init__(self, queries: int, dim: int) -> None:
         super().__init__()
+        self.dim = dim
         self.query_embed = nn.Parameter(torch.randn(queries, 2 * dim))  # nn.Embedding's
         self.reference_points = nn.Linear(dim, 2)
         nn.init.xavier_uniform_(self.reference_points.weight)
         nn.init.zeros_(self.reference_points.bias)
 
     def forward(self, memory: tuple) -> tuple:
-        b, d = memory[0].shape[0], memory[0].shape[-1]
-        pos, target = self.query_embed.expand(b, -1, -1).split(d, dim=-1)
+        both = self.query_embed.expand(memory[0].shape[0], -1, -1)
+        pos, target = both[..., : self.dim], both[..., self.dim :]
         return target, pos, self.reference_points(pos).sigmoid(), None, ()
 
 
@@ -468,51 +485,49 @@ class Proposals(nn.Module):
     foreground scores' boxes (detached) are the decoder's references, their sine encoding
     through ``pos_trans`` its positions and targets."""
 
-    def __init__(self, queries: int, dim: int, classes: int) -> None:
+    def __init__(self, queries: int, dim: int, classes: int, levels: int) -> None:
         super().__init__()
-        self.queries = queries
+        self.queries, self.dim, self.levels = queries, dim, levels
         self.enc_output = nn.Linear(dim, dim)
         self.enc_output_norm = nn.LayerNorm(dim)
         self.class_embed = class_head(dim, classes)
         self.bbox_embed = BoxDelta(dim)
-        self.dim = dim
         self.pos_trans = nn.Linear(2 * dim, 2 * dim)
         self.pos_trans_norm = nn.LayerNorm(2 * dim)
         nn.init.xavier_uniform_(self.enc_output.weight)
         nn.init.xavier_uniform_(self.pos_trans.weight)
 
-    def _proposals(self, x: torch.Tensor, valid: torch.Tensor | None, shapes):
-        b, boxes = x.shape[0], []
-        for level, (h, w) in enumerate(shapes):
-            ys = torch.arange(h, dtype=x.dtype, device=x.device)
-            xs = torch.arange(w, dtype=x.dtype, device=x.device)
-            y, xx = torch.meshgrid(ys, xs, indexing="ij")
-            grid = torch.stack((xx, y), -1)[None].expand(b, -1, -1, -1) + 0.5
-            if valid is None:
-                size = torch.tensor([w, h], dtype=x.dtype, device=x.device)
-            else:
-                m = valid[:, sum(a * c for a, c in shapes[:level]) :][:, : h * w].view(b, h, w)
+    def _proposals(self, memory: tuple):
+        """Every pixel's box, as logits (+inf where padded or too close to the border), and
+        the memory with those pixels zeroed (official ``gen_encoder_output_proposals``)."""
+        x, valid, shapes, centres, sizes, level_of = (memory[i] for i in (0, 2, 5, 7, 8, 9))
+        if valid is None:
+            centres = (centres / sizes)[None].expand(x.shape[0], -1, -1)
+        else:  # normalised by each level's valid width and height
+            valid_sizes, start = [], 0
+            for k in range(self.levels):
+                h, w = shapes[k][0], shapes[k][1]
+                m = valid[:, start : start + h * w].view(-1, h, w)
                 size = torch.stack((m[:, 0, :].sum(1), m[:, :, 0].sum(1)), -1).to(x.dtype)
-                size = size[:, None, None]
-            side = torch.full_like(grid, 0.05 * 2.0**level)
-            boxes.append(torch.cat((grid / size, side), -1).view(b, -1, 4))
-        boxes = torch.cat(boxes, 1)
+                valid_sizes.append(size[:, None].expand(-1, h * w, -1))
+                start = start + h * w
+            centres = centres[None] / torch.cat(valid_sizes, 1)
+        side = (0.05 * 2.0**level_of).to(x.dtype)[None, :, None].expand_as(centres)
+        boxes = torch.cat((centres, side), -1)
         inside = ((boxes > 0.01) & (boxes < 0.99)).all(-1, keepdim=True)
         logit = torch.log(boxes / (1 - boxes))
         keep = inside if valid is None else inside & valid[..., None]
         return logit.masked_fill(~keep, float("inf")), x.masked_fill(~keep, 0.0)
 
     def forward(self, memory: tuple) -> tuple:
-        x, _, valid, _, _, shapes = memory
-        logit, x = self._proposals(x, valid, shapes)
+        logit, x = self._proposals(memory)
         x = self.enc_output_norm(self.enc_output(x))
         scores = self.class_embed(x)
         boxes = self.bbox_embed(x) + logit
         top = scores[..., 0].topk(self.queries, dim=1)[1]  # the first class, as officially
         chosen = boxes.gather(1, top[..., None].expand(-1, -1, 4)).detach()
-        pos, target = self.pos_trans_norm(self.pos_trans(box_sine(chosen, self.dim // 2))).chunk(
-            2, -1
-        )
+        both = self.pos_trans_norm(self.pos_trans(box_sine(chosen, self.dim // 2)))
+        pos, target = both[..., : self.dim], both[..., self.dim :]
         return target, pos, chosen.sigmoid(), None, (scores, boxes.sigmoid())
 
 
@@ -552,26 +567,29 @@ class DeformableQueries(Block):
                 hint=f"queries at most {memory.length}, or a larger input",
             )
         coords = 4 if self.two_stage else 2
-        return self, QueryState(self.queries, memory.dim, coords, len(memory.shapes))
+        out = QueryState(
+            self.queries, memory.dim, coords, len(memory.shapes), False, self.two_stage
+        )
+        return self, out
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        dim = expect_multi_scale(inputs[0], self.kind).dim
+        memory = expect_multi_scale(inputs[0], self.kind)
         if self.two_stage:
-            return Proposals(self.queries, dim, self.classes)
-        return LearnedQueries(self.queries, dim)
+            return Proposals(self.queries, memory.dim, self.classes, len(memory.shapes))
+        return LearnedQueries(self.queries, memory.dim)
 
 
 # -- the decoder ---------------------------------------------------------------------------
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, p: DeformableDecoderLayer, dim: int) -> None:
+    def __init__(self, p: DeformableDecoderLayer, state: QueryState, memory: MultiScale) -> None:
         super().__init__()
-        assert p.levels is not None
+        dim, self.coords = state.dim, state.coords
         self.self_attn = PosAttention(dim, p.heads, p.attn_drop)
         self.drop1 = nn.Dropout(p.drop)
         self.norm1 = nn.LayerNorm(dim, eps=p.eps)
-        self.cross_attn = DeformAttn(dim, p.heads, p.levels, p.points)
+        self.cross_attn = DeformAttn(dim, p.heads, len(memory.shapes), p.points, state.coords)
         self.drop2 = nn.Dropout(p.drop)
         self.norm2 = nn.LayerNorm(dim, eps=p.eps)
         self.mlp = FFN(dim, p.ffn, p.act, p.act_drop, p.drop)
@@ -580,17 +598,20 @@ class DecoderLayer(nn.Module):
         self.bbox_embed = BoxDelta(dim, p.box_bias) if p.refine else None
 
     def forward(self, state: tuple, memory: tuple) -> tuple:
-        t, pos, reference, _, proposals = state
-        value, _, valid, ratios, _, shapes = memory
+        t, pos, reference, proposals = state[0], state[1], state[2], state[4]
+        value, valid, ratios = memory[0], memory[2], memory[3]
         qk = t + pos
         t = self.norm1(t + self.drop1(self.self_attn(qk, qk, t)))
-        scale = ratios if reference.shape[-1] == 2 else torch.cat((ratios, ratios), -1)
+        scale = ratios if self.coords == 2 else torch.cat((ratios, ratios), -1)
         where = reference[:, :, None] * scale[:, None]  # the reference seen from each level
-        t = self.norm2(t + self.drop2(self.cross_attn(t + pos, where, value, shapes, valid)))
+        t = self.norm2(
+            t + self.drop2(self.cross_attn(t + pos, where, value, valid, memory[5], memory[6]))
+        )
         t = self.norm3(t + self.mlp(t))
         if self.bbox_embed is None:
             return t, pos, reference, None, proposals
-        boxes = refine(self.bbox_embed(t), reference)  # the next layer's references, detached
+        boxes = refine(self.bbox_embed(t), reference, self.coords)  # detached: the next
+        # layer's references
         return t, pos, boxes.detach(), boxes, proposals
 
 
@@ -626,34 +647,42 @@ class DeformableDecoderLayer(_DeformLayer):
                 hint="refine: true on every decoder layer, or on none",
             )
         coords = 4 if self.refine else state.coords
-        out = QueryState(state.queries, state.dim, coords, state.levels, self.refine)
+        out = QueryState(
+            state.queries, state.dim, coords, state.levels, self.refine, state.proposals
+        )
         return resolved, out
 
     def build(self, *inputs: TensorType) -> nn.Module:
-        return DecoderLayer(self, expect_query_state(inputs[0], self.kind).dim)
+        state = expect_query_state(inputs[0], self.kind)
+        return DecoderLayer(self, state, expect_multi_scale(inputs[1], self.kind))
 
 
 class Heads(nn.Module):
     """Class logits (and, without refinement, boxes) of every decoder layer."""
 
-    def __init__(self, dim: int, classes: int, layers: int, per_layer: bool, boxes: float | None):
+    def __init__(
+        self, dim: int, classes: int, layers: int, heads: int, boxes: float | None, last: QueryState
+    ):
         super().__init__()
-        count = layers if per_layer else 1
-        self.class_embed = nn.ModuleList(class_head(dim, classes) for _ in range(count))
+        self.class_embed = nn.ModuleList(class_head(dim, classes) for _ in range(heads))
         self.bbox_embed = None if boxes is None else BoxDelta(dim, boxes)
+        self.coords, self.proposals, self.layers = last.coords, last.proposals, layers
 
     def forward(self, *states: tuple) -> tuple[torch.Tensor, ...]:
         logits, boxes = [], []
-        heads = list(self.class_embed) * (len(states) // len(self.class_embed))
-        for head, (t, _, reference, refined, _) in zip(heads, states, strict=True):
-            logits.append(head(t))
-            boxes.append(
-                refined if self.bbox_embed is None else refine(self.bbox_embed(t), reference)
-            )
+        for k in range(self.layers):  # indexed: traced, *states is one proxy
+            state = states[k]  # (target, pos, references, boxes, proposals)
+            logits.append(self.class_embed[k % len(self.class_embed)](state[0]))
+            if self.bbox_embed is None:  # the layer refined: its boxes
+                boxes.append(state[3])
+            else:
+                boxes.append(refine(self.bbox_embed(state[0]), state[2], self.coords))
         if not self.training:
             return logits[-1], boxes[-1]
         out = (logits[-1], boxes[-1], torch.stack(logits[:-1]), torch.stack(boxes[:-1]))
-        return out + states[-1][4]  # two-stage: the encoder's proposal logits and boxes
+        if self.proposals:  # two-stage: the encoder's proposal logits and boxes
+            out = (*out, states[self.layers - 1][4][0], states[self.layers - 1][4][1])
+        return out
 
 
 @register
@@ -689,4 +718,5 @@ class DeformableHead(Block):
         per_layer = self.class_heads == "per_layer"
         # officially the shared box head starts at w = h = sigmoid(-2), two-stage at 0.5
         boxes = None if last.boxes else -2.0 if last.coords == 2 else 0.0
-        return Heads(last.dim, self.classes, len(inputs), per_layer, boxes)
+        heads = len(inputs) if per_layer else 1
+        return Heads(last.dim, self.classes, len(inputs), heads, boxes, last)

@@ -139,7 +139,9 @@ class MultiScale:
     ``S = Σ h·w``, and beside them what every deformable attention reads — their
     positions, the valid-pixel mask, the valid ratios and reference points. At run time a
     tuple ``(tokens, pos, valid (B, S) or None, ratios (B, L, 2), references (B, S, L, 2),
-    [(h, w) per level])``."""
+    [(h, w) per level], sizes (L, 2) (w, h), and per pixel: centre (S, 2) in pixels, its
+    level's (w, h) (S, 2), its level (S,))`` (the levels' sizes travel with the values, so
+    a model built for one size runs at another)."""
 
     dim: int
     shapes: tuple[tuple[int, int], ...]
@@ -164,13 +166,14 @@ class QueryState:
     query positions, its reference points (``coords`` 2: centres; 4: boxes) and, once a
     layer refines them, that layer's box prediction (``boxes``). At run time a tuple
     ``(target, pos, references, boxes or None, proposals)``, ``proposals`` the two-stage
-    encoder's ``(logits, boxes)`` or ``()``."""
+    encoder's ``(logits, boxes)`` (``proposals``) or ``()``."""
 
     queries: int
     dim: int
     coords: int
     levels: int
     boxes: bool = False
+    proposals: bool = False
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -280,7 +283,12 @@ def empty(t: TensorType, batch: int) -> Any:
         ratios = torch.ones(batch, levels, 2)
         refs = torch.empty(batch, t.length, levels, 2)
         tokens = torch.empty(batch, *t.shape)
-        return tokens, torch.empty(batch, *t.shape), None, ratios, refs, list(t.shapes)
+        shapes = list(t.shapes)
+        sizes = torch.tensor([[float(w), float(h)] for h, w in shapes])
+        centres, per_pixel = torch.empty(t.length, 2), torch.ones(t.length, 2)
+        level_of = torch.zeros(t.length, dtype=torch.int64)
+        pos = torch.empty(batch, *t.shape)
+        return tokens, pos, None, ratios, refs, shapes, sizes, centres, per_pixel, level_of
     if isinstance(t, QueryState):
         boxes = torch.empty(batch, t.queries, 4) if t.boxes else None
         refs = torch.empty(batch, t.queries, t.coords)

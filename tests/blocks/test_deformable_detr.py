@@ -67,7 +67,7 @@ def test_deformable_attention_equals_hfs_module_with_a_padding_mask(coords):
     transformers = pytest.importorskip("transformers")
     config = transformers.DeformableDetrConfig(d_model=32, num_feature_levels=3)
     theirs = modeling.DeformableDetrMultiscaleDeformableAttention(config, 4, 2).eval()
-    ours = DeformAttn(32, 4, 3, 2).eval()
+    ours = DeformAttn(32, 4, 3, 2, coords).eval()
     gen = torch.Generator().manual_seed(0)
     with torch.no_grad():
         for p in theirs.parameters():
@@ -80,6 +80,7 @@ def test_deformable_attention_equals_hfs_module_with_a_padding_mask(coords):
     query = torch.randn(2, 5, 32, generator=gen)
     reference = torch.rand(2, 5, 3, coords, generator=gen)
     table = torch.tensor(shapes)
+    sizes = table.flip(-1).float()  # (w, h)
     with torch.no_grad():
         expected, _ = theirs(
             query,
@@ -90,7 +91,7 @@ def test_deformable_attention_equals_hfs_module_with_a_padding_mask(coords):
             spatial_shapes_list=shapes,
             level_start_index=torch.cat((table.new_zeros(1), table.prod(1).cumsum(0)[:-1])),
         )
-        got = ours(query, reference, memory, shapes, valid)
+        got = ours(query, reference, memory, valid, shapes, sizes)
     torch.testing.assert_close(got, expected)
 
 
@@ -105,7 +106,10 @@ def test_one_point_at_zero_offset_reads_the_value_at_the_reference_pixel():
     y, x = pixels // cols, pixels % cols
     centres = torch.stack(((x + 0.5) / cols, (y + 0.5) / rows), -1)  # pixel centres
     with torch.no_grad():
-        out = attn(torch.randn(1, 3, 16), centres[None, :, None], memory, [(rows, cols)], None)
+        sizes = torch.tensor([[float(cols), float(rows)]])
+        out = attn(
+            torch.randn(1, 3, 16), centres[None, :, None], memory, None, [(rows, cols)], sizes
+        )
         expected = attn.output_proj(attn.value_proj(memory[:, pixels]))
     torch.testing.assert_close(out, expected)
 
