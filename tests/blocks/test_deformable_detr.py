@@ -178,3 +178,28 @@ def test_the_focal_heads_start_at_the_prior_probability():
     # official: only the first refining box head starts its w, h at sigmoid(-2)
     assert getattr(model.decoder, "0").bbox_embed.layers[-1].bias.tolist() == [0, 0, -2, -2]
     assert getattr(model.decoder, "1").bbox_embed.layers[-1].bias.tolist() == [0, 0, 0, 0]
+
+
+PVT_SMALL = "examples/detection/deformable_detr_pvt_small.yaml"
+
+
+@pytest.mark.slow
+def test_deformable_detr_on_pvt_small_counts_at_full_size():
+    # 10,975,585 of Deformable DETR's transformer and heads, projections of PVT's 128,
+    # 320, 512 channels (+ the strided level) 1,428,480, PVT-Small's stages at 512 px
+    assert vitgraph.load(PVT_SMALL).summary().params == 38_017_633
+
+
+def test_deformable_detr_on_pvt_small_runs_with_a_padding_mask():
+    small = {"image_size": 128, "depths": [1, 1, 1, 1], "enc_layers": 1, "dec_layers": 1}
+    graph = vitgraph.load(PVT_SMALL, overrides={**small, "queries": 5})
+    model = graph.build().eval()
+    assert graph.summary().params == sum(p.numel() for p in model.parameters())
+    x = torch.randn(2, 3, 128, 128)
+    mask = torch.ones(2, 128, 128, dtype=torch.bool)
+    mask[1, :, 64:] = False
+    with torch.no_grad():
+        logits, boxes = model(x, mask)
+        plain = model(x)
+    assert logits.shape == (2, 5, 91) and boxes.shape == (2, 5, 4)
+    assert torch.equal(plain[0][0], logits[0]) and not torch.equal(plain[0][1], logits[1])
