@@ -57,6 +57,7 @@ class LevelProj(nn.Module):
             self.conv = nn.Conv2d(channels, dim, 1)
         self.norm = nn.GroupNorm(GROUPS, dim)
         nn.init.xavier_uniform_(self.conv.weight)  # official: xavier, zero bias
+        assert self.conv.bias is not None
         nn.init.zeros_(self.conv.bias)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -432,10 +433,11 @@ class BoxDelta(nn.Module):
 
     def __init__(self, dim: int, wh_bias: float = 0.0) -> None:
         super().__init__()
-        self.layers = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim), nn.Linear(dim, 4)])
-        nn.init.zeros_(self.layers[-1].weight)  # official: a zero last layer, the box
-        nn.init.zeros_(self.layers[-1].bias)  # starting at its reference
-        nn.init.constant_(self.layers[-1].bias[2:], wh_bias)
+        last = nn.Linear(dim, 4)
+        nn.init.zeros_(last.weight)  # official: a zero last layer, the box starting at
+        nn.init.zeros_(last.bias)  # its reference
+        nn.init.constant_(last.bias[2:], wh_bias)
+        self.layers = nn.ModuleList([nn.Linear(dim, dim), nn.Linear(dim, dim), last])
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         return self.layers[2](F.relu(self.layers[1](F.relu(self.layers[0](x)))))
@@ -679,7 +681,12 @@ class Heads(nn.Module):
                 boxes.append(refine(self.bbox_embed(state[0]), state[2], self.coords))
         if not self.training:
             return logits[-1], boxes[-1]
-        out = (logits[-1], boxes[-1], torch.stack(logits[:-1]), torch.stack(boxes[:-1]))
+        out: tuple[torch.Tensor, ...] = (
+            logits[-1],
+            boxes[-1],
+            torch.stack(logits[:-1]),
+            torch.stack(boxes[:-1]),
+        )
         if self.proposals:  # two-stage: the encoder's proposal logits and boxes
             out = (*out, states[self.layers - 1][4][0], states[self.layers - 1][4][1])
         return out
