@@ -132,10 +132,9 @@ class InputProj(Block):
             )
         if self.levels != 1:
             raise ShapeError(
-                f"input_proj projects one level (DETR); {self.levels} levels are Deformable "
-                "DETR's (#13)",
+                f"input_proj projects one level (DETR); {self.levels} levels are Deformable DETR's",
                 field="levels",
-                hint="levels: 1",
+                hint="levels: 1, or kind: deformable_input_proj",
             )
         last = pyramid.levels[-1]
         return self, Image(self.dim, last.height, last.width)
@@ -185,9 +184,10 @@ class FeatureMask(Block):
 class SinePosition(nn.Module):
     """DETR's ``PositionEmbeddingSine`` (official ``position_encoding.py``)."""
 
-    def __init__(self, dim: int, temperature: float, scale: float) -> None:
+    def __init__(self, dim: int, temperature: float, scale: float, offset: float = 0.0) -> None:
         super().__init__()
         self.per_axis, self.temperature, self.scale = dim // 2, temperature, scale
+        self.offset = offset
 
     def forward(self, x: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
         if mask is None:  # every pixel valid: the cumsums are 1..rows and 1..cols
@@ -196,8 +196,10 @@ class SinePosition(nn.Module):
             ones = mask.to(x.dtype)
         y = ones.cumsum(1)
         xs = ones.cumsum(2)
-        y = y / (y[:, -1:, :] + 1e-6) * self.scale  # normalised by the last value
-        xs = xs / (xs[:, :, -1:] + 1e-6) * self.scale
+        # normalised by the last value (Deformable DETR first moves each count to the
+        # pixel's centre: offset 0.5)
+        y = (y - self.offset) / (y[:, -1:, :] + 1e-6) * self.scale
+        xs = (xs - self.offset) / (xs[:, :, -1:] + 1e-6) * self.scale
         k = torch.arange(self.per_axis, device=x.device, dtype=x.dtype)
         dim_t = self.temperature ** (2 * torch.div(k, 2, rounding_mode="floor") / self.per_axis)
         px, py = xs[..., None] / dim_t, y[..., None] / dim_t
@@ -222,6 +224,9 @@ class DetrSinePos(Block):
     """T of the frequencies."""
     scale: float = 2 * math.pi
     """What the normalised coordinate reaches at the last valid pixel."""
+    offset: float = 0.0
+    """Subtracted from each cumulative count before normalising (DETR: 0; Deformable
+    DETR: 0.5, the pixel's centre)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], f"{self.kind}'s first input")
@@ -237,7 +242,7 @@ class DetrSinePos(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         return SinePosition(
-            expect_image(inputs[0], self.kind).channels, self.temperature, self.scale
+            expect_image(inputs[0], self.kind).channels, self.temperature, self.scale, self.offset
         )
 
 

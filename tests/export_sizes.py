@@ -79,6 +79,22 @@ REDUCTIONS: dict[str, Reduction] = {
         "ffn": 64,
         "queries": 5,
     },
+    # a 96 px image, ResNet widths / 8, one block a stage; one tap and one strided level
+    # (every kind of level, half the ONNX graph of four), one decoder layer
+    "deformable_detr": lambda args: {
+        "image_size": 96,
+        "stem": 16,
+        "widths": [32, 64, 128, 256],
+        "depths": [1, 1, 1, 1],
+        "levels": min(args["levels"], 2),
+        "taps": 1,
+        "dim": 32,
+        "heads": 2,
+        "enc_layers": 1,
+        "dec_layers": 1,
+        "ffn": 64,
+        "queries": 5,
+    },
     "deit3": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "eva02": {"depth": 1, "image_size": 28},
     "vit_relpos": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},

@@ -1136,6 +1136,77 @@ DETR = Family(
 )
 
 
+# -- Deformable DETR ----------------------------------------------------------------------
+
+DEFORMABLE_DETR_SMALL = {**DETR_SMALL, "image_size": 96}  # 96: C6 is 2x2
+_DDETR_OUT = ((2, 5, 3), (2, 5, 4), (1, 2, 5, 3), (1, 2, 5, 4))
+_PROPOSALS = 12 * 12 + 6 * 6 + 3 * 3 + 2 * 2  # two-stage: every pixel of every level
+
+
+def _deformable_hf(**changes) -> Callable[[], nn.Module]:
+    """HF's model at full size on the meta device, with HF's native ResNet-50 tapped at
+    C3-C5 (HF's own default builds another model: one projected level, three strided)."""
+
+    def build() -> nn.Module:
+        import transformers
+
+        backbone = transformers.ResNetConfig(out_features=["stage2", "stage3", "stage4"])
+        kwargs = dict(backbone_config=backbone, use_timm_backbone=False, num_labels=91)
+        return ref.hf_on_meta(
+            "DeformableDetrForObjectDetection",
+            "DeformableDetrConfig",
+            use_pretrained_backbone=False,
+            **kwargs,
+            **changes,
+        )()
+
+    return build
+
+
+DEFORMABLE_DETR = Family(
+    family="deformable_detr",
+    variants=(
+        "deformable_detr",
+        "deformable_detr_single_scale",
+        "deformable_detr_refine",
+        "deformable_detr_two_stage",
+    ),
+    reference="transformers",
+    names={
+        "deformable_detr": "DeformableDetrConfig(num_labels=91)",
+        "deformable_detr_single_scale": "DeformableDetrConfig(num_feature_levels=1)",
+        "deformable_detr_refine": "DeformableDetrConfig(with_box_refine=True)",
+        "deformable_detr_two_stage": "DeformableDetrConfig(with_box_refine=True, two_stage=True)",
+    },
+    # the official code's counts (every parameter; frozen-BN tensors are buffers). HF ties
+    # refine's six class heads: 40,732,725 (tests/blocks/test_deformable_detr.py)
+    counts={
+        "deformable_detr": 40_069_665,
+        "deformable_detr_single_scale": 34_066_593,
+        "deformable_detr_refine": 40_849_660,
+        "deformable_detr_two_stage": 41_181_529,
+    },
+    recount={
+        "deformable_detr": _deformable_hf(),
+        "deformable_detr_two_stage": _deformable_hf(with_box_refine=True, two_stage=True),
+    },
+    # paper Table 1: 40M, 34M, 41M, 41M
+    paper_params={
+        "deformable_detr": (40e6, 0.02),
+        "deformable_detr_single_scale": (34e6, 0.02),
+        "deformable_detr_refine": (41e6, 0.02),
+        "deformable_detr_two_stage": (41e6, 0.02),
+    },
+    small=Small(
+        DEFORMABLE_DETR_SMALL,
+        outputs=lambda v: (
+            _DDETR_OUT
+            + (((2, _PROPOSALS, 3), (2, _PROPOSALS, 4)) if v.endswith("two_stage") else ())
+        ),
+    ),
+)
+
+
 IMAGE_TRANSFORMER = Family(
     family="image_transformer",
     variants=(
@@ -1204,6 +1275,7 @@ FAMILIES: dict[str, Family] = {
         LVVIT,
         IGPT,
         DETR,
+        DEFORMABLE_DETR,
         IMAGE_TRANSFORMER,
     )
 }

@@ -353,6 +353,43 @@ DETR_TINY = dict(
 )
 
 
+def deformable_detr_tiny(**changes) -> nn.Module:
+    """A tiny HF Deformable DETR: HF's native bottleneck ResNet (16-wide stem, widths
+    32-256, one block a stage) tapped at stages 2-4 (without out_features HF builds one
+    projected level and three strided extras), d_model 32, one encoder and two decoder
+    layers, 5 queries, 3 classes; every parameter and frozen-BN buffer re-drawn."""
+    transformers = pytest.importorskip("transformers")
+    from tests.helpers import redraw_
+
+    backbone = transformers.ResNetConfig(
+        embedding_size=16,
+        hidden_sizes=[32, 64, 128, 256],
+        depths=[1, 1, 1, 1],
+        layer_type="bottleneck",
+        out_features=["stage2", "stage3", "stage4"],
+    )
+    config = dict(
+        backbone_config=backbone,
+        use_timm_backbone=False,
+        use_pretrained_backbone=False,
+        d_model=32,
+        encoder_layers=1,
+        decoder_layers=2,
+        encoder_ffn_dim=64,
+        decoder_ffn_dim=64,
+        encoder_attention_heads=2,
+        decoder_attention_heads=2,
+        num_queries=5,
+        two_stage_num_proposals=5,
+        num_labels=3,
+    )
+    torch.manual_seed(0)
+    model = hf_model(
+        "DeformableDetrForObjectDetection", "DeformableDetrConfig", **{**config, **changes}
+    )
+    return redraw_(model).eval()
+
+
 def detr_parity() -> Parity:
     """A tiny HF DETR on timm's resnet26 (more padding cases: tests/interop/test_hf_detr.py)."""
     pytest.importorskip("timm")

@@ -133,6 +133,58 @@ class Pyramid:
 
 
 @dataclass(frozen=True)
+class MultiScale:
+    """Several feature maps of one width flattened into one token sequence, finest level
+    first (Deformable DETR's encoder input and memory): the tokens ``(S, D)`` with
+    ``S = Σ h·w``, and beside them what every deformable attention reads — their
+    positions, the valid-pixel mask, the valid ratios and reference points. At run time a
+    tuple ``(tokens, pos, valid (B, S) or None, ratios (B, L, 2), references (B, S, L, 2),
+    [(h, w) per level], sizes (L, 2) (w, h), and per pixel: centre (S, 2) in pixels, its
+    level's (w, h) (S, 2), its level (S,))`` (the levels' sizes travel with the values, so
+    a model built for one size runs at another)."""
+
+    dim: int
+    shapes: tuple[tuple[int, int], ...]
+    strides: tuple[int, ...]
+
+    @property
+    def length(self) -> int:
+        return sum(h * w for h, w in self.shapes)
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.length, self.dim)
+
+    def __str__(self) -> str:
+        maps = ", ".join(f"{h}x{w}" for h, w in self.shapes)
+        return f"multi-scale tokens {self.length}x{self.dim} ({len(self.shapes)} level(s): {maps})"
+
+
+@dataclass(frozen=True)
+class QueryState:
+    """A deformable decoder's object queries between layers: the target ``(Q, D)``, its
+    query positions, its reference points (``coords`` 2: centres; 4: boxes) and, once a
+    layer refines them, that layer's box prediction (``boxes``). At run time a tuple
+    ``(target, pos, references, boxes or None, proposals)``, ``proposals`` the two-stage
+    encoder's ``(logits, boxes)`` (``proposals``) or ``()``."""
+
+    queries: int
+    dim: int
+    coords: int
+    levels: int
+    boxes: bool = False
+    proposals: bool = False
+
+    @property
+    def shape(self) -> tuple[int, ...]:
+        return (self.queries, self.dim)
+
+    def __str__(self) -> str:
+        refined = ", refined boxes" if self.boxes else ""
+        return f"{self.queries} object queries x {self.dim} ({self.coords}-d references{refined})"
+
+
+@dataclass(frozen=True)
 class Stack:
     """The outputs of ``layers`` layers of the same type stacked on a leading axis
     ``(L, N, D)`` (a decoder's intermediate outputs, each read by the auxiliary losses)."""
@@ -158,6 +210,9 @@ class Detections:
     queries: int
     classes: int
     layers: int = 1
+    sigmoid: bool = False
+    """Scores are per-class sigmoids with no "no object" class (Deformable DETR's focal
+    head), not a softmax whose last class is "no object" (DETR)."""
 
     @property
     def shape(self) -> tuple[int, ...]:
@@ -167,7 +222,9 @@ class Detections:
         return f"detections {self.queries} queries x {self.classes} classes + boxes"
 
 
-TensorType = Image | Tokens | Vector | Ids | Mask | Pyramid | Stack | Detections
+TensorType = (
+    Image | Tokens | Vector | Ids | Mask | Pyramid | MultiScale | QueryState | Stack | Detections
+)
 
 
 T = TypeVar("T")
@@ -183,6 +240,8 @@ def expect(value: object, cls: type[T], what: str) -> T:
             Ids: "integer ids",
             Mask: "a pixel mask",
             Pyramid: "a feature pyramid",
+            MultiScale: "multi-scale tokens",
+            QueryState: "object queries",
             Stack: "stacked layer outputs",
             Detections: "detections",
         }
@@ -217,6 +276,23 @@ def empty(t: TensorType, batch: int) -> Any:
     counting), int64 for ids."""
     import torch
 
+    if isinstance(t, Pyramid):
+        return tuple(torch.empty(batch, *m.shape) for m in t.levels)
+    if isinstance(t, MultiScale):  # no padding mask: every pixel valid
+        levels = len(t.shapes)
+        ratios = torch.ones(batch, levels, 2)
+        refs = torch.empty(batch, t.length, levels, 2)
+        tokens = torch.empty(batch, *t.shape)
+        shapes = list(t.shapes)
+        sizes = torch.tensor([[float(w), float(h)] for h, w in shapes])
+        centres, per_pixel = torch.empty(t.length, 2), torch.ones(t.length, 2)
+        level_of = torch.zeros(t.length, dtype=torch.int64)
+        pos = torch.empty(batch, *t.shape)
+        return tokens, pos, None, ratios, refs, shapes, sizes, centres, per_pixel, level_of
+    if isinstance(t, QueryState):
+        boxes = torch.empty(batch, t.queries, 4) if t.boxes else None
+        refs = torch.empty(batch, t.queries, t.coords)
+        return torch.empty(batch, *t.shape), torch.empty(batch, *t.shape), refs, boxes, ()
     dtype = torch.int64 if isinstance(t, Ids) else torch.bool if isinstance(t, Mask) else None
     return torch.empty(batch, *t.shape, dtype=dtype)
 
@@ -235,6 +311,14 @@ def expect_mask(t: TensorType, what: str) -> Mask:
 
 def expect_pyramid(t: TensorType, what: str) -> Pyramid:
     return expect(t, Pyramid, what)
+
+
+def expect_multi_scale(t: TensorType, what: str) -> MultiScale:
+    return expect(t, MultiScale, what)
+
+
+def expect_query_state(t: TensorType, what: str) -> QueryState:
+    return expect(t, QueryState, what)
 
 
 def expect_stack(t: TensorType, what: str) -> Stack:

@@ -213,6 +213,8 @@ MODELS = {
     "transformers.ImageGPTConfig": "transformers.ImageGPTForCausalImageModeling",
     # its examples run in tests/interop/test_hf_detr.py (a detector: logits and boxes)
     "transformers.DetrConfig": "transformers.DetrForObjectDetection",
+    # its examples run in tests/interop/test_hf_deformable_detr.py
+    "transformers.DeformableDetrConfig": "transformers.DeformableDetrForObjectDetection",
 }
 
 

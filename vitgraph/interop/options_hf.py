@@ -290,9 +290,84 @@ DETR: dict[str, Option] = {
     "eos_coefficient": honoured(_LOSS, {"eos_coefficient": 0.2}),
 }
 
+_UNUSED = "not read by HF's DeformableDetr modelling code"
+
+#: DeformableDetrForObjectDetection (#16); its examples run in
+#: tests/interop/test_hf_deformable_detr.py over a tiny base (HF's native bottleneck ResNet
+#: with out_features stage2-4, d_model 32, one encoder and two decoder layers)
+DEFORMABLE_DETR: dict[str, Option] = {
+    **{k: v for k, v in DETR.items() if k not in ("decoder_layerdrop", "dilation")},
+    "backbone_config": partly(
+        "HF's native bottleneck ResNet (stride in the 3x3 conv, stride-1 first stage, "
+        "ReLU), out_features the last stages",
+        ({"backbone_config": "@ResNetConfig"},),
+        "timm backbones and other HF backbones",
+        ({"use_timm_backbone": True, "backbone_config": None},),
+    ),
+    "return_dict": honoured(
+        _OUTPUT + " (HF's own forward fails with False)", {"return_dict": True}
+    ),
+    "num_channels": honoured(
+        "unread: HF's native ResNet reads its own config's num_channels", {"num_channels": 1}
+    ),
+    "d_model": honoured("any multiple of 32 the heads divide", {"d_model": 64}),
+    "dilation": partly(
+        "False",
+        ({"dilation": False},),
+        "True (HF's native ResNet ignores it)",
+        ({"dilation": True},),
+    ),
+    "encoder_layerdrop": honoured(_UNUSED, {"encoder_layerdrop": 0.1}),
+    "auxiliary_loss": honoured(
+        "the loss only: HF's decoder returns every layer either way", {"auxiliary_loss": True}
+    ),
+    "encoder_n_points": partly(
+        "equal to decoder_n_points",
+        ({"encoder_n_points": 2, "decoder_n_points": 2},),
+        "different point counts",
+        ({"encoder_n_points": 2},),
+    ),
+    "decoder_n_points": partly(
+        "equal to encoder_n_points",
+        ({"encoder_n_points": 2, "decoder_n_points": 2},),
+        "different point counts",
+        ({"decoder_n_points": 2},),
+    ),
+    "num_feature_levels": honoured(
+        "any count of at least the tapped stages (extra levels: strided convs)",
+        {"num_feature_levels": 3},
+    ),
+    "with_box_refine": honoured(
+        "iterative refinement (HF's tied class heads: class_heads=shared)",
+        {"with_box_refine": True},
+    ),
+    "two_stage": honoured("encoder proposals", {"two_stage": True, "with_box_refine": True}),
+    "two_stage_num_proposals": partly(
+        "equal to num_queries",
+        ({"two_stage": True, "with_box_refine": True, "two_stage_num_proposals": 5},),
+        "another count (HF then keeps that many proposals as queries)",
+        ({"two_stage": True, "with_box_refine": True, "two_stage_num_proposals": 7},),
+    ),
+    "focal_alpha": honoured(_LOSS, {"focal_alpha": 0.5}),
+    "return_intermediate": honoured(_UNUSED, {"return_intermediate": False}),
+    "max_position_embeddings": honoured(_UNUSED, {"max_position_embeddings": 64}),
+    "disable_custom_kernels": honoured(
+        "the twin always runs the PyTorch path (HF 5's is the same)",
+        {"disable_custom_kernels": True},
+    ),
+    "tie_word_embeddings": partly(
+        "True",
+        ({"tie_word_embeddings": True},),
+        "False (HF then predicts with other heads than its decoder refines with, or "
+        "keeps a head pair per layer without refinement)",
+        ({"tie_word_embeddings": False}, {"tie_word_embeddings": False, "with_box_refine": True}),
+    ),
+}
+
 TABLES: dict[str, dict[str, Option]] = {
     "transformers.PvtConfig": PVT,
     "transformers.CvtConfig": CVT,
     "transformers.ImageGPTConfig": IMAGEGPT,
     "transformers.DetrConfig": DETR,
+    "transformers.DeformableDetrConfig": DEFORMABLE_DETR,
 }

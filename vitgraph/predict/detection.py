@@ -1,12 +1,14 @@
 """A detector's prediction drawn on the image: each box whose most likely real class is
 at least ``--threshold`` probable, with its label and score (DETR §3.1's post-processing,
-``vitgraph.train.coco_eval.detections``), written as a PNG."""
+``vitgraph.train.coco_eval.detections``; Deformable DETR's per-class sigmoids: each
+(query, class) pair), written as a PNG."""
 
 from __future__ import annotations
 
 import torch
 
 from vitgraph.predict import Prediction, renderer
+from vitgraph.shapes import Detections
 from vitgraph.train.coco_eval import detections
 
 _COLOURS = ["#e6194b", "#3cb44b", "#4363d8", "#f58231", "#911eb4", "#42d4f4", "#f032e6"]
@@ -19,7 +21,9 @@ def draw_boxes(p: Prediction) -> int:
     with torch.no_grad():
         logits, boxes = p.model(p.image, p.mask)[:2]
     height, width = p.original.shape[-2:]
-    scores, labels, xywh = detections(logits[0].float(), boxes[0].float(), width, height)
+    types = [p.graph.type_of(node.id) for node in p.graph.nodes]
+    sigmoid = any(isinstance(t, Detections) and t.sigmoid for t in types)  # Deformable DETR
+    scores, labels, xywh = detections(logits[0].float(), boxes[0].float(), width, height, sigmoid)
     names = p.args.labels.split(",") if p.args.labels else None
     picture = Image.fromarray(p.original.permute(1, 2, 0).numpy()).convert("RGB")
     draw = ImageDraw.Draw(picture)
