@@ -382,6 +382,7 @@ PARAMETER_FREE = {
     "resize_image",
     "sincos2d_pos",
     "sinusoid_pos",
+    "space_to_depth",
     "stack_cls",
     "take_cls",
     "to_image",

@@ -1,0 +1,112 @@
+"""Cordonnier et al.'s construction (arXiv:1911.03584 §3, Lemma 1 and Theorem 1): a
+multi-head self-attention layer with K² heads and the quadratic relative encoding computes
+exactly a K×K convolution. Head h is centred on the kernel offset Δ_h = (i - K//2,
+j - K//2) with a large width α, so its softmax is one-hot on the token at that offset; the
+value projection's block of head h is the kernel tap ``W[:, :, i, j]``, and the zero tokens
+around the grid stand for the convolution's zero padding.
+
+``attention_from_conv`` is the public helper; it names the kernel property it cannot
+express (an even or non-square kernel, a stride, a dilation, groups, another padding) in
+one SpecError.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+import torch
+from torch import nn
+
+from vitgraph.blocks.positional_attention import (
+    PositionalAttention,
+    PositionalAttentionBlock,
+    alpha_to_spread,
+)
+from vitgraph.errors import Location, SpecError
+from vitgraph.shapes import Tokens
+
+#: Eq. 9's α: the nearest off-target softmax weight is e^-α ≈ 2e-22, below fp32's
+#: resolution of 1 (and 1e-12 of fp64's)
+ALPHA = 50.0
+
+
+class ConvAsAttention(nn.Module):
+    """``(B, C, H, W) -> (B, C_out, H, W)`` through one ``positional_attention`` module on
+    the image's pixels as tokens (any H, W: the relative table follows the input)."""
+
+    def __init__(self, attn: PositionalAttention) -> None:
+        super().__init__()
+        self.attn = attn
+
+    def forward(self, x: torch.Tensor) -> torch.Tensor:
+        grid = (x.shape[-2], x.shape[-1])
+        tokens = x.flatten(2).transpose(1, 2)  # (B, H*W, C)
+        return self.attn.attend(tokens, grid).transpose(1, 2).unflatten(2, grid)
+
+
+def _refuse(conv: Any, problem: str, hint: str) -> SpecError:
+    return SpecError.at(
+        Location("<attention_from_conv>"),
+        type(conv).__name__,
+        f"attention_from_conv cannot express this convolution: {problem}",
+        hint,
+    )
+
+
+def _check(conv: Any) -> int:
+    """The kernel side K of a convolution Theorem 1 covers; otherwise the SpecError."""
+    if not isinstance(conv, nn.Conv2d):
+        raise _refuse(conv, f"it takes an nn.Conv2d, got {type(conv).__name__}", "pass an nn.Conv2d")
+    kh, kw = conv.kernel_size
+    if kh != kw:
+        raise _refuse(conv, f"kernel {kh}x{kw} is not square", "use a KxK kernel with odd K")
+    if kh % 2 == 0:
+        raise _refuse(
+            conv,
+            f"kernel {kh}x{kw} has an even side (no centre tap for the query)",
+            "use an odd kernel side (1, 3, 5, ...)",
+        )
+    if tuple(conv.stride) != (1, 1):
+        raise _refuse(conv, f"stride {tuple(conv.stride)} is not 1", "use stride 1 (Theorem 1)")
+    if tuple(conv.dilation) != (1, 1):
+        raise _refuse(conv, f"dilation {tuple(conv.dilation)} is not 1", "use dilation 1")
+    if conv.groups != 1:
+        raise _refuse(conv, f"groups {conv.groups} is not 1", "use groups=1")
+    padding = conv.padding
+    if padding != "same" and tuple(padding) != (kh // 2, kw // 2):  # type: ignore[arg-type]
+        raise _refuse(
+            conv,
+            f"padding {padding} is not K//2 = {kh // 2} (the output must keep the input size)",
+            f"use padding={kh // 2} or padding='same'",
+        )
+    if conv.padding_mode != "zeros":
+        raise _refuse(
+            conv, f"padding_mode {conv.padding_mode!r} is not 'zeros'", "use zero padding"
+        )
+    return kh
+
+
+def attention_from_conv(conv: nn.Conv2d) -> nn.Module:
+    """A module built from the ``positional_attention`` kind that computes ``conv``
+    (stride 1, odd square kernel K, zero padding K//2, any widths) on ``(B, C, H, W)``:
+    K² heads centred on the kernel offsets, α = 50, values = the kernel taps."""
+    k = _check(conv)
+    c_in, c_out, heads = conv.in_channels, conv.out_channels, k * k
+    params = PositionalAttentionBlock(
+        heads=heads, out_dim=c_out, pad=k // 2, bias=conv.bias is not None
+    )
+    weight = conv.weight.detach()
+    with torch.device("meta"):  # shapes only; the weights come from the conv below
+        attn = params.build(Tokens(c_in, (1, 1)))  # attend() follows each input's grid
+    attn = attn.to_empty(device=weight.device).to(weight.dtype)
+    offsets = torch.arange(k, device=weight.device) - k // 2
+    with torch.no_grad():
+        # head h = i*K + j looks at (row, col) offset (i - K//2, j - K//2)
+        centers = torch.stack(torch.meshgrid(offsets, offsets, indexing="ij"), -1)
+        attn.centers.copy_(centers.reshape(heads, 2))
+        attn.spreads.fill_(alpha_to_spread(ALPHA))
+        # value input is (head, channel): W_out[o, h*C + c] = W[o, c, i, j]
+        attn.value.weight.copy_(weight.permute(0, 2, 3, 1).reshape(c_out, heads * c_in))
+        if conv.bias is not None:
+            attn.value.bias.copy_(conv.bias.detach())
+    return ConvAsAttention(attn)
