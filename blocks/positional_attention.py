@@ -72,10 +72,10 @@ class PositionalAttentionBlock(Block):
 
     def build(self, *inputs: TensorType) -> nn.Module:
         x = inputs[0]
-        assert isinstance(x, Tokens) and x.grid is not None and self.out_dim
+        assert isinstance(x, Tokens) and x.grid is not None
         return PositionalAttention(
             x.dim,
-            self.out_dim,
+            self.out_dim or x.dim,
             self.heads,
             self.encoding,
             x.grid,
@@ -208,4 +208,3 @@ class SpaceToDepth(Block):
 def alpha_to_spread(alpha: float) -> float:
     """The inverse width s whose isotropic score ``-s²/2 ‖δ-Δ‖²`` is Eq. 9's ``-α‖δ-Δ‖²``."""
     return math.sqrt(2 * alpha)
-

@@ -17,8 +17,8 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
     from vitgraph.diffing import diff
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
-    from vitgraph.interop.conv import attention_from_conv
     from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.interop.conv import attention_from_conv
     from vitgraph.interop.create import create_model
     from vitgraph.passes import optimize
     from vitgraph.pipeline import build, load

@@ -12,6 +12,7 @@ one SpecError.
 
 from __future__ import annotations
 
+import math
 from typing import Any
 
 import torch
@@ -56,7 +57,9 @@ def _refuse(conv: Any, problem: str, hint: str) -> SpecError:
 def _check(conv: Any) -> int:
     """The kernel side K of a convolution Theorem 1 covers; otherwise the SpecError."""
     if not isinstance(conv, nn.Conv2d):
-        raise _refuse(conv, f"it takes an nn.Conv2d, got {type(conv).__name__}", "pass an nn.Conv2d")
+        raise _refuse(
+            conv, f"it takes an nn.Conv2d, got {type(conv).__name__}", "pass an nn.Conv2d"
+        )
     kh, kw = conv.kernel_size
     if kh != kw:
         raise _refuse(conv, f"kernel {kh}x{kw} is not square", "use a KxK kernel with odd K")
@@ -110,3 +113,71 @@ def attention_from_conv(conv: nn.Conv2d) -> nn.Module:
         if conv.bias is not None:
             attn.value.bias.copy_(conv.bias.detach())
     return ConvAsAttention(attn)
+
+
+#: Mahalanobis radius of a 2-D Gaussian's p-quantile ellipse: sqrt(-2 ln(1 - p))
+_QUANTILES = {0.5: math.sqrt(-2 * math.log(0.5)), 0.9: math.sqrt(-2 * math.log(0.1))}
+NO_MATPLOTLIB = "drawing attention centres needs matplotlib: pip install 'vitgraph[plot]'"
+
+
+def attention_layers(model: nn.Module) -> list[tuple[str, PositionalAttention]]:
+    """The model's positional-attention modules, in order, with their names."""
+    return [(n, m) for n, m in model.named_modules() if isinstance(m, PositionalAttention)]
+
+
+def centre_ellipses(attn: PositionalAttention) -> list[tuple[float, float, torch.Tensor]]:
+    """Per head: its centre (row, col) and the 2x2 covariance Σ of its Gaussian."""
+    spreads = attn.spreads.detach().double()
+    if attn.isotropic:
+        eye = torch.eye(2, dtype=torch.float64)
+        inverse = [(s * s) * eye for s in spreads]
+    else:
+        inverse = [s @ s.T for s in spreads]
+    centres = attn.centers.detach().double()
+    return [
+        (float(c[0]), float(c[1]), torch.linalg.inv(v))
+        for c, v in zip(centres, inverse, strict=True)
+    ]
+
+
+def draw_attention_centres(model: nn.Module, path: str, radius: float = 6.0) -> str:
+    """Cordonnier et al.'s Figure 3: per layer, each head's centre of attention relative to
+    the query pixel (black square), with the 50% (solid) and 90% (dotted) ellipses of its
+    Gaussian; writes a PNG at ``path`` and returns it."""
+    layers = attention_layers(model)
+    if not layers:
+        raise ValueError(
+            f"{type(model).__name__} has no positional attention (sa_conv's attention kind): "
+            "nothing to draw"
+        )
+    try:
+        import matplotlib
+
+        matplotlib.use("Agg")
+        import matplotlib.pyplot as plt
+    except ImportError as exc:
+        raise ImportError(NO_MATPLOTLIB) from exc
+    figure, axes = plt.subplots(1, len(layers), figsize=(2.6 * len(layers), 2.8), dpi=110)
+    axes = [axes] if len(layers) == 1 else list(axes)
+    angle = torch.linspace(0, 2 * math.pi, 90, dtype=torch.float64)
+    circle = torch.stack([torch.cos(angle), torch.sin(angle)])  # (2, 90)
+    colours = plt.get_cmap("tab10")
+    for axis, (name, attn) in zip(axes, layers, strict=True):
+        axis.add_patch(plt.Rectangle((-0.5, -0.5), 1, 1, color="black"))
+        for head, (row, col, sigma) in enumerate(centre_ellipses(attn)):
+            root = torch.linalg.cholesky(sigma)  # Σ = R Rᵀ maps the unit circle onto it
+            colour = colours(head % 10)
+            for quantile, style in ((0.5, "-"), (0.9, ":")):
+                ring = root @ circle * _QUANTILES[quantile]
+                # x: column offset, y: row offset drawn downwards as in the image
+                axis.plot(col + ring[1], row + ring[0], style, color=colour, lw=1)
+            axis.plot([col], [row], "o", color=colour, ms=3)
+        axis.set_xlim(-radius, radius)
+        axis.set_ylim(radius, -radius)
+        axis.set_aspect("equal")
+        axis.set_title(name, fontsize=7)
+        axis.tick_params(labelsize=6)
+    figure.tight_layout()
+    figure.savefig(path)
+    plt.close(figure)
+    return path
