@@ -87,7 +87,9 @@ def set_task(model: nn.Module, task: int) -> nn.Module:
     tasks = {len(m.branches) if isinstance(m, TaskSelected) else m.tasks for m in selected}
     count = min(tasks)
     if not 0 <= task < count:
-        raise ValueError(f"task {task} is out of range: the model has {count} task(s), 0-{count - 1}")
+        raise ValueError(
+            f"task {task} is out of range: the model has {count} task(s), 0-{count - 1}"
+        )
     for module in selected:
         module.task = task
     return model
@@ -102,8 +104,7 @@ class _TaskParams(Block):
     def _check_task(self, tasks: int, what: str = "tasks") -> None:
         if self.task >= tasks:
             raise ShapeError(
-                f"task {self.task} is out of range: {tasks} task(s) ({what}), "
-                f"0-{tasks - 1}",
+                f"task {self.task} is out of range: {tasks} task(s) ({what}), 0-{tasks - 1}",
                 field="task",
                 hint=f"set task to a value from 0 to {tasks - 1}",
             )
@@ -192,7 +193,7 @@ class TaskTail(_TaskParams):
     def build(self, *inputs: TensorType) -> nn.Module:
         image = expect_image(inputs[0], self.kind)
         branches: list[nn.Module] = [
-            nn.Sequential(*upsampler(image.channels, s), _conv(image.channels, self.channels, 3))
+            nn.Sequential(upsampler(image.channels, s), _conv(image.channels, self.channels, 3))
             for s in self.scales
         ]
         return TaskSelected(branches, self.task)
@@ -295,3 +296,48 @@ class Fold(Block):
         rows, cols = expect_grid(x, self.kind)
         size = (rows * self.patch, cols * self.patch)
         return FunctionOp(fold_patches, {"patch": self.patch, "size": size})
+
+
+def _starts(size: int, tile: int, stride: int) -> list[int]:
+    starts = list(range(0, size - tile + 1, stride))
+    return starts if starts[-1] == size - tile else [*starts, size - tile]
+
+
+def forward_chop(
+    model: nn.Module, x: torch.Tensor, tile: int = 48, batch: int = 64
+) -> torch.Tensor:
+    """Run an image-to-image ``model`` built for ``tile × tile`` inputs on an image of any
+    size at least that large, as the official ``forward_chop``: tiles every ``tile/4``
+    pixels, each tile's outer ``tile/4`` band dropped except at the image border, the
+    overlaps averaged. ``batch`` tiles run at once. ``x``: ``(B, C, H, W)``."""
+    height, width = x.shape[-2:]
+    if height < tile or width < tile:
+        raise ValueError(
+            f"the image {height}x{width} is smaller than one {tile}x{tile} tile: "
+            f"pad or resize it to at least {tile}x{tile}, or build the model for a smaller "
+            "input (--set size=...)"
+        )
+    stride = margin = max(tile // 4, 1)
+    places = [(r, c) for r in _starts(height, tile, stride) for c in _starts(width, tile, stride)]
+    tiles = torch.cat([x[..., r : r + tile, c : c + tile] for r, c in places])  # (T·B, C, t, t)
+    outputs = torch.cat([model(part) for part in tiles.split(batch * x.shape[0])])
+    scale = outputs.shape[-1] // tile
+    size, keep = tile * scale, margin * scale
+    total = x.new_zeros(x.shape[0], outputs.shape[1], height * scale, width * scale)
+    weight = x.new_zeros(1, 1, height * scale, width * scale)
+    for (r, c), y in zip(places, outputs.split(x.shape[0]), strict=True):
+        rows = x.new_ones(size)
+        cols = x.new_ones(size)
+        if r > 0:
+            rows[:keep] = 0
+        if r + tile < height:
+            rows[size - keep :] = 0
+        if c > 0:
+            cols[:keep] = 0
+        if c + tile < width:
+            cols[size - keep :] = 0
+        mask = rows[:, None] * cols[None, :]
+        window = (..., slice(r * scale, r * scale + size), slice(c * scale, c * scale + size))
+        total[window] += y * mask
+        weight[window] += mask
+    return total / weight

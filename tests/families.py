@@ -1138,6 +1138,44 @@ IMAGE_TRANSFORMER = Family(
     ),
 )
 
+_IPT_FIXED = frozenset({"sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias"})
+
+
+def _ipt_other_tasks() -> set[str]:
+    """The head and tail parameters of tasks 1-5 of ipt_pretrain (x3, x4, three x1)."""
+    head = ["0"] + [f"{b}.body.{c}" for b in (1, 2) for c in (0, 2)]
+    tails = {1: ["0.0", "1"], 2: ["0.0", "0.2", "1"], 3: ["1"], 4: ["1"], 5: ["1"]}
+    names = set()
+    for task, convs in tails.items():
+        for conv in head:
+            names |= {f"head.branches.{task}.{conv}.weight", f"head.branches.{task}.{conv}.bias"}
+        for conv in convs:
+            names |= {f"tail.branches.{task}.{conv}.weight", f"tail.branches.{task}.{conv}.bias"}
+    return names
+
+
+IPT = Family(
+    family="ipt",
+    variants=("ipt_sr2", "ipt_sr3", "ipt_sr4", "ipt_denoise", "ipt_derain", "ipt_pretrain"),
+    # huawei-noah/Pretrained-IPT is not a package: its model/ipt.py counted once (option.py
+    # defaults, mean shifts counted); parity: tests/blocks/test_ipt.py with a checkout
+    reference="official code",
+    counts={
+        "ipt_sr2": 115_460_443,
+        "ipt_sr3": 115_645_083,
+        "ipt_sr4": 115_608_155,
+        "ipt_denoise": 115_312_731,
+        "ipt_derain": 115_312_731,
+        "ipt_pretrain": 118_892_394,
+    },
+    paper_params={"ipt_sr2": (115.5e6, 0.001)},  # the 115.5M later papers cite
+    small=Small(
+        {"size": 12, "feats": 8, "heads": 2, "depth": 1},
+        # the mean shifts are fixed; the six-task model trains task 0's branches only
+        no_grad=lambda v: _IPT_FIXED | (_ipt_other_tasks() if v == "ipt_pretrain" else set()),
+    ),
+)
+
 SA_CONV = Family(
     family="sa_conv",
     variants=("sa_conv_quadratic", "sa_conv_gaussian"),
@@ -1185,6 +1223,7 @@ FAMILIES: dict[str, Family] = {
         DETR,
         IMAGE_TRANSFORMER,
         SA_CONV,
+        IPT,
     )
 }
 
