@@ -179,14 +179,22 @@ class TaskTail(_TaskParams):
     kind: Literal["task_tail"] = "task_tail"
     role = "conv"
     weight_init = "keep"  # PyTorch's conv default, as the official code
+    objective = "restoration"  # vitgraph.train.objectives.restoration; predict's renderer
     scales: list[Literal[1, 2, 3, 4, 8]] = [2]
     """Up-scaling factor of each task (1: same size, denoising and deraining)."""
     channels: PosInt = 3
     """Output channels."""
+    names: list[str] | None = None
+    """A name per task, as ``vitgraph restore --task`` takes it (sr2, denoise30, ...)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
         self._check_task(len(self.scales), "scales")
+        if self.names is not None and len(self.names) != len(self.scales):
+            raise ShapeError(
+                f"names has {len(self.names)} task(s) but scales has {len(self.scales)}",
+                field="names",
+            )
         scale = self.scales[self.task]
         return self, Image(self.channels, image.height * scale, image.width * scale)
 
