@@ -21,7 +21,6 @@ def write_restored(p: Prediction) -> int:
     out = p.args.out or "prediction.png"
     pixels = restored[0].round().clamp(0, 255).byte().permute(1, 2, 0).numpy()
     Image.fromarray(pixels).save(out)
-    print(
-        f"restored {image.shape[-2]}x{image.shape[-1]} -> {restored.shape[-2]}x{restored.shape[-1]}: {out}"
-    )
+    (h, w), (out_h, out_w) = image.shape[-2:], restored.shape[-2:]
+    print(f"restored {h}x{w} -> {out_h}x{out_w}: {out}")
     return 0
