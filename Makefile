@@ -6,7 +6,7 @@ PIP := .venv/bin/pip
 # timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-sa-conv clean
+.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-sa-conv train-restoration clean
 
 .venv/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -52,6 +52,9 @@ train-detection: .venv/.test
 
 train-sa-conv: .venv/.test
 	$(PY) -m pytest -q -s -m slow tests/train/test_sa_conv_training.py
+
+train-restoration: .venv/.test
+	$(PY) -m pytest -q -s -m slow tests/train/test_restoration_training.py
 
 # 10,000 mutated specs, then 500 generated compositions through the whole model API
 fuzz: .venv/.test
