@@ -255,7 +255,7 @@ class Unfold(Block):
     """Non-overlapping ``patch × patch`` patches of a feature map as tokens of their
     flattened values (``C·patch²``, channel-major as ``F.unfold``), on the patch grid."""
 
-    kind: Literal["unfold"] = "unfold"
+    kind: Literal["unfold_patches"] = "unfold_patches"
     role = "structural"
     patch: PosInt
     """Patch side in pixels."""
@@ -280,9 +280,9 @@ class Unfold(Block):
 @register
 class Fold(Block):
     """Tokens of flattened ``patch × patch`` patches back into the feature map they came
-    from (the inverse of ``unfold``)."""
+    from (the inverse of ``unfold_patches``)."""
 
-    kind: Literal["fold"] = "fold"
+    kind: Literal["fold_patches"] = "fold_patches"
     role = "structural"
     patch: PosInt
     """Patch side in pixels."""
@@ -292,7 +292,7 @@ class Fold(Block):
         rows, cols = expect_grid(x, self.kind)
         if x.prefix or x.dim % self.patch**2:
             raise ShapeError(
-                f"fold needs tokens of C·{self.patch}² values on a grid without prefix "
+                f"fold_patches needs tokens of C·{self.patch}² values on a grid without prefix "
                 f"tokens, but receives {x}",
                 field="patch",
             )

@@ -361,6 +361,7 @@ PARAMETER_FREE = {
     "detr_sine_pos",
     "feature_mask",
     "feature_pyramid",
+    "fold_patches",
     "stack_layers",
     "to_tokens",
     "zeros_like",
@@ -386,6 +387,7 @@ PARAMETER_FREE = {
     "stack_cls",
     "take_cls",
     "to_image",
+    "unfold_patches",
 }
 TENSORS = {
     "cls_token",
