@@ -59,6 +59,7 @@ class MeanShift(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         channels = len(self.mean)
         conv = nn.Conv2d(channels, channels, 1)
+        assert conv.bias is not None
         with torch.no_grad():
             conv.weight.copy_(torch.eye(channels).view(channels, channels, 1, 1))
             conv.bias.copy_(self.sign * self.rgb_range * torch.tensor(self.mean))
@@ -153,7 +154,7 @@ class TaskHead(_TaskParams):
         image = expect_image(inputs[0], self.kind)
         branches: list[nn.Module] = []
         for _ in range(self.tasks):
-            layers = [_conv(image.channels, self.dim, self.kernel)]
+            layers: list[nn.Module] = [_conv(image.channels, self.dim, self.kernel)]
             layers += [ResBlock(self.dim, self.res_kernel) for _ in range(self.res_blocks)]
             branches.append(nn.Sequential(*layers))
         return TaskSelected(branches, self.task)
@@ -273,7 +274,7 @@ class Unfold(Block):
         grid = (image.height // self.patch, image.width // self.patch)
         return self, Tokens(image.channels * self.patch**2, grid)
 
-    def build(self, *inputs: TensorType) -> nn.Module:
+    def build(self, *inputs: TensorType) -> FunctionOp:
         return FunctionOp(unfold_patches, {"patch": self.patch})
 
 
@@ -299,7 +300,7 @@ class Fold(Block):
         channels = x.dim // self.patch**2
         return self, Image(channels, rows * self.patch, cols * self.patch)
 
-    def build(self, *inputs: TensorType) -> nn.Module:
+    def build(self, *inputs: TensorType) -> FunctionOp:
         x = expect_tokens(inputs[0], self.kind)
         rows, cols = expect_grid(x, self.kind)
         size = (rows * self.patch, cols * self.patch)

@@ -104,6 +104,8 @@ def relative_features(grid: tuple[int, int], pad: int) -> torch.Tensor:
 
 
 class PositionalAttention(nn.Module):
+    features: torch.Tensor  # (Nq, Nk, 5) of the built grid: relative_features
+
     def __init__(
         self,
         dim: int,

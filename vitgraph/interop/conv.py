@@ -76,7 +76,7 @@ def _check(conv: Any) -> int:
     if conv.groups != 1:
         raise _refuse(conv, f"groups {conv.groups} is not 1", "use groups=1")
     padding = conv.padding
-    if padding != "same" and tuple(padding) != (kh // 2, kw // 2):  # type: ignore[arg-type]
+    if padding != "same" and tuple(padding) != (kh // 2, kw // 2):
         raise _refuse(
             conv,
             f"padding {padding} is not K//2 = {kh // 2} (the output must keep the input size)",
@@ -100,8 +100,9 @@ def attention_from_conv(conv: nn.Conv2d) -> nn.Module:
     )
     weight = conv.weight.detach()
     with torch.device("meta"):  # shapes only; the weights come from the conv below
-        attn = params.build(Tokens(c_in, (1, 1)))  # attend() follows each input's grid
-    attn = attn.to_empty(device=weight.device).to(weight.dtype)
+        built = params.build(Tokens(c_in, (1, 1)))  # attend() follows each input's grid
+    assert isinstance(built, PositionalAttention)
+    attn = built.to_empty(device=weight.device).to(weight.dtype)
     offsets = torch.arange(k, device=weight.device) - k // 2
     with torch.no_grad():
         # head h = i*K + j looks at (row, col) offset (i - K//2, j - K//2)
