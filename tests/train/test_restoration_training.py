@@ -60,3 +60,20 @@ def test_a_small_ipt_x2_beats_bicubic_on_held_out_photo_crops_after_a_short_cpu_
         )
     assert scores["psnr"] > scores["psnr_baseline"]
     assert scores["ssim"] > scores["ssim_baseline"]
+
+
+@pytest.mark.slow
+def test_vitgraph_train_runs_ipt_on_photo_crops_and_reports_psnr_against_bicubic():
+    result = vitgraph.train(
+        "ipt_sr2",
+        overrides=SMALL,
+        data="photo_crops",
+        epochs=1,
+        batch_size=16,
+        lr=1e-3,
+        progress=False,
+        log=lambda line: None,
+    )
+    last = result.history[-1]
+    assert {"l1", "supcon", "val_psnr", "val_ssim", "val_psnr_baseline"} <= set(last)
+    assert last["val_psnr_baseline"] == pytest.approx(29.57, abs=0.01)  # bicubic, held out

@@ -58,6 +58,7 @@ class Restoration(Objective):
     bicubic down-sampling (scale > 1), else Gaussian noise of ``sigma``."""
 
     classifies = False
+    data_at_output_size = True
     #: the node whose output are the per-patch features of the contrastive term
     features: ClassVar[str] = "decoder"
     sigma: ClassVar[float] = 30.0
