@@ -2,14 +2,17 @@
 between Self-Attention and Convolutional Layers", ICLR 2020, arXiv:1911.03584), with the
 2×2 space-to-depth input of its CIFAR-10 models.
 
-Each head attends by relative position only (§3, Eq. 8-9): the score of key k for query q
-is ``-1/2 (δ - Δ)ᵀ Σ⁻¹ (δ - Δ)`` with ``δ = pos(k) - pos(q)`` (rows, cols), a learned centre
-Δ per head and ``Σ⁻¹ = s² I`` (the quadratic encoding, ``α = s²/2`` of Eq. 9) or
-``Σ⁻¹ = L Lᵀ`` (the generalised Gaussian, §4.2, Fig. 4). The values are the raw input: each
-head averages the input tokens at full width and one ``value`` projection maps the
-concatenated heads back (Lemma 1's ``W_out``; the official ``GaussianSelfAttention``).
-With K² heads centred on the K×K offsets and α large, a head's softmax is one-hot on its
-offset and the layer computes a K×K convolution (Theorem 1): ``attention_from_conv``.
+Each head attends by relative position only (§3, Eq. 8-9): the score of key k for query
+q is ``-1/2 (δ - Δ)ᵀ Σ⁻¹ (δ - Δ)`` with ``δ = pos(k) - pos(q)`` (rows, cols), a learned
+centre Δ per head and ``Σ⁻¹ = s² I`` (the quadratic encoding, ``α = s²/2`` of Eq. 9) or
+``Σ⁻¹ = L Lᵀ`` (the generalised Gaussian, §4.2, Fig. 4). A third, learned form scores each
+row and column offset by a learned embedding and a learned key per head (§4.1, Table 1
+"SA learned emb."; the official ``Learned2DRelativeSelfAttention`` without content). The
+values are the raw input: each head averages the input tokens at full width and one
+``value`` projection maps the concatenated heads back (Lemma 1's ``W_out``; the official
+``GaussianSelfAttention``). With K² heads centred on the K×K offsets and α large, a head's
+softmax is one-hot on its offset and the layer computes a K×K convolution (Theorem 1):
+``attention_from_conv``.
 """
 
 from __future__ import annotations
@@ -39,9 +42,11 @@ class PositionalAttentionBlock(Block):
     weight_init = "keep"  # build draws the official init (centres, spreads, N(0, 0.02))
     heads: PosInt
     """Number of heads (K² reproduce a K×K convolution, Theorem 1)."""
-    encoding: Literal["quadratic", "gaussian"] = "quadratic"
+    encoding: Literal["quadratic", "gaussian", "learned"] = "quadratic"
     """quadratic: one inverse width s per head, Σ⁻¹ = s²·I (Eq. 9, α = s²/2); gaussian: a
-    2×2 matrix L per head, Σ⁻¹ = L Lᵀ (the generalised quadratic encoding, §4.2)."""
+    2×2 matrix L per head, Σ⁻¹ = L Lᵀ (the generalised quadratic encoding, §4.2); learned:
+    a learned embedding per row offset and per column offset, scored by a learned key per
+    head, ``w_rᵀ r_δr + w_cᵀ c_δc`` (§4.1 "learned embedding", content-free)."""
     out_dim: PosInt | None = None
     """Output width; default: the input width."""
     pad: Annotated[int, Field(ge=0)] = 0
@@ -121,11 +126,20 @@ class PositionalAttention(nn.Module):
     ) -> None:
         super().__init__()
         self.heads, self.grid, self.pad = heads, grid, pad
-        self.isotropic = encoding == "quadratic"
-        self.centers = nn.Parameter(torch.randn(heads, 2) * center_std)  # Δ, (row, col)
+        self.isotropic, self.learned = encoding == "quadratic", encoding == "learned"
+        if self.learned:  # one embedding per row / column offset, -(n-1) .. n-1
+            rows, cols = grid[0] + pad, grid[1] + pad
+            self.row_embed = nn.Parameter(torch.randn(2 * rows - 1, dim) * 0.02)
+            self.col_embed = nn.Parameter(torch.randn(2 * cols - 1, dim) * 0.02)
+            self.row_keys = nn.Linear(dim, heads, bias=False)  # w_r per head
+            self.col_keys = nn.Linear(dim, heads, bias=False)
+            for keys in (self.row_keys, self.col_keys):
+                nn.init.normal_(keys.weight, std=0.02)
+        else:
+            self.centers = nn.Parameter(torch.randn(heads, 2) * center_std)  # Δ, (row, col)
         if self.isotropic:  # s: Σ^{-1/2} = s·I
             self.spreads = nn.Parameter(1 + torch.randn(heads) * spread_std)
-        else:  # L: Σ^{-1} = L Lᵀ
+        elif not self.learned:  # L: Σ^{-1} = L Lᵀ
             self.spreads = nn.Parameter(torch.eye(2).repeat(heads, 1, 1))
             with torch.no_grad():
                 self.spreads.add_(torch.randn(heads, 2, 2) * spread_std)
@@ -152,7 +166,14 @@ class PositionalAttention(nn.Module):
         """``(heads, Nq, Nk)``: each head's attention probabilities (no input needed), on
         the built grid or on the one ``features`` (``relative_features``) describe."""
         table = self.features if features is None else features
-        scores = table @ self.target_vectors()  # (Nq, Nk, heads)
+        if self.learned:  # offsets index the tables: δ + (n - 1)
+            rows = table[..., 0].long() + (self.row_embed.shape[0] - 1) // 2
+            cols = table[..., 1].long() + (self.col_embed.shape[0] - 1) // 2
+            row_scores = self.row_keys(self.row_embed)  # (2 rows - 1, heads)
+            col_scores = self.col_keys(self.col_embed)
+            scores = row_scores[rows] + col_scores[cols]  # (Nq, Nk, heads)
+        else:
+            scores = table @ self.target_vectors()  # (Nq, Nk, heads)
         return scores.permute(2, 0, 1).softmax(-1)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,7 +181,7 @@ class PositionalAttention(nn.Module):
 
     def attend(self, x: torch.Tensor, grid: tuple[int, int]) -> torch.Tensor:
         """The forward on tokens of any ``grid`` (the built one's table is not reused)."""
-        table = relative_features(grid, self.pad).to(x.device, self.centers.dtype)
+        table = relative_features(grid, self.pad).to(x.device, self.value.weight.dtype)
         return self._attend(x, grid, self.attention(table))
 
     def _attend(self, x: torch.Tensor, grid: tuple[int, int], probs: torch.Tensor):

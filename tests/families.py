@@ -1178,14 +1178,19 @@ IPT = Family(
 
 SA_CONV = Family(
     family="sa_conv",
-    variants=("sa_conv_quadratic", "sa_conv_gaussian"),
+    variants=("sa_conv_quadratic", "sa_conv_gaussian", "sa_conv_learned"),
     # epfml/attention-cnn is not pip-installable (and TF-era): counted by hand, the
     # arithmetic in specs/sa_conv.yaml; its modules' shapes read from models/bert.py
     # (GaussianSelfAttention: value Linear(9·400, 400); BertSelfOutput, BertIntermediate,
     # BertOutput; features_upscale Linear(12, 400); classifier Linear(400, 10))
     reference="official code",
-    counts={"sa_conv_quadratic": 12_086_844, "sa_conv_gaussian": 12_087_006},
-    paper_params={"sa_conv_quadratic": (12.1e6, 0.01)},  # Table 1 "SA quadratic emb."
+    counts={
+        "sa_conv_quadratic": 12_086_844,
+        "sa_conv_gaussian": 12_087_006,
+        "sa_conv_learned": 12_278_682,
+    },
+    # Table 1: "SA quadratic emb." 12.1M, "SA learned emb." 12.3M
+    paper_params={"sa_conv_quadratic": (12.1e6, 0.01), "sa_conv_learned": (12.3e6, 0.01)},
     small=Small({"image_size": 8, "depth": 1, "dim": 16, "heads": 4, "hidden": 24}),
 )
 

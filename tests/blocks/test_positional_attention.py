@@ -113,6 +113,21 @@ def test_the_attention_is_the_softmax_of_each_heads_gaussian_of_the_relative_pos
     assert torch.allclose(attn(x), attn.value(mixed), atol=1e-12)
 
 
+def test_the_learned_encoding_scores_each_offset_by_its_row_and_column_embedding():
+    torch.manual_seed(0)
+    attn = PositionalAttentionBlock(heads=3, encoding="learned").build(Tokens(5, (4, 6)))
+    attn = attn.double()
+    assert attn.row_embed.shape == (7, 5) and attn.col_embed.shape == (11, 5)
+    positions = [(r, c) for r in range(4) for c in range(6)]
+    expected = torch.empty(3, 24, 24, dtype=torch.float64)
+    for q, (qr, qc) in enumerate(positions):
+        for k, (kr, kc) in enumerate(positions):
+            row = attn.row_embed[kr - qr + 3] @ attn.row_keys.weight.T  # (heads,)
+            col = attn.col_embed[kc - qc + 5] @ attn.col_keys.weight.T
+            expected[:, q, k] = (row + col).detach()
+    assert torch.allclose(attn.attention(), expected.softmax(-1), atol=1e-12)
+
+
 def test_space_to_depth_concatenates_each_2x2_square_in_row_column_channel_order():
     x = torch.randn(2, 3, 6, 8)
     expected = einops.rearrange(x, "b c (h kh) (w kw) -> b (kh kw c) h w", kh=2, kw=2)
@@ -148,5 +163,5 @@ def test_the_centres_of_a_built_model_are_drawn_one_panel_per_layer(tmp_path):
     path = draw_attention_centres(model, str(tmp_path / "centres.png"))
     assert (tmp_path / "centres.png").read_bytes()[:8] == b"\x89PNG\r\n\x1a\n"
     assert path.endswith("centres.png")
-    with pytest.raises(ValueError, match="has no positional attention"):
+    with pytest.raises(ValueError, match="has no Gaussian positional attention"):
         draw_attention_centres(nn.Linear(2, 2), str(tmp_path / "none.png"))

@@ -145,11 +145,11 @@ def draw_attention_centres(model: nn.Module, path: str, radius: float = 6.0) -> 
     """Cordonnier et al.'s Figure 3: per layer, each head's centre of attention relative to
     the query pixel (black square), with the 50% (solid) and 90% (dotted) ellipses of its
     Gaussian; writes a PNG at ``path`` and returns it."""
-    layers = attention_layers(model)
+    layers = [(name, m) for name, m in attention_layers(model) if not m.learned]
     if not layers:
         raise ValueError(
-            f"{type(model).__name__} has no positional attention (sa_conv's attention kind): "
-            "nothing to draw"
+            f"{type(model).__name__} has no Gaussian positional attention (sa_conv's "
+            "quadratic or gaussian encoding): no centres to draw"
         )
     try:
         import matplotlib
