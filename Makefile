@@ -6,7 +6,7 @@ PIP := .venv/bin/pip
 # timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-deformable-detr clean
+.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-deformable-detr train-sa-conv train-restoration clean
 
 .venv/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -53,6 +53,12 @@ train-detection: .venv/.test
 # DETR and Deformable DETR side by side on the shipped digit-boxes set (the same recipe)
 train-deformable-detr: .venv/.test
 	$(PY) -m pytest -q -s -m slow -k deformable tests/train/test_detection_training.py
+
+train-sa-conv: .venv/.test
+	$(PY) -m pytest -q -s -m slow tests/train/test_sa_conv_training.py
+
+train-restoration: .venv/.test
+	$(PY) -m pytest -q -s -m slow tests/train/test_restoration_training.py
 
 # 10,000 mutated specs, then 500 generated compositions through the whole model API
 fuzz: .venv/.test

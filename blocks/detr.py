@@ -258,13 +258,13 @@ class PosAttention(nn.Module):
     """Multi-head attention over separate q, k, v inputs (the caller adds the positions to
     q and k only): q, k, v and output projections, as ``nn.MultiheadAttention``."""
 
-    def __init__(self, dim: int, heads: int, attn_drop: float) -> None:
+    def __init__(self, dim: int, heads: int, attn_drop: float, bias: bool = True) -> None:
         super().__init__()
         self.heads, self.attn_drop = heads, attn_drop
-        self.q = nn.Linear(dim, dim)
-        self.k = nn.Linear(dim, dim)
-        self.v = nn.Linear(dim, dim)
-        self.proj = nn.Linear(dim, dim)
+        self.q = nn.Linear(dim, dim, bias=bias)
+        self.k = nn.Linear(dim, dim, bias=bias)
+        self.v = nn.Linear(dim, dim, bias=bias)
+        self.proj = nn.Linear(dim, dim, bias=bias)
 
     def forward(
         self, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, mask: torch.Tensor | None = None
@@ -369,25 +369,35 @@ class DetrEncoderLayer(_Layer):
 
 
 class DecoderLayer(nn.Module):
-    def __init__(self, p: _Layer, dim: int) -> None:
+    def __init__(self, p: DetrDecoderLayer, dim: int) -> None:
         super().__init__()
-        self.self_attn = PosAttention(dim, p.heads, p.attn_drop)
+        self.self_attn = PosAttention(dim, p.heads, p.attn_drop, p.attn_bias)
         self.drop1 = nn.Dropout(p.drop)
         self.norm1 = nn.LayerNorm(dim, eps=p.eps)
-        self.cross_attn = PosAttention(dim, p.heads, p.attn_drop)
+        self.cross_attn = PosAttention(dim, p.heads, p.attn_drop, p.attn_bias)
         self.drop2 = nn.Dropout(p.drop)
         self.norm2 = nn.LayerNorm(dim, eps=p.eps)
         self.mlp = FFN(dim, p.ffn, p.act, p.act_drop, p.drop)
         self.norm3 = nn.LayerNorm(dim, eps=p.eps)
+        self.pre_norm = p.pre_norm
 
     def forward(
         self,
         t: torch.Tensor,
         memory: torch.Tensor,
         query_pos: torch.Tensor,
-        pos: torch.Tensor,
-        mask: torch.Tensor | None,
+        pos: torch.Tensor | None = None,
+        mask: torch.Tensor | None = None,
     ) -> torch.Tensor:
+        if self.pre_norm:  # IPT §3.1: x + f(LN(x)); no memory positions, no padding
+            s = self.norm1(t)
+            qk = s + query_pos
+            t = t + self.drop1(self.self_attn(qk, qk, s))
+            s = self.norm2(t)
+            keys = memory if pos is None else memory + pos
+            t = t + self.drop2(self.cross_attn(s + query_pos, keys, memory, mask))
+            return t + self.mlp(self.norm3(t))
+        assert pos is not None
         qk = t + query_pos
         t = self.norm1(t + self.drop1(self.self_attn(qk, qk, t)))
         cross = self.cross_attn(t + query_pos, memory + pos, memory, mask)
@@ -400,17 +410,33 @@ class DetrDecoderLayer(_Layer):
     """Post-norm decoder layer (§3.2, Fig. 10): self-attention among the queries
     (q = k = t + query_pos), cross-attention to the encoder's memory (q = t + query_pos,
     k = memory + pos, v = memory; padding masked), FFN, each followed by LayerNorm.
-    ``inputs: [target, memory, query_pos, memory_pos, mask]``."""
+    ``inputs: [target, memory, query_pos, memory_pos, mask]``; with ``pre_norm`` (IPT's
+    decoder) the memory positions and mask may be left out: ``[target, memory, query_pos]``.
+    """
 
     kind: Literal["detr_decoder_layer"] = "detr_decoder_layer"
-    arity = 5
+    arity = None  # 5, or 3 with pre_norm
+    pre_norm: bool = False
+    """LayerNorm before each attention and the FFN, inside the residual (IPT,
+    arXiv:2012.00364 §3.1, Eq. 4-5); false: after each residual sum (DETR)."""
+    attn_bias: bool = True
+    """Biases in the attentions' q, k, v and output projections (IPT: none)."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
+        if len(inputs) not in (3, 5) or (len(inputs) == 3 and not self.pre_norm):
+            raise ShapeError(
+                f"{self.kind} takes [target, memory, query_pos, memory_pos, mask]"
+                + (" or, with pre_norm, [target, memory, query_pos]" if self.pre_norm else "")
+                + f", but receives {len(inputs)} input(s)",
+                hint="name the inputs with inputs: [...]",
+            )
         t = self._tokens(inputs[0], self.kind)
         memory = expect_tokens(inputs[1], f"{self.kind}'s memory (second input)")
         if memory.dim != t.dim:
             raise ShapeError(f"the memory ({memory}) is not as wide as the queries ({t})")
         self._same(t, inputs[2], f"{self.kind}'s query positions (third input)")
+        if len(inputs) == 3:
+            return self, t
         self._same(memory, inputs[3], f"{self.kind}'s memory positions (fourth input)")
         mask = expect_mask(inputs[4], f"{self.kind}'s mask (fifth input)")
         if mask.height * mask.width != memory.patches:

@@ -64,6 +64,7 @@ REDUCTIONS: dict[str, Reduction] = {
         "query_shape": [4, 6],
         "memory_flange": [2, 6],
     },
+    "ipt": {"size": 12, "feats": 8, "heads": 2, "depth": 1},
     "igpt": lambda args: {"depth": 1, "dim": args["heads"] * 8, "positions": 16, "palette": 17},
     "deepvit": _deepvit,
     "clip_vit": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
@@ -104,6 +105,7 @@ REDUCTIONS: dict[str, Reduction] = {
     "pit": {"depths": [1, 1, 1], "image_size": 48},
     "pvt": {"depths": [1, 1, 1, 1], "image_size": 64},
     "refiner": {"depth": 2, "image_size": 32},  # a refining layer, then a sharing one
+    "sa_conv": {"image_size": 8, "depth": 1, "dim": 16, "heads": 4, "hidden": 24},
     "siglip": lambda args: {"depth": 1, "image_size": 2 * args["patch"]},
     "simplevit": {"depth": 1, "image_size": 32},
     "swin": {"image_size": 64, "window": 4, "depths": [1, 2, 1, 1]},  # 2: a shifted layer

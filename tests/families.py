@@ -1242,6 +1242,62 @@ IMAGE_TRANSFORMER = Family(
     ),
 )
 
+_IPT_FIXED = frozenset({"sub_mean.weight", "sub_mean.bias", "add_mean.weight", "add_mean.bias"})
+
+
+def _ipt_other_tasks() -> set[str]:
+    """The head and tail parameters of tasks 1-5 of ipt_pretrain (x3, x4, three x1)."""
+    head = ["0"] + [f"{b}.body.{c}" for b in (1, 2) for c in (0, 2)]
+    tails = {1: ["0.0", "1"], 2: ["0.0", "0.2", "1"], 3: ["1"], 4: ["1"], 5: ["1"]}
+    names = set()
+    for task, convs in tails.items():
+        for conv in head:
+            names |= {f"head.branches.{task}.{conv}.weight", f"head.branches.{task}.{conv}.bias"}
+        for conv in convs:
+            names |= {f"tail.branches.{task}.{conv}.weight", f"tail.branches.{task}.{conv}.bias"}
+    return names
+
+
+IPT = Family(
+    family="ipt",
+    variants=("ipt_sr2", "ipt_sr3", "ipt_sr4", "ipt_denoise", "ipt_derain", "ipt_pretrain"),
+    # huawei-noah/Pretrained-IPT is not a package: its model/ipt.py counted once (option.py
+    # defaults, mean shifts counted); parity: tests/blocks/test_ipt.py with a checkout
+    reference="official code",
+    counts={
+        "ipt_sr2": 115_460_443,
+        "ipt_sr3": 115_645_083,
+        "ipt_sr4": 115_608_155,
+        "ipt_denoise": 115_312_731,
+        "ipt_derain": 115_312_731,
+        "ipt_pretrain": 118_892_394,
+    },
+    paper_params={"ipt_sr2": (115.5e6, 0.001)},  # the 115.5M later papers cite
+    small=Small(
+        {"size": 12, "feats": 8, "heads": 2, "depth": 1},
+        # the mean shifts are fixed; the six-task model trains task 0's branches only
+        no_grad=lambda v: _IPT_FIXED | (_ipt_other_tasks() if v == "ipt_pretrain" else set()),
+    ),
+)
+
+SA_CONV = Family(
+    family="sa_conv",
+    variants=("sa_conv_quadratic", "sa_conv_gaussian", "sa_conv_learned"),
+    # epfml/attention-cnn is not pip-installable (and TF-era): counted by hand, the
+    # arithmetic in specs/sa_conv.yaml; its modules' shapes read from models/bert.py
+    # (GaussianSelfAttention: value Linear(9·400, 400); BertSelfOutput, BertIntermediate,
+    # BertOutput; features_upscale Linear(12, 400); classifier Linear(400, 10))
+    reference="official code",
+    counts={
+        "sa_conv_quadratic": 12_086_844,
+        "sa_conv_gaussian": 12_087_006,
+        "sa_conv_learned": 12_278_682,
+    },
+    # Table 1: "SA quadratic emb." 12.1M, "SA learned emb." 12.3M
+    paper_params={"sa_conv_quadratic": (12.1e6, 0.01), "sa_conv_learned": (12.3e6, 0.01)},
+    small=Small({"image_size": 8, "depth": 1, "dim": 16, "heads": 4, "hidden": 24}),
+)
+
 FAMILIES: dict[str, Family] = {
     row.family: row
     for row in (
@@ -1277,6 +1333,8 @@ FAMILIES: dict[str, Family] = {
         DETR,
         DEFORMABLE_DETR,
         IMAGE_TRANSFORMER,
+        SA_CONV,
+        IPT,
     )
 }
 

@@ -361,6 +361,7 @@ PARAMETER_FREE = {
     "detr_sine_pos",
     "feature_mask",
     "feature_pyramid",
+    "fold_patches",
     "stack_layers",
     "to_tokens",
     "zeros_like",
@@ -382,9 +383,11 @@ PARAMETER_FREE = {
     "resize_image",
     "sincos2d_pos",
     "sinusoid_pos",
+    "space_to_depth",
     "stack_cls",
     "take_cls",
     "to_image",
+    "unfold_patches",
 }
 TENSORS = {
     "cls_token",

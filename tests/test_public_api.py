@@ -26,6 +26,7 @@ def test_the_public_names_are_designs_contract():
         "Graph",
         "SpecError",
         "WeightsError",
+        "attention_from_conv",
         "build",
         "create_model",
         "diff",

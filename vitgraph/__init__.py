@@ -18,6 +18,7 @@ if TYPE_CHECKING:  # for type checkers and editors; at run time see __getattr__
     from vitgraph.errors import SpecError
     from vitgraph.graph import Graph
     from vitgraph.interop.checkpoints import load_weights
+    from vitgraph.interop.conv import attention_from_conv
     from vitgraph.interop.create import create_model
     from vitgraph.passes import optimize
     from vitgraph.pipeline import build, load
@@ -28,6 +29,7 @@ _EXPORTS = {
     "Graph": "vitgraph.graph",
     "SpecError": "vitgraph.errors",
     "WeightsError": "vitgraph.weights.report",
+    "attention_from_conv": "vitgraph.interop.conv",
     "build": "vitgraph.pipeline",
     "create_model": "vitgraph.interop.create",
     "diff": "vitgraph.diffing",
@@ -41,6 +43,7 @@ __all__ = [
     "Graph",
     "SpecError",
     "WeightsError",
+    "attention_from_conv",
     "build",
     "create_model",
     "diff",

@@ -248,6 +248,16 @@ def make_parser() -> argparse.ArgumentParser:
     palette.add_argument(
         "--max-pixels", type=int, default=200_000, help="pixels sampled for k-means"
     )
+    restoring = sub.add_parser(
+        "restore", help="restore one image (super-resolution, denoising, deraining) to a PNG"
+    )
+    _common(restoring)
+    restoring.add_argument("image", help="the image file")
+    restoring.add_argument("--task", help="the task by name (sr2, sr3, sr4, denoise30, ...)")
+    restoring.add_argument("--weights", help="the trained weights (safetensors)")
+    restoring.add_argument(
+        "--out", required=True, help="the PNG to write; the baseline goes beside it"
+    )
     exporting.add_argument(
         "--optimize", action="store_true", help="export the model vitgraph.optimize makes"
     )
@@ -359,6 +369,7 @@ def main(argv: list[str] | None = None) -> int:
             "convert",
             "digit-boxes",
             "gather",
+            "restore",
         ):
             from vitgraph import tools
 

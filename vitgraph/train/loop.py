@@ -222,7 +222,7 @@ class Trainer:
         chosen = choose(graph, config.objective)
         self.data: Dataset = load_data(
             config.data,
-            graph.input_shape,
+            graph.output_shape if chosen.data_at_output_size else graph.input_shape,
             patch=_patch_of(graph),
             val_fraction=config.val_fraction,
             seed=config.seed,

@@ -23,6 +23,9 @@ class Objective:
     #: the objective trains a class head on the data's labels (the loop then sizes the
     #: spec's ``classes`` to the data); False for objectives that predict the input
     classifies: ClassVar[bool] = True
+    #: the data are asked for at the model's output size, not its input's (restoration:
+    #: clean images the objective degrades into the model's input)
+    data_at_output_size: ClassVar[bool] = False
 
     def __init__(
         self,
