@@ -32,7 +32,7 @@ from vitgraph.shapes import (
     expect_tokens,
     expect_vector,
 )
-from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, scaled_width
 
 
 class LinearBN(nn.Module):
@@ -397,7 +397,9 @@ class LevitMlpBlock(Block):
     """Dropout after the activation."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, expect_tokens(inputs[0], self.kind)
+        tokens = expect_tokens(inputs[0], self.kind)
+        scaled_width(tokens.dim, self.ratio)
+        return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         dim = expect_tokens(inputs[0], self.kind).dim
