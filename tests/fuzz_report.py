@@ -51,7 +51,7 @@ def fuzz(total: int) -> bool:
     from hypothesis import given
 
     import vitgraph
-    from tests.fuzz_specs import anchors, cases, run
+    from tests.fuzz_specs import EMPTY_LAYER, anchors, cases, run
     from vitgraph.spec.catalog import registry
 
     start = time.perf_counter()
@@ -68,6 +68,8 @@ def fuzz(total: int) -> bool:
     escapes: list[tuple[Case, str]] = []
     accepted: list[Case] = []
     slow: list[tuple[float, Case]] = []
+    empty: dict[str, int] = {}  # kind -> valid specs that built a zero-size tensor
+    empty_example: dict[str, str] = {}
     count = [0]
     start = time.perf_counter()
 
@@ -85,7 +87,10 @@ def fuzz(total: int) -> bool:
         if seconds >= 2.0:
             slow.append((seconds, case))
         row = table.setdefault(case.kind, [0, 0, 0, 0])
-        ok = outcome == "ok"
+        ok = outcome in ("ok", EMPTY_LAYER)
+        if outcome == EMPTY_LAYER:
+            empty[case.kind] = empty.get(case.kind, 0) + 1
+            empty_example.setdefault(case.kind, case.change)
         row[(0 if ok else 1) if case.mode == "valid" else (3 if ok else 2)] += 1
         if case.mode == "invalid" and ok:
             accepted.append(case)
@@ -111,6 +116,12 @@ def fuzz(total: int) -> bool:
     )
     for kind, n in sorted(errors.items(), key=lambda kv: -kv[1])[:15]:
         print(f"  {n:6d}  {kind[:110]}")
+    if empty:
+        print(
+            f"valid specs that built a zero-size tensor (listed, not failed): {sum(empty.values())}"
+        )
+        for kind, n in sorted(empty.items(), key=lambda kv: -kv[1]):
+            print(f"  {n:6d}  {kind}: e.g. {empty_example[kind][:90]}")
     for seconds, case in sorted(slow, key=lambda sc: -sc[0])[:5]:
         print(f"SLOW {seconds:.2f} s: {case.kind} ({case.anchor}) {case.change}")
     for case in accepted[:10]:

@@ -10,7 +10,9 @@ entry's params with Hypothesis strategies built from the kind's params model:
   (the spec may still fail a shape rule: a located SpecError, not an escape);
 - ``invalid``: exactly one constraint is broken: one param gets a value its annotation
   refuses (the wrong type, past a bound, outside a choice), a required param goes
-  missing, an unknown param appears, or the entry's input names no node.
+  missing, an unknown param appears, or one rule of the entry itself is broken (an
+  input that names no node or makes a cycle, an unknown kind, a duplicate or dotted id,
+  a repeat of 0, -3 or 10**9, a ``when:`` that is no flag).
 
 The loader and validator, and for a spec that validates the build on the meta device,
 may only raise a SpecError whose every problem is located; anything else is an escape.
@@ -23,6 +25,7 @@ from __future__ import annotations
 import copy
 import types
 import typing
+import warnings
 from dataclasses import dataclass
 from functools import cache
 from typing import Annotated, Any, Literal, Union
@@ -277,7 +280,12 @@ def fields(kind: str) -> dict[str, tuple[Any, bool]]:
     reg = registry()
     model = reg.primitives[kind] if kind in reg.primitives else reg.composites[kind].params
     return {
-        name: (info.annotation, info.is_required())
+        # pydantic keeps a top-level Annotated's constraints (``Field(gt=0)``) apart, in
+        # ``metadata``: put them back, so the strategies see the bounds
+        name: (
+            Annotated[(info.annotation, *info.metadata)] if info.metadata else info.annotation,
+            info.is_required(),
+        )
         for name, info in model.model_fields.items()
         if name != "kind"
     }
@@ -312,8 +320,20 @@ def cases(draw: st.DrawFn, variants: tuple[str, ...] | None = None) -> Case:
             entry[name] = draw(valid_values(params[name][0]))
         change = ", ".join(f"{n}={entry[n]!r}"[:60] for n in chosen) or "as anchored"
     else:
-        options: list[tuple[str, Any, Any]] = [("unknown param", "bogus_param", 1)]
-        options.append(("input names no node", "inputs", ["no_such_node"]))
+        ids = [str(e.get("id")) for e in data["graph"]]
+        options: list[tuple[str, Any, Any]] = [
+            ("unknown param", "bogus_param", 1),
+            ("input names no node", "inputs", ["no_such_node"]),
+            ("a cycle: reads the last node", "inputs", [ids[-1]]),
+            ("unknown kind", "kind", f"{kind}x"),
+            ("the id of another entry", "id", ids[anchor.index - 1]),
+            ("an id with a dot", "id", "a.b"),
+            ("repeat 0", "repeat", 0),
+            ("a negative repeat", "repeat", -3),
+            ("a huge repeat", "repeat", "${10**9}"),
+            ("when not a flag", "when", "maybe"),
+            ("an expression naming no arg", "inputs", ["$nowhere"]),
+        ]
         for name, (annotation, required) in params.items():
             if required:
                 options.append(("missing required", name, None))
@@ -333,16 +353,25 @@ def draw_nothing(annotation: Any) -> bool:
     return valid_values(annotation).is_empty
 
 
+#: what ``run`` returns for a spec that validates and builds a layer with no units
+EMPTY_LAYER = "ok, with a zero-size tensor"
+
+
 def run(case: Case, build: bool = True) -> str:
-    """'ok' or the first problem's message; raises anything that is not a located
-    SpecError (an escape)."""
+    """'ok' (``EMPTY_LAYER`` when the build made a zero-size parameter or buffer, as
+    ``classes: 0`` does on purpose) or the first problem's message; raises anything that
+    is not a located SpecError (an escape)."""
     import vitgraph
     from vitgraph import SpecError
 
     try:
         graph = vitgraph.load(f"fuzz/{case.anchor}.yaml", text=case.text)
         if build:
-            graph.build(device="meta")
+            with warnings.catch_warnings(record=True) as caught:
+                warnings.simplefilter("always")
+                graph.build(device="meta")
+            if any("zero-element" in str(w.message) for w in caught):
+                return EMPTY_LAYER
     except SpecError as exc:
         for problem in exc.problems:
             assert problem.location.file, f"unlocated problem {problem}"

@@ -43,7 +43,7 @@ def test_the_block_reference_has_every_kind_with_its_params_defaults_and_paper_s
     assert "| `window` | int > 0 \\| null | 7 | " in swin
     assert "| `heads` | int > 0 \\| null | required | Attention heads. |" in swin
     mhsa = text.partition("### mhsa\n")[2].partition("\n### ")[0]
-    assert "| `heads` | int | required | Number of heads. |" in mhsa
+    assert "| `heads` | int > 0 | required | Number of heads. |" in mhsa
     # a kind whose own doc cites no paper takes its family module's citation, so marked
     assert "**Paper:** (its family, `vitgraph.blocks.attention`)" in mhsa
 
@@ -54,7 +54,7 @@ def test_every_kind_of_the_catalog_has_its_params_with_docs():
     heads = next(p for p in mhsa["params"] if p["name"] == "heads")
     assert heads == {
         "name": "heads",
-        "type": "int",
+        "type": "int > 0",  # PosInt: its bound, which pydantic keeps in the field's metadata
         "required": True,
         "default": None,
         "doc": "Number of heads.",

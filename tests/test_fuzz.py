@@ -78,3 +78,50 @@ def test_a_leff_ratio_that_leaves_no_hidden_unit_is_located_not_a_division_by_ze
     with pytest.raises(SpecError) as caught:
         vitgraph.load("tiny.yaml", text=text)
     assert "leaves no hidden unit" in caught.value.problems[0].message
+
+
+@pytest.mark.parametrize("kind", ["cls_token", "dist_token", "reg_token"])
+def test_a_negative_token_init_std_is_refused_at_the_param_not_by_torch(kind):
+    # fuzz: init_std=-0.5 reached nn.init.normal_ (RuntimeError: normal expects std >= 0.0)
+    text = _mlp_ratio("encoder_layer", "heads: 2").replace(
+        "  - {id: pool, kind: mean_pool}\n",
+        f"  - {{id: token, kind: {kind}, init_std: -0.5}}\n  - {{id: pool, kind: mean_pool}}\n",
+    )
+    with pytest.raises(SpecError) as caught:
+        vitgraph.load("tokens.yaml", text=text)
+    (problem,) = caught.value.problems
+    col = text.splitlines()[6].index("-0.5") + 1  # at the value
+    assert str(problem) == (
+        f"tokens.yaml:7:{col}: token.init_std: input should be greater than or equal to 0 "
+        "(got -0.5)"
+    )
+
+
+def test_visual_tokens_too_narrow_for_the_transformer_s_groups_are_located_not_a_conv_error():
+    # fuzz: vt_module dim=1 passed the shape rule, then nn.Conv1d refused 1 channel in 8
+    # groups (ValueError) in the build
+    text = (
+        "vitgraph: 1\nname: vt_narrow\ninput: {channels: 3, size: 32}\ngraph:\n"
+        "  - {id: stem, kind: resnet_stem, dim: 8}\n"
+        "  - {id: tokenizer, kind: vt_tokenizer, dim: 1, tokens: 4, heads: 1, groups: 1}\n"
+        "  - {id: transformer, kind: vt_transformer, heads: 1, groups: 1}\n"
+        "  - {id: pool, kind: mean_pool}\n"
+        "  - {id: head, kind: linear_head, classes: 5}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        vitgraph.load("vt.yaml", text=text)
+    (problem,) = caught.value.problems
+    assert (problem.location.line, problem.path, problem.message, problem.hint) == (
+        7,
+        "transformer",
+        "vt_transformer halves the token width for its keys and queries, but the tokens "
+        "have 1 channel",
+        "give the tokens at least 2 channels",
+    )
+    odd = text.replace("dim: 1,", "dim: 9,").replace(
+        "groups: 1}\n  - {id: pool", "groups: 4}\n  - {id: pool"
+    )
+    with pytest.raises(
+        SpecError, match="the value projection of 9 channels does not split into 4 groups"
+    ):
+        vitgraph.load("vt.yaml", text=odd)  # 9 // 2 = 4 splits into 4: 9 does not

@@ -60,7 +60,12 @@ def _params(model: Any) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": name,
-                "type": _type_name(info.annotation),
+                # pydantic keeps a top-level Annotated's constraints apart (metadata)
+                "type": _type_name(
+                    Annotated[(info.annotation, *info.metadata)]
+                    if info.metadata
+                    else info.annotation
+                ),
                 "required": info.is_required(),
                 "default": default
                 if isinstance(default, str | int | float | bool)
