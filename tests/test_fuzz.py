@@ -125,3 +125,25 @@ def test_visual_tokens_too_narrow_for_the_transformer_s_groups_are_located_not_a
         SpecError, match="the value projection of 9 channels does not split into 4 groups"
     ):
         vitgraph.load("vt.yaml", text=odd)  # 9 // 2 = 4 splits into 4: 9 does not
+
+
+def test_a_stage_param_its_chosen_layer_composite_does_not_take_is_located_not_a_crash():
+    # fuzz: swin_stage pretrained_window=1 with its default layer swin_layer (a composite,
+    # whose params model has no role) raised AttributeError: role while writing the error
+    text = (
+        "vitgraph: 1\nname: stage\ninput: {channels: 3, size: 32}\ngraph:\n"
+        "  - {id: embed, kind: patch_embed, patch: 4, dim: 32}\n"
+        "  - {id: stage, kind: swin_stage, depth: 2, heads: 2, window: 4, downsample: false,\n"
+        "     pretrained_window: 8}\n"
+        "  - {id: pool, kind: mean_pool}\n"
+        "  - {id: head, kind: linear_head, classes: 5}\n"
+    )
+    with pytest.raises(SpecError) as caught:
+        vitgraph.load("stage.yaml", text=text)
+    (problem,) = caught.value.problems
+    assert (problem.location.line, problem.message, problem.hint) == (
+        7,
+        "swin_stage's pretrained_window does not reach its layer swin_layer, which takes no "
+        "pretrained_window",
+        "leave pretrained_window out, or choose another layer that takes it: swinv2_layer",
+    )
