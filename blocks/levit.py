@@ -170,6 +170,7 @@ class _BiasedAttention(Block):
 
     def _grid_and_table(self, tokens: Tokens) -> tuple[tuple[int, int], tuple[int, int]]:
         grid = expect_grid(tokens, self.kind)
+        scaled_width(self.key_dim, self.attn_ratio, "attn_ratio", "value")  # value_dim >= 1
         if tokens.prefix:
             raise ShapeError(
                 f"{self.kind} has no bias for the {tokens.prefix} prefix token(s) of {tokens}",

@@ -69,7 +69,7 @@ def test_a_ratio_that_leaves_no_hidden_unit_is_a_located_error_not_a_crash(kind,
         vitgraph.load("tiny.yaml", text=_mlp_ratio(kind, ratio)).build(device="meta")
     (problem,) = caught.value.problems
     assert "leaves no hidden unit (int(32 x" in problem.message
-    assert problem.location.line == 6 and problem.hint == "use a ratio of at least 1/32"
+    assert problem.location.line == 6 and problem.hint == "set ratio to at least 1/32"
 
 
 def test_a_leff_ratio_that_leaves_no_hidden_unit_is_located_not_a_division_by_zero():
@@ -146,4 +146,18 @@ def test_a_stage_param_its_chosen_layer_composite_does_not_take_is_located_not_a
         "swin_stage's pretrained_window does not reach its layer swin_layer, which takes no "
         "pretrained_window",
         "leave pretrained_window out, or choose another layer that takes it: swinv2_layer",
+    )
+
+
+def test_a_levit_attn_ratio_that_leaves_no_value_unit_is_located_not_an_empty_layer():
+    # fuzz: attn_ratio=5e-324 validated and built values of width int(16 x 5e-324) = 0
+    # (torch: "Initializing zero-element tensors is a no-op")
+    text = _mlp_ratio("levit_attention", "heads: 2, key_dim: 16, attn_ratio: 1.0e-3")
+    with pytest.raises(SpecError) as caught:
+        vitgraph.load("levit.yaml", text=text)
+    (problem,) = caught.value.problems
+    assert (problem.location.line, problem.message, problem.hint) == (
+        6,
+        "attn_ratio 0.001 of width 16 leaves no value unit (int(16 x 0.001) = 0)",
+        "set attn_ratio to at least 1/16",
     )

@@ -144,6 +144,6 @@ def scaled_width(width: int, ratio: float, field: str = "ratio", what: str = "hi
             f"{field} {ratio:g} of width {width} leaves no {what} unit (int({width} x "
             f"{ratio:g}) = {scaled})",
             field=field,
-            hint=f"use a {field} of at least 1/{width}",
+            hint=f"set {field} to at least 1/{width}",
         )
     return scaled
