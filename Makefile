@@ -6,7 +6,7 @@ PIP := .venv/bin/pip
 # timm (a test extra) needs torchvision, and PyPI's torchvision does not import beside 2.13.
 TORCH := torch==2.14.1 torchvision==0.29.1
 
-.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-deformable-detr train-sa-conv train-restoration clean
+.PHONY: demo test lint typecheck parity-all fuzz bench train-detection train-deformable-detr train-sa-conv train-restoration docs clean
 
 .venv/.core: pyproject.toml
 	test -x $(PY) || python3 -m venv .venv
@@ -17,6 +17,10 @@ TORCH := torch==2.14.1 torchvision==0.29.1
 
 .venv/.test: .venv/.core pyproject.toml
 	$(PIP) install -q -e '.[test]'
+	touch $@
+
+.venv/.docs: .venv/.core pyproject.toml
+	$(PIP) install -q -e '.[docs]'
 	touch $@
 
 demo: .venv/.core
@@ -60,9 +64,20 @@ train-sa-conv: .venv/.test
 train-restoration: .venv/.test
 	$(PY) -m pytest -q -s -m slow tests/train/test_restoration_training.py
 
-# 10,000 mutated specs, then 500 generated compositions through the whole model API
+# 10,000 structured cases (tests/fuzz_specs.py: every block kind, valid and invalid,
+# per-kind coverage), then 500 generated compositions through the whole model API
 fuzz: .venv/.test
 	$(PY) -m tests.fuzz_report 10000 --compositions 500
+
+# the documentation site (mkdocs.yml): built offline with warnings as errors into
+# build/site, then checked in headless Chromium (tests/docs_site.py: every nav entry opens
+# its page, search finds every block kind, no broken link); Debian's chromium and
+# chromium-driver are installed when absent (the machine runs as root)
+docs: .venv/.docs
+	test -x /usr/bin/chromium -a -x /usr/bin/chromedriver || \
+		(apt-get update -q && apt-get install -y -q chromium chromium-driver)
+	$(PY) -m mkdocs build --strict --quiet
+	$(PY) -m tests.docs_site build/site
 
 bench: .venv/.test
 	$(PY) benchmarks/bench_vs_timm.py

@@ -25,7 +25,7 @@ from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import resize_offset_rows
 from vitgraph.shapes import Image, TensorType, conv_out, expect_image
-from vitgraph.vocabulary import Activation, PosInt, activation, per_head
+from vitgraph.vocabulary import Activation, PosInt, activation, per_head, scaled_width
 
 
 class ConvNormAct(nn.Sequential):
@@ -138,7 +138,7 @@ class BotBottleneck(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], self.kind)
-        mid = int(self.out * self.ratio)
+        mid = scaled_width(self.out, self.ratio, what="bottleneck")
         if self.attention:
             per_head(mid, self.heads, "the bottleneck width")
         if self.attention and self.stride == 2 and (image.height % 2 or image.width % 2):

@@ -29,7 +29,7 @@ from vitgraph.shapes import (
     expect_image,
     expect_tokens,
 )
-from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, per_head, scaled_width
 
 
 @register
@@ -139,7 +139,7 @@ class LocallyEnhancedFeedForward(Block):
             raise ShapeError(
                 f"kernel {self.kernel} must be odd to keep the grid's size", field="kernel"
             )
-        hidden = int(tokens.dim * self.ratio)
+        hidden = scaled_width(tokens.dim, self.ratio)
         groups = self.groups or hidden
         if hidden % groups:
             raise ShapeError(

@@ -32,7 +32,7 @@ from vitgraph.shapes import (
     expect_tokens,
     expect_vector,
 )
-from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, scaled_width
 
 
 class LinearBN(nn.Module):
@@ -170,6 +170,7 @@ class _BiasedAttention(Block):
 
     def _grid_and_table(self, tokens: Tokens) -> tuple[tuple[int, int], tuple[int, int]]:
         grid = expect_grid(tokens, self.kind)
+        scaled_width(self.key_dim, self.attn_ratio, "attn_ratio", "value")  # value_dim >= 1
         if tokens.prefix:
             raise ShapeError(
                 f"{self.kind} has no bias for the {tokens.prefix} prefix token(s) of {tokens}",
@@ -397,7 +398,9 @@ class LevitMlpBlock(Block):
     """Dropout after the activation."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
-        return self, expect_tokens(inputs[0], self.kind)
+        tokens = expect_tokens(inputs[0], self.kind)
+        scaled_width(tokens.dim, self.ratio)
+        return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:
         dim = expect_tokens(inputs[0], self.kind).dim

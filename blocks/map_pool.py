@@ -18,7 +18,7 @@ from vitgraph.blocks.mlp import Mlp
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Vector, expect_tokens
-from vitgraph.vocabulary import Activation, PosInt
+from vitgraph.vocabulary import Activation, PosInt, scaled_width
 
 
 @register
@@ -54,6 +54,7 @@ class AttentionPool(Block):
             )
         if tokens.patches == 0 and not self.include_prefix:
             raise ShapeError(f"map_pool has no patch tokens to attend to in {tokens}")
+        scaled_width(tokens.dim, self.mlp_ratio, "mlp_ratio")
         return self, Vector(tokens.dim)
 
     def build(self, *inputs: TensorType) -> nn.Module:

@@ -14,7 +14,7 @@ from vitgraph.block import Block
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens, Vector
-from vitgraph.vocabulary import Activation, DropRate, PosInt, activation
+from vitgraph.vocabulary import Activation, DropRate, PosInt, activation, scaled_width
 
 
 @register
@@ -42,7 +42,7 @@ class MlpBlock(Block):
         if not isinstance(x, Tokens | Vector):
             raise ShapeError(f"mlp takes tokens or a vector, but receives {x}")
         dim = x.dim
-        hidden = self.hidden or int(dim * self.ratio)
+        hidden = self.hidden or scaled_width(dim, self.ratio)
         out = self.out_dim or dim
         resolved = self.model_copy(update={"hidden": hidden, "out_dim": out})
         if isinstance(x, Tokens):
@@ -110,7 +110,7 @@ class GluMlpBlock(Block):
         x = inputs[0]
         if not isinstance(x, Tokens | Vector):
             raise ShapeError(f"glu_mlp takes tokens or a vector, but receives {x}")
-        hidden = self.hidden or int(x.dim * self.ratio)
+        hidden = self.hidden or scaled_width(x.dim, self.ratio)
         out = self.out_dim or x.dim
         resolved = self.model_copy(update={"hidden": hidden, "out_dim": out})
         if isinstance(x, Tokens):

@@ -26,7 +26,7 @@ def insert_token(x: torch.Tensor, token: torch.Tensor, *, at: int) -> torch.Tens
 
 class _PrefixToken(Block):
     role = "token"
-    init_std: float = 1e-6
+    init_std: Annotated[float, Field(ge=0)] = 1e-6
     """Std of the normal init (timm: 1e-6 for the class token)."""
     tokens: Annotated[int, Field(gt=0, le=16)] = 1
     """How many tokens this node adds, stored as one (1, tokens, dim) parameter (PiT keeps
@@ -56,7 +56,7 @@ class DistillationToken(_PrefixToken):
     """A learned distillation token joining the prefix after the class token (DeiT §4)."""
 
     kind: Literal["dist_token"] = "dist_token"
-    init_std: float = 0.02
+    init_std: Annotated[float, Field(ge=0)] = 0.02
 
 
 @register

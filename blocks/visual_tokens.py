@@ -138,9 +138,17 @@ class VTTransformer(Block):
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = _visual_tokens(inputs[0], self.kind)
+        if tokens.dim < 2:
+            raise ShapeError(
+                f"{self.kind} halves the token width for its keys and queries, but the "
+                f"tokens have {tokens.dim} channel",
+                hint="give the tokens at least 2 channels",
+            )
         for parts, field in ((self.heads, "heads"), (self.groups, "groups")):
             # keys and queries have C_T / 2 channels, split into heads and groups
             _check_split("the key/query projection", tokens.dim // 2, parts, field)
+        # the values keep all C_T channels, split into the same groups
+        _check_split("the value projection", tokens.dim, self.groups, "groups")
         return self, tokens
 
     def build(self, *inputs: TensorType) -> nn.Module:

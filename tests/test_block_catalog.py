@@ -4,12 +4,19 @@ that need no model answer from it without importing torch."""
 from __future__ import annotations
 
 import json
+import re
 import subprocess
 import sys
 
 import pytest
 
-from vitgraph.block_catalog import CATALOG_PATH, catalog_text, first_sentence
+from vitgraph.block_catalog import (
+    CATALOG_PATH,
+    REFERENCE_PATH,
+    catalog_text,
+    first_sentence,
+    reference_markdown,
+)
 
 
 def test_committed_block_catalog_matches_the_registry():
@@ -18,13 +25,36 @@ def test_committed_block_catalog_matches_the_registry():
     )
 
 
+def test_the_site_s_block_reference_matches_the_registry():
+    assert REFERENCE_PATH.read_text(encoding="utf-8") == reference_markdown(), (
+        "regenerate it: vitgraph schema --write"
+    )
+
+
+def test_the_block_reference_has_every_kind_with_its_params_defaults_and_paper_section():
+    text = REFERENCE_PATH.read_text(encoding="utf-8")
+    rows = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
+    assert re.findall(r"^### (\S+)$", text, re.M) == [
+        *(r["kind"] for r in rows if not r["composite"]),
+        *(r["kind"] for r in rows if r["composite"]),
+    ]
+    swin = text.partition("### swin_layer\n")[2].partition("\n### ")[0]
+    assert "**Paper:** Swin Transformer block (arXiv:2103.14030 §3.2 Eq. 3)" in swin
+    assert "| `window` | int > 0 \\| null | 7 | " in swin
+    assert "| `heads` | int > 0 \\| null | required | Attention heads. |" in swin
+    mhsa = text.partition("### mhsa\n")[2].partition("\n### ")[0]
+    assert "| `heads` | int > 0 | required | Number of heads. |" in mhsa
+    # a kind whose own doc cites no paper takes its family module's citation, so marked
+    assert "**Paper:** (its family, `vitgraph.blocks.attention`)" in mhsa
+
+
 def test_every_kind_of_the_catalog_has_its_params_with_docs():
     rows = json.loads(CATALOG_PATH.read_text(encoding="utf-8"))
     mhsa = next(r for r in rows if r["kind"] == "mhsa")
     heads = next(p for p in mhsa["params"] if p["name"] == "heads")
     assert heads == {
         "name": "heads",
-        "type": "int",
+        "type": "int > 0",  # PosInt: its bound, which pydantic keeps in the field's metadata
         "required": True,
         "default": None,
         "doc": "Number of heads.",

@@ -60,7 +60,12 @@ def _params(model: Any) -> list[dict[str, Any]]:
         out.append(
             {
                 "name": name,
-                "type": _type_name(info.annotation),
+                # pydantic keeps a top-level Annotated's constraints apart (metadata)
+                "type": _type_name(
+                    Annotated[(info.annotation, *info.metadata)]
+                    if info.metadata
+                    else info.annotation
+                ),
                 "required": info.is_required(),
                 "default": default
                 if isinstance(default, str | int | float | bool)
@@ -133,3 +138,92 @@ def first_sentence(doc: str) -> str:
     """A doc's first sentence, whole (``Vaswani et al. 2017`` does not end it)."""
     match = _SENTENCE_END.search(doc)
     return doc[: match.start() + 1] if match else doc
+
+
+# -- the block reference page of the documentation site (docs/blocks.md) -------------------
+
+#: the documentation's block reference, beside the package in a repository checkout
+REFERENCE_PATH = Path(__file__).resolve().parent.parent / "docs" / "blocks.md"
+
+#: a sentence that cites a paper: an arXiv id, a section, an equation, a figure, a venue
+_CITES = re.compile(r"arXiv:|§|\bEq\. ?\d|\bFig\. ?\d|et al\.|\b(?:19|20)\d\d\b")
+
+
+def paper_section(row: dict[str, Any]) -> str:
+    """Where the paper defines a kind: the sentences of its doc that cite one, else the
+    first such sentence of its family module's doc (``blocks/<family>.py``, so marked),
+    else ``""`` (plumbing)."""
+    found = _citing(row["doc"])
+    if found or row["composite"]:
+        return " ".join(found)
+    import importlib
+
+    module = row["origin"].rpartition(".")[0]
+    try:
+        doc = importlib.import_module(module).__doc__ or ""
+    except ImportError:
+        return ""
+    family = _citing(" ".join(doc.split()))
+    return f"(its family, `{module}`) {family[0]}" if family else ""
+
+
+def _citing(doc: str) -> list[str]:
+    sentences, rest = [], doc
+    while rest:
+        first = first_sentence(rest)
+        if _CITES.search(first):
+            sentences.append(first)
+        rest = rest[len(first) :].strip()
+    return sentences
+
+
+def _cell(value: Any) -> str:
+    text = "" if value is None else json.dumps(value) if not isinstance(value, str) else value
+    return text.replace("|", "\\|").replace("\n", " ")
+
+
+def reference_markdown(catalog: list[dict[str, Any]] | None = None) -> str:
+    """The block reference page: every kind of the live registry (or ``catalog``) with its
+    role, doc, paper section and params (type, default, doc), primitives then composites."""
+    catalog = catalog if catalog is not None else live_rows()
+    lines = [
+        "# Block reference",
+        "",
+        "<!-- generated from the registry by `vitgraph schema --write`: do not edit; "
+        "tests/test_block_catalog.py fails when it drifts -->",
+        "",
+        f"Every block kind a spec can name: {sum(not r['composite'] for r in catalog)} "
+        f"primitives (Python classes in `blocks/*.py`) and "
+        f"{sum(r['composite'] for r in catalog)} composites (YAML graphs in `blocks/*.yaml`, "
+        "see [Composites](composites.md)). `vitgraph show KIND` prints the same entry.",
+        "",
+    ]
+    for composite, title in ((False, "Primitives"), (True, "Composites")):
+        lines += [f"## {title}", ""]
+        for row in catalog:
+            if row["composite"] != composite:
+                continue
+            lines += [f"### {row['kind']}", ""]
+            lines += [f"*{row['role']}* · `{row['origin']}`", "", row["doc"] or "(no doc)", ""]
+            paper = paper_section(row)
+            lines += [f"**Paper:** {paper}" if paper else "**Paper:** none (plumbing).", ""]
+            if not row["params"]:
+                lines += ["No params.", ""]
+                continue
+            lines += ["| param | type | default | doc |", "|---|---|---|---|"]
+            for p in row["params"]:
+                default = "required" if p["required"] else _cell(p["default"]) or "null"
+                lines.append(
+                    f"| `{p['name']}` | {_cell(p['type'])} | {default} | {_cell(p['doc'])} |"
+                )
+            lines.append("")
+    return "\n".join(lines).rstrip() + "\n"
+
+
+def write_reference(path: Path = REFERENCE_PATH) -> bool:
+    """Write the block reference page when the documentation folder is there (a
+    repository checkout, not an installed wheel); whether it was written."""
+    if not path.parent.is_dir():
+        return False
+    path.write_text(reference_markdown(), encoding="utf-8")
+    return True

@@ -35,16 +35,23 @@ def cmd_graph(args: argparse.Namespace) -> int:
 def cmd_schema(args: argparse.Namespace) -> int:
     """Print the JSON Schema: the committed copy (kept current by a drift test), or the
     schema generated from the registry with a plugin; ``--write`` regenerates the two
-    generated files (the schema and the block catalog)."""
+    generated files (the schema and the block catalog; in a repository checkout also
+    the documentation's block reference, docs/blocks.md)."""
     from vitgraph.schema import SCHEMA_PATH
 
     if args.write:
-        from vitgraph.block_catalog import CATALOG_PATH, write_catalog
+        from vitgraph.block_catalog import (
+            CATALOG_PATH,
+            REFERENCE_PATH,
+            write_catalog,
+            write_reference,
+        )
         from vitgraph.schema import write_schema
 
         write_schema()
         write_catalog()
-        print(f"wrote {SCHEMA_PATH} and {CATALOG_PATH}", file=sys.stderr)
+        also = f" and {REFERENCE_PATH}" if write_reference() else ""
+        print(f"wrote {SCHEMA_PATH}, {CATALOG_PATH}{also}", file=sys.stderr)
     elif args.plugin or not SCHEMA_PATH.is_file():
         from vitgraph.schema import schema_text
 

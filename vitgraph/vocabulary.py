@@ -133,3 +133,17 @@ def per_head(width: int, heads: int, what: str = "the token width", also: str = 
 def divisors(n: int) -> str:
     """The divisors of ``n`` up to 32, for hints."""
     return ", ".join(str(d) for d in range(1, min(n, 32) + 1) if n % d == 0)
+
+
+def scaled_width(width: int, ratio: float, field: str = "ratio", what: str = "hidden") -> int:
+    """``int(width * ratio)``, the width a ratio gives (an MLP's hidden layer), refused
+    when it rounds down to no unit at all."""
+    scaled = int(width * ratio)
+    if scaled < 1:
+        raise ShapeError(
+            f"{field} {ratio:g} of width {width} leaves no {what} unit (int({width} x "
+            f"{ratio:g}) = {scaled})",
+            field=field,
+            hint=f"set {field} to at least 1/{width}",
+        )
+    return scaled

@@ -666,11 +666,20 @@ class _Expander:
             if name in fields or source is None or source not in ctx.params:
                 fitted[name] = value  # the kind takes it, or the composite fixes it
             elif source in ctx.explicit:
-                takers = [
-                    k
-                    for k, cls in sorted(self.registry.primitives.items())
-                    if cls.role == model.role and name in cls.model_fields
-                ]
+                role = getattr(model, "role", None)  # a composite's params have none
+                takers = (
+                    [
+                        k
+                        for k, cls in sorted(self.registry.primitives.items())
+                        if cls.role == role and name in cls.model_fields
+                    ]
+                    if role is not None
+                    else [
+                        k
+                        for k, comp in sorted(self.registry.composites.items())
+                        if name in comp.params.model_fields and k != ctx.composite_kind
+                    ]
+                )
                 self.fail(
                     ctx.param_marks.get(source, choice_mark),
                     f"{ctx.parent}.{source}",
@@ -679,7 +688,7 @@ class _Expander:
                     f"leave {source} out, or choose another {chooser} that takes it: "
                     + ", ".join(takers[:8])
                     if takers
-                    else f"leave {source} out: no {model.role or 'such'} kind takes {name}",
+                    else f"leave {source} out: no {role or 'such'} kind takes {name}",
                 )
                 return None
         return fitted
