@@ -111,7 +111,15 @@ def check_navigation(driver: Any, base: str) -> list[str]:
     return failures
 
 
+def _result_links(driver: Any) -> list[str]:
+    """The search results' targets, read in one script: the results list is re-rendered on
+    every key, so elements found one call earlier may be gone (stale) by the next."""
+    script = "return Array.from(document.querySelectorAll('#mkdocs-search-results a'), a => a.href)"
+    return list(driver.execute_script(script))
+
+
 def check_search(driver: Any, base: str, kinds: list[str]) -> list[str]:
+    from selenium.common.exceptions import StaleElementReferenceException
     from selenium.webdriver.common.by import By
     from selenium.webdriver.support import expected_conditions as ec
     from selenium.webdriver.support.ui import WebDriverWait
@@ -122,28 +130,34 @@ def check_search(driver: Any, base: str, kinds: list[str]) -> list[str]:
     box = WebDriverWait(driver, 10).until(
         ec.visibility_of_element_located((By.ID, "mkdocs-search-query"))
     )
+    # mkdocs' search listens to the box only once its worker has built the index (seconds
+    # on a loaded machine): keys typed before then are dropped, so retype until it answers
+    deadline = time.monotonic() + 120
+    while time.monotonic() < deadline:
+        box.clear()
+        box.send_keys(kinds[0])
+        try:
+            WebDriverWait(driver, 2).until(lambda d: _result_links(d))
+            break
+        except Exception:  # not ready yet
+            continue
     for kind in kinds:
         box.clear()
         box.send_keys(kind)
         target = f"blocks.html#{kind}"
         try:
             WebDriverWait(driver, 10).until(
-                lambda d, t=target: any(
-                    (a.get_attribute("href") or "").endswith(t)
-                    for a in d.find_elements(By.CSS_SELECTOR, "#mkdocs-search-results a")
-                )
+                lambda d, t=target: any(href.endswith(t) for href in _result_links(d))
             )
         except Exception:  # a timeout: what the results held instead
-            shown = [
-                a.get_attribute("href")
-                for a in driver.find_elements(By.CSS_SELECTOR, "#mkdocs-search-results a")
-            ]
+            shown = _result_links(driver)
             failures.append(f"search: '{kind}' did not list {target} (listed {shown[:3]})")
     # the result opens the entry
     kind = kinds[0]
     box.clear()
     box.send_keys(kind)
-    link = WebDriverWait(driver, 10).until(
+    stale = (StaleElementReferenceException, StopIteration)  # re-rendered, or not listed yet
+    link = WebDriverWait(driver, 10, ignored_exceptions=stale).until(
         lambda d: next(
             a
             for a in d.find_elements(By.CSS_SELECTOR, "#mkdocs-search-results a")
