@@ -681,15 +681,18 @@ class Heads(nn.Module):
                 boxes.append(refine(self.bbox_embed(state[0]), state[2], self.coords))
         if not self.training:
             return logits[-1], boxes[-1]
-        out: tuple[torch.Tensor, ...] = (
-            logits[-1],
-            boxes[-1],
-            torch.stack(logits[:-1]),
-            torch.stack(boxes[:-1]),
-        )
+        out: tuple[torch.Tensor, ...] = (logits[-1], boxes[-1], *map(_earlier, (logits, boxes)))
         if self.proposals:  # two-stage: the encoder's proposal logits and boxes
             out = (*out, states[self.layers - 1][4][0], states[self.layers - 1][4][1])
         return out
+
+
+def _earlier(per_layer: list[torch.Tensor]) -> torch.Tensor:
+    """The layers before the last stacked for the auxiliary losses; a one-layer decoder
+    has none: an empty stack (0, B, Q, C), not an error."""
+    if len(per_layer) == 1:  # the layer count is fixed at build: traces as one branch
+        return per_layer[0].new_zeros((0, *per_layer[0].shape))
+    return torch.stack(per_layer[:-1])
 
 
 @register

@@ -203,3 +203,12 @@ def test_deformable_detr_on_pvt_small_runs_with_a_padding_mask():
         plain = model(x)
     assert logits.shape == (2, 5, 91) and boxes.shape == (2, 5, 4)
     assert torch.equal(plain[0][0], logits[0]) and not torch.equal(plain[0][1], logits[1])
+
+
+@pytest.mark.parametrize("variant", ["deformable_detr", "deformable_detr_refine"])
+def test_a_one_layer_decoder_trains_with_empty_auxiliary_stacks(variant):
+    overrides = {**DEFORMABLE_DETR_SMALL, "enc_layers": 1, "dec_layers": 1}
+    model = vitgraph.load(variant, overrides=overrides).build().train()
+    logits, boxes, aux_logits, aux_boxes = model(torch.randn(2, 3, 96, 96))
+    assert aux_logits.shape == (0, *logits.shape) and aux_boxes.shape == (0, *boxes.shape)
+    (logits.sum() + boxes.sum()).backward()
