@@ -17,18 +17,20 @@ def _shapes(model: torch.nn.Module) -> dict[str, tuple[int, ...]]:
 
 
 def _small(variant: str) -> vitgraph.Graph:
-    """The variant with its depth args (and per-stage depth lists) down to 1 and a
-    64-pixel image where the spec allows it (so building for real stays quick)."""
+    """The variant with its depth and layer-count args (and per-stage depth lists) down to 1
+    and the smallest image of 64, 96 or 128 pixels the spec allows (so building for real
+    stays quick)."""
     graph = vitgraph.load(variant)
     depths: dict[str, object] = {}
     for name, value in graph.args.items():
-        if "depth" not in name or isinstance(value, bool):
+        if not ("depth" in name or name.endswith("_layers")) or isinstance(value, bool):
             continue
         if isinstance(value, int):
             depths[name] = 1
         elif isinstance(value, list) and all(isinstance(v, int) for v in value):
             depths[name] = [1] * len(value)  # per-stage depths (Swin, PVT, CvT, Twins)
-    for overrides in ({**depths, "input.size": 64}, depths):
+    sizes = [{"input.size": 64}] + [{"image_size": n} for n in (64, 96, 128)]
+    for overrides in (*({**depths, **size} for size in sizes), depths):
         try:
             return vitgraph.load(variant, overrides=overrides)
         except vitgraph.SpecError:
