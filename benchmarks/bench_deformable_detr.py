@@ -23,24 +23,14 @@ import torch
 
 sys.path.insert(0, str(Path(__file__).resolve().parent.parent))
 import vitgraph
+from benchmarks.detection import Runners, targets
 from vitgraph.bench import LoadMeter, alternate, set_threads
-from vitgraph.train.objectives.detection import set_criterion
 
 VARIANTS = {
     "multi_scale": {},
     "refine": {"with_box_refine": True},
     "two_stage": {"with_box_refine": True, "two_stage": True},
 }
-
-
-def targets(batch: int, gen: torch.Generator) -> list[dict[str, torch.Tensor]]:
-    out = []
-    for _ in range(batch):
-        wh = torch.rand(3, 2, generator=gen) * 0.3 + 0.1
-        centre = wh / 2 + torch.rand(3, 2, generator=gen) * (1 - wh)
-        labels = torch.randint(0, 91, (3,), generator=gen)
-        out.append({"labels": labels, "boxes": torch.cat([centre, wh], 1)})
-    return out
 
 
 def main() -> None:
@@ -82,34 +72,10 @@ def main() -> None:
     x = torch.randn(args.batch, 3, args.size, args.size)
     gen = torch.Generator().manual_seed(0)
     truth = targets(args.batch, gen)
-    labels = [{"class_labels": t["labels"], "boxes": t["boxes"]} for t in truth]
-
-    def forward(model, hf: bool):
-        def run():
-            model.eval()
-            with torch.inference_mode():
-                return model(pixel_values=x) if hf else model(x)
-
-        return run
-
-    def train(model, hf: bool):
-        opt = torch.optim.SGD([p for p in model.parameters() if p.requires_grad], lr=1e-6)
-
-        def run():
-            model.train()
-            if hf:
-                model.config.auxiliary_loss = True
-                loss = model(pixel_values=x, labels=labels).loss
-            else:
-                loss, _ = set_criterion(model(x), truth, focal=True)
-            loss.backward()
-            opt.step()
-            opt.zero_grad(set_to_none=True)
-
-        return run
+    runners = Runners(x, truth, focal=True)
 
     with LoadMeter() as meter:
-        for mode, make in (("forward", forward), ("train", train)):
+        for mode, make in (("forward", runners.forward), ("train", runners.train)):
             runs = {"ours": make(ours, False), "hf": make(reference, True)}
             times = alternate(runs, args.repeats, args.iters, torch.device("cpu"))
             ips = {name: args.batch / statistics.median(t) for name, t in times.items()}
