@@ -88,6 +88,56 @@ def test_reset_classifier_matches_timm(name, classes):
     assert ours.pretrained_cfg["num_classes"] == classes
 
 
+HEADLESS = {  # how the distilled DeiT loses its heads, on timm's model and on ours
+    "num_classes=0 at build": None,
+    "reset_classifier(0)": (0,),
+    "reset_classifier(0, '')": (0, ""),
+}
+
+
+def _headless_distilled(how: str):
+    if HEADLESS[how] is None:
+        name = "deit_tiny_distilled_patch16_224"
+        kwargs = {**TWINS[name], "num_classes": 0}
+        reference = redraw_(timm.create_model(name, pretrained=False, **kwargs)).eval()
+        built = vitgraph.create_model("deit_ti_distilled", num_classes=0, depth=2, img_size=32)
+        built.load_state_dict(reference.state_dict())  # the same keys: no head weights
+        return (vitgraph.from_timm(reference).eval(), built.eval()), reference
+    ours, reference = twins("deit_tiny_distilled_patch16_224")
+    ours.reset_classifier(*HEADLESS[how])
+    reference.reset_classifier(*HEADLESS[how])
+    return (ours,), reference
+
+
+@pytest.mark.parametrize("how", list(HEADLESS))
+def test_a_headless_distilled_deit_returns_what_timms_returns(how):
+    """timm's VisionTransformerDistilled keeps reading its two tokens headless (its
+    reset_classifier ignores global_pool): forward gives their mean, forward_head too,
+    and in distilled training the pair."""
+    models, reference = _headless_distilled(how)
+    x = torch.randn(2, 3, 32, 32)
+    for ours in models:
+        with torch.no_grad():
+            features = reference.forward_features(x)
+            assert torch.equal(ours.forward_features(x), features)
+            assert torch.equal(ours(x), reference(x))
+            assert ours(x).shape == (2, 192)
+            assert torch.equal(ours.forward_head(features), reference.forward_head(features))
+            assert torch.equal(
+                ours.forward_head(features, pre_logits=True),
+                reference.forward_head(features, pre_logits=True),
+            )
+            for model in (ours, reference):
+                model.train().set_distilled_training(True)
+            pair, expected = ours.forward_head(features), reference.forward_head(features)
+            assert isinstance(pair, tuple) and len(pair) == 2
+            assert all(torch.equal(a, b) for a, b in zip(pair, expected, strict=True))
+            for model in (ours, reference):
+                model.eval().set_distilled_training(False)
+        assert ours.num_classes == reference.num_classes == 0
+        assert ours.num_features == ours.head_hidden_size == reference.num_features
+
+
 def test_distilled_get_classifier_is_both_heads():
     ours, _ = twins("deit_tiny_distilled_patch16_224")
     head, head_dist = ours.get_classifier()
