@@ -105,9 +105,20 @@ class VitgraphModel(fx.GraphModule):
         stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
+        *,
+        return_prefix_tokens: bool = False,
+        output_dict: bool = False,
     ) -> Any:
         return intermediates.forward_intermediates(
-            self, x, indices, norm, stop_early, output_fmt, intermediates_only
+            self,
+            x,
+            indices,
+            norm,
+            stop_early,
+            output_fmt,
+            intermediates_only,
+            return_prefix_tokens,
+            output_dict,
         )
 
     def prune_intermediate_layers(
