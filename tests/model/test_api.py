@@ -301,3 +301,24 @@ def test_grad_checkpointing_keeps_as_few_activations_as_timms():
     kept = saved_for_backward(ours, x)
     assert kept == saved_for_backward(reference, x)
     assert kept < full / 5
+
+
+def test_torchscript_is_refused_in_one_message_that_names_torch_export():
+    """timm's test_model_forward_torchscript cannot pass: the blocks use Python that
+    TorchScript cannot compile (variadic tuples, optional caches). ``torch.jit.script``
+    says so before compiling anything; torch.export is the path."""
+    from vitgraph.model.features import features_only
+
+    model = vitgraph.load("vit_ti_16", overrides={"depth": 1, "image_size": 32}).build().eval()
+    for scripted in (model, features_only(model)):
+        with pytest.raises(NotImplementedError) as refused:
+            torch.jit.script(scripted)
+        first, hint = str(refused.value).splitlines()
+        assert (
+            first == "torch.jit.script(vit_ti_16): TorchScript is not supported for vitgraph models"
+        )
+        assert "torch.export.export(model, (x,))" in hint and "vitgraph export" in hint
+    x = torch.randn(1, 3, 32, 32)
+    exported = torch.export.export(model, (x,)).module()
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))

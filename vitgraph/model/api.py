@@ -58,6 +58,9 @@ class VitgraphModel(fx.GraphModule):
         set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
         return copied  # type: ignore[return-value]
 
+    def __prepare_scriptable__(self) -> VitgraphModel:
+        return intermediates.refuse_torchscript(self)  # raises
+
     def train(self, mode: bool = True) -> VitgraphModel:
         """``nn.Module.train``; a model from ``vitgraph.optimize`` refuses training mode
         (its BatchNorms are folded and its dropout gone)."""

@@ -170,6 +170,18 @@ def units_or_refuse(model: fx.GraphModule) -> list[str]:
     return units
 
 
+def refuse_torchscript(model: Any) -> Any:
+    """``torch.jit.script(model)`` calls ``__prepare_scriptable__`` first: one clear
+    refusal instead of TorchScript's error deep inside a block (the blocks use Python
+    TorchScript cannot compile: variadic tuples, optional caches, einops)."""
+    name = getattr(model, "variant", None) or getattr(model, "spec_name", "") or "model"
+    raise NotImplementedError(
+        f"torch.jit.script({name}): TorchScript is not supported for vitgraph models\n"
+        "  hint: use torch.export.export(model, (x,)) or `vitgraph export SPEC --format "
+        "pt2|onnx` (torch.compile works too)"
+    )
+
+
 # ------------------------------------------------------------------ feature_info
 
 
