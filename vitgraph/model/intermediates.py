@@ -458,10 +458,16 @@ def forward_intermediates(
         )
         plans[(key, checkpointing)] = _plan(graph, _unit_fn(model, checkpointing), "intermediates")
     out = plans[(key, checkpointing)].run(model, x)
-    if only:
-        features, taps, prefixes = None, *(out if prefix else (out, None))
+    features: Any = None
+    prefixes: Any = None
+    if only and prefix:
+        taps, prefixes = out
+    elif only:
+        taps = out
+    elif prefix:
+        features, taps, prefixes = out
     else:
-        features, taps, prefixes = out if prefix else (*out, None)
+        features, taps = out
     taps = list(taps)  # plain lists (fx hands back immutable ones), as timm's
     prefixes = None if prefixes is None else list(prefixes)
     if output_dict:
