@@ -132,7 +132,11 @@ class DistillationHead(Block):
     role = "head"
     reads_prefix_only = True
     objective = "distillation"  # training returns (class logits, distillation logits)
-    classifier = Classifier(reset_distillation, _distillation_token, features_input=1)
+    # timm's VisionTransformerDistilled ignores reset_classifier's global_pool: headless,
+    # it still returns the mean of the class and distillation tokens
+    classifier = Classifier(
+        reset_distillation, _distillation_token, features_input=1, keeps_pooling=True
+    )
     weight_init = "keep"  # build draws TN(0.02)
     arity = 2
     index: Annotated[int, Field(ge=0)] = 1

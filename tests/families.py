@@ -440,9 +440,9 @@ CAIT = Family(
 )
 
 # the official repository's models (zhoudaquan/dvit_repo models/deep_vision_transformer.py,
-# built with random init); its code is not vendored here. Checked once by transplanting
-# its weights: logits equal to 1.5e-6 (DeepViT-S, 2 plain + 2 re-attention layers, conv
-# stem, scale_adjustment 0.5) and 1.4e-6 (the 16B model, 3 layers)
+# built with random init); its code is not vendored here: the parity cases load it from
+# a checkout named by DEEPVIT_OFFICIAL (skipped without) through vitgraph convert's key
+# map (logits equal to 1.4e-6: DeepViT-S, 2 plain + 2 re-attention layers; 8e-7: 16B)
 DEEPVIT = Family(
     family="deepvit",
     variants=(
@@ -473,12 +473,16 @@ DEEPVIT = Family(
     small=Small(
         {"depth": 2, "reattention_layers": 1, "image_size": 32, "classes": 4},
     ),
+    parity={f"{v}_official": partial(ref.deepvit_parity, v) for v in ref.DEEPVIT_REDUCED},
+    full={"deepvit_s_official": partial(ref.official_full, "deepvit_s", 27_312_632)},
 )
 
 # the official repository's models (zhoudaquan/Refiner_ViT: Refiner_ViT_S/M/L), counted
 # with its own code: params, and MACs by torch's FlopCounterMode on one 224x224 image (the
 # summary's counter). No pip reference: tests/blocks/test_refiner.py checks the refined
-# attention against the paper's equations instead.
+# attention against the paper's equations, and the parity cases load the official code
+# from a checkout named by REFINER_VIT_OFFICIAL (skipped without) through vitgraph
+# convert's key map (logits equal to 1.2e-6 at four layers).
 REFINER = Family(
     family="refiner",
     variants=("refiner_vit_s", "refiner_vit_m", "refiner_vit_l"),
@@ -505,6 +509,8 @@ REFINER = Family(
         # the refiner of the shared layer learns (its gradient reaches the map's convs)
         moving=("blocks.1.attn.refiner.depth_sep_conv.weight",),
     ),
+    parity={"refiner_vit_s_official": ref.refiner_parity},
+    full={"refiner_vit_s_official": partial(ref.official_full, "refiner_vit_s", 25_408_656)},
 )
 
 TWINS_NAMES = {

@@ -5,7 +5,9 @@ weights (``Parity``), and the key renames of the transplants.
 Every builder imports its reference lazily and skips when it is not installed (timm,
 transformers, vit-pytorch, tlt) or not given (the official CeiT and T2T-ViT code is not
 pip-installable and never committed: ``VITGRAPH_CEIT_OFFICIAL`` names a local copy of
-``ceit_model.py``, ``T2T_VIT_OFFICIAL`` a checkout of yitu-opensource/T2T-ViT). The
+``ceit_model.py``, ``T2T_VIT_OFFICIAL`` a checkout of yitu-opensource/T2T-ViT,
+``DEEPVIT_OFFICIAL`` one of zhoudaquan/dvit_repo, ``REFINER_VIT_OFFICIAL`` one of
+zhoudaquan/Refiner_ViT). The
 order of the random draws inside each builder (reference, re-draw, ours, then the input)
 is the one the parity numbers were first taken with.
 """
@@ -19,6 +21,7 @@ import sys
 import warnings
 from collections.abc import Callable
 from dataclasses import dataclass
+from functools import partial
 
 import pytest
 import torch
@@ -26,7 +29,7 @@ from torch import nn
 
 import vitgraph
 from tests.helpers import max_logit_diff, redraw_
-from vitgraph.interop.official import cct_key, simplevit_key, t2t_key
+from vitgraph.interop.official import OFFICIAL, cct_key, simplevit_key, t2t_key
 
 
 @dataclass
@@ -722,3 +725,115 @@ def t2t_parity(variant: str) -> Parity:
     ours = vitgraph.load(variant, overrides={"image_size": 64, "depth": 2}).build()
     ours.load_state_dict({t2t_key(k): v for k, v in reference.state_dict().items()}, strict=True)
     return Parity(ours, reference, torch.randn(2, 3, 64, 64))
+
+
+def official_package(variable: str, repository: str, name: str):
+    """The ``models`` package of an official checkout named by the environment variable,
+    imported under ``name`` (DeepViT's and Refiner's both call it ``models``; their files
+    import timm 1.0's deprecated ``timm.models.layers`` / ``registry`` aliases, which still
+    resolve)."""
+    root = os.environ.get(variable)
+    if not root or not os.path.isfile(os.path.join(root, "models", "__init__.py")):
+        pytest.skip(f"set {variable} to a checkout of {repository}")
+    if name not in sys.modules:
+        folder = os.path.join(root, "models")
+        spec = importlib.util.spec_from_file_location(
+            name, os.path.join(folder, "__init__.py"), submodule_search_locations=[folder]
+        )
+        module = importlib.util.module_from_spec(spec)
+        sys.modules[name] = module
+        with warnings.catch_warnings():
+            warnings.simplefilter("ignore")  # timm's deprecation and duplicate-name warnings
+            spec.loader.exec_module(module)
+    return sys.modules[name]
+
+
+def deepvit_official():
+    return official_package("DEEPVIT_OFFICIAL", "zhoudaquan/dvit_repo", "dvit_official")
+
+
+def refiner_official():
+    return official_package("REFINER_VIT_OFFICIAL", "zhoudaquan/Refiner_ViT", "refiner_official")
+
+
+def _official_layout_parity(spec: str, reference: nn.Module, ours: nn.Module, size: int) -> Parity:
+    """Ours holding the official model's re-drawn weights through the key map ``vitgraph
+    convert`` reads its checkpoints with (``vitgraph.interop.official``)."""
+    reference = redraw_(reference).eval()
+    offers = OFFICIAL[spec].offers(dict(reference.state_dict()))
+    assert set(offers) == set(ours.state_dict())
+    ours.load_state_dict({k: offer.fetch() for k, offer in offers.items()}, strict=True)
+    return Parity(ours.eval(), reference, torch.randn(2, 3, size, size))
+
+
+#: the official factories' settings at reduced depth (DeepViT-S: plain then re-attention
+#: layers, conv stem, transform_scale, scale_adjustment 0.5; 16B: re-attention throughout,
+#: plain patch embedding)
+DEEPVIT_REDUCED = {
+    "deepvit_s": (
+        dict(embed_dim=396, depth=[False] * 4, apply_transform=[False] * 2 + [True] * 2),
+        dict(use_cnn_embed=True, transform_scale=True, scale_adjustment=0.5),
+        {"depth": 4, "reattention_layers": 2},
+    ),
+    "deepvit_16b": (
+        dict(embed_dim=384, depth=[False] * 3, apply_transform=[True] * 3),
+        {},
+        {"depth": 3, "reattention_layers": 3},
+    ),
+}
+
+
+def deepvit_parity(variant: str) -> Parity:
+    shape, options, overrides = DEEPVIT_REDUCED[variant]
+    official = deepvit_official().deep_vision_transformer
+    reference = official.DeepVisionTransformer(
+        img_size=64,
+        patch_size=16,
+        num_heads=12,
+        mlp_ratio=3,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        num_classes=10,
+        **shape,
+        **options,
+    )
+    ours = vitgraph.load(variant, overrides={**overrides, "image_size": 64, "classes": 10})
+    return _official_layout_parity("deepvit", reference, ours.build(), 64)
+
+
+def refiner_parity() -> Parity:
+    """Refiner-ViT-S's settings at four layers (plain, shared, plain, shared)."""
+    official = refiner_official().refined_transformer
+    reference = official.Refiner_ViT(
+        img_size=64,
+        patch_size=16,
+        embed_dim=384,
+        depth=[False, True] * 2,
+        apply_transform=[False] * 4,
+        num_heads=12,
+        mlp_ratio=3,
+        qkv_bias=True,
+        norm_layer=partial(nn.LayerNorm, eps=1e-6),
+        share_atten=True,
+        head_expand=6,
+        num_classes=10,
+    )
+    ours = vitgraph.load("refiner_vit_s", overrides={"depth": 4, "image_size": 64, "classes": 10})
+    return _official_layout_parity("refiner", reference, ours.build(), 64)
+
+
+#: the official factory of each variant with a full-size parity case
+OFFICIAL_FACTORIES = {
+    "deepvit_s": (deepvit_official, "deep_vision_transformer", "deepvit_S", "deepvit"),
+    "refiner_vit_s": (refiner_official, "refined_transformer", "Refiner_ViT_S", "refiner"),
+}
+
+
+def official_full(variant: str, params: int) -> Parity:
+    """The official factory's full-size model, re-drawn, and the variant holding its
+    weights through the key map."""
+    package, module, factory, spec = OFFICIAL_FACTORIES[variant]
+    reference = getattr(getattr(package(), module), factory)()
+    parity = _official_layout_parity(spec, reference, vitgraph.build(variant), 224)
+    parity.params = params
+    return parity

@@ -64,6 +64,9 @@ class Classifier:
     pre_logits: Callable[[Any, Sequence[Any], Any], Any] | None
     #: which input carries the features it classifies (their width is ``num_features``)
     features_input: int = 0
+    #: the head reads its own tokens whatever the pooling: ``reset_classifier(n, '')``
+    #: keeps the pooling and resets as ``reset_classifier(n)`` (timm's distilled DeiT)
+    keeps_pooling: bool = False
 
 
 def reset_by_rebuilding(params: Any, inputs: Sequence[TensorType], classes: int, old: Any) -> Any:

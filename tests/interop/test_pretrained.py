@@ -118,10 +118,10 @@ def test_convert_writes_a_timm_checkpoint_as_weights_that_give_timms_logits(tmp_
 def test_convert_of_a_layout_without_a_key_map_names_the_gap(tmp_path, capsys):
     from vitgraph.cli import main
 
-    torch.save({"w": torch.zeros(1)}, tmp_path / "dvit.pth")
-    argv = ["convert", str(tmp_path / "dvit.pth"), "--spec", "deepvit_s", "--out", "x.safetensors"]
+    torch.save({"w": torch.zeros(1)}, tmp_path / "cpvt.pth")
+    argv = ["convert", str(tmp_path / "cpvt.pth"), "--spec", "cpvt_ti", "--out", "x.safetensors"]
     assert main(argv) == 1
-    assert "no converter for deepvit_s's checkpoint layout" in capsys.readouterr().err
+    assert "no converter for cpvt_ti's checkpoint layout" in capsys.readouterr().err
 
 
 def test_convert_reads_vit_pytorchs_cct_checkpoint_as_vit_pytorch_computes(tmp_path):

@@ -88,6 +88,56 @@ def test_reset_classifier_matches_timm(name, classes):
     assert ours.pretrained_cfg["num_classes"] == classes
 
 
+HEADLESS = {  # how the distilled DeiT loses its heads, on timm's model and on ours
+    "num_classes=0 at build": None,
+    "reset_classifier(0)": (0,),
+    "reset_classifier(0, '')": (0, ""),
+}
+
+
+def _headless_distilled(how: str):
+    if HEADLESS[how] is None:
+        name = "deit_tiny_distilled_patch16_224"
+        kwargs = {**TWINS[name], "num_classes": 0}
+        reference = redraw_(timm.create_model(name, pretrained=False, **kwargs)).eval()
+        built = vitgraph.create_model("deit_ti_distilled", num_classes=0, depth=2, img_size=32)
+        built.load_state_dict(reference.state_dict())  # the same keys: no head weights
+        return (vitgraph.from_timm(reference).eval(), built.eval()), reference
+    ours, reference = twins("deit_tiny_distilled_patch16_224")
+    ours.reset_classifier(*HEADLESS[how])
+    reference.reset_classifier(*HEADLESS[how])
+    return (ours,), reference
+
+
+@pytest.mark.parametrize("how", list(HEADLESS))
+def test_a_headless_distilled_deit_returns_what_timms_returns(how):
+    """timm's VisionTransformerDistilled keeps reading its two tokens headless (its
+    reset_classifier ignores global_pool): forward gives their mean, forward_head too,
+    and in distilled training the pair."""
+    models, reference = _headless_distilled(how)
+    x = torch.randn(2, 3, 32, 32)
+    for ours in models:
+        with torch.no_grad():
+            features = reference.forward_features(x)
+            assert torch.equal(ours.forward_features(x), features)
+            assert torch.equal(ours(x), reference(x))
+            assert ours(x).shape == (2, 192)
+            assert torch.equal(ours.forward_head(features), reference.forward_head(features))
+            assert torch.equal(
+                ours.forward_head(features, pre_logits=True),
+                reference.forward_head(features, pre_logits=True),
+            )
+            for model in (ours, reference):
+                model.train().set_distilled_training(True)
+            pair, expected = ours.forward_head(features), reference.forward_head(features)
+            assert isinstance(pair, tuple) and len(pair) == 2
+            assert all(torch.equal(a, b) for a, b in zip(pair, expected, strict=True))
+            for model in (ours, reference):
+                model.eval().set_distilled_training(False)
+        assert ours.num_classes == reference.num_classes == 0
+        assert ours.num_features == ours.head_hidden_size == reference.num_features
+
+
 def test_distilled_get_classifier_is_both_heads():
     ours, _ = twins("deit_tiny_distilled_patch16_224")
     head, head_dist = ours.get_classifier()
@@ -251,3 +301,24 @@ def test_grad_checkpointing_keeps_as_few_activations_as_timms():
     kept = saved_for_backward(ours, x)
     assert kept == saved_for_backward(reference, x)
     assert kept < full / 5
+
+
+def test_torchscript_is_refused_in_one_message_that_names_torch_export():
+    """timm's test_model_forward_torchscript cannot pass: the blocks use Python that
+    TorchScript cannot compile (variadic tuples, optional caches). ``torch.jit.script``
+    says so before compiling anything; torch.export is the path."""
+    from vitgraph.model.features import features_only
+
+    model = vitgraph.load("vit_ti_16", overrides={"depth": 1, "image_size": 32}).build().eval()
+    for scripted in (model, features_only(model)):
+        with pytest.raises(NotImplementedError) as refused:
+            torch.jit.script(scripted)
+        first, hint = str(refused.value).splitlines()
+        assert (
+            first == "torch.jit.script(vit_ti_16): TorchScript is not supported for vitgraph models"
+        )
+        assert "torch.export.export(model, (x,))" in hint and "vitgraph export" in hint
+    x = torch.randn(1, 3, 32, 32)
+    exported = torch.export.export(model, (x,)).module()
+    with torch.no_grad():
+        assert torch.equal(exported(x), model(x))

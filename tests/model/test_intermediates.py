@@ -127,6 +127,13 @@ TWINS = {
     "levit": ("levit_128s", {"depth": (1, 1, 1), "img_size": 64}),
     # timm refuses reset_classifier(0, '') on a distilled PiT
     "pit_ti": ("pit_ti_224", {"img_size": 64, "depth": [1, 1, 1]}),
+    "vit_reg": ("vit_small_patch16_224", {"depth": 3, "img_size": 64, "reg_tokens": 4}),
+    "deit3": ("deit3_small_patch16_224", {"depth": 3, "img_size": 64}),
+    "deit_distilled": ("deit_tiny_distilled_patch16_224", {"depth": 3, "img_size": 64}),
+    "twins": (
+        "twins_pcpvt_small",
+        {"depths": (2, 2, 2, 2), "embed_dims": (8, 16, 40, 64), "img_size": 64},
+    ),
 }
 
 
@@ -253,3 +260,95 @@ def test_timms_model_checks_that_need_no_reference_pass_on_every_shipped_spec(fa
         free = FAMILIES[family].small.no_grad_for(graph.variant)  # off-path by design
         assert [n for n, p in model.named_parameters() if p.grad is None and n not in free] == []
         assert _flat(logits)[0].shape[-1] == 42
+
+
+# -- timm's ViT arguments: prefix tokens, the dict, a stopped run --------------------------
+
+
+def assert_same_structure(ours, theirs) -> None:
+    """Equal nesting (lists, pairs, dicts with the same keys) and tensors within 1e-4."""
+    if isinstance(theirs, dict):
+        assert isinstance(ours, dict) and set(ours) == set(theirs)
+        for key in theirs:
+            assert_same_structure(ours[key], theirs[key])
+    elif isinstance(theirs, list | tuple):
+        assert type(ours) is type(theirs) and len(ours) == len(theirs)
+        for a, b in zip(ours, theirs, strict=True):
+            assert_same_structure(a, b)
+    else:
+        assert ours.shape == theirs.shape
+        assert_close(ours, theirs)
+
+
+VIT_ARGUMENTS = {
+    "prefix tokens": {"indices": 2, "return_prefix_tokens": True},
+    "prefix tokens, normed, NLC": {
+        "indices": [0, 2],
+        "return_prefix_tokens": True,
+        "norm": True,
+        "output_fmt": "NLC",
+    },
+    "prefix tokens, only": {
+        "indices": [1],
+        "return_prefix_tokens": True,
+        "intermediates_only": True,
+    },
+    "dict": {"indices": [0, 1], "output_dict": True},
+    "dict with prefix tokens, stopped": {
+        "indices": [1],
+        "output_dict": True,
+        "return_prefix_tokens": True,
+        "stop_early": True,
+    },
+    "dict, only": {"output_dict": True, "return_prefix_tokens": True, "intermediates_only": True},
+}
+
+
+@pytest.mark.parametrize("arguments", list(VIT_ARGUMENTS))
+@pytest.mark.parametrize("family", ["vit_reg", "deit3", "deit_distilled"])
+def test_prefix_tokens_and_the_dict_output_are_timms(family, arguments):
+    """Register tokens (4 + class), DeiT-III's table without the class token, DeiT's
+    distillation token."""
+    reference, ours, x = twin(family)
+    kwargs = VIT_ARGUMENTS[arguments]
+    with torch.no_grad():
+        assert_same_structure(
+            ours.forward_intermediates(x, **kwargs), reference.forward_intermediates(x, **kwargs)
+        )
+
+
+def test_a_model_without_prefix_tokens_returns_plain_intermediates_with_return_prefix_tokens():
+    reference, ours, x = twin("swin")
+    with torch.no_grad():
+        plain = ours.forward_intermediates(x, indices=[1], intermediates_only=True)
+        asked = ours.forward_intermediates(
+            x, indices=[1], intermediates_only=True, return_prefix_tokens=True
+        )
+    assert_same_structure(asked, plain)
+
+
+def test_swin_gives_its_tuple_as_a_dict_where_timms_swin_has_no_dict():
+    reference, ours, x = twin("swin")
+    with torch.no_grad():
+        features, intermediates = reference.forward_intermediates(x, indices=[1, 3])
+        found = ours.forward_intermediates(x, indices=[1, 3], output_dict=True)
+    assert_same_structure(found, {"image_features": features, "image_intermediates": intermediates})
+
+
+@pytest.mark.parametrize("norm", [False, True])
+@pytest.mark.parametrize(
+    "family", ["vit_reg", "deit3", "cait", "swin", "twins", "pit", "pit_ti", "levit"]
+)
+def test_a_stopped_run_returns_the_features_timm_returns(family, norm):
+    """Without intermediates_only, stop_early ends the trunk at the last unit asked for:
+    a plain model's final norm (CaiT's class attention too) runs on it; a hierarchical
+    model stopped before its last stage returns that stage's output without the final
+    norm, as timm's Swin, Twins, PiT and LeViT do."""
+    reference, ours, x = twin(family)
+    for index in range(len(ours.feature_info)):
+        kwargs = {"indices": [index], "stop_early": True, "norm": norm}
+        with torch.no_grad():
+            assert_same_structure(
+                ours.forward_intermediates(x, **kwargs),
+                reference.forward_intermediates(x, **kwargs),
+            )

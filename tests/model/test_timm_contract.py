@@ -2,6 +2,8 @@
 default-cfg consistency, forward_intermediates, features_only, torchvision's fx feature
 extraction forward and backward) on vitgraph's twins of timm models, driven by the family
 table (``tests/model/timm_contract.py`` holds the checks and says how the twins are made).
+Skipped: test_model_forward_torchscript (TorchScript is refused, with one message naming
+torch.export: tests/model/test_api.py).
 
 ``make test`` runs every check on one reduced twin per kind of model (a plain ViT with
 register tokens, CaiT's class attention, Swin's NHWC stages, PiT's distilled pooling

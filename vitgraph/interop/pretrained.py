@@ -159,7 +159,7 @@ def convert_checkpoint(
     if timm_name is None and graph.name in OFFICIAL:  # the official repository's layout
         return load_state(
             model,
-            offers_from_state(read_state(path), OFFICIAL[graph.name]),
+            OFFICIAL[graph.name].offers(read_state(path)),
             fmt="official",
             source=f"the official {graph.name} code ({path.name})",
             what=f"{path} (the official {graph.name} layout) does not fit {name}",
@@ -169,8 +169,7 @@ def convert_checkpoint(
     if timm_name is None:
         raise PretrainedError(
             f"no converter for {name}'s checkpoint layout: give the timm model it was "
-            "saved from (--timm NAME); the official layouts of DeepViT and Refiner have no "
-            "key map yet (#20)"
+            "saved from (--timm NAME)"
         )
     return load_state(
         model,

@@ -58,6 +58,9 @@ class VitgraphModel(fx.GraphModule):
         set_grad_checkpointing(copied, bool(copied.__dict__.get("grad_checkpointing")))
         return copied  # type: ignore[return-value]
 
+    def __prepare_scriptable__(self) -> VitgraphModel:
+        return intermediates.refuse_torchscript(self)  # raises
+
     def train(self, mode: bool = True) -> VitgraphModel:
         """``nn.Module.train``; a model from ``vitgraph.optimize`` refuses training mode
         (its BatchNorms are folded and its dropout gone)."""
@@ -105,9 +108,20 @@ class VitgraphModel(fx.GraphModule):
         stop_early: bool = False,
         output_fmt: str = "NCHW",
         intermediates_only: bool = False,
+        *,
+        return_prefix_tokens: bool = False,
+        output_dict: bool = False,
     ) -> Any:
         return intermediates.forward_intermediates(
-            self, x, indices, norm, stop_early, output_fmt, intermediates_only
+            self,
+            x,
+            indices,
+            norm,
+            stop_early,
+            output_fmt,
+            intermediates_only,
+            return_prefix_tokens,
+            output_dict,
         )
 
     def prune_intermediate_layers(
@@ -226,8 +240,12 @@ def reset_classifier(
     """New, freshly initialised classifier(s) for ``num_classes`` classes; 0 removes them
     (``forward`` then returns the pre-logits features), as timm. ``reset_classifier(0,
     '')`` removes the pooling too: ``forward`` then returns the unpooled features, laid out
-    as ``forward_features``. Another pooling is a graph edit, not a reset: any other
-    ``global_pool`` is refused."""
+    as ``forward_features``, except where a head keeps its pooling (DeiT's distilled head
+    reads the class and distillation tokens: ``''`` resets as ``None``, as timm's
+    ``VisionTransformerDistilled``). Another pooling is a graph edit, not a reset: any
+    other ``global_pool`` is refused."""
+    if global_pool == "" and _keeps_pooling(model):
+        global_pool = None
     if global_pool == "" and num_classes == 0:
         pruning.remove_head(model)
         set_grad_checkpointing(model, _checkpointing(model))
@@ -257,6 +275,12 @@ def reset_classifier(
         setattr(owner, leaf, new)
     model.__dict__["_vitgraph_num_classes"] = num_classes
     set_grad_checkpointing(model, _checkpointing(model))  # headless forward, or back
+
+
+def _keeps_pooling(model: fx.GraphModule) -> bool:
+    by_id = {n.id: n for n in graph_of(model).nodes}
+    rules = (type(by_id[i].params).classifier_rule() for i in classifier_ids(model))
+    return any(rule is not None and rule.keeps_pooling for rule in rules)
 
 
 def num_classes(model: fx.GraphModule) -> int:

@@ -15,6 +15,7 @@ from vitgraph.model.intermediates import (
     FeatureInfo,
     feature_info,
     intermediates_graph,
+    refuse_torchscript,
     signature,
     take_indices,
     units_of,
@@ -31,6 +32,9 @@ class FeatureTaps(fx.GraphModule):
     spec_name: str = ""
     variant: str | None = None
     _cfg: dict[str, Any]
+
+    def __prepare_scriptable__(self) -> FeatureTaps:
+        return refuse_torchscript(self)  # raises
 
     @property
     def pretrained_cfg(self) -> dict[str, Any]:

@@ -20,6 +20,19 @@ maps (``output_fmt='NCHW'``) or ``(B, L, C)`` tokens (``'NLC'``); ``norm=True`` 
 each through the model's final norm where that norm fits it (its width, and a feature
 layout that keeps the patch tokens: not PiT's, whose norm only ever sees the class
 tokens), as timm's ViT (every intermediate) and Swin / Twins (the last stage only).
+As timm's ViT: ``return_prefix_tokens`` pairs each intermediate with its prefix tokens
+``(B, P, C)`` (class, distillation, register tokens; after the norm) when the model has
+any, and ``output_dict`` returns ``{'image_intermediates', 'image_intermediates_prefix'
+(with return_prefix_tokens), 'image_features' (unless intermediates_only)}``.
+
+``stop_early`` without ``intermediates_only`` stops the trunk after the last unit asked
+for, and the final features are computed from that unit's output as timm's families
+compute them: where it has the last unit's type (a plain model) everything after the
+trunk runs on it (ViT's final norm, CaiT's class attention); where it does not (a
+hierarchical model stopped at an earlier stage) the final norm, sized for the last
+stage, is skipped and the unit's output is laid out as ``forward_features`` lays out the
+features (Swin's NHWC map, PiT's class tokens) or as the next stage reads it (Twins'
+map), as timm's Swin, PiT and Twins return it.
 """
 
 from __future__ import annotations
@@ -157,6 +170,18 @@ def units_or_refuse(model: fx.GraphModule) -> list[str]:
     return units
 
 
+def refuse_torchscript(model: Any) -> Any:
+    """``torch.jit.script(model)`` calls ``__prepare_scriptable__`` first: one clear
+    refusal instead of TorchScript's error deep inside a block (the blocks use Python
+    TorchScript cannot compile: variadic tuples, optional caches, einops)."""
+    name = getattr(model, "variant", None) or getattr(model, "spec_name", "") or "model"
+    raise NotImplementedError(
+        f"torch.jit.script({name}): TorchScript is not supported for vitgraph models\n"
+        "  hint: use torch.export.export(model, (x,)) or `vitgraph export SPEC --format "
+        "pt2|onnx` (torch.compile works too)"
+    )
+
+
 # ------------------------------------------------------------------ feature_info
 
 
@@ -240,6 +265,22 @@ def map_to_tokens(x: torch.Tensor) -> torch.Tensor:
     return x.flatten(2).transpose(1, 2)
 
 
+def take_prefix(x: torch.Tensor, *, prefix: int) -> torch.Tensor:
+    """The prefix tokens (B, P, C) of tokens (B, P + H*W, C)."""
+    return x[:, :prefix]
+
+
+def no_prefix(x: torch.Tensor) -> torch.Tensor:
+    """A map's (absent) prefix tokens: (B, 0, C)."""
+    return x.new_zeros(x.shape[0], 0, x.shape[1])
+
+
+def _emit_prefix(graph: fx.Graph, value: fx.Node, kind: TensorType) -> fx.Node:
+    if isinstance(kind, Tokens):
+        return graph.call_function(take_prefix, (value,), {"prefix": kind.prefix})
+    return graph.call_function(no_prefix, (value,))
+
+
 def _emit_format(graph: fx.Graph, value: fx.Node, kind: TensorType, fmt: str) -> fx.Node:
     if isinstance(kind, Image):
         return value if fmt == "NCHW" else graph.call_function(map_to_tokens, (value,))
@@ -282,9 +323,25 @@ def emit_norm(model: fx.GraphModule, graph: fx.Graph, env: dict, norm: str, valu
     return graph.node_copy(original, lambda arg: value if arg is data else env[arg])
 
 
+def has_prefix_tokens(model: fx.GraphModule, taken: Sequence[int]) -> bool:
+    graph, units = graph_of(model), units_of(model)
+    kinds = [graph.type_of(units[i]) for i in taken]
+    return any(isinstance(kind, Tokens) and kind.prefix > 0 for kind in kinds)
+
+
 def intermediates_graph(
-    model: fx.GraphModule, taken: tuple[int, ...], norm: bool, fmt: str, only: bool
+    model: fx.GraphModule,
+    taken: tuple[int, ...],
+    norm: bool,
+    fmt: str,
+    only: bool,
+    *,
+    prefix: bool = False,
+    stop: bool = False,
 ) -> fx.Graph:
+    """The graph returning ``(features, intermediates[, prefixes])`` (``intermediates[,
+    prefixes]`` when ``only``); ``prefix``: each intermediate's prefix tokens too;
+    ``stop``: the features of a run stopped after the last unit taken (module docstring)."""
     spec = graph_of(model)
     lay = cached_layout(model)
     units = units_of(model)
@@ -292,25 +349,78 @@ def intermediates_graph(
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
     norm_id = final_norm(model) if norm else None
-    taps = []
+    taps, prefixes = [], []
     for index in taken:
         unit = units[index]
         value = env[lay.fx_of[spec.resolve(unit)]]
         if norm_id is not None and norm_fits(spec, norm_id, unit):
             value = emit_norm(model, graph, env, norm_id, value)
         taps.append(_emit_format(graph, value, spec.type_of(unit), fmt))
-    if only:
-        graph.output(taps)
+        prefixes.append(_emit_prefix(graph, value, spec.type_of(unit)))
+    extra = (prefixes,) if prefix else ()
+    if only:  # a bare list: what a features_only model returns
+        graph.output((taps, *extra) if prefix else taps)
     else:
-        outs = []
-        for name, kind, layout in zip(lay.features, feature_types(model), lay.formats, strict=True):
-            out = env[lay.fx_of[name]]
-            if layout is not None and isinstance(kind, Tokens):
-                out = graph.call_function(layout.out, (out,), layout.keywords(kind))
-            outs.append(out)
-        graph.output((outs[0] if len(outs) == 1 else outs, taps))
+        last = units[max(taken)] if stop else units[-1]
+        features = _features_from(model, graph, env, last)
+        graph.output((features, taps, *extra))
     _prune(graph)
     return graph
+
+
+def _features_from(model: fx.GraphModule, graph: fx.Graph, env: dict, stop: str) -> Any:
+    """``forward_features``' output (laid out) in ``graph``, computed from unit ``stop``'s
+    output as timm computes it when a run stops there (module docstring)."""
+    spec, lay, units = graph_of(model), cached_layout(model), units_of(model)
+    last, kinds = units[-1], feature_types(model)
+    values = [env[lay.fx_of[name]] for name in lay.features]
+    if stop != last and spec.type_of(stop) == spec.type_of(last):
+        env[lay.fx_of[spec.resolve(last)]].replace_all_uses_with(env[lay.fx_of[spec.resolve(stop)]])
+    elif stop != last:
+        feature = spec.resolve(lay.features[0]) if len(lay.features) == 1 else None
+        end = spec.resolve(last)
+        norm_after = (
+            feature is not None
+            and spec.node(feature).inputs == [end]
+            and type(spec.node(feature).params).role == "norm"
+        )
+        if feature is None or not (feature == end or norm_after):
+            raise ValueError(
+                f"stop_early: the features are computed from {last} "
+                f"{signature(spec.type_of(last))}, and what follows it does not take "
+                f"{stop}'s {signature(spec.type_of(stop))}; pass intermediates_only=True "
+                "or stop_early=False"
+            )
+        handed = _handed_on(model, stop)
+        values, kinds = [env[lay.fx_of[handed]]], [spec.type_of(handed)]
+    outs = []
+    for value, kind, layout in zip(values, kinds, lay.formats, strict=True):
+        if layout is not None and isinstance(kind, Tokens):
+            value = graph.call_function(layout.out, (value,), layout.keywords(kind))
+        outs.append(value)
+    return outs[0] if len(outs) == 1 else outs
+
+
+def _handed_on(model: fx.GraphModule, stop: str) -> str:
+    """The node holding what a stopped unit hands on: its output, or the map its one
+    consumer re-lays it out as (an image of the same width on the same grid, no weights:
+    Twins' next stage reads a map, and timm's stopped Twins returns that map)."""
+    spec = graph_of(model)
+    end, kind = spec.resolve(stop), spec.type_of(stop)
+    users = [n.id for n in spec.nodes if end in n.inputs]
+    if len(users) != 1 or not isinstance(kind, Tokens) or kind.prefix:
+        return end
+    after = spec.type_of(users[0])
+    weights = any(True for _ in _module_params(model, users[0]))
+    same = isinstance(after, Image) and after.shape == (kind.dim, *(_grid(kind) or ()))
+    return users[0] if same and not weights else end
+
+
+def _module_params(model: fx.GraphModule, node_id: str) -> Any:
+    try:
+        return model.get_submodule(node_id).parameters()
+    except AttributeError:  # a function node: no module, no weights
+        return iter(())
 
 
 def forward_intermediates(
@@ -321,25 +431,52 @@ def forward_intermediates(
     stop_early: bool = False,
     output_fmt: str = "NCHW",
     intermediates_only: bool = False,
+    return_prefix_tokens: bool = False,
+    output_dict: bool = False,
 ) -> Any:
     """timm's ``forward_intermediates``: ``(forward_features(x), intermediates)``, or the
-    intermediates alone. ``indices``: an int takes the last n units, a sequence those
-    (negative from the end), None every one. With ``intermediates_only`` the run always
-    stops after the last unit asked for (``stop_early`` changes nothing then); without
-    it the final features need the whole trunk, so ``stop_early`` is accepted and the run
-    goes on (timm's families disagree on what a stopped run's final output is)."""
+    intermediates alone, or timm's dict. ``indices``: an int takes the last n units, a
+    sequence those (negative from the end), None every one. With ``intermediates_only``
+    the run always stops after the last unit asked for (``stop_early`` changes nothing
+    then); without it, ``stop_early`` gives the features of the stopped run as timm's
+    families do (module docstring)."""
     if output_fmt not in OUTPUT_FORMATS:
         raise ValueError(
             f"output_fmt must be one of {', '.join(OUTPUT_FORMATS)}, got {output_fmt!r}"
         )
     units = units_or_refuse(model)
     taken, _ = take_indices(len(units), indices)
+    only, stop = bool(intermediates_only), bool(stop_early) and not intermediates_only
+    prefix = bool(return_prefix_tokens) and has_prefix_tokens(model, taken)
     checkpointing = bool(getattr(model, "grad_checkpointing", False))
-    key = ("intermediates", tuple(taken), bool(norm), output_fmt, bool(intermediates_only))
+    key = ("intermediates", tuple(taken), bool(norm), output_fmt, only, prefix, stop)
     entry = cache(model)
     plans = entry.setdefault("intermediate_plans", {})
     if (key, checkpointing) not in plans:
-        graph = intermediates_graph(model, tuple(taken), bool(norm), output_fmt, intermediates_only)
+        graph = intermediates_graph(
+            model, tuple(taken), bool(norm), output_fmt, only, prefix=prefix, stop=stop
+        )
         plans[(key, checkpointing)] = _plan(graph, _unit_fn(model, checkpointing), "intermediates")
-    del stop_early  # see the docstring
-    return plans[(key, checkpointing)].run(model, x)
+    out = plans[(key, checkpointing)].run(model, x)
+    features: Any = None
+    prefixes: Any = None
+    if only and prefix:
+        taps, prefixes = out
+    elif only:
+        taps = out
+    elif prefix:
+        features, taps, prefixes = out
+    else:
+        features, taps = out
+    taps = list(taps)  # plain lists (fx hands back immutable ones), as timm's
+    prefixes = None if prefixes is None else list(prefixes)
+    if output_dict:
+        result: dict[str, Any] = {"image_intermediates": taps}
+        if prefixes is not None:
+            result["image_intermediates_prefix"] = prefixes
+        if not only:
+            result["image_features"] = features
+        return result
+    if prefixes is not None:
+        taps = list(zip(taps, prefixes, strict=True))
+    return taps if only else (features, taps)
