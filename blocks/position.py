@@ -64,6 +64,7 @@ class LearnedPosition(Block):
         target: tuple[int, ...],
         *,
         antialias: bool = True,
+        was: Sequence[TensorType] | None = None,
     ) -> torch.Tensor | None:
         """A table of another grid, resized bicubically as timm's
         ``resample_abs_pos_embed`` (prefix rows kept)."""
@@ -71,6 +72,8 @@ class LearnedPosition(Block):
         if not isinstance(tokens, Tokens) or table.ndim != 3:
             return None
         prefix = tokens.prefix if self.include_prefix else 0
+        old = was[0] if was else None
+        old_grid = old.grid if isinstance(old, Tokens) else None
         grid = tokens.grid
         if grid is None:  # patch tokens that lost their grid type (TNT's word projection)
             side = math.isqrt(target[1] - prefix)
@@ -78,7 +81,7 @@ class LearnedPosition(Block):
                 return None
             grid = (side, side)
         try:
-            out = resample_grid_table(table, grid, None, prefix, antialias)
+            out = resample_grid_table(table, grid, old_grid, prefix, antialias)
         except ResampleError:  # not a square grid of patches: another model's table
             return None
         return out if tuple(out.shape) == target else None
