@@ -393,8 +393,9 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     return {
         "architecture": graph.variant or graph.name,
         "input_size": tuple(graph.input_shape[-3:]),
-        # the position and relative tables are sized for this input (no dynamic size yet)
-        "fixed_input_size": True,
+        # the tables are sized for this input unless one resizes itself per input
+        # (a dynamic learned_pos: timm's dynamic_img_size)
+        "fixed_input_size": not any(getattr(n.params, "dynamic", False) for n in graph.nodes),
         "pool_size": pool_size,
         "interpolation": data.interpolation,
         "mean": tuple(data.mean),

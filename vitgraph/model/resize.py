@@ -105,7 +105,7 @@ def _window_overrides(
                 "in its repeats; one window per entry is resized (give window_size=N)"
             )
         if window_size is not None:
-            pair = _pair(window_size, "window_size")  # type: ignore[arg-type]
+            pair = _pair(window_size, "window_size")
         elif window_ratio is not None:
             pair = (max(1, new_grid[0] // window_ratio), max(1, new_grid[1] // window_ratio))
         else:  # timm's default: each window keeps its ratio to the patch grid

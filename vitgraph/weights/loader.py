@@ -144,7 +144,11 @@ def _plan(
     plan = _Plan(report)
     graph = graph_of(model) if adapt else None
     nodes = {n.id: n for n in graph.nodes} if graph is not None else {}
-    heads = set(cached_layout(model).classifiers) if isinstance(model, fx.GraphModule) and adapt else set()
+    heads = (
+        set(cached_layout(model).classifiers)
+        if isinstance(model, fx.GraphModule) and adapt
+        else set()
+    )
     order = [k for k in target if k in offers] + [k for k in offers if k not in target]
     for key in order:  # reported in the model's order, not the source's (safetensors sorts)
         offer = offers[key]

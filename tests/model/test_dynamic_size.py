@@ -1,0 +1,68 @@
+"""``dynamic_img_size``: a ViT whose position table is resized to each input's grid in
+the forward equals timm's (``dynamic_img_size=True``) at other sizes, and torchvision's
+fx feature extraction still traces it."""
+
+from __future__ import annotations
+
+import pytest
+import torch
+
+import vitgraph
+from tests.helpers import assert_same_logits, redraw_
+from vitgraph import SpecError
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize(
+    ("name", "sizes"),
+    [
+        ("vit_small_patch16_224", [(160, 224), (288, 288)]),
+        ("deit3_small_patch16_224", [(160, 224), (288, 288)]),
+        ("vit_small_patch14_reg4_dinov2", [(112, 140), (70, 98)]),
+    ],
+)
+def test_dynamic_model_equals_timms_at_other_sizes(name, sizes):
+    reference = redraw_(timm.create_model(name, depth=2, dynamic_img_size=True)).eval()
+    ours = vitgraph.from_timm(reference)
+    assert ours.pretrained_cfg["fixed_input_size"] is False
+    for size in sizes:
+        assert_same_logits(ours, reference, torch.randn(2, 3, *size))
+
+
+def test_fx_feature_extraction_traces_a_dynamic_model_and_runs_it_at_another_size():
+    extraction = pytest.importorskip("torchvision.models.feature_extraction")
+    reference = redraw_(timm.create_model("vit_tiny_patch16_224", depth=1, dynamic_img_size=True))
+    ours = vitgraph.from_timm(reference).eval()
+    _, nodes = extraction.get_graph_node_names(ours)
+    traced = extraction.create_feature_extractor(ours, return_nodes=[nodes[-1]])
+    x = torch.randn(1, 3, 112, 160)
+    with torch.no_grad():
+        assert torch.equal(next(iter(traced(x).values())), ours(x))
+
+
+def test_a_fixed_size_model_reports_a_fixed_input_size():
+    model = vitgraph.build("vit_ti_16", overrides={"depth": 1})
+    assert model.pretrained_cfg["fixed_input_size"] is True
+
+
+def test_dynamic_table_without_the_image_is_a_located_error():
+    text = """
+vitgraph: 1
+name: t
+input: {channels: 3, size: 32}
+graph:
+  - {id: patch_embed, kind: patch_embed, patch: 8, dim: 16}
+  - {id: pos, kind: learned_pos, dynamic: true}
+"""
+    with pytest.raises(SpecError, match=r":7:\d+: pos.*second input is missing") as info:
+        vitgraph.load("t.yaml", text=text)
+    assert "inputs: [<tokens>, input]" in str(info.value)
+
+
+def test_timms_dynamic_padding_is_refused_by_name():
+    reference = timm.create_model(
+        "vit_tiny_patch16_224", depth=1, dynamic_img_size=True, dynamic_img_pad=True
+    )
+    with pytest.raises(SpecError, match="dynamic_img_pad=True"):
+        vitgraph.from_timm(reference)
