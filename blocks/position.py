@@ -37,14 +37,17 @@ def resample_table(
     grid: tuple[int, int],
     stride: tuple[int, int],
     prefix: int,
+    pad: bool = False,
 ) -> torch.Tensor:
     """The (1, prefix + rows*cols, D) table made for ``grid``, resized to the grid of
-    ``image`` (its sides over the patch ``stride``, as the patch convolution's output):
+    ``image`` (its sides over the patch ``stride``, as the patch convolution's output,
+    rounded up when the embedding ``pad``s the image to a patch multiple):
     bicubic with antialiasing and the prefix rows kept, as timm's ``_pos_embed`` calls
     ``resample_abs_pos_embed`` under ``dynamic_img_size``. Free of branches on sizes, so
     a symbolic trace (torchvision's feature extraction) keeps the size dynamic."""
-    rows = image.shape[-2] // stride[0]  # as the patch convolution's output
-    cols = image.shape[-1] // stride[1]
+    up = (stride[0] - 1, stride[1] - 1) if pad else (0, 0)  # a partial patch counts
+    rows = (image.shape[-2] + up[0]) // stride[0]  # as the patch convolution's output
+    cols = (image.shape[-1] + up[1]) // stride[1]
     dim = table.shape[-1]
     head, body = table[:, :prefix], table[:, prefix:]
     body = body.float().reshape(1, grid[0], grid[1], dim).permute(0, 3, 1, 2)
@@ -62,9 +65,10 @@ def add_dynamic_table(
     grid: tuple[int, int],
     stride: tuple[int, int],
     prefix: int,
+    pad: bool = False,
 ) -> torch.Tensor:
     """``add_table`` with the table resized to the image's grid (``resample_table``)."""
-    return add_table(x, resample_table(table, image, grid, stride, prefix), skip=skip)
+    return add_table(x, resample_table(table, image, grid, stride, prefix, pad), skip=skip)
 
 
 @register
@@ -83,9 +87,19 @@ class LearnedPosition(Block):
     """Resize the table on the fly to the grid of the image given as second input
     (``inputs: [<tokens>, input]``): timm's ``dynamic_img_size``. The types keep the
     declared size; any other size the patch divides runs the same weights."""
+    dynamic_pad: bool = False
+    """With ``dynamic``: the patch embedding pads the image to a patch multiple (its
+    ``dynamic_pad``), so the grid of an input counts its partial patches."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         tokens = expect_tokens(inputs[0], self.kind)
+        if self.dynamic_pad and not self.dynamic:
+            raise ShapeError(
+                "dynamic_pad rounds the grid of each input up; the table is only resized "
+                "per input with dynamic: true",
+                field="dynamic_pad",
+                hint="set dynamic: true with the image as second input",
+            )
         if not self.dynamic:
             if len(inputs) > 1:
                 raise ShapeError(
@@ -130,6 +144,7 @@ class LearnedPosition(Block):
                 "grid": tokens.grid,
                 "stride": stride,
                 "prefix": length - tokens.patches,
+                "pad": self.dynamic_pad,
             }
             return TensorOp(table, add_dynamic_table, kwargs=kwargs)
         return TensorOp(table, add_table, kwargs={"skip": skip})

@@ -60,9 +60,32 @@ graph:
     assert "inputs: [<tokens>, input]" in str(info.value)
 
 
-def test_timms_dynamic_padding_is_refused_by_name():
-    reference = timm.create_model(
-        "vit_tiny_patch16_224", depth=1, dynamic_img_size=True, dynamic_img_pad=True
-    )
-    with pytest.raises(SpecError, match="dynamic_img_pad=True"):
-        vitgraph.from_timm(reference)
+@pytest.mark.parametrize("size", [(150, 230), (224, 224)])
+def test_timms_dynamic_padding_converts_and_equals_timm_at_a_size_the_patch_does_not_divide(size):
+    reference = redraw_(
+        timm.create_model(
+            "vit_tiny_patch16_224", depth=1, dynamic_img_size=True, dynamic_img_pad=True
+        )
+    ).eval()
+    ours = vitgraph.from_timm(reference)
+    assert_same_logits(ours, reference, torch.randn(2, 3, *size))
+
+
+def test_a_padding_patch_embedding_counts_the_partial_patches_in_its_grid():
+    text = """
+vitgraph: 1
+name: t
+input: {channels: 3, size: [36, 50]}
+graph:
+  - {id: patch_embed, kind: patch_embed, patch: 8, dim: 16, dynamic_pad: true}
+  - {id: pos, kind: learned_pos}
+"""
+    graph = vitgraph.load("t.yaml", text=text)
+    assert graph.type_of("patch_embed").grid == (5, 7)
+    assert graph.build()(torch.randn(1, 3, 36, 50)).shape == (1, 35, 16)
+
+
+def test_a_padded_grid_without_a_dynamic_table_is_a_located_error():
+    graph = vitgraph.load("vit_ti_16", overrides={"depth": 1})
+    with pytest.raises(SpecError, match=r"pos_embed.*dynamic_pad rounds the grid"):
+        graph.update("pos_embed", dynamic_pad=True)

@@ -47,6 +47,8 @@ def convert_vit(model: Reference) -> Conversion:
             "bias": proj.bias is not None,
         }
     ]
+    if getattr(embed, "dynamic_img_pad", False):  # padded to a patch multiple
+        graph[0]["dynamic_pad"] = True
     embed_norm = layernorm_eps(model, embed.norm, "embed_norm_layer")
     if embed_norm is not None:
         graph[0].update(norm=True, norm_eps=embed_norm)
@@ -65,6 +67,7 @@ def convert_vit(model: Reference) -> Conversion:
         }
         if getattr(model, "dynamic_img_size", False):  # the table resized to each input
             pos.update(dynamic=True, inputs=[graph[-1]["id"], "input"])
+            pos.update(dynamic_pad=bool(getattr(embed, "dynamic_img_pad", False)))
         graph.append(pos)
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
@@ -125,8 +128,6 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
     embed = model.patch_embed
     if type(embed).__name__ != "PatchEmbed":
         raise refuse(model, f"embed_layer={type(embed).__name__}", "hybrid CNN stems")
-    if getattr(embed, "dynamic_img_pad", False):
-        raise refuse(model, "dynamic_img_pad=True", "inputs padded to a patch multiple")
     # dynamic_img_size: timm's embedding keeps the NHWC map for _pos_embed to read the grid
     # off (vitgraph's table reads it off the image), then flattens it as ours does
     nhwc_for_dynamic = getattr(model, "dynamic_img_size", False) and embed.output_fmt == "NHWC"
