@@ -89,3 +89,28 @@ def test_a_padded_grid_without_a_dynamic_table_is_a_located_error():
     graph = vitgraph.load("vit_ti_16", overrides={"depth": 1})
     with pytest.raises(SpecError, match=r"pos_embed.*dynamic_pad rounds the grid"):
         graph.update("pos_embed", dynamic_pad=True)
+
+
+@pytest.mark.parametrize(("size", "pad"), [((160, 224), False), ((150, 230), True)])
+def test_intermediates_of_a_dynamic_model_are_maps_of_the_inputs_grid_as_timms(size, pad):
+    reference = redraw_(
+        timm.create_model(
+            "vit_small_patch16_224", depth=3, dynamic_img_size=True, dynamic_img_pad=pad
+        )
+    ).eval()
+    ours = vitgraph.from_timm(reference).eval()
+    x = torch.randn(2, 3, *size)
+    with torch.no_grad():
+        final, maps = reference.forward_intermediates(x, indices=[0, 2], norm=True)
+        our_final, our_maps = ours.forward_intermediates(x, indices=[0, 2], norm=True)
+    assert torch.allclose(our_final, final, atol=1e-5)
+    rows, cols = -(-size[0] // 16), -(-size[1] // 16)
+    assert [tuple(m.shape) for m in our_maps] == [(2, 384, rows, cols)] * 2
+    for ours_map, map_ in zip(our_maps, maps, strict=True):
+        assert torch.allclose(ours_map, map_, atol=1e-5)
+
+
+def test_features_only_of_a_dynamic_model_gives_maps_of_the_inputs_grid():
+    taps = vitgraph.create_model("vit_s_16", depth=2, dynamic_img_size=True, features_only=True)
+    shapes = [tuple(t.shape) for t in taps(torch.randn(1, 3, 160, 224))]
+    assert shapes == [(1, 384, 10, 14)] * 2
