@@ -9,7 +9,8 @@ timm's ``num_classes=0``), ``in_chans`` -> ``channels`` / ``input.channels``,
 absolute position table is resized to each input's grid (``dynamic_size``), and
 ``dynamic_img_pad=True`` pads the image to a patch multiple, as timm's. Every other
 keyword is a spec override (``depth=6``, ``head.classes=10``), as ``vitgraph build
---set`` takes them. A keyword that is neither is one error naming what is accepted, before anything is built.
+--set`` takes them. A keyword that is neither is one error naming what is accepted,
+before anything is built.
 """
 
 from __future__ import annotations
