@@ -148,3 +148,11 @@ def test_dynamic_img_size_is_refused_by_name_where_one_resized_table_is_not_the_
     with pytest.raises(vitgraph.SpecError, match=rf"{variant}: dynamic_img_size=True") as info:
         vitgraph.create_model(variant, dynamic_img_size=True, **overrides)
     assert message in str(info.value)
+
+
+def test_dynamic_img_pad_alone_pads_the_embedding_and_keeps_the_table_fixed():
+    model = vitgraph.create_model("vit_s_16", depth=1, dynamic_img_pad=True)
+    graph = model.vitgraph_graph
+    assert graph.node("patch_embed").params.dynamic_pad is True
+    assert graph.node("pos_embed").params.dynamic is False
+    assert model.pretrained_cfg["fixed_input_size"] is True

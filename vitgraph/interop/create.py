@@ -128,7 +128,7 @@ def create_model(
         )
     graph = load(name_or_spec, base.variant, overrides)
     if dynamic_img_size or dynamic_img_pad:
-        graph = dynamic_size(graph, pad=dynamic_img_pad)
+        graph = dynamic_size(graph, size=dynamic_img_size, pad=dynamic_img_pad)
     model = graph.build()
     if pretrained:
         from vitgraph.interop.pretrained import load_pretrained
@@ -160,7 +160,7 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
         o for o, on in (("dynamic_img_size=True", size), ("dynamic_img_pad=True", pad)) if on
     )
     tables = [n for n in graph.nodes if n.kind == "learned_pos" and n.top == n.id]
-    if len(tables) != 1 and (size or not tables):
+    if size and len(tables) != 1:
         found = ", ".join(n.id for n in tables) if tables else "none"
         raise _refused(
             graph,
@@ -169,7 +169,7 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
             "its position encoding is not one table of the patch grid: give it inputs of "
             "its declared size (set img_size=)",
         )
-    table = tables[0] if len(tables) == 1 else None
+    table = tables[0] if size else None
     embeds = [n for n in graph.nodes if n.kind == "patch_embed" and n.inputs == [INPUT]]
     if pad and len(embeds) != 1:
         raise _refused(
@@ -181,7 +181,7 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
     try:
         if pad:
             graph = graph.update(embeds[0].id, dynamic_pad=True)
-        if size and table is not None:
+        if table is not None:
             edits: dict[str, Any] = {"dynamic": True, "inputs": [table.inputs[0], INPUT]}
             if pad:
                 edits["dynamic_pad"] = True
