@@ -25,6 +25,7 @@ from vitgraph.errors import SpecError
 from vitgraph.graph import Graph
 from vitgraph.ir import INPUT
 from vitgraph.pipeline import load
+from vitgraph.shapes import Tokens
 
 #: timm's keywords create_model takes besides the spec's overrides
 ACCEPTED = (
@@ -191,8 +192,8 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
         raise _refused(
             graph, f"{option}: {problem}", "its table is not one of the patch grid"
         ) from None
-    if size:
-        _run_at_another_size(graph, option)
+    if table is not None:
+        _run_at_another_size(graph, table.id, option)
     return graph
 
 
@@ -200,17 +201,15 @@ def _refused(graph: Graph, message: str, hint: str) -> SpecError:
     return SpecError.at(graph.source.marks.at(()), graph.variant or graph.name, message, hint)
 
 
-def _run_at_another_size(graph: Graph, option: str) -> None:
+def _run_at_another_size(graph: Graph, table: str, option: str) -> None:
     """Run the model on the meta device at one more patch row than declared; a node that
     fails there was sized for the declared grid: refused, naming it."""
     import torch
 
-    grid = next(
-        (t.grid for t in (graph.type_of(n.id) for n in graph.nodes) if getattr(t, "grid", None)),
-        None,
-    )
+    tokens = graph.type_of(table)
+    assert isinstance(tokens, Tokens) and tokens.grid is not None  # learned_pos's infer
     channels, height, width = graph.input_shape[-3:]
-    step = height // grid[0] if grid else 16
+    step = height // tokens.grid[0]
     model = graph.build(device="meta")
     x = torch.empty(1, channels, height + step, width, device="meta")
     interpreter = _Located(model)
