@@ -184,6 +184,7 @@ class BotBottleneck(Block):
         target: tuple[int, ...],
         *,
         antialias: bool = True,
+        was: Sequence[TensorType] | None = None,
     ) -> torch.Tensor | None:
         """The relative tables ``height_rel`` / ``width_rel`` of another feature-map side,
         resized linearly along the offsets (``vitgraph.resample.resize_offset_rows``)."""

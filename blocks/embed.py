@@ -10,6 +10,7 @@ from __future__ import annotations
 from typing import Annotated, Literal, Self
 
 import torch
+import torch.nn.functional as F
 from pydantic import Field
 from torch import nn
 
@@ -46,10 +47,23 @@ class PatchEmbed(Block):
     SimpleViT); the projection is then an ``nn.Linear`` over ``(p1 p2 c)``."""
     flatten: bool = True
     """Return tokens; ``false`` returns the projected feature map (a conv stem)."""
+    dynamic_pad: bool = False
+    """Pad the image on the right and bottom to a multiple of ``patch`` before projecting
+    (timm's ``dynamic_img_pad``): any size runs, the grid counting the partial patches."""
 
     def infer(self, *inputs: TensorType) -> tuple[Self, TensorType]:
         image = expect_image(inputs[0], "patch_embed")
         stride = self.stride or self.patch
+        if self.dynamic_pad:
+            if stride != self.patch or self.padding or self.patch_norm:
+                raise ShapeError(
+                    "dynamic_pad pads to a patch multiple for non-overlapping patches "
+                    "projected by the convolution (stride = patch, no padding, no patch_norm)",
+                    field="dynamic_pad",
+                )
+            rows, cols = -(-image.height // self.patch), -(-image.width // self.patch)
+            kind = Tokens(self.dim, (rows, cols))
+            return self, kind if self.flatten else Image(self.dim, rows, cols)
         if stride == self.patch and self.padding == 0:
             for side, name in ((image.height, "height"), (image.width, "width")):
                 if side % self.patch:
@@ -91,7 +105,17 @@ class PatchEmbed(Block):
             self.norm,
             self.norm_eps,
             self.flatten,
+            self.dynamic_pad,
         )
+
+
+@torch.fx.wrap
+def pad_to_multiple(x: torch.Tensor, patch: int) -> torch.Tensor:
+    """``x`` (B, C, H, W) zero-padded on the right and bottom to sides ``patch`` divides,
+    as timm's ``PatchEmbed`` under ``dynamic_img_pad`` (a leaf of a symbolic trace)."""
+    pad_h = (patch - x.shape[-2] % patch) % patch
+    pad_w = (patch - x.shape[-1] % patch) % patch
+    return F.pad(x, (0, pad_w, 0, pad_h))
 
 
 class ConvPatchEmbed(nn.Module):
@@ -106,13 +130,17 @@ class ConvPatchEmbed(nn.Module):
         norm: bool,
         eps: float,
         flatten: bool,
+        dynamic_pad: bool = False,
     ) -> None:
         super().__init__()
         self.proj = nn.Conv2d(channels, dim, patch, stride, padding, bias=bias)
         self.norm = nn.LayerNorm(dim, eps=eps) if norm else nn.Identity()
         self.flatten = flatten
+        self.pad_to = patch if dynamic_pad else 0
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
+        if self.pad_to:
+            x = pad_to_multiple(x, self.pad_to)  # (B, C, H', W'), multiples of the patch
         x = self.proj(x)  # (B, D, rows, cols)
         if self.flatten:
             x = x.flatten(2).transpose(1, 2)  # (B, rows*cols, D)

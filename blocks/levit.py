@@ -213,6 +213,7 @@ class _BiasedAttention(Block):
         target: tuple[int, ...],
         *,
         antialias: bool = True,
+        was: Sequence[TensorType] | None = None,
     ) -> torch.Tensor | None:
         """The attention biases of another resolution, resized bicubically on the offset
         grid as timm's ``resize_rel_pos_bias_table_levit``."""

@@ -118,6 +118,7 @@ class WindowAttention(_Windowed):
         target: tuple[int, ...],
         *,
         antialias: bool = True,
+        was: Sequence[TensorType] | None = None,
     ) -> torch.Tensor | None:
         """The relative-position bias table of another window, resized as timm's
         ``resize_rel_pos_bias_table`` (stretched offsets, linear)."""

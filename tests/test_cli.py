@@ -148,3 +148,14 @@ def test_validate_imports_neither_the_compiler_nor_the_model_api_nor_the_weights
     )
     done = subprocess.run([sys.executable, "-c", code], capture_output=True, text=True, timeout=300)
     assert done.stderr.strip().splitlines()[-1] == "LOADED []", done.stderr
+
+
+def test_build_dynamic_img_size_makes_the_table_resize_and_is_refused_by_name_without_one(
+    capsys,
+):
+    assert main(["build", "vit_ti_16", "--set", "depth=1", "--dynamic-img-size", "--json"]) == 0
+    assert json.loads(capsys.readouterr().out)["forward_output_shape"] == [1, 1000]
+    assert main(["validate", "swin_t", "--dynamic-img-size"]) == 2
+    assert "swin_t: dynamic_img_size=True resizes the one absolute position table" in (
+        capsys.readouterr().err
+    )

@@ -65,7 +65,8 @@ def test_an_unknown_argument_is_one_error_naming_what_is_accepted():
     assert str(error.value) == (
         "create_model() got unknown argument(s) num_clases: it takes pretrained, "
         "pretrained_file, pretrained_cfg_overlay, num_classes, in_chans, img_size, drop_rate, "
-        "drop_path_rate, features_only, out_indices, global_pool, and as spec overrides the "
+        "drop_path_rate, features_only, out_indices, global_pool, dynamic_img_size, "
+        "dynamic_img_pad, and as spec overrides the "
         "args of vit_s_16 (classes, depth, dim, "
         "drop_path_rate, dropout, heads, image_size, mlp_ratio, patch) or dotted node.param / "
         "input.size / input.channels keys"
@@ -92,3 +93,66 @@ def test_another_pooling_is_refused_as_a_graph_edit():
 def test_a_dotted_override_reaches_a_node():
     model = vitgraph.create_model("vit_s_16", img_size=32, depth=1, **{"head.classes": 7})
     assert model(torch.randn(1, 3, 32, 32)).shape == (1, 7)
+
+
+timm = pytest.importorskip("timm")
+
+
+@pytest.mark.parametrize(
+    ("variant", "timm_name", "sizes", "overrides"),
+    [
+        ("vit_s_16", "vit_small_patch16_224", [(160, 224), (288, 288)], {}),
+        ("deit3_s", "deit3_small_patch16_224", [(160, 224)], {}),
+        ("dinov2_vit_s_14_reg4", "vit_small_patch14_reg4_dinov2", [(112, 140)], {"num_classes": 0}),
+    ],
+)
+def test_dynamic_img_size_makes_a_shipped_spec_equal_timms_dynamic_model_at_other_sizes(
+    variant, timm_name, sizes, overrides
+):
+    from tests.helpers import assert_same_logits, redraw_
+
+    reference = redraw_(timm.create_model(timm_name, depth=2, dynamic_img_size=True)).eval()
+    ours = vitgraph.create_model(variant, depth=2, dynamic_img_size=True, **overrides)
+    ours.load_state_dict(vitgraph.from_timm(reference).state_dict())
+    assert ours.pretrained_cfg["fixed_input_size"] is False
+    for size in sizes:
+        assert_same_logits(ours, reference, torch.randn(2, 3, *size))
+
+
+def test_dynamic_img_pad_pads_to_a_patch_multiple_as_timms_at_a_size_the_patch_does_not_divide():
+    from tests.helpers import assert_same_logits, redraw_
+
+    options = {"dynamic_img_size": True, "dynamic_img_pad": True}
+    reference = redraw_(timm.create_model("vit_small_patch16_224", depth=2, **options)).eval()
+    ours = vitgraph.create_model("vit_s_16", depth=2, **options)
+    ours.load_state_dict(vitgraph.from_timm(reference).state_dict())
+    assert_same_logits(ours, reference, torch.randn(2, 3, 150, 230))
+
+
+@pytest.mark.parametrize(
+    ("variant", "message"),
+    [
+        ("swin_t", "swin_t has 0 (none)"),
+        ("crossvit_9", "crossvit_9 has 2 (pos_embed_small, pos_embed_large)"),
+        (
+            "cait_xxs24",
+            "'blocks.0.attn' is sized for the declared 224x224 input and fails at 240x224",
+        ),
+        ("pit_ti", "the 27x27 grid is not a patch grid of the 224x224 image"),
+    ],
+)
+def test_dynamic_img_size_is_refused_by_name_where_one_resized_table_is_not_the_model(
+    variant, message
+):
+    overrides = {"depth": 1} if variant == "cait_xxs24" else {}
+    with pytest.raises(vitgraph.SpecError, match=rf"{variant}: dynamic_img_size=True") as info:
+        vitgraph.create_model(variant, dynamic_img_size=True, **overrides)
+    assert message in str(info.value)
+
+
+def test_dynamic_img_pad_alone_pads_the_embedding_and_keeps_the_table_fixed():
+    model = vitgraph.create_model("vit_s_16", depth=1, dynamic_img_pad=True)
+    graph = model.vitgraph_graph
+    assert graph.node("patch_embed").params.dynamic_pad is True
+    assert graph.node("pos_embed").params.dynamic is False
+    assert model.pretrained_cfg["fixed_input_size"] is True

@@ -232,11 +232,14 @@ class Block(BaseModel):
         target: tuple[int, ...],
         *,
         antialias: bool = True,
+        was: Sequence[TensorType] | None = None,
     ) -> torch.Tensor | None:
         """The checkpoint tensor ``name`` (relative to the node) of another input size,
         resized to ``target`` for these inputs; None when the kind cannot (the loader then
         reports a mismatch). Kinds with position or relative-position tables override
-        this with the shared math of ``vitgraph.resample``."""
+        this with the shared math of ``vitgraph.resample``. ``was``: the input types the
+        table was made for when known (a built model resized: ``set_input_size``); a
+        checkpoint's layout is read off the table itself (a square grid)."""
         return None
 
     # -- what the module folds into at inference (vitgraph.optimize) -------------------

@@ -40,11 +40,25 @@ def _common(parser: argparse.ArgumentParser) -> None:
     )
 
 
+def _dynamic_flags(parser: argparse.ArgumentParser) -> None:
+    parser.add_argument(
+        "--dynamic-img-size",
+        action="store_true",
+        help="resize the spec's position table to each input's grid (timm's dynamic_img_size)",
+    )
+    parser.add_argument(
+        "--dynamic-img-pad",
+        action="store_true",
+        help="pad the image to a patch multiple (timm's dynamic_img_pad)",
+    )
+
+
 def make_parser() -> argparse.ArgumentParser:
     parser = argparse.ArgumentParser(prog="vitgraph", description=__doc__.splitlines()[0])
     sub = parser.add_subparsers(dest="command", required=True)
     build = sub.add_parser("build", help="validate, compile, run one forward pass, summarise")
     _common(build)
+    _dynamic_flags(build)
     build.add_argument("--device", default="cpu", help="cpu, cuda, cuda:1, ... (default cpu)")
     build.add_argument("--batch", type=int, default=1, help="batch size of the forward pass")
     build.add_argument("--out", help="write the weights (safetensors, spec in the metadata)")
@@ -80,6 +94,7 @@ def make_parser() -> argparse.ArgumentParser:
     )
     validate = sub.add_parser("validate", help="check a spec without allocating weights")
     _common(validate)
+    _dynamic_flags(validate)
     from vitgraph.train.cli import add_arguments as train_arguments
 
     train_arguments(sub.add_parser("train", help="train a spec (digits or an image folder)"))
@@ -393,7 +408,13 @@ def main(argv: list[str] | None = None) -> int:
 def _load(args: argparse.Namespace):
     from vitgraph.pipeline import load
 
-    return load(args.spec, args.variant, parse_sets(args.sets))
+    graph = load(args.spec, args.variant, parse_sets(args.sets))
+    size, pad = getattr(args, "dynamic_img_size", False), getattr(args, "dynamic_img_pad", False)
+    if size or pad:
+        from vitgraph.interop.create import dynamic_size
+
+        graph = dynamic_size(graph, size=size, pad=pad)
+    return graph
 
 
 def cmd_validate(args: argparse.Namespace) -> int:

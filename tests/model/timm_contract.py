@@ -40,6 +40,29 @@ INTERMEDIATES_IN_TIMM = ("vit", "deit", "cait", "twins", "swin", "levit", "tnt",
 LEADING_TIMM_ONLY = {"botnet": 1}
 
 
+#: timm's per-check sizes for a model without a fixed input size (its test_models.py)
+TARGET_FWD_SIZE = 384
+TARGET_BWD_SIZE = 128
+TARGET_FFEAT_SIZE = 96
+TARGET_FWD_FX_SIZE = 128
+TARGET_BWD_FX_SIZE = 128
+
+#: twins of timm models created with a dynamic size (``name+option``): the checks above
+#: run them at timm's per-check sizes, not the default one
+DYNAMIC = {
+    "vit_small_patch16_224+dynamic": ("vit_small_patch16_224", {"dynamic_img_size": True}),
+    "deit3_small_patch16_224+dynamic": ("deit3_small_patch16_224", {"dynamic_img_size": True}),
+    "vit_small_patch14_reg4_dinov2+dynamic": (
+        "vit_small_patch14_reg4_dinov2",
+        {"dynamic_img_size": True},
+    ),
+    "vit_small_patch14_reg4_dinov2+dynamic_pad": (
+        "vit_small_patch14_reg4_dinov2",
+        {"dynamic_img_size": True, "dynamic_img_pad": True},
+    ),
+}
+
+
 def timm_names() -> list[str]:
     """Every timm model of a family checked against timm, as the table lists them."""
     names: list[str] = []
@@ -53,6 +76,7 @@ def timm_names() -> list[str]:
 
 
 def family_of(name: str) -> str:
+    name = DYNAMIC.get(name, (name, {}))[0]
     return next(
         f.family
         for f in FAMILIES.values()
@@ -80,9 +104,12 @@ def contract_kwargs(meta: nn.Module) -> dict[str, object]:
 @functools.lru_cache(maxsize=1)  # the tests run name by name: one pair held at a time
 def _pair(name: str) -> tuple[nn.Module, nn.Module]:
     timm = pytest.importorskip("timm")
+    name, options = DYNAMIC.get(name, (name, {}))
     with torch.device("meta"):
         meta = timm.create_model(name, pretrained=False)
-    kwargs = contract_kwargs(meta)
+    kwargs = {**contract_kwargs(meta), **options}
+    if options:  # timm's declared size: its per-check sizes are then other sizes
+        kwargs.pop("img_size", None)
     torch.manual_seed(0)
     reference = redraw_(timm.create_model(name, pretrained=False, **kwargs)).eval()
     return reference, vitgraph.from_timm(reference).eval()
@@ -94,9 +121,15 @@ def pair(name: str) -> tuple[nn.Module, nn.Module]:
     return copy.deepcopy(reference), copy.deepcopy(ours)
 
 
-def input_for(model: nn.Module, batch: int) -> torch.Tensor:
+def input_for(model: nn.Module, batch: int, target: int | None = None) -> torch.Tensor:
+    """timm's ``_get_input_size``: the default size of a fixed-size model; a dynamic
+    one's sides clamped to the check's ``target`` (so its twin runs at another size)."""
     torch.manual_seed(1)
-    return torch.randn(batch, *model.default_cfg["input_size"])
+    cfg = model.default_cfg
+    size = tuple(cfg["input_size"])
+    if not cfg.get("fixed_input_size", None) and target and max(size) > target:
+        size = tuple(min(side, target) for side in size)
+    return torch.randn(batch, *size)
 
 
 def _cat(outputs):
@@ -117,7 +150,7 @@ def _spatial_axes(model: nn.Module) -> tuple[int, int]:
 def check_forward(name: str) -> None:
     """test_model_forward: one forward; grad checkpointing gives the same output."""
     reference, model = pair(name)
-    x = input_for(model, 1)
+    x = input_for(model, 1, TARGET_FWD_SIZE)
     outputs = model(x)
     assert outputs.shape[0] == 1
     assert not torch.isnan(outputs).any()
@@ -131,7 +164,7 @@ def check_backward(name: str) -> None:
     _, model = pair(name)
     model.reset_classifier(42)
     model.train()
-    outputs = _cat(model(input_for(model, 2)))
+    outputs = _cat(model(input_for(model, 2, TARGET_BWD_SIZE)))
     outputs.mean().backward()
     for n, x in model.named_parameters():
         assert x.grad is not None, f"No gradient for {n}"
@@ -226,7 +259,7 @@ def check_forward_intermediates(name: str) -> None:
     info = timm.models.FeatureInfo(model.feature_info, len(model.feature_info))
     channels, reductions = info.channels(), info.reduction()
     assert len(channels) >= 3
-    x = input_for(model, 1)
+    x = input_for(model, 1, TARGET_FFEAT_SIZE)
     output, intermediates = model.forward_intermediates(x, output_fmt="NCHW")
     _check_maps(intermediates, channels, reductions, x.shape[-2:], 1)
     features = model.forward_features(x)
@@ -267,7 +300,7 @@ def check_features_only(name: str) -> None:
     taps = features_only(model)
     channels, reductions = taps.feature_info.channels(), taps.feature_info.reduction()
     assert len(channels) >= 3
-    x = input_for(taps, 1)
+    x = input_for(taps, 1, TARGET_FFEAT_SIZE)
     outputs = taps(x)
     _check_maps(outputs, channels, reductions, x.shape[-2:], 1)
     expected = model.forward_intermediates(
@@ -316,7 +349,7 @@ def _fx_model(model: nn.Module, train: bool = False) -> nn.Module:
 def check_fx_forward(name: str) -> None:
     """test_model_forward_fx: torchvision's fx feature extraction computes the forward."""
     _, model = pair(name)
-    x = input_for(model, 1)
+    x = input_for(model, 1, TARGET_FWD_FX_SIZE)
     with torch.inference_mode():
         outputs = _cat(model(x))
         fx_outputs = torch.cat(tuple(_fx_model(model)(x).values()))
@@ -331,7 +364,7 @@ def check_fx_backward(name: str) -> None:
     model.train()
     num_params = sum(x.numel() for x in model.parameters())
     fx_model = _fx_model(model, train=True)
-    outputs = torch.cat(tuple(fx_model(input_for(model, 2)).values()))
+    outputs = torch.cat(tuple(fx_model(input_for(model, 2, TARGET_BWD_FX_SIZE)).values()))
     outputs.mean().backward()
     for n, x in fx_model.named_parameters():
         assert x.grad is not None, f"No gradient for {n}"

@@ -111,8 +111,15 @@ VISION_TRANSFORMER: dict[str, Option] = {
         {"pool_include_prefix": True, "global_pool": "avg", "no_embed_class": True},
         {"pool_include_prefix": True},
     ),
-    "dynamic_img_size": refused("True", {"dynamic_img_size": True}, issue=DYNAMIC_SIZE),
-    "dynamic_img_pad": refused("True", {"dynamic_img_pad": True}, issue=DYNAMIC_SIZE),
+    "dynamic_img_size": honoured(
+        "True, False (learned_pos dynamic: the table resized to each input's grid)",
+        {"dynamic_img_size": True},
+    ),
+    "dynamic_img_pad": honoured(
+        "True, False (patch_embed dynamic_pad: the image padded to a patch multiple)",
+        {"dynamic_img_pad": True, "dynamic_img_size": True},
+        {"dynamic_img_pad": True},
+    ),
     "patch_drop_rate": honoured(
         "any rate (patch dropout in training, drawn as timm draws it)",
         {"patch_drop_rate": 0.25},

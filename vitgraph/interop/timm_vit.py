@@ -47,6 +47,8 @@ def convert_vit(model: Reference) -> Conversion:
             "bias": proj.bias is not None,
         }
     ]
+    if getattr(embed, "dynamic_img_pad", False):  # padded to a patch multiple
+        graph[0]["dynamic_pad"] = True
     embed_norm = layernorm_eps(model, embed.norm, "embed_norm_layer")
     if embed_norm is not None:
         graph[0].update(norm=True, norm_eps=embed_norm)
@@ -58,9 +60,15 @@ def convert_vit(model: Reference) -> Conversion:
         # registers (Darcet et al. 2023 §2.2) after the class token, as timm's _pos_embed
         graph.append({"id": "reg_token", "kind": "reg_token", "tokens": model.reg_token.shape[1]})
     if getattr(model, "pos_embed", None) is not None:
-        graph.append(
-            {"id": "pos_embed", "kind": "learned_pos", "include_prefix": not model.no_embed_class}
-        )
+        pos: dict[str, Any] = {
+            "id": "pos_embed",
+            "kind": "learned_pos",
+            "include_prefix": not model.no_embed_class,
+        }
+        if getattr(model, "dynamic_img_size", False):  # the table resized to each input
+            pos.update(dynamic=True, inputs=[graph[-1]["id"], "input"])
+            pos.update(dynamic_pad=bool(getattr(embed, "dynamic_img_pad", False)))
+        graph.append(pos)
     if drop_rate(model.pos_drop):
         graph.append({"id": "pos_drop", "kind": "dropout", "rate": drop_rate(model.pos_drop)})
     patch_drop = getattr(model, "patch_drop", nn.Identity())
@@ -115,16 +123,17 @@ def _refuse_unsupported(model: Reference, distilled: bool) -> None:
     pool = getattr(model, "attn_pool", None)
     if pool is not None and type(pool).__name__ != "AttentionPoolLatent":
         raise refuse(model, "global_pool='prr'", f"attention pooling {type(pool).__name__}")
-    if getattr(model, "dynamic_img_size", False):
-        raise refuse(model, "dynamic_img_size=True", "position table resampled per input")
+    if getattr(model, "dynamic_img_size", False) and getattr(model, "pos_embed", None) is None:
+        raise refuse(model, "dynamic_img_size=True without a position table")
     embed = model.patch_embed
     if type(embed).__name__ != "PatchEmbed":
         raise refuse(model, f"embed_layer={type(embed).__name__}", "hybrid CNN stems")
-    if getattr(embed, "dynamic_img_pad", False):
-        raise refuse(model, "dynamic_img_pad=True", "inputs padded to a patch multiple")
-    if not getattr(embed, "flatten", True) or getattr(embed, "output_fmt", None) not in (
-        None,
-        "NCHW",
+    # dynamic_img_size: timm's embedding keeps the NHWC map for _pos_embed to read the grid
+    # off (vitgraph's table reads it off the image), then flattens it as ours does
+    nhwc_for_dynamic = getattr(model, "dynamic_img_size", False) and embed.output_fmt == "NHWC"
+    if not nhwc_for_dynamic and (
+        not getattr(embed, "flatten", True)
+        or getattr(embed, "output_fmt", None) not in (None, "NCHW")
     ):
         raise refuse(model, f"embed_layer with output_fmt={embed.output_fmt}")
     proj = embed.proj

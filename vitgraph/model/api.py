@@ -17,7 +17,7 @@ import torch
 from torch import fx, nn
 
 from vitgraph.ir import Validated
-from vitgraph.model import intermediates, pruning
+from vitgraph.model import intermediates, pruning, resize
 from vitgraph.model.layout import FEATURE_LAYOUTS, cached_layout, graph_of
 from vitgraph.model.segments import (
     FEATURES,
@@ -48,6 +48,8 @@ class VitgraphModel(fx.GraphModule):
         "grad_checkpointing",
         "_vitgraph_num_classes",
         "vitgraph_optimized",
+        "vitgraph_cut",
+        "vitgraph_ref_windows",
     )
 
     def __deepcopy__(self, memo: dict[int, Any]) -> VitgraphModel:
@@ -133,6 +135,18 @@ class VitgraphModel(fx.GraphModule):
         taken = pruning.prune_intermediate_layers(self, indices, prune_norm, prune_head)
         set_grad_checkpointing(self, _checkpointing(self))  # the forward of the cut model
         return taken
+
+    def set_input_size(
+        self,
+        img_size: int | tuple[int, int] | None = None,
+        patch_size: int | tuple[int, int] | None = None,
+        window_size: int | tuple[int, int] | None = None,
+        window_ratio: int | None = None,
+        always_partition: bool | None = None,
+    ) -> None:
+        """timm's ``set_input_size``: rebuilt in place at ``img_size``, the weights carried
+        and the tables resampled as timm's (``vitgraph.model.resize``)."""
+        set_input_size(self, img_size, patch_size, window_size, window_ratio, always_partition)
 
     @property
     def feature_info(self) -> intermediates.FeatureInfo:
@@ -283,6 +297,26 @@ def _keeps_pooling(model: fx.GraphModule) -> bool:
     return any(rule is not None and rule.keeps_pooling for rule in rules)
 
 
+def set_input_size(
+    model: fx.GraphModule,
+    img_size: int | tuple[int, int] | None = None,
+    patch_size: int | tuple[int, int] | None = None,
+    window_size: int | tuple[int, int] | None = None,
+    window_ratio: int | None = None,
+    always_partition: bool | None = None,
+) -> None:
+    """The model rebuilt at the new size (``resize.rebuild``), its reset head reset again,
+    every weight carried with the tables resized, then adopted in place."""
+    new = resize.rebuild(model, img_size, patch_size, window_size, window_ratio, always_partition)
+    classes = model.__dict__.get("_vitgraph_num_classes")
+    if classes is not None:  # the head was reset: as timm's, it stays so
+        reset_classifier(new, classes)
+    resize.carry(model, new)
+    checkpointing = _checkpointing(model)
+    resize.adopt(model, new)
+    set_grad_checkpointing(model, checkpointing)
+
+
 def num_classes(model: fx.GraphModule) -> int:
     if "_vitgraph_num_classes" in model.__dict__:
         return model.__dict__["_vitgraph_num_classes"]
@@ -383,8 +417,9 @@ def pretrained_cfg(model: fx.GraphModule) -> dict[str, Any]:
     return {
         "architecture": graph.variant or graph.name,
         "input_size": tuple(graph.input_shape[-3:]),
-        # the position and relative tables are sized for this input (no dynamic size yet)
-        "fixed_input_size": True,
+        # the tables are sized for this input unless one resizes itself per input
+        # (a dynamic learned_pos: timm's dynamic_img_size)
+        "fixed_input_size": not any(getattr(n.params, "dynamic", False) for n in graph.nodes),
         "pool_size": pool_size,
         "interpolation": data.interpolation,
         "mean": tuple(data.mean),

@@ -281,12 +281,42 @@ def _emit_prefix(graph: fx.Graph, value: fx.Node, kind: TensorType) -> fx.Node:
     return graph.call_function(no_prefix, (value,))
 
 
-def _emit_format(graph: fx.Graph, value: fx.Node, kind: TensorType, fmt: str) -> fx.Node:
+def tokens_to_input_map(
+    x: torch.Tensor, image: torch.Tensor, *, prefix: int, stride: tuple[int, int], pad: bool
+) -> torch.Tensor:
+    """``tokens_to_map`` on the grid of this input (a dynamic size): its sides over the
+    patch ``stride``, rounded up where the embedding pads."""
+    up = (stride[0] - 1, stride[1] - 1) if pad else (0, 0)
+    grid = ((image.shape[-2] + up[0]) // stride[0], (image.shape[-1] + up[1]) // stride[1])
+    return x[:, prefix:].unflatten(1, grid).permute(0, 3, 1, 2).contiguous()
+
+
+def input_grid(spec: Validated) -> tuple[tuple[int, int], tuple[int, int], bool] | None:
+    """A dynamic-size model's declared patch grid, its stride over the input and whether
+    it rounds up (the node whose params say ``dynamic``: a table resized per input);
+    None for a model of one input size."""
+    for node in spec.nodes:
+        kind = spec.type_of(node.id)
+        if getattr(node.params, "dynamic", False) and isinstance(kind, Tokens) and kind.grid:
+            image = spec.input_type
+            assert isinstance(image, Image)
+            stride = (image.height // kind.grid[0], image.width // kind.grid[1])
+            return kind.grid, stride, bool(getattr(node.params, "dynamic_pad", False))
+    return None
+
+
+def _emit_format(
+    graph: fx.Graph, value: fx.Node, kind: TensorType, fmt: str, image: Any = None
+) -> fx.Node:
+    """``image``: (the input's fx node, ``input_grid``) of a dynamic-size model."""
     if isinstance(kind, Image):
         return value if fmt == "NCHW" else graph.call_function(map_to_tokens, (value,))
     assert isinstance(kind, Tokens)
     if fmt == "NLC":
         return graph.call_function(drop_prefix, (value,), {"prefix": kind.prefix})
+    if image is not None and image[1][0] == kind.grid:  # the grid of this input
+        keywords = {"prefix": kind.prefix, "stride": image[1][1], "pad": image[1][2]}
+        return graph.call_function(tokens_to_input_map, (value, image[0]), keywords)
     return graph.call_function(
         tokens_to_map, (value,), {"prefix": kind.prefix, "grid": _grid(kind)}
     )
@@ -349,13 +379,15 @@ def intermediates_graph(
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
     norm_id = final_norm(model) if norm else None
+    dynamic = input_grid(spec)
+    image = (env[lay.fx_of[INPUT]], dynamic) if dynamic else None
     taps, prefixes = [], []
     for index in taken:
         unit = units[index]
         value = env[lay.fx_of[spec.resolve(unit)]]
         if norm_id is not None and norm_fits(spec, norm_id, unit):
             value = emit_norm(model, graph, env, norm_id, value)
-        taps.append(_emit_format(graph, value, spec.type_of(unit), fmt))
+        taps.append(_emit_format(graph, value, spec.type_of(unit), fmt, image))
         prefixes.append(_emit_prefix(graph, value, spec.type_of(unit)))
     extra = (prefixes,) if prefix else ()
     if only:  # a bare list: what a features_only model returns

@@ -159,6 +159,7 @@ def prune_intermediate_layers(
         cut(model, last, norm if keep_norm else None)
         _lay_out_output(model)
         model.__dict__["_vitgraph_num_classes"] = 0
+        model.__dict__["vitgraph_cut"] = True
     return taken
 
 
@@ -174,6 +175,7 @@ def remove_head(model: fx.GraphModule) -> None:
     cut(model, graph_of(model).resolve(lay.features[0]))
     _lay_out_output(model)
     model.__dict__["_vitgraph_num_classes"] = 0
+    model.__dict__["vitgraph_cut"] = True  # the graph no longer is the spec's
 
 
 def _lay_out_output(model: fx.GraphModule) -> None:

@@ -23,8 +23,8 @@ import torch
 from safetensors import safe_open
 from torch import fx, nn
 
-from vitgraph.model.api import classifier_ids
-from vitgraph.model.layout import graph_of
+from vitgraph.model.layout import cached_layout, graph_of
+from vitgraph.shapes import TensorType
 from vitgraph.weights.format import check_format, describe, read_header, read_state
 from vitgraph.weights.report import LoadReport, Shape
 
@@ -100,10 +100,13 @@ def load_state(
     strict: bool = True,
     adapt: bool = False,
     antialias: bool = True,
+    source_types: dict[str, list[TensorType]] | None = None,
 ) -> LoadReport:
     """Load ``offers`` into ``model`` (see the module docstring); ``what`` begins the error
-    of a strict load that does not fit (``"w.safetensors does not fit the model"``)."""
-    plan = _plan(model, offers, fmt, source, adapt, antialias)
+    of a strict load that does not fit (``"w.safetensors does not fit the model"``).
+    ``source_types``: node id -> the input types the offered tables were made for, when
+    known (a model being resized); a checkpoint's are read off its tables."""
+    plan = _plan(model, offers, fmt, source, adapt, antialias, source_types or {})
     report = plan.report
     if report.reset:
         warnings.warn(
@@ -128,6 +131,7 @@ def _plan(
     source: str,
     adapt: bool,
     antialias: bool,
+    source_types: dict[str, list[TensorType]],
 ) -> _Plan:
     target = model.state_dict()
     report = LoadReport(
@@ -140,7 +144,11 @@ def _plan(
     plan = _Plan(report)
     graph = graph_of(model) if adapt else None
     nodes = {n.id: n for n in graph.nodes} if graph is not None else {}
-    heads = set(classifier_ids(model)) if isinstance(model, fx.GraphModule) and adapt else set()
+    heads = (
+        set(cached_layout(model).classifiers)
+        if isinstance(model, fx.GraphModule) and adapt
+        else set()
+    )
     order = [k for k in target if k in offers] + [k for k in offers if k not in target]
     for key in order:  # reported in the model's order, not the source's (safetensors sorts)
         offer = offers[key]
@@ -163,6 +171,7 @@ def _plan(
                     offer.fetch(),
                     tuple(want.shape),
                     antialias=antialias,
+                    was=source_types.get(node.id),
                 )
             if resized is not None and tuple(resized.shape) == tuple(want.shape):
                 fetch = _constant(resized)
