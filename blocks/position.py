@@ -45,6 +45,8 @@ def resample_table(
     bicubic with antialiasing and the prefix rows kept, as timm's ``_pos_embed`` calls
     ``resample_abs_pos_embed`` under ``dynamic_img_size``. Free of branches on sizes, so
     a symbolic trace (torchvision's feature extraction) keeps the size dynamic."""
+    if not pad:
+        _check_divides(image, stride)
     up = (stride[0] - 1, stride[1] - 1) if pad else (0, 0)  # a partial patch counts
     rows = (image.shape[-2] + up[0]) // stride[0]  # as the patch convolution's output
     cols = (image.shape[-1] + up[1]) // stride[1]
@@ -54,6 +56,20 @@ def resample_table(
     body = F.interpolate(body, size=(rows, cols), mode="bicubic", antialias=True)
     body = body.permute(0, 2, 3, 1).reshape(1, -1, dim).to(table.dtype)
     return torch.cat([head, body], dim=1)
+
+
+def _check_divides(image: torch.Tensor, stride: tuple[int, int]) -> None:
+    """timm's unpadded dynamic ``PatchEmbed`` refuses a side the patch does not divide;
+    so do we, rather than floor it as the convolution would. Checked where sizes are
+    plain ints (eager); a symbolic trace keeps no check, as timm's ``_assert`` is lost."""
+    height, width = image.shape[-2], image.shape[-1]
+    if isinstance(height, int) and isinstance(width, int):
+        if height % stride[0] or width % stride[1]:
+            raise ValueError(
+                f"an input of {height}x{width} is not a whole number of {stride[0]}x"
+                f"{stride[1]} patches: resize it to a multiple, or build with "
+                "dynamic_img_pad=True (the embedding then pads it)"
+            )
 
 
 def add_dynamic_table(

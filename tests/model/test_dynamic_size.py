@@ -41,6 +41,16 @@ def test_fx_feature_extraction_traces_a_dynamic_model_and_runs_it_at_another_siz
         assert torch.equal(next(iter(traced(x).values())), ours(x))
 
 
+def test_a_side_the_patch_does_not_divide_is_refused_without_padding_as_timms():
+    reference = redraw_(timm.create_model("vit_tiny_patch16_224", depth=1, dynamic_img_size=True))
+    ours = vitgraph.from_timm(reference).eval()
+    x = torch.randn(1, 3, 150, 224)
+    with pytest.raises(AssertionError, match="divisible by patch size"):
+        reference(x)
+    with pytest.raises(ValueError, match="150x224 is not a whole number of 16x16 patches"):
+        ours(x)
+
+
 def test_a_fixed_size_model_reports_a_fixed_input_size():
     model = vitgraph.build("vit_ti_16", overrides={"depth": 1})
     assert model.pretrained_cfg["fixed_input_size"] is True
