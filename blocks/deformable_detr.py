@@ -42,6 +42,10 @@ from vitgraph.vocabulary import Activation, DropRate, PosInt
 
 GROUPS = 32  # GroupNorm(32, d) after every input projection (official deformable_detr.py)
 PRIOR = 0.01  # the focal head's initial foreground probability (RetinaNet §4.1)
+#: the learning-rate factor of the sampling offsets and the reference-point projections
+#: (official main.py: ``lr_linear_proj_names`` trained at ``lr_linear_proj_mult`` 0.1);
+#: declared on those modules as ``lr_scale``, which the training objectives honour
+LINEAR_PROJ_LR = 0.1
 
 # -- input projections ---------------------------------------------------------------------
 
@@ -259,6 +263,7 @@ class DeformAttn(nn.Module):
         super().__init__()
         self.heads, self.levels, self.points, self.coords = heads, levels, points, coords
         self.sampling_offsets = nn.Linear(dim, heads * levels * points * 2)
+        setattr(self.sampling_offsets, "lr_scale", LINEAR_PROJ_LR)  # noqa: B010 (a float)
         self.attention_weights = nn.Linear(dim, heads * levels * points)
         self.value_proj = nn.Linear(dim, dim)
         self.output_proj = nn.Linear(dim, dim)
@@ -472,6 +477,7 @@ class LearnedQueries(nn.Module):
         self.dim = dim
         self.query_embed = nn.Parameter(torch.randn(queries, 2 * dim))  # nn.Embedding's
         self.reference_points = nn.Linear(dim, 2)
+        setattr(self.reference_points, "lr_scale", LINEAR_PROJ_LR)  # noqa: B010 (a float)
         nn.init.xavier_uniform_(self.reference_points.weight)
         nn.init.zeros_(self.reference_points.bias)
 

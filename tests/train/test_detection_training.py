@@ -89,6 +89,31 @@ def test_the_backbone_trains_at_a_tenth_of_the_learning_rate(small_set):
             assert group["lr_scale"] == (0.1 if backbone else 1.0), names[id(param)]
 
 
+@pytest.mark.parametrize("variant", ["deformable_detr", "deformable_detr_two_stage"])
+def test_deformable_detr_trains_offsets_and_reference_points_at_the_official_tenth(
+    small_set, variant
+):
+    from vitgraph.train.config import make_config
+    from vitgraph.train.loop import Trainer
+
+    overrides = {**DEFORMABLE_TINY, "dim": 32, "heads": 2, "ffn": 64}
+    config = make_config(
+        spec=variant, overrides=overrides, data=small_set, batch_size=8, progress=False
+    )
+    trainer = Trainer(config)
+    names = {id(p): n for n, p in trainer.model.named_parameters()}
+    slow = {"sampling_offsets", "reference_points"}  # official lr_linear_proj_names
+    seen = set()
+    for group in trainer.optimizer.param_groups:
+        for param in group["params"]:
+            name = names[id(param)]
+            backbone = name.split(".")[0] in ("backbone", "layer1", "layer2", "layer3", "layer4")
+            projection = slow & set(name.split("."))
+            seen |= projection
+            assert group["lr_scale"] == (0.1 if backbone or projection else 1.0), name
+    assert seen == (slow - {"reference_points"} if "two_stage" in variant else slow)
+
+
 def test_a_detr_run_killed_after_epoch_one_and_resumed_ends_with_the_same_weights(
     small_set, tmp_path
 ):

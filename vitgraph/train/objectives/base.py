@@ -36,6 +36,13 @@ class Objective:
         teacher: nn.Module | None = None,
     ) -> None:
         self.graph, self.config, self.classes, self.teacher = graph, config, classes, teacher
+        #: learning-rate factors the blocks declare on their modules (``lr_scale``: e.g.
+        #: Deformable DETR's sampling offsets at the official 0.1)
+        self.declared_lr_scales = {
+            name: float(module.lr_scale)
+            for name, module in model.named_modules()
+            if isinstance(getattr(module, "lr_scale", None), float)
+        }
 
     def step(
         self, model: nn.Module, batch: Any, generator: torch.Generator
@@ -48,9 +55,10 @@ class Objective:
         raise NotImplementedError
 
     def lr_scales(self) -> dict[str, float]:
-        """Node id -> the factor of the learning rate its parameters train at (default:
-        none, every parameter at the run's rate)."""
-        return {}
+        """Node id (or a module's path) -> the factor of the learning rate its parameters
+        train at (default: what the blocks declare, every other parameter at the run's
+        rate)."""
+        return dict(self.declared_lr_scales)
 
     def close(self) -> None:
         """Remove hooks the objective put on the model."""

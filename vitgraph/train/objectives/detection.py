@@ -320,7 +320,9 @@ class Detection(Objective):
         self.focal = any(isinstance(t, Detections) and t.sigmoid for t in heads)
 
     def lr_scales(self) -> dict[str, float]:
-        """The backbone (every node a feature pyramid gathers from) at ``backbone_lr``."""
+        """The backbone (every node a feature pyramid gathers from) at ``backbone_lr``,
+        and what the blocks declare (Deformable DETR's sampling offsets and reference
+        points at 0.1, as the official recipe)."""
         import networkx as nx
 
         edges = self.graph.inferred.graph
@@ -329,7 +331,7 @@ class Detection(Objective):
             if isinstance(self.graph.type_of(node.id), Pyramid):
                 backbone |= nx.ancestors(edges, node.id)
         ids = {node.id for node in self.graph.nodes}
-        return {name: self.config.backbone_lr for name in backbone & ids}
+        return {**super().lr_scales(), **{n: self.config.backbone_lr for n in backbone & ids}}
 
     def step(
         self,
