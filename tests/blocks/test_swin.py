@@ -65,6 +65,15 @@ def test_a_dynamic_swin_trains_as_timms_at_a_padded_size():
     assert compare(ours, reference, timm_state_map(reference), x) == []
 
 
+def test_set_input_size_keeps_a_dynamic_swin_dynamic_and_equal_to_timms():
+    reference = _dynamic_swin(strict_img_size=False)
+    ours = vitgraph.from_timm(reference)
+    reference.set_input_size(img_size=(256, 256), window_size=8)
+    ours.set_input_size(img_size=(256, 256), window_size=8)
+    assert ours.pretrained_cfg["fixed_input_size"] is False
+    assert_same_logits(ours, reference, torch.randn(1, 3, 320, 224))
+
+
 def test_a_dynamic_swin_refuses_a_side_its_patch_does_not_divide_in_one_line():
     ours = vitgraph.from_timm(_dynamic_swin(strict_img_size=False))
     with pytest.raises(ValueError, match="an input of 226x224 gives 3136 tokens"):
