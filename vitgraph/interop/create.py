@@ -166,12 +166,12 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
     )
     if size and graph.args.get(SPEC_OPTION) is not None:
         # the spec takes timm's option itself (Swin: windows padded, masks per input)
-        edits = graph.edits
+        done = graph.edits
         graph = Graph.from_source(
             graph.source, graph.variant, {**graph.overrides, SPEC_OPTION: True}
         )
-        graph.edits = edits
-        size = False  # done; the padding below is the embedding's
+        graph.edits = done
+        size = False  # applied; what follows is the padding of the embedding
     tables = [n for n in graph.nodes if n.kind == "learned_pos" and n.top == n.id]
     if size and len(tables) != 1:
         found = ", ".join(n.id for n in tables) if tables else "none"

@@ -133,7 +133,7 @@ def emit_layout(
     found = grids.get(kind.grid) if kind.grid is not None else None
     if found is not None and fmt.input_out is not None:
         image = next(n for n in graph.nodes if n.op == "placeholder")
-        keywords = {"stride": found[0], "pad": found[1]}
+        keywords: dict[str, Any] = {"stride": found[0], "pad": found[1]}
         return graph.call_function(fmt.input_out, (value, image), keywords)
     return graph.call_function(fmt.out, (value,), fmt.keywords(kind))
 

@@ -188,6 +188,6 @@ def _lay_out_output(model: fx.GraphModule) -> None:
     output = next(n for n in model.graph.nodes if n.op == "output")
     with model.graph.inserting_before(output):
         grids = input_grids(graph_of(model))
-        laid = emit_layout(model.graph, fmt, output.args[0], kind, grids)  # type: ignore[arg-type]
+        laid = emit_layout(model.graph, fmt, output.args[0], kind, grids)
     output.args = (laid,)
     model.recompile()
