@@ -188,11 +188,14 @@ def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
 
 
 def shifted_window_mask(
-    grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]
+    grid: tuple[int, int],
+    size: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """(windows, 1, N, N) additive mask: -100 between tokens that the cyclic shift brought
     into one window from different regions of the map (Fig. 4), 0 elsewhere."""
-    region = torch.zeros(grid, dtype=torch.long)
+    region = torch.zeros(grid, dtype=torch.long, device=device)
     label = 0
     for rows in (
         (0, grid[0] - size[0]),
@@ -208,7 +211,7 @@ def shifted_window_mask(
             label += 1
     windows = partition(region[None, :, :, None], grid, size).squeeze(-1)  # (nW, N)
     differ = windows[:, :, None] != windows[:, None, :]
-    return torch.zeros(differ.shape).masked_fill(differ, -100.0)[:, None]
+    return torch.zeros(differ.shape, device=device).masked_fill(differ, -100.0)[:, None]
 
 
 def partition(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -315,7 +318,7 @@ def pad_to_windows(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
 def window_mask(x: torch.Tensor, size: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
     """``shifted_window_mask`` of the (B, H, W, C) padded map ``x``, on its device."""
     grid = (int(x.shape[1]), int(x.shape[2]))
-    return shifted_window_mask(grid, size, shift).to(x.device)
+    return shifted_window_mask(grid, size, shift, x.device)
 
 
 @torch.fx.wrap
