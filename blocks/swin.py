@@ -3,12 +3,15 @@ relative position bias (§3.2), shifted windows with an attention mask (§3.2, F
 and patch merging between stages (§3.1).
 
 Tokens stay ``(B, H*W, C)`` between blocks (the grid lives in the static type); each
-block reshapes to ``(B, H, W, C)`` internally with sizes known at build time.
+block reshapes to ``(B, H, W, C)`` internally with sizes known at build time. A
+``dynamic`` block (timm's Swin with ``strict_img_size=False``) also takes the image and
+reads the grid of each input off it: the map is padded to a window multiple and the
+shifted windows' mask is computed per input, by leaf functions of a symbolic trace.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from typing import Annotated, Literal, Self
 
 import torch
@@ -21,7 +24,7 @@ from vitgraph.blocks._attention_common import merge_heads, split_fused
 from vitgraph.errors import ShapeError
 from vitgraph.registry import register
 from vitgraph.resample import ResampleError, resize_relative_bias_table
-from vitgraph.shapes import TensorType, Tokens, expect_grid, expect_tokens
+from vitgraph.shapes import Image, TensorType, Tokens, expect_grid, expect_tokens
 from vitgraph.vocabulary import DropRate, PosInt, head_width
 
 
@@ -35,7 +38,46 @@ def effective_window(
     return (sizes[0], sizes[1]), (shifts[0], shifts[1])
 
 
-class _Windowed(Block):
+class _Dynamic(Block):
+    """A Swin block that may read the grid of each input off the image (``dynamic``)."""
+
+    arity = None  # the tokens, and the image when dynamic (checked in infer)
+    dynamic: bool = False
+    """Take the image as second input (``inputs: [<tokens>, input]``) and run on the grid
+    of each input, its sides over ``stride`` rounded up: timm's Swin with
+    ``strict_img_size=False``. The types keep the declared size."""
+    stride: PosInt | None = None
+    """With ``dynamic``: the stride of the tokens it receives over the image (the patch,
+    times 2 per patch merging before it)."""
+
+    def check_dynamic(self, tokens: Tokens, inputs: Sequence[TensorType]) -> None:
+        if not self.dynamic:
+            if len(inputs) > 1:
+                raise ShapeError(
+                    f"{self.kind} takes one input (the tokens), got {len(inputs)}",
+                    hint="a second input (the image) is read only with dynamic: true",
+                )
+            return
+        image = inputs[1] if len(inputs) > 1 else None
+        if not isinstance(image, Image) or len(inputs) != 2:
+            raise ShapeError(
+                f"a dynamic {self.kind} reads the grid off the image, but its second input "
+                f"is {image if image is not None else 'missing'}",
+                field="dynamic",
+                hint="list the image as its second input: inputs: [<tokens>, input]",
+            )
+        grid = expect_grid(tokens, self.kind)
+        stride = self.stride or 0
+        if not stride or grid != (-(-image.height // stride), -(-image.width // stride)):
+            raise ShapeError(
+                f"the {grid[0]}x{grid[1]} grid is not the {image.height}x{image.width} "
+                f"image's at stride {self.stride}",
+                field="stride",
+                hint="stride: the patch times 2 per patch merging before this block",
+            )
+
+
+class _Windowed(_Dynamic):
     """The fields and shape rule both Swin window attentions share."""
 
     role = "attention"
@@ -63,9 +105,10 @@ class _Windowed(Block):
                 f"window attention takes patch tokens only, but receives {tokens}",
                 hint="window attention has no place for a class token",
             )
+        self.check_dynamic(tokens, inputs)
         size, shift = effective_window(grid, self.window, self.shift)
         for side, win in zip(grid, size, strict=True):
-            if side % win:
+            if side % win and not self.dynamic:  # a dynamic block pads, as timm
                 fits = [d for d in range(1, side + 1) if side % d == 0 and d <= 2 * win]
                 raise ShapeError(
                     f"window {self.window} must divide the {grid[0]}x{grid[1]} "
@@ -98,7 +141,8 @@ class WindowAttention(_Windowed):
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and tokens.grid is not None and self.head_dim
         size, shift = effective_window(tokens.grid, self.window, self.shift)
-        return ShiftedWindowAttention(
+        cls = DynamicShiftedWindowAttention if self.dynamic else ShiftedWindowAttention
+        return cls(
             tokens.dim,
             tokens.grid,
             self.heads,
@@ -108,6 +152,7 @@ class WindowAttention(_Windowed):
             self.qkv_bias,
             self.attn_drop,
             self.proj_drop,
+            stride=self.stride if self.dynamic else None,
         )
 
     def resample(
@@ -143,11 +188,14 @@ def relative_position_index(win_h: int, win_w: int) -> torch.Tensor:
 
 
 def shifted_window_mask(
-    grid: tuple[int, int], size: tuple[int, int], shift: tuple[int, int]
+    grid: tuple[int, int],
+    size: tuple[int, int],
+    shift: tuple[int, int],
+    device: torch.device | None = None,
 ) -> torch.Tensor:
     """(windows, 1, N, N) additive mask: -100 between tokens that the cyclic shift brought
     into one window from different regions of the map (Fig. 4), 0 elsewhere."""
-    region = torch.zeros(grid, dtype=torch.long)
+    region = torch.zeros(grid, dtype=torch.long, device=device)
     label = 0
     for rows in (
         (0, grid[0] - size[0]),
@@ -163,7 +211,7 @@ def shifted_window_mask(
             label += 1
     windows = partition(region[None, :, :, None], grid, size).squeeze(-1)  # (nW, N)
     differ = windows[:, :, None] != windows[:, None, :]
-    return torch.zeros(differ.shape).masked_fill(differ, -100.0)[:, None]
+    return torch.zeros(differ.shape, device=device).masked_fill(differ, -100.0)[:, None]
 
 
 def partition(x: torch.Tensor, grid: tuple[int, int], size: tuple[int, int]) -> torch.Tensor:
@@ -195,9 +243,10 @@ class ShiftedWindowAttention(nn.Module):
         qkv_bias: bool,
         attn_drop: float,
         proj_drop: float,
+        stride: int | None = None,
     ) -> None:
         super().__init__()
-        self.grid, self.size, self.shift = grid, size, shift
+        self.grid, self.size, self.shift, self.stride = grid, size, shift, stride
         self.heads, self.head_dim = heads, head_dim
         self.windows = (grid[0] // size[0]) * (grid[1] // size[1])
         self.area = size[0] * size[1]
@@ -214,7 +263,8 @@ class ShiftedWindowAttention(nn.Module):
             "relative_position_index", relative_position_index(*size).flatten(), persistent=False
         )
         self.shifted = any(shift)
-        mask = shifted_window_mask(grid, size, shift) if self.shifted else torch.zeros(0)
+        static = self.shifted and stride is None  # a dynamic block's mask is per input
+        mask = shifted_window_mask(grid, size, shift) if static else torch.zeros(0)
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -240,8 +290,109 @@ class ShiftedWindowAttention(nn.Module):
         return out.reshape(-1, rows * cols, out.shape[-1])
 
 
+@torch.fx.wrap
+def image_map(x: torch.Tensor, image: torch.Tensor, stride: int) -> torch.Tensor:
+    """Tokens (B, rows*cols, C) as the (B, rows, cols, C) map of ``image``'s grid: its
+    sides over ``stride``, rounded up (patch merging pads an odd side). An input whose
+    tokens are not that grid (a side the patch does not divide) is refused in one line."""
+    rows = -(-image.shape[-2] // stride)
+    cols = -(-image.shape[-1] // stride)
+    if x.shape[1] != rows * cols:
+        raise ValueError(
+            f"an input of {image.shape[-2]}x{image.shape[-1]} gives {x.shape[1]} tokens, not "
+            f"its {rows}x{cols} grid at stride {stride}: its sides must be multiples of the patch"
+        )
+    return x.reshape(x.shape[0], rows, cols, x.shape[-1])
+
+
+@torch.fx.wrap
+def pad_to_windows(x: torch.Tensor, size: tuple[int, int]) -> torch.Tensor:
+    """(B, H, W, C) zero-padded on the bottom and right to window multiples, as timm's
+    ``SwinTransformerBlock._attn``."""
+    pad_h = (size[0] - x.shape[1] % size[0]) % size[0]
+    pad_w = (size[1] - x.shape[2] % size[1]) % size[1]
+    return F.pad(x, (0, 0, 0, pad_w, 0, pad_h))
+
+
+@torch.fx.wrap
+def window_mask(x: torch.Tensor, size: tuple[int, int], shift: tuple[int, int]) -> torch.Tensor:
+    """``shifted_window_mask`` of the (B, H, W, C) padded map ``x``, on its device."""
+    grid = (int(x.shape[1]), int(x.shape[2]))
+    return shifted_window_mask(grid, size, shift, x.device)
+
+
+@torch.fx.wrap
+def crop_to(x: torch.Tensor, like: torch.Tensor) -> torch.Tensor:
+    """(B, H', W', C) cut to the rows and columns of ``like`` (the padding dropped)."""
+    return x[:, : like.shape[1], : like.shape[2]].contiguous()
+
+
+@torch.fx.wrap
+def pad_to_even(x: torch.Tensor) -> torch.Tensor:
+    """(B, H, W, C) zero-padded by one row / column where a side is odd, as timm's
+    ``PatchMerging``."""
+    return F.pad(x, (0, 0, 0, x.shape[2] % 2, 0, x.shape[1] % 2))
+
+
+def dynamic_windows(
+    x: torch.Tensor,
+    image: torch.Tensor,
+    stride: int,
+    size: tuple[int, int],
+    shift: tuple[int, int],
+    attend: Callable[[torch.Tensor, torch.Tensor | None], torch.Tensor],
+) -> torch.Tensor:
+    """Window attention on the grid of ``image`` (timm's ``_attn`` under
+    ``strict_img_size=False``): roll, pad to window multiples, ``attend(windows, mask)``
+    with the mask of the padded map, merge, crop, roll back. No branch on a size: the
+    size-dependent steps are leaf functions."""
+    x = image_map(x, image, stride)  # (B, H, W, C)
+    shifted = any(shift)
+    if shifted:
+        x = torch.roll(x, shifts=(-shift[0], -shift[1]), dims=(1, 2))
+    padded = pad_to_windows(x, size)  # (B, H', W', C)
+    h, w = size
+    windows = padded.unflatten(1, (-1, h)).unflatten(3, (-1, w))  # (B, H'/h, h, W'/w, w, C)
+    windows = windows.permute(0, 1, 3, 2, 4, 5).reshape(-1, h * w, x.shape[-1])
+    out = attend(windows, window_mask(padded, size, shift) if shifted else None)
+    out = out.reshape(padded.shape[0], padded.shape[1] // h, padded.shape[2] // w, h, w, -1)
+    out = crop_to(out.permute(0, 1, 3, 2, 4, 5).flatten(3, 4).flatten(1, 2), x)
+    if shifted:
+        out = torch.roll(out, shifts=shift, dims=(1, 2))
+    return out.flatten(1, 2)
+
+
+def windows_bias(bias: torch.Tensor, mask: torch.Tensor | None, count: int) -> torch.Tensor:
+    """The (heads, N, N) bias plus the (nW, 1, N, N) mask of shifted windows, repeated
+    for every image of the ``count`` (B * nW) windows (batch-major); the bias alone
+    without a mask."""
+    if mask is None:
+        return bias
+    heads, area = bias.shape[0], bias.shape[-1]
+    both = (bias + mask).unsqueeze(0).expand(count // mask.shape[0], -1, -1, -1, -1)
+    return both.reshape(-1, heads, area, area)
+
+
+class DynamicShiftedWindowAttention(ShiftedWindowAttention):
+    """``ShiftedWindowAttention`` on the grid of each input (``dynamic_windows``)."""
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        assert self.stride is not None
+        return dynamic_windows(x, image, self.stride, self.size, self.shift, self.attend)
+
+    def attend(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        q, k, v = split_fused(self.qkv(windows), 3, self.heads)  # each (B*nW, heads, N, d)
+        bias = self.relative_position_bias_table[self.relative_position_index]
+        bias = bias.reshape(self.area, self.area, self.heads).permute(2, 0, 1)  # (heads, N, N)
+        bias = windows_bias(bias, mask, windows.shape[0])
+        out = F.scaled_dot_product_attention(
+            q, k, v, attn_mask=bias.to(q.dtype), dropout_p=self.attn_drop if self.training else 0.0
+        )
+        return self.proj_drop(self.proj(merge_heads(out, copy=True)))  # (B*nW, N, C)
+
+
 @register
-class PatchMerging(Block):
+class PatchMerging(_Dynamic):
     """Concatenate each 2x2 group of neighbouring tokens (4C), LayerNorm, and project
     linearly without bias to ``out_dim`` (§3.1): the grid halves, the width doubles.
     ``norm_last``: project first, then LayerNorm the output width (Swin v2,
@@ -262,6 +413,7 @@ class PatchMerging(Block):
         rows, cols = expect_grid(tokens, self.kind)
         if tokens.prefix:
             raise ShapeError(f"patch merging takes patch tokens only, but receives {tokens}")
+        self.check_dynamic(tokens, inputs)
         out = self.out_dim or 2 * tokens.dim
         # An odd side is zero-padded by one row / column first, as timm does.
         grid = ((rows + 1) // 2, (cols + 1) // 2)
@@ -270,6 +422,11 @@ class PatchMerging(Block):
     def build(self, *inputs: TensorType) -> nn.Module:
         tokens = inputs[0]
         assert isinstance(tokens, Tokens) and tokens.grid is not None and self.out_dim
+        if self.dynamic:
+            assert self.stride is not None
+            return DynamicMergePatches(
+                tokens.dim, self.out_dim, tokens.grid, self.norm_eps, self.norm_last, self.stride
+            )
         return MergePatches(tokens.dim, self.out_dim, tokens.grid, self.norm_eps, self.norm_last)
 
 
@@ -291,6 +448,30 @@ class MergePatches(nn.Module):
         x = x.reshape(-1, rows // 2, 2, cols // 2, 2, x.shape[-1])  # (B, H/2, dh, W/2, dw, C)
         # Concatenation order (dh, dw) = (0,0), (1,0), (0,1), (1,1): the paper's x0..x3.
         x = x.permute(0, 1, 3, 4, 2, 5).reshape(-1, (rows // 2) * (cols // 2), 4 * x.shape[-1])
+        if self.norm_last:
+            return self.norm(self.reduction(x))
+        return self.reduction(self.norm(x))
+
+
+class DynamicMergePatches(MergePatches):
+    """``MergePatches`` on the grid of each input, an odd side padded per input."""
+
+    def __init__(
+        self,
+        dim: int,
+        out_dim: int,
+        grid: tuple[int, int],
+        eps: float,
+        norm_last: bool,
+        stride: int,
+    ) -> None:
+        super().__init__(dim, out_dim, grid, eps, norm_last)
+        self.stride = stride
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        x = pad_to_even(image_map(x, image, self.stride))  # (B, H, W, C), even sides
+        x = x.unflatten(1, (-1, 2)).unflatten(3, (-1, 2))  # (B, H/2, dh, W/2, dw, C)
+        x = x.permute(0, 1, 3, 4, 2, 5).flatten(3).flatten(1, 2)  # (B, H/2 * W/2, 4C)
         if self.norm_last:
             return self.norm(self.reduction(x))
         return self.reduction(self.norm(x))

@@ -17,11 +17,13 @@ from torch import nn
 from vitgraph.blocks._attention_common import merge_heads, split_fused
 from vitgraph.blocks.swin import (
     _Windowed,
+    dynamic_windows,
     effective_window,
     merge,
     partition,
     relative_position_index,
     shifted_window_mask,
+    windows_bias,
 )
 from vitgraph.registry import register
 from vitgraph.shapes import TensorType, Tokens
@@ -52,7 +54,8 @@ class CosineWindowAttention(_Windowed):
         assert isinstance(tokens, Tokens) and tokens.grid is not None and self.head_dim
         size, shift = effective_window(tokens.grid, self.window, self.shift)
         pretrained = (self.pretrained_window,) * 2 if self.pretrained_window else size
-        return CosineShiftedWindowAttention(
+        cls = DynamicCosineWindowAttention if self.dynamic else CosineShiftedWindowAttention
+        return cls(
             tokens.dim,
             tokens.grid,
             self.heads,
@@ -63,6 +66,7 @@ class CosineWindowAttention(_Windowed):
             self.qkv_bias,
             self.attn_drop,
             self.proj_drop,
+            stride=self.stride if self.dynamic else None,
         )
 
 
@@ -96,9 +100,10 @@ class CosineShiftedWindowAttention(nn.Module):
         qkv_bias: bool,
         attn_drop: float,
         proj_drop: float,
+        stride: int | None = None,
     ) -> None:
         super().__init__()
-        self.grid, self.size, self.shift = grid, size, shift
+        self.grid, self.size, self.shift, self.stride = grid, size, shift, stride
         self.heads, self.area = heads, size[0] * size[1]
         self.attn_drop = attn_drop
         inner = heads * head_dim
@@ -122,7 +127,8 @@ class CosineShiftedWindowAttention(nn.Module):
             "relative_position_index", relative_position_index(*size).flatten(), persistent=False
         )
         self.shifted = any(shift)
-        mask = shifted_window_mask(grid, size, shift) if self.shifted else torch.zeros(0)
+        static = self.shifted and stride is None  # a dynamic block's mask is per input
+        mask = shifted_window_mask(grid, size, shift) if static else torch.zeros(0)
         self.register_buffer("attn_mask", mask, persistent=False)
 
     def forward(self, x: torch.Tensor) -> torch.Tensor:
@@ -160,3 +166,32 @@ class CosineShiftedWindowAttention(nn.Module):
         if self.shifted:
             out = torch.roll(out, shifts=self.shift, dims=(1, 2))
         return out.reshape(-1, rows * cols, out.shape[-1])
+
+
+class DynamicCosineWindowAttention(CosineShiftedWindowAttention):
+    """``CosineShiftedWindowAttention`` on the grid of each input (``dynamic_windows``)."""
+
+    def forward(self, x: torch.Tensor, image: torch.Tensor) -> torch.Tensor:  # type: ignore[override]
+        assert self.stride is not None
+        return dynamic_windows(x, image, self.stride, self.size, self.shift, self.attend)
+
+    def attend(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
+        bias = None
+        if self.q_bias is not None and self.v_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        q, k, v = split_fused(F.linear(windows, self.qkv.weight, bias), 3, self.heads)
+        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
+        q = F.normalize(q, dim=-1) * scale
+        k = F.normalize(k, dim=-1)
+        table = self.cpb_mlp(self.relative_coords_table)  # ((2h-1)(2w-1), heads)
+        position = table[self.relative_position_index].reshape(self.area, self.area, -1)
+        position = 16 * torch.sigmoid(position.permute(2, 0, 1))  # (heads, N, N)
+        out = F.scaled_dot_product_attention(
+            q,
+            k,
+            v,
+            attn_mask=windows_bias(position, mask, windows.shape[0]).to(q.dtype),
+            dropout_p=self.attn_drop if self.training else 0.0,
+            scale=1.0,
+        )
+        return self.proj_drop(self.proj(merge_heads(out, copy=True)))  # (B*nW, N, C)

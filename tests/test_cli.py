@@ -155,7 +155,7 @@ def test_build_dynamic_img_size_makes_the_table_resize_and_is_refused_by_name_wi
 ):
     assert main(["build", "vit_ti_16", "--set", "depth=1", "--dynamic-img-size", "--json"]) == 0
     assert json.loads(capsys.readouterr().out)["forward_output_shape"] == [1, 1000]
-    assert main(["validate", "swin_t", "--dynamic-img-size"]) == 2
-    assert "swin_t: dynamic_img_size=True resizes the one absolute position table" in (
+    assert main(["validate", "levit_128s", "--dynamic-img-size"]) == 2
+    assert "levit_128s: dynamic_img_size=True resizes the one absolute position table" in (
         capsys.readouterr().err
     )

@@ -119,6 +119,30 @@ def test_dynamic_img_size_makes_a_shipped_spec_equal_timms_dynamic_model_at_othe
         assert_same_logits(ours, reference, torch.randn(2, 3, *size))
 
 
+@pytest.mark.parametrize(
+    ("variant", "timm_name", "size"),
+    [
+        ("swin_t", "swin_tiny_patch4_window7_224", (256, 192)),
+        ("swinv2_t_w8", "swinv2_tiny_window8_256", (224, 160)),
+    ],
+)
+def test_dynamic_img_size_makes_swin_equal_timms_dynamic_swin_at_a_size_its_windows_pad(
+    variant, timm_name, size
+):
+    from tests.helpers import assert_same_logits, redraw_
+
+    small = {"depths": (1, 1, 2, 1), "num_heads": (1, 1, 2, 2)}
+    reference = redraw_(
+        timm.create_model(timm_name, embed_dim=16, dynamic_img_size=True, **small)
+    ).eval()
+    ours = vitgraph.create_model(
+        variant, dim=16, depths=[1, 1, 2, 1], heads=[1, 1, 2, 2], dynamic_img_size=True
+    )
+    ours.load_state_dict(vitgraph.from_timm(reference).state_dict())
+    assert ours.pretrained_cfg["fixed_input_size"] is False
+    assert_same_logits(ours, reference, torch.randn(2, 3, *size))
+
+
 def test_dynamic_img_pad_pads_to_a_patch_multiple_as_timms_at_a_size_the_patch_does_not_divide():
     from tests.helpers import assert_same_logits, redraw_
 
@@ -132,7 +156,7 @@ def test_dynamic_img_pad_pads_to_a_patch_multiple_as_timms_at_a_size_the_patch_d
 @pytest.mark.parametrize(
     ("variant", "message"),
     [
-        ("swin_t", "swin_t has 0 (none)"),
+        ("levit_128s", "levit_128s has 0 (none)"),
         ("crossvit_9", "crossvit_9 has 2 (pos_embed_small, pos_embed_large)"),
         (
             "cait_xxs24",

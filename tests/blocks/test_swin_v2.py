@@ -88,6 +88,26 @@ def test_from_timm_swinv2_gives_equal_logits_and_gradients_in_training():
     assert compare(ours, reference, timm_state_map(reference), x) == []
 
 
+@pytest.mark.slow
+def test_a_dynamic_swinv2_equals_timms_at_sizes_its_windows_do_not_divide_in_training_too():
+    # built at 128 (grids 32 .. 4, window 16), run at 160x96: grids 40x24 .. 5x3, padded
+    reference = timm.create_model(
+        "swinv2_base_window12to16_192to256",
+        img_size=128,
+        embed_dim=16,
+        depths=(1, 2, 2, 1),
+        num_heads=(1, 2, 2, 4),
+        drop_path_rate=0.1,
+        num_classes=10,
+        strict_img_size=False,
+    )
+    reference = redraw_(reference)
+    ours = vitgraph.from_timm(reference)
+    assert ours.pretrained_cfg["fixed_input_size"] is False
+    x = torch.randn(2, 3, 160, 96, generator=torch.Generator().manual_seed(2))
+    assert compare(ours, reference, timm_state_map(reference), x) == []
+
+
 def test_from_timm_refuses_swinv2_cr_by_its_class():
     model = timm.create_model("swinv2_cr_tiny_ns_224", img_size=64, window_size=4)
     with pytest.raises(SpecError, match="SwinTransformerV2Cr"):

@@ -71,21 +71,6 @@ def test_byobnet_models_that_crashed_are_refused_by_name(name, option):
         vitgraph.from_timm(reference)
 
 
-@pytest.mark.parametrize(
-    ("name", "kwargs", "option"),
-    [
-        ("vit_tiny_patch16_224", {"dynamic_img_size": True}, "dynamic_img_size=True"),
-        ("deit_tiny_distilled_patch16_224", {"dynamic_img_size": True}, "dynamic_img_size"),
-        ("swin_tiny_patch4_window7_224", {"strict_img_size": False}, "strict_img_size=False"),
-    ],
-)
-def test_dynamic_image_sizes_are_refused_by_name(name, kwargs, option):
-    with torch.device("meta"):
-        reference = timm.create_model(name, **kwargs)
-    with pytest.raises(SpecError, match=option):
-        vitgraph.from_timm(reference)
-
-
 def _hf(config_cls: str, model_cls: str, **config) -> torch.nn.Module:
     config = getattr(transformers, config_cls)(**config)
     return redraw_(getattr(transformers, model_cls)(config)).eval()

@@ -368,7 +368,7 @@ def test_a_refusal_finds_its_entry_and_issue_in_the_class_table_or_its_parts():
     from vitgraph.interop.options import option_of
 
     assert option_of("VisionTransformer", "attn_layer=AttentionRope").issue == 23  # type: ignore[union-attr]
-    assert option_of("SwinTransformer", "strict_img_size=False").issue == 20  # type: ignore[union-attr]
+    assert option_of("SwinTransformer", "always_partition=True").issue == 20  # type: ignore[union-attr]
     # ByobNet's options live in the ByoModelCfg its entrypoints pass
     byo = TABLES["timm.models.byobnet.ByoModelCfg"]
     assert option_of("ByobNet", "stem_pool=AvgPool2d(2)") is byo["stem_pool"]

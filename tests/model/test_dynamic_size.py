@@ -124,3 +124,37 @@ def test_features_only_of_a_dynamic_model_gives_maps_of_the_inputs_grid():
     taps = vitgraph.create_model("vit_s_16", depth=2, dynamic_img_size=True, features_only=True)
     shapes = [tuple(t.shape) for t in taps(torch.randn(1, 3, 160, 224))]
     assert shapes == [(1, 384, 10, 14)] * 2
+
+
+@pytest.mark.parametrize(
+    "name",
+    [
+        "swin_tiny_patch4_window7_224",
+        pytest.param("swinv2_tiny_window8_256", marks=pytest.mark.slow),
+    ],
+)
+def test_intermediates_and_features_of_a_dynamic_swin_are_on_the_inputs_grids_as_timms(name):
+    reference = redraw_(
+        timm.create_model(
+            name, depths=(1, 1, 2, 1), embed_dim=16, num_heads=(1, 1, 2, 2), strict_img_size=False
+        )
+    ).eval()
+    ours = vitgraph.from_timm(reference).eval()
+    x = torch.randn(1, 3, 256, 192)  # grids 64x48 .. 8x6
+    with torch.no_grad():
+        final, maps = reference.forward_intermediates(x, norm=True)
+        our_final, our_maps = ours.forward_intermediates(x, norm=True)
+        features, our_features = reference.forward_features(x), ours.forward_features(x)
+    assert tuple(our_features.shape) == (1, 8, 6, 128)  # NHWC, as timm's
+    torch.testing.assert_close(our_features, features, atol=1e-5, rtol=1e-4)
+    torch.testing.assert_close(our_final, final, atol=1e-5, rtol=1e-4)
+    assert [tuple(m.shape[-2:]) for m in our_maps] == [(64, 48), (32, 24), (16, 12), (8, 6)]
+    for ours_map, map_ in zip(our_maps, maps, strict=True):
+        torch.testing.assert_close(ours_map, map_, atol=1e-5, rtol=1e-4)
+    from vitgraph.model.features import features_only
+
+    taps = features_only(ours, None)  # the stages' outputs, unnormed
+    with torch.no_grad():
+        unnormed = reference.forward_intermediates(x, intermediates_only=True)
+        for tap, map_ in zip(taps(x), unnormed, strict=True):
+            torch.testing.assert_close(tap, map_, atol=1e-5, rtol=1e-4)

@@ -58,6 +58,11 @@ DYNAMIC = {
         "vit_small_patch14_reg4_dinov2",
         {"dynamic_img_size": True, "dynamic_img_pad": True},
     ),
+    "swin_tiny_patch4_window7_224+dynamic": (
+        "swin_tiny_patch4_window7_224",
+        {"strict_img_size": False},
+    ),
+    "swinv2_tiny_window8_256+dynamic": ("swinv2_tiny_window8_256", {"strict_img_size": False}),
 }
 
 

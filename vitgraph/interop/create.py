@@ -27,6 +27,9 @@ from vitgraph.ir import INPUT
 from vitgraph.pipeline import load
 from vitgraph.shapes import Tokens
 
+#: the arg by which a spec takes timm's dynamic_img_size itself (Swin's windows and masks)
+SPEC_OPTION = "dynamic_img_size"
+
 #: timm's keywords create_model takes besides the spec's overrides
 ACCEPTED = (
     "pretrained",
@@ -149,10 +152,11 @@ def create_model(
 def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph:
     """``graph`` edited as timm's ``dynamic_img_size`` / ``dynamic_img_pad``.
 
-    ``size``: its absolute position table (the one top-level ``learned_pos``) made
-    ``dynamic``, the image wired in as its second input, so the table is resized to each
-    input's grid. ``pad``: the patch embedding that makes that grid pads the image on the
-    right and bottom to a patch multiple (``dynamic_pad``), the table's grid then counting
+    ``size``: a spec with a ``dynamic_img_size`` arg (Swin, Swin v2) takes it set; else
+    its absolute position table (the one top-level ``learned_pos``) made ``dynamic``, the
+    image wired in as its second input, so the table is resized to each input's grid.
+    ``pad``: the patch embedding that makes that grid pads the image on the right and
+    bottom to a patch multiple (``dynamic_pad``), the table's grid then counting
     the partial patches. A spec it cannot apply to is refused by name: no table, several
     tables, or a node after the table sized for the declared grid (found by running the
     edited model on the meta device at one more patch row)."""
@@ -160,6 +164,14 @@ def dynamic_size(graph: Graph, *, size: bool = True, pad: bool = False) -> Graph
     option = " and ".join(
         o for o, on in (("dynamic_img_size=True", size), ("dynamic_img_pad=True", pad)) if on
     )
+    if size and graph.args.get(SPEC_OPTION) is not None:
+        # the spec takes timm's option itself (Swin: windows padded, masks per input)
+        done = graph.edits
+        graph = Graph.from_source(
+            graph.source, graph.variant, {**graph.overrides, SPEC_OPTION: True}
+        )
+        graph.edits = done
+        size = False  # applied; what follows is the padding of the embedding
     tables = [n for n in graph.nodes if n.kind == "learned_pos" and n.top == n.id]
     if size and len(tables) != 1:
         found = ", ".join(n.id for n in tables) if tables else "none"

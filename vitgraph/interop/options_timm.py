@@ -407,8 +407,15 @@ SWIN: dict[str, Option] = {
         ({"window_size": (4, 2)},),
     ),
     "always_partition": refused("True", {"always_partition": True}, issue=DYNAMIC_SIZE),
-    "strict_img_size": refused("False", {"strict_img_size": False}, issue=DYNAMIC_SIZE),
-    "dynamic_img_size": refused("True", {"dynamic_img_size": True}, issue=DYNAMIC_SIZE),
+    "strict_img_size": honoured(
+        "True, False (swin_stage dynamic: each input's grid, windows padded, masks per input)",
+        {"strict_img_size": False},
+    ),
+    "dynamic_img_size": honoured(
+        "True, False (as strict_img_size=False)",
+        {"dynamic_img_size": True},
+        {"dynamic_img_size": True, "img_size": (64, 40)},
+    ),
     "mlp_ratio": honoured(
         "any ratio, per stage too", {"mlp_ratio": 3.0}, {"mlp_ratio": (2.0, 61 / 32)}
     ),

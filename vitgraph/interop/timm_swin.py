@@ -27,13 +27,9 @@ from vitgraph.interop.timm import (
 
 @timm_converter("SwinTransformer", "SwinTransformerV2")
 def convert_swin(model: Reference) -> Conversion:
-    if getattr(model, "dynamic_img_size", False):
-        raise refuse(
-            model,
-            "strict_img_size=False (or dynamic_img_size=True)",
-            "windows and masks sized per input",
-        )
     embed = model.patch_embed
+    if getattr(embed, "dynamic_img_pad", False):
+        raise refuse(model, "a patch embedding with dynamic_img_pad=True")
     if type(embed).__name__ != "PatchEmbed":
         raise refuse(model, f"embed_layer={type(embed).__name__}")
     proj: nn.Conv2d = embed.proj
@@ -92,9 +88,14 @@ def _stages(model: Reference) -> dict[str, Any]:
     if getattr(model.layers[0].blocks[0], "always_partition", False):
         raise refuse(model, "always_partition=True", "windows larger than the grid, padded")
     v2 = type(model).__name__ == "SwinTransformerV2"
+    # strict_img_size=False (dynamic_img_size=True): every stage reads the grid of each
+    # input off the image (its stride over it), windows padded and masks built per input
+    dynamic = bool(getattr(model, "dynamic_img_size", False))
+    stride = model.patch_embed.patch_size[0]
     per_stage: dict[int, dict[str, Any]] = {}
     for index, stage in enumerate(model.layers):
         downsample = not isinstance(stage.downsample, nn.Identity)
+        stride *= 2 if downsample else 1
         if downsample:
             merge = stage.downsample
             if merge.reduction.out_features != 2 * merge.dim:
@@ -112,7 +113,7 @@ def _stages(model: Reference) -> dict[str, Any]:
             raise refuse(model, f"window_size={window}", "only square windows")
         grid = tuple(first.input_resolution)
         sizes, _ = effective_window(grid, window[0], 0)
-        if grid[0] % sizes[0] or grid[1] % sizes[1]:
+        if not dynamic and (grid[0] % sizes[0] or grid[1] % sizes[1]):
             raise refuse(
                 model,
                 f"img_size={tuple(model.patch_embed.img_size)}",
@@ -143,11 +144,13 @@ def _stages(model: Reference) -> dict[str, Any]:
             "drop_path_step": step,
             "norm_eps": layernorm_eps(model, first.norm1, "norm_layer"),
         }
+        if dynamic:
+            per_stage[index].update(dynamic=True, stride=stride)
         if v2:
             per_stage[index].update(_v2_stage(model, first.attn, index))
         if activation_name(model, mlp.act, "act_layer") != "gelu":
             raise refuse(model, f"act_layer={type(mlp.act).__name__}")
-    return {
+    stages: dict[str, Any] = {
         "id": "layers",
         "kind": "swin_stage",
         "repeat": len(per_stage),
@@ -155,6 +158,9 @@ def _stages(model: Reference) -> dict[str, Any]:
         "heads": 1,
         "at": per_stage,
     }
+    if dynamic:
+        stages["inputs"] = ["$prev", "input"]
+    return stages
 
 
 def _v2_stage(model: Reference, attn: Reference, index: int) -> dict[str, Any]:

@@ -45,7 +45,15 @@ import torch
 from torch import fx
 
 from vitgraph.ir import INPUT, Validated
-from vitgraph.model.layout import cache, cached_layout, feature_nodes, graph_of
+from vitgraph.model.layout import (
+    cache,
+    cached_layout,
+    emit_layout,
+    feature_nodes,
+    graph_of,
+    grid_of_input,
+    input_grids,
+)
 from vitgraph.model.segments import _plan, _prune, _unit_fn, feature_types
 from vitgraph.shapes import Image, TensorType, Tokens
 
@@ -285,37 +293,23 @@ def tokens_to_input_map(
     x: torch.Tensor, image: torch.Tensor, *, prefix: int, stride: tuple[int, int], pad: bool
 ) -> torch.Tensor:
     """``tokens_to_map`` on the grid of this input (a dynamic size): its sides over the
-    patch ``stride``, rounded up where the embedding pads."""
-    up = (stride[0] - 1, stride[1] - 1) if pad else (0, 0)
-    grid = ((image.shape[-2] + up[0]) // stride[0], (image.shape[-1] + up[1]) // stride[1])
+    ``stride``, rounded up where the model pads."""
+    grid = grid_of_input(image, stride, pad)
     return x[:, prefix:].unflatten(1, grid).permute(0, 3, 1, 2).contiguous()
-
-
-def input_grid(spec: Validated) -> tuple[tuple[int, int], tuple[int, int], bool] | None:
-    """A dynamic-size model's declared patch grid, its stride over the input and whether
-    it rounds up (the node whose params say ``dynamic``: a table resized per input);
-    None for a model of one input size."""
-    for node in spec.nodes:
-        kind = spec.type_of(node.id)
-        if getattr(node.params, "dynamic", False) and isinstance(kind, Tokens) and kind.grid:
-            image = spec.input_type
-            assert isinstance(image, Image)
-            stride = (image.height // kind.grid[0], image.width // kind.grid[1])
-            return kind.grid, stride, bool(getattr(node.params, "dynamic_pad", False))
-    return None
 
 
 def _emit_format(
     graph: fx.Graph, value: fx.Node, kind: TensorType, fmt: str, image: Any = None
 ) -> fx.Node:
-    """``image``: (the input's fx node, ``input_grid``) of a dynamic-size model."""
+    """``image``: (the input's fx node, ``input_grids``) of a dynamic-size model."""
     if isinstance(kind, Image):
         return value if fmt == "NCHW" else graph.call_function(map_to_tokens, (value,))
     assert isinstance(kind, Tokens)
     if fmt == "NLC":
         return graph.call_function(drop_prefix, (value,), {"prefix": kind.prefix})
-    if image is not None and image[1][0] == kind.grid:  # the grid of this input
-        keywords = {"prefix": kind.prefix, "stride": image[1][1], "pad": image[1][2]}
+    found = image[1].get(kind.grid) if image is not None and kind.grid else None
+    if found is not None:  # a grid of this input
+        keywords = {"prefix": kind.prefix, "stride": found[0], "pad": found[1]}
         return graph.call_function(tokens_to_input_map, (value, image[0]), keywords)
     return graph.call_function(
         tokens_to_map, (value,), {"prefix": kind.prefix, "grid": _grid(kind)}
@@ -379,7 +373,7 @@ def intermediates_graph(
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
     norm_id = final_norm(model) if norm else None
-    dynamic = input_grid(spec)
+    dynamic = input_grids(spec)
     image = (env[lay.fx_of[INPUT]], dynamic) if dynamic else None
     taps, prefixes = [], []
     for index in taken:
@@ -428,7 +422,7 @@ def _features_from(model: fx.GraphModule, graph: fx.Graph, env: dict, stop: str)
     outs = []
     for value, kind, layout in zip(values, kinds, lay.formats, strict=True):
         if layout is not None and isinstance(kind, Tokens):
-            value = graph.call_function(layout.out, (value,), layout.keywords(kind))
+            value = emit_layout(graph, layout, value, kind, input_grids(spec))
         outs.append(value)
     return outs[0] if len(outs) == 1 else outs
 

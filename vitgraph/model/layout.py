@@ -27,7 +27,7 @@ from torch import fx, nn
 from vitgraph.compiler import META_ID
 from vitgraph.errors import Problem
 from vitgraph.ir import INPUT, Node, Validated
-from vitgraph.shapes import Tokens, Vector
+from vitgraph.shapes import Image, Tokens, Vector
 from vitgraph.spec.catalog import registry
 
 
@@ -43,10 +43,27 @@ class FeatureFormat:
     keywords: Callable[[Tokens], dict[str, Any]]
     back: Callable[..., torch.Tensor] | None = None
     fits: Callable[[Tokens], bool] = lambda tokens: True
+    #: ``out`` on the grid of each input of a dynamic-size model:
+    #: ``(x, image, stride=, pad=)`` (None: the layout needs no grid)
+    input_out: Callable[..., torch.Tensor] | None = None
 
 
 def to_nhwc(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
     return x.unflatten(1, grid)
+
+
+def grid_of_input(image: torch.Tensor, stride: tuple[int, int], pad: bool) -> tuple[int, int]:
+    """The grid of ``image`` at ``stride``: its sides over the stride, rounded up where
+    the model ``pad``s (a padded patch embedding, Swin's patch merging of odd sides)."""
+    up = (stride[0] - 1, stride[1] - 1) if pad else (0, 0)
+    return (image.shape[-2] + up[0]) // stride[0], (image.shape[-1] + up[1]) // stride[1]
+
+
+def to_input_nhwc(
+    x: torch.Tensor, image: torch.Tensor, *, stride: tuple[int, int], pad: bool
+) -> torch.Tensor:
+    """``to_nhwc`` on the grid of this input (a dynamic size)."""
+    return x.unflatten(1, grid_of_input(image, stride, pad))
 
 
 def from_nhwc(x: torch.Tensor, *, grid: tuple[int, int]) -> torch.Tensor:
@@ -65,12 +82,60 @@ FEATURE_LAYOUTS: dict[str, FeatureFormat] = {
         lambda t: {"grid": t.grid},
         from_nhwc,
         fits=lambda t: t.grid is not None and t.prefix == 0,
+        input_out=to_input_nhwc,
     ),
     # the prefix tokens only, normed (the heads read nothing else)
     "prefix_tokens": FeatureFormat(
         prefix_only, lambda t: {"prefix": t.prefix}, fits=lambda t: t.prefix > 0
     ),
 }
+
+
+#: a dynamic-size model's declared grids, each with its stride over the input and
+#: whether the model rounds it up
+InputGrids = dict[tuple[int, int], tuple[tuple[int, int], bool]]
+
+
+def input_grids(graph: Validated) -> InputGrids:
+    """The grids a dynamic-size model reads off each input (empty for a model of one
+    input size): those of the nodes whose params say ``dynamic``. A node with a
+    ``stride`` (Swin's window attention and patch merging) reads its input's grid at that
+    stride, rounded up; one without (a position table resized per input) its own grid,
+    at the declared image's stride, rounded up where it says ``dynamic_pad``."""
+    grids: InputGrids = {}
+    image = graph.input_type
+    if not isinstance(image, Image):  # ids, sequences: no grid to read off
+        return grids
+    for node in graph.nodes:
+        if not getattr(node.params, "dynamic", False):
+            continue
+        stride = getattr(node.params, "stride", None)
+        kind = graph.type_of(node.inputs[0] if stride else node.id)
+        if not isinstance(kind, Tokens) or kind.grid is None:
+            continue
+        if stride:
+            grids.setdefault(kind.grid, ((stride, stride), True))
+        else:
+            step = (image.height // kind.grid[0], image.width // kind.grid[1])
+            grids.setdefault(kind.grid, (step, bool(getattr(node.params, "dynamic_pad", False))))
+    return grids
+
+
+def emit_layout(
+    graph: fx.Graph,
+    fmt: FeatureFormat,
+    value: fx.Node,
+    kind: Tokens,
+    grids: InputGrids,
+) -> fx.Node:
+    """``fmt.out`` of ``value`` in ``graph``: on the grid of the input (``graph``'s
+    placeholder) where the model reads ``kind``'s grid off each input."""
+    found = grids.get(kind.grid) if kind.grid is not None else None
+    if found is not None and fmt.input_out is not None:
+        image = next(n for n in graph.nodes if n.op == "placeholder")
+        keywords: dict[str, Any] = {"stride": found[0], "pad": found[1]}
+        return graph.call_function(fmt.input_out, (value, image), keywords)
+    return graph.call_function(fmt.out, (value,), fmt.keywords(kind))
 
 
 @dataclass

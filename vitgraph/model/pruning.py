@@ -22,7 +22,7 @@ from vitgraph.model.intermediates import (
     take_indices,
     units_or_refuse,
 )
-from vitgraph.model.layout import cache, cached_layout, graph_of
+from vitgraph.model.layout import cache, cached_layout, emit_layout, graph_of, input_grids
 from vitgraph.model.segments import _prune, feature_types
 from vitgraph.shapes import Tokens
 
@@ -187,6 +187,7 @@ def _lay_out_output(model: fx.GraphModule) -> None:
         return
     output = next(n for n in model.graph.nodes if n.op == "output")
     with model.graph.inserting_before(output):
-        laid = model.graph.call_function(fmt.out, (output.args[0],), fmt.keywords(kind))
+        grids = input_grids(graph_of(model))
+        laid = emit_layout(model.graph, fmt, output.args[0], kind, grids)
     output.args = (laid,)
     model.recompile()

@@ -18,7 +18,7 @@ from torch import fx, nn
 from torch.utils.checkpoint import checkpoint
 
 from vitgraph.compiler import META_ID
-from vitgraph.model.layout import cache, cached_layout, graph_of
+from vitgraph.model.layout import cache, cached_layout, emit_layout, graph_of, input_grids
 from vitgraph.shapes import TensorType, Tokens, Vector
 
 #: plan names: the whole forward, the features, the head, the head up to its classifiers
@@ -135,11 +135,12 @@ def _features_graph(model: fx.GraphModule) -> fx.Graph:
     graph = fx.Graph()
     env: dict[fx.Node, fx.Node] = {}
     graph.graph_copy(model.graph, env)
+    grids = input_grids(graph_of(model))
     outs = []
     for name, kind, fmt in zip(lay.features, feature_types(model), lay.formats, strict=True):
         out = env[lay.fx_of[name]]
         if fmt is not None and isinstance(kind, Tokens):
-            out = graph.call_function(fmt.out, (out,), fmt.keywords(kind))
+            out = emit_layout(graph, fmt, out, kind, grids)
         outs.append(out)
     graph.output(outs[0] if len(outs) == 1 else outs)  # CrossViT: a list, one per branch
     _prune(graph)
