@@ -40,6 +40,17 @@ from vitgraph.spec.catalog import registry, variant_index
 #: small specs for the kinds no shipped variant reaches (or reaches only inside another
 #: composite): each validates as written
 SEEDS: dict[str, str] = {
+    # vit_relpos picks its layer kind by an expression (rpn): no entry names it as written
+    "res_post": """
+vitgraph: 1
+name: seed_res_post
+input: {channels: 3, size: 32}
+graph:
+  - {id: embed, kind: patch_embed, patch: 8, dim: 32}
+  - {id: layer, kind: res_post_layer, heads: 2, rel_pos: mlp}
+  - {id: pool, kind: mean_pool}
+  - {id: head, kind: linear_head, classes: 5}
+""",
     "pooling": """
 vitgraph: 1
 name: seed_pooling
