@@ -30,11 +30,15 @@ from tests.helpers import assert_same_logits, redraw_
 #: check for them reads tokens: ``test_model_default_cfgs_non_std``)
 NON_STD_FILTERS = [
     "vit_*", "tnt_*", "pit_*", "cait_*", "twins_*", "levit*", "deit*", "crossvit_*",
+    "eva_*", "eva02*",
 ]  # fmt: skip
 
 #: timm modules with ``forward_intermediates`` (timm's FEAT_INTER_FILTERS, those of the
 #: families vitgraph converts): the twin's intermediates must equal the reference's
-INTERMEDIATES_IN_TIMM = ("vit", "deit", "cait", "twins", "swin", "levit", "tnt", "pit", "botnet")
+INTERMEDIATES_IN_TIMM = (
+    *("vit", "deit", "deit3", "dinov2", "siglip", "clip_vit", "vit_relpos", "eva02", "cait"),
+    *("twins", "swin", "swinv2", "levit", "tnt", "pit", "botnet"),
+)
 #: timm intermediates before vitgraph's first: ByobNet's first is inside its stem (before
 #: the stem's max-pool), which vitgraph's stem kind does not split; the four stages follow
 LEADING_TIMM_ONLY = {"botnet": 1}

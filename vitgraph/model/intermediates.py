@@ -247,12 +247,13 @@ def feature_info(model: fx.GraphModule) -> FeatureInfo:
 
 
 def _reduction(height: int, rows: int) -> int:
-    """The stride of a grid of ``rows`` over ``height`` pixels: exact when it divides,
-    else the nominal power of two (a stage that padded: Swin's last at 112 px, 4 rows
-    for stride 32)."""
+    """The stride of the first grid, ``rows`` over ``height`` pixels: exact when it
+    divides, else the nearest integer — the patch convolution's stride, as timm reports
+    it, whether its kernel overlaps (PiT-B: kernel 14, stride 7, 31 rows at 224 px) or it
+    padded (a 13-row grid of a stride-8 patch over 100 px)."""
     if height % rows == 0:
         return height // rows
-    return 2 ** round(math.log2(height / rows))
+    return max(1, round(height / rows))
 
 
 # ------------------------------------------------------------------ the fx pieces
