@@ -103,6 +103,7 @@ def contract_kwargs(meta: nn.Module) -> dict[str, object]:
         "Cait",
         "TNT",
         "VisionTransformerRelPos",
+        "Eva",
     ):
         kwargs["depth"] = min(len(meta.blocks), 3)
     return kwargs
