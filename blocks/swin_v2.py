@@ -149,10 +149,16 @@ class CosineShiftedWindowAttention(nn.Module):
         position = table[self.relative_position_index].reshape(self.area, self.area, -1)
         position = 16 * torch.sigmoid(position.permute(2, 0, 1))  # (heads, N, N)
         if self.shifted:
-            # (nW, heads, N, N) repeated for every image: windows are batch-major.
+            # (nW, heads, N, N) for every image: windows are batch-major. Training views
+            # the windows as (B, nW, heads, N, d) so the mask broadcasts, as timm adds it
+            # (its per-image copy and that copy's gradient cost ~10% of a Swin v2 step);
+            # eval repeats it, as ONNX's attention takes 4-D inputs only
             position = position + self.attn_mask
-            position = position.unsqueeze(0).expand(x.shape[0], -1, -1, -1, -1)
-            position = position.reshape(-1, self.heads, self.area, self.area)
+            if self.training:
+                q, k, v = (t.unflatten(0, (x.shape[0], -1)) for t in (q, k, v))
+            else:
+                position = position.unsqueeze(0).expand(x.shape[0], -1, -1, -1, -1)
+                position = position.reshape(-1, self.heads, self.area, self.area)
         out = F.scaled_dot_product_attention(
             q,
             k,
@@ -160,7 +166,7 @@ class CosineShiftedWindowAttention(nn.Module):
             attn_mask=position.to(q.dtype),
             dropout_p=self.attn_drop if self.training else 0.0,
             scale=1.0,
-        )
+        ).flatten(0, -4)  # (B*nW, heads, N, d)
         out = self.proj_drop(self.proj(merge_heads(out, copy=True)))  # (B*nW, N, C)
         out = merge(out, self.grid, self.size)
         if self.shifted:
