@@ -131,23 +131,28 @@ class CosineShiftedWindowAttention(nn.Module):
         mask = shifted_window_mask(grid, size, shift) if static else torch.zeros(0)
         self.register_buffer("attn_mask", mask, persistent=False)
 
+    def cosine_qkv(self, windows: torch.Tensor) -> tuple[torch.Tensor, ...]:
+        """q (normalised, times the clamped temperature: cosine similarity, §3.2), k
+        (normalised), v of the windows (B*nW, heads, N, d), and the continuous position
+        bias (heads, N, N): 16·sigmoid of the log-spaced coordinates' MLP (§3.3)."""
+        bias = None
+        if self.q_bias is not None and self.v_bias is not None:
+            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
+        q, k, v = split_fused(F.linear(windows, self.qkv.weight, bias), 3, self.heads)
+        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
+        q = F.normalize(q, dim=-1) * scale
+        k = F.normalize(k, dim=-1)
+        table = self.cpb_mlp(self.relative_coords_table)  # ((2h-1)(2w-1), heads)
+        position = table[self.relative_position_index].reshape(self.area, self.area, -1)
+        return q, k, v, 16 * torch.sigmoid(position.permute(2, 0, 1))
+
     def forward(self, x: torch.Tensor) -> torch.Tensor:
         rows, cols = self.grid
         x = x.reshape(-1, rows, cols, x.shape[-1])  # (B, H, W, C)
         if self.shifted:
             x = torch.roll(x, shifts=(-self.shift[0], -self.shift[1]), dims=(1, 2))
         windows = partition(x, self.grid, self.size)  # (B*nW, N, C)
-        bias = None
-        if self.q_bias is not None and self.v_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = split_fused(F.linear(windows, self.qkv.weight, bias), 3, self.heads)
-        # cosine similarity times the clamped temperature (§3.2), folded into q
-        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
-        q = F.normalize(q, dim=-1) * scale
-        k = F.normalize(k, dim=-1)
-        table = self.cpb_mlp(self.relative_coords_table)  # ((2h-1)(2w-1), heads)
-        position = table[self.relative_position_index].reshape(self.area, self.area, -1)
-        position = 16 * torch.sigmoid(position.permute(2, 0, 1))  # (heads, N, N)
+        q, k, v, position = self.cosine_qkv(windows)
         if self.shifted:
             # (nW, heads, N, N) for every image: windows are batch-major. Training views
             # the windows as (B, nW, heads, N, d) so the mask broadcasts, as timm adds it
@@ -182,16 +187,7 @@ class DynamicCosineWindowAttention(CosineShiftedWindowAttention):
         return dynamic_windows(x, image, self.stride, self.size, self.shift, self.attend)
 
     def attend(self, windows: torch.Tensor, mask: torch.Tensor | None) -> torch.Tensor:
-        bias = None
-        if self.q_bias is not None and self.v_bias is not None:
-            bias = torch.cat((self.q_bias, torch.zeros_like(self.v_bias), self.v_bias))
-        q, k, v = split_fused(F.linear(windows, self.qkv.weight, bias), 3, self.heads)
-        scale = torch.clamp(self.logit_scale, max=MAX_LOGIT_SCALE).exp()  # (heads, 1, 1)
-        q = F.normalize(q, dim=-1) * scale
-        k = F.normalize(k, dim=-1)
-        table = self.cpb_mlp(self.relative_coords_table)  # ((2h-1)(2w-1), heads)
-        position = table[self.relative_position_index].reshape(self.area, self.area, -1)
-        position = 16 * torch.sigmoid(position.permute(2, 0, 1))  # (heads, N, N)
+        q, k, v, position = self.cosine_qkv(windows)
         out = F.scaled_dot_product_attention(
             q,
             k,
