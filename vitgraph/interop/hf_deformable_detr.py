@@ -12,6 +12,7 @@ import re
 import torch
 
 from vitgraph.interop.hf import HFConversion, hf_converter, refuse_hf
+from vitgraph.interop.hf_detr import transformer_args
 from vitgraph.interop.timm import Reference
 
 _RENAMES = [
@@ -185,18 +186,8 @@ def deformable_detr_overrides(model: Reference) -> dict[str, object]:
         **args,
         "channels": config.backbone_config.num_channels,  # HF's ResNet reads its own
         "levels": config.num_feature_levels,
-        "dim": config.d_model,
-        "heads": config.encoder_attention_heads,
         "points": config.encoder_n_points,
-        "enc_layers": config.encoder_layers,
-        "dec_layers": config.decoder_layers,
-        "ffn": config.encoder_ffn_dim,
-        "queries": config.num_queries,
-        "classes": config.num_labels,
-        "drop": config.dropout,
-        "act_drop": config.activation_dropout,
-        "attn_drop": config.attention_dropout,
-        "act": config.activation_function,
+        **transformer_args(config),
         "refine": bool(config.with_box_refine),
         "two_stage": bool(config.two_stage),
         "class_heads": "shared" if tied or not config.with_box_refine else "per_layer",

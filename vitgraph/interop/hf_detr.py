@@ -6,6 +6,7 @@ backbone does). Every option the spec cannot express is refused by name."""
 from __future__ import annotations
 
 import re
+from typing import Any
 
 import torch
 from torch import nn
@@ -123,17 +124,27 @@ def detr_overrides(model: Reference) -> dict[str, object]:
         "channels": config.num_channels,
         "depths": depths,
         "dc5": dc5,
-        "dim": config.d_model,
-        "heads": config.encoder_attention_heads,
-        "enc_layers": config.encoder_layers,
-        "dec_layers": config.decoder_layers,
-        "ffn": config.encoder_ffn_dim,
-        "queries": config.num_queries,
-        "classes": config.num_labels,
-        "drop": config.dropout,
-        "act_drop": config.activation_dropout,
-        "attn_drop": config.attention_dropout,
-        "act": config.activation_function,
+        **transformer_args(config),
+    }
+
+
+def transformer_args(config: object) -> dict[str, object]:
+    """The spec args of the encoder-decoder and heads that DETR and Deformable DETR share,
+    read off an HF config (its encoder's widths; the checks above require the decoder's
+    to equal them)."""
+    c: Any = config
+    return {
+        "dim": c.d_model,
+        "heads": c.encoder_attention_heads,
+        "enc_layers": c.encoder_layers,
+        "dec_layers": c.decoder_layers,
+        "ffn": c.encoder_ffn_dim,
+        "queries": c.num_queries,
+        "classes": c.num_labels,
+        "drop": c.dropout,
+        "act_drop": c.activation_dropout,
+        "attn_drop": c.attention_dropout,
+        "act": c.activation_function,
     }
 
 
